@@ -1,0 +1,139 @@
+"""CPU generations: what each LLVM CPU name offers, what this host offers, and which can run here.
+
+A generation is an LLVM CPU name (``x86-64-v3``, ``cascadelake``, ``znver4``, ... or ``native``).
+Kernels can be compiled for any generation; running one is allowed only when the host has every
+SIMD feature the generation implies, so a kernel never dies of SIGILL.
+
+The choice is ``cpu=`` argument, else ``$JITVOC_CPU``, else ``native``.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+from . import jit
+from .errors import UnsupportedCPU
+
+# The SIMD features the kernels care about, as LLVM names them.
+SIMD_FEATURES = ("sse2", "ssse3", "sse4.1", "avx", "avx2", "fma",
+                 "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni")
+
+_V1 = {"sse2"}
+_V2 = _V1 | {"ssse3", "sse4.1"}
+_V3 = _V2 | {"avx", "avx2", "fma"}
+_V4 = _V3 | {"avx512f", "avx512bw", "avx512vl"}
+_VNNI = _V4 | {"avx512vnni"}
+
+# LLVM CPU name -> the SIMD features (of SIMD_FEATURES) it implies.
+GENERATIONS: dict[str, frozenset[str]] = {name: frozenset(f) for name, f in {
+    "x86-64": _V1,
+    "x86-64-v2": _V2,
+    "x86-64-v3": _V3,
+    "x86-64-v4": _V4,
+    "core2": {"sse2", "ssse3"},
+    "nehalem": _V2,
+    "sandybridge": _V2 | {"avx"},
+    "haswell": _V3,
+    "skylake": _V3,
+    "skylake-avx512": _V4,
+    "cascadelake": _VNNI,
+    "icelake-client": _VNNI,
+    "icelake-server": _VNNI,
+    "tigerlake": _VNNI,
+    "rocketlake": _VNNI,
+    "alderlake": _V3 | {"avxvnni"},
+    "sapphirerapids": _VNNI | {"avxvnni"},
+    "znver2": _V3,
+    "znver3": _V3,
+    "znver4": _VNNI,
+}.items()}
+
+# The default benchmark ladder, oldest first; `native` is appended.
+LADDER = ("x86-64", "x86-64-v2", "haswell", "skylake-avx512", "cascadelake", "alderlake")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A resolved CPU generation: what LLVM is told to target, and the SIMD features it implies."""
+    name: str              # as the user named it ("native" stays "native")
+    llvm_cpu: str          # the CPU name given to LLVM
+    llvm_features: str     # the feature string given to LLVM ("" = implied by llvm_cpu)
+    features: frozenset    # SIMD features (of SIMD_FEATURES) the generated code may use
+
+    def has(self, *feature: str) -> bool:
+        return all(f in self.features for f in feature)
+
+    def missing_on_host(self) -> list[str]:
+        return sorted(self.features - host_features())
+
+
+@functools.lru_cache(maxsize=None)
+def host_features() -> frozenset:
+    """The SIMD features LLVM sees enabled on this host."""
+    return frozenset(f for f, on in jit.host_feature_map().items() if on and f in SIMD_FEATURES)
+
+
+@functools.lru_cache(maxsize=None)
+def host_generation() -> Generation:
+    features = jit.host_feature_map()
+    feature_string = ",".join(("+" if on else "-") + f for f, on in sorted(features.items()))
+    return Generation("native", jit.host_cpu_name(), feature_string, host_features())
+
+
+def generation(name: str) -> Generation:
+    """The generation called `name`; UnsupportedCPU if jitvoc has no table entry for it."""
+    if name in ("native", "host"):
+        return host_generation()
+    if name not in GENERATIONS:
+        raise UnsupportedCPU(
+            f"unknown CPU generation {name!r}; known: native, {', '.join(sorted(GENERATIONS))}")
+    return Generation(name, name, "", GENERATIONS[name])
+
+
+def resolve(cpu: str | Generation | None = None) -> Generation:
+    """cpu= argument, else $JITVOC_CPU, else the host."""
+    if isinstance(cpu, Generation):
+        return cpu
+    return generation(cpu or os.environ.get("JITVOC_CPU") or "native")
+
+
+def runnable(gen: Generation) -> bool:
+    return not gen.missing_on_host()
+
+
+def require_runnable(gen: Generation) -> None:
+    """Raise UnsupportedCPU unless this host can execute code built for `gen`."""
+    missing = gen.missing_on_host()
+    if missing:
+        raise UnsupportedCPU(
+            f"this host ({jit.host_cpu_name()}) cannot run code for CPU generation {gen.name!r}: "
+            f"it lacks {', '.join(missing)}. Kernels for it can still be compiled and dumped "
+            f"(jitvoc kernels --cpu {gen.name}).")
+
+
+def runnable_generations() -> list[str]:
+    return [name for name in GENERATIONS if runnable(generation(name))]
+
+
+def cpuinfo_flags() -> list[str]:
+    """The SIMD-related flags py-cpuinfo reports (its own names)."""
+    import cpuinfo
+    flags = cpuinfo.get_cpu_info().get("flags", [])
+    return sorted(f for f in flags if f.startswith(("sse", "ssse", "avx", "fma", "vnni")))
+
+
+def describe_host() -> dict:
+    """What `jitvoc info` prints: the host as py-cpuinfo and LLVM see it, and what it can run."""
+    import cpuinfo
+    info = cpuinfo.get_cpu_info()
+    return {
+        "brand": info.get("brand_raw", "unknown"),
+        "llvm_cpu": jit.host_cpu_name(),
+        "llvm_version": ".".join(map(str, jit.llvm_version())),
+        "llvm_simd_features": sorted(host_features()),
+        "cpuinfo_simd_flags": cpuinfo_flags(),
+        "runnable_generations": runnable_generations(),
+        "not_runnable": {name: generation(name).missing_on_host()
+                         for name in GENERATIONS if not runnable(generation(name))},
+    }

@@ -1,0 +1,87 @@
+"""Small helpers for writing LLVM IR with llvmlite.ir: types, constants, splats and counted loops."""
+from __future__ import annotations
+
+import contextlib
+
+from llvmlite import ir
+
+i1, i8, i16, i32, i64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
+f32 = ir.FloatType()
+ptr = ir.PointerType()
+void = ir.VoidType()
+
+INT_TYPES = {"s8": i8, "u8": i8, "s16": i16, "s32": i32, "f32": f32}
+
+
+def vec(elem, n: int) -> ir.VectorType:
+    return ir.VectorType(elem, n)
+
+
+def const_vec(elem, values) -> ir.Constant:
+    values = list(values)
+    return ir.Constant(vec(elem, len(values)), values)
+
+
+def splat(b: ir.IRBuilder, value, n: int):
+    """A vector of n copies of a scalar value (constant-folded for constants)."""
+    if isinstance(value, ir.Constant):
+        return ir.Constant(vec(value.type, n), [value.constant] * n)
+    v = b.insert_element(ir.Constant(vec(value.type, n), ir.Undefined), value, i32(0))
+    return b.shuffle_vector(v, ir.Constant(vec(value.type, n), ir.Undefined),
+                            ir.Constant(vec(i32, n), [0] * n))
+
+
+def gep(b: ir.IRBuilder, base, elem_type, index, name: str = ""):
+    """Address of base[index] for elements of elem_type (index: int or i64/i32 value)."""
+    if isinstance(index, int):
+        index = i64(index)
+    return b.gep(base, [index], source_etype=elem_type, name=name)
+
+
+def load(b: ir.IRBuilder, base, typ, index=0, align: int = 1, elem_type=None):
+    """Load a `typ` from base + index elements of elem_type (default: typ itself)."""
+    return b.load(gep(b, base, elem_type or typ, index), typ=typ, align=align)
+
+
+def store(b: ir.IRBuilder, value, base, index=0, align: int = 1, elem_type=None):
+    b.store(value, gep(b, base, elem_type or value.type, index), align=align)
+
+
+def function(module: ir.Module, name: str, ret, args, internal: bool = False) -> ir.Function:
+    fn = ir.Function(module, ir.FunctionType(ret, args), name=name)
+    if internal:
+        fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    return fn
+
+
+def declare_intrinsic(module: ir.Module, name: str, ret, args) -> ir.Function:
+    """The declaration of an LLVM intrinsic, added once per module."""
+    if name in module.globals:
+        return module.globals[name]
+    return ir.Function(module, ir.FunctionType(ret, args), name=name)
+
+
+@contextlib.contextmanager
+def counted_loop(b: ir.IRBuilder, start, stop, step=1, name: str = "loop"):
+    """`for (i = start; i < stop; i += step)` with i64 values; yields i inside the body.
+
+    Code emitted inside the `with` block forms the body; afterwards the builder sits after the loop.
+    """
+    start = i64(start) if isinstance(start, int) else start
+    stop = i64(stop) if isinstance(stop, int) else stop
+    pre = b.block
+    head = b.append_basic_block(f"{name}.head")
+    body = b.append_basic_block(f"{name}.body")
+    done = b.append_basic_block(f"{name}.done")
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(i64, name=f"{name}.i")
+    i.add_incoming(start, pre)
+    b.cbranch(b.icmp_signed("<", i, stop), body, done)
+    b.position_at_end(body)
+    yield i
+    nxt = b.add(i, i64(step) if isinstance(step, int) else step)
+    i.add_incoming(nxt, b.block)
+    b.branch(head)
+    b.position_at_end(done)

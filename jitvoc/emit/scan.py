@@ -1,0 +1,141 @@
+"""Emit the linear-recurrence kernels ``h_t = λ_t ⊙ h_{t-1} + x_t`` (ScanSpec -> llvmlite.ir).
+
+Both kinds share one C signature (SIGNATURE); rows are ``stride`` floats apart (negative strides
+walk backwards in time, which the backward pass uses):
+
+- ``serial(lam, x, h, h0, n, ncols, stride, tile)``: ``h[t] = lam[t]·h[t-1] + x[t]`` for
+  ``t < n`` with ``h[-1] = h0`` (the serial kernel, and the parallel scan's final pass);
+- ``reduce(lam, x, A, B, n, ncols, stride, tile)``: folds n rows into the chunk carry,
+  ``A ← A·Πλ``, ``B ← (the recurrence run from B)``; the caller starts from A = 1, B = 0.
+
+SIMD across D: columns go in register blocks of ``block`` vectors, then single vectors, then a
+scalar tail, so any D works. Time runs in tiles of ``tile`` rows; inside a tile each column block
+keeps its state in registers (tile ≥ n suits small D, a few rows suits large D).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from .irutil import counted_loop, declare_intrinsic, f32, function, gep, i64, ptr, vec, void
+
+KINDS = ("serial", "reduce")
+# (features needed, floats per vector, ISA tag): the first row the generation has wins.
+VECTOR_TABLE = (
+    (("avx512f",), 16, "avx512"),
+    (("avx2", "fma"), 8, "avx2"),
+    (("avx",), 8, "avx"),
+    (("sse2",), 4, "sse2"),
+)
+BLOCK = 4  # vectors per register block
+SIGNATURE = "void(uintptr_t, uintptr_t, uintptr_t, uintptr_t, int64_t, int64_t, int64_t, int64_t)"
+
+
+@dataclass(frozen=True)
+class ScanSpec:
+    """One scan kernel; ``name`` is its symbol, cache key, test id and benchmark label."""
+    kind: str      # "serial" | "reduce"
+    width: int     # floats per vector
+    isa: str       # tag of the VECTOR_TABLE row
+    block: int = BLOCK
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown scan kernel kind {self.kind!r}")
+
+    @property
+    def name(self) -> str:
+        return f"scan_f32_{self.kind}_v{self.width}_{self.isa}"
+
+
+def vector_width(gen) -> tuple[int, str]:
+    """(floats per vector, ISA tag) for a generation, from VECTOR_TABLE."""
+    for features, width, tag in VECTOR_TABLE:
+        if gen.has(*features):
+            return width, tag
+    return 1, "scalar"
+
+
+def spec_for(kind: str, gen) -> ScanSpec:
+    width, tag = vector_width(gen)
+    return ScanSpec(kind, width, tag)
+
+
+class _Emitter:
+    def __init__(self, spec: ScanSpec, module: ir.Module):
+        self.spec = spec
+        fn = function(module, spec.name, void, [ptr] * 4 + [i64] * 4)
+        for a in fn.args[:4]:
+            a.add_attribute("noalias")
+        self.lam, self.x, self.out, self.init, self.n, self.ncols, self.stride, tile = fn.args
+        self.module = module
+        b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+        w, nb = spec.width, spec.block
+        vt = vec(f32, w) if w > 1 else f32
+        # State slots (promoted to registers by SROA): [h or B] and, for reduce, [A].
+        self.slots = {(t, j, s): b.alloca(t) for t in {vt, f32} for j in range(nb) for s in "hA"}
+        self.tile = b.select(b.icmp_signed("<", tile, i64(1)), i64(1), tile)
+        with counted_loop(b, 0, self.n, self.tile, name="tile") as t0:
+            t1 = b.add(t0, self.tile)
+            t1 = b.select(b.icmp_signed("<", t1, self.n), t1, self.n)
+            groups = [(vt, w, nb), (vt, w, 1)] if w > 1 else []
+            c = i64(0)
+            for typ, width, count in groups + [(f32, 1, 1)]:
+                c = self._columns(t0, t1, c, typ, width, count)
+        b.ret_void()
+
+    def _columns(self, t0, t1, c0, typ, width, count):
+        """Column blocks of `count` × `width` floats from c0 while they fit; returns the next c."""
+        b, step = self.b, width * count
+        stop = b.add(b.sub(self.ncols, i64(step)), i64(1))
+        with counted_loop(b, c0, stop, step, name=f"cols{step}") as c:
+            self._block(t0, t1, c, typ, width, count)
+        rest = b.sub(self.ncols, c0)
+        return b.add(c0, b.mul(b.sdiv(rest, i64(step)), i64(step))) if step > 1 else self.ncols
+
+    def _block(self, t0, t1, c, typ, width, count):
+        b, serial = self.b, self.spec.kind == "serial"
+        h = [self.slots[(typ, j, "h")] for j in range(count)]
+        A = [self.slots[(typ, j, "A")] for j in range(count)]
+        cols = [b.add(c, i64(j * width)) for j in range(count)]
+        if serial:   # the state before row t0: h0, or the output row t0 - 1
+            prev_row = gep(b, self.out, f32, b.mul(b.sub(t0, i64(1)), self.stride))
+            prev = b.select(b.icmp_signed("==", t0, i64(0)), self.init, prev_row)
+            for slot, col in zip(h, cols):
+                b.store(self._load(prev, col, typ), slot)
+        else:
+            for slot, a, col in zip(h, A, cols):
+                b.store(self._load(self.init, col, typ), slot)
+                b.store(self._load(self.out, col, typ), a)
+        with counted_loop(b, t0, t1, name=f"t{width * count}") as t:
+            row = b.mul(t, self.stride)
+            lam_row, x_row = gep(b, self.lam, f32, row), gep(b, self.x, f32, row)
+            for j, col in enumerate(cols):
+                lam = self._load(lam_row, col, typ)
+                state = self._fmuladd(lam, b.load(h[j], typ=typ), self._load(x_row, col, typ))
+                b.store(state, h[j])
+                if serial:
+                    b.store(state, gep(b, gep(b, self.out, f32, row), f32, col), align=4)
+                else:
+                    b.store(b.fmul(lam, b.load(A[j], typ=typ)), A[j])
+        if not serial:
+            for slot, a, col in zip(h, A, cols):
+                b.store(b.load(slot, typ=typ), gep(b, self.init, f32, col), align=4)
+                b.store(b.load(a, typ=typ), gep(b, self.out, f32, col), align=4)
+
+    def _load(self, base, col, typ):
+        return self.b.load(gep(self.b, base, f32, col), typ=typ, align=4)
+
+    def _fmuladd(self, a, b_, c):
+        """a·b + c; LLVM fuses it into an FMA where the target has one."""
+        suffix = f"v{a.type.count}f32" if isinstance(a.type, ir.VectorType) else "f32"
+        fn = declare_intrinsic(self.module, f"llvm.fmuladd.{suffix}", a.type, [a.type] * 3)
+        return self.b.call(fn, [a, b_, c])
+
+
+def build(spec: ScanSpec) -> ir.Module:
+    """An llvmlite module holding the one function ``spec.name``."""
+    module = ir.Module(name=spec.name)
+    _Emitter(spec, module)
+    return module

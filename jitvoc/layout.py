@@ -1,0 +1,140 @@
+"""The block-sparse layout: the one place that decides how a matrix is stored for the kernels.
+
+A matrix W [rows, cols] is cut into blocks of ``bh x bw`` (e.g. 16x1, 8x4, 16x4, 4x4, 1x1; a dense
+matrix is one block per row block, ``bw = cols``). A block is *present* if its mask has any
+non-zero in it. The kernels consume **panels**: ``bh`` rows by ``group`` columns, where ``group``
+is how many products one SIMD lane sums at once (4 for int8 · uint8, 2 for int16, 1 for float32).
+
+Within each row block, the present blocks are taken in column order and their columns listed
+one after another (``bw`` columns per block, padded past the matrix edge with zero weights); that
+list is cut into panels of ``group`` columns (the last padded with zero weights, repeating its last
+column). So
+
+- ``bw % group == 0`` (16x4 int8, 16x1 float32, dense): each panel's columns are contiguous,
+  ``c, c+1, …, c+group-1`` with ``c`` a multiple of ``group``: one aligned load of x;
+- ``bw < group`` (16x1 int8 or int16, 1x1): a panel gathers ``group / bw`` blocks.
+
+Arrays (all C-contiguous):
+
+- ``weights`` [n_panels, bh, group]: panel p's row i, column j at ``weights[p, i, j]``; so one panel
+  is ``bh`` lanes of ``group`` consecutive values, exactly what vpdpbusd / pmaddwd read.
+- ``cols`` [n_panels, group] int32: the matrix column of each panel column.
+- ``panel_ptr`` [row_blocks + 1] int32: row block rb owns panels ``panel_ptr[rb] : panel_ptr[rb+1]``.
+
+Rows past ``rows`` (the last row block's padding) have zero weights; x is read up to
+``x_len`` = padded columns, so callers pad x with zeros to that length.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+BLOCKS = ((16, 1), (8, 4), (16, 4), (4, 4), (1, 1))
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True, eq=False)
+class Packed:
+    rows: int
+    cols: int
+    block: tuple            # (bh, bw)
+    group: int
+    dense: bool
+    weights: np.ndarray     # [n_panels, bh, group]
+    cols_idx: np.ndarray    # [n_panels, group] int32
+    panel_ptr: np.ndarray   # [row_blocks + 1] int32
+
+    @property
+    def bh(self) -> int:
+        return self.block[0]
+
+    @property
+    def row_blocks(self) -> int:
+        return len(self.panel_ptr) - 1
+
+    @property
+    def n_panels(self) -> int:
+        return len(self.weights)
+
+    @property
+    def rows_padded(self) -> int:
+        return self.row_blocks * self.bh
+
+    @property
+    def contiguous(self) -> bool:
+        return self.dense or self.block[1] % self.group == 0
+
+    @property
+    def x_len(self) -> int:
+        col_blocks = _ceil(self.cols, self.block[1])
+        return _ceil(col_blocks * self.block[1], self.group) * self.group
+
+    def pattern_hash(self) -> str:
+        h = hashlib.sha256(np.ascontiguousarray(self.cols_idx).tobytes())
+        h.update(np.ascontiguousarray(self.panel_ptr).tobytes())
+        return h.hexdigest()[:10]
+
+
+def block_mask(mask: np.ndarray, block: tuple) -> np.ndarray:
+    """bool [row_blocks, col_blocks]: which blocks hold any non-zero of `mask`."""
+    bh, bw = block
+    rows, cols = mask.shape
+    padded = np.zeros((_ceil(rows, bh) * bh, _ceil(cols, bw) * bw), dtype=bool)
+    padded[:rows, :cols] = mask != 0
+    return padded.reshape(padded.shape[0] // bh, bh, -1, bw).any(axis=(1, 3))
+
+
+def pack(w: np.ndarray, block: tuple, group: int, mask: np.ndarray | None = None,
+         dense: bool = False) -> Packed:
+    """Pack w (already quantized or float) into panels; `mask` (default w != 0) picks the blocks.
+
+    dense=True stores every block of one `bh`-row block with implicit contiguous columns.
+    """
+    w = np.asarray(w)
+    if w.ndim != 2 or 0 in w.shape:
+        raise InputError(f"expected a non-empty 2-D matrix, got shape {w.shape}")
+    rows, cols = w.shape
+    bh, bw = (block[0], _ceil(cols, group) * group) if dense else block
+    if bh < 1 or bw < 1:
+        raise InputError(f"invalid block {block}")
+    if not dense and bw < group and group % bw:
+        raise InputError(f"block width {bw} must divide the panel group {group}")
+    blocks = (np.ones((_ceil(rows, bh), 1), dtype=bool) if dense
+              else block_mask(w != 0 if mask is None else mask, (bh, bw)))
+    row_blocks, col_blocks = blocks.shape
+    wp = np.zeros((row_blocks * bh, _ceil(col_blocks * bw, group) * group), dtype=w.dtype)
+    wp[:rows, :cols] = w
+    panels_w, panels_c, ptr = [], [], [0]
+    for rb in range(row_blocks):
+        colist = [c for cb in np.nonzero(blocks[rb])[0] for c in range(cb * bw, cb * bw + bw)]
+        n_pad = -len(colist) % group
+        colist += colist[-1:] * n_pad                  # repeat the last column, weight 0
+        c = np.asarray(colist, dtype=np.int32).reshape(-1, group)
+        vals = wp[rb * bh:(rb + 1) * bh, c.reshape(-1)]  # [bh, n_cols]
+        if n_pad:
+            vals[:, -n_pad:] = 0
+        panels_w.append(vals.reshape(bh, len(c), group).transpose(1, 0, 2))
+        panels_c.append(c)
+        ptr.append(ptr[-1] + len(c))
+    weights = (np.concatenate(panels_w) if panels_w
+               else np.zeros((0, bh, group), dtype=w.dtype))
+    cols_idx = np.concatenate(panels_c) if panels_c else np.zeros((0, group), dtype=np.int32)
+    return Packed(rows, cols, (bh, bw), group, dense, np.ascontiguousarray(weights),
+                  np.ascontiguousarray(cols_idx), np.asarray(ptr, dtype=np.int32))
+
+
+def unpack(p: Packed) -> np.ndarray:
+    """The dense [rows, cols] matrix a Packed holds (the inverse of pack on present blocks)."""
+    out = np.zeros((p.rows_padded, p.x_len), dtype=p.weights.dtype)
+    for rb in range(p.row_blocks):
+        for q in range(p.panel_ptr[rb], p.panel_ptr[rb + 1]):
+            for j, c in enumerate(p.cols_idx[q]):
+                out[rb * p.bh:(rb + 1) * p.bh, c] += p.weights[q, :, j]
+    return out[:p.rows, :p.cols]

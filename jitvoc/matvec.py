@@ -1,0 +1,189 @@
+"""build_matvec: a compiled y ≈ W x for one matrix on one CPU generation (the run stage)."""
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+
+from . import cpu as cpu_mod
+from . import jit, native
+from .emit.spmv import build_module
+from .errors import InputError
+from .plan import matvec as planner
+from .quant import ACTIVATION_BITS, FixedPoint
+from .reference.matvec import zero_correction
+
+_SIGNATURE = "void(void*, void*, void*, void*, void*, void*, void*, float, float)"
+_LOOP_SIGNATURE = "void(int64_t, void*, void*, void*, void*, void*, void*, void*, float, float)"
+
+
+class MatVec:
+    """A compiled matrix-vector product. Call it with a float32 vector.
+
+    Attributes: ``spec`` (KernelSpec; ``spec.name`` is the kernel's symbol), ``ir`` and ``asm``
+    (strings, built on first access), ``plan``. ``raw(codes)`` is the integer entry point.
+    """
+
+    def __init__(self, plan: planner.Plan, gen, x_format: FixedPoint | None = None):
+        self.plan, self.spec, self.gen = plan, plan.spec, gen
+        self.rows, self.cols = plan.w_codes.shape
+        self.x_format = x_format   # None: chosen per call from max |x| (int kernels)
+        p = plan.packed
+        self._w, self._cols, self._ptr = p.weights, p.cols_idx, p.panel_ptr
+        self._row_scale = np.ascontiguousarray(plan.row_scale, dtype=np.float32)
+        self._lib = jit.load(self.spec.name, self._module, gen)
+        self._runnable = cpu_mod.runnable(gen)
+        self._fn = native.function(self._lib.address(self.spec.name), _SIGNATURE)
+        self._raw = native.function(self._lib.address(self.spec.name + "_raw"),
+                                    "void(void*, void*, void*, void*, void*)")
+        self._loop = native.function(self._lib.address(self.spec.name + "_loop"), _LOOP_SIGNATURE)
+
+    def _module(self):
+        return build_module(self.spec, self.plan.packed, self.gen)
+
+    @functools.cached_property
+    def ir(self) -> str:
+        return str(self._module())
+
+    @functools.cached_property
+    def asm(self) -> str:
+        return jit.assembly(self._module(), self.gen)
+
+    def __repr__(self):
+        return f"<MatVec {self.spec.name} on {self.gen.name}>"
+
+    # --- calling ---------------------------------------------------------------------------------
+    def _require_runnable(self):
+        if not self._runnable:
+            cpu_mod.require_runnable(self.gen)
+
+    def format_for(self, x: np.ndarray) -> FixedPoint:
+        if self.x_format is not None:
+            return self.x_format
+        bits = ACTIVATION_BITS[self.spec.dtype]
+        return FixedPoint.covering(float(np.abs(x).max()), bits, signed=self.spec.x_signed)
+
+    def _check_x(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim != 1 or x.shape[0] != self.cols:
+            raise InputError(f"x must be a vector of length {self.cols}, got shape {x.shape}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise InputError("x holds NaN or infinite values")
+        return x
+
+    def _args(self, x):
+        """The float entry point's arguments after y (y is added by the caller)."""
+        if self.spec.dtype == "float32":
+            zc, inv, scale = np.zeros(1, np.int32), 1.0, 1.0
+        else:
+            fmt = self.format_for(x)
+            zc = self.zcorr(fmt)
+            inv, scale = 2.0 ** fmt.frac, fmt.scale
+        keep = (x, zc)
+        ptrs = [native.ptr(a) for a in (x, self._w, self._cols, self._ptr, self._row_scale, zc)]
+        return keep, ptrs, inv, scale
+
+    def zcorr(self, fmt: FixedPoint) -> np.ndarray:
+        return zero_correction(self.plan.w_codes, fmt) if fmt.zero_point else \
+            np.zeros(self.rows, np.int32)
+
+    def __call__(self, x) -> np.ndarray:
+        self._require_runnable()
+        x = self._check_x(x)
+        y = np.empty(self.rows, dtype=np.float32)
+        keep, ptrs, inv, scale = self._args(x)
+        self._fn(native.ptr(y), *ptrs, inv, scale)
+        del keep
+        return y
+
+    def raw(self, x_codes) -> np.ndarray:
+        """Accumulators (int32, or float32 for float kernels) for stored activation codes."""
+        self._require_runnable()
+        p = self.plan.packed
+        dtype = {"int8": np.uint8, "int16": np.int16, "float32": np.float32}[self.spec.dtype]
+        x_codes = np.asarray(x_codes)
+        if x_codes.shape != (self.cols,) or x_codes.dtype != dtype:
+            raise InputError(f"raw() takes {dtype.__name__} codes of shape ({self.cols},), "
+                             f"got {x_codes.dtype} {x_codes.shape}")
+        xp = np.zeros(p.x_len, dtype=dtype)
+        xp[:self.cols] = x_codes
+        acc = np.empty(p.rows_padded, dtype=np.float32 if dtype is np.float32 else np.int32)
+        self._raw(native.ptr(acc), native.ptr(xp), native.ptr(self._w), native.ptr(self._cols),
+                  native.ptr(self._ptr))
+        return acc[:self.rows]
+
+    def time_call(self, x, repeats: int = 7, min_seconds: float = 0.02) -> float:
+        """Median ns per call of the float entry point, timed in a native loop."""
+        self._require_runnable()
+        x = self._check_x(x)
+        y = np.empty(self.rows, dtype=np.float32)
+        keep, ptrs, inv, scale = self._args(x)
+        args = [native.ptr(y), *ptrs, inv, scale]
+        n = 1
+        while True:  # calibrate the loop count
+            t0 = time.perf_counter()
+            self._loop(n, *args)
+            dt = time.perf_counter() - t0
+            if dt >= min_seconds / 4 or n >= 1 << 24:
+                break
+            n *= 4
+        n = max(1, int(n * (min_seconds / 4) / max(dt, 1e-9)) * 4 // 4 or 1)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            self._loop(n, *args)
+            times.append((time.perf_counter() - t0) / n)
+        del keep
+        return float(np.median(times) * 1e9)
+
+
+def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = False,
+                 mask=None, x_format: FixedPoint | None = None, variant=None,
+                 isa=None) -> MatVec:
+    """Compile y ≈ W @ x for float32 vectors x on a CPU generation.
+
+    dtype: "int8" (int8 weights with per-row scales, uint8 activations), "int16" or "float32".
+    cpu: a generation name (see `jitvoc info`), else $JITVOC_CPU, else the host.
+    block: (rows, cols) of the sparse blocks, or None to let the planner choose.
+    autotune: time the candidate kernels and keep the fastest (the decision is cached on disk).
+    x_format: a fixed activation format; by default each call picks one from max |x|.
+    """
+    gen = cpu_mod.resolve(cpu)
+    w = planner.check_matrix(W)
+    if mask is None:
+        mask = w != 0
+    else:
+        mask = np.asarray(mask) != 0
+        if mask.shape != w.shape:
+            raise InputError(f"mask shape {mask.shape} differs from W's {w.shape}")
+        w = np.where(mask, w, np.float32(0))
+    w_codes, row_scale = planner.quantize_weights(w, dtype)
+    x_signed = True if x_format is None else x_format.signed
+    if autotune:
+        cpu_mod.require_runnable(gen)
+        key = planner.matrix_key(w_codes, mask, dtype, gen, x_signed)
+        decision = planner.cached_decision(key)
+        if decision is not None:
+            plan = planner.plan_from_decision(decision, w_codes, row_scale, mask, gen)
+            return MatVec(plan, gen, x_format)
+        best = tune(planner.candidates(w_codes, row_scale, mask, dtype, gen, x_signed), gen,
+                    x_format)
+        planner.store_decision(key, best.spec)
+        return best
+    plan = planner.build_plan(w_codes, row_scale, mask, dtype, gen, block, isa, variant,
+                              x_signed=x_signed)
+    return MatVec(plan, gen, x_format)
+
+
+def tune(plans, gen, x_format=None, x=None) -> MatVec:
+    """Compile every candidate, time each in its native loop, return the fastest."""
+    results = []
+    for plan in plans:
+        mv = MatVec(plan, gen, x_format)
+        xv = x if x is not None else np.random.default_rng(0).standard_normal(mv.cols)
+        results.append((mv.time_call(xv.astype(np.float32)), mv))
+        jit.debug(1, f"autotune {mv.spec.name}: {results[-1][0]:.0f} ns")
+    results.sort(key=lambda r: r[0])
+    return results[0][1]

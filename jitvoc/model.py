@@ -1,0 +1,310 @@
+"""The jitvoc model file (docs/model.md, "File format"): loading, validation, saving, and random
+models for tests and benchmarks."""
+import copy
+import hashlib
+import json
+import os
+import uuid
+import zipfile
+import zlib
+
+import numpy as np
+
+from .errors import InputError, ModelFileError
+from .mel import DEFAULT_CONFIG, check_config
+
+FORMAT = "jitvoc-model"
+VERSION = 1
+SPARSE = ("gru.R", "out.O1", "out.O2", "out.O3", "out.O4")  # the matrices with a `.mask`
+ACTIVATIONS = ("relu", "tanh", "none")
+UPSAMPLING = ("linear", "repeat")
+MEL_24K = {"n_fft": 2048, "hop_length": 300, "win_length": 1200, "n_mels": 80,
+           "fmin": 40.0, "fmax": 12000.0, "log_floor": 1e-5}
+
+
+class Model:
+    """A validated, read-only model: hyperparameters, float32 weights and uint8 0/1 masks.
+
+    `weights` maps file keys ("gru.R", "cond.conv0.weight", ...) to float32 arrays, `masks` maps
+    the names in SPARSE to uint8 arrays of the same shape; `meta` is the file's JSON metadata
+    (without "sha256", which `save` computes). Construction validates everything but the digest.
+    """
+
+    def __init__(self, weights: dict, masks: dict, meta: dict):
+        self._meta = copy.deepcopy({k: v for k, v in meta.items() if k != "sha256"})
+        self._weights = {k: _frozen(v) for k, v in weights.items()}
+        self._masks = {k: _frozen(v) for k, v in masks.items()}
+        _check_meta(self._meta)
+        arrays = dict(self._weights, **{f"{k}.mask": v for k, v in self._masks.items()})
+        _check_structure(arrays, self._meta)
+        _check_values(self._weights, self._masks, self.hidden)
+
+    # Hyperparameters.
+    hidden = property(lambda self: self._meta["hidden"], doc="H, the GRU state size")
+    sample_rate = property(lambda self: self._meta["sample_rate"])
+    mel_config = property(lambda self: dict(self._meta["mel"]), doc="a copy of the 'mel' entry")
+    hop_length = property(lambda self: self._meta["mel"]["hop_length"])
+    n_mels = property(lambda self: self._meta["mel"]["n_mels"])
+    upsample = property(lambda self: self._meta["conditioning"]["upsample"])
+    conditioning_layers = property(
+        lambda self: copy.deepcopy(self._meta["conditioning"]["layers"]),
+        doc="[{'name': 'cond.conv0', 'kernel': 5, 'activation': 'relu'}, ...]")
+    meta = property(lambda self: copy.deepcopy(self._meta))
+
+    # Arrays (read-only views; the dicts are copies).
+    weights = property(lambda self: dict(self._weights))
+    masks = property(lambda self: dict(self._masks))
+
+    def matrices(self) -> dict:
+        """name -> (weight, mask) for the block-sparse matrices gru.R and out.O1..O4."""
+        return {k: (self._weights[k], self._masks[k]) for k in SPARSE}
+
+    def __repr__(self):
+        return (f"Model(hidden={self.hidden}, sample_rate={self.sample_rate}, "
+                f"n_mels={self.n_mels}, hop_length={self.hop_length})")
+
+    def save(self, path) -> None:
+        """Write the model to `path` (.npz) atomically: a temporary file in the same directory
+        replaces `path` only once it is complete."""
+        path = os.fspath(path)
+        arrays = dict(self._weights, **{f"{k}.mask": v for k, v in self._masks.items()})
+        meta = dict(self._meta, sha256=digest(arrays))
+        arrays["meta"] = np.frombuffer(json.dumps(meta, indent=1).encode("utf-8"), np.uint8)
+        tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                           f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "xb") as f:
+                np.savez_compressed(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as e:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            if isinstance(e, OSError):
+                raise ModelFileError(f"cannot write model file {path}: {e}") from e
+            raise
+
+
+def load_model(path) -> Model:
+    """Load and fully validate a model file; any problem raises ModelFileError naming the file."""
+    path = os.fspath(path)
+    arrays = _read_npz(path)
+    try:
+        if "meta" not in arrays:
+            raise ModelFileError("missing key 'meta' (not a jitvoc model file?)")
+        meta = _parse_meta(arrays.pop("meta"))
+        _check_meta(meta)
+        _check_structure(arrays, meta)
+        if "sha256" not in meta:
+            raise ModelFileError("meta has no 'sha256' digest")
+        if digest(arrays) != meta["sha256"]:
+            raise ModelFileError("sha256 digest mismatch: the arrays were modified or corrupted")
+        masks = {k: arrays.pop(f"{k}.mask") for k in SPARSE}
+        return Model(arrays, masks, meta)
+    except ModelFileError as e:
+        raise ModelFileError(f"model file {path}: {e}") from None
+
+
+def digest(arrays: dict) -> str:
+    """sha256 hex digest of every array but 'meta', in sorted key order (docs/model.md)."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in arrays if k != "meta"):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}\0{a.dtype.str}\0{','.join(map(str, a.shape))}\0".encode("utf-8"))
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def random_model(hidden=896, density=0.05, block=(16, 1), output_density=0.10, sample_rate=24000,
+                 seed=0, n_mels=80, cond_channels=128) -> Model:
+    """A model with random weights and the structure of a trained one, for tests and benchmarks.
+
+    Each gate matrix of gru.R ([H, H] each) is block-magnitude-pruned to `density`, out.O1..O4
+    to `output_density`, all with blocks of `block` = (rows, columns). Weights are scaled so
+    the gates and output distributions are neither saturated nor trivial.
+    """
+    if sample_rate not in (16000, 24000):
+        raise InputError(f"random_model has mel configs for 16000 and 24000 Hz, not {sample_rate}")
+    if hidden <= 0 or hidden % 2:
+        raise InputError(f"hidden must be positive and even, got {hidden}")
+    if not (0 < density <= 1 and 0 < output_density <= 1):
+        raise InputError(f"densities must be in (0, 1], got {density} and {output_density}")
+    rng = np.random.default_rng(seed)
+    H, h2, C = hidden, hidden // 2, cond_channels
+    mel = dict(DEFAULT_CONFIG if sample_rate == 16000 else MEL_24K, n_mels=n_mels)
+    layers = [{"name": "cond.conv0", "kernel": 5, "activation": "relu"},
+              {"name": "cond.conv1", "kernel": 3, "activation": "relu"}]
+    meta = {"format": FORMAT, "version": VERSION, "hidden": H, "sample_rate": sample_rate,
+            "mel": mel, "conditioning": {"layers": layers, "upsample": "linear"},
+            "provenance": {"kind": "random", "seed": seed}}
+
+    def normal(shape, std):
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    # Log-mels are O(10) (ln 1e-5 = -11.5 for silence): the small first-layer gain keeps
+    # the conditioning K at O(1).
+    w = {"cond.conv0.weight": normal((C, n_mels, 5), 0.3 / np.sqrt(n_mels * 5)),
+         "cond.conv0.bias": normal(C, 0.1),
+         "cond.conv1.weight": normal((C, C, 3), np.sqrt(2 / (C * 3))),
+         "cond.conv1.bias": normal(C, 0.1),
+         "cond.proj": normal((3 * H, C), 0.5 / np.sqrt(C)),
+         "gru.bR": normal(3 * H, 0.1), "gru.b": normal(3 * H, 0.1),
+         "gru.I": normal((3 * H, 3), 0.5),
+         "out.b1": normal(h2, 0.1), "out.b3": normal(h2, 0.1),
+         "out.b2": normal(256, 0.1), "out.b4": normal(256, 0.1)}
+    for g in range(3):  # the coarse half of every gate does not see c_t
+        w["gru.I"][g * H:g * H + h2, 2] = 0
+    masks = {}
+    gates = [_pruned(rng, (H, H), density, block, gain=1.0) for _ in range(3)]
+    w["gru.R"] = np.concatenate([g[0] for g in gates])
+    masks["gru.R"] = np.concatenate([g[1] for g in gates])
+    for name, shape, gain in (("out.O1", (h2, h2), 1.5), ("out.O2", (256, h2), 3.0),
+                              ("out.O3", (h2, h2), 1.5), ("out.O4", (256, h2), 3.0)):
+        w[name], masks[name] = _pruned(rng, shape, output_density, block, gain)
+    return Model(w, masks, meta)
+
+
+def _pruned(rng, shape, density, block, gain):
+    """Random [rows, cols] matrix, block-magnitude-pruned to `density` (at least one block),
+    every nonzero row rescaled to L2 norm `gain`. Returns (float32 weight, uint8 mask)."""
+    (rows, cols), (br, bc) = shape, block
+    if rows % br or cols % bc:
+        raise InputError(f"block {block} does not tile a {rows}x{cols} matrix")
+    w = rng.standard_normal(shape)
+    energy = (w.reshape(rows // br, br, cols // bc, bc) ** 2).sum(axis=(1, 3))
+    keep = np.zeros(energy.size, bool)
+    keep[np.argsort(energy, axis=None)[-max(1, round(density * energy.size)):]] = True
+    mask = np.kron(keep.reshape(energy.shape), np.ones(block)).astype(np.uint8)
+    w *= mask
+    norms = np.linalg.norm(w, axis=1, keepdims=True)
+    w *= np.divide(gain, norms, out=np.zeros_like(norms), where=norms > 0)
+    return w.astype(np.float32), mask
+
+
+def _frozen(a) -> np.ndarray:
+    a = np.array(a)  # a private copy
+    a.flags.writeable = False
+    return a
+
+
+def _read_npz(path) -> dict:
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ModelFileError(f"model file {path} not found") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ModelFileError(f"model file {path} is not a readable .npz archive "
+                             f"(truncated or corrupt?): {e}") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ModelFileError(f"model file {path} is a single .npy array, not a .npz model archive")
+    try:
+        with npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise ModelFileError(f"model file {path} is truncated or corrupt: {e}") from None
+
+
+def _parse_meta(raw) -> dict:
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ModelFileError(f"'meta' must be a 1-D uint8 array, got {raw.dtype} {raw.shape}")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"'meta' is not UTF-8 JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError("'meta' JSON is not an object")
+    return meta
+
+
+def _check_meta(meta) -> None:
+    """Format tag, version and hyperparameters."""
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"format tag is {meta.get('format')!r}, expected {FORMAT!r}")
+    version = meta.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"invalid format version {version!r}")
+    if version > VERSION:
+        raise ModelFileError(f"format version {version} is newer than version {VERSION}, the "
+                             f"newest this jitvoc reads: upgrade jitvoc")
+    for key in ("hidden", "sample_rate", "mel", "conditioning"):
+        if key not in meta:
+            raise ModelFileError(f"meta lacks {key!r}")
+    hidden, sr = meta["hidden"], meta["sample_rate"]
+    if not isinstance(hidden, int) or hidden <= 0 or hidden % 2:
+        raise ModelFileError(f"hidden must be a positive even integer, got {hidden!r}")
+    if not isinstance(sr, int) or sr <= 0:
+        raise ModelFileError(f"sample_rate must be a positive integer, got {sr!r}")
+    if not isinstance(meta["mel"], dict):
+        raise ModelFileError("meta 'mel' is not an object")
+    for key in ("n_fft", "hop_length", "win_length", "n_mels"):
+        if not isinstance(meta["mel"].get(key), int):
+            raise ModelFileError(f"mel {key} must be an integer, got {meta['mel'].get(key)!r}")
+    try:
+        check_config(sr, meta["mel"])
+    except InputError as e:
+        raise ModelFileError(str(e)) from None
+    cond = meta["conditioning"]
+    if not isinstance(cond, dict) or not isinstance(cond.get("layers"), list):
+        raise ModelFileError("meta 'conditioning' must hold a 'layers' list")
+    if cond.get("upsample") not in UPSAMPLING:
+        raise ModelFileError(f"upsample must be one of {UPSAMPLING}, got {cond.get('upsample')!r}")
+    for i, layer in enumerate(cond["layers"]):
+        if not isinstance(layer, dict) or layer.get("name") != f"cond.conv{i}":
+            raise ModelFileError(f"conditioning layer {i} must be named 'cond.conv{i}'")
+        k = layer.get("kernel")
+        if not isinstance(k, int) or k < 1 or k % 2 == 0:
+            raise ModelFileError(f"{layer['name']}: kernel must be a positive odd integer, got {k!r}")
+        if layer.get("activation") not in ACTIVATIONS:
+            raise ModelFileError(f"{layer['name']}: activation must be one of {ACTIVATIONS}, "
+                                 f"got {layer.get('activation')!r}")
+
+
+def _check_structure(arrays, meta) -> None:
+    """Every key present (and no other), with its shape and dtype."""
+    H, h2, n_mels = meta["hidden"], meta["hidden"] // 2, meta["mel"]["n_mels"]
+    layers = meta["conditioning"]["layers"]
+    expected = {"gru.R": (3 * H, H), "gru.bR": (3 * H,), "gru.b": (3 * H,), "gru.I": (3 * H, 3),
+                "out.O1": (h2, h2), "out.O3": (h2, h2), "out.O2": (256, h2), "out.O4": (256, h2),
+                "out.b1": (h2,), "out.b3": (h2,), "out.b2": (256,), "out.b4": (256,)}
+    expected.update({f"{k}.mask": expected[k] for k in SPARSE})
+    conv_keys = [f"{layer['name']}.{part}" for layer in layers for part in ("weight", "bias")]
+    names = set(expected) | set(conv_keys) | {"cond.proj"}
+    for problem, keys in (("missing", names - set(arrays)), ("unexpected", set(arrays) - names)):
+        if keys:
+            raise ModelFileError(f"{problem} key{'s' * (len(keys) > 1)} "
+                                 f"{', '.join(map(repr, sorted(keys)))}")
+    for key in sorted(names):
+        want = np.uint8 if key.endswith(".mask") else np.float32
+        if arrays[key].dtype != want:
+            raise ModelFileError(f"{key!r} has dtype {arrays[key].dtype}, expected "
+                                 f"{np.dtype(want)} (native little-endian)")
+    channels = n_mels
+    for layer in layers:  # conv shapes chain: [C_out, C_in, K]
+        wk, bk = f"{layer['name']}.weight", f"{layer['name']}.bias"
+        c_out = arrays[wk].shape[0] if arrays[wk].ndim == 3 else -1
+        expected[wk], expected[bk] = (c_out, channels, layer["kernel"]), (c_out,)
+        channels = c_out
+    expected["cond.proj"] = (3 * H, channels)
+    for key in sorted(expected):
+        if arrays[key].shape != expected[key]:
+            raise ModelFileError(f"{key!r} has wrong shape {arrays[key].shape}, "
+                                 f"expected {expected[key]}")
+
+
+def _check_values(weights, masks, hidden) -> None:
+    """Finite weights, 0/1 masks, zeros where masked, and the coarse rows of gru.I[:, 2] zero."""
+    for key in sorted(weights):
+        if not np.isfinite(weights[key]).all():
+            raise ModelFileError(f"{key!r} holds NaN or infinite values")
+    for key in SPARSE:
+        if not np.isin(masks[key], (0, 1)).all():
+            raise ModelFileError(f"'{key}.mask' holds values other than 0 and 1")
+        bad = np.count_nonzero((masks[key] == 0) & (weights[key] != 0))
+        if bad:
+            raise ModelFileError(f"{key!r} is nonzero at {bad} positions where its mask is zero")
+    h2 = hidden // 2
+    coarse = np.concatenate([np.arange(g * hidden, g * hidden + h2) for g in range(3)])
+    if np.any(weights["gru.I"][coarse, 2] != 0):
+        raise ModelFileError("'gru.I' column 2 is nonzero in coarse rows (c_t would feed the "
+                             "coarse half of the state)")

@@ -1,0 +1,196 @@
+"""Plan one matrix-vector kernel: look at a matrix's sparsity, block structure and size, and at the
+CPU generation, and pick format, block, ISA backend and code variant.
+
+The untuned choice comes from a cost model (panels x instructions per panel); ``autotune=True``
+compiles the candidates, times them in native loops and keeps the fastest. Decisions are cached on
+disk next to the object code, keyed by the matrix's hash, the CPU and the LLVM version.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .. import jit
+from ..emit import isa
+from ..errors import InputError
+from ..layout import BLOCKS, Packed, block_mask, pack
+from ..quant import WEIGHT_FORMATS
+from ..spec import GROUP, KernelSpec
+
+BAKE_LIMIT = 6000          # panels: above this, unrolled code outgrows the caches
+DENSE_PANEL_DISCOUNT = 0.6  # a dense panel needs no column index and streams x
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """Everything a kernel needs besides its machine code."""
+    spec: KernelSpec
+    packed: Packed
+    row_scale: np.ndarray   # float32 [rows] (ones for float32)
+    w_codes: np.ndarray     # the quantized (or float32) weights, [rows, cols]
+
+
+def check_matrix(w) -> np.ndarray:
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise InputError(f"weight matrix must be 2-D, got shape {w.shape}")
+    if 0 in w.shape:
+        raise InputError(f"weight matrix is empty (shape {w.shape})")
+    if not np.issubdtype(w.dtype, np.number):
+        raise InputError(f"weight matrix must be numeric, got dtype {w.dtype}")
+    w = w.astype(np.float32)
+    if not np.isfinite(w).all():
+        raise InputError(f"weight matrix holds {np.count_nonzero(~np.isfinite(w))} NaN/inf values")
+    return w
+
+
+def quantize_weights(w: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    if dtype == "float32":
+        return w, np.ones(w.shape[0], dtype=np.float32)
+    if dtype not in WEIGHT_FORMATS:
+        raise InputError(f"dtype must be int8, int16 or float32, got {dtype!r}")
+    return WEIGHT_FORMATS[dtype].quantize(w)
+
+
+def panel_count(mask: np.ndarray, block: tuple, group: int) -> int:
+    bm = block_mask(mask, block)
+    cols_per_rb = bm.sum(axis=1) * block[1]
+    return int(np.sum(-(-cols_per_rb // group)))
+
+
+def _dot_cost(backend: str, dtype: str, lanes: int, gen) -> float:
+    """Rough cycles for one panel's products on this backend (plain IR for odd widths)."""
+    if dtype == "float32":
+        return max(1.0, lanes * 32 / isa_bits(backend))
+    import llvmlite.ir as ir
+    b = isa.Backend(backend, gen, ir.Module())
+    kind = "dot4" if dtype == "int8" else "dot2"
+    width = b.width(kind, lanes)
+    if not width:
+        return 2.0 * lanes
+    per_instr = {"accumulate": 1.0, "maddubs": 2.0, "madd": 1.0, "widen_madd": 5.0}[
+        b.t[kind]["form"]]
+    return per_instr * lanes / width
+
+
+def isa_bits(backend: str) -> int:
+    from .. import templates
+    return templates.load_all()[backend]["vector_bits"]
+
+
+def estimate(mask: np.ndarray, block, dtype: str, backend: str, gen, dense: bool = False) -> float:
+    """The cost model: estimated cycles per call of a kernel with this layout."""
+    group = GROUP[dtype]
+    rows, cols = mask.shape
+    if dense:
+        lanes = 16
+        panels = -(-rows // lanes) * -(-cols // group)
+        return panels * (_dot_cost(backend, dtype, lanes, gen) + DENSE_PANEL_DISCOUNT)
+    lanes = block[0]
+    panels = panel_count(mask, block, group)
+    gather = block[1] % group != 0
+    x_cost = (1 + group) if gather else 1.0
+    return (panels * (_dot_cost(backend, dtype, lanes, gen) + x_cost)
+            + 4 * -(-rows // lanes))
+
+
+def default_block(mask: np.ndarray, dtype: str, backend: str, gen):
+    """The cheapest layout by the cost model: a block of BLOCKS, or None for dense."""
+    costs = {blk: estimate(mask, blk, dtype, backend, gen) for blk in BLOCKS}
+    costs[None] = estimate(mask, None, dtype, backend, gen, dense=True)
+    return min(costs, key=costs.get)
+
+
+def make_spec(packed_shape, dtype, block, backend, variant, pattern="", unroll=4, acc=2,
+              x_signed=True) -> KernelSpec:
+    rows, cols = packed_shape
+    blk = (block[0], 0) if variant == "dense" else tuple(block)
+    return KernelSpec(dtype, blk, backend, variant, rows, cols, unroll, acc,
+                      pattern if variant == "baked" else "", x_signed)
+
+
+def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, variant=None,
+               unroll=4, accumulators=2, x_signed=True) -> Plan:
+    """The untuned plan, or the one the arguments pin down."""
+    backend = isa_name or isa.best(gen)
+    if block is None:
+        block = default_block(mask, dtype, backend, gen)
+    dense = block is None or variant == "dense"
+    if dense:
+        block = (16, w_codes.shape[1])
+    block = tuple(block)
+    if not dense and (len(block) != 2 or block[0] < 1 or block[1] < 1):
+        raise InputError(f"block must be (rows, cols) of positive ints, got {block}")
+    packed = pack(w_codes, block, GROUP[dtype], mask=mask, dense=dense)
+    if variant is None:
+        variant = "dense" if dense else ("baked" if packed.n_panels <= BAKE_LIMIT else "idx")
+    spec = make_spec(w_codes.shape, dtype, block, backend, variant, packed.pattern_hash(),
+                     unroll, accumulators, x_signed)
+    jit.debug(1, f"plan {spec.name}: {packed.n_panels} panels of {packed.bh}x{packed.group}, "
+                 f"{np.count_nonzero(mask)}/{mask.size} non-zeros")
+    return Plan(spec, packed, row_scale, w_codes)
+
+
+def candidates(w_codes, row_scale, mask, dtype, gen, x_signed=True) -> list[Plan]:
+    """What autotune tries: the best blocks by the cost model x code variants, and dense."""
+    backend = isa.best(gen)
+    ranked = sorted(BLOCKS, key=lambda blk: estimate(mask, blk, dtype, backend, gen))[:2]
+    out = []
+    for blk in ranked:
+        n_panels = panel_count(mask, blk, GROUP[dtype])
+        for variant, u, a in (("idx", 2, 1), ("idx", 4, 2), ("idx", 8, 4), ("baked", 1, 1),
+                              ("baked", 2, 2)):
+            if variant == "baked" and n_panels > 2 * BAKE_LIMIT:
+                continue
+            out.append(build_plan(w_codes, row_scale, mask, dtype, gen, blk, backend, variant,
+                                  u, a, x_signed))
+    for u, a in ((4, 2), (8, 4)):
+        out.append(build_plan(w_codes, row_scale, mask, dtype, gen, None, backend, "dense",
+                              u, a, x_signed))
+    return out
+
+
+# --- the on-disk decision cache -------------------------------------------------------------------
+def matrix_key(w_codes, mask, dtype, gen, x_signed) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(w_codes).tobytes())
+    h.update(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+    h.update(f"{w_codes.shape}{dtype}{x_signed}{gen.llvm_cpu}{gen.llvm_features}"
+             f"{jit.llvm_version()}".encode())
+    return h.hexdigest()[:24]
+
+
+def _decisions_path():
+    return jit.cache_dir() / "autotune.json"
+
+
+def cached_decision(key: str) -> dict | None:
+    try:
+        return json.loads(_decisions_path().read_text()).get(key)
+    except (OSError, ValueError):
+        return None
+
+
+def store_decision(key: str, spec: KernelSpec) -> None:
+    path = _decisions_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        table = {}
+    table[key] = asdict(spec)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(table, f, indent=1)
+    os.replace(tmp, path)
+
+
+def plan_from_decision(d: dict, w_codes, row_scale, mask, gen) -> Plan:
+    variant = d["variant"]
+    block = None if variant == "dense" else tuple(d["block"])
+    return build_plan(w_codes, row_scale, mask, d["dtype"], gen, block, d["isa"], variant,
+                      d["unroll"], d["accumulators"], d["x_signed"])

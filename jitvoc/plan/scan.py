@@ -1,0 +1,87 @@
+"""Plan a linear recurrence over [T, D]: serial or chunked parallel scan, chunking and time tile.
+
+The parallel scan (Martin & Cundy 2018) splits T into chunks. Phase 1: chunk 0 runs the serial
+kernel from the true initial state while every other chunk is reduced to its carry (Πλ, partial
+state from zero); phase 2 scans the carries; phase 3 re-runs chunks 1.. from their carried states.
+Chunk 0 is made longer than the rest so that phase 1 is balanced (a reduction costs about
+REDUCE_COST of a serial pass: it reads two streams instead of reading two and writing one).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..emit.scan import ScanSpec, spec_for
+
+TILE_BYTES = 48 << 10          # λ, x and h rows of one time tile (large D) fit about in L1+L2
+PARALLEL_MIN_ELEMENTS = 1 << 18  # below this, thread hand-offs cost more than they save
+MIN_CHUNK_ROWS = 16
+REDUCE_COST = 0.75
+
+
+def available_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ScanPlan:
+    """How to run one [T, D] recurrence; ``bounds`` are chunk edges (two = serial)."""
+    T: int
+    D: int
+    serial: ScanSpec
+    reduce: ScanSpec
+    tile: int
+    bounds: tuple
+    threads: int
+
+    @property
+    def parallel(self) -> bool:
+        return len(self.bounds) > 2
+
+    @property
+    def name(self) -> str:
+        if not self.parallel:
+            return self.serial.name
+        return (self.serial.name.replace("_serial_", "_parallel_")
+                + f"_c{len(self.bounds) - 1}_t{self.threads}")
+
+    def with_threads(self, threads: int) -> "ScanPlan":
+        """The same chunking run by another number of threads."""
+        return ScanPlan(self.T, self.D, self.serial, self.reduce, self.tile, self.bounds,
+                        max(1, threads))
+
+
+def tile_rows(D: int, spec: ScanSpec) -> int:
+    """Rows per time tile: all of them while one register block spans D, else ~TILE_BYTES."""
+    if D <= spec.width * spec.block:
+        return 1 << 40
+    return max(1, TILE_BYTES // (12 * D))
+
+
+def chunk_bounds(T: int, threads: int) -> tuple:
+    """Chunk edges for `threads` workers: a longer chunk 0, then `threads` equal chunks."""
+    n = threads
+    k = -(-n // max(1, n - 1))              # reductions per worker in phase 1
+    first = int(T * REDUCE_COST * k / (n + REDUCE_COST * k))
+    rest = T - first
+    edges = [0, first] + [first + (rest * i) // n for i in range(1, n + 1)]
+    return tuple(sorted(set(edges)))
+
+
+def plan(T: int, D: int, gen, threads: int | None = None, mode: str = "auto") -> ScanPlan:
+    """mode: "auto" (the planner's choice), "serial" or "parallel" (chunked for `threads`)."""
+    if mode not in ("auto", "serial", "parallel"):
+        raise ValueError(f"unknown scan mode {mode!r}")
+    threads = max(1, threads or available_threads())
+    serial, reduce = spec_for("serial", gen), spec_for("reduce", gen)
+    tile = tile_rows(D, serial)
+    if mode == "auto":
+        big = T * D >= PARALLEL_MIN_ELEMENTS and T >= MIN_CHUNK_ROWS * (threads + 1)
+        mode = "parallel" if threads > 1 and big else "serial"
+    if mode == "serial" or T < 2:
+        return ScanPlan(T, D, serial, reduce, tile, (0, T), 1)
+    bounds = chunk_bounds(T, max(2, threads))
+    return ScanPlan(T, D, serial, reduce, tile, bounds, threads)

@@ -1,0 +1,129 @@
+"""Quantization formats, as types validated on creation.
+
+Activations are fixed-point (`FixedPoint`: bits, fractional bits, signedness; power-of-two scale).
+Weights are integers with one float scale per row (`RowScaled`).
+
+The ranges are chosen so that no SIMD path can overflow or saturate internally, which makes every
+CPU generation bit-identical for integer kernels:
+
+- int8: activations are uint8 codes (signed values carry a zero point of 128, so s8 ∈ [-128, 127]
+  is stored as s8 + 128 ∈ [0, 255]); weights are limited to [-64, 64]. pmaddubsw (SSSE3, AVX2,
+  AVX-512BW) sums two u8·s8 products into int16 with saturation: 2 · 255 · 64 = 32640 ≤ 32767, so
+  it never saturates and equals VNNI's vpdpbusd, which sums four products straight into int32.
+  Cost: weights get 129 levels per row instead of 255 (one bit, about 6 dB of weight SNR).
+- int16: activations int16, weights in [-32767, 32767] with a per-row scale chosen so that also
+  Σ|w_q| · 32768 < 2³¹: the int32 accumulator can never overflow, whatever the input. Rows with
+  many large weights lose the bits that this L1 bound takes (typically 1–3 for sparse rows).
+- float32: no quantization.
+Every narrowing conversion (float → code) rounds half to even and saturates; nothing wraps.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """A fixed-point activation format: value = code · 2^-frac."""
+    bits: int
+    frac: int
+    signed: bool = True
+
+    def __post_init__(self):
+        if self.bits not in (8, 16):
+            raise InputError(f"FixedPoint bits must be 8 or 16, got {self.bits}")
+        if not -32 <= self.frac <= 32:
+            raise InputError(f"FixedPoint fractional bits must be in [-32, 32], got {self.frac}")
+
+    @property
+    def qmin(self) -> int:
+        return -(1 << (self.bits - 1)) if self.signed else 0
+
+    @property
+    def qmax(self) -> int:
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    @property
+    def scale(self) -> float:
+        """The value of one code step."""
+        return 2.0 ** -self.frac
+
+    @property
+    def zero_point(self) -> int:
+        """What the kernels add to a code to store it unsigned (int8 signed formats only)."""
+        return 128 if (self.bits == 8 and self.signed) else 0
+
+    @property
+    def name(self) -> str:
+        return f"{'s' if self.signed else 'u'}{self.bits}q{self.frac}"
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """Codes (int32), rounded half to even and saturated to [qmin, qmax]."""
+        x = np.asarray(x, dtype=np.float32)
+        clipped = np.clip(x * np.float32(2.0 ** self.frac), self.qmin, self.qmax)
+        return np.rint(clipped).astype(np.int32)
+
+    def stored(self, x: np.ndarray) -> np.ndarray:
+        """What a kernel reads: uint8 codes + zero point for int8, int16 codes for int16."""
+        q = self.quantize(x) + self.zero_point
+        return q.astype(np.uint8 if self.bits == 8 else np.int16)
+
+    @classmethod
+    def covering(cls, max_abs: float, bits: int, signed: bool = True) -> "FixedPoint":
+        """The format with the most fractional bits whose range still covers ±max_abs."""
+        if not math.isfinite(max_abs):
+            raise InputError(f"cannot choose a fixed-point format for a range of {max_abs}")
+        qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+        if max_abs <= 0:
+            return cls(bits, bits - 1 if signed else bits, signed)
+        frac = math.floor(math.log2(qmax / max_abs))
+        return cls(bits, max(-32, min(32, frac)), signed)
+
+
+@dataclass(frozen=True)
+class RowScaled:
+    """Integer weights with one float32 scale per row: w ≈ code · scale[row]."""
+    bits: int
+    limit: int          # |code| ≤ limit
+    l1_limit: int = 0   # if set, Σ|code| per row ≤ l1_limit (int32 safety for int16)
+
+    def __post_init__(self):
+        if self.bits not in (8, 16):
+            raise InputError(f"RowScaled bits must be 8 or 16, got {self.bits}")
+        if not 0 < self.limit < (1 << (self.bits - 1)):
+            raise InputError(f"weight limit {self.limit} does not fit in int{self.bits}")
+
+    @property
+    def dtype(self):
+        return np.int8 if self.bits == 8 else np.int16
+
+    def quantize(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, scales[rows]) with saturation; all-zero rows get scale 1."""
+        w = np.asarray(w, dtype=np.float32)
+        absw = np.abs(w)
+        scale = absw.max(axis=1) / np.float32(self.limit)
+        if self.l1_limit:
+            scale = np.maximum(scale, absw.sum(axis=1, dtype=np.float64).astype(np.float32)
+                               / np.float32(self.l1_limit))
+        scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+        codes = np.rint(np.clip(w / scale[:, None], -self.limit, self.limit))
+        if self.l1_limit:  # rounding may push a row's L1 a little over: trim the largest code
+            over = np.abs(codes).sum(axis=1) - self.l1_limit
+            for r in np.nonzero(over > 0)[0]:
+                order = np.argsort(-np.abs(codes[r]), kind="stable")[: int(over[r])]
+                codes[r, order] -= np.sign(codes[r, order])
+        return codes.astype(self.dtype), scale
+
+
+# The formats each kernel dtype uses.
+INT8_WEIGHTS = RowScaled(8, 64)
+INT16_WEIGHTS = RowScaled(16, 32767, l1_limit=INT32_MAX // 32768)
+WEIGHT_FORMATS = {"int8": INT8_WEIGHTS, "int16": INT16_WEIGHTS}
+ACTIVATION_BITS = {"int8": 8, "int16": 16}

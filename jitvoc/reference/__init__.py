@@ -1,0 +1,1 @@
+"""NumPy references: they define the semantics the compiled kernels must reproduce."""

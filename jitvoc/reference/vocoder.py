@@ -1,0 +1,211 @@
+"""The NumPy float32 oracle of docs/model.md: slow, written for clarity, and the definition every
+other engine is tested against.
+
+The engine interface (ReferenceEngine here, JitEngine in jitvoc/engine_jit.py):
+
+    Engine(model, cpu=None, dtype=...)           attributes: model, cpu, dtype
+    engine.generate(K, t0, n_samples, state, seed) -> int16 [n_samples]
+    engine.teacher_forced(K, audio) -> float32 [T, 2, 256]
+
+`K` holds conditioning rows (see `conditioning`) starting at the frame of sample `t0`; it must
+cover frame `(t0 + n - 1) // hop` plus one more row, the next frame for linear interpolation
+(past the last frame of an utterance the caller repeats the last row). `state` is a GenState
+(also exported by jitvoc.vocoder), advanced in place. Splitting a generation into several calls
+at frame boundaries must not change a single sample.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+
+_M32 = 0xFFFFFFFF
+
+
+@dataclass
+class GenState:
+    """Where a generation stands: the GRU state after sample t-1, the previous sample's coarse
+    and fine classes, and t, the index of the next sample (from the start of the utterance)."""
+    h: np.ndarray  # float32 [H]
+    c_prev: int = 128
+    f_prev: int = 0
+    t: int = 0
+
+    @classmethod
+    def initial(cls, hidden):
+        """The state before the first sample: h = 0 and silence (c = 128, f = 0)."""
+        return cls(np.zeros(hidden, np.float32))
+
+
+def receptive_radius(model) -> int:
+    """How many frames of look-ahead (and look-back) one row of K needs."""
+    return sum((layer["kernel"] - 1) // 2 for layer in model.conditioning_layers)
+
+
+def conditioning(model, mel, start=0, stop=None) -> np.ndarray:
+    """Rows [start, stop) of K = conv_stack(mel) · Pᵀ + b: float32 [stop - start, 3H].
+
+    `mel` is float32 [F, n_mels], the utterance's frames so far; every layer treats frames
+    outside [0, F) as zero padding. The rows depend only on mel[start - R : stop + R]
+    (R = receptive_radius(model)) and on whether that range reaches past the end, and the
+    arithmetic depends only on (stop - start): the same call on a longer mel holding the same
+    frames up to stop + R returns the same bits.
+    """
+    n = len(mel)
+    stop = n if stop is None else stop
+    radius = receptive_radius(model)
+    w = model.weights
+    lo, hi = start - radius, stop + radius          # positions of x's first and past-last rows
+    x = np.zeros((hi - lo, mel.shape[1]), np.float32)
+    x[max(lo, 0) - lo:min(hi, n) - lo] = mel[max(lo, 0):min(hi, n)]
+    for layer in model.conditioning_layers:
+        weight, bias = w[layer["name"] + ".weight"], w[layer["name"] + ".bias"]
+        r, rows = (layer["kernel"] - 1) // 2, x.shape[0] - (layer["kernel"] - 1)
+        y = np.broadcast_to(bias, (rows, len(bias))).copy()
+        for j in range(layer["kernel"]):         # y[p] += W[:, :, j] · x[p - r + j]
+            y += x[j:j + rows] @ weight[:, :, j].T
+        x = _activation(y, layer["activation"])
+        lo, hi = lo + r, hi - r
+        x[:max(0, -lo)] = 0                      # zero padding for the next layer
+        x[max(0, n - lo):] = 0
+    return x @ w["cond.proj"].T + w["gru.b"]
+
+
+def upsample(K, t, hop, mode) -> np.ndarray:
+    """k_t for sample offsets `t` (int array, counted from the start of K's first frame):
+    float32 [len(t), 3H]. "linear" reads the next row too; "repeat" does not."""
+    t = np.asarray(t)
+    f = t // hop
+    if mode == "repeat":
+        return K[f]
+    alpha = ((t % hop).astype(np.float32) / np.float32(hop))[:, None]
+    return K[f] + alpha * (K[f + 1] - K[f])
+
+
+def uniform(seed, t, k) -> np.ndarray:
+    """ξ in [0, 1) for sample index `t` (int or int array) and pass `k` (0 coarse, 1 fine):
+    the counter-based generator of docs/model.md, as float32 (exact: 24 bits)."""
+    x = (2 * np.asarray(t, np.uint64) + np.uint64(k)) & _M32
+    x ^= np.uint64((int(seed) * 0x9E3779B9) & _M32)
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _M32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _M32
+    x ^= x >> 16
+    return (x >> 8).astype(np.float32) * np.float32(2.0 ** -24)
+
+
+def draw(logits, xi) -> np.ndarray:
+    """The inverse-CDF rule in float32: the smallest i with p_0 + … + p_i > ξ·Σp (Σp being the
+    last partial sum), else the last class. `logits` [..., n], `xi` broadcastable to [...]."""
+    logits = np.asarray(logits, np.float32)
+    p = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    cdf = np.cumsum(p, axis=-1, dtype=np.float32)        # sequential, in index order
+    above = cdf > (np.float32(xi) * cdf[..., -1])[..., None]
+    return np.where(above.any(axis=-1), above.argmax(axis=-1), logits.shape[-1] - 1)
+
+
+class ReferenceEngine:
+    """float32 NumPy engine, one Python step per sample. `cpu` is ignored (it runs anywhere);
+    `dtype` must be "float32"."""
+
+    def __init__(self, model, cpu=None, dtype="float32"):
+        if dtype != "float32":
+            raise InputError(f"the reference engine computes in float32, not {dtype}")
+        self.model, self.cpu, self.dtype = model, None, "float32"
+        self._w = model.weights
+        self._hop, self._mode = model.hop_length, model.upsample
+
+    def generate(self, K, t0, n_samples, state: GenState, seed) -> np.ndarray:
+        """Sample `n_samples` int16 samples from t0 on, two passes per sample (docs/model.md)."""
+        self._check_k(K, t0, n_samples)
+        if state.t != t0:
+            raise InputError(f"state is at sample {state.t}, not at t0 = {t0}")
+        H2, out = self.model.hidden // 2, np.empty(n_samples, np.int16)
+        xi = uniform(seed, t0 + np.arange(n_samples), 0), uniform(seed, t0 + np.arange(n_samples), 1)
+        k_all = upsample(K, np.arange(n_samples), self._hop, self._mode)
+        h, c, f = state.h, state.c_prev, state.f_prev
+        for i in range(n_samples):
+            a = self._w["gru.R"] @ h + self._w["gru.bR"]
+            # Pass 1: the coarse half does not see c_t (gru.I[coarse, 2] == 0); use 0 for it.
+            h_coarse = self._cell(a, h, (_scaled(c), _scaled(f), np.float32(0)), k_all[i])[:H2]
+            c_new = int(draw(self._logits(h_coarse, "O1", "b1", "O2", "b2"), xi[0][i]))
+            # Pass 2: with ĉ_t; the coarse half comes out the same, bit for bit.
+            h = self._cell(a, h, (_scaled(c), _scaled(f), _scaled(c_new)), k_all[i])
+            c, f = c_new, int(draw(self._logits(h[H2:], "O3", "b3", "O4", "b4"), xi[1][i]))
+            out[i] = 256 * c + f - 32768
+        state.h, state.c_prev, state.f_prev, state.t = h, c, f, t0 + n_samples
+        return out
+
+    def teacher_forced(self, K, audio) -> np.ndarray:
+        """P(c_t) and P(f_t) given the true previous samples (and the true c_t for the fine
+        half): float32 [T, 2, 256], each row a softmax. K starts at sample 0."""
+        audio = np.asarray(audio)
+        if audio.dtype != np.int16 or audio.ndim != 1 or audio.size == 0:
+            raise InputError(f"audio must be non-empty 1-D int16, got {audio.dtype} {audio.shape}")
+        self._check_k(K, 0, len(audio))
+        u = audio.astype(np.int64) + 32768
+        c_prev = np.concatenate([[128], u[:-1] // 256])
+        f_prev = np.concatenate([[0], u[:-1] % 256])
+        k_all = upsample(K, np.arange(len(audio)), self._hop, self._mode)
+        h = np.zeros(self.model.hidden, np.float32)
+        states = np.empty((len(audio), self.model.hidden), np.float32)
+        for t in range(len(audio)):
+            a = self._w["gru.R"] @ h + self._w["gru.bR"]
+            x = (_scaled(c_prev[t]), _scaled(f_prev[t]), _scaled(u[t] // 256))
+            h = states[t] = self._cell(a, h, x, k_all[t])
+        H2 = self.model.hidden // 2
+        probs = [_softmax(self._logits(states[:, :H2], "O1", "b1", "O2", "b2")),
+                 _softmax(self._logits(states[:, H2:], "O3", "b3", "O4", "b4"))]
+        return np.stack(probs, axis=1)
+
+    def _cell(self, a, h, x, k):
+        """h_t from a = R h + bR, the inputs x = (ĉ_{t-1}, f̂_{t-1}, ĉ_t) and k_t."""
+        I = self._w["gru.I"]
+        v = I[:, 0] * x[0] + I[:, 1] * x[1] + I[:, 2] * x[2] + k
+        (au, ar, ae), (vu, vr, ve) = a.reshape(3, -1), v.reshape(3, -1)
+        u, r = _sigmoid(au + vu), _sigmoid(ar + vr)
+        e = np.tanh(r * ae + ve)
+        return u * h + (np.float32(1) - u) * e
+
+    def _logits(self, y, o_hidden, b_hidden, o_out, b_out):
+        """O_out relu(O_hidden y + b_hidden) + b_out, for y [H/2] or [T, H/2]."""
+        w = self._w
+        z = np.maximum(y @ w["out." + o_hidden].T + w["out." + b_hidden], np.float32(0))
+        return z @ w["out." + o_out].T + w["out." + b_out]
+
+    def _check_k(self, K, t0, n_samples):
+        H3, hop = 3 * self.model.hidden, self._hop
+        if not (isinstance(K, np.ndarray) and K.dtype == np.float32 and K.ndim == 2
+                and K.shape[1] == H3):
+            raise InputError(f"K must be float32 [rows, {H3}], got "
+                             f"{getattr(K, 'dtype', type(K).__name__)} {np.shape(K)}")
+        if t0 < 0 or t0 % hop:
+            raise InputError(f"t0 = {t0} is not a non-negative multiple of hop {hop}")
+        if n_samples < 0:
+            raise InputError(f"n_samples must be non-negative, got {n_samples}")
+        rows = (n_samples - 1) // hop + 2 if n_samples else 0
+        if len(K) < rows:
+            raise InputError(f"{n_samples} samples need {rows} rows of K, got {len(K)}")
+
+
+def _scaled(q):
+    """A coarse or fine class in [0, 255] as a network input in [-1, 1]."""
+    return np.float32(q / 127.5 - 1)
+
+
+def _sigmoid(x):
+    return np.float32(1) / (np.float32(1) + np.exp(-x))
+
+
+def _softmax(logits):
+    p = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def _activation(x, name):
+    if name == "relu":
+        return np.maximum(x, np.float32(0))
+    if name == "tanh":
+        return np.tanh(x)
+    return x

@@ -1,0 +1,66 @@
+"""KernelSpec: one frozen, hashable description per matrix-vector kernel.
+
+Its `name` is the LLVM symbol, the cache key, the pytest id and the benchmark label, e.g.
+``spmv_s8u8_16x1_avx512vnni_idx_u4a2_2688x896`` (a block-sparse int8 kernel with uint8
+activations, 16x1 blocks, AVX-512 VNNI, index-driven loop unrolled 4 times into 2 accumulators).
+Baked kernels (sparsity pattern compiled into the code) end with the pattern's hash.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DTYPES = ("int8", "int16", "float32")
+VARIANTS = ("idx", "baked", "dense")
+_OPERANDS = {"int8": "s8u8", "int16": "s16s16", "float32": "f32f32"}
+GROUP = {"int8": 4, "int16": 2, "float32": 1}   # products summed per int32/f32 lane
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    dtype: str              # int8 | int16 | float32
+    block: tuple            # (bh, bw); dense kernels: (bh, 0)
+    isa: str                # a template name in kernels_templates/
+    variant: str            # idx | baked | dense
+    rows: int
+    cols: int
+    unroll: int = 4
+    accumulators: int = 2
+    pattern: str = ""       # hash of the sparsity pattern (baked kernels only)
+    x_signed: bool = True   # int8: activations carry a zero point of 128
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if (self.variant == "baked") != bool(self.pattern):
+            raise ValueError("baked kernels, and only they, carry a pattern hash")
+        if self.unroll < 1 or self.accumulators < 1 or self.unroll % self.accumulators:
+            raise ValueError("unroll must be a positive multiple of accumulators")
+
+    @property
+    def group(self) -> int:
+        return GROUP[self.dtype]
+
+    @property
+    def dense(self) -> bool:
+        return self.variant == "dense"
+
+    @property
+    def family(self) -> str:
+        """The short name: operation, operands, block and ISA (XNNPACK style)."""
+        if self.dense:
+            return f"gemv_{_OPERANDS[self.dtype]}_{self.block[0]}_{self.isa}"
+        return f"spmv_{_OPERANDS[self.dtype]}_{self.block[0]}x{self.block[1]}_{self.isa}"
+
+    @property
+    def name(self) -> str:
+        n = f"{self.family}_{self.variant}_u{self.unroll}a{self.accumulators}_{self.rows}x{self.cols}"
+        if self.pattern:
+            n += f"_{self.pattern}"
+        if self.dtype == "int8" and not self.x_signed:
+            n += "_xu"
+        return n
+
+    def __str__(self) -> str:
+        return self.name

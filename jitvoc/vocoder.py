@@ -1,0 +1,155 @@
+"""The user-facing vocoder: mel in, int16 audio out, one-shot or streamed.
+
+The conditioning K is computed here, in NumPy, in fixed blocks of COND_BLOCK frames aligned to
+frame 0 (reference.vocoder.conditioning), for every backend and both paths: `stream` and
+`synthesize` therefore feed the engine the same K, bit for bit, however the mel is chunked.
+"""
+import os
+
+import numpy as np
+
+from .errors import InputError, JitvocError
+from .model import Model, load_model
+from .reference.vocoder import GenState, ReferenceEngine, conditioning, receptive_radius
+
+COND_BLOCK = 16  # frames of K per block; streaming latency is COND_BLOCK + look-ahead frames
+DTYPES = ("int8", "int16", "float32")
+BACKENDS = ("jit", "reference")
+
+
+def load(path_or_model, cpu=None, dtype=None, backend="jit") -> "Vocoder":
+    """A Vocoder for a model file (or a Model).
+
+    backend "jit" runs the JIT engine with `dtype` ("int8" when None, or "int16", "float32")
+    on `cpu` (a CPU generation name; None: this host). backend "reference" runs the float32
+    NumPy oracle: slow, for tests; it accepts dtype None or "float32" only and ignores `cpu`.
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if dtype is not None and dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if isinstance(path_or_model, Model):
+        model = path_or_model
+    elif isinstance(path_or_model, (str, os.PathLike)):
+        model = load_model(path_or_model)
+    else:
+        raise InputError(f"expected a model file path or a Model, got {type(path_or_model).__name__}")
+    if backend == "reference":
+        engine = ReferenceEngine(model, cpu=cpu, dtype=dtype or "float32")
+    else:
+        engine = _jit_engine_class()(model, cpu=cpu, dtype=dtype or "int8")
+    return Vocoder(model, engine, backend)
+
+
+def _jit_engine_class():
+    try:
+        from .engine_jit import JitEngine
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.engine_jit":
+            raise
+        raise JitvocError("JIT engine not available yet") from None
+    return JitEngine
+
+
+class Vocoder:
+    """Synthesis with one model and one engine. Attributes: model, sample_rate, n_mels,
+    hop_length, dtype, cpu (None for the reference backend), backend."""
+
+    def __init__(self, model: Model, engine, backend: str):
+        self.model, self.backend, self._engine = model, backend, engine
+        self.sample_rate, self.n_mels = model.sample_rate, model.n_mels
+        self.hop_length = model.hop_length
+        self.dtype, self.cpu = engine.dtype, engine.cpu
+
+    def __repr__(self):
+        return (f"Vocoder({self.model!r}, backend={self.backend!r}, dtype={self.dtype!r}, "
+                f"cpu={self.cpu!r})")
+
+    def synthesize(self, mel, seed=0) -> np.ndarray:
+        """int16 audio [F * hop] for a log-mel [F, n_mels] (jitvoc.mel_spectrogram)."""
+        mel = self._check_mel(mel)
+        return np.concatenate(list(self.stream([mel], seed)))
+
+    def stream(self, mel_chunks, seed=0):
+        """Yield int16 chunks for an iterable of mel chunks [F_i, n_mels] (F_i may be 0).
+
+        Concatenated, the chunks are exactly `synthesize(concatenated mel, seed)`. Audio of a
+        frame is held back until the frames its conditioning looks ahead to have arrived
+        (COND_BLOCK + receptive radius + 1 frames at most) or the iterator ends.
+        """
+        cond = _Conditioner(self.model)
+        state = GenState.initial(self.model.hidden)
+        pending = np.empty((0, 3 * self.model.hidden), np.float32)  # K rows from state.t's frame
+
+        def generate(final):
+            nonlocal pending
+            for block in cond.blocks(final):
+                pending = np.concatenate([pending, block])
+                if final and cond.rows_done == cond.n_frames:  # K_F := K_{F-1}
+                    pending = np.concatenate([pending, pending[-1:]])
+                n_samples = (len(pending) - 1) * self.hop_length
+                yield self._engine.generate(pending, state.t, n_samples, state, seed)
+                pending = pending[-1:]
+
+        for chunk in mel_chunks:
+            cond.push(self._check_mel(chunk, allow_empty=True))
+            yield from generate(final=False)
+        if cond.n_frames == 0:
+            raise InputError("mel is empty (0 frames)")
+        yield from generate(final=True)
+
+    def teacher_forced(self, audio, mel) -> np.ndarray:
+        """P(c_t), P(f_t) given the true previous samples: float32 [T, 2, 256] for int16
+        `audio` of T samples, (F - 1) * hop < T <= F * hop, and its log-mel [F, n_mels]."""
+        mel = self._check_mel(mel)
+        audio = np.asarray(audio)
+        if audio.dtype != np.int16 or audio.ndim != 1:
+            raise InputError(f"audio must be 1-D int16, got {audio.dtype} {audio.shape}")
+        hop = self.hop_length
+        if not (len(mel) - 1) * hop < len(audio) <= len(mel) * hop:
+            raise InputError(f"{len(audio)} samples do not match {len(mel)} mel frames of "
+                             f"hop {hop}")
+        cond = _Conditioner(self.model)
+        cond.push(mel)
+        K = np.concatenate(list(cond.blocks(final=True)))
+        return self._engine.teacher_forced(np.concatenate([K, K[-1:]]), audio)
+
+    def _check_mel(self, mel, allow_empty=False) -> np.ndarray:
+        mel = np.asarray(mel)
+        if mel.ndim != 2 or mel.shape[1] != self.n_mels:
+            raise InputError(f"mel must be [frames, {self.n_mels}], got shape {mel.shape}")
+        if not np.issubdtype(mel.dtype, np.floating):
+            raise InputError(f"mel must be a float array, got dtype {mel.dtype}")
+        if len(mel) == 0 and not allow_empty:
+            raise InputError("mel is empty (0 frames)")
+        mel = mel.astype(np.float32)
+        if not np.isfinite(mel).all():
+            raise InputError("mel holds NaN or infinite values")
+        return mel
+
+
+class _Conditioner:
+    """Mel frames in, K rows out, in blocks [b * COND_BLOCK, (b + 1) * COND_BLOCK) computed
+    only once every frame they depend on is known (or the mel has ended)."""
+
+    def __init__(self, model):
+        self.model, self.radius = model, receptive_radius(model)
+        self._mel = np.empty((COND_BLOCK, model.n_mels), np.float32)
+        self.n_frames, self.rows_done = 0, 0  # frames received, rows of K computed
+
+    def push(self, chunk):
+        if self.n_frames + len(chunk) > len(self._mel):  # grow geometrically
+            grown = np.empty((2 * (self.n_frames + len(chunk)), self.model.n_mels), np.float32)
+            grown[:self.n_frames] = self._mel[:self.n_frames]
+            self._mel = grown
+        self._mel[self.n_frames:self.n_frames + len(chunk)] = chunk
+        self.n_frames += len(chunk)
+
+    def blocks(self, final):
+        """Yield the K blocks that can be computed now; with `final`, all that remain."""
+        while self.rows_done < self.n_frames:
+            start, stop = self.rows_done, self.rows_done + COND_BLOCK
+            if not final and stop + self.radius > self.n_frames:
+                return
+            self.rows_done = stop = min(stop, self.n_frames)
+            yield conditioning(self.model, self._mel[:self.n_frames], start, stop)

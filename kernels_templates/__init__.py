@@ -1,0 +1,1 @@
+"""Per-ISA kernel templates (TOML), instantiated by jitvoc.emit.isa. Data only."""

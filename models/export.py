@@ -1,0 +1,146 @@
+"""Export a models/train.py checkpoint to a jitvoc model file (docs/model.md, "File format").
+
+    python -m models.export .ckpt/ckpt.npz models/festvox_ru_wavernn.npz
+
+PyTorch's gate order (r, z, n) becomes jitvoc's (u, r, e) = (z, r, n); `weight_ih` splits into
+`gru.I` (its first 3 columns) and `cond.proj` (the rest); `bias_ih` is `gru.b`, `bias_hh` is
+`gru.bR`; the masks are stored as uint8. `meta.quantization` carries the activation ranges that
+models/train.py measured on teacher-forced training data, `meta.provenance` the data, split,
+steps, sparsity per matrix, commands and losses. Needs numpy only (not torch).
+"""
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def _jitvoc_model():
+    try:
+        from jitvoc import model as jm
+    except ImportError:
+        from models.train import import_mel
+        import_mel()  # installs a bare 'jitvoc' package module if jitvoc/__init__ cannot load
+        import importlib
+        jm = importlib.import_module("jitvoc.model")
+    return jm
+
+
+def torch_to_jitvoc_rows(H):
+    """Row permutation taking PyTorch's [r; z; n] gate stack to jitvoc's [u; r; e] = [z; r; n]."""
+    return np.concatenate([np.arange(H, 2 * H), np.arange(0, H), np.arange(2 * H, 3 * H)])
+
+
+def convert(z, meta):
+    """Checkpoint arrays -> (weights, masks) dicts with the file's keys."""
+    cfg = meta["config"]
+    H = cfg["hidden"]
+    m = lambda k: np.asarray(z["model/" + k], np.float32)
+    perm = torch_to_jitvoc_rows(H)
+    w, masks = {}, {}
+    for i, _ in enumerate(cfg["cond_layers"]):
+        w[f"cond.conv{i}.weight"] = m(f"convs.{i}.weight")
+        w[f"cond.conv{i}.bias"] = m(f"convs.{i}.bias")
+    wih = m("gru.weight_ih_l0")[perm]
+    w["gru.I"] = np.ascontiguousarray(wih[:, :3])
+    w["cond.proj"] = np.ascontiguousarray(wih[:, 3:])
+    w["gru.b"] = m("gru.bias_ih_l0")[perm]
+    w["gru.bR"] = m("gru.bias_hh_l0")[perm]
+    masks["gru.R"] = np.asarray(z["mask/gru.R"], np.uint8)[perm]
+    w["gru.R"] = m("gru.weight_hh_l0")[perm] * masks["gru.R"]
+    for i in (1, 2, 3, 4):
+        masks[f"out.O{i}"] = np.asarray(z[f"mask/out.O{i}"], np.uint8)
+        w[f"out.O{i}"] = m(f"O{i}.weight") * masks[f"out.O{i}"]
+        w[f"out.b{i}"] = m(f"O{i}.bias")
+    h2 = H // 2
+    for g in range(3):  # exact zeros (the trainer holds them at zero already)
+        w["gru.I"][g * H:g * H + h2, 2] = 0.0
+    for k in w:
+        w[k] = np.ascontiguousarray(w[k], np.float32) + np.float32(0.0)  # no -0.0
+    return w, masks
+
+
+def sparsity_report(masks, H):
+    out = {}
+    for gi, g in enumerate("ure"):
+        out[f"gru.R.{g}"] = round(1.0 - float(masks["gru.R"][gi * H:(gi + 1) * H].mean()), 4)
+    for k in sorted(masks):
+        out[k] = round(1.0 - float(masks[k].mean()), 4)
+    return out
+
+
+def _sha256(path):
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def export(ckpt, out, command=None, extra_provenance=None):
+    z = np.load(ckpt, allow_pickle=False)
+    meta = json.loads(bytes(z["meta"]).decode())
+    cfg = meta["config"]
+    w, masks = convert(z, meta)
+    H = cfg["hidden"]
+    split_path = os.path.join(HERE, "split.json")
+    split = json.load(open(split_path)) if os.path.exists(split_path) else {}
+    layers = [{"name": f"cond.conv{i}", "kernel": int(l["kernel"]), "activation": l["activation"]}
+              for i, l in enumerate(cfg["cond_layers"])]
+    runs = meta.get("runs", [])
+    provenance = {
+        "kind": "trained",
+        "recipe": "models/train.py (teacher-forced WaveRNN, dual softmax, gradual 16x1 block pruning)",
+        "data": ("festvox-ru (Debian package festvox-ru, voice msu_ru_nsh_clunits: one Russian male "
+                 "speaker, 16 kHz), (c) 2005 Nickolay V. Shmyrev, BSD-like licence: "
+                 "models/LICENSE.festvox-ru.txt"),
+        "split": {"file": "models/split.json", "sha256": _sha256(split_path),
+                  "train": len(split.get("train", [])), "test": len(split.get("test", [])),
+                  "rule": split.get("rule")},
+        "steps": meta.get("step"),
+        "total_steps": cfg.get("total_steps"),
+        "batch_size": cfg.get("batch_size"), "crop_samples": cfg["crop_frames"] * cfg["mel"]["hop_length"],
+        "precision": cfg.get("precision"),
+        "sparsity": sparsity_report(masks, H),
+        "pruning": dict(cfg["prune"], blocks="16x1 (16 consecutive rows of one column), L2 score; "
+                                             "R's u, r, e gates pruned separately"),
+        "final_train_loss": meta.get("final_ce"),
+        "runs": runs,
+        "train_command": ("python -m models.prepare_data && python -m models.train --config "
+                          "models/configs/" + cfg.get("name", "festvox_ru") + ".json"),
+        "export_command": command or f"python -m models.export {ckpt} {out}",
+        "date": datetime.date.today().isoformat(),
+    }
+    if extra_provenance:
+        provenance.update(extra_provenance)
+    file_meta = {"format": "jitvoc-model", "version": 1, "hidden": H,
+                 "sample_rate": cfg["sample_rate"], "mel": cfg["mel"],
+                 "conditioning": {"layers": layers, "upsample": "linear"},
+                 "provenance": provenance}
+    if "calibration" in meta:
+        file_meta["quantization"] = meta["calibration"]
+    jm = _jitvoc_model()
+    model = jm.Model(w, masks, file_meta)
+    model.save(out)
+    return model
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("output")
+    args = ap.parse_args(argv)
+    cmd = "python -m models.export " + " ".join(sys.argv[1:] if argv is None else argv)
+    model = export(args.checkpoint, args.output, command=cmd)
+    print(f"{args.output}: {model!r}, {os.path.getsize(args.output) / 2**20:.2f} MiB")
+    print(json.dumps(model.meta["provenance"]["sparsity"]))
+
+
+if __name__ == "__main__":
+    main()
