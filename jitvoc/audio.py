@@ -24,7 +24,8 @@ def read_wav(path) -> tuple:
     except FileNotFoundError:
         raise JitvocError(f"{path}: no such file") from None
     except (wave.Error, EOFError, OSError) as e:
-        raise JitvocError(f"{path}: not a readable PCM WAV file ({str(e) or type(e).__name__})") from None
+        raise JitvocError(f"{path}: not a readable PCM WAV file "
+                          f"({str(e) or type(e).__name__})") from None
     if len(data) != 2 * n:
         raise JitvocError(f"{path}: truncated: the header promises {n} samples, "
                           f"the file holds {len(data) // 2}")

@@ -21,6 +21,10 @@ Arrays (all C-contiguous):
 - ``cols`` [n_panels, group] int32: the matrix column of each panel column.
 - ``panel_ptr`` [row_blocks + 1] int32: row block rb owns panels ``panel_ptr[rb] : panel_ptr[rb+1]``.
 
+What an index-driven kernel reads per panel (``Packed.kernel_index()``): for contiguous panels the
+first column (int32 [n_panels]); for gathering panels ``group`` uint16 offsets into the shifted
+activation tables, ``j · x_len + cols[p, j]`` (one 64-bit load per panel instead of four).
+
 Rows past ``rows`` (the last row block's padding) have zero weights; x is read up to
 ``x_len`` = padded columns, so callers pad x with zeros to that length.
 """
@@ -75,6 +79,16 @@ class Packed:
     def x_len(self) -> int:
         col_blocks = _ceil(self.cols, self.block[1])
         return _ceil(col_blocks * self.block[1], self.group) * self.group
+
+    def kernel_index(self) -> np.ndarray:
+        """The per-panel index array an index-driven kernel reads (see the module docstring)."""
+        if self.contiguous:
+            return np.ascontiguousarray(self.cols_idx[:, 0], dtype=np.int32)
+        if self.group * self.x_len > 1 << 16:
+            raise InputError(f"{self.x_len} columns is too many for gathering panels (max "
+                             f"{(1 << 16) // self.group}); use a block at least {self.group} wide")
+        offsets = self.cols_idx + np.arange(self.group, dtype=np.int64) * self.x_len
+        return np.ascontiguousarray(offsets, dtype=np.uint16)
 
     def pattern_hash(self) -> str:
         h = hashlib.sha256(np.ascontiguousarray(self.cols_idx).tobytes())

@@ -18,6 +18,12 @@ _SIGNATURE = "void(void*, void*, void*, void*, void*, void*, void*, float, float
 _LOOP_SIGNATURE = "void(int64_t, void*, void*, void*, void*, void*, void*, void*, float, float)"
 
 
+def _padded(a: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=a.dtype)
+    out[:len(a)] = a
+    return out
+
+
 class MatVec:
     """A compiled matrix-vector product. Call it with a float32 vector.
 
@@ -30,8 +36,9 @@ class MatVec:
         self.rows, self.cols = plan.w_codes.shape
         self.x_format = x_format   # None: chosen per call from max |x| (int kernels)
         p = plan.packed
-        self._w, self._cols, self._ptr = p.weights, p.cols_idx, p.panel_ptr
-        self._row_scale = np.ascontiguousarray(plan.row_scale, dtype=np.float32)
+        self._w, self._cols, self._ptr = p.weights, p.kernel_index(), p.panel_ptr
+        self._row_scale = _padded(plan.row_scale.astype(np.float32), p.rows_padded)
+        self._zcorr = {}
         self._lib = jit.load(self.spec.name, self._module, gen)
         self._runnable = cpu_mod.runnable(gen)
         self._fn = native.function(self._lib.address(self.spec.name), _SIGNATURE)
@@ -76,7 +83,7 @@ class MatVec:
     def _args(self, x):
         """The float entry point's arguments after y (y is added by the caller)."""
         if self.spec.dtype == "float32":
-            zc, inv, scale = np.zeros(1, np.int32), 1.0, 1.0
+            zc, inv, scale = self.zcorr(FixedPoint(8, 0)), 1.0, 1.0
         else:
             fmt = self.format_for(x)
             zc = self.zcorr(fmt)
@@ -86,8 +93,11 @@ class MatVec:
         return keep, ptrs, inv, scale
 
     def zcorr(self, fmt: FixedPoint) -> np.ndarray:
-        return zero_correction(self.plan.w_codes, fmt) if fmt.zero_point else \
-            np.zeros(self.rows, np.int32)
+        """Per-row zero-point corrections, padded to whole row blocks (cached per zero point)."""
+        if fmt.zero_point not in self._zcorr:
+            self._zcorr[fmt.zero_point] = _padded(zero_correction(self.plan.w_codes, fmt),
+                                                  self.plan.packed.rows_padded)
+        return self._zcorr[fmt.zero_point]
 
     def __call__(self, x) -> np.ndarray:
         self._require_runnable()

@@ -98,7 +98,8 @@ def check_config(sample_rate, config) -> dict:
     if missing:
         raise InputError(f"mel config lacks {', '.join(missing)}")
     if "sample_rate" in config and config["sample_rate"] != sample_rate:
-        raise InputError(f"mel config is for {config['sample_rate']} Hz audio, got {sample_rate} Hz")
+        raise InputError(f"mel config is for {config['sample_rate']} Hz audio, "
+                         f"got {sample_rate} Hz")
     cfg = dict(config)
     if not cfg["fmax"] <= sample_rate / 2:
         raise InputError(f"mel fmax {cfg['fmax']} Hz is above the Nyquist frequency "

@@ -35,6 +35,10 @@ class Model:
         self._weights = {k: _frozen(v) for k, v in weights.items()}
         self._masks = {k: _frozen(v) for k, v in masks.items()}
         _check_meta(self._meta)
+        try:
+            json.dumps(self._meta)
+        except (TypeError, ValueError) as e:
+            raise ModelFileError(f"meta is not JSON-serializable: {e}") from None
         arrays = dict(self._weights, **{f"{k}.mask": v for k, v in self._masks.items()})
         _check_structure(arrays, self._meta)
         _check_values(self._weights, self._masks, self.hidden)
@@ -254,7 +258,8 @@ def _check_meta(meta) -> None:
             raise ModelFileError(f"conditioning layer {i} must be named 'cond.conv{i}'")
         k = layer.get("kernel")
         if not isinstance(k, int) or k < 1 or k % 2 == 0:
-            raise ModelFileError(f"{layer['name']}: kernel must be a positive odd integer, got {k!r}")
+            raise ModelFileError(f"{layer['name']}: kernel must be a positive odd integer, "
+                                 f"got {k!r}")
         if layer.get("activation") not in ACTIVATIONS:
             raise ModelFileError(f"{layer['name']}: activation must be one of {ACTIVATIONS}, "
                                  f"got {layer.get('activation')!r}")

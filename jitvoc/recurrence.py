@@ -10,6 +10,7 @@ semantics.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from concurrent.futures import ThreadPoolExecutor
 
@@ -59,32 +60,37 @@ def _parallel(jobs: list, threads: int) -> None:
         f.result()
 
 
-def run(plan: plan_scan.ScanPlan, gen, lam: int, x: int, out: int, h0: int, stride: int) -> None:
-    """Run a plan on raw addresses of row 0 (rows `stride` floats apart, stride may be < 0)."""
-    serial, D, tile = kernel(plan.serial, gen), plan.D, plan.tile
+def run(plan: plan_scan.ScanPlan, gen, lam: int, x: int, out: int, h0: np.ndarray,
+        stride: int) -> np.ndarray:
+    """Run a plan on raw addresses of row 0 (rows `stride` floats apart, stride may be < 0);
+    returns the final state h[T-1]."""
+    D, tile = plan.D, plan.tile
+    spec = plan.serial
+    if spec.stream and (out % (4 * spec.width) or D % spec.width):
+        spec = dataclasses.replace(spec, stream=False)   # streaming stores need aligned rows
+    serial = kernel(spec, gen)
     row = lambda base, t: base + 4 * stride * t  # noqa: E731
+    state = np.array(h0, np.float32).reshape(D)
     if not plan.parallel:
-        serial(lam, x, out, h0, plan.T, D, stride, tile)
-        return
+        serial(lam, x, out, state.ctypes.data, plan.T, D, stride, tile)
+        return state
     reduce = kernel(plan.reduce, gen)
     b = plan.bounds
     m = len(b) - 2                       # chunks after chunk 0
     A = np.ones((m, D), np.float32)
-    B = np.zeros((m, D), np.float32)
-    # Phase 1: chunk 0 from h0, the other chunks reduced to their carries.
-    jobs = [(b[1] - b[0], lambda: serial(lam, x, out, h0, b[1], D, stride, tile))]
+    carry = np.zeros((m + 1, D), np.float32)   # B of chunk i + 1, then the state after chunk i
+    carry[0] = state
+    # Phase 1: chunk 0 from h0 while the other chunks are reduced to (Πλ, state from zero).
+    jobs = [(b[1], lambda: serial(lam, x, out, carry[0].ctypes.data, b[1], D, stride, tile))]
     for i in range(m):
         lo, hi = b[i + 1], b[i + 2]
         jobs.append((plan_scan.REDUCE_COST * (hi - lo), lambda lo=lo, hi=hi, i=i: reduce(
-            row(lam, lo), row(x, lo), A[i].ctypes.data, B[i].ctypes.data, hi - lo, D, stride,
-            tile)))
+            row(lam, lo), row(x, lo), A[i].ctypes.data, carry[i + 1].ctypes.data, hi - lo, D,
+            stride, tile)))
     _parallel(jobs, plan.threads)
-    # Phase 2: the state entering chunk i + 1 (chunk 1 starts from the last row of chunk 0).
-    carry = np.empty((m, D), np.float32)
-    carry[0] = np.frombuffer(native.ffi.buffer(native.ffi.cast("float *", row(out, b[1] - 1)),
-                                               4 * D), np.float32)
-    for i in range(1, m):
-        carry[i] = A[i - 1] * carry[i - 1] + B[i - 1]
+    # Phase 2: scan the carries; carry[i] becomes the state entering chunk i + 1.
+    for i in range(1, m + 1):
+        carry[i] += A[i - 1] * carry[i - 1]
     # Phase 3: chunks 1.. from their carried states.
     jobs = []
     for i in range(m):
@@ -93,6 +99,15 @@ def run(plan: plan_scan.ScanPlan, gen, lam: int, x: int, out: int, h0: int, stri
             row(lam, lo), row(x, lo), row(out, lo), carry[i].ctypes.data, hi - lo, D, stride,
             tile)))
     _parallel(jobs, plan.threads)
+    return carry[m - 1]
+
+
+def empty(shape) -> np.ndarray:
+    """An uninitialised float32 array whose data is 64-byte aligned (for streaming stores)."""
+    n = int(np.prod(shape))
+    raw = np.empty(n + 16, np.float32)
+    skip = (-raw.ctypes.data % 64) // 4
+    return raw[skip:skip + n].reshape(shape)
 
 
 def _rows(a, name: str, shape=None) -> np.ndarray:
@@ -152,13 +167,13 @@ def linear_recurrence(decays, impulses, initial_state=None, threads=None, *, cpu
     T, D = lam.shape
     h0 = _state(initial_state, "initial_state", decays.shape[1:])
     if out is None:
-        out = np.empty(decays.shape, np.float32)
+        out = empty(decays.shape)
     elif out.shape != decays.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise InputError(f"out must be a C-contiguous float32 array of shape {decays.shape}")
     if T == 0 or D == 0:
         return out
     gen, plan = _setup(cpu, T, D, threads, plan)
-    run(plan, gen, lam.ctypes.data, x.ctypes.data, out.ctypes.data, h0.ctypes.data, D)
+    run(plan, gen, lam.ctypes.data, x.ctypes.data, out.ctypes.data, h0, D)
     if not np.isfinite(out.reshape(T, D)[-1]).all():   # NaN/inf never leave a column
         _require_finite("linear_recurrence", decays=decays, impulses=impulses,
                         initial_state=h0)
@@ -178,14 +193,14 @@ def linear_recurrence_backward(decays, h, initial_state, grad_h, threads=None, *
     h0 = _state(initial_state, "initial_state", decays.shape[1:])
     _require_finite("linear_recurrence_backward", decays=lam, h=hh, initial_state=h0,
                     grad_h=g)
-    delta = np.empty((T, D), np.float32)
+    delta = empty((T, D))
     if T and D:
         delta[-1] = g[-1]
         if T > 1:
             gen, plan = _setup(cpu, T - 1, D, threads, None)
             # Reversed time s = 0..T-2 is row t = T-2-s; its decay is λ[t+1].
             run(plan, gen, lam[T - 1].ctypes.data, g[T - 2].ctypes.data,
-                delta[T - 2].ctypes.data, delta[T - 1].ctypes.data, -D)
+                delta[T - 2].ctypes.data, delta[T - 1], -D)
     grad_lam = np.empty_like(delta)
     if T:
         np.multiply(delta[1:], hh[:-1], out=grad_lam[1:])

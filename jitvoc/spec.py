@@ -3,14 +3,14 @@
 Its `name` is the LLVM symbol, the cache key, the pytest id and the benchmark label, e.g.
 ``spmv_s8u8_16x1_avx512vnni_idx_u4a2_2688x896`` (a block-sparse int8 kernel with uint8
 activations, 16x1 blocks, AVX-512 VNNI, index-driven loop unrolled 4 times into 2 accumulators).
-Baked kernels (sparsity pattern compiled into the code) end with the pattern's hash.
+Kernels with the sparsity pattern compiled in (baked, grouped) end with the pattern's hash.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 DTYPES = ("int8", "int16", "float32")
-VARIANTS = ("idx", "baked", "dense")
+VARIANTS = ("idx", "grouped", "baked", "dense")
 _OPERANDS = {"int8": "s8u8", "int16": "s16s16", "float32": "f32f32"}
 GROUP = {"int8": 4, "int16": 2, "float32": 1}   # products summed per int32/f32 lane
 
@@ -20,12 +20,12 @@ class KernelSpec:
     dtype: str              # int8 | int16 | float32
     block: tuple            # (bh, bw); dense kernels: (bh, 0)
     isa: str                # a template name in kernels_templates/
-    variant: str            # idx | baked | dense
+    variant: str            # idx | grouped | baked | dense (see jitvoc.emit.spmv)
     rows: int
     cols: int
     unroll: int = 4
     accumulators: int = 2
-    pattern: str = ""       # hash of the sparsity pattern (baked kernels only)
+    pattern: str = ""       # hash of the sparsity pattern (baked and grouped kernels)
     x_signed: bool = True   # int8: activations carry a zero point of 128
 
     def __post_init__(self):
@@ -33,10 +33,10 @@ class KernelSpec:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        if (self.variant == "baked") != bool(self.pattern):
-            raise ValueError("baked kernels, and only they, carry a pattern hash")
-        if self.unroll < 1 or self.accumulators < 1 or self.unroll % self.accumulators:
-            raise ValueError("unroll must be a positive multiple of accumulators")
+        if (self.variant in ("baked", "grouped")) != bool(self.pattern):
+            raise ValueError("baked and grouped kernels, and only they, carry a pattern hash")
+        if self.unroll < 1 or self.accumulators < 1:
+            raise ValueError("unroll and accumulators must be positive")
 
     @property
     def group(self) -> int:

@@ -33,7 +33,8 @@ def load(path_or_model, cpu=None, dtype=None, backend="jit") -> "Vocoder":
     elif isinstance(path_or_model, (str, os.PathLike)):
         model = load_model(path_or_model)
     else:
-        raise InputError(f"expected a model file path or a Model, got {type(path_or_model).__name__}")
+        raise InputError(f"expected a model file path or a Model, "
+                         f"got {type(path_or_model).__name__}")
     if backend == "reference":
         engine = ReferenceEngine(model, cpu=cpu, dtype=dtype or "float32")
     else:
@@ -122,7 +123,8 @@ class Vocoder:
             raise InputError(f"mel must be a float array, got dtype {mel.dtype}")
         if len(mel) == 0 and not allow_empty:
             raise InputError("mel is empty (0 frames)")
-        mel = mel.astype(np.float32)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+            mel = mel.astype(np.float32)
         if not np.isfinite(mel).all():
             raise InputError("mel holds NaN or infinite values")
         return mel

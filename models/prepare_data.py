@@ -84,6 +84,8 @@ def main(argv=None):
     ap.add_argument("--wav-dir", default=DEFAULT_WAV_DIR)
     ap.add_argument("--out", default=".traindata")
     ap.add_argument("--shards", type=int, default=2)
+    ap.add_argument("--eval-sentences", type=int, default=8,
+                    help="held-out sentences written to heldout.flac for the trainer's check")
     ap.add_argument("--no-trim", action="store_true")
     ap.add_argument("--example", default="examples/ru_holdout.wav",
                     help="where to copy one held-out recording (unchanged); '' for none")
@@ -123,6 +125,18 @@ def main(argv=None):
             json.dump({"sample_rate": 16000, "samples": int(off), "utterances": index}, f)
         print(f"shard {s}: {len(names)} sentences, {off / 16000 / 60:.1f} min, "
               f"{os.path.getsize(flac) / 2**20:.1f} MiB -> {flac}")
+    # A few held-out sentences (trimmed the same way) for the trainer's held-out NLL check.
+    pieces, index, off = [], [], 0
+    for name in split["test"][:args.eval_sentences]:
+        x, sr = read_wav_int16(os.path.join(args.wav_dir, name + ".wav"))
+        a, b = (0, len(x)) if args.no_trim else trim_silence(x, sr)
+        pieces.append(x[a:b])
+        index.append({"name": name, "offset": off, "length": b - a, "trim": [a, b]})
+        off += b - a
+    sf.write(os.path.join(args.out, "heldout.flac"), np.concatenate(pieces), 16000, format="FLAC", subtype="PCM_16")
+    with open(os.path.join(args.out, "heldout.json"), "w") as f:
+        json.dump({"sample_rate": 16000, "samples": int(off), "utterances": index}, f)
+    print(f"held-out check set: {len(index)} sentences, {off / 16000:.0f} s")
     print(f"kept {total['kept'] / 16000 / 60:.1f} of {total['raw'] / 16000 / 60:.1f} min after trimming")
 
 

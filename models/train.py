@@ -282,7 +282,8 @@ def save_checkpoint(path, model, pruner, optimizer, meta):
     for p, st in optimizer.state.items():
         for key in ("exp_avg", "exp_avg_sq"):
             if key in st:
-                arrays[f"adam/{names[id(p)]}/{key}"] = st[key].detach().float().cpu().numpy()
+                a = st[key].detach().float().cpu().numpy()  # stored as bfloat16 bits: half the size
+                arrays[f"adam/{names[id(p)]}/{key}"] = (a.view(np.uint32) >> 16).astype(np.uint16)
         if "step" in st:
             meta["adam_step"] = float(st["step"])
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
@@ -295,6 +296,10 @@ def load_checkpoint(path):
     z = np.load(path, allow_pickle=False)
     meta = json.loads(bytes(z["meta"]).decode())
     return z, meta
+
+
+def _unbf16(a):
+    return (a.astype(np.uint32) << 16).view(np.float32) if a.dtype == np.uint16 else a.astype(np.float32)
 
 
 def build_model(cfg, n_mels):
@@ -314,8 +319,8 @@ def restore(model, pruner, optimizer, z, device):
             if f"adam/{n}/exp_avg" in z.files:
                 optimizer.state[p] = {
                     "step": torch.tensor(float(meta.get("adam_step", meta["step"]))),
-                    "exp_avg": torch.from_numpy(z[f"adam/{n}/exp_avg"]).to(device),
-                    "exp_avg_sq": torch.from_numpy(z[f"adam/{n}/exp_avg_sq"]).to(device),
+                    "exp_avg": torch.from_numpy(_unbf16(z[f"adam/{n}/exp_avg"])).to(device),
+                    "exp_avg_sq": torch.from_numpy(_unbf16(z[f"adam/{n}/exp_avg_sq"])).to(device),
                 }
     pruner.apply()
 
@@ -366,6 +371,45 @@ def calibrate(model, corpus, cfg, radius, gen):
     return {"method": f"max and percentiles of |x| over {n} teacher-forced training crops of "
                       f"{Tf * corpus.hop} samples (fp32, final masks)",
             "activation_ranges": stats}
+
+
+def heldout_nll(model, utts, mels, hop, device, max_seconds=None):
+    """Teacher-forced NLL (bits per 16-bit sample, coarse and fine nats) of whole held-out
+    utterances from h = 0, batched with padding."""
+    import torch
+    import torch.nn.functional as F
+    from models.wavernn import split_sample
+    model.eval()
+    tot = {"c": 0.0, "f": 0.0, "n": 0}
+    with torch.no_grad():
+        conds, ss = [], []
+        for (_, x), mel in zip(utts, mels):
+            if max_seconds:
+                x = x[:int(max_seconds * 16000)]
+                mel = mel[:-(-len(x) // hop)]
+            m = torch.from_numpy(np.asarray(mel, np.float32)).to(device).T[None]
+            a = model.condition(m)
+            a = torch.cat([a, a[:, :, -1:]], dim=2)
+            conds.append(model.upsample_linear(a, hop)[0, :len(x)])
+            ss.append(torch.from_numpy(x.astype(np.int64)).to(device))
+        T = max(len(s) for s in ss)
+        B = len(ss)
+        cond = torch.zeros(B, T, conds[0].shape[1], device=device)
+        s = torch.zeros(B, T, dtype=torch.long, device=device)
+        valid = torch.zeros(B, T, dtype=torch.bool, device=device)
+        for i, (cnd, x) in enumerate(zip(conds, ss)):
+            cond[i, :len(x)], s[i, :len(x)], valid[i, :len(x)] = cnd, x, True
+        prev = torch.cat([torch.zeros_like(s[:, :1]), s[:, :-1]], dim=1)
+        pc, pf = split_sample(prev)
+        c, f = split_sample(s)
+        lc, lf, _ = model(pc, pf, c, cond)
+        v = valid.flatten()
+        tot["c"] = float(F.cross_entropy(lc.reshape(-1, 256)[v].float(), c.flatten()[v]))
+        tot["f"] = float(F.cross_entropy(lf.reshape(-1, 256)[v].float(), f.flatten()[v]))
+        tot["n"] = int(v.sum())
+    model.train()
+    return {"ce_coarse": tot["c"], "ce_fine": tot["f"], "samples": tot["n"],
+            "bits_per_sample": (tot["c"] + tot["f"]) / math.log(2)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,6 +470,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=None, help="override total_steps")
     ap.add_argument("--export", default=None, help="also export the final model file here")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--eval-shard", default=None, help="FLAC shard of held-out sentences: "
+                    "teacher-forced NLL at the end")
     ap.add_argument("--save-every", type=float, default=120.0, help="seconds between checkpoints")
     args = ap.parse_args(argv)
 
@@ -440,7 +486,6 @@ def main(argv=None):
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        log("GPU:", torch.cuda.get_device_name(0), "torch", torch.__version__)
     torch.manual_seed(cfg["seed"])
     command = "python -m models.train " + " ".join(sys.argv[1:] if argv is None else argv)
 
@@ -452,6 +497,8 @@ def main(argv=None):
     utts, source = load_utterances(cfg, shards)
     log(f"{len(utts)} utterances from {source}")
     mels = compute_mels(utts, cfg["sample_rate"], mel_cfg, args.workers)
+    if device == "cuda":  # CUDA is first touched here, after the forked mel workers are done
+        log("GPU:", torch.cuda.get_device_name(0), "torch", torch.__version__)
     corpus = Corpus(utts, mels, hop, device)
     del utts, mels
     log(f"corpus: {corpus.seconds / 60:.1f} min of audio, {corpus.mel.shape[0]} frames, on {device}")
@@ -560,6 +607,12 @@ def main(argv=None):
     log(f"run: {run}")
     log(f"sparsity: {json.dumps({k: round(v, 4) for k, v in meta['sparsity'].items()})}")
     save_checkpoint(ckpt_path, model, pruner, optimizer, meta)
+    if args.eval_shard:
+        ev = read_shard(args.eval_shard)
+        ev_m = compute_mels(ev, cfg["sample_rate"], mel_cfg, args.workers)
+        meta["heldout"] = dict(heldout_nll(model, ev, ev_m, hop, device), step=step,
+                               sentences=[n for n, _ in ev])
+        log(f"held-out teacher-forced: {meta['heldout']}")
     meta["calibration"] = calibrate(model, corpus, cfg, radius, gen)
     save_checkpoint(ckpt_path, model, pruner, optimizer, meta)
     log(f"calibration: {json.dumps(meta['calibration']['activation_ranges'])}")
@@ -573,3 +626,23 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def utterance_logits(model, audio, mel, hop, device="cpu"):
+    """Teacher-forced logits of a whole utterance from h = 0, exactly as jitvoc computes them
+    (Vocoder.teacher_forced): int16 audio [T], log-mel [F, n_mels] with (F-1)*hop < T <= F*hop
+    -> (logits_c, logits_f) float32 tensors [T, 256]."""
+    import torch
+    from models.wavernn import split_sample
+    T = len(audio)
+    with torch.no_grad():
+        m = torch.from_numpy(np.asarray(mel, np.float32)).to(device).T[None]        # [1, n_mels, F]
+        a = model.condition(m)                                                         # [1, C, F]
+        a = torch.cat([a, a[:, :, -1:]], dim=2)                                       # K_F := K_{F-1}
+        cond = model.upsample_linear(a, hop)[:, :T]
+        s = torch.from_numpy(np.asarray(audio, np.int16).astype(np.int64)).to(device)[None]
+        prev = torch.cat([torch.zeros_like(s[:, :1]), s[:, :-1]], dim=1)
+        pc, pf = split_sample(prev)
+        c, _ = split_sample(s)
+        lc, lf, _ = model(pc, pf, c, cond)
+    return lc[0].float(), lf[0].float()

@@ -3,14 +3,17 @@
 Both kinds share one C signature (SIGNATURE); rows are ``stride`` floats apart (negative strides
 walk backwards in time, which the backward pass uses):
 
-- ``serial(lam, x, h, h0, n, ncols, stride, tile)``: ``h[t] = lam[t]·h[t-1] + x[t]`` for
-  ``t < n`` with ``h[-1] = h0`` (the serial kernel, and the parallel scan's final pass);
+- ``serial(lam, x, h, state, n, ncols, stride, tile)``: ``h[t] = lam[t]·h[t-1] + x[t]`` for
+  ``t < n`` with ``h[-1] = state``; on return ``state = h[n-1]`` (the serial kernel, and the
+  parallel scan's final pass). ``stream`` variants write h with non-temporal stores and need
+  h and every row 4·width-byte aligned (ncols a multiple of width);
 - ``reduce(lam, x, A, B, n, ncols, stride, tile)``: folds n rows into the chunk carry,
   ``A ← A·Πλ``, ``B ← (the recurrence run from B)``; the caller starts from A = 1, B = 0.
 
-SIMD across D: columns go in register blocks of ``block`` vectors, then single vectors, then a
-scalar tail, so any D works. Time runs in tiles of ``tile`` rows; inside a tile each column block
-keeps its state in registers (tile ≥ n suits small D, a few rows suits large D).
+SIMD across D: columns go in register blocks of ``block`` vectors, then block/2, ..., 1 vectors,
+then a scalar tail, so any D works. Time runs in tiles of ``tile`` rows; inside a tile each
+column block keeps its state in registers and the tile's rows stay in cache between blocks.
+The reduce kernel flushes denormals to zero (Πλ of a long chunk underflows).
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .irutil import counted_loop, declare_intrinsic, f32, function, gep, i64, ptr, vec, void
+from .irutil import (counted_loop, declare_intrinsic, f32, function, gep, i32, i64, ptr, vec,
+                     void)
 
 KINDS = ("serial", "reduce")
 # (features needed, floats per vector, ISA tag): the first row the generation has wins.
@@ -29,6 +33,7 @@ VECTOR_TABLE = (
     (("sse2",), 4, "sse2"),
 )
 BLOCK = 4  # vectors per register block
+MXCSR_FTZ_DAZ = 0x8040
 SIGNATURE = "void(uintptr_t, uintptr_t, uintptr_t, uintptr_t, int64_t, int64_t, int64_t, int64_t)"
 
 
@@ -39,14 +44,15 @@ class ScanSpec:
     width: int     # floats per vector
     isa: str       # tag of the VECTOR_TABLE row
     block: int = BLOCK
+    stream: bool = False   # serial only: non-temporal (cache-bypassing) vector stores of h
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown scan kernel kind {self.kind!r}")
+        if self.kind not in KINDS or (self.stream and self.kind != "serial"):
+            raise ValueError(f"no scan kernel {self.kind!r} (stream={self.stream})")
 
     @property
     def name(self) -> str:
-        return f"scan_f32_{self.kind}_v{self.width}_{self.isa}"
+        return f"scan_f32_{self.kind}_v{self.width}_{self.isa}" + ("_nt" if self.stream else "")
 
 
 def vector_width(gen) -> tuple[int, str]:
@@ -57,9 +63,9 @@ def vector_width(gen) -> tuple[int, str]:
     return 1, "scalar"
 
 
-def spec_for(kind: str, gen) -> ScanSpec:
+def spec_for(kind: str, gen, stream: bool = False) -> ScanSpec:
     width, tag = vector_width(gen)
-    return ScanSpec(kind, width, tag)
+    return ScanSpec(kind, width, tag, stream=stream)
 
 
 class _Emitter:
@@ -75,15 +81,34 @@ class _Emitter:
         vt = vec(f32, w) if w > 1 else f32
         # State slots (promoted to registers by SROA): [h or B] and, for reduce, [A].
         self.slots = {(t, j, s): b.alloca(t) for t in {vt, f32} for j in range(nb) for s in "hA"}
+        mxcsr = self._flush_denormals() if spec.kind == "reduce" else None
         self.tile = b.select(b.icmp_signed("<", tile, i64(1)), i64(1), tile)
         with counted_loop(b, 0, self.n, self.tile, name="tile") as t0:
             t1 = b.add(t0, self.tile)
             t1 = b.select(b.icmp_signed("<", t1, self.n), t1, self.n)
-            groups = [(vt, w, nb), (vt, w, 1)] if w > 1 else []
             c = i64(0)
-            for typ, width, count in groups + [(f32, 1, 1)]:
-                c = self._columns(t0, t1, c, typ, width, count)
+            for count in _halvings(nb) if w > 1 else ():
+                c = self._columns(t0, t1, c, vt, w, count)
+            self._columns(t0, t1, c, f32, 1, 1)
+        if spec.kind == "reduce":
+            self._mxcsr("ldmxcsr", mxcsr)
+        if spec.stream:   # order the streaming stores before whatever the caller does next
+            b.call(declare_intrinsic(module, "llvm.x86.sse.sfence", void, []), [])
         b.ret_void()
+
+    def _flush_denormals(self):
+        """Set FTZ and DAZ (a chunk's Πλ underflows, and denormals are ~100x slower);
+        returns the slot holding the caller's MXCSR, restored on return."""
+        b = self.b
+        old, new = b.alloca(i32), b.alloca(i32)
+        self._mxcsr("stmxcsr", old)
+        b.store(b.or_(b.load(old, typ=i32), i32(MXCSR_FTZ_DAZ)), new)
+        self._mxcsr("ldmxcsr", new)
+        return old
+
+    def _mxcsr(self, op, slot):
+        fn = declare_intrinsic(self.module, f"llvm.x86.sse.{op}", void, [ptr])
+        self.b.call(fn, [slot])
 
     def _columns(self, t0, t1, c0, typ, width, count):
         """Column blocks of `count` × `width` floats from c0 while they fit; returns the next c."""
@@ -99,15 +124,11 @@ class _Emitter:
         h = [self.slots[(typ, j, "h")] for j in range(count)]
         A = [self.slots[(typ, j, "A")] for j in range(count)]
         cols = [b.add(c, i64(j * width)) for j in range(count)]
-        if serial:   # the state before row t0: h0, or the output row t0 - 1
-            prev_row = gep(b, self.out, f32, b.mul(b.sub(t0, i64(1)), self.stride))
-            prev = b.select(b.icmp_signed("==", t0, i64(0)), self.init, prev_row)
-            for slot, col in zip(h, cols):
-                b.store(self._load(prev, col, typ), slot)
-        else:
-            for slot, a, col in zip(h, A, cols):
-                b.store(self._load(self.init, col, typ), slot)
-                b.store(self._load(self.out, col, typ), a)
+        for j, col in enumerate(cols):   # state (and Πλ) before row t0
+            b.store(self._load(self.init, col, typ), h[j])
+            if not serial:
+                b.store(self._load(self.out, col, typ), A[j])
+        stream = serial and self.spec.stream and width > 1
         with counted_loop(b, t0, t1, name=f"t{width * count}") as t:
             row = b.mul(t, self.stride)
             lam_row, x_row = gep(b, self.lam, f32, row), gep(b, self.x, f32, row)
@@ -116,13 +137,16 @@ class _Emitter:
                 state = self._fmuladd(lam, b.load(h[j], typ=typ), self._load(x_row, col, typ))
                 b.store(state, h[j])
                 if serial:
-                    b.store(state, gep(b, gep(b, self.out, f32, row), f32, col), align=4)
+                    st = b.store(state, gep(b, gep(b, self.out, f32, row), f32, col),
+                                 align=4 * width if stream else 4)
+                    if stream:
+                        st.set_metadata("nontemporal", self.module.add_metadata([i32(1)]))
                 else:
                     b.store(b.fmul(lam, b.load(A[j], typ=typ)), A[j])
-        if not serial:
-            for slot, a, col in zip(h, A, cols):
-                b.store(b.load(slot, typ=typ), gep(b, self.init, f32, col), align=4)
-                b.store(b.load(a, typ=typ), gep(b, self.out, f32, col), align=4)
+        for j, col in enumerate(cols):   # state (and Πλ) after row t1 - 1
+            b.store(b.load(h[j], typ=typ), gep(b, self.init, f32, col), align=4)
+            if not serial:
+                b.store(b.load(A[j], typ=typ), gep(b, self.out, f32, col), align=4)
 
     def _load(self, base, col, typ):
         return self.b.load(gep(self.b, base, f32, col), typ=typ, align=4)
@@ -132,6 +156,12 @@ class _Emitter:
         suffix = f"v{a.type.count}f32" if isinstance(a.type, ir.VectorType) else "f32"
         fn = declare_intrinsic(self.module, f"llvm.fmuladd.{suffix}", a.type, [a.type] * 3)
         return self.b.call(fn, [a, b_, c])
+
+
+def _halvings(n: int):
+    while n >= 1:
+        yield n
+        n //= 2
 
 
 def build(spec: ScanSpec) -> ir.Module:

@@ -2,21 +2,25 @@
 
 Every kernel module defines, for ``N = spec.name``:
 
-- ``N_core(y, xin, W, cols, panel_ptr)`` the panel product (internal): int32 (or float32) y for
-  every padded row; ``xin`` is the stored activations (contiguous panels) or, for panels that
+- ``N_core`` / ``N_core_acc(y, xin, W, index, panel_ptr, row_scale, zcorr, x_scale)`` the panel
+  product (internal) for every padded row: dequantized float32 y, or the raw accumulators; ``xin`` is the stored activations (contiguous panels) or, for panels that
   gather columns, ``group`` shifted copies of them as int32 (``T_j[c] = code[c] << bits·j``) so
   that one panel's x word is ``T_0[c_0] | T_1[c_1] | …``;
-- ``N_raw(y, x_codes, W, cols, panel_ptr)`` the integer entry point (x_codes padded to x_len);
-- ``N(y, x, W, cols, panel_ptr, row_scale, zcorr, x_inv_scale, x_scale)`` float32 in and out:
-  quantize x (round half to even, saturate), product, ``y = (acc − zcorr) · (row_scale · x_scale)``;
+- ``N_raw(y, x_codes, W, index, panel_ptr)`` the integer entry point (x_codes padded to x_len);
+- ``N(y, x, W, index, panel_ptr, row_scale, zcorr, x_inv_scale, x_scale)`` float32 in and out:
+  quantize x (round half to even, saturate), product, ``y = (acc − zcorr) · (row_scale · x_scale)`` (row_scale, zcorr padded to whole row blocks);
 - ``N_loop(n, …)`` the float entry called n times (benchmarks time this, not Python).
 
-Variants: ``idx`` loops over row blocks and reads panel columns from ``cols``; ``baked`` unrolls
+``index`` is ``Packed.kernel_index()`` (see jitvoc.layout).
+Variants: ``idx`` loops over row blocks and reads each panel's columns from ``index``;
+``grouped`` visits row blocks sorted by panel count with each count's panels unrolled (no
+unpredictable branches; columns still from ``index``); ``baked`` unrolls
 every panel with its columns and offsets as constants; ``dense`` walks contiguous panels.
 Float kernels use a fixed logical vector width and no FMA, so results do not depend on the ISA.
 """
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 
 from ..layout import Packed
@@ -25,6 +29,7 @@ from .irutil import (counted_loop, f32, function, gep, i8, i16, i32, i64, load, 
                      store, vec, void)
 from .isa import Backend, generic_dot
 
+GROUPED_UNROLL_LIMIT = 64  # panels per row block fully unrolled by the grouped variant
 ROUND_MAGIC = 12582912.0  # 1.5 * 2**23: (v + M) - M rounds |v| < 2**22 half to even
 
 
@@ -63,53 +68,126 @@ class SpmvEmitter:
         self.panel_bytes = self.lanes * self.group * self.esize
 
     # --- core ----------------------------------------------------------------------------------
-    def emit_core(self) -> ir.Function:
+    def emit_core(self, dequantize: bool) -> ir.Function:
+        """N_core (float y, dequantized) or N_core_acc (raw accumulators).
+
+        Arguments: y, xin, W, index, panel_ptr, row_scale, zcorr, x_scale (the last three are
+        read only when dequantizing an integer kernel).
+        """
         s, p = self.spec, self.p
-        fn = function(self.module, f"{s.name}_core", void, [ptr] * 5, internal=True)
-        y, xin, w, cols, pptr = fn.args
-        for a in (y, xin, w, cols, pptr):
+        name = f"{s.name}_core" if dequantize else f"{s.name}_core_acc"
+        fn = function(self.module, name, void, [ptr] * 7 + [f32], internal=True)
+        y, xin, w, index, pptr, self.row_scale, self.zcorr, self.x_scale = fn.args
+        for a in fn.args[:7]:
             a.add_attribute("noalias")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        self.accs = [[b.alloca(self.acc_t) for _ in range(self.chunks)]
-                     for _ in range(s.accumulators)]
+        self.dequantize = dequantize and not self.is_float
+        n_sets = s.accumulators
+        self.accs = [[b.alloca(self.acc_t) for _ in range(self.chunks)] for _ in range(n_sets)]
         self.b, self.xin, self.w = b, xin, w
         if s.variant == "baked":
             for rb in range(p.row_blocks):
                 self._zero()
                 lo, hi = int(p.panel_ptr[rb]), int(p.panel_ptr[rb + 1])
                 for q in range(lo, hi):
-                    self._panel(q, [int(c) for c in p.cols_idx[q]], (q - lo) % s.accumulators)
-                self._store(y, rb)
+                    self._panel(q, [int(c) for c in p.cols_idx[q]], (q - lo) % n_sets)
+                self._store(y, rb, self.accs)
+        elif s.dense:
+            self._dense(y)
+        elif s.variant == "grouped":
+            self._grouped(y, index, pptr)
         else:
             with counted_loop(b, 0, p.row_blocks, name="rb") as rb:
                 self._zero()
-                if s.dense:
-                    n_k = p.x_len // self.group
-                    first = b.mul(rb, i64(n_k))
-                    start, stop = first, b.add(first, i64(n_k))
-                else:
-                    start = b.sext(load(b, pptr, i32, rb, align=4), i64)
-                    stop = b.sext(load(b, pptr, i32, b.add(rb, i64(1)), align=4), i64)
-                main_end = b.add(start, b.mul(b.sdiv(b.sub(stop, start), i64(s.unroll)),
-                                              i64(s.unroll)))
-                with counted_loop(b, start, main_end, s.unroll, name="main") as q:
-                    for u in range(s.unroll):
-                        qu = b.add(q, i64(u))
-                        self._panel(qu, self._runtime_cols(cols, qu, rb), u % s.accumulators)
-                with counted_loop(b, main_end, stop, 1, name="rest") as q:
-                    self._panel(q, self._runtime_cols(cols, q, rb), 0)
-                self._store(y, rb)
+                self._panel_loop(index, pptr, rb)
+                self._store(y, rb, self.accs)
         b.ret_void()
         return fn
 
-    def _runtime_cols(self, cols, q, rb):
+    def _panel_loop(self, index, pptr, rb):
+        """The index-driven loop over one row block's panels, unrolled `unroll` times."""
+        b, s = self.b, self.spec
+        start = b.sext(load(b, pptr, i32, rb, align=4), i64)
+        stop = b.sext(load(b, pptr, i32, b.add(rb, i64(1)), align=4), i64)
+        main_end = b.add(start, b.mul(b.sdiv(b.sub(stop, start), i64(s.unroll)), i64(s.unroll)))
+        with counted_loop(b, start, main_end, s.unroll, name="main") as q:
+            for u in range(s.unroll):
+                qu = b.add(q, i64(u))
+                self._panel(qu, self._runtime_cols(index, qu), u % s.accumulators)
+        with counted_loop(b, main_end, stop, 1, name="rest") as q:
+            self._panel(q, self._runtime_cols(index, q), 0)
+
+    def _grouped(self, y, index, pptr):
+        """Row blocks sorted by panel count; one loop per count with its panels unrolled, so
+        every branch is predictable (the permutation is a constant array in the module)."""
+        b, p, n_sets = self.b, self.p, self.spec.accumulators
+        counts = (p.panel_ptr[1:] - p.panel_ptr[:-1]).astype(np.int64)
+        order = np.argsort(counts, kind="stable").astype(np.int32)
+        name = f"{self.spec.name}_order"
+        table = self.module.globals.get(name)
+        if table is None:  # shared by both cores
+            table = ir.GlobalVariable(self.module, ir.ArrayType(i32, len(order)), name=name)
+            table.initializer = ir.Constant(ir.ArrayType(i32, len(order)), order.tolist())
+            table.global_constant, table.linkage = True, "internal"
+        start = 0
+        for k in np.unique(counts):
+            stop = start + int(np.count_nonzero(counts == k))
+            with counted_loop(b, start, stop, name=f"count{k}") as i:
+                rb = b.sext(load(b, table, i32, i, align=4), i64)
+                self._zero()
+                if k <= GROUPED_UNROLL_LIMIT:
+                    first = b.sext(load(b, pptr, i32, rb, align=4), i64)
+                    for u in range(int(k)):
+                        q = b.add(first, i64(u))
+                        self._panel(q, self._runtime_cols(index, q), u % n_sets)
+                else:
+                    self._panel_loop(index, pptr, rb)
+                self._store(y, rb, self.accs)
+            start = stop
+
+    def _dense(self, y):
+        """Dense: `accumulators` row blocks at a time share each broadcast of x (register blocking);
+        the column loop is unrolled `unroll` times."""
+        b, s, p = self.b, self.spec, self.p
+        n_k = p.x_len // self.group
+        n_rb = s.accumulators
+        full = p.row_blocks // n_rb * n_rb
+
+        def group(rb0, count):
+            self._zero()
+            k_main = n_k // s.unroll * s.unroll
+
+            def step(k):
+                col = [b.mul(k, i64(self.group)) if not isinstance(k, int) else k * self.group]
+                xw = self._xword(col)
+                for r in range(count):
+                    q = b.add(b.mul(b.add(rb0, i64(r)), i64(n_k)), k if not isinstance(k, int)
+                              else i64(k))
+                    self._panel(q, None, r, xw)
+
+            if k_main:
+                with counted_loop(b, 0, k_main, s.unroll, name="k") as k:
+                    for u in range(s.unroll):
+                        step(b.add(k, i64(u)))
+            for k in range(k_main, n_k):
+                step(i64(k))
+            for r in range(count):
+                self._store(y, b.add(rb0, i64(r)), [self.accs[r]])
+
+        if full:
+            with counted_loop(b, 0, full, n_rb, name="rbgroup") as rb0:
+                group(rb0, n_rb)
+        if p.row_blocks > full:
+            group(i64(full), p.row_blocks - full)
+
+    def _runtime_cols(self, index, q):
+        """Panel q's column (contiguous panels) or table offsets (gathering panels), as i64."""
         b, g = self.b, self.group
-        if self.spec.dense:  # panel q of row block rb covers columns (q - rb*K)*g ...
-            first = b.mul(b.sub(q, b.mul(rb, i64(self.p.x_len // g))), i64(g))
-            return [first] if self.p.contiguous else None
         if self.p.contiguous:
-            return [b.sext(load(b, cols, i32, b.mul(q, i64(g)), align=4), i64)]
-        return [b.sext(load(b, cols, i32, b.add(b.mul(q, i64(g)), i64(j)), align=4), i64)
+            return [b.sext(load(b, index, i32, q, align=4), i64)]
+        word_t = ir.IntType(16 * g)  # g uint16 offsets in one load
+        packed = b.load(gep(b, index, i16, b.mul(q, i64(g))), typ=word_t, align=2)
+        return [b.zext(b.trunc(b.lshr(packed, word_t(16 * j)) if j else packed, i16), i64)
                 for j in range(g)]
 
     def _zero(self):
@@ -125,20 +203,18 @@ class SpmvEmitter:
         if self.is_float:
             return splat(b, load(b, self.xin, f32, as_i64[0], align=4), self.width)
         if self.p.contiguous:  # g consecutive codes starting at col[0]: one 32-bit load
-            addr = gep(b, self.xin, self.elem, as_i64[0])
-            word = b.load(addr, typ=i32, align=4)
-        else:
-            x_len = self.p.x_len
+            word = b.load(gep(b, self.xin, self.elem, as_i64[0]), typ=i32, align=4)
+        else:  # OR of the shifted tables at the panel's offsets
             word = None
-            for j, c in enumerate(as_i64):
-                idx = b.add(c, i64(j * x_len)) if not isinstance(col[j], int) else i64(col[j] + j * x_len)
+            for j, c in enumerate(col):
+                idx = i64(c + j * self.p.x_len) if isinstance(c, int) else c
                 t = load(b, self.xin, i32, idx, align=4)
                 word = t if word is None else b.or_(word, t)
         return splat(b, word, self.width)
 
-    def _panel(self, q, col, acc_index: int):
+    def _panel(self, q, col, acc_index: int, xw=None):
         b = self.b
-        xw = self._xword(col)
+        xw = self._xword(col) if xw is None else xw
         base = q * self.panel_bytes if isinstance(q, int) else b.mul(q, i64(self.panel_bytes))
         for k in range(self.chunks):
             off = k * self.width * self.group * self.esize
@@ -153,16 +229,22 @@ class SpmvEmitter:
                 new = generic_dot(b, self.kind, acc, xw, wv)
             b.store(new, self.accs[acc_index][k])
 
-    def _store(self, y, rb):
+    def _store(self, y, rb, acc_sets):
+        """Sum the accumulator sets of row block rb and store them (dequantized if asked)."""
         b = self.b
         for k in range(self.chunks):
-            total = b.load(self.accs[0][k])
-            for acc_set in self.accs[1:]:
+            total = b.load(acc_sets[0][k])
+            for acc_set in acc_sets[1:]:
                 v = b.load(acc_set[k])
                 total = b.fadd(total, v) if self.is_float else b.add(total, v)
-            row = (rb * self.lanes + k * self.width if isinstance(rb, int)
+            row = (i64(rb * self.lanes + k * self.width) if isinstance(rb, int)
                    else b.add(b.mul(rb, i64(self.lanes)), i64(k * self.width)))
-            store(b, total, y, row, align=4, elem_type=self.acc_t.element)
+            if self.dequantize:
+                zc = b.load(gep(b, self.zcorr, i32, row), typ=self.acc_t, align=4)
+                rs = b.load(gep(b, self.row_scale, f32, row), typ=vec(f32, self.width), align=4)
+                scale = b.fmul(rs, splat(b, self.x_scale, self.width))
+                total = b.fmul(b.sitofp(b.sub(total, zc), scale.type), scale)
+            b.store(total, gep(b, y, total.type.element, row), align=4)
 
     # --- entry points ----------------------------------------------------------------------------
     def prepare_x(self, b: ir.IRBuilder, codes):
@@ -179,67 +261,87 @@ class SpmvEmitter:
                       align=4)
         return table
 
-    def emit_entries(self, core: ir.Function) -> None:
-        s, p = self.spec, self.p
-        m = self.module
-        # integer (or float32) entry on stored codes
+    def emit_entries(self) -> None:
+        s, p, m = self.spec, self.p, self.module
+        core_acc, core = self.emit_core(dequantize=False), self.emit_core(dequantize=True)
+        null = ir.Constant(ptr, None)
+
         raw = function(m, f"{s.name}_raw", void, [ptr] * 5)
         b = ir.IRBuilder(raw.append_basic_block("entry"))
-        y, x, w, cols, pptr = raw.args
-        b.call(core, [y, self.prepare_x(b, x), w, cols, pptr])
+        y, x, w, index, pptr = raw.args
+        b.call(core_acc, [y, self.prepare_x(b, x), w, index, pptr, null, null, f32(0.0)])
         b.ret_void()
 
-        # float32 entry
         fl = function(m, s.name, void, [ptr] * 7 + [f32, f32])
         fl.attributes.add("noinline")
         b = ir.IRBuilder(fl.append_basic_block("entry"))
-        y, x, w, cols, pptr, row_scale, zcorr, x_inv, x_scale = fl.args
-        acc = b.alloca(self.acc_t.element, size=i64(p.rows_padded))
-        if self.is_float:
-            codes = b.alloca(f32, size=i64(p.x_len))
-            with counted_loop(b, 0, p.x_len, name="copy") as c:
-                inside = b.icmp_signed("<", c, i64(p.cols))
-                safe = b.select(inside, c, i64(0))
-                v = load(b, x, f32, safe, align=4)
-                store(b, b.select(inside, v, f32(0.0)), codes, c, align=4)
-        else:
-            codes = self.quantize_into(b, x, x_inv)
-        b.call(core, [acc, self.prepare_x(b, codes), w, cols, pptr])
-        with counted_loop(b, 0, p.rows, name="out") as r:
-            a = load(b, acc, self.acc_t.element, r, align=4)
-            if not self.is_float:
-                a = b.sitofp(b.sub(a, load(b, zcorr, i32, r, align=4)), f32)
-                a = b.fmul(a, b.fmul(load(b, row_scale, f32, r, align=4), x_scale))
-            store(b, a, y, r, align=4)
+        y, x, w, index, pptr, row_scale, zcorr, x_inv, x_scale = fl.args
+        xin = self.activations(b, x, x_inv)
+        out = y if p.rows_padded == p.rows else b.alloca(f32, size=i64(p.rows_padded))
+        b.call(core, [out, xin, w, index, pptr, row_scale, zcorr, x_scale])
+        if out is not y:
+            with counted_loop(b, 0, p.rows, name="out") as r:
+                store(b, load(b, out, f32, r, align=4), y, r, align=4)
         b.ret_void()
 
-        # benchmark loop
         lp = function(m, f"{s.name}_loop", void, [i64] + [ptr] * 7 + [f32, f32])
         b = ir.IRBuilder(lp.append_basic_block("entry"))
         with counted_loop(b, 0, lp.args[0], name="rep"):
             b.call(fl, list(lp.args[1:]))
         b.ret_void()
 
-    def quantize_into(self, b: ir.IRBuilder, x, x_inv):
-        """Stored activation codes (zero-padded to x_len) of float x, saturating, half-to-even."""
+    def prepare_x(self, b: ir.IRBuilder, codes):
+        """What the core reads as xin, from stored codes: the codes, or their shifted tables."""
+        if self.is_float or self.p.contiguous:
+            return codes
+        table = b.alloca(i32, size=i64(self.group * self.p.x_len))
+        with counted_loop(b, 0, self.p.x_len, name="table") as c:
+            self._store_shifted(b, table, c, b.zext(load(b, codes, self.elem, c,
+                                                         align=self.esize), i32))
+        return table
+
+    def _store_shifted(self, b, table, c, code):
+        for j in range(self.group):
+            v = b.shl(code, i32(8 * self.esize * j)) if j else code
+            store(b, v, table, b.add(c, i64(j * self.p.x_len)), align=4)
+
+    def activations(self, b: ir.IRBuilder, x, x_inv):
+        """xin for float x: quantized codes (saturating, half to even) or their shifted tables,
+        zero-padded to x_len; float kernels get x itself (copied if it needs padding)."""
         s, p = self.spec, self.p
+        if self.is_float:
+            if p.x_len == p.cols:
+                return x
+            buf = b.alloca(f32, size=i64(p.x_len))
+            with counted_loop(b, 0, p.cols, name="copy") as c:
+                store(b, load(b, x, f32, c, align=4), buf, c, align=4)
+            with counted_loop(b, p.cols, p.x_len, name="pad") as c:
+                store(b, f32(0.0), buf, c, align=4)
+            return buf
         if s.dtype == "int8":
             lo, hi, zp = (-128.0, 127.0, 128) if s.x_signed else (0.0, 255.0, 0)
         else:
             lo, hi, zp = -32768.0, 32767.0, 0
-        codes = b.alloca(self.elem, size=i64(p.x_len))
+        gather = not p.contiguous
+        buf = b.alloca(i32 if gather else self.elem,
+                       size=i64(self.group * p.x_len if gather else p.x_len))
         with counted_loop(b, 0, p.cols, name="quant") as c:
             v = clamp(b, b.fmul(load(b, x, f32, c, align=4), x_inv), lo, hi)
             q = b.add(b.fptosi(round_half_even(b, v), i32), i32(zp))
-            store(b, b.trunc(q, self.elem), codes, c, align=self.esize)
+            if gather:  # the code as its unsigned 8/16-bit pattern, shifted into each table
+                self._store_shifted(b, buf, c, b.zext(b.trunc(q, self.elem), i32))
+            else:
+                store(b, b.trunc(q, self.elem), buf, c, align=self.esize)
         with counted_loop(b, p.cols, p.x_len, name="pad") as c:
-            store(b, ir.Constant(self.elem, zp), codes, c, align=self.esize)
-        return codes
+            if gather:
+                self._store_shifted(b, buf, c, i32(0))
+            else:
+                store(b, ir.Constant(self.elem, 0), buf, c, align=self.esize)
+        return buf
 
 
 def build_module(spec: KernelSpec, packed: Packed, gen) -> ir.Module:
     """A module holding one kernel's core and entry points."""
     m = ir.Module(name=spec.name)
-    e = SpmvEmitter(spec, packed, gen, m)
-    e.emit_entries(e.emit_core())
+    SpmvEmitter(spec, packed, gen, m).emit_entries()
     return m

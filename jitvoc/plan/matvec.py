@@ -111,7 +111,7 @@ def make_spec(packed_shape, dtype, block, backend, variant, pattern="", unroll=4
     rows, cols = packed_shape
     blk = (block[0], 0) if variant == "dense" else tuple(block)
     return KernelSpec(dtype, blk, backend, variant, rows, cols, unroll, acc,
-                      pattern if variant == "baked" else "", x_signed)
+                      pattern if variant in ("baked", "grouped") else "", x_signed)
 
 
 def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, variant=None,

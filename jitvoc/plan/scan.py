@@ -4,19 +4,28 @@ The parallel scan (Martin & Cundy 2018) splits T into chunks. Phase 1: chunk 0 r
 kernel from the true initial state while every other chunk is reduced to its carry (Πλ, partial
 state from zero); phase 2 scans the carries; phase 3 re-runs chunks 1.. from their carried states.
 Chunk 0 is made longer than the rest so that phase 1 is balanced (a reduction costs about
-REDUCE_COST of a serial pass: it reads two streams instead of reading two and writing one).
+REDUCE_COST of a serial pass). Large scans are bound by memory bandwidth and the parallel scan
+makes ~1.5 passes over memory, so "auto" goes parallel only where the threads bring that much
+more bandwidth (memory_scaling) — on a small VM one core may already saturate it.
 """
 from __future__ import annotations
 
+import functools
 import os
+import threading
+import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..emit.scan import ScanSpec, spec_for
 
 TILE_BYTES = 48 << 10          # λ, x and h rows of one time tile (large D) fit about in L1+L2
 PARALLEL_MIN_ELEMENTS = 1 << 18  # below this, thread hand-offs cost more than they save
 MIN_CHUNK_ROWS = 16
-REDUCE_COST = 0.75
+REDUCE_COST = 0.9               # a reduction pass relative to a serial pass, per row (measured)
+PARALLEL_MARGIN = 0.9           # go parallel only when predicted at least 10% faster
+STREAM_MIN_BYTES = 16 << 20    # h larger than this is written with non-temporal stores
 
 
 def available_threads() -> int:
@@ -24,6 +33,32 @@ def available_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=None)
+def memory_scaling(threads: int) -> float:
+    """How much more memory bandwidth `threads` threads get than one (measured once: a few ms
+    of streaming adds; $JITVOC_MEMORY_SCALING overrides). A large scan is bound by memory, so
+    this, not the core count, decides whether the parallel scan's extra pass pays."""
+    if os.environ.get("JITVOC_MEMORY_SCALING"):
+        return float(os.environ["JITVOC_MEMORY_SCALING"])
+    n = 2 << 20
+    arrays = [(np.ones(n, np.float32), np.ones(n, np.float32)) for _ in range(threads)]
+
+    def best(k):
+        times = []
+        for _ in range(5):
+            workers = [threading.Thread(target=np.add, args=(a, b), kwargs={"out": b})
+                       for a, b in arrays[:k]]
+            t = time.perf_counter()
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            times.append(time.perf_counter() - t)
+        return sorted(times)[2]
+    best(threads)  # warm up
+    return max(1.0, threads * best(1) / best(threads))
 
 
 @dataclass(frozen=True)
@@ -55,9 +90,8 @@ class ScanPlan:
 
 
 def tile_rows(D: int, spec: ScanSpec) -> int:
-    """Rows per time tile: all of them while one register block spans D, else ~TILE_BYTES."""
-    if D <= spec.width * spec.block:
-        return 1 << 40
+    """Rows per time tile: λ, x and h rows of about TILE_BYTES (kept in cache across the tile's
+    column blocks)."""
     return max(1, TILE_BYTES // (12 * D))
 
 
@@ -71,16 +105,26 @@ def chunk_bounds(T: int, threads: int) -> tuple:
     return tuple(sorted(set(edges)))
 
 
+def _parallel_pays(T: int, threads: int) -> bool:
+    """Passes over memory (serial: 1; parallel: chunk 0 once, the rest reduced then re-run)
+    over the bandwidth the threads get."""
+    first = chunk_bounds(T, threads)[1] / T
+    parallel = (first + (1 - first) * (1 + REDUCE_COST)) / memory_scaling(threads)
+    return parallel < PARALLEL_MARGIN
+
+
 def plan(T: int, D: int, gen, threads: int | None = None, mode: str = "auto") -> ScanPlan:
     """mode: "auto" (the planner's choice), "serial" or "parallel" (chunked for `threads`)."""
     if mode not in ("auto", "serial", "parallel"):
         raise ValueError(f"unknown scan mode {mode!r}")
     threads = max(1, threads or available_threads())
-    serial, reduce = spec_for("serial", gen), spec_for("reduce", gen)
+    reduce = spec_for("reduce", gen)
+    stream = D % reduce.width == 0 and 4 * T * D >= STREAM_MIN_BYTES
+    serial = spec_for("serial", gen, stream)
     tile = tile_rows(D, serial)
     if mode == "auto":
         big = T * D >= PARALLEL_MIN_ELEMENTS and T >= MIN_CHUNK_ROWS * (threads + 1)
-        mode = "parallel" if threads > 1 and big else "serial"
+        mode = "parallel" if threads > 1 and big and _parallel_pays(T, threads) else "serial"
     if mode == "serial" or T < 2:
         return ScanPlan(T, D, serial, reduce, tile, (0, T), 1)
     bounds = chunk_bounds(T, max(2, threads))

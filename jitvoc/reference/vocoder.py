@@ -117,22 +117,24 @@ class ReferenceEngine:
         self._hop, self._mode = model.hop_length, model.upsample
 
     def generate(self, K, t0, n_samples, state: GenState, seed) -> np.ndarray:
-        """Sample `n_samples` int16 samples from t0 on, two passes per sample (docs/model.md)."""
+        """Sample `n_samples` int16 samples from t0 on, two passes per sample (docs/model.md).
+        Holds k_t for all of them at once: call it a few frames at a time."""
         self._check_k(K, t0, n_samples)
         if state.t != t0:
             raise InputError(f"state is at sample {state.t}, not at t0 = {t0}")
         H2, out = self.model.hidden // 2, np.empty(n_samples, np.int16)
-        xi = uniform(seed, t0 + np.arange(n_samples), 0), uniform(seed, t0 + np.arange(n_samples), 1)
+        t = t0 + np.arange(n_samples)
+        xi_c, xi_f = uniform(seed, t, 0), uniform(seed, t, 1)
         k_all = upsample(K, np.arange(n_samples), self._hop, self._mode)
         h, c, f = state.h, state.c_prev, state.f_prev
         for i in range(n_samples):
             a = self._w["gru.R"] @ h + self._w["gru.bR"]
             # Pass 1: the coarse half does not see c_t (gru.I[coarse, 2] == 0); use 0 for it.
             h_coarse = self._cell(a, h, (_scaled(c), _scaled(f), np.float32(0)), k_all[i])[:H2]
-            c_new = int(draw(self._logits(h_coarse, "O1", "b1", "O2", "b2"), xi[0][i]))
+            c_new = int(draw(self._logits(h_coarse, "O1", "b1", "O2", "b2"), xi_c[i]))
             # Pass 2: with ĉ_t; the coarse half comes out the same, bit for bit.
             h = self._cell(a, h, (_scaled(c), _scaled(f), _scaled(c_new)), k_all[i])
-            c, f = c_new, int(draw(self._logits(h[H2:], "O3", "b3", "O4", "b4"), xi[1][i]))
+            c, f = c_new, int(draw(self._logits(h[H2:], "O3", "b3", "O4", "b4"), xi_f[i]))
             out[i] = 256 * c + f - 32768
         state.h, state.c_prev, state.f_prev, state.t = h, c, f, t0 + n_samples
         return out

@@ -1,0 +1,245 @@
+"""Linear-recurrence layers of Martin & Cundy 2018: GILR, SRU and the linear-surrogate LSTM.
+
+    layer = GILR.init(d_in, d, seed=0)
+    h = layer.forward(x, threads=None)            # x: float32 [T, ..., d_in] -> [T, ..., d]
+    h_ref = layer.forward(x, reference=True)      # jitvoc.reference.scan, one step at a time
+
+The input projections of all timesteps are one matrix-matrix product (OpenBLAS limited to
+`threads`); gates are computed over row chunks on `threads` threads; the recurrence is
+jitvoc.linear_recurrence. Equations: jitvoc.reference.scan.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from .errors import InputError
+from .plan.scan import available_threads
+from .recurrence import linear_recurrence
+from .reference import scan as ref
+
+_BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
+                 "openblas_set_num_threads")
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_control():
+    """(get, set) of the loaded OpenBLAS thread count, or None when none is found."""
+    np.ones((2, 2)) @ np.ones((2, 2))  # make sure BLAS is loaded
+    try:
+        paths = {line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line.lower()}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        lib = ctypes.CDLL(path)
+        for setter in _BLAS_SETTERS:
+            getter = setter.replace("set_", "get_")
+            if hasattr(lib, setter) and hasattr(lib, getter):
+                return getattr(lib, getter), getattr(lib, setter)
+    return None
+
+
+@contextlib.contextmanager
+def blas_threads(n: int):
+    """Limit OpenBLAS to n threads inside the block (a no-op without OpenBLAS)."""
+    control = _blas_control()
+    if control is None:
+        yield
+        return
+    get, set_ = control
+    before = get()
+    set_(n)
+    try:
+        yield
+    finally:
+        set_(before)
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _chunked(fn, T: int, threads: int) -> None:
+    """fn(lo, hi) over `threads` row ranges of [0, T) in parallel (numpy releases the GIL)."""
+    global _pool
+    edges = [T * i // threads for i in range(threads + 1)]
+    if threads <= 1:
+        fn(0, T)
+        return
+    if _pool is None or _pool._max_workers < threads:
+        _pool = ThreadPoolExecutor(max(threads, available_threads()), "jitvoc-layers")
+    list(_pool.map(fn, edges[:-1], edges[1:]))
+
+
+def _sigmoid(z, out):
+    np.multiply(z, 0.5, out=out)
+    np.tanh(out, out=out)
+    out += 1
+    out *= 0.5
+    return out
+
+
+def _check(x, d_in: int):
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise InputError(f"x must be a float32 numpy array, got {getattr(x, 'dtype', type(x))}")
+    if x.ndim < 2 or x.shape[-1] != d_in:
+        raise InputError(f"x must have shape [T, ..., {d_in}], got {x.shape}")
+    return x.reshape(-1, d_in)
+
+
+class _Layer:
+    @classmethod
+    def init(cls, d_in: int, d: int, seed: int = 0):
+        """Random weights (uniform ±1/√fan_in), float32."""
+        rng = np.random.default_rng(seed)
+        arrays = {}
+        for f in fields(cls):
+            rows, cols = cls._shape(f.name, d_in, d)
+            scale = 1.0 / np.sqrt(rows if rows > 1 else d_in)
+            shape = (rows, cols) if rows > 1 else (cols,)
+            arrays[f.name] = rng.uniform(-scale, scale, shape).astype(np.float32)
+        return cls(**arrays)
+
+    def _project(self, x2, W, threads: int):
+        with blas_threads(threads):
+            return x2 @ W
+
+
+@dataclass(frozen=True, eq=False)
+class GILR(_Layer):
+    """Gated impulse linear recurrence: U, V [d_in, d]; b_g, b_i [d]."""
+    U: np.ndarray
+    V: np.ndarray
+    b_g: np.ndarray
+    b_i: np.ndarray
+
+    @staticmethod
+    def _shape(name, d_in, d):
+        return (d_in, d) if name in ("U", "V") else (1, d)
+
+    @functools.cached_property
+    def _W(self):
+        return np.ascontiguousarray(np.concatenate([self.U, self.V], axis=1))
+
+    def gates(self, x, threads: int):
+        """(decays g, impulses (1 − g) ⊙ tanh(x V + b_i)) as [T·…, d]."""
+        z = self._project(_check(x, self.U.shape[0]), self._W, threads)
+        d = self.U.shape[1]
+        g, imp = np.empty((len(z), d), np.float32), np.empty((len(z), d), np.float32)
+
+        def rows(lo, hi):
+            zg, zi = z[lo:hi, :d], z[lo:hi, d:]
+            _sigmoid(zg + self.b_g, g[lo:hi])
+            np.tanh(zi + self.b_i, out=imp[lo:hi])
+            imp[lo:hi] *= 1 - g[lo:hi]
+        _chunked(rows, len(z), threads)
+        return g, imp
+
+    def forward(self, x, h0=None, threads=None, reference=False):
+        if reference:
+            return ref.gilr(x, self.U, self.V, self.b_g, self.b_i, h0)
+        threads = threads or available_threads()
+        g, imp = self.gates(x, threads)
+        shape = x.shape[:-1] + (self.U.shape[1],)
+        return linear_recurrence(g.reshape(shape), imp.reshape(shape), h0, threads)
+
+
+@dataclass(frozen=True, eq=False)
+class SRU(_Layer):
+    """Simple recurrent unit (highway form, d_in = d): W, W_f, W_r [d, d]; b_f, b_r [d]."""
+    W: np.ndarray
+    W_f: np.ndarray
+    W_r: np.ndarray
+    b_f: np.ndarray
+    b_r: np.ndarray
+
+    @staticmethod
+    def _shape(name, d_in, d):
+        if d_in != d:
+            raise InputError(f"SRU's highway connection needs d_in == d, got {d_in} and {d}")
+        return (d, d) if name.startswith("W") else (1, d)
+
+    @functools.cached_property
+    def _Wall(self):
+        return np.ascontiguousarray(np.concatenate([self.W, self.W_f, self.W_r], axis=1))
+
+    def forward(self, x, c0=None, threads=None, reference=False):
+        if reference:
+            return ref.sru(x, self.W, self.W_f, self.W_r, self.b_f, self.b_r, c0)
+        threads = threads or available_threads()
+        d = self.W.shape[1]
+        x2 = _check(x, d)
+        z = self._project(x2, self._Wall, threads)
+        f, imp = np.empty((len(z), d), np.float32), np.empty((len(z), d), np.float32)
+        r = np.empty_like(f)
+
+        def gates(lo, hi):
+            _sigmoid(z[lo:hi, d:2 * d] + self.b_f, f[lo:hi])
+            np.multiply(1 - f[lo:hi], z[lo:hi, :d], out=imp[lo:hi])
+            _sigmoid(z[lo:hi, 2 * d:] + self.b_r, r[lo:hi])
+        _chunked(gates, len(z), threads)
+        shape = x.shape[:-1] + (d,)
+        c = linear_recurrence(f.reshape(shape), imp.reshape(shape), c0, threads).reshape(-1, d)
+        h = np.empty_like(c)
+
+        def output(lo, hi):
+            np.tanh(c[lo:hi], out=h[lo:hi])
+            h[lo:hi] -= x2[lo:hi]
+            h[lo:hi] *= r[lo:hi]
+            h[lo:hi] += x2[lo:hi]         # r ⊙ tanh(c) + (1 − r) ⊙ x
+        _chunked(output, len(c), threads)
+        return h.reshape(shape)
+
+
+@dataclass(frozen=True, eq=False)
+class LSLSTM(_Layer):
+    """Linear-surrogate (GILR-)LSTM: a GILR surrogate (U, V, b_g, b_i) and the cell's
+    W [d_in + d, 4d], b [4d] over [x_t, s_{t-1}] for the gates f, i, o and candidate z."""
+    U: np.ndarray
+    V: np.ndarray
+    b_g: np.ndarray
+    b_i: np.ndarray
+    W: np.ndarray
+    b: np.ndarray
+
+    @staticmethod
+    def _shape(name, d_in, d):
+        return {"U": (d_in, d), "V": (d_in, d), "W": (d_in + d, 4 * d), "b": (1, 4 * d)}.get(
+            name, (1, d))
+
+    @functools.cached_property
+    def _surrogate(self):
+        return GILR(self.U, self.V, self.b_g, self.b_i)
+
+    def forward(self, x, c0=None, threads=None, reference=False):
+        if reference:
+            return ref.ls_lstm(x, self.U, self.V, self.b_g, self.b_i, self.W, self.b, c0)
+        threads = threads or available_threads()
+        d_in, d = self.U.shape
+        x2 = _check(x, d_in)
+        s = self._surrogate.forward(x, threads=threads)
+        s_prev = np.zeros(s.shape, np.float32)
+        s_prev[1:] = s[:-1]
+        xs = np.concatenate([x2, s_prev.reshape(-1, d)], axis=1)
+        z = self._project(xs, self.W, threads)
+        f, imp, o = (np.empty((len(z), d), np.float32) for _ in range(3))
+
+        def gates(lo, hi):
+            zz = z[lo:hi] + self.b
+            _sigmoid(zz[:, :d], f[lo:hi])
+            _sigmoid(zz[:, d:2 * d], imp[lo:hi])
+            imp[lo:hi] *= np.tanh(zz[:, 3 * d:])
+            _sigmoid(zz[:, 2 * d:3 * d], o[lo:hi])
+        _chunked(gates, len(z), threads)
+        shape = x.shape[:-1] + (d,)
+        c = linear_recurrence(f.reshape(shape), imp.reshape(shape), c0, threads).reshape(-1, d)
+
+        def output(lo, hi):
+            np.tanh(c[lo:hi], out=c[lo:hi])
+            c[lo:hi] *= o[lo:hi]
+        _chunked(output, len(c), threads)
+        return c.reshape(shape)

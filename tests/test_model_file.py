@@ -1,0 +1,248 @@
+"""The model file: round trip, and every way a file can be broken raising ModelFileError."""
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from jitvoc.errors import InputError, ModelFileError
+from jitvoc.model import SPARSE, Model, digest, load_model, random_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(hidden=32, density=0.25, sample_rate=16000, n_mels=20, cond_channels=8)
+
+
+@pytest.fixture
+def saved(model, tmp_path):
+    path = tmp_path / "m.npz"
+    model.save(path)
+    return path
+
+
+def file_arrays(path):
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return arrays, json.loads(arrays.pop("meta").tobytes())
+
+
+def write(path, arrays, meta, fix_digest=True):
+    """Write a (possibly broken) model file, with a digest matching its arrays by default."""
+    if fix_digest:
+        meta = dict(meta, sha256=digest(arrays))
+    np.savez(path, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+
+
+def broken(saved, tmp_path, change, fix_digest=True):
+    arrays, meta = file_arrays(saved)
+    change(arrays, meta)
+    path = tmp_path / "broken.npz"
+    write(path, arrays, meta, fix_digest)
+    return path
+
+
+def test_round_trip(model, saved, tmp_path):
+    loaded = load_model(saved)
+    assert loaded.meta == model.meta
+    for k, w in model.weights.items():
+        np.testing.assert_array_equal(loaded.weights[k], w)
+        assert loaded.weights[k].dtype == np.float32
+    for k, (w, m) in loaded.matrices().items():
+        np.testing.assert_array_equal(m, model.masks[k])
+        assert m.dtype == np.uint8 and w.shape == m.shape
+    assert (loaded.hidden, loaded.sample_rate, loaded.hop_length, loaded.n_mels) == \
+        (32, 16000, 200, 20)
+    assert os.listdir(tmp_path) == ["m.npz"]  # no temporary file left behind
+
+
+def test_file_holds_no_pickle(saved):
+    with zipfile.ZipFile(saved) as z:
+        assert all(name.endswith(".npy") for name in z.namelist())
+    arrays, _ = file_arrays(saved)  # allow_pickle=False
+    assert all(a.dtype != object for a in arrays.values())
+
+
+def test_model_is_read_only(model):
+    with pytest.raises(ValueError):
+        model.weights["gru.R"][0, 0] = 1
+    with pytest.raises(AttributeError):
+        model.hidden = 64
+
+
+def test_save_is_atomic(model, saved, monkeypatch):
+    before = saved.read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(saved)
+    assert saved.read_bytes() == before
+    assert os.listdir(saved.parent) == [saved.name]
+
+
+def test_not_found(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "nope.npz")
+
+
+def test_truncated(saved, tmp_path):
+    path = tmp_path / "cut.npz"
+    path.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match=r"cut\.npz.*truncated or corrupt"):
+        load_model(path)
+
+
+def test_corrupt_bytes(saved, tmp_path):
+    data = bytearray(saved.read_bytes())
+    with zipfile.ZipFile(saved) as z:  # garble the middle of the compressed gru.R
+        info = z.getinfo("gru.R.npy")
+    middle = info.header_offset + 100 + info.compress_size // 2
+    data[middle:middle + 64] = bytes(64)
+    path = tmp_path / "garbled.npz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"garbled\.npz is truncated or corrupt"):
+        load_model(path)
+
+
+def test_not_a_zip(tmp_path):
+    path = tmp_path / "text.npz"
+    path.write_text("hello")
+    with pytest.raises(ModelFileError, match="not a readable .npz"):
+        load_model(path)
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(ModelFileError, match="single .npy array"):
+        load_model(tmp_path / "one.npy")
+
+
+def test_pickled_array_refused(saved, tmp_path):
+    path = broken(saved, tmp_path, lambda a, m: a.update({"gru.b": np.array([{}], dtype=object)}))
+    with pytest.raises(ModelFileError, match="pickle"):
+        load_model(path)
+
+
+def test_missing_key(saved, tmp_path):
+    path = broken(saved, tmp_path, lambda a, m: a.pop("gru.R"))
+    with pytest.raises(ModelFileError, match=r"broken\.npz.*missing key 'gru.R'"):
+        load_model(path)
+
+
+def test_missing_meta(saved, tmp_path):
+    arrays, _ = file_arrays(saved)
+    np.savez(tmp_path / "x.npz", **arrays)
+    with pytest.raises(ModelFileError, match="missing key 'meta'"):
+        load_model(tmp_path / "x.npz")
+
+
+def test_unexpected_key(saved, tmp_path):
+    path = broken(saved, tmp_path, lambda a, m: a.update({"extra": np.zeros(1, np.float32)}))
+    with pytest.raises(ModelFileError, match="unexpected key 'extra'"):
+        load_model(path)
+
+
+def test_wrong_shape(saved, tmp_path):
+    path = broken(saved, tmp_path, lambda a, m: a.update({"gru.bR": np.zeros(97, np.float32)}))
+    with pytest.raises(ModelFileError, match=r"'gru.bR' has wrong shape \(97,\), expected \(96,\)"):
+        load_model(path)
+
+
+def test_conv_chain_shape(saved, tmp_path):
+    path = broken(saved, tmp_path, lambda a, m: a.update(
+        {"cond.conv1.weight": np.zeros((8, 7, 3), np.float32)}))
+    with pytest.raises(ModelFileError, match="'cond.conv1.weight' has wrong shape"):
+        load_model(path)
+
+
+def test_wrong_dtype(saved, tmp_path):
+    path = broken(saved, tmp_path, lambda a, m: a.update({"gru.R": a["gru.R"].astype(np.float64)}))
+    with pytest.raises(ModelFileError, match="'gru.R' has dtype float64"):
+        load_model(path)
+
+
+def test_future_version(saved, tmp_path):
+    path = broken(saved, tmp_path, lambda a, m: m.update(version=2))
+    with pytest.raises(ModelFileError, match="version 2 is newer than version 1"):
+        load_model(path)
+
+
+def test_format_tag(saved, tmp_path):
+    path = broken(saved, tmp_path, lambda a, m: m.update(format="other"))
+    with pytest.raises(ModelFileError, match="format tag"):
+        load_model(path)
+
+
+def test_bad_hyperparameter(saved, tmp_path):
+    path = broken(saved, tmp_path, lambda a, m: m["conditioning"]["layers"][0].update(kernel=4))
+    with pytest.raises(ModelFileError, match="kernel must be a positive odd integer"):
+        load_model(path)
+
+
+def test_nan_weight(saved, tmp_path):
+    def poison(arrays, meta):
+        rows, cols = np.nonzero(arrays["out.O1.mask"])
+        arrays["out.O1"][rows[0], cols[0]] = np.nan
+    with pytest.raises(ModelFileError, match="'out.O1' holds NaN or infinite"):
+        load_model(broken(saved, tmp_path, poison))
+    path = broken(saved, tmp_path, lambda a, m: a["gru.b"].__setitem__(0, np.inf))
+    with pytest.raises(ModelFileError, match="'gru.b' holds NaN or infinite"):
+        load_model(path)
+
+
+def test_mask_violation(saved, tmp_path):
+    def violate(arrays, meta):
+        rows, cols = np.nonzero(arrays["gru.R.mask"] == 0)
+        arrays["gru.R"][rows[0], cols[0]] = 0.5
+    with pytest.raises(ModelFileError, match="'gru.R' is nonzero at 1 positions where its mask"):
+        load_model(broken(saved, tmp_path, violate))
+
+
+def test_mask_not_binary(saved, tmp_path):
+    path = broken(saved, tmp_path, lambda a, m: a["out.O2.mask"].__setitem__((0, 0), 2))
+    with pytest.raises(ModelFileError, match="'out.O2.mask' holds values other than 0 and 1"):
+        load_model(path)
+
+
+def test_coarse_rows_see_no_current_coarse(saved, tmp_path):
+    path = broken(saved, tmp_path, lambda a, m: a["gru.I"].__setitem__((0, 2), 1.0))
+    with pytest.raises(ModelFileError, match="column 2 is nonzero in coarse rows"):
+        load_model(path)
+
+
+def test_digest_mismatch(saved, tmp_path):
+    path = broken(saved, tmp_path, lambda a, m: a["gru.bR"].__setitem__(3, 1.0), fix_digest=False)
+    with pytest.raises(ModelFileError, match="sha256 digest mismatch"):
+        load_model(path)
+
+
+def test_random_model_structure():
+    H = 64
+    m = random_model(hidden=H, density=0.1, output_density=0.2, sample_rate=24000, seed=3,
+                     n_mels=16, cond_channels=8)
+    assert m.meta["provenance"] == {"kind": "random", "seed": 3}
+    assert (m.hop_length, m.mel_config["n_fft"], m.mel_config["fmax"]) == (300, 2048, 12000.0)
+    for name, (w, mask) in m.matrices().items():
+        blocks = mask.reshape(mask.shape[0] // 16, 16, mask.shape[1])
+        assert (blocks == blocks[:, :1]).all(), f"{name} mask is not made of 16x1 blocks"
+        assert not w[mask == 0].any()
+    R_mask = m.masks["gru.R"]
+    for g in range(3):
+        assert R_mask[g * H:(g + 1) * H].mean() == pytest.approx(0.1, abs=0.01)
+    assert m.masks["out.O2"].mean() == pytest.approx(0.2, abs=0.02)
+    coarse = np.r_[0:H // 2, H:H + H // 2, 2 * H:2 * H + H // 2]
+    assert not m.weights["gru.I"][coarse, 2].any() and m.weights["gru.I"][:, :2].all()
+    assert set(m.masks) == set(SPARSE)
+
+
+def test_random_model_refuses_bad_block():
+    with pytest.raises(InputError, match="does not tile"):
+        random_model(hidden=40, n_mels=8, cond_channels=8)
+
+
+def test_constructor_validates(model):
+    weights = model.weights
+    weights.pop("out.b4")
+    with pytest.raises(ModelFileError, match="missing key 'out.b4'"):
+        Model(weights, model.masks, model.meta)
