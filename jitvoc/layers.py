@@ -63,16 +63,23 @@ def blas_threads(n: int):
 _pool: ThreadPoolExecutor | None = None
 
 
+BLOCK_ROWS = 256   # elementwise work goes in blocks of rows that stay in cache
+
+
 def _chunked(fn, T: int, threads: int) -> None:
-    """fn(lo, hi) over `threads` row ranges of [0, T) in parallel (numpy releases the GIL)."""
+    """fn(lo, hi) over blocks of rows of [0, T), on `threads` threads (numpy releases the GIL)."""
     global _pool
     edges = [T * i // threads for i in range(threads + 1)]
+
+    def blocks(lo, hi):
+        for start in range(lo, hi, BLOCK_ROWS):
+            fn(start, min(hi, start + BLOCK_ROWS))
     if threads <= 1:
-        fn(0, T)
+        blocks(0, T)
         return
     if _pool is None or _pool._max_workers < threads:
         _pool = ThreadPoolExecutor(max(threads, available_threads()), "jitvoc-layers")
-    list(_pool.map(fn, edges[:-1], edges[1:]))
+    list(_pool.map(blocks, edges[:-1], edges[1:]))
 
 
 def _sigmoid(z, out):
@@ -132,10 +139,10 @@ class GILR(_Layer):
         g, imp = np.empty((len(z), d), np.float32), np.empty((len(z), d), np.float32)
 
         def rows(lo, hi):
-            zg, zi = z[lo:hi, :d], z[lo:hi, d:]
-            _sigmoid(zg + self.b_g, g[lo:hi])
-            np.tanh(zi + self.b_i, out=imp[lo:hi])
-            imp[lo:hi] *= 1 - g[lo:hi]
+            gr, ir = g[lo:hi], imp[lo:hi]
+            _sigmoid(np.add(z[lo:hi, :d], self.b_g, out=gr), gr)
+            np.tanh(np.add(z[lo:hi, d:], self.b_i, out=ir), out=ir)
+            ir -= ir * gr                            # (1 − g) ⊙ i
         _chunked(rows, len(z), threads)
         return g, imp
 

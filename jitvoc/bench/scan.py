@@ -161,6 +161,8 @@ def _print(records, skipped, threads, bandwidth) -> None:
                   f"({base / r['ns']:.2f}x of 1 thread)")
     big = max(table["serial"].values(), key=lambda r: r["T"] * r["D"])
     share = big["gb_per_s"] * 1e9 / bandwidth
+    print(f"planner: memory_scaling({threads}) = {plan_scan.memory_scaling(threads):.2f} "
+          f"(parallel when > {(1 + 0.57 * plan_scan.REDUCE_COST) / plan_scan.PARALLEL_MARGIN:.2f})")
     print(f"memory: numpy copy moves {bandwidth / 1e9:.1f} GB/s; the serial scan at "
           f"T={big['T']}, D={big['D']} moves {big['gb_per_s']:.1f} GB/s (12 B/element) = "
           f"{100 * share:.0f}% of it: " + ("bound by memory bandwidth, not the recurrence."
@@ -183,11 +185,14 @@ def _plot(records, path: str, threads: int) -> None:
     grids = {k: _by(records, k) for k in kernels}
     Ts = sorted({T for T, _ in grids["serial"]})
     Ds = sorted({D for _, D in grids["serial"]})
+    every = [r["elements_per_s"] for g in grids.values() for r in g.values()]
+    lo, hi = np.log10(min(every)), np.log10(max(every))   # one colour scale for all panels
     fig, axes = plt.subplots(1, len(kernels), figsize=(4 * len(kernels), 3.6), squeeze=False)
     for ax, k in zip(axes[0], kernels):
         z = np.array([[grids[k].get((T, D), {}).get("elements_per_s", np.nan) for T in Ts]
                       for D in Ds])
-        im = ax.imshow(np.log10(z), origin="lower", cmap="viridis", aspect="auto")
+        im = ax.imshow(np.log10(z), origin="lower", cmap="viridis", aspect="auto",
+                       vmin=lo, vmax=hi)
         for (i, j), v in np.ndenumerate(z):
             ax.text(j, i, "-" if np.isnan(v) else f"{v / 1e9:.2g}", ha="center", va="center",
                     color="w", fontsize=8)

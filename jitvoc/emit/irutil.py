@@ -47,6 +47,14 @@ def store(b: ir.IRBuilder, value, base, index=0, align: int = 1, elem_type=None)
     b.store(value, gep(b, base, elem_type or value.type, index), align=align)
 
 
+def alloca(b: ir.IRBuilder, typ, count: int = 1):
+    """Stack space for `count` values of `typ`, as an untyped pointer (like function arguments).
+    Call it in the entry block when the code runs in a loop."""
+    slot = b.alloca(typ, size=i64(count))
+    slot.type = ptr  # opaque, like every other pointer here (LLVM's IR has no typed pointers)
+    return slot
+
+
 def function(module: ir.Module, name: str, ret, args, internal: bool = False) -> ir.Function:
     fn = ir.Function(module, ir.FunctionType(ret, args), name=name)
     if internal:

@@ -25,7 +25,7 @@ from llvmlite import ir
 
 from ..layout import Packed
 from ..spec import KernelSpec
-from .irutil import (counted_loop, f32, function, gep, i8, i16, i32, i64, load, ptr, splat,
+from .irutil import (alloca, counted_loop, f32, function, gep, i8, i16, i32, i64, load, ptr, splat,
                      store, vec, void)
 from .isa import Backend, generic_dot
 
@@ -76,6 +76,8 @@ class SpmvEmitter:
         """
         s, p = self.spec, self.p
         name = f"{s.name}_core" if dequantize else f"{s.name}_core_acc"
+        if name in self.module.globals:  # same spec, same code (another matrix of this layout)
+            return self.module.globals[name]
         fn = function(self.module, name, void, [ptr] * 7 + [f32], internal=True)
         y, xin, w, index, pptr, self.row_scale, self.zcorr, self.x_scale = fn.args
         for a in fn.args[:7]:
@@ -247,20 +249,6 @@ class SpmvEmitter:
             b.store(total, gep(b, y, total.type.element, row), align=4)
 
     # --- entry points ----------------------------------------------------------------------------
-    def prepare_x(self, b: ir.IRBuilder, codes):
-        """What the core reads as xin: the codes, or their shifted tables for gathering panels."""
-        if self.is_float or self.p.contiguous:
-            return codes
-        x_len, g = self.p.x_len, self.group
-        table = b.alloca(i32, size=i64(g * x_len))
-        bits = 8 * self.esize
-        with counted_loop(b, 0, x_len, name="table") as c:
-            v = b.zext(load(b, codes, self.elem, c, align=self.esize), i32)
-            for j in range(g):
-                store(b, b.shl(v, i32(bits * j)) if j else v, table, b.add(c, i64(j * x_len)),
-                      align=4)
-        return table
-
     def emit_entries(self) -> None:
         s, p, m = self.spec, self.p, self.module
         core_acc, core = self.emit_core(dequantize=False), self.emit_core(dequantize=True)
@@ -277,7 +265,7 @@ class SpmvEmitter:
         b = ir.IRBuilder(fl.append_basic_block("entry"))
         y, x, w, index, pptr, row_scale, zcorr, x_inv, x_scale = fl.args
         xin = self.activations(b, x, x_inv)
-        out = y if p.rows_padded == p.rows else b.alloca(f32, size=i64(p.rows_padded))
+        out = y if p.rows_padded == p.rows else alloca(b, f32, p.rows_padded)
         b.call(core, [out, xin, w, index, pptr, row_scale, zcorr, x_scale])
         if out is not y:
             with counted_loop(b, 0, p.rows, name="out") as r:
@@ -294,7 +282,7 @@ class SpmvEmitter:
         """What the core reads as xin, from stored codes: the codes, or their shifted tables."""
         if self.is_float or self.p.contiguous:
             return codes
-        table = b.alloca(i32, size=i64(self.group * self.p.x_len))
+        table = alloca(b, i32, self.group * self.p.x_len)
         with counted_loop(b, 0, self.p.x_len, name="table") as c:
             self._store_shifted(b, table, c, b.zext(load(b, codes, self.elem, c,
                                                          align=self.esize), i32))
@@ -305,14 +293,24 @@ class SpmvEmitter:
             v = b.shl(code, i32(8 * self.esize * j)) if j else code
             store(b, v, table, b.add(c, i64(j * self.p.x_len)), align=4)
 
-    def activations(self, b: ir.IRBuilder, x, x_inv):
+    def xin_buffer(self, b: ir.IRBuilder):
+        """Stack space for what the core reads (None when float x can be read in place).
+        Allocate it once, in the entry block, when the core runs in a loop."""
+        s, p = self.spec, self.p
+        if self.is_float:
+            return None if p.x_len == p.cols else alloca(b, f32, p.x_len)
+        if not p.contiguous:
+            return alloca(b, i32, self.group * p.x_len)
+        return alloca(b, self.elem, p.x_len)
+
+    def activations(self, b: ir.IRBuilder, x, x_inv, buf=None):
         """xin for float x: quantized codes (saturating, half to even) or their shifted tables,
         zero-padded to x_len; float kernels get x itself (copied if it needs padding)."""
         s, p = self.spec, self.p
+        buf = self.xin_buffer(b) if buf is None else buf
         if self.is_float:
             if p.x_len == p.cols:
                 return x
-            buf = b.alloca(f32, size=i64(p.x_len))
             with counted_loop(b, 0, p.cols, name="copy") as c:
                 store(b, load(b, x, f32, c, align=4), buf, c, align=4)
             with counted_loop(b, p.cols, p.x_len, name="pad") as c:
@@ -323,8 +321,6 @@ class SpmvEmitter:
         else:
             lo, hi, zp = -32768.0, 32767.0, 0
         gather = not p.contiguous
-        buf = b.alloca(i32 if gather else self.elem,
-                       size=i64(self.group * p.x_len if gather else p.x_len))
         with counted_loop(b, 0, p.cols, name="quant") as c:
             v = clamp(b, b.fmul(load(b, x, f32, c, align=4), x_inv), lo, hi)
             q = b.add(b.fptosi(round_half_even(b, v), i32), i32(zp))

@@ -37,6 +37,13 @@ class GenState:
         return cls(np.zeros(hidden, np.float32))
 
 
+def teacher_forced_states(model, mel, audio) -> np.ndarray:
+    """h_t [T, H] of the reference run teacher-forced on `audio` with its mel frames."""
+    K = conditioning(model, mel)
+    K = np.concatenate([K, K[-1:]])
+    return ReferenceEngine(model).states(K, np.asarray(audio, np.int16))
+
+
 def receptive_radius(model) -> int:
     """How many frames of look-ahead (and look-back) one row of K needs."""
     return sum((layer["kernel"] - 1) // 2 for layer in model.conditioning_layers)
@@ -146,6 +153,14 @@ class ReferenceEngine:
         if audio.dtype != np.int16 or audio.ndim != 1 or audio.size == 0:
             raise InputError(f"audio must be non-empty 1-D int16, got {audio.dtype} {audio.shape}")
         self._check_k(K, 0, len(audio))
+        states = self.states(K, audio)
+        H2 = self.model.hidden // 2
+        probs = [_softmax(self._logits(states[:, :H2], "O1", "b1", "O2", "b2")),
+                 _softmax(self._logits(states[:, H2:], "O3", "b3", "O4", "b4"))]
+        return np.stack(probs, axis=1)
+
+    def states(self, K, audio) -> np.ndarray:
+        """The teacher-forced GRU states h_t, float32 [T, H] (K starts at sample 0)."""
         u = audio.astype(np.int64) + 32768
         c_prev = np.concatenate([[128], u[:-1] // 256])
         f_prev = np.concatenate([[0], u[:-1] % 256])
@@ -156,10 +171,7 @@ class ReferenceEngine:
             a = self._w["gru.R"] @ h + self._w["gru.bR"]
             x = (_scaled(c_prev[t]), _scaled(f_prev[t]), _scaled(u[t] // 256))
             h = states[t] = self._cell(a, h, x, k_all[t])
-        H2 = self.model.hidden // 2
-        probs = [_softmax(self._logits(states[:, :H2], "O1", "b1", "O2", "b2")),
-                 _softmax(self._logits(states[:, H2:], "O3", "b3", "O4", "b4"))]
-        return np.stack(probs, axis=1)
+        return states
 
     def _cell(self, a, h, x, k):
         """h_t from a = R h + bR, the inputs x = (ĉ_{t-1}, f̂_{t-1}, ĉ_t) and k_t."""

@@ -1,0 +1,1 @@
+"""Benchmarks behind `jitvoc bench`: kernels, vocoder, scan."""

@@ -1,0 +1,257 @@
+"""Emit the fused WaveRNN generation loop (VocoderPlan -> llvmlite.ir), per docs/model.md.
+
+One module holds the five matrix-vector cores (gru.R, out.O1..O4, as planned) and two functions:
+
+    N_generate(out i16*, n i64, t0 i64, K f32*, h f32*, cf i32*, seed i32, params ptr*)
+    N_teacher(probs f32*, n i64, K f32*, c_prev i32*, f_prev i32*, c_cur i32*, h f32*, params ptr*)
+
+Each sample runs the two passes with no Python in between: R h once for all 3H rows; the coarse
+half of the GRU; O1, relu, O2 and a draw of c_t; then ĉ_t's input to the fine half, O3, relu, O4
+and a draw of f_t. `h` (float32 [H]) and `cf` (c_prev, f_prev) are the caller's state, updated
+in place; the generator is counter-based (sample index t0 + i), so chunks join seamlessly.
+`params` is an array of pointers in the order of PARAMS.
+
+The draw: p = exp(l − max l) in 16 blocks of 16 classes; block sums by a fixed tree, the total
+and the prefix over blocks in order; the class is the first whose running sum exceeds ξ·Σp.
+Everything element-wise uses 16-wide vectors and no FMA: the same bits on every CPU generation.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+
+from ..plan.vocoder import MATRICES, VECTOR, VocoderPlan
+from . import mathfn
+from .irutil import alloca, counted_loop, f32, function, gep, i16, i32, i64, load, ptr, splat, store, vec, void
+from .spmv import SpmvEmitter
+
+MATRIX_ARRAYS = ("W", "index", "panel_ptr", "row_scale", "zcorr")
+VECTORS = ("gru.bR", "gru.I0", "gru.I1", "gru.I2", "out.b1", "out.b2", "out.b3", "out.b4")
+PARAMS = tuple(f"{m}.{a}" for m in MATRICES for a in MATRIX_ARRAYS) + VECTORS
+V = VECTOR
+V16 = vec(f32, V)
+
+
+def _tree_sum(b, v):
+    """Sum of a <16 x float> by halving: a fixed order at every vector width."""
+    n = v.type.count
+    while n > 1:
+        n //= 2
+        lo = b.shuffle_vector(v, v, ir.Constant(vec(i32, n), list(range(n))))
+        hi = b.shuffle_vector(v, v, ir.Constant(vec(i32, n), list(range(n, 2 * n))))
+        v = b.fadd(lo, hi)
+    return b.extract_element(v, i32(0))
+
+
+def _tree_max(b, v):
+    n = v.type.count
+    while n > 1:
+        n //= 2
+        lo = b.shuffle_vector(v, v, ir.Constant(vec(i32, n), list(range(n))))
+        hi = b.shuffle_vector(v, v, ir.Constant(vec(i32, n), list(range(n, 2 * n))))
+        v = mathfn.fmax(b, lo, hi)
+    return b.extract_element(v, i32(0))
+
+
+class LoopEmitter:
+    def __init__(self, plan: VocoderPlan):
+        self.plan = plan
+        self.m = ir.Module(name=plan.name)
+        self.H, self.H2, self.G = plan.hidden, plan.hidden // 2, 3 * plan.hidden
+        self.mv = {n: SpmvEmitter(p.spec, p.packed, plan.gen, self.m) for n, p in plan.plans.items()}
+        self.cores = {n: e.emit_core(dequantize=True) for n, e in self.mv.items()}
+        scaled = (np.arange(256) / 127.5 - 1).astype(np.float32)
+        self.scaled = ir.GlobalVariable(self.m, ir.ArrayType(f32, 256), name=f"{plan.name}_scaled")
+        self.scaled.initializer = ir.Constant(ir.ArrayType(f32, 256), [float(v) for v in scaled])
+        self.scaled.global_constant, self.scaled.linkage = True, "internal"
+
+    def build(self) -> ir.Module:
+        self._function(teacher=False)
+        self._function(teacher=True)
+        return self.m
+
+    # --- the function ----------------------------------------------------------------------------
+    def _function(self, teacher: bool):
+        name = f"{self.plan.name}_{'teacher' if teacher else 'generate'}"
+        if teacher:
+            fn = function(self.m, name, void, [ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr])
+            probs, n, K, c_prev_a, f_prev_a, c_cur_a, h, params = fn.args
+        else:
+            fn = function(self.m, name, void, [ptr, i64, i64, ptr, ptr, ptr, i32, ptr])
+            out, n, t0, K, h, cf, seed, params = fn.args
+        b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+        self.p = {key: load(b, params, ptr, i, align=8) for i, key in enumerate(PARAMS)}
+        self.h, self.K = h, K
+        # scratch, allocated once
+        rows = {m: p.packed.rows_padded for m, p in self.plan.plans.items()}
+        self.a = alloca(b, f32, rows["gru.R"])
+        self.y = {m: alloca(b, f32, rows[m]) for m in MATRICES[1:]}
+        self.xbuf = {m: e.xin_buffer(b) for m, e in self.mv.items()}
+        self.pbuf = alloca(b, f32, 256)
+        self.prefix = alloca(b, f32, 16)
+        c_prev, f_prev = b.alloca(i32), b.alloca(i32)
+        if not teacher:
+            b.store(load(b, cf, i32, 0, align=4), c_prev)
+            b.store(load(b, cf, i32, 1, align=4), f_prev)
+
+        with counted_loop(b, 0, n, name="sample") as i:
+            if teacher:
+                b.store(load(b, c_prev_a, i32, i, align=4), c_prev)
+                b.store(load(b, f_prev_a, i32, i, align=4), f_prev)
+            self._matvec("gru.R", h, self.a)
+            x0, x1 = self._scaled(b.load(c_prev)), self._scaled(b.load(f_prev))
+            k0, k1, alpha = self._k_rows(i)
+            # pass 1: coarse half (ĉ_t does not reach it), O1, O2, c_t
+            self._gates(0, x0, x1, f32(0.0), k0, k1, alpha)
+            logits = self._output("out.O1", "out.b1", "out.O2", "out.b2", h)
+            if teacher:
+                c = load(b, c_cur_a, i32, i, align=4)
+                self._softmax_into(logits, probs, b.mul(i, i64(2)))
+            else:
+                c = self._draw(logits, self._uniform(seed, b.add(t0, i), 0))
+            # pass 2: the fine half with ĉ_t, O3, O4, f_t
+            self._gates(1, x0, x1, self._scaled(c), k0, k1, alpha)
+            logits = self._output("out.O3", "out.b3", "out.O4", "out.b4",
+                                  gep(b, h, f32, i64(self.H2)))
+            if teacher:
+                self._softmax_into(logits, probs, b.add(b.mul(i, i64(2)), i64(1)))
+            else:
+                f = self._draw(logits, self._uniform(seed, b.add(t0, i), 1))
+                sample = b.sub(b.add(b.mul(c, i32(256)), f), i32(32768))
+                store(b, b.trunc(sample, i16), out, i, align=2)
+                b.store(c, c_prev)
+                b.store(f, f_prev)
+        if not teacher:
+            store(b, b.load(c_prev), cf, 0, align=4)
+            store(b, b.load(f_prev), cf, 1, align=4)
+        b.ret_void()
+
+    # --- pieces --------------------------------------------------------------------------------------
+    def _matvec(self, m: str, x, y):
+        """y = (dequantized) W_m x, for float x read from `x`."""
+        b, e = self.b, self.mv[m]
+        fmt = self.plan.formats.get(m)
+        inv = f32(2.0 ** fmt.frac) if fmt else f32(1.0)
+        xin = e.activations(b, x, inv, self.xbuf[m])
+        pr = [self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS]
+        b.call(self.cores[m], [y, xin, *pr[:3], pr[3], pr[4], f32(fmt.scale if fmt else 1.0)])
+
+    def _scaled(self, q):
+        return load(self.b, self.scaled, f32, self.b.zext(q, i64), align=4)
+
+    def _k_rows(self, i):
+        """Pointers to this sample's frame row of K and the next one, and α (float32)."""
+        b, hop, G = self.b, self.plan.hop, self.G
+        frame = b.udiv(i, i64(hop))
+        k0 = gep(b, self.K, f32, b.mul(frame, i64(G)))
+        k1 = gep(b, self.K, f32, b.mul(b.add(frame, i64(1)), i64(G)))
+        alpha = b.fdiv(b.uitofp(b.urem(i, i64(hop)), f32), f32(float(hop)))
+        return k0, k1, alpha
+
+    def _gates(self, half: int, x0, x1, x2, k0, k1, alpha):
+        """The GRU update of one half of h, in place, per docs/model.md."""
+        b, H, H2 = self.b, self.H, self.H2
+        x0v, x1v, x2v, av = (splat(b, v, V) for v in (x0, x1, x2, alpha))
+        with counted_loop(b, 0, H2, V, name=f"gates{half}") as j:
+            pre = []
+            for g in range(3):  # u, r, e
+                row = b.add(j, i64(g * H + half * H2))
+                a = b.fadd(self._vload(self.a, row), self._vload(self.p["gru.bR"], row))
+                v = b.fadd(b.fmul(self._vload(self.p["gru.I0"], row), x0v),
+                           b.fmul(self._vload(self.p["gru.I1"], row), x1v))
+                v = b.fadd(v, b.fmul(self._vload(self.p["gru.I2"], row), x2v))
+                ka = self._vload(k0, row)
+                if self.plan.upsample == "linear":
+                    ka = b.fadd(ka, b.fmul(av, b.fsub(self._vload(k1, row), ka)))
+                pre.append((a, b.fadd(v, ka)))
+            (au, vu), (ar, vr), (ae, ve) = pre
+            u = mathfn.sigmoid(b, b.fadd(au, vu))
+            r = mathfn.sigmoid(b, b.fadd(ar, vr))
+            e = mathfn.tanh(b, b.fadd(b.fmul(r, ae), ve))
+            hrow = b.add(j, i64(half * H2))
+            hv = self._vload(self.h, hrow)
+            one = ir.Constant(V16, [1.0] * V)
+            hn = b.fadd(b.fmul(u, hv), b.fmul(b.fsub(one, u), e))
+            b.store(hn, gep(b, self.h, f32, hrow), align=4)
+
+    def _output(self, o_hidden, b_hidden, o_out, b_out, y_half):
+        """logits = O_out relu(O_hidden y + b_hidden) + b_out, in the y buffer of o_out."""
+        b = self.b
+        z = self.y[o_hidden]
+        self._matvec(o_hidden, y_half, z)
+        with counted_loop(b, 0, self.H2, V, name="relu") as r:
+            v = b.fadd(self._vload(z, r), self._vload(self.p[b_hidden], r))
+            b.store(mathfn.relu(b, v), gep(b, z, f32, r), align=4)
+        logits = self.y[o_out]
+        self._matvec(o_out, z, logits)
+        with counted_loop(b, 0, 256, V, name="bias") as r:
+            v = b.fadd(self._vload(logits, r), self._vload(self.p[b_out], r))
+            b.store(v, gep(b, logits, f32, r), align=4)
+        return logits
+
+    def _vload(self, base, index):
+        return self.b.load(gep(self.b, base, f32, index), typ=V16, align=4)
+
+    def _exp_blocks(self, logits):
+        """p = exp(l − max l) into pbuf; returns the 16 block sums (scalars) and their total."""
+        b = self.b
+        blocks = [self._vload(logits, i64(V * j)) for j in range(256 // V)]
+        mx = blocks[0]
+        for v in blocks[1:]:
+            mx = mathfn.fmax(b, mx, v)
+        mxv = splat(b, _tree_max(b, mx), V)
+        sums = []
+        for j, v in enumerate(blocks):
+            p = mathfn.exp(b, b.fsub(v, mxv))
+            b.store(p, gep(b, self.pbuf, f32, i64(V * j)), align=4)
+            sums.append(_tree_sum(b, p))
+        total = sums[0]
+        for s in sums[1:]:
+            total = b.fadd(total, s)
+        return sums, total
+
+    def _softmax_into(self, logits, probs, row):
+        b = self.b
+        _, total = self._exp_blocks(logits)
+        inv = splat(b, total, V)
+        for j in range(256 // V):
+            p = b.fdiv(self._vload(self.pbuf, i64(V * j)), inv)
+            b.store(p, gep(b, probs, f32, b.add(b.mul(row, i64(256)), i64(V * j))), align=4)
+
+    def _draw(self, logits, xi):
+        """The class whose running sum first exceeds ξ·Σp (see the module docstring), as i32."""
+        b = self.b
+        sums, total = self._exp_blocks(logits)
+        thr = b.fmul(xi, total)
+        run, block = f32(0.0), i32(0)
+        for j, s in enumerate(sums):   # exclusive prefixes; block = #{j: inclusive prefix ≤ thr}
+            store(b, run, self.prefix, j, align=4)
+            run = b.fadd(run, s)
+            block = b.add(block, b.zext(b.fcmp_ordered("<=", run, thr), i32))
+        full = b.icmp_unsigned("==", block, i32(16))
+        jb = b.select(full, i32(15), block)
+        run = load(b, self.prefix, f32, b.zext(jb, i64), align=4)
+        base = b.mul(b.zext(jb, i64), i64(V))
+        k = i32(0)
+        for i in range(V):
+            run = b.fadd(run, load(b, self.pbuf, f32, b.add(base, i64(i)), align=4))
+            k = b.add(k, b.zext(b.fcmp_ordered("<=", run, thr), i32))
+        k = b.select(b.icmp_unsigned("==", k, i32(V)), i32(V - 1), k)
+        cls = b.add(b.mul(jb, i32(V)), k)
+        return b.select(full, i32(255), cls)
+
+    def _uniform(self, seed, t, k: int):
+        """ξ = hash(2t + k XOR seed·0x9E3779B9) · 2^-24, per docs/model.md (uint32 arithmetic)."""
+        b = self.b
+        x = b.add(b.shl(b.trunc(t, i32), i32(1)), i32(k))
+        x = b.xor(x, b.mul(seed, i32(0x9E3779B9 - (1 << 32))))
+        x = b.xor(x, b.lshr(x, i32(16)))
+        x = b.mul(x, i32(0x7FEB352D))
+        x = b.xor(x, b.lshr(x, i32(15)))
+        x = b.mul(x, i32(0x846CA68B - (1 << 32)))
+        x = b.xor(x, b.lshr(x, i32(16)))
+        return b.fmul(b.uitofp(b.lshr(x, i32(8)), f32), f32(2.0 ** -24))
+
+
+def build_module(plan: VocoderPlan) -> ir.Module:
+    return LoopEmitter(plan).build()

@@ -1,0 +1,113 @@
+"""The JIT engine: runs the compiled generation loop (the run stage of the vocoder).
+
+Same interface as reference.vocoder.ReferenceEngine: ``generate(K, t0, n, state, seed)`` and
+``teacher_forced(K, audio)``. The model is planned (plan.vocoder), emitted (emit.loop), compiled
+and cached (jit) once per (model, dtype, CPU generation).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import cpu as cpu_mod
+from . import jit, native
+from .emit.loop import MATRIX_ARRAYS, PARAMS, build_module
+from .errors import InputError
+from .plan.vocoder import plan_vocoder
+from .reference.matvec import zero_correction
+from .reference.vocoder import GenState
+
+_GENERATE = "void(int16_t*, int64_t, int64_t, float*, float*, int32_t*, uint32_t, void*)"
+_TEACHER = "void(float*, int64_t, float*, int32_t*, int32_t*, int32_t*, float*, void*)"
+
+
+def _padded(a, n, dtype):
+    out = np.zeros(n, dtype=dtype)
+    out[:len(a)] = a
+    return out
+
+
+class JitEngine:
+    """The compiled WaveRNN loop for one model, dtype and CPU generation."""
+
+    def __init__(self, model, cpu=None, dtype="int8"):
+        gen = cpu_mod.resolve(cpu)
+        cpu_mod.require_runnable(gen)
+        self.model, self.dtype, self.cpu, self.gen = model, dtype, gen.name, gen
+        self.plan = plan_vocoder(model, dtype, gen)
+        self._arrays = self._param_arrays()
+        self._params = np.array([a.ctypes.data for a in self._arrays], dtype=np.uint64)
+        self._lib = jit.load(self.plan.name, lambda: build_module(self.plan), gen)
+        self._generate = native.function(self._lib.address(self.plan.name + "_generate"), _GENERATE)
+        self._teacher = native.function(self._lib.address(self.plan.name + "_teacher"), _TEACHER)
+
+    def _param_arrays(self) -> list:
+        """The arrays behind `params`, in emit.loop.PARAMS order (kept alive by the engine)."""
+        w, out = self.model.weights, []
+        for name, plan in self.plan.plans.items():
+            p = plan.packed
+            fmt = self.plan.formats.get(name)
+            zc = (zero_correction(plan.w_codes, fmt) if fmt is not None and fmt.zero_point
+                  else np.zeros(p.rows, np.int32))
+            arrays = {"W": p.weights, "index": p.kernel_index(), "panel_ptr": p.panel_ptr,
+                      "row_scale": _padded(plan.row_scale, p.rows_padded, np.float32),
+                      "zcorr": _padded(zc, p.rows_padded, np.int32)}
+            out += [np.ascontiguousarray(arrays[a]) for a in MATRIX_ARRAYS]
+        I = w["gru.I"]
+        vectors = {"gru.bR": w["gru.bR"], "gru.I0": I[:, 0], "gru.I1": I[:, 1], "gru.I2": I[:, 2],
+                   "out.b1": w["out.b1"], "out.b2": w["out.b2"], "out.b3": w["out.b3"],
+                   "out.b4": w["out.b4"]}
+        out += [np.ascontiguousarray(vectors[k], dtype=np.float32) for k in PARAMS[len(out):]]
+        return out
+
+    def __repr__(self):
+        return f"<JitEngine {self.plan.name} on {self.cpu}>"
+
+    def _check_k(self, K, n_samples) -> np.ndarray:
+        H3, hop = 3 * self.model.hidden, self.model.hop_length
+        if not (isinstance(K, np.ndarray) and K.dtype == np.float32 and K.ndim == 2
+                and K.shape[1] == H3):
+            raise InputError(f"K must be float32 [rows, {H3}], got "
+                             f"{getattr(K, 'dtype', type(K).__name__)} {np.shape(K)}")
+        rows = (n_samples - 1) // hop + 2 if n_samples else 0
+        if len(K) < rows:
+            raise InputError(f"{n_samples} samples need {rows} rows of K, got {len(K)}")
+        if not np.isfinite(K[:rows]).all():
+            raise InputError("conditioning K holds NaN or infinite values")
+        return np.ascontiguousarray(K)
+
+    def generate(self, K, t0, n_samples, state: GenState, seed) -> np.ndarray:
+        """int16 samples t0 .. t0 + n_samples − 1; `state` is advanced in place."""
+        hop = self.model.hop_length
+        if t0 < 0 or t0 % hop:
+            raise InputError(f"t0 = {t0} is not a non-negative multiple of hop {hop}")
+        if state.t != t0:
+            raise InputError(f"state is at sample {state.t}, not at t0 = {t0}")
+        if n_samples < 0:
+            raise InputError(f"n_samples must be non-negative, got {n_samples}")
+        K = self._check_k(K, n_samples)
+        out = np.empty(n_samples, np.int16)
+        h = np.ascontiguousarray(state.h, dtype=np.float32)
+        cf = np.array([state.c_prev, state.f_prev], np.int32)
+        if n_samples:
+            self._generate(native.ptr(out), n_samples, t0, native.ptr(K), native.ptr(h),
+                           native.ptr(cf), int(seed) & 0xFFFFFFFF, native.ptr(self._params))
+        state.h, state.c_prev, state.f_prev = h, int(cf[0]), int(cf[1])
+        state.t = t0 + n_samples
+        return out
+
+    def teacher_forced(self, K, audio) -> np.ndarray:
+        """P(c_t), P(f_t) given the true samples: float32 [T, 2, 256] (K starts at sample 0)."""
+        audio = np.asarray(audio)
+        if audio.dtype != np.int16 or audio.ndim != 1 or audio.size == 0:
+            raise InputError(f"audio must be non-empty 1-D int16, got {audio.dtype} {audio.shape}")
+        K = self._check_k(K, len(audio))
+        u = audio.astype(np.int64) + 32768
+        c_cur = (u // 256).astype(np.int32)
+        c_prev = np.concatenate([[128], c_cur[:-1]]).astype(np.int32)
+        f_prev = np.concatenate([[0], u[:-1] % 256]).astype(np.int32)
+        h = np.zeros(self.model.hidden, np.float32)
+        probs = np.empty((len(audio), 2, 256), np.float32)
+        self._teacher(native.ptr(probs), len(audio), native.ptr(K), native.ptr(c_prev),
+                      native.ptr(f_prev), native.ptr(c_cur), native.ptr(h),
+                      native.ptr(self._params))
+        return probs

@@ -1,0 +1,101 @@
+"""Plan the compiled generation loop of a WaveRNN model: one matrix-vector plan per sparse matrix
+(gru.R, out.O1..O4) and the fixed-point format of each matrix's input.
+
+Input formats: the GRU state is a convex mix of h and tanh, so |h| < 1 and R, O1 and O3 read it
+as s8q7 (int8) or s16q15 (int16). O2 and O4 read relu outputs, unsigned, whose range comes from
+the model's calibration (``meta.quantization.inputs``, max |x| measured on training data), or,
+for a model without one, from a short teacher-forced run of the reference on a synthetic signal.
+
+float32 plans are the same on every CPU generation (idx variant, same unroll and accumulators),
+so the float engine gives the same bits everywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import jit
+from ..errors import InputError
+from ..quant import ACTIVATION_BITS, FixedPoint
+from . import matvec as mv_plan
+
+MATRICES = ("gru.R", "out.O1", "out.O2", "out.O3", "out.O4")
+VECTOR = 16  # logical vector width of the element-wise code
+
+
+@dataclass(frozen=True, eq=False)
+class VocoderPlan:
+    dtype: str
+    gen: object
+    hidden: int
+    hop: int
+    upsample: str
+    plans: dict      # matrix name -> matvec Plan
+    formats: dict    # matrix name -> FixedPoint of its input (integer dtypes)
+
+    @property
+    def name(self) -> str:
+        """The loop's symbol and cache key: the dtype plus a hash of everything compiled in."""
+        h = hashlib.sha256(f"{self.hidden}/{self.hop}/{self.upsample}".encode())
+        for m in MATRICES:
+            h.update(self.plans[m].spec.name.encode())
+            h.update(str(self.formats.get(m)).encode())
+        return f"wavernn_h{self.hidden}_{self.dtype}_{self.plans['gru.R'].spec.isa}_{h.hexdigest()[:10]}"
+
+
+def input_formats(model, dtype: str) -> dict:
+    if dtype == "float32":
+        return {}
+    bits = ACTIVATION_BITS[dtype]
+    state = FixedPoint(bits, bits - 1, signed=True)
+    ranges = calibration(model)
+    fmts = {m: state for m in ("gru.R", "out.O1", "out.O3")}
+    for m in ("out.O2", "out.O4"):
+        fmts[m] = FixedPoint.covering(ranges[m], bits, signed=(bits == 16))
+    return fmts
+
+
+def calibration(model) -> dict:
+    """max |input| of O2 and O4 (relu outputs)."""
+    q = model.meta.get("quantization", {}).get("inputs", {})
+    if all(m in q for m in ("out.O2", "out.O4")):
+        return {m: float(q[m]) for m in ("out.O2", "out.O4")}
+    jit.debug(1, "model has no calibration: measuring relu ranges on a synthetic signal")
+    from ..reference.vocoder import teacher_forced_states
+    from ..mel import mel_spectrogram
+    sr, hop = model.sample_rate, model.hop_length
+    t = np.arange(40 * hop) / sr
+    audio = (8000 * np.sin(2 * np.pi * (100 + 900 * t) * t)).astype(np.int16)
+    h = teacher_forced_states(model, mel_spectrogram(audio, sr, model.mel_config), audio)
+    w, H2 = model.weights, model.hidden // 2
+    z1 = np.maximum(h[:, :H2] @ w["out.O1"].T + w["out.b1"], 0)
+    z3 = np.maximum(h[:, H2:] @ w["out.O3"].T + w["out.b3"], 0)
+    return {"out.O2": float(z1.max()) * 1.5, "out.O4": float(z3.max()) * 1.5}
+
+
+def plan_vocoder(model, dtype: str, gen) -> VocoderPlan:
+    if dtype not in ("int8", "int16", "float32"):
+        raise InputError(f"dtype must be int8, int16 or float32, got {dtype!r}")
+    if model.hidden % (2 * VECTOR):
+        raise InputError(f"the JIT engine needs a hidden size that is a multiple of "
+                         f"{2 * VECTOR}, got {model.hidden}")
+    formats = input_formats(model, dtype)
+    plans = {}
+    for name, (w, mask) in model.matrices().items():
+        mask = mask != 0
+        codes, scale = mv_plan.quantize_weights(np.where(mask, w, 0).astype(np.float32), dtype)
+        signed = formats[name].signed if name in formats else True
+        if dtype == "float32":  # one layout for every generation: identical float results
+            block = mv_plan.default_block(mask, dtype, "sse2", gen) or (16, 1)
+            plans[name] = mv_plan.build_plan(codes, scale, mask, dtype, gen, block,
+                                             variant="idx", unroll=4, accumulators=2)
+        else:
+            plans[name] = mv_plan.build_plan(codes, scale, mask, dtype, gen, variant=None,
+                                             x_signed=signed)
+    plan = VocoderPlan(dtype, gen, model.hidden, model.hop_length, model.upsample, plans, formats)
+    jit.debug(1, f"vocoder plan {plan.name}: " + ", ".join(
+        f"{m} {p.spec.name}" + (f" <- {formats[m].name}" if m in formats else "")
+        for m, p in plans.items()))
+    return plan
