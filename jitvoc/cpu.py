@@ -17,13 +17,14 @@ from .errors import UnsupportedCPU
 
 # The SIMD features the kernels care about, as LLVM names them.
 SIMD_FEATURES = ("sse2", "ssse3", "sse4.1", "avx", "avx2", "fma",
-                 "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni")
+                 "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512vbmi", "avxvnni")
 
 _V1 = {"sse2"}
 _V2 = _V1 | {"ssse3", "sse4.1"}
 _V3 = _V2 | {"avx", "avx2", "fma"}
 _V4 = _V3 | {"avx512f", "avx512bw", "avx512vl"}
 _VNNI = _V4 | {"avx512vnni"}
+_ICL = _VNNI | {"avx512vbmi"}
 
 # LLVM CPU name -> the SIMD features (of SIMD_FEATURES) it implies.
 GENERATIONS: dict[str, frozenset[str]] = {name: frozenset(f) for name, f in {
@@ -38,15 +39,15 @@ GENERATIONS: dict[str, frozenset[str]] = {name: frozenset(f) for name, f in {
     "skylake": _V3,
     "skylake-avx512": _V4,
     "cascadelake": _VNNI,
-    "icelake-client": _VNNI,
-    "icelake-server": _VNNI,
-    "tigerlake": _VNNI,
-    "rocketlake": _VNNI,
+    "icelake-client": _ICL,
+    "icelake-server": _ICL,
+    "tigerlake": _ICL,
+    "rocketlake": _ICL,
     "alderlake": _V3 | {"avxvnni"},
-    "sapphirerapids": _VNNI | {"avxvnni"},
+    "sapphirerapids": _ICL | {"avxvnni"},
     "znver2": _V3,
     "znver3": _V3,
-    "znver4": _VNNI,
+    "znver4": _ICL,
 }.items()}
 
 # The default benchmark ladder, oldest first; `native` is appended.

@@ -12,6 +12,7 @@ from . import cpu as cpu_mod
 from . import jit, native
 from .emit.loop import MATRIX_ARRAYS, PARAMS, build_module
 from .errors import InputError
+from .plan.matvec import kernel_index
 from .plan.vocoder import plan_vocoder
 from .reference.matvec import zero_correction
 from .reference.vocoder import GenState
@@ -48,15 +49,20 @@ class JitEngine:
             fmt = self.plan.formats.get(name)
             zc = (zero_correction(plan.w_codes, fmt) if fmt is not None and fmt.zero_point
                   else np.zeros(p.rows, np.int32))
-            arrays = {"W": p.weights, "index": p.kernel_index(), "panel_ptr": p.panel_ptr,
+            arrays = {"W": p.weights, "index": kernel_index(plan),
+                      "panel_ptr": p.panel_ptr,
                       "row_scale": _padded(plan.row_scale, p.rows_padded, np.float32),
                       "zcorr": _padded(zc, p.rows_padded, np.int32)}
             out += [np.ascontiguousarray(arrays[a]) for a in MATRIX_ARRAYS]
         I = w["gru.I"]
-        vectors = {"gru.bR": w["gru.bR"], "gru.I0": I[:, 0], "gru.I1": I[:, 1], "gru.I2": I[:, 2],
-                   "out.b1": w["out.b1"], "out.b2": w["out.b2"], "out.b3": w["out.b3"],
-                   "out.b4": w["out.b4"]}
-        out += [np.ascontiguousarray(vectors[k], dtype=np.float32) for k in PARAMS[len(out):]]
+        vectors = {"gru.I0": I[:, 0], "gru.I1": I[:, 1], "gru.I2": I[:, 2]}
+        rows = {"gru.bR": "gru.R", "out.b1": "out.O1", "out.b2": "out.O2", "out.b3": "out.O3",
+                "out.b4": "out.O4"}   # biases read by the epilogues, padded like their rows
+        for k in PARAMS[len(out):]:
+            if k in rows:
+                out.append(_padded(w[k], self.plan.plans[rows[k]].packed.rows_padded, np.float32))
+            else:
+                out.append(np.ascontiguousarray(vectors[k], dtype=np.float32))
         return out
 
     def __repr__(self):

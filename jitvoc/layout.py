@@ -23,7 +23,9 @@ Arrays (all C-contiguous):
 
 What an index-driven kernel reads per panel (``Packed.kernel_index()``): for contiguous panels the
 first column (int32 [n_panels]); for gathering panels ``group`` uint16 offsets into the shifted
-activation tables, ``j · x_len + cols[p, j]`` (one 64-bit load per panel instead of four).
+activation tables, ``j · stride + cols[p, j]`` (one 64-bit load per panel instead of four), where
+the table stride is x_len unless the tables are shared with a wider matrix. On CPUs with byte
+permutes (AVX-512 VBMI) gathering int8 kernels read ``Packed.permute_index()`` instead.
 
 Rows past ``rows`` (the last row block's padding) have zero weights; x is read up to
 ``x_len`` = padded columns, so callers pad x with zeros to that length.
@@ -80,15 +82,40 @@ class Packed:
         col_blocks = _ceil(self.cols, self.block[1])
         return _ceil(col_blocks * self.block[1], self.group) * self.group
 
-    def kernel_index(self) -> np.ndarray:
-        """The per-panel index array an index-driven kernel reads (see the module docstring)."""
+    def kernel_index(self, stride: int = 0) -> np.ndarray:
+        """The per-panel index array an index-driven kernel reads (see the module docstring).
+        `stride`: the distance between shifted tables when they are shared with a wider
+        matrix (default x_len)."""
         if self.contiguous:
             return np.ascontiguousarray(self.cols_idx[:, 0], dtype=np.int32)
-        if self.group * self.x_len > 1 << 16:
-            raise InputError(f"{self.x_len} columns is too many for gathering panels (max "
-                             f"{(1 << 16) // self.group}); use a block at least {self.group} wide")
-        offsets = self.cols_idx + np.arange(self.group, dtype=np.int64) * self.x_len
+        stride = stride or self.x_len
+        if stride < self.x_len or self.group * stride > 1 << 16:
+            raise InputError(f"table stride {stride} must be in [{self.x_len}, "
+                             f"{(1 << 16) // self.group}]; use a block at least {self.group} wide")
+        offsets = self.cols_idx + np.arange(self.group, dtype=np.int64) * stride
         return np.ascontiguousarray(offsets, dtype=np.uint16)
+
+    def permute_index(self, window: int = 128) -> np.ndarray:
+        """Records for kernels that gather panel activations with byte permutes (AVX-512 VBMI):
+        per 16 consecutive panels, 64 bytes ``cols & (window-1)`` (panel-major, 4 per panel)
+        then one uint64 mask per window of x (bit k set: byte k's column lies in that window).
+        The codes are read as ``ceil(x_len / window)`` windows, so x is padded to that length."""
+        n_win = -(-self.x_len // window)
+        n_groups = -(-self.n_panels // 16)
+        cols = np.zeros((n_groups * 16, self.group), dtype=np.int64)
+        cols[:self.n_panels] = self.cols_idx
+        cols = cols.reshape(n_groups, 16 * self.group)
+        rec = np.zeros((n_groups, 64 + 8 * n_win), dtype=np.uint8)
+        rec[:, :64] = cols & (window - 1)
+        bits = np.uint64(1) << np.arange(64, dtype=np.uint64)
+        valid = np.zeros((n_groups * 16, self.group), dtype=bool)
+        valid[:self.n_panels] = True
+        valid = valid.reshape(n_groups, 64)
+        for w in range(n_win):
+            inside = valid & (cols // window == w)
+            masks = (inside.astype(np.uint64) * bits).sum(axis=1, dtype=np.uint64)
+            rec[:, 64 + 8 * w:72 + 8 * w] = masks.astype("<u8").view(np.uint8).reshape(-1, 8)
+        return np.ascontiguousarray(rec.reshape(-1))
 
     def pattern_hash(self) -> str:
         h = hashlib.sha256(np.ascontiguousarray(self.cols_idx).tobytes())

@@ -11,6 +11,7 @@ from . import jit, native
 from .emit.spmv import build_module
 from .errors import InputError
 from .plan import matvec as planner
+from .plan.matvec import kernel_index
 from .quant import ACTIVATION_BITS, FixedPoint
 from .reference.matvec import zero_correction
 
@@ -36,7 +37,7 @@ class MatVec:
         self.rows, self.cols = plan.w_codes.shape
         self.x_format = x_format   # None: chosen per call from max |x| (int kernels)
         p = plan.packed
-        self._w, self._cols, self._ptr = p.weights, p.kernel_index(), p.panel_ptr
+        self._w, self._cols, self._ptr = p.weights, kernel_index(plan), p.panel_ptr
         self._row_scale = _padded(plan.row_scale.astype(np.float32), p.rows_padded)
         self._zcorr = {}
         self._lib = jit.load(self.spec.name, self._module, gen)

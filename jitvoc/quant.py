@@ -109,16 +109,15 @@ class RowScaled:
         w = np.asarray(w, dtype=np.float32)
         absw = np.abs(w)
         scale = absw.max(axis=1) / np.float32(self.limit)
-        if self.l1_limit:
-            scale = np.maximum(scale, absw.sum(axis=1, dtype=np.float64).astype(np.float32)
-                               / np.float32(self.l1_limit))
+        if self.l1_limit:  # rounding adds at most 1/2 per non-zero: leave room for it
+            room = self.l1_limit - 0.5 * np.count_nonzero(w, axis=1)
+            if np.any(room <= 0):
+                raise InputError(f"rows with over {2 * self.l1_limit} non-zeros cannot be "
+                                 f"quantized to int{self.bits} safely")
+            l1 = absw.sum(axis=1, dtype=np.float64) / room
+            scale = np.maximum(scale, l1.astype(np.float32) * np.float32(1 + 1e-6))
         scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
         codes = np.rint(np.clip(w / scale[:, None], -self.limit, self.limit))
-        if self.l1_limit:  # rounding may push a row's L1 a little over: trim the largest code
-            over = np.abs(codes).sum(axis=1) - self.l1_limit
-            for r in np.nonzero(over > 0)[0]:
-                order = np.argsort(-np.abs(codes[r]), kind="stable")[: int(over[r])]
-                codes[r, order] -= np.sign(codes[r, order])
         return codes.astype(self.dtype), scale
 
 

@@ -27,6 +27,8 @@ class KernelSpec:
     accumulators: int = 2
     pattern: str = ""       # hash of the sparsity pattern (baked and grouped kernels)
     x_signed: bool = True   # int8: activations carry a zero point of 128
+    x_stride: int = 0       # gathering panels: stride of the shared activation tables (0: x_len)
+    x_permute: int = 0      # gathering panels: byte-permute window (VBMI) instead of tables
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -60,6 +62,10 @@ class KernelSpec:
             n += f"_{self.pattern}"
         if self.dtype == "int8" and not self.x_signed:
             n += "_xu"
+        if self.x_stride:
+            n += f"_s{self.x_stride}"
+        if self.x_permute:
+            n += f"_perm{self.x_permute}"
         return n
 
     def __str__(self) -> str:

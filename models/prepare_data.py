@@ -87,8 +87,9 @@ def main(argv=None):
     ap.add_argument("--eval-sentences", type=int, default=8,
                     help="held-out sentences written to heldout.flac for the trainer's check")
     ap.add_argument("--no-trim", action="store_true")
-    ap.add_argument("--example", default="examples/ru_holdout.wav",
-                    help="where to copy one held-out recording (unchanged); '' for none")
+    ap.add_argument("--example", default="ru_0749",
+                    help="held-out sentence copied unchanged to examples/<name>.wav (the shortest "
+                         "one, 5.3 s); '' for none")
     args = ap.parse_args(argv)
 
     split = make_split(args.wav_dir)
@@ -98,10 +99,13 @@ def main(argv=None):
     print(f"split: {len(split['train'])} train, {len(split['test'])} held out -> {SPLIT_PATH}")
 
     if args.example:
-        src = os.path.join(args.wav_dir, split["test"][1] + ".wav")
-        os.makedirs(os.path.dirname(args.example) or ".", exist_ok=True)
-        shutil.copyfile(src, args.example)
-        print(f"example: {src} -> {args.example}")
+        if args.example not in split["test"]:
+            raise SystemExit(f"{args.example} is not a held-out sentence")
+        src = os.path.join(args.wav_dir, args.example + ".wav")
+        dst = os.path.join(os.path.dirname(HERE), "examples", args.example + ".wav")
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copyfile(src, dst)
+        print(f"example: {src} -> {dst}")
 
     import soundfile as sf  # FLAC writer (pip install soundfile)
     os.makedirs(args.out, exist_ok=True)

@@ -402,11 +402,15 @@ def heldout_nll(model, utts, mels, hop, device, max_seconds=None):
         prev = torch.cat([torch.zeros_like(s[:, :1]), s[:, :-1]], dim=1)
         pc, pf = split_sample(prev)
         c, f = split_sample(s)
-        lc, lf, _ = model(pc, pf, c, cond)
-        v = valid.flatten()
-        tot["c"] = float(F.cross_entropy(lc.reshape(-1, 256)[v].float(), c.flatten()[v]))
-        tot["f"] = float(F.cross_entropy(lf.reshape(-1, 256)[v].float(), f.flatten()[v]))
-        tot["n"] = int(v.sum())
+        h, sum_c, sum_f = None, 0.0, 0.0
+        for a in range(0, T, 32000):  # chunks carrying the state (cuDNN's sizes are 32-bit)
+            sl = slice(a, min(T, a + 32000))
+            lc, lf, h = model(pc[:, sl], pf[:, sl], c[:, sl], cond[:, sl], h0=h)
+            v = valid[:, sl].flatten()
+            sum_c += float(F.cross_entropy(lc.reshape(-1, 256)[v].float(), c[:, sl].flatten()[v], reduction="sum"))
+            sum_f += float(F.cross_entropy(lf.reshape(-1, 256)[v].float(), f[:, sl].flatten()[v], reduction="sum"))
+        tot["n"] = int(valid.sum())
+        tot["c"], tot["f"] = sum_c / tot["n"], sum_f / tot["n"]
     model.train()
     return {"ce_coarse": tot["c"], "ce_fine": tot["f"], "samples": tot["n"],
             "bits_per_sample": (tot["c"] + tot["f"]) / math.log(2)}
@@ -568,7 +572,7 @@ def main(argv=None):
         else:
             pruner.apply()
         if step % cfg["log_every"] == 0 or step == total:
-            cc, ff = float(ce_c), float(ce_f)
+            cc, ff = float(ce_c.detach()), float(ce_f.detach())
             ema = (cc, ff) if ema is None else (0.9 * ema[0] + 0.1 * cc, 0.9 * ema[1] + 0.1 * ff)
             el = time.time() - t_train
             sps = (step - step0) * B * Tf * hop / el

@@ -29,6 +29,7 @@ INTRINSIC_FEATURES = {
     "llvm.x86.avx512.vpdpwssd.512": [{"avx512vnni"}],
     "llvm.x86.avx512.vpdpwssd.256": [{"avx512vnni", "avx512vl"}, {"avxvnni"}],
     "llvm.x86.avx512.vpdpwssd.128": [{"avx512vnni", "avx512vl"}, {"avxvnni"}],
+    "llvm.x86.avx512.vpermi2var.qi.512": [{"avx512vbmi"}],
 }
 
 _PER_LANE = {"dot4": 4, "dot2": 2}
@@ -69,6 +70,20 @@ class Backend:
         key = "dot" if "dot" in table else "madd_wd"
         widths = sorted((int(k) for k in table[key]), reverse=True)
         return next((w for w in widths if w <= lanes and lanes % w == 0), 0)
+
+    def gather_window(self, x_len: int) -> int:
+        """Bytes per window of the byte-permute gather, or 0 if this backend/CPU has none
+        (or x would need too many windows)."""
+        g = self.t.get("gather")
+        if not g or not set(g["requires"]) <= self.gen.features:
+            return 0
+        return g["window"] if -(-x_len // g["window"]) <= g["max_windows"] else 0
+
+    def permute_window(self, b: ir.IRBuilder, lo, idx, hi):
+        """64 bytes picked from the 128 bytes lo:hi by the low 7 bits of idx."""
+        g = self.t["gather"]
+        t = lo.type
+        return b.call(self._intrinsic(g["permute"], t, [t, t, t]), [lo, idx, hi])
 
     def _intrinsic(self, name: str, ret, args):
         allowed = INTRINSIC_FEATURES.get(name)

@@ -22,7 +22,8 @@ from llvmlite import ir
 
 from ..plan.vocoder import MATRICES, VECTOR, VocoderPlan
 from . import mathfn
-from .irutil import alloca, counted_loop, f32, function, gep, i16, i32, i64, load, ptr, splat, store, vec, void
+from .irutil import (alloca, counted_loop, f32, function, gep, i16, i32, i64, load, ptr, splat,
+                     store, vec, void)
 from .spmv import SpmvEmitter
 
 MATRIX_ARRAYS = ("W", "index", "panel_ptr", "row_scale", "zcorr")
@@ -59,7 +60,11 @@ class LoopEmitter:
         self.m = ir.Module(name=plan.name)
         self.H, self.H2, self.G = plan.hidden, plan.hidden // 2, 3 * plan.hidden
         self.mv = {n: SpmvEmitter(p.spec, p.packed, plan.gen, self.m) for n, p in plan.plans.items()}
-        self.cores = {n: e.emit_core(dequantize=True) for n, e in self.mv.items()}
+        epilogue = {"gru.R": (True, False), "out.O1": (True, True), "out.O2": (True, False),
+                    "out.O3": (True, True), "out.O4": (True, False)}   # (bias, relu)
+        self.cores = {n: e.emit_core(True, *epilogue[n]) for n, e in self.mv.items()}
+        self.biases = {"gru.R": "gru.bR", "out.O1": "out.b1", "out.O2": "out.b2",
+                       "out.O3": "out.b3", "out.O4": "out.b4"}
         scaled = (np.arange(256) / 127.5 - 1).astype(np.float32)
         self.scaled = ir.GlobalVariable(self.m, ir.ArrayType(f32, 256), name=f"{plan.name}_scaled")
         self.scaled.initializer = ir.Constant(ir.ArrayType(f32, 256), [float(v) for v in scaled])
@@ -86,7 +91,10 @@ class LoopEmitter:
         rows = {m: p.packed.rows_padded for m, p in self.plan.plans.items()}
         self.a = alloca(b, f32, rows["gru.R"])
         self.y = {m: alloca(b, f32, rows[m]) for m in MATRICES[1:]}
-        self.xbuf = {m: e.xin_buffer(b) for m, e in self.mv.items()}
+        self.xbuf = {m: e.xin_buffer(b) for m, e in self.mv.items() if m not in self.plan.shared}
+        self.quantized_h = self.plan.dtype != "float32"
+        if self.quantized_h:  # codes of h for R (and O1/O3 when shared), kept up to date
+            self.mv["gru.R"].activations(b, h, self._x_inv("gru.R"), self.xbuf["gru.R"])
         self.pbuf = alloca(b, f32, 256)
         self.prefix = alloca(b, f32, 16)
         c_prev, f_prev = b.alloca(i32), b.alloca(i32)
@@ -127,14 +135,25 @@ class LoopEmitter:
         b.ret_void()
 
     # --- pieces --------------------------------------------------------------------------------------
+    def _x_inv(self, m):
+        fmt = self.plan.formats.get(m)
+        return f32(2.0 ** fmt.frac if fmt else 1.0)
+
     def _matvec(self, m: str, x, y):
-        """y = (dequantized) W_m x, for float x read from `x`."""
+        """y = epilogue(W_m x): dequantized, plus bias (and relu for O1/O3), x float at `x`.
+        gru.R and shared O1/O3 read the codes of h kept by the GRU update instead of x."""
         b, e = self.b, self.mv[m]
         fmt = self.plan.formats.get(m)
-        inv = f32(2.0 ** fmt.frac) if fmt else f32(1.0)
-        xin = e.activations(b, x, inv, self.xbuf[m])
+        if not self.quantized_h or m not in ("gru.R", *self.plan.shared):
+            xin = e.activations(b, x, self._x_inv(m), self.xbuf.get(m))
+        else:
+            buf, r = self.xbuf["gru.R"], self.mv["gru.R"]
+            offset = self.plan.shared.get(m, 0)
+            elem = r.elem if r.p.contiguous else i32
+            xin = gep(b, buf, elem, i64(offset)) if offset else buf
         pr = [self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS]
-        b.call(self.cores[m], [y, xin, *pr[:3], pr[3], pr[4], f32(fmt.scale if fmt else 1.0)])
+        b.call(self.cores[m], [y, xin, *pr, f32(fmt.scale if fmt else 1.0),
+                               self.p[self.biases[m]]])
 
     def _scaled(self, q):
         return load(self.b, self.scaled, f32, self.b.zext(q, i64), align=4)
@@ -156,7 +175,7 @@ class LoopEmitter:
             pre = []
             for g in range(3):  # u, r, e
                 row = b.add(j, i64(g * H + half * H2))
-                a = b.fadd(self._vload(self.a, row), self._vload(self.p["gru.bR"], row))
+                a = self._vload(self.a, row)  # R h + bR
                 v = b.fadd(b.fmul(self._vload(self.p["gru.I0"], row), x0v),
                            b.fmul(self._vload(self.p["gru.I1"], row), x1v))
                 v = b.fadd(v, b.fmul(self._vload(self.p["gru.I2"], row), x2v))
@@ -173,20 +192,17 @@ class LoopEmitter:
             one = ir.Constant(V16, [1.0] * V)
             hn = b.fadd(b.fmul(u, hv), b.fmul(b.fsub(one, u), e))
             b.store(hn, gep(b, self.h, f32, hrow), align=4)
+            if self.quantized_h:  # R's codes of h_t (O1/O3 read them this very step)
+                r = self.mv["gru.R"]
+                r.put_codes(b, self.xbuf["gru.R"], hrow, r.code(b, hn, self._x_inv("gru.R")))
 
     def _output(self, o_hidden, b_hidden, o_out, b_out, y_half):
         """logits = O_out relu(O_hidden y + b_hidden) + b_out, in the y buffer of o_out."""
         b = self.b
         z = self.y[o_hidden]
-        self._matvec(o_hidden, y_half, z)
-        with counted_loop(b, 0, self.H2, V, name="relu") as r:
-            v = b.fadd(self._vload(z, r), self._vload(self.p[b_hidden], r))
-            b.store(mathfn.relu(b, v), gep(b, z, f32, r), align=4)
+        self._matvec(o_hidden, y_half, z)        # relu(O y + b), fused
         logits = self.y[o_out]
-        self._matvec(o_out, z, logits)
-        with counted_loop(b, 0, 256, V, name="bias") as r:
-            v = b.fadd(self._vload(logits, r), self._vload(self.p[b_out], r))
-            b.store(v, gep(b, logits, f32, r), align=4)
+        self._matvec(o_out, z, logits)           # O z + b, fused
         return logits
 
     def _vload(self, base, index):

@@ -40,8 +40,8 @@ def round_half_even(b: ir.IRBuilder, v):
     return b.fsub(b.fadd(v, m), m)
 
 
-def clamp(b: ir.IRBuilder, v, lo: float, hi: float):
-    lo_c, hi_c = ir.Constant(v.type, lo), ir.Constant(v.type, hi)
+def clamp(b: ir.IRBuilder, v, lo_c, hi_c):
+    """v limited to [lo_c, hi_c] (constants of v's type)."""
     v = b.select(b.fcmp_ordered("<", v, lo_c), lo_c, v)
     return b.select(b.fcmp_ordered(">", v, hi_c), hi_c, v)
 
@@ -66,33 +66,45 @@ class SpmvEmitter:
         self.acc_t = vec(f32 if self.is_float else i32, self.width)
         self.w_t = vec(self.elem, self.width * self.group)
         self.panel_bytes = self.lanes * self.group * self.esize
+        self.stride = spec.x_stride or packed.x_len   # distance between shifted tables
+        self.permute = spec.x_permute                 # byte-permute window (VBMI gathers)
+        self.codes_input = packed.contiguous or bool(self.permute)  # xin = plain codes
+        self.x_pad = (-(-packed.x_len // self.permute) * self.permute if self.permute
+                      else packed.x_len)
 
     # --- core ----------------------------------------------------------------------------------
-    def emit_core(self, dequantize: bool) -> ir.Function:
+    def emit_core(self, dequantize: bool, bias: bool = False, relu: bool = False) -> ir.Function:
         """N_core (float y, dequantized) or N_core_acc (raw accumulators).
 
-        Arguments: y, xin, W, index, panel_ptr, row_scale, zcorr, x_scale (the last three are
-        read only when dequantizing an integer kernel).
+        Arguments: y, xin, W, index, panel_ptr, row_scale, zcorr, x_scale, bias (row_scale,
+        zcorr and x_scale are read only when dequantizing an integer kernel). With `bias` the
+        epilogue adds bias[row], with `relu` it then clamps at zero.
         """
         s, p = self.spec, self.p
         name = f"{s.name}_core" if dequantize else f"{s.name}_core_acc"
+        name += ("_bias" if bias else "") + ("_relu" if relu else "")
         if name in self.module.globals:  # same spec, same code (another matrix of this layout)
             return self.module.globals[name]
-        fn = function(self.module, name, void, [ptr] * 7 + [f32], internal=True)
-        y, xin, w, index, pptr, self.row_scale, self.zcorr, self.x_scale = fn.args
+        fn = function(self.module, name, void, [ptr] * 7 + [f32, ptr], internal=True)
+        fn.attributes.add("noinline")  # big loops: inlining them only costs compile time
+        y, xin, w, index, pptr, self.row_scale, self.zcorr, self.x_scale, self.bias = fn.args
         for a in fn.args[:7]:
             a.add_attribute("noalias")
+        self.add_bias, self.relu = bias, relu
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.dequantize = dequantize and not self.is_float
         n_sets = s.accumulators
         self.accs = [[b.alloca(self.acc_t) for _ in range(self.chunks)] for _ in range(n_sets)]
         self.b, self.xin, self.w = b, xin, w
+        if self.permute:
+            self._permute_words(index)
         if s.variant == "baked":
             for rb in range(p.row_blocks):
                 self._zero()
                 lo, hi = int(p.panel_ptr[rb]), int(p.panel_ptr[rb + 1])
                 for q in range(lo, hi):
-                    self._panel(q, [int(c) for c in p.cols_idx[q]], (q - lo) % n_sets)
+                    col = [q] if self.permute else [int(c) for c in p.cols_idx[q]]
+                    self._panel(q, col, (q - lo) % n_sets)
                 self._store(y, rb, self.accs)
         elif s.dense:
             self._dense(y)
@@ -182,9 +194,33 @@ class SpmvEmitter:
         if p.row_blocks > full:
             group(i64(full), p.row_blocks - full)
 
+    def _permute_words(self, index):
+        """VBMI prologue: every panel's activation word, 16 panels per byte-permute pass over
+        the windows of x (records from Packed.permute_index), into a stack array."""
+        b, p, win = self.b, self.p, self.permute
+        n_win, n_groups = self.x_pad // win, -(-p.n_panels // 16)
+        rec_size = 64 + 8 * n_win
+        bytes64 = vec(i8, 64)
+        halves = [b.load(gep(b, self.xin, i8, i64(win * w + 64 * h)), typ=bytes64, align=1)
+                  for w in range(n_win) for h in range(2)]
+        self.words = alloca(b, i32, n_groups * 16)
+        with counted_loop(b, 0, n_groups, name="permute") as g:
+            rec = gep(b, index, i8, b.mul(g, i64(rec_size)))
+            idx = b.load(rec, typ=bytes64, align=1)
+            res = ir.Constant(bytes64, [0] * 64)
+            for w in range(n_win):
+                mask = b.bitcast(b.load(gep(b, rec, i8, i64(64 + 8 * w)), typ=i64, align=1),
+                                 vec(ir.IntType(1), 64))
+                perm = self.backend.permute_window(b, halves[2 * w], idx, halves[2 * w + 1])
+                res = b.select(mask, perm, res)
+            b.store(res, gep(b, self.words, i32, b.mul(g, i64(16))), align=4)
+
     def _runtime_cols(self, index, q):
-        """Panel q's column (contiguous panels) or table offsets (gathering panels), as i64."""
+        """Panel q's column (contiguous panels) or table offsets (gathering panels), as i64;
+        with byte permutes, the panel itself (its word is precomputed)."""
         b, g = self.b, self.group
+        if self.permute:
+            return [q]
         if self.p.contiguous:
             return [b.sext(load(b, index, i32, q, align=4), i64)]
         word_t = ir.IntType(16 * g)  # g uint16 offsets in one load
@@ -204,12 +240,14 @@ class SpmvEmitter:
         as_i64 = [i64(c) if isinstance(c, int) else c for c in col]
         if self.is_float:
             return splat(b, load(b, self.xin, f32, as_i64[0], align=4), self.width)
-        if self.p.contiguous:  # g consecutive codes starting at col[0]: one 32-bit load
+        if self.permute:
+            word = load(b, self.words, i32, as_i64[0], align=4)
+        elif self.p.contiguous:  # g consecutive codes starting at col[0]: one 32-bit load
             word = b.load(gep(b, self.xin, self.elem, as_i64[0]), typ=i32, align=4)
         else:  # OR of the shifted tables at the panel's offsets
             word = None
             for j, c in enumerate(col):
-                idx = i64(c + j * self.p.x_len) if isinstance(c, int) else c
+                idx = i64(c + j * self.stride) if isinstance(c, int) else c
                 t = load(b, self.xin, i32, idx, align=4)
                 word = t if word is None else b.or_(word, t)
         return splat(b, word, self.width)
@@ -246,6 +284,11 @@ class SpmvEmitter:
                 rs = b.load(gep(b, self.row_scale, f32, row), typ=vec(f32, self.width), align=4)
                 scale = b.fmul(rs, splat(b, self.x_scale, self.width))
                 total = b.fmul(b.sitofp(b.sub(total, zc), scale.type), scale)
+            if self.add_bias:
+                total = b.fadd(total, b.load(gep(b, self.bias, f32, row), typ=total.type, align=4))
+            if self.relu:
+                zero = ir.Constant(total.type, [0.0] * self.width)
+                total = b.select(b.fcmp_ordered(">", total, zero), total, zero)
             b.store(total, gep(b, y, total.type.element, row), align=4)
 
     # --- entry points ----------------------------------------------------------------------------
@@ -257,7 +300,7 @@ class SpmvEmitter:
         raw = function(m, f"{s.name}_raw", void, [ptr] * 5)
         b = ir.IRBuilder(raw.append_basic_block("entry"))
         y, x, w, index, pptr = raw.args
-        b.call(core_acc, [y, self.prepare_x(b, x), w, index, pptr, null, null, f32(0.0)])
+        b.call(core_acc, [y, self.prepare_x(b, x), w, index, pptr, null, null, f32(0.0), null])
         b.ret_void()
 
         fl = function(m, s.name, void, [ptr] * 7 + [f32, f32])
@@ -266,7 +309,7 @@ class SpmvEmitter:
         y, x, w, index, pptr, row_scale, zcorr, x_inv, x_scale = fl.args
         xin = self.activations(b, x, x_inv)
         out = y if p.rows_padded == p.rows else alloca(b, f32, p.rows_padded)
-        b.call(core, [out, xin, w, index, pptr, row_scale, zcorr, x_scale])
+        b.call(core, [out, xin, w, index, pptr, row_scale, zcorr, x_scale, null])
         if out is not y:
             with counted_loop(b, 0, p.rows, name="out") as r:
                 store(b, load(b, out, f32, r, align=4), y, r, align=4)
@@ -279,29 +322,42 @@ class SpmvEmitter:
         b.ret_void()
 
     def prepare_x(self, b: ir.IRBuilder, codes):
-        """What the core reads as xin, from stored codes: the codes, or their shifted tables."""
+        """What the core reads as xin, from stored codes (padded to x_len): the codes, a copy
+        padded to whole permute windows, or their shifted tables."""
         if self.is_float or self.p.contiguous:
             return codes
-        table = alloca(b, i32, self.group * self.p.x_len)
+        if self.permute:
+            buf = alloca(b, self.elem, self.x_pad)
+            with counted_loop(b, 0, self.x_pad, name="pad") as c:
+                inside = b.icmp_signed("<", c, i64(self.p.x_len))
+                v = load(b, codes, self.elem, b.select(inside, c, i64(0)), align=1)
+                store(b, b.select(inside, v, ir.Constant(self.elem, 0)), buf, c, align=1)
+            return buf
+        table = alloca(b, i32, self.group * self.stride)
         with counted_loop(b, 0, self.p.x_len, name="table") as c:
             self._store_shifted(b, table, c, b.zext(load(b, codes, self.elem, c,
                                                          align=self.esize), i32))
         return table
 
     def _store_shifted(self, b, table, c, code):
+        """T_j[c] = code << (bits · j) for every table j; `code` an i32 or an i32 vector."""
         for j in range(self.group):
-            v = b.shl(code, i32(8 * self.esize * j)) if j else code
-            store(b, v, table, b.add(c, i64(j * self.p.x_len)), align=4)
+            shift = i32(8 * self.esize * j)
+            if isinstance(code.type, ir.VectorType):
+                shift = ir.Constant(code.type, [8 * self.esize * j] * code.type.count)
+            v = b.shl(code, shift) if j else code
+            store(b, v, table, b.add(c, i64(j * self.stride)), align=4, elem_type=i32)
 
-    def xin_buffer(self, b: ir.IRBuilder):
-        """Stack space for what the core reads (None when float x can be read in place).
-        Allocate it once, in the entry block, when the core runs in a loop."""
+    def xin_buffer(self, b: ir.IRBuilder, length: int = 0):
+        """Stack space for what the core reads (None when float x can be read in place), at
+        least `length` codes long. Allocate it once, in the entry block, when the core runs in
+        a loop."""
         s, p = self.spec, self.p
         if self.is_float:
             return None if p.x_len == p.cols else alloca(b, f32, p.x_len)
-        if not p.contiguous:
-            return alloca(b, i32, self.group * p.x_len)
-        return alloca(b, self.elem, p.x_len)
+        if not self.codes_input:
+            return alloca(b, i32, self.group * self.stride)
+        return alloca(b, self.elem, max(self.x_pad, length))
 
     def activations(self, b: ir.IRBuilder, x, x_inv, buf=None):
         """xin for float x: quantized codes (saturating, half to even) or their shifted tables,
@@ -316,24 +372,38 @@ class SpmvEmitter:
             with counted_loop(b, p.cols, p.x_len, name="pad") as c:
                 store(b, f32(0.0), buf, c, align=4)
             return buf
+        with counted_loop(b, 0, p.cols, name="quant") as c:
+            self.put_codes(b, buf, c, self.code(b, load(b, x, f32, c, align=4), x_inv))
+        with counted_loop(b, p.cols, self.x_pad, name="pad") as c:
+            self.put_codes(b, buf, c, i32(0))
+        return buf
+
+    def code(self, b: ir.IRBuilder, v, x_inv):
+        """The stored code (as i32, zero point added) of float v (scalar or vector): v · x_inv
+        saturated to the format's range and rounded half to even."""
+        s = self.spec
         if s.dtype == "int8":
             lo, hi, zp = (-128.0, 127.0, 128) if s.x_signed else (0.0, 255.0, 0)
         else:
             lo, hi, zp = -32768.0, 32767.0, 0
-        gather = not p.contiguous
-        with counted_loop(b, 0, p.cols, name="quant") as c:
-            v = clamp(b, b.fmul(load(b, x, f32, c, align=4), x_inv), lo, hi)
-            q = b.add(b.fptosi(round_half_even(b, v), i32), i32(zp))
-            if gather:  # the code as its unsigned 8/16-bit pattern, shifted into each table
-                self._store_shifted(b, buf, c, b.zext(b.trunc(q, self.elem), i32))
-            else:
-                store(b, b.trunc(q, self.elem), buf, c, align=self.esize)
-        with counted_loop(b, p.cols, p.x_len, name="pad") as c:
-            if gather:
-                self._store_shifted(b, buf, c, i32(0))
-            else:
-                store(b, ir.Constant(self.elem, 0), buf, c, align=self.esize)
-        return buf
+        vt = v.type
+        n = vt.count if isinstance(vt, ir.VectorType) else 0
+        const = (lambda t, c: ir.Constant(t, [c] * n)) if n else (lambda t, c: ir.Constant(t, c))
+        x_inv = splat(b, x_inv, n) if n else x_inv
+        v = clamp(b, b.fmul(v, x_inv), const(vt, lo), const(vt, hi))
+        it = vec(i32, n) if n else i32
+        return b.add(b.fptosi(round_half_even(b, v), it), const(it, zp))
+
+    def put_codes(self, b: ir.IRBuilder, buf, c, code):
+        """Store code(s) for column c on: into the shifted tables (gathering panels, as the
+        unsigned 8/16-bit pattern) or as stored codes."""
+        n = code.type.count if isinstance(code.type, ir.VectorType) else 0
+        if not self.codes_input:
+            narrow = b.trunc(code, vec(self.elem, n) if n else self.elem)
+            self._store_shifted(b, buf, c, b.zext(narrow, code.type))
+        else:
+            store(b, b.trunc(code, vec(self.elem, n) if n else self.elem), buf, c,
+                  align=self.esize, elem_type=self.elem)
 
 
 def build_module(spec: KernelSpec, packed: Packed, gen) -> ir.Module:

@@ -35,6 +35,14 @@ class Plan:
     w_codes: np.ndarray     # the quantized (or float32) weights, [rows, cols]
 
 
+def kernel_index(plan: Plan) -> np.ndarray:
+    """The index array the planned kernel reads (see jitvoc.layout)."""
+    spec = plan.spec
+    if spec.x_permute:
+        return plan.packed.permute_index(spec.x_permute)
+    return plan.packed.kernel_index(spec.x_stride)
+
+
 def check_matrix(w) -> np.ndarray:
     w = np.asarray(w)
     if w.ndim != 2:
@@ -107,15 +115,24 @@ def default_block(mask: np.ndarray, dtype: str, backend: str, gen):
 
 
 def make_spec(packed_shape, dtype, block, backend, variant, pattern="", unroll=4, acc=2,
-              x_signed=True) -> KernelSpec:
+              x_signed=True, x_stride=0, x_permute=0) -> KernelSpec:
     rows, cols = packed_shape
     blk = (block[0], 0) if variant == "dense" else tuple(block)
     return KernelSpec(dtype, blk, backend, variant, rows, cols, unroll, acc,
-                      pattern if variant in ("baked", "grouped") else "", x_signed)
+                      pattern if variant in ("baked", "grouped") else "", x_signed, x_stride,
+                      x_permute)
+
+
+def permute_window(packed: Packed, dtype: str, backend: str, gen) -> int:
+    """The byte-permute window for gathering int8 panels of 16 rows, if the CPU has one."""
+    if dtype != "int8" or packed.contiguous or packed.bh != 16:
+        return 0
+    import llvmlite.ir as ir
+    return isa.Backend(backend, gen, ir.Module()).gather_window(packed.x_len)
 
 
 def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, variant=None,
-               unroll=4, accumulators=2, x_signed=True) -> Plan:
+               unroll=4, accumulators=2, x_signed=True, x_stride=0, permute=None) -> Plan:
     """The untuned plan, or the one the arguments pin down."""
     backend = isa_name or isa.best(gen)
     if block is None:
@@ -128,9 +145,13 @@ def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, 
         raise InputError(f"block must be (rows, cols) of positive ints, got {block}")
     packed = pack(w_codes, block, GROUP[dtype], mask=mask, dense=dense)
     if variant is None:
-        variant = "dense" if dense else ("baked" if packed.n_panels <= BAKE_LIMIT else "idx")
+        variant = "dense" if dense else "idx"
+    window = permute_window(packed, dtype, backend, gen) if permute in (None, True) else 0
+    if permute and not window:
+        raise InputError(f"byte-permute gathers need AVX-512 VBMI, int8 and 16-row blocks")
     spec = make_spec(w_codes.shape, dtype, block, backend, variant, packed.pattern_hash(),
-                     unroll, accumulators, x_signed)
+                     unroll, accumulators, x_signed,
+                     0 if packed.contiguous or window else x_stride, window)
     jit.debug(1, f"plan {spec.name}: {packed.n_panels} panels of {packed.bh}x{packed.group}, "
                  f"{np.count_nonzero(mask)}/{mask.size} non-zeros")
     return Plan(spec, packed, row_scale, w_codes)
@@ -193,4 +214,5 @@ def plan_from_decision(d: dict, w_codes, row_scale, mask, gen) -> Plan:
     variant = d["variant"]
     block = None if variant == "dense" else tuple(d["block"])
     return build_plan(w_codes, row_scale, mask, d["dtype"], gen, block, d["isa"], variant,
-                      d["unroll"], d["accumulators"], d["x_signed"])
+                      d["unroll"], d["accumulators"], d["x_signed"], d["x_stride"],
+                      bool(d["x_permute"]))

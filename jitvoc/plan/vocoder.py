@@ -1,6 +1,9 @@
 """Plan the compiled generation loop of a WaveRNN model: one matrix-vector plan per sparse matrix
 (gru.R, out.O1..O4) and the fixed-point format of each matrix's input.
 
+O1 and O3 read the codes of h that the GRU update writes for R (their halves of it) whenever
+their layouts are of the same kind, so h is quantized once per sample.
+
 Input formats: the GRU state is a convex mix of h and tanh, so |h| < 1 and R, O1 and O3 read it
 as s8q7 (int8) or s16q15 (int16). O2 and O4 read relu outputs, unsigned, whose range comes from
 the model's calibration (``meta.quantization.inputs``, max |x| measured on training data), or,
@@ -12,6 +15,7 @@ so the float engine gives the same bits everywhere.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +27,8 @@ from . import matvec as mv_plan
 
 MATRICES = ("gru.R", "out.O1", "out.O2", "out.O3", "out.O4")
 VECTOR = 16  # logical vector width of the element-wise code
+FLOAT_ACCUMULATORS = 4  # float32 partial sums per row block, the same on every generation
+CALIBRATION_FRAMES = 6  # frames of a synthetic chirp for models without a calibration
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,6 +40,7 @@ class VocoderPlan:
     upsample: str
     plans: dict      # matrix name -> matvec Plan
     formats: dict    # matrix name -> FixedPoint of its input (integer dtypes)
+    shared: dict     # O1/O3 -> column offset when they read gru.R's activation buffer
 
     @property
     def name(self) -> str:
@@ -57,17 +64,26 @@ def input_formats(model, dtype: str) -> dict:
     return fmts
 
 
+_measured = weakref.WeakKeyDictionary()  # model -> calibration measured here
+
+
 def calibration(model) -> dict:
     """max |input| of O2 and O4 (relu outputs)."""
     q = model.meta.get("quantization", {}).get("inputs", {})
     if all(m in q for m in ("out.O2", "out.O4")):
         return {m: float(q[m]) for m in ("out.O2", "out.O4")}
+    if model not in _measured:
+        _measured[model] = _measure(model)
+    return _measured[model]
+
+
+def _measure(model) -> dict:
     jit.debug(1, "model has no calibration: measuring relu ranges on a synthetic signal")
     from ..reference.vocoder import teacher_forced_states
     from ..mel import mel_spectrogram
     sr, hop = model.sample_rate, model.hop_length
-    t = np.arange(40 * hop) / sr
-    audio = (8000 * np.sin(2 * np.pi * (100 + 900 * t) * t)).astype(np.int16)
+    t = np.arange(CALIBRATION_FRAMES * hop) / sr
+    audio = (8000 * np.sin(2 * np.pi * (100 + 3000 * t) * t)).astype(np.int16)
     h = teacher_forced_states(model, mel_spectrogram(audio, sr, model.mel_config), audio)
     w, H2 = model.weights, model.hidden // 2
     z1 = np.maximum(h[:, :H2] @ w["out.O1"].T + w["out.b1"], 0)
@@ -82,19 +98,28 @@ def plan_vocoder(model, dtype: str, gen) -> VocoderPlan:
         raise InputError(f"the JIT engine needs a hidden size that is a multiple of "
                          f"{2 * VECTOR}, got {model.hidden}")
     formats = input_formats(model, dtype)
-    plans = {}
+    plans, shared = {}, {}
     for name, (w, mask) in model.matrices().items():
         mask = mask != 0
         codes, scale = mv_plan.quantize_weights(np.where(mask, w, 0).astype(np.float32), dtype)
         signed = formats[name].signed if name in formats else True
         if dtype == "float32":  # one layout for every generation: identical float results
-            block = mv_plan.default_block(mask, dtype, "sse2", gen) or (16, 1)
+            block = mv_plan.default_block(mask, dtype, "sse2", gen)
             plans[name] = mv_plan.build_plan(codes, scale, mask, dtype, gen, block,
-                                             variant="idx", unroll=4, accumulators=2)
-        else:
-            plans[name] = mv_plan.build_plan(codes, scale, mask, dtype, gen, variant=None,
-                                             x_signed=signed)
-    plan = VocoderPlan(dtype, gen, model.hidden, model.hop_length, model.upsample, plans, formats)
+                                             variant="dense" if block is None else "idx",
+                                             unroll=4, accumulators=FLOAT_ACCUMULATORS)
+            continue
+        plans[name] = mv_plan.build_plan(codes, scale, mask, dtype, gen, x_signed=signed)
+        offset = {"out.O1": 0, "out.O3": model.hidden // 2}.get(name)
+        r = plans["gru.R"].packed
+        if offset is not None and plans[name].packed.contiguous == r.contiguous:
+            # read the codes of h that the GRU update writes for R (one quantization of h)
+            stride = 0 if r.contiguous else r.x_len
+            plans[name] = mv_plan.build_plan(codes, scale, mask, dtype, gen, x_signed=signed,
+                                             x_stride=stride)
+            shared[name] = offset
+    plan = VocoderPlan(dtype, gen, model.hidden, model.hop_length, model.upsample, plans,
+                       formats, shared)
     jit.debug(1, f"vocoder plan {plan.name}: " + ", ".join(
         f"{m} {p.spec.name}" + (f" <- {formats[m].name}" if m in formats else "")
         for m, p in plans.items()))

@@ -1,0 +1,262 @@
+"""`jitvoc bench kernels`: block-sparse matrix-vector kernels against the dense roofline and peers.
+
+Per CPU generation, dtype and matrix: ns per call (MatVec.time_call, native loop) and effective
+GMAC/s = non-zeros / ns. The roofline is jitvoc's best dense int8 kernel on an L2-resident
+512x512 matrix (native, accumulators 2/4/8). Peers, single-threaded, on the same float32
+matrices: NumPy dense `W @ x`, scipy.sparse CSR `csr @ x`, and with torch installed an eager
+`nn.Linear` and a dynamic-quantized int8 `nn.Linear`. For the 5% matrix, the planner's untuned
+choice is compared with the best autotune candidate.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import cpu as cpu_mod
+from ..matvec import MatVec
+from ..plan import matvec as planner
+from . import report
+
+DTYPES = ("int8", "int16", "float32")
+QUICK_DTYPES = ("int8",)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    label: str
+    rows: int
+    cols: int
+    density: float
+    block: tuple = (16, 1)
+
+
+WAVERNN_R = tuple(Matrix(f"WaveRNN R {d:.0%}", 2688, 896, d)
+                  for d in (0.03, 0.05, 0.10, 0.25, 0.50, 1.0))
+MATRICES = WAVERNN_R + (Matrix("WaveRNN O1/O3", 448, 448, 0.10),
+                        Matrix("WaveRNN O2/O4", 256, 448, 0.10),
+                        Matrix("LPCNet GRU-A", 1152, 384, 0.10))
+QUICK_MATRICES = (WAVERNN_R[1], WAVERNN_R[-1], MATRICES[6])
+AUTOTUNE_MATRIX = WAVERNN_R[1]          # 2688x896 at 5%
+ROOFLINE_SHAPE = (512, 512)
+ROOFLINE_ACCUMULATORS = (2, 4, 8)
+
+
+def make_matrix(m: Matrix) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 matrix with a random block pattern at m.density (fixed seed), and its mask."""
+    bh, bw = m.block
+    rng = np.random.default_rng([m.rows, m.cols, round(1e4 * m.density), bh, bw])
+    nb = (m.rows // bh, m.cols // bw)
+    keep = np.zeros(nb[0] * nb[1], bool)
+    keep[rng.permutation(keep.size)[:max(1, round(m.density * keep.size))]] = True
+    mask = np.kron(keep.reshape(nb), np.ones((bh, bw), bool)).astype(bool)
+    w = (rng.standard_normal((m.rows, m.cols)) / np.sqrt(m.density * m.cols)).astype(np.float32)
+    return np.where(mask, w, np.float32(0)), mask
+
+
+def _x(cols: int) -> np.ndarray:
+    return np.random.default_rng(cols).standard_normal(cols).astype(np.float32)
+
+
+def _plan(w, mask, dtype, gen, **kw) -> planner.Plan:
+    codes, scale = planner.quantize_weights(w, dtype)
+    return planner.build_plan(codes, scale, mask, dtype, gen, **kw)
+
+
+def _compiled(plan, gen) -> tuple[MatVec, float]:
+    t0 = time.perf_counter()
+    mv = MatVec(plan, gen)
+    return mv, time.perf_counter() - t0
+
+
+def roofline(repeats: int) -> dict:
+    """The machine's dense roofline: the best native dense int8 kernel, 512x512 (L2-resident)."""
+    gen = cpu_mod.resolve("native")
+    rows, cols = ROOFLINE_SHAPE
+    w = np.random.default_rng(1).standard_normal((rows, cols)).astype(np.float32)
+    mask, x = np.ones((rows, cols), bool), _x(cols)
+    tried = []
+    for acc in ROOFLINE_ACCUMULATORS:
+        mv, _ = _compiled(_plan(w, mask, "int8", gen, variant="dense", accumulators=acc), gen)
+        ns, spread = report.summary(report.time_native(mv, x, repeats))
+        tried.append({"spec": mv.spec.name, "accumulators": acc, "ns_per_call": ns,
+                      "ns_spread": spread, "gmacs": rows * cols / ns})
+    best = min(tried, key=lambda t: t["ns_per_call"])
+    return {"bench": "roofline", "label": f"dense roofline {rows}x{cols} int8", "cpu": "native",
+            "llvm_cpu": gen.llvm_cpu, "rows": rows, "cols": cols, "density": 1.0,
+            "dtype": "int8", **best, "tried": tried}
+
+
+def peers(w: np.ndarray, repeats: int) -> dict:
+    """ns per call of the single-threaded float32 peers on the dense matrix `w`."""
+    import scipy.sparse
+    x = _x(w.shape[1])
+    csr = scipy.sparse.csr_matrix(w)
+    out = {}
+    for key, fn in (("numpy", lambda: w @ x), ("scipy_csr", lambda: csr @ x)):
+        out[f"{key}_ns"], out[f"{key}_spread"] = report.summary(report.time_python(fn, repeats))
+    torch = report.torch_or_none()
+    if torch is None:
+        out.update(torch_ns=None, torch_spread=None, torch_int8_ns=None, torch_int8_spread=None)
+        return out
+    with torch.inference_mode():
+        lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+        lin.weight.data = torch.from_numpy(w.copy())
+        with warnings.catch_warnings():   # "quantized tensors are deprecated"
+            warnings.simplefilter("ignore")
+            q = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin),
+                                                       {torch.nn.Linear}, dtype=torch.qint8)
+        xt = torch.from_numpy(x)[None]
+        for key, mod in (("torch", lin), ("torch_int8", q)):
+            out[f"{key}_ns"], out[f"{key}_spread"] = report.summary(
+                report.time_python(lambda: mod(xt), repeats))
+    return out
+
+
+def kernel_record(m: Matrix, w, mask, dtype, gen, repeats, peer: dict, roof: dict) -> dict:
+    mv, build_s = _compiled(_plan(w, mask, dtype, gen), gen)
+    ns, spread = report.summary(report.time_native(mv, _x(m.cols), repeats))
+    nnz = int(np.count_nonzero(mask))
+    gmacs = nnz / ns
+    rec = {"bench": "kernel", "label": f"{gen.name} {dtype} {m.label}", "matrix": m.label,
+           "cpu": gen.name, "llvm_cpu": gen.llvm_cpu, "rows": m.rows, "cols": m.cols,
+           "density": m.density, "block": f"{m.block[0]}x{m.block[1]}", "nnz": nnz,
+           "dtype": dtype, "spec": mv.spec.name, "family": mv.spec.family,
+           "variant": mv.spec.variant, "ns_per_call": ns, "ns_spread": spread, "gmacs": gmacs,
+           "roofline_gmacs": roof["gmacs"], "roofline_ratio": gmacs / roof["gmacs"],
+           "build_s": build_s, **peer}
+    for key in ("numpy", "scipy_csr", "torch", "torch_int8"):
+        rec[f"speedup_vs_{key}"] = None if peer.get(f"{key}_ns") is None else peer[f"{key}_ns"] / ns
+    return rec
+
+
+def autotune_record(m: Matrix, w, mask, dtype, gen, repeats, untuned: dict,
+                    baked: bool = True) -> dict:
+    """The planner's untuned choice against every autotune candidate, all timed here."""
+    codes, scale = planner.quantize_weights(w, dtype)
+    results, build_s = [], 0.0
+    x = _x(m.cols)
+    for plan in planner.candidates(codes, scale, mask, dtype, gen):
+        if not baked and plan.spec.variant == "baked":
+            continue
+        mv, dt = _compiled(plan, gen)
+        build_s += dt
+        results.append((report.summary(report.time_native(mv, x, repeats)), mv.spec.name))
+    (best_ns, best_spread), best = min(results)
+    return {"bench": "autotune", "label": f"{gen.name} {dtype} autotune {m.label}",
+            "matrix": m.label, "cpu": gen.name, "rows": m.rows, "cols": m.cols,
+            "density": m.density, "dtype": dtype, "untuned_spec": untuned["spec"],
+            "untuned_ns": untuned["ns_per_call"], "best_spec": best, "best_ns": best_ns,
+            "spread": best_spread, "untuned_over_best": untuned["ns_per_call"] / best_ns,
+            "candidates": len(results), "baked_candidates": baked, "build_s": build_s,
+            "all": {name: ns for (ns, _), name in results}}
+
+
+@dataclass
+class Config:
+    gens: list            # runnable Generation objects
+    dtypes: tuple
+    matrices: tuple
+    repeats: int
+    autotune: dict        # generation name -> dtypes to autotune
+    baked: bool           # autotune includes the (slow to compile) baked candidates
+
+    @classmethod
+    def make(cls, gens, quick: bool, dtypes=None, repeats=None) -> "Config":
+        dtypes = tuple(dtypes or (QUICK_DTYPES if quick else DTYPES))
+        # Autotune on native only: baked candidates for old generations take minutes to
+        # compile (x86-64: > 5 min for one 2688x896 kernel).
+        autotune = {"native": (tuple(d for d in dtypes if d == "int8") or dtypes[:1]) if quick
+                    else dtypes}
+        return cls(list(gens), dtypes, QUICK_MATRICES if quick else MATRICES,
+                   repeats or (5 if quick else 7), autotune, baked=not quick)
+
+    def steps(self) -> int:
+        n_auto = sum(len(d) for g, d in self.autotune.items()
+                     if any(x.name == g for x in self.gens))
+        return 1 + len(self.matrices) * (1 + len(self.gens) * len(self.dtypes)) + n_auto
+
+
+def run(cfg: Config, progress: report.Progress) -> list[dict]:
+    progress.step("kernels roofline (native dense int8 512x512)")
+    roof = roofline(cfg.repeats)
+    records = [roof]
+    untuned = {}
+    for m in cfg.matrices:
+        w, mask = make_matrix(m)
+        progress.step(f"kernels peers {m.label} {m.rows}x{m.cols}")
+        peer = peers(w, cfg.repeats)
+        for gen in cfg.gens:
+            for dtype in cfg.dtypes:
+                progress.step(f"kernels {gen.name} {dtype} {m.label} {m.rows}x{m.cols}")
+                rec = kernel_record(m, w, mask, dtype, gen, cfg.repeats, peer, roof)
+                records.append(rec)
+                if m == AUTOTUNE_MATRIX:
+                    untuned[gen.name, dtype] = rec
+    w, mask = make_matrix(AUTOTUNE_MATRIX)
+    for gen in cfg.gens:
+        for dtype in cfg.autotune.get(gen.name, ()):
+            progress.step(f"kernels {gen.name} {dtype} autotune {AUTOTUNE_MATRIX.label}")
+            if (gen.name, dtype) not in untuned:
+                untuned[gen.name, dtype] = kernel_record(AUTOTUNE_MATRIX, w, mask, dtype, gen,
+                                                         cfg.repeats, peers(w, 1), roof)
+            records.append(autotune_record(AUTOTUNE_MATRIX, w, mask, dtype, gen, cfg.repeats,
+                                           untuned[gen.name, dtype], cfg.baked))
+    return records
+
+
+# --- tables --------------------------------------------------------------------------------------
+def _short(spec: str) -> str:
+    """spmv_s8u8_16x1_avx512vnni_idx_u4a2_2688x896 -> 16x1 avx512vnni idx u4a2."""
+    parts = spec.split("_")
+    return " ".join(parts[2:6]) if len(parts) >= 6 else spec
+
+
+def tables(records: list[dict]) -> list[report.Table]:
+    kern = [r for r in records if r["bench"] == "kernel"]
+    roof = next((r for r in records if r["bench"] == "roofline"), None)
+    out = []
+    if kern:
+        has_torch = any(r.get("torch_ns") is not None for r in kern)
+        headers = ["cpu", "dtype", "matrix", "shape", "kernel", "ns/call", "GMAC/s", "roofline",
+                   "x numpy", "x scipy CSR"] + (["x torch", "x torch int8"] if has_torch else []) \
+            + ["spread"]
+        rows = []
+        for r in kern:
+            row = [r["cpu"], r["dtype"], r["matrix"], f"{r['rows']}x{r['cols']}",
+                   _short(r["spec"]), report.fmt(r["ns_per_call"]), report.fmt(r["gmacs"]),
+                   report.pct(r["roofline_ratio"]), report.fmt(r["speedup_vs_numpy"]),
+                   report.fmt(r["speedup_vs_scipy_csr"])]
+            if has_torch:
+                row += [report.fmt(r["speedup_vs_torch"]), report.fmt(r["speedup_vs_torch_int8"])]
+            rows.append(row + [report.pct(r["ns_spread"])])
+        notes = []
+        if roof:
+            notes.append(f"roofline = {roof['gmacs']:.1f} GMAC/s: {roof['spec']} on native "
+                         f"(best of accumulators {', '.join(str(t['accumulators']) for t in roof['tried'])})")
+        notes.append("GMAC/s counts non-zeros only; x peer = peer ns / jitvoc ns (float32 peers, "
+                     "one thread)")
+        out.append(report.Table("block-sparse matrix-vector kernels (one thread)", headers, rows,
+                                notes))
+        peer_rows = []
+        for r in {r["matrix"]: r for r in kern}.values():
+            peer_rows.append([r["matrix"], f"{r['rows']}x{r['cols']}", r["nnz"],
+                              report.fmt(r["numpy_ns"]), report.fmt(r["scipy_csr_ns"]),
+                              report.fmt(r.get("torch_ns")), report.fmt(r.get("torch_int8_ns"))])
+        out.append(report.Table("peers, ns per call (float32 unless noted, one thread)",
+                                ["matrix", "shape", "nnz", "numpy dense", "scipy CSR",
+                                 "torch Linear", "torch dyn-int8 Linear"], peer_rows))
+    auto = [r for r in records if r["bench"] == "autotune"]
+    if auto:
+        rows = [[r["cpu"], r["dtype"], _short(r["untuned_spec"]), report.fmt(r["untuned_ns"]),
+                 _short(r["best_spec"]), report.fmt(r["best_ns"]),
+                 report.fmt(r["untuned_over_best"]), r["candidates"]] for r in auto]
+        notes = [] if all(r["baked_candidates"] for r in auto) else [
+            "--quick leaves out the baked candidates (seconds to compile each)"]
+        out.append(report.Table(f"planner: untuned choice vs best autotune candidate "
+                                f"({auto[0]['matrix']}, {auto[0]['rows']}x{auto[0]['cols']})",
+                                ["cpu", "dtype", "untuned", "ns", "best candidate", "ns",
+                                 "untuned/best", "candidates"], rows, notes))
+    return out

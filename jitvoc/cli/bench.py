@@ -1,0 +1,159 @@
+"""`jitvoc bench [all|kernels|vocoder|scan]`: benchmarks, one thread, on every CPU generation this
+host can run (the ladder x86-64 ... native by default), with NumPy, SciPy and PyTorch as peers."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+from .. import cpu as cpu_mod
+from ..bench import kernels as bench_kernels
+from ..bench import report
+from ..bench import scan as bench_scan
+from ..bench import vocoder as bench_vocoder
+from ..errors import JitvocError, UnsupportedCPU
+
+QUICK_LADDER = ("x86-64", "native")
+
+
+def _common(p, suppress: bool) -> None:
+    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    p.add_argument("--cpu", default=d(None), metavar="GEN,...|all",
+                   help="CPU generations, comma-separated; 'all' = every known generation this "
+                        "host can run (default: the ladder " + ", ".join(cpu_mod.LADDER)
+                        + ", native, skipping those this host cannot run; --quick: x86-64, native)")
+    p.add_argument("--dtype", default=d(None), metavar="DTYPE,...",
+                   help="int8, int16, float32 (default: all three; --quick: int8)")
+    p.add_argument("--quick", action="store_true", default=d(False),
+                   help="a small run (< 1 min): fewer generations, matrices and repeats")
+    p.add_argument("--repeats", type=int, default=d(None), help="repeats per figure")
+    p.add_argument("--json", default=d(None), metavar="FILE", help="write every record as JSON")
+    p.add_argument("--markdown", default=d(None), metavar="FILE", help="write the tables as markdown")
+    p.add_argument("--plot", default=d(None), metavar="FILE.png",
+                   help="realtime factor and GMAC/s-vs-density panels (needs matplotlib)")
+    p.add_argument("--no-progress", action="store_true", default=d(False),
+                   help="no progress display on stderr")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="benchmark kernels and the vocoder on CPU generations",
+                       description=__doc__.splitlines()[0])
+    _common(p, suppress=False)
+    p.set_defaults(func=_run, what="all")
+    bsub = p.add_subparsers(dest="bench_command", metavar="{all,kernels,vocoder,scan}")
+    for name, summary in (("all", "kernels and vocoder (the default)"),
+                          ("kernels", "matrix-vector kernels vs the dense roofline and peers"),
+                          ("vocoder", "samples/s and realtime factor of the generation loop")):
+        q = bsub.add_parser(name, help=summary, description=summary)
+        _common(q, suppress=True)
+        q.set_defaults(what=name)
+    s = bsub.add_parser("scan", help="linear-recurrence scan throughput",
+                        description=bench_scan.__doc__.splitlines()[0])
+    bench_scan.add_arguments(s)
+    s.set_defaults(func=lambda args: bench_scan.run(args) and 0)
+
+
+def select_generations(spec: str | None, quick: bool) -> tuple[list, list[str]]:
+    """(runnable Generations, notes on skipped ones). Named ones must exist and be runnable."""
+    if spec and spec.strip() != "all":
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+        if not names:
+            raise UnsupportedCPU(f"--cpu {spec!r} names no generation")
+        gens = [cpu_mod.generation(n) for n in names]   # UnsupportedCPU for unknown names
+        for g in gens:
+            cpu_mod.require_runnable(g)
+        return _unique(gens), []
+    names = (list(cpu_mod.GENERATIONS) + ["native"] if spec
+             else list(QUICK_LADDER if quick else cpu_mod.LADDER + ("native",)))
+    gens, skipped = [], []
+    for n in names:
+        g = cpu_mod.generation(n)
+        if cpu_mod.runnable(g):
+            gens.append(g)
+        else:
+            skipped.append(f"skipped {n}: this host lacks {', '.join(g.missing_on_host())}")
+    return _unique(gens), skipped
+
+
+def _unique(gens):
+    seen, out = set(), []
+    for g in gens:
+        if g.name not in seen:
+            seen.add(g.name)
+            out.append(g)
+    return out
+
+
+def _dtypes(spec):
+    if not spec:
+        return None
+    out = tuple(d.strip() for d in spec.split(",") if d.strip())
+    bad = [d for d in out if d not in bench_kernels.DTYPES]
+    if bad or not out:
+        raise JitvocError(f"--dtype: unknown {', '.join(bad) or spec!r}; "
+                          f"choose from {', '.join(bench_kernels.DTYPES)}")
+    return out
+
+
+def _command(args) -> str:
+    """The command line that reproduces this run (options in canonical form)."""
+    parts = ["jitvoc", "bench", args.what]
+    for opt in ("cpu", "dtype", "repeats", "json", "markdown", "plot"):
+        if getattr(args, opt) is not None:
+            parts += [f"--{opt}", str(getattr(args, opt))]
+    if args.quick:
+        parts.append("--quick")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _run(args) -> int:
+    if args.plot:
+        report.pyplot()   # fail before measuring, not after
+    if args.repeats is not None and args.repeats < 1:
+        raise JitvocError("--repeats must be at least 1")
+    started = time.perf_counter()
+    gens, skipped = select_generations(args.cpu, args.quick)
+    dtypes = _dtypes(args.dtype)
+    for note in skipped:
+        print(f"jitvoc bench: {note}", file=sys.stderr)
+    do_k, do_v = args.what in ("all", "kernels"), args.what in ("all", "vocoder")
+    kcfg = bench_kernels.Config.make(gens, args.quick, dtypes, args.repeats) if do_k else None
+    vcfg = bench_vocoder.Config.make(gens, args.quick, dtypes, args.repeats) if do_v else None
+    total = (kcfg.steps() if kcfg else 0) + (vcfg.steps() if vcfg else 0)
+    progress = report.Progress(total, enabled=not args.no_progress)
+    records = []
+    try:
+        with report.single_threaded() as blas:
+            if kcfg:
+                records += bench_kernels.run(kcfg, progress)
+            if vcfg:
+                records += bench_vocoder.run(vcfg, progress)
+    finally:
+        progress.close()
+    wall = time.perf_counter() - started
+    tables = bench_kernels.tables(records) + bench_vocoder.tables(records)
+    warning = report.spread_warning(records)
+    notes = skipped + [f"generations: {', '.join(g.name for g in gens)} "
+                       f"(native = LLVM {cpu_mod.host_generation().llvm_cpu})"]
+    for t in tables:
+        print(t.text() + "\n")
+    for n in notes:
+        print(n)
+    print(f"wall time {wall:.1f} s")
+    if warning:
+        print(f"jitvoc bench: {warning}", file=sys.stderr)
+    command = _command(args)
+    env = report.environment(blas)
+    if args.json:
+        report.write_json(args.json, {"command": command, "environment": env, "wall_s": wall,
+                                      "generations": [g.name for g in gens], "notes": notes,
+                                      "warning": warning, "records": records})
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(report.markdown(tables, env, command, wall,
+                                    notes + ([warning] if warning else [])))
+    if args.plot:
+        report.plot(args.plot, records)
+        print(f"wrote {args.plot}")
+    return 0

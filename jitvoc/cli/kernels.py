@@ -1,0 +1,143 @@
+"""`jitvoc kernels MODEL --cpu GEN --emit ll|asm|both --out DIR`: dump every kernel a model would
+use, as LLVM IR and/or assembly named by spec, with the plan as plan.json.
+
+MODEL is a jitvoc model file (.npz with a `meta` key: the five matrix kernels and the fused
+generation loop) or an .npz of named 2-D matrices (one kernel per matrix). Works for any known
+CPU generation, also one this host cannot run: kernels are only compiled, never run.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+
+import numpy as np
+
+from .. import cpu as cpu_mod
+from .. import jit
+from ..emit import loop as emit_loop
+from ..emit import spmv as emit_spmv
+from ..errors import JitvocError, ModelFileError
+from ..model import load_model
+from ..plan import matvec as mv_plan
+from ..plan.vocoder import plan_vocoder
+from ..spec import DTYPES
+
+
+def register(sub) -> None:
+    summary = "write the kernels a model would use as LLVM IR / assembly, with the plan"
+    p = sub.add_parser("kernels", help=summary, description=__doc__.splitlines()[0])
+    p.add_argument("model", help="jitvoc model file (.npz with meta), or an .npz of 2-D matrices")
+    p.add_argument("--cpu", help="CPU generation to compile for (default: $JITVOC_CPU or native);"
+                                 " need not be runnable here")
+    p.add_argument("--dtype", choices=DTYPES, default="int8", help="arithmetic (default int8)")
+    p.add_argument("--emit", choices=("ll", "asm", "both"), default="both",
+                   help="ll: LLVM IR as emitted, asm: assembly for --cpu (default both)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.set_defaults(func=_kernels)
+
+
+def _read_npz(path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise JitvocError(f"{path}: no such file") from None
+    except (AttributeError, TypeError):
+        raise JitvocError(f"{path}: a single .npy array, not an .npz archive") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise JitvocError(f"{path}: not a readable .npz archive: {e}") from None
+
+
+def matrix_plans(path, dtype, gen) -> dict:
+    """(name -> untuned Plan, name -> mask) for each named 2-D matrix of an .npz file."""
+    arrays = _read_npz(path)
+    if not arrays:
+        raise JitvocError(f"{path}: holds no arrays")
+    plans, masks = {}, {}
+    for name, w in arrays.items():
+        if w.ndim != 2:
+            raise JitvocError(f"{path}: array {name!r} has shape {w.shape}; every array of a "
+                              f"matrix file must be 2-D (or give a jitvoc model file)")
+        w = mv_plan.check_matrix(w)
+        mask = masks[name] = w != 0
+        codes, scale = mv_plan.quantize_weights(w, dtype)
+        plans[name] = mv_plan.build_plan(codes, scale, mask, dtype, gen)
+    return plans, masks
+
+
+def _is_model(path) -> bool:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return "meta" in npz.files
+    except FileNotFoundError:
+        raise JitvocError(f"{path}: no such file") from None
+    except (AttributeError, TypeError):
+        raise JitvocError(f"{path}: a single .npy array, not an .npz archive") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise ModelFileError(f"{path}: not a readable .npz archive: {e}") from None
+
+
+def _write(out, name, module, gen, emit) -> list[str]:
+    files = []
+    if emit in ("ll", "both"):
+        files.append(_put(out, f"{name}.ll", str(module)))
+    if emit in ("asm", "both"):
+        files.append(_put(out, f"{name}.s", jit.assembly(module, gen)))
+    return files
+
+
+def _put(out, filename, text) -> str:
+    with open(os.path.join(out, filename), "w") as f:
+        f.write(text)
+    return filename
+
+
+def _matrix_entry(plan, mask) -> dict:
+    """plan.json's entry for one matrix: the spec's fields, its name, panels and density."""
+    return dict(asdict(plan.spec), block=list(plan.spec.block), name=plan.spec.name,
+                family=plan.spec.family, shape=list(plan.w_codes.shape),
+                panels=plan.packed.n_panels, density=float(np.count_nonzero(mask) / mask.size))
+
+
+def _kernels(args) -> int:
+    gen = cpu_mod.resolve(args.cpu)
+    os.makedirs(args.out, exist_ok=True)
+    doc = {"source": os.path.abspath(args.model), "cpu": gen.name, "llvm_cpu": gen.llvm_cpu,
+           "llvm_features": gen.llvm_features, "dtype": args.dtype,
+           "runnable_here": cpu_mod.runnable(gen), "llvm_version": ".".join(
+               map(str, jit.llvm_version())), "matrices": {}, "loop": None, "files": []}
+    if _is_model(args.model):
+        model = load_model(args.model)
+        vplan = plan_vocoder(model, args.dtype, gen)
+        plans = vplan.plans
+        masks = {m: mk for m, (_, mk) in model.matrices().items()}
+        doc["kind"], doc["hidden"] = "model", model.hidden
+        doc["loop"] = vplan.name
+        doc["input_formats"] = {m: str(f) for m, f in vplan.formats.items()}
+    else:
+        vplan = None
+        plans, masks = matrix_plans(args.model, args.dtype, gen)
+        doc["kind"] = "matrices"
+    written = set()
+    for name, plan in plans.items():
+        doc["matrices"][name] = _matrix_entry(plan, masks[name])
+        if plan.spec.name not in written:   # same spec, same code
+            written.add(plan.spec.name)
+            doc["files"] += _write(args.out, plan.spec.name,
+                                   emit_spmv.build_module(plan.spec, plan.packed, gen), gen,
+                                   args.emit)
+    if vplan is not None:
+        doc["files"] += _write(args.out, vplan.name, emit_loop.build_module(vplan), gen, args.emit)
+    doc["files"].append("plan.json")
+    with open(os.path.join(args.out, "plan.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    print(f"wrote {len(doc['files'])} files to {args.out} for {gen.name} "
+          f"(LLVM {gen.llvm_cpu}, {args.dtype})"
+          + ("" if doc["runnable_here"] else "; this host cannot run them"))
+    for name, e in doc["matrices"].items():
+        print(f"  {name:<12} {e['name']}  {e['panels']} panels, density {e['density']:.3f}")
+    if vplan is not None:
+        print(f"  loop         {vplan.name}")
+    return 0

@@ -1,0 +1,209 @@
+"""The `jitvoc info`, `jitvoc kernels` and `jitvoc bench` commands (tiny models and matrices)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jitvoc import cpu as cpu_mod
+from jitvoc.bench import kernels as bench_kernels
+from jitvoc.bench import report
+from jitvoc.bench import vocoder as bench_vocoder
+from jitvoc.cli import main
+from jitvoc.cli.bench import select_generations
+from jitvoc.model import random_model
+
+KERNEL_FIELDS = ("cpu", "rows", "cols", "density", "dtype", "spec", "ns_per_call", "gmacs",
+                 "roofline_gmacs", "numpy_ns", "scipy_csr_ns")
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "tiny.npz"
+    random_model(hidden=32, density=0.25, sample_rate=16000, n_mels=8, cond_channels=8).save(path)
+    return path
+
+
+@pytest.fixture
+def sse2_only(monkeypatch):
+    """Pretend this host has SSE2 only: AVX generations become compile-only."""
+    monkeypatch.setattr(cpu_mod, "host_features", lambda: frozenset({"sse2"}))
+
+
+# --- info ----------------------------------------------------------------------------------------
+def test_info_text(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    host = cpu_mod.describe_host()
+    assert host["brand"] in out and host["llvm_cpu"] in out
+    assert "SIMD (LLVM)" in out and "SIMD (py-cpuinfo)" in out and "can run" in out
+
+
+def test_info_json(capsys):
+    assert main(["info", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    for key in ("brand", "llvm_cpu", "llvm_simd_features", "cpuinfo_simd_flags",
+                "runnable_generations", "not_runnable"):
+        assert key in d
+    assert "x86-64" in d["runnable_generations"]
+
+
+# --- kernels -------------------------------------------------------------------------------------
+def test_kernels_model_both(model_file, tmp_path, capsys):
+    out = tmp_path / "k"
+    assert main(["kernels", str(model_file), "--cpu", "native", "--emit", "both",
+                 "--out", str(out)]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert set(plan["matrices"]) == {"gru.R", "out.O1", "out.O2", "out.O3", "out.O4"}
+    for entry in plan["matrices"].values():
+        assert {"dtype", "block", "isa", "variant", "name", "panels", "density"} <= set(entry)
+        assert entry["dtype"] == "int8" and 0 < entry["density"] <= 1
+        assert (out / f"{entry['name']}.ll").exists() and (out / f"{entry['name']}.s").exists()
+    assert plan["loop"] and (out / f"{plan['loop']}.ll").exists()
+    assert "define" in (out / f"{plan['loop']}.ll").read_text()
+    assert (out / f"{plan['loop']}.s").stat().st_size > 0
+    assert sorted(plan["files"]) == sorted(os.listdir(out))
+
+
+def test_kernels_for_a_generation_the_host_cannot_run(model_file, tmp_path, sse2_only, capsys):
+    out = tmp_path / "k"
+    assert main(["kernels", str(model_file), "--cpu", "skylake-avx512", "--emit", "asm",
+                 "--dtype", "int16", "--out", str(out)]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["runnable_here"] is False and plan["dtype"] == "int16"
+    assert not list(out.glob("*.ll")) and list(out.glob("*.s"))
+    assert "cannot run" in capsys.readouterr().out
+
+
+def test_kernels_default_cpu_from_env(model_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("JITVOC_CPU", "x86-64")
+    out = tmp_path / "k"
+    assert main(["kernels", str(model_file), "--emit", "ll", "--out", str(out)]) == 0
+    assert json.loads((out / "plan.json").read_text())["cpu"] == "x86-64"
+
+
+def test_kernels_matrix_file(tmp_path):
+    rng = np.random.default_rng(0)
+    sparse = rng.standard_normal((64, 32)).astype(np.float32) * (rng.random((64, 32)) < 0.2)
+    np.savez(tmp_path / "m.npz", dense=rng.standard_normal((48, 40)).astype(np.float32),
+             sparse=sparse)
+    out = tmp_path / "k"
+    assert main(["kernels", str(tmp_path / "m.npz"), "--dtype", "float32", "--emit", "ll",
+                 "--out", str(out)]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["kind"] == "matrices" and plan["loop"] is None
+    assert set(plan["matrices"]) == {"dense", "sparse"}
+    assert plan["matrices"]["dense"]["density"] == 1.0
+    for entry in plan["matrices"].values():
+        assert entry["dtype"] == "float32" and (out / f"{entry['name']}.ll").exists()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: np.savez(p, bad=np.zeros((2, 3, 4), np.float32)), "2-D"),
+    (lambda p: p.write_bytes(b"not a zip"), "not a readable"),
+    (lambda p: None, "no such file"),
+])
+def test_kernels_bad_input(tmp_path, capsys, make, message):
+    path = tmp_path / "in.npz"
+    make(path)
+    assert main(["kernels", str(path), "--out", str(tmp_path / "k")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_kernels_unknown_cpu(model_file, tmp_path, capsys):
+    assert main(["kernels", str(model_file), "--cpu", "pentium9", "--out",
+                 str(tmp_path / "k")]) == 2
+    assert "unknown CPU generation 'pentium9'" in capsys.readouterr().err
+
+
+# --- bench ---------------------------------------------------------------------------------------
+def test_select_generations(sse2_only):
+    gens, skipped = select_generations(None, quick=False)
+    assert [g.name for g in gens] == ["x86-64", "native"]
+    assert any("haswell" in s and "avx2" in s for s in skipped)
+    assert [g.name for g in select_generations("x86-64,x86-64", False)[0]] == ["x86-64"]
+    with pytest.raises(cpu_mod.UnsupportedCPU, match="cannot run"):
+        select_generations("haswell", False)
+    with pytest.raises(cpu_mod.UnsupportedCPU, match="unknown"):
+        select_generations("x86-64,bogus", False)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "kernels", "--cpu", "bogus"], "unknown CPU generation"),
+    (["bench", "--quick", "--dtype", "int4"], "--dtype"),
+])
+def test_bench_bad_arguments(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_non_runnable_cpu(sse2_only, capsys):
+    assert main(["bench", "vocoder", "--cpu", "skylake-avx512"]) == 2
+    assert "cannot run code for CPU generation 'skylake-avx512'" in capsys.readouterr().err
+
+
+def test_bench_plot_needs_matplotlib(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    assert main(["bench", "--quick", "--plot", str(tmp_path / "p.png")]) == 2
+    assert "needs matplotlib" in capsys.readouterr().err
+
+
+@pytest.fixture
+def tiny_bench(monkeypatch):
+    tiny = bench_kernels.Matrix("tiny", 64, 32, 0.25)
+    monkeypatch.setattr(bench_kernels, "QUICK_MATRICES", (tiny,))
+    monkeypatch.setattr(bench_kernels, "AUTOTUNE_MATRIX", tiny)
+    monkeypatch.setattr(bench_kernels, "ROOFLINE_SHAPE", (64, 64))
+    monkeypatch.setattr(bench_vocoder, "MODEL", dict(bench_vocoder.MODEL, hidden=32))
+
+
+def test_bench_quick_outputs(tiny_bench, tmp_path, capsys):
+    j, md, png = tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png"
+    argv = ["bench", "--quick", "--cpu", "native", "--repeats", "3", "--json", str(j),
+            "--markdown", str(md), "--no-progress"]
+    try:
+        import matplotlib  # noqa: F401
+        argv += ["--plot", str(png)]
+    except ImportError:
+        png = None
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "block-sparse matrix-vector kernels" in out and "x realtime" in out
+    doc = json.loads(j.read_text())
+    recs = doc["records"]
+    kern = [r for r in recs if r["bench"] == "kernel"]
+    assert len(kern) == 1 and all(k in kern[0] for k in KERNEL_FIELDS)
+    assert kern[0]["cpu"] == "native" and kern[0]["ns_per_call"] > 0
+    assert [r["bench"] for r in recs].count("roofline") == 1
+    assert [r["bench"] for r in recs].count("autotune") == 1
+    jit = [r for r in recs if r["bench"] == "vocoder" and r["engine"] == "jit"]
+    assert len(jit) == 1 and jit[0]["realtime"] == pytest.approx(jit[0]["samples_per_s"] / 24000)
+    assert any(r["engine"] == "numpy_reference" for r in recs if r["bench"] == "vocoder")
+    assert doc["command"].startswith("jitvoc bench all")
+    assert "| cpu |" in md.read_text() and "Command:" in md.read_text()
+    if png:
+        assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_kernels_only_json(tiny_bench, tmp_path):
+    j = tmp_path / "k.json"
+    assert main(["bench", "kernels", "--quick", "--cpu", "x86-64", "--dtype", "int16",
+                 "--repeats", "1", "--json", str(j), "--no-progress"]) == 0
+    recs = json.loads(j.read_text())["records"]
+    assert {r["bench"] for r in recs} == {"kernel", "roofline"}   # autotune: native only
+    assert [r["dtype"] for r in recs if r["bench"] == "kernel"] == ["int16"]
+
+
+# --- report --------------------------------------------------------------------------------------
+def test_summary_and_spread_warning():
+    med, spread = report.summary([100, 100, 100, 100])
+    assert (med, spread) == (100, 0)
+    assert report.spread_warning([{"bench": "kernel", "label": "a", "ns_spread": 0.05}]) is None
+    w = report.spread_warning([{"bench": "kernel", "label": "a", "ns_spread": 0.3}])
+    assert "noisy" in w and "a (30%)" in w
+
+
+def test_table_text_and_markdown():
+    t = report.Table("T", ["x", "y"], [["a", 1], ["bb", 22]], ["note"])
+    assert t.text().splitlines()[0] == "T" and "note" in t.text()
+    assert "| x | y |" in t.markdown() and "| bb | 22 |" in t.markdown()

@@ -1,0 +1,170 @@
+"""JIT matrix-vector kernels against the NumPy reference: integer results bit-exact, float32 within
+the rounding bound of its sums, for every CPU generation this host can run."""
+import numpy as np
+import pytest
+
+import jitvoc
+from jitvoc import cpu
+from jitvoc.emit import isa
+from jitvoc.errors import InputError, ISAError, UnsupportedCPU
+from jitvoc.layout import BLOCKS
+from jitvoc.matvec import build_matvec
+from jitvoc.reference.matvec import matvec_codes, matvec_float, matvec_quantized
+
+from conftest import RUNNABLE
+
+EPS32 = np.finfo(np.float32).eps
+
+
+def _sparse(rng, shape, density, block=(1, 1)):
+    bh, bw = block
+    grid = rng.random((-(-shape[0] // bh), -(-shape[1] // bw))) < density
+    mask = np.kron(grid, np.ones(block, bool))[:shape[0], :shape[1]]
+    return rng.standard_normal(shape).astype(np.float32) * mask
+
+
+def _case(name):
+    """Named edge cases: (W, x)."""
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    if name == "ragged_37x29":            # rows and columns not multiples of any block
+        w = _sparse(rng, (37, 29), 0.3)
+    elif name == "empty_row_blocks":
+        w = _sparse(rng, (64, 40), 0.3)
+        w[16:48] = 0
+    elif name == "all_zero":
+        w = np.zeros((32, 24), np.float32)
+    elif name == "dense":
+        w = rng.standard_normal((33, 20)).astype(np.float32)
+    elif name == "extremes":              # weights at ±limit, x saturating its format
+        w = np.where(rng.random((32, 64)) < 0.5, 1.0, -1.0).astype(np.float32)
+        x = np.where(rng.random(64) < 0.5, 1e3, -1e3).astype(np.float32)
+        return w, x
+    elif name == "1xN":
+        w = rng.standard_normal((1, 70)).astype(np.float32)
+    elif name == "Nx1":
+        w = rng.standard_normal((70, 1)).astype(np.float32)
+    elif name == "blocks_16x1":
+        w = _sparse(rng, (96, 64), 0.2, (16, 1))
+    else:
+        raise KeyError(name)
+    return w, rng.standard_normal(w.shape[1]).astype(np.float32)
+
+
+CASES = ["ragged_37x29", "empty_row_blocks", "all_zero", "dense", "extremes", "1xN", "Nx1",
+         "blocks_16x1"]
+
+
+def _unaligned(x):
+    """x, stored one float past a 64-byte boundary."""
+    buf = np.zeros(len(x) + 17, np.float32)
+    off = (-buf.ctypes.data % 64) // 4 + 1
+    view = buf[off:off + len(x)]
+    view[:] = x
+    assert view.ctypes.data % 64 != 0
+    return view
+
+
+def check(mv, w, x):
+    y = mv(_unaligned(x))
+    if mv.spec.dtype == "float32":
+        bound = (w.shape[1] + 2) * EPS32 * (np.abs(w) @ np.abs(x)) + 1e-30
+        assert np.all(np.abs(y - matvec_float(w, x)) <= bound), mv.spec.name
+        return
+    fmt = mv.format_for(x)
+    assert np.array_equal(y, matvec_quantized(mv.plan.w_codes, mv.plan.row_scale, x, fmt)), \
+        mv.spec.name
+    codes = fmt.stored(x)
+    assert np.array_equal(mv.raw(codes), matvec_codes(mv.plan.w_codes, codes)), mv.spec.name
+
+
+@pytest.mark.parametrize("gen", RUNNABLE)
+@pytest.mark.parametrize("dtype", ["int8", "int16", "float32"])
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"{a}x{b}" for a, b in BLOCKS])
+def test_every_generation_every_format(gen, dtype, block):
+    for name in CASES:
+        w, x = _case(name)
+        check(build_matvec(w, dtype=dtype, cpu=gen, block=block), w, x)
+
+
+@pytest.mark.parametrize("gen", RUNNABLE)
+@pytest.mark.parametrize("dtype", ["int8", "int16", "float32"])
+@pytest.mark.parametrize("variant", ["grouped", "baked", "dense"])
+def test_code_variants(gen, dtype, variant):
+    for name in ("ragged_37x29", "empty_row_blocks", "blocks_16x1", "extremes"):
+        w, x = _case(name)
+        check(build_matvec(w, dtype=dtype, cpu=gen, block=(16, 1), variant=variant), w, x)
+
+
+def test_saturating_inputs_hit_the_code_limits():
+    w, x = _case("extremes")
+    mv = build_matvec(w, "int8", x_format=jitvoc.quant.FixedPoint(8, 7))
+    codes = mv.x_format.stored(x)
+    assert set(np.unique(codes)) <= {0, 255}
+    check(mv, w, x)
+
+
+def test_spec_name_and_strings():
+    w = _sparse(np.random.default_rng(0), (64, 64), 0.2, (16, 1))
+    mv = build_matvec(w, "int8", cpu="cascadelake", block=(16, 1), variant="idx")
+    assert mv.spec.name.startswith("spmv_s8u8_16x1_avx512vnni_idx")
+    assert mv.spec.family == "spmv_s8u8_16x1_avx512vnni"
+    assert f'define void @"{mv.spec.name}"(' in mv.ir
+    assert "vpdpbusd" in mv.asm
+    old = build_matvec(w, "int8", cpu="haswell", block=(16, 1))
+    assert "vpmadd" in old.asm and "vpdpbusd" not in old.asm
+
+
+def test_isa_missing_feature_is_an_error_not_a_crash():
+    import llvmlite.ir as ir
+    with pytest.raises(ISAError, match="avx512vnni"):
+        isa.Backend("avx512vnni", cpu.generation("haswell"), ir.Module())
+    assert isa.best(cpu.generation("x86-64")) == "sse2"
+    assert isa.best(cpu.generation("alderlake")) == "avxvnni"
+
+
+def test_generation_the_host_cannot_run(monkeypatch):
+    monkeypatch.setattr(cpu, "host_features", lambda: frozenset({"sse2", "ssse3"}))
+    w = np.eye(16, dtype=np.float32)
+    mv = build_matvec(w, "int8", cpu="cascadelake")          # compiling is allowed
+    assert "vpdpbusd" in mv.asm
+    with pytest.raises(UnsupportedCPU, match="avx512vnni"):  # running is not
+        mv(np.ones(16, np.float32))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.ones(5), "2-D"), (np.ones((0, 3)), "empty"),
+    (np.array([[1.0, np.nan]]), "NaN"), (np.array([[np.inf, 1.0]]), "NaN/inf"),
+])
+def test_bad_weights(bad, match):
+    with pytest.raises(InputError, match=match):
+        build_matvec(bad)
+
+
+def test_bad_vectors_and_generations():
+    mv = build_matvec(np.ones((4, 3), np.float32))
+    with pytest.raises(InputError, match="length 3"):
+        mv(np.ones(4, np.float32))
+    with pytest.raises(InputError, match="NaN"):
+        mv(np.array([1, np.nan, 0], np.float32))
+    with pytest.raises(UnsupportedCPU, match="unknown CPU generation"):
+        build_matvec(np.ones((4, 3)), cpu="pentium-mmx")
+    with pytest.raises(InputError, match="dtype"):
+        build_matvec(np.ones((4, 3)), dtype="int4")
+
+
+def test_cpu_from_environment(monkeypatch):
+    monkeypatch.setenv("JITVOC_CPU", "haswell")
+    assert build_matvec(np.ones((16, 4), np.float32)).spec.isa == "avx2"
+
+
+def test_autotune_caches_decision_and_code(monkeypatch):
+    from jitvoc import jit
+    w = _sparse(np.random.default_rng(3), (64, 128), 0.1, (16, 1))
+    first = build_matvec(w, "int8", autotune=True)
+    compiled = []
+    real = jit.compile_object
+    monkeypatch.setattr(jit, "compile_object", lambda *a: compiled.append(a) or real(*a))
+    second = build_matvec(w, "int8", autotune=True)
+    assert second.spec == first.spec and compiled == []
+    x = np.random.default_rng(4).standard_normal(128).astype(np.float32)
+    check(second, w, x)
