@@ -11,9 +11,20 @@ from importlib import resources
 from pathlib import Path
 
 
+def _root() -> Path:
+    """Installed: the package jitvoc.kernels_templates. Run from a source checkout without
+    installing: the checkout's kernels_templates/ folder."""
+    try:
+        return Path(str(resources.files("jitvoc.kernels_templates")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "kernels_templates"
+
+
 def files() -> list[Path]:
-    root = resources.files("jitvoc.kernels_templates")
-    return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml"))
+    paths = sorted(_root().glob("*.toml"))
+    if not paths:
+        raise FileNotFoundError(f"no kernel templates (*.toml) in {_root()}")
+    return paths
 
 
 @functools.lru_cache(maxsize=None)

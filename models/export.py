@@ -117,6 +117,18 @@ def export(ckpt, out, command=None, extra_provenance=None):
         "export_command": command or f"python -m models.export {ckpt} {out}",
         "date": datetime.date.today().isoformat(),
     }
+    hist = meta.get("history", [])
+    zR = cfg["prune"]["R"]
+    started = [h["step"] for h in hist if h.get("R", 0) > 0]
+    reached = [h["step"] for h in hist if h.get("R", 0) >= zR - 1e-3]
+    if started:
+        provenance["pruning_observed"] = {
+            "R_sparsity_first_logged_above_0_at_step": started[0],
+            "R_sparsity_at_target_from_step": reached[0] if reached else None,
+            "note": "total_steps is re-planned per time-limited run (--plan-runs); the steps above "
+                    "are what happened"}
+    if "heldout" in meta:
+        provenance["heldout_teacher_forced"] = meta["heldout"]
     if extra_provenance:
         provenance.update(extra_provenance)
     file_meta = {"format": "jitvoc-model", "version": 1, "hidden": H,
@@ -135,9 +147,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint")
     ap.add_argument("output")
+    ap.add_argument("--note", default=None, help="free text stored as meta.provenance.note")
     args = ap.parse_args(argv)
     cmd = "python -m models.export " + " ".join(sys.argv[1:] if argv is None else argv)
-    model = export(args.checkpoint, args.output, command=cmd)
+    model = export(args.checkpoint, args.output, command=cmd,
+                   extra_provenance={"note": args.note} if args.note else None)
     print(f"{args.output}: {model!r}, {os.path.getsize(args.output) / 2**20:.2f} MiB")
     print(json.dumps(model.meta["provenance"]["sparsity"]))
 

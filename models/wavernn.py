@@ -132,6 +132,7 @@ def block_mask(weight, sparsity, old_mask=None, block=16):
     if rows % block:
         raise ValueError(f"{rows} rows are not a multiple of the {block}-row block")
     score = weight.detach().float().reshape(rows // block, block, cols).norm(dim=1)
+    alive = torch.ones_like(score, dtype=torch.bool)
     if old_mask is not None:
         alive = old_mask.reshape(rows // block, block, cols)[:, 0, :].bool()
         score = torch.where(alive, score, torch.full_like(score, -1.0))
@@ -141,6 +142,7 @@ def block_mask(weight, sparsity, old_mask=None, block=16):
     if k > 0:
         idx = torch.argsort(score.flatten(), stable=True)[:k]
         keep[idx] = False
+    keep &= alive.flatten()  # a lower target never regrows pruned blocks
     keep = keep.reshape(rows // block, 1, cols).expand(rows // block, block, cols)
     return keep.reshape(rows, cols).to(weight.dtype)
 

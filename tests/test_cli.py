@@ -27,7 +27,10 @@ def model_file(tmp_path):
 @pytest.fixture
 def sse2_only(monkeypatch):
     """Pretend this host has SSE2 only: AVX generations become compile-only."""
-    monkeypatch.setattr(cpu_mod, "host_features", lambda: frozenset({"sse2"}))
+    sse2 = frozenset({"sse2"})
+    monkeypatch.setattr(cpu_mod, "host_features", lambda: sse2)
+    monkeypatch.setattr(cpu_mod, "host_generation",
+                        lambda: cpu_mod.Generation("native", "x86-64", "", sse2))
 
 
 # --- info ----------------------------------------------------------------------------------------

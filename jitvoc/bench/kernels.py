@@ -209,9 +209,12 @@ def run(cfg: Config, progress: report.Progress) -> list[dict]:
 
 # --- tables --------------------------------------------------------------------------------------
 def _short(spec: str) -> str:
-    """spmv_s8u8_16x1_avx512vnni_idx_u4a2_2688x896 -> 16x1 avx512vnni idx u4a2."""
+    """spmv_s8u8_16x1_avx512vnni_idx_u4a2_2688x896_xu -> 16x1 avx512vnni idx u4a2 xu: the
+    name without operation, operands and shape."""
     parts = spec.split("_")
-    return " ".join(parts[2:6]) if len(parts) >= 6 else spec
+    keep = [p for p in parts[2:] if not (("x" in p) and p.replace("x", "").isdigit()
+                                          and p.count("x") == 1 and p != parts[2])]
+    return " ".join(keep) or spec
 
 
 def tables(records: list[dict]) -> list[report.Table]:

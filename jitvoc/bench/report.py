@@ -308,8 +308,8 @@ def _plot_realtime(ax, jit, peers) -> None:
         ax.bar(xs, [by.get(g, 0) for g in gens], width, label=dt)
     for r in peers:
         ax.axhline(r["realtime"], ls=":", color="grey")
-        ax.text(len(gens) - 0.5, r["realtime"], f" {r['engine']}", va="bottom", ha="right",
-                fontsize=7, color="grey")
+        ax.text(-0.45, r["realtime"], f"{r['engine']} ({r['realtime']:.2g}x)", va="bottom",
+                ha="left", fontsize=7, color="dimgrey")
     ax.axhline(1.0, color="red", lw=0.8)
     ax.set_xticks(range(len(gens)), gens, rotation=20)
     ax.set_ylabel("x realtime (samples/s / 24000)")
@@ -326,10 +326,13 @@ def _plot_density(ax, kernels, roof) -> None:
         ax.set_axis_off()
         return
     styles = {"int8": "-", "int16": "--", "float32": ":"}
+    gens = list(dict.fromkeys(r["cpu"] for r in sweep))
+    colors = {g: f"C{i % 10}" for i, g in enumerate(gens)}   # one colour per generation
     for (gen, dt) in dict.fromkeys((r["cpu"], r["dtype"]) for r in sweep):
         pts = sorted((r["density"], r["gmacs"]) for r in sweep
                      if r["cpu"] == gen and r["dtype"] == dt)
-        ax.plot(*zip(*pts), styles.get(dt, "-"), marker="o", ms=3, label=f"{gen} {dt}")
+        ax.plot(*zip(*pts), styles.get(dt, "-"), color=colors[gen], marker="o", ms=3,
+                label=f"{gen} {dt}")
     one = {r["density"]: r for r in sweep}
     pts = sorted(one.items())
     ax.plot([d for d, _ in pts], [r["nnz"] / r["scipy_csr_ns"] for _, r in pts], "k-.",

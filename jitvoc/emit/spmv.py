@@ -129,7 +129,10 @@ class SpmvEmitter:
                 qu = b.add(q, i64(u))
                 self._panel(qu, self._runtime_cols(index, qu), u % s.accumulators)
         with counted_loop(b, main_end, stop, 1, name="rest") as q:
+            # one panel per trip into accumulator 0, then rotate the accumulators, so that
+            # consecutive trips do not wait on each other's result
             self._panel(q, self._runtime_cols(index, q), 0)
+            self._rotate()
 
     def _grouped(self, y, index, pptr):
         """Row blocks sorted by panel count; one loop per count with its panels unrolled, so
@@ -227,6 +230,13 @@ class SpmvEmitter:
         packed = b.load(gep(b, index, i16, b.mul(q, i64(g))), typ=word_t, align=2)
         return [b.zext(b.trunc(b.lshr(packed, word_t(16 * j)) if j else packed, i16), i64)
                 for j in range(g)]
+
+    def _rotate(self):
+        b, accs = self.b, self.accs
+        for k in range(self.chunks):
+            vals = [b.load(acc_set[k]) for acc_set in accs]
+            for acc_set, v in zip(accs, vals[1:] + vals[:1]):
+                b.store(v, acc_set[k])
 
     def _zero(self):
         zero = ir.Constant(self.acc_t, [0.0 if self.is_float else 0] * self.width)

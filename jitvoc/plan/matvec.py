@@ -132,7 +132,7 @@ def permute_window(packed: Packed, dtype: str, backend: str, gen) -> int:
 
 
 def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, variant=None,
-               unroll=4, accumulators=2, x_signed=True, x_stride=0, permute=None) -> Plan:
+               unroll=8, accumulators=4, x_signed=True, x_stride=0, permute=None) -> Plan:
     """The untuned plan, or the one the arguments pin down."""
     backend = isa_name or isa.best(gen)
     if block is None:
@@ -158,19 +158,23 @@ def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, 
 
 
 def candidates(w_codes, row_scale, mask, dtype, gen, x_signed=True) -> list[Plan]:
-    """What autotune tries: the best blocks by the cost model x code variants, and dense."""
+    """What autotune tries: the two best blocks by the cost model x code variants (x gathers
+    by table or byte permute, where both exist), and dense."""
     backend = isa.best(gen)
     ranked = sorted(BLOCKS, key=lambda blk: estimate(mask, blk, dtype, backend, gen))[:2]
     out = []
     for blk in ranked:
         n_panels = panel_count(mask, blk, GROUP[dtype])
-        for variant, u, a in (("idx", 2, 1), ("idx", 4, 2), ("idx", 8, 4), ("baked", 1, 1),
-                              ("baked", 2, 2)):
-            if variant == "baked" and n_panels > 2 * BAKE_LIMIT:
+        for variant, u, a in (("idx", 4, 2), ("idx", 8, 4), ("grouped", 1, 4), ("baked", 1, 4)):
+            if variant == "baked" and n_panels > BAKE_LIMIT:
                 continue
-            out.append(build_plan(w_codes, row_scale, mask, dtype, gen, blk, backend, variant,
-                                  u, a, x_signed))
-    for u, a in ((4, 2), (8, 4)):
+            plan = build_plan(w_codes, row_scale, mask, dtype, gen, blk, backend, variant, u, a,
+                              x_signed)
+            out.append(plan)
+            if plan.spec.x_permute:  # the same kernel with table gathers
+                out.append(build_plan(w_codes, row_scale, mask, dtype, gen, blk, backend,
+                                      variant, u, a, x_signed, permute=False))
+    for u, a in ((4, 2), (4, 4), (8, 4)):
         out.append(build_plan(w_codes, row_scale, mask, dtype, gen, None, backend, "dense",
                               u, a, x_signed))
     return out

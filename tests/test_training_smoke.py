@@ -1,0 +1,90 @@
+"""The training recipe end to end on the CPU (models/configs/smoke.json: hidden 32, 4 sentences,
+50 steps, < 2 minutes), the export to a jitvoc model file, and the PyTorch model against the
+NumPy reference of docs/model.md. Skipped where torch (or the festvox-ru data) is missing."""
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WAV_DIR = "/usr/share/festival/voices/russian/msu_ru_nsh_clunits/wav"
+
+
+def _randomized_model(hidden=32, seed=0):
+    """A WaveRNN with large random weights (so gate-order mistakes show) and random 16x1 masks."""
+    from models import train
+    cfg = train.load_config(os.path.join(ROOT, "models", "configs", "smoke.json"))
+    cfg["hidden"] = hidden
+    cfg["mel"] = dict(train.import_mel()[1])
+    torch.manual_seed(seed)
+    model = train.build_model(cfg, 80)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.4)
+        for conv in model.convs:
+            conv.weight.mul_(0.1)
+    pruner = train.Pruner(model, cfg)
+    pruner.p = dict(pruner.p, start=0, span=1, R=0.5, O=0.5)
+    pruner.update(1, 1)
+    return model, pruner, cfg
+
+
+def _save_ckpt(tmp_path, model, pruner, cfg):
+    from models import train
+    opt = torch.optim.Adam(model.parameters())
+    path = str(tmp_path / "ckpt.npz")
+    train.save_checkpoint(path, model, pruner, opt, {"config": cfg, "step": 1, "runs": []})
+    return path
+
+
+def test_torch_model_matches_jitvoc_reference(tmp_path):
+    jitvoc = pytest.importorskip("jitvoc")
+    from models import train
+    from models.export import export
+    model, pruner, cfg = _randomized_model()
+    out = str(tmp_path / "m.npz")
+    export(_save_ckpt(tmp_path, model, pruner, cfg), out)
+    voc = jitvoc.load(jitvoc.load_model(out), backend="reference")
+    rng = np.random.default_rng(0)
+    audio = (np.cumsum(rng.normal(0, 900, 700)) % 20000 - 10000).astype(np.int16)
+    mel = jitvoc.mel_spectrogram(audio, 16000)
+    p_ref = voc.teacher_forced(audio, mel)
+    lc, lf = train.utterance_logits(model, audio, mel, 200)
+    p_torch = np.stack([torch.softmax(lc, -1).numpy(), torch.softmax(lf, -1).numpy()], axis=1)
+    assert p_ref.max() > 0.05  # far from uniform (1/256)
+    np.testing.assert_allclose(p_torch, p_ref, atol=2e-4)
+
+
+def test_block_pruning_masks():
+    from models.wavernn import block_mask, sparsity_at
+    w = torch.randn(64, 48)
+    m = block_mask(w, 0.75)
+    blocks = m.reshape(4, 16, 48)
+    assert torch.all(blocks == blocks[:, :1, :])          # 16 rows of one column share a mask
+    assert abs(1 - float(m.mean()) - 0.75) < 1e-6
+    m2 = block_mask(w * m, 0.5, m)                          # never regrows
+    assert torch.all(m2 <= m)
+    assert sparsity_at(0, 0.95, 10, 100) == 0.0
+    assert sparsity_at(110, 0.95, 10, 100) == pytest.approx(0.95)
+
+
+@pytest.mark.skipif(not os.path.isdir(WAV_DIR), reason="festvox-ru is not installed")
+def test_smoke_training_and_export(tmp_path):
+    jitvoc = pytest.importorskip("jitvoc")
+    pytest.importorskip("soundfile")
+    from models import train
+    out = tmp_path / "model.npz"
+    rc = train.main(["--config", os.path.join(ROOT, "models", "configs", "smoke.json"),
+                     "--out", str(tmp_path / "ckpt"), "--export", str(out), "--workers", "1"])
+    assert rc == 0
+    model = jitvoc.load_model(str(out))
+    assert model.hidden == 32
+    meta = model.meta
+    prov = meta["provenance"]
+    assert prov["steps"] == 50
+    assert prov["sparsity"]["gru.R"] >= 0.85
+    assert "activation_ranges" in meta["quantization"]
+    for name, (w, mask) in model.matrices().items():
+        assert np.all(w[mask == 0] == 0), name
