@@ -6,7 +6,8 @@ their layouts are of the same kind, so h is quantized once per sample.
 
 Input formats: the GRU state is a convex mix of h and tanh, so |h| < 1 and R, O1 and O3 read it
 as s8q7 (int8) or s16q15 (int16). O2 and O4 read relu outputs, unsigned, whose range comes from
-the model's calibration (``meta.quantization.inputs``, max |x| measured on training data), or,
+the model's calibration (``meta.quantization.activation_ranges[matrix].max``, max |x| of the
+matrix's input measured on training data), or,
 for a model without one, from a short teacher-forced run of the reference on a synthetic signal.
 
 float32 plans are the same on every CPU generation (idx variant, same unroll and accumulators),
@@ -69,9 +70,9 @@ _measured = weakref.WeakKeyDictionary()  # model -> calibration measured here
 
 def calibration(model) -> dict:
     """max |input| of O2 and O4 (relu outputs)."""
-    q = model.meta.get("quantization", {}).get("inputs", {})
+    q = model.meta.get("quantization", {}).get("activation_ranges", {})
     if all(m in q for m in ("out.O2", "out.O4")):
-        return {m: float(q[m]) for m in ("out.O2", "out.O4")}
+        return {m: float(q[m]["max"]) for m in ("out.O2", "out.O4")}
     if model not in _measured:
         _measured[model] = _measure(model)
     return _measured[model]
