@@ -184,8 +184,7 @@ class LoopEmitter:
                     ka = b.fadd(ka, b.fmul(av, b.fsub(self._vload(k1, row), ka)))
                 pre.append((a, b.fadd(v, ka)))
             (au, vu), (ar, vr), (ae, ve) = pre
-            u = mathfn.sigmoid(b, b.fadd(au, vu))
-            r = mathfn.sigmoid(b, b.fadd(ar, vr))
+            u, r = mathfn.sigmoid_pair(b, b.fadd(au, vu), b.fadd(ar, vr))
             e = mathfn.tanh(b, b.fadd(b.fmul(r, ae), ve))
             hrow = b.add(j, i64(half * H2))
             hv = self._vload(self.h, hrow)

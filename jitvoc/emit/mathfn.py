@@ -63,6 +63,19 @@ def sigmoid(b: ir.IRBuilder, x):
     return b.fdiv(one, b.fadd(one, exp(b, b.fsub(_c(x, 0.0), x))))
 
 
+SIGMOID_CLAMP = 40.0  # σ(±40) is 0 or 1 in float32; keeps (1 + e^40)² finite
+
+
+def sigmoid_pair(b: ir.IRBuilder, x, y):
+    """σ(x), σ(y) with one division: 1 / ((1 + e^-x)(1 + e^-y)) times the other factor."""
+    def denominator(v):
+        v = fmax(b, fmin(b, v, _c(v, SIGMOID_CLAMP)), _c(v, -SIGMOID_CLAMP))
+        return b.fadd(_c(v, 1.0), exp(b, b.fsub(_c(v, 0.0), v)))
+    dx, dy = denominator(x), denominator(y)
+    inv = b.fdiv(_c(x, 1.0), b.fmul(dx, dy))
+    return b.fmul(dy, inv), b.fmul(dx, inv)
+
+
 def tanh(b: ir.IRBuilder, x):
     """2 σ(2x) − 1."""
     return b.fsub(b.fmul(_c(x, 2.0), sigmoid(b, b.fmul(x, _c(x, 2.0)))), _c(x, 1.0))
