@@ -30,11 +30,11 @@ def _padded(a, n, dtype):
 class JitEngine:
     """The compiled WaveRNN loop for one model, dtype and CPU generation."""
 
-    def __init__(self, model, cpu=None, dtype="int8"):
+    def __init__(self, model, cpu=None, dtype="int8", precision=None):
         gen = cpu_mod.resolve(cpu)
         cpu_mod.require_runnable(gen)
         self.model, self.dtype, self.cpu, self.gen = model, dtype, gen.name, gen
-        self.plan = plan_vocoder(model, dtype, gen)
+        self.plan = plan_vocoder(model, dtype, gen, precision)
         self._arrays = self._param_arrays()
         self._params = np.array([a.ctypes.data for a in self._arrays], dtype=np.uint64)
         self._lib = jit.load(self.plan.name, lambda: build_module(self.plan), gen)

@@ -91,10 +91,17 @@ class LoopEmitter:
         rows = {m: p.packed.rows_padded for m, p in self.plan.plans.items()}
         self.a = alloca(b, f32, rows["gru.R"])
         self.y = {m: alloca(b, f32, rows[m]) for m in MATRICES[1:]}
-        self.xbuf = {m: e.xin_buffer(b) for m, e in self.mv.items() if m not in self.plan.shared}
-        self.quantized_h = self.plan.dtype != "float32"
+        shared = self.plan.shared
+        reach = max([0] + [off + self.mv[m].x_pad for m, off in shared.items()])
+        self.xbuf = {m: e.xin_buffer(b, reach if m == "gru.R" else 0)
+                     for m, e in self.mv.items() if m not in shared}
+        self.quantized_h = self.plan.plans["gru.R"].spec.dtype != "float32"
         if self.quantized_h:  # codes of h for R (and O1/O3 when shared), kept up to date
-            self.mv["gru.R"].activations(b, h, self._x_inv("gru.R"), self.xbuf["gru.R"])
+            r = self.mv["gru.R"]
+            if reach > r.x_pad:  # the part only O3 reads past R's own padding: zeros
+                with counted_loop(b, r.x_pad, reach, name="clear") as c:
+                    r.put_codes(b, self.xbuf["gru.R"], c, i32(0))
+            r.activations(b, h, self._x_inv("gru.R"), self.xbuf["gru.R"])
         self.pbuf = alloca(b, f32, 256)
         self.prefix = alloca(b, f32, 16)
         c_prev, f_prev = b.alloca(i32), b.alloca(i32)
@@ -149,7 +156,7 @@ class LoopEmitter:
         else:
             buf, r = self.xbuf["gru.R"], self.mv["gru.R"]
             offset = self.plan.shared.get(m, 0)
-            elem = r.elem if r.p.contiguous else i32
+            elem = r.elem if r.codes_input else i32
             xin = gep(b, buf, elem, i64(offset)) if offset else buf
         pr = [self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS]
         b.call(self.cores[m], [y, xin, *pr, f32(fmt.scale if fmt else 1.0),

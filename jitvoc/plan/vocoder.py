@@ -29,6 +29,8 @@ from . import matvec as mv_plan
 MATRICES = ("gru.R", "out.O1", "out.O2", "out.O3", "out.O4")
 VECTOR = 16  # logical vector width of the element-wise code
 FLOAT_ACCUMULATORS = 4  # float32 partial sums per row block, the same on every generation
+# Kernel dtype per matrix for each engine dtype.
+PRECISION = {d: {m: d for m in MATRICES} for d in ("int8", "int16", "float32")}
 CALIBRATION_FRAMES = 6  # frames of a synthetic chirp for models without a calibration
 
 
@@ -53,15 +55,19 @@ class VocoderPlan:
         return f"wavernn_h{self.hidden}_{self.dtype}_{self.plans['gru.R'].spec.isa}_{h.hexdigest()[:10]}"
 
 
-def input_formats(model, dtype: str) -> dict:
-    if dtype == "float32":
-        return {}
-    bits = ACTIVATION_BITS[dtype]
-    state = FixedPoint(bits, bits - 1, signed=True)
-    ranges = calibration(model)
-    fmts = {m: state for m in ("gru.R", "out.O1", "out.O3")}
-    for m in ("out.O2", "out.O4"):
-        fmts[m] = FixedPoint.covering(ranges[m], bits, signed=(bits == 16))
+def input_formats(model, precision: dict) -> dict:
+    """The fixed-point format of each integer matrix's input."""
+    ranges = None
+    fmts = {}
+    for m, dtype in precision.items():
+        if dtype == "float32":
+            continue
+        bits = ACTIVATION_BITS[dtype]
+        if m in ("gru.R", "out.O1", "out.O3"):
+            fmts[m] = FixedPoint(bits, bits - 1, signed=True)
+        else:
+            ranges = ranges or calibration(model)
+            fmts[m] = FixedPoint.covering(ranges[m], bits, signed=(bits == 16))
     return fmts
 
 
@@ -92,31 +98,36 @@ def _measure(model) -> dict:
     return {"out.O2": float(z1.max()) * 1.5, "out.O4": float(z3.max()) * 1.5}
 
 
-def plan_vocoder(model, dtype: str, gen) -> VocoderPlan:
-    if dtype not in ("int8", "int16", "float32"):
+def plan_vocoder(model, dtype: str, gen, precision: dict | None = None) -> VocoderPlan:
+    """Plan the loop for `dtype`; `precision` may override the kernel dtype per matrix (by
+    default PRECISION[dtype])."""
+    if dtype not in PRECISION:
         raise InputError(f"dtype must be int8, int16 or float32, got {dtype!r}")
     if model.hidden % (2 * VECTOR):
         raise InputError(f"the JIT engine needs a hidden size that is a multiple of "
                          f"{2 * VECTOR}, got {model.hidden}")
-    formats = input_formats(model, dtype)
+    precision = {**PRECISION[dtype], **(precision or {})}
+    if dtype == "float32" and set(precision.values()) != {"float32"}:
+        raise InputError("the float32 engine computes every matrix in float32")
+    formats = input_formats(model, precision)
     plans, shared = {}, {}
     for name, (w, mask) in model.matrices().items():
-        mask = mask != 0
-        codes, scale = mv_plan.quantize_weights(np.where(mask, w, 0).astype(np.float32), dtype)
+        mask, kind = mask != 0, precision[name]
+        codes, scale = mv_plan.quantize_weights(np.where(mask, w, 0).astype(np.float32), kind)
         signed = formats[name].signed if name in formats else True
-        if dtype == "float32":  # one layout for every generation: identical float results
-            block = mv_plan.default_block(mask, dtype, "sse2", gen)
-            plans[name] = mv_plan.build_plan(codes, scale, mask, dtype, gen, block,
+        if kind == "float32":  # one layout for every generation: identical float results
+            block = mv_plan.default_block(mask, kind, "sse2", gen)
+            plans[name] = mv_plan.build_plan(codes, scale, mask, kind, gen, block,
                                              variant="dense" if block is None else "idx",
                                              unroll=4, accumulators=FLOAT_ACCUMULATORS)
             continue
-        plans[name] = mv_plan.build_plan(codes, scale, mask, dtype, gen, x_signed=signed)
+        plans[name] = mv_plan.build_plan(codes, scale, mask, kind, gen, x_signed=signed)
         offset = {"out.O1": 0, "out.O3": model.hidden // 2}.get(name)
-        r = plans["gru.R"].packed
-        if offset is not None and plans[name].packed.contiguous == r.contiguous:
+        r = plans["gru.R"]
+        if offset is not None and _input_kind(plans[name]) == _input_kind(r):
             # read the codes of h that the GRU update writes for R (one quantization of h)
-            stride = 0 if r.contiguous else r.x_len
-            plans[name] = mv_plan.build_plan(codes, scale, mask, dtype, gen, x_signed=signed,
+            stride = 0 if r.packed.contiguous or r.spec.x_permute else r.packed.x_len
+            plans[name] = mv_plan.build_plan(codes, scale, mask, kind, gen, x_signed=signed,
                                              x_stride=stride)
             shared[name] = offset
     plan = VocoderPlan(dtype, gen, model.hidden, model.hop_length, model.upsample, plans,
@@ -125,3 +136,9 @@ def plan_vocoder(model, dtype: str, gen) -> VocoderPlan:
         f"{m} {p.spec.name}" + (f" <- {formats[m].name}" if m in formats else "")
         for m, p in plans.items()))
     return plan
+
+
+def _input_kind(plan) -> tuple:
+    """What a kernel reads as x: its dtype, and plain codes or shifted tables."""
+    codes = plan.packed.contiguous or bool(plan.spec.x_permute)
+    return plan.spec.dtype, codes, plan.spec.x_signed
