@@ -1,4 +1,5 @@
 """`jitvoc synth MODEL MEL.npy -o out.wav` and `jitvoc resynth MODEL in.wav -o out.wav`."""
+import os
 import sys
 import time
 
@@ -67,10 +68,10 @@ def _vocode(vocoder, mel, args, n_samples) -> None:
     audio = np.concatenate(pieces)[:n_samples]
     write_wav_atomic(args.output, audio, vocoder.sample_rate)
     duration = len(audio) / vocoder.sample_rate
-    print(f"wrote {args.output}: {duration:.2f} s of audio at {vocoder.sample_rate} Hz, "
-          f"synthesized in {wall:.2f} s: realtime factor {wall / duration:.3f} "
-          f"({args.backend} backend, {vocoder.dtype}"
-          f"{'' if vocoder.cpu is None else ', cpu ' + str(vocoder.cpu)})")
+    print(f"wrote {os.path.abspath(args.output)}: {duration:.2f} s of audio at "
+          f"{vocoder.sample_rate} Hz, synthesized in {wall:.2f} s = {duration / wall:.1f}x "
+          f"realtime (real-time factor {wall / duration:.3f}; {args.backend} backend, "
+          f"{vocoder.dtype}{'' if vocoder.cpu is None else ', cpu ' + str(vocoder.cpu)})")
 
 
 def _read_mel(path) -> np.ndarray:

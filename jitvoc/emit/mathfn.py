@@ -1,8 +1,8 @@
 """Vectorisable exp, sigmoid and tanh written in plain IR (no FMA, no libm calls).
 
 The same instruction sequence runs at any vector width, so every CPU generation computes the same
-bits. exp is Cephes' expf: range reduction by ln 2 in two parts, a degree-6 polynomial, and the
-power of two built in the exponent bits. Relative error about 2e-7 over the clamped range.
+bits. exp splits x·log2(e) into an integer and a fraction, evaluates 2^fraction with a degree-5
+polynomial and builds 2^integer in the exponent bits.
 """
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from llvmlite import ir
 from .irutil import f32, i32, vec
 
 LOG2E = 1.44269504088896341
-LN2_HI = 0.693359375
-LN2_LO = -2.12194440e-4
-EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
-            1.6666665459e-1, 5.0000001201e-1)
+# 2^f on [-1/2, 1/2], degree 5, Chebyshev fit: relative error 2.5e-7 in float32
+EXP2_POLY = (1.3400432653725147e-3, 9.676037356257439e-3, 5.550327152013779e-2,
+             0.2402210682630539, 0.6931471824645996, 1.0000001192092896)
 EXP_MIN, EXP_MAX = -87.3, 88.3   # keeps 2^n a normal float
 ROUND_MAGIC = 12582912.0
 
@@ -40,13 +39,15 @@ def fmax(b, x, y):
 
 
 def exp(b: ir.IRBuilder, x):
+    """e^x = 2^n · 2^f with t = x·log2(e), n = round(t), f = t − n; the rounding of t costs up
+    to |x|·2^-24 relative (4e-6 at the clamp), ample for gates and softmax."""
     x = fmax(b, fmin(b, x, _c(x, EXP_MAX)), _c(x, EXP_MIN))
-    n = b.fsub(b.fadd(b.fmul(x, _c(x, LOG2E)), _c(x, ROUND_MAGIC)), _c(x, ROUND_MAGIC))
-    r = b.fsub(b.fsub(x, b.fmul(n, _c(x, LN2_HI))), b.fmul(n, _c(x, LN2_LO)))
-    p = _c(x, EXP_POLY[0])
-    for coef in EXP_POLY[1:]:
-        p = b.fadd(b.fmul(p, r), _c(x, coef))
-    p = b.fadd(b.fadd(b.fmul(p, b.fmul(r, r)), r), _c(x, 1.0))
+    t = b.fmul(x, _c(x, LOG2E))
+    n = b.fsub(b.fadd(t, _c(x, ROUND_MAGIC)), _c(x, ROUND_MAGIC))
+    f = b.fsub(t, n)
+    p = _c(x, EXP2_POLY[0])
+    for coef in EXP2_POLY[1:]:
+        p = b.fadd(b.fmul(p, f), _c(x, coef))
     it = _int_type(x)
     two_n = b.bitcast(b.shl(b.add(b.fptosi(n, it), _c_int(it, 127)), _c_int(it, 23)), x.type)
     return b.fmul(p, two_n)
