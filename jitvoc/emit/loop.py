@@ -30,6 +30,7 @@ MATRIX_ARRAYS = ("W", "index", "panel_ptr", "row_scale", "zcorr")
 VECTORS = ("gru.bR", "gru.I0", "gru.I1", "gru.I2", "out.b1", "out.b2", "out.b3", "out.b4")
 PARAMS = tuple(f"{m}.{a}" for m in MATRICES for a in MATRIX_ARRAYS) + VECTORS
 V = VECTOR
+GATE_CHUNKS = 2   # 16-row blocks of the GRU update computed together
 V16 = vec(f32, V)
 
 
@@ -175,11 +176,23 @@ class LoopEmitter:
         return k0, k1, alpha
 
     def _gates(self, half: int, x0, x1, x2, k0, k1, alpha):
-        """The GRU update of one half of h, in place, per docs/model.md."""
+        """The GRU update of one half of h, in place, per docs/model.md: GATE_CHUNKS blocks of
+        16 rows per trip, interleaved stage by stage so their dependency chains overlap."""
+        b, H2, step = self.b, self.H2, GATE_CHUNKS * V
+        splats = [splat(b, v, V) for v in (x0, x1, x2, alpha)]
+        main = H2 // step * step
+        with counted_loop(b, 0, main, step, name=f"gates{half}") as j:
+            self._gate_rows(half, [b.add(j, i64(c * V)) for c in range(GATE_CHUNKS)],
+                            splats, k0, k1)
+        for j in range(main, H2, V):
+            self._gate_rows(half, [i64(j)], splats, k0, k1)
+
+    def _gate_rows(self, half, js, splats, k0, k1):
         b, H, H2 = self.b, self.H, self.H2
-        x0v, x1v, x2v, av = (splat(b, v, V) for v in (x0, x1, x2, alpha))
-        with counted_loop(b, 0, H2, V, name=f"gates{half}") as j:
-            pre = []
+        x0v, x1v, x2v, av = splats
+        pre = []
+        for j in js:
+            chunk = []
             for g in range(3):  # u, r, e
                 row = b.add(j, i64(g * H + half * H2))
                 a = self._vload(self.a, row)  # R h + bR
@@ -189,13 +202,15 @@ class LoopEmitter:
                 ka = self._vload(k0, row)
                 if self.plan.upsample == "linear":
                     ka = b.fadd(ka, b.fmul(av, b.fsub(self._vload(k1, row), ka)))
-                pre.append((a, b.fadd(v, ka)))
-            (au, vu), (ar, vr), (ae, ve) = pre
-            u, r = mathfn.sigmoid_pair(b, b.fadd(au, vu), b.fadd(ar, vr))
-            e = mathfn.tanh(b, b.fadd(b.fmul(r, ae), ve))
+                chunk.append((a, b.fadd(v, ka)))
+            pre.append(chunk)
+        ur = [mathfn.sigmoid_pair(b, b.fadd(au, vu), b.fadd(ar, vr))
+              for (au, vu), (ar, vr), _ in pre]
+        es = [mathfn.tanh(b, b.fadd(b.fmul(r, ae), ve)) for (_, r), (_, _, (ae, ve)) in zip(ur, pre)]
+        one = ir.Constant(V16, [1.0] * V)
+        for j, (u, _), e in zip(js, ur, es):
             hrow = b.add(j, i64(half * H2))
             hv = self._vload(self.h, hrow)
-            one = ir.Constant(V16, [1.0] * V)
             hn = b.fadd(b.fmul(u, hv), b.fmul(b.fsub(one, u), e))
             b.store(hn, gep(b, self.h, f32, hrow), align=4)
             if self.quantized_h:  # R's codes of h_t (O1/O3 read them this very step)

@@ -31,7 +31,7 @@ VECTOR = 16  # logical vector width of the element-wise code
 FLOAT_ACCUMULATORS = 4  # float32 partial sums per row block, the same on every generation
 # Kernel dtype per matrix for each engine dtype.
 PRECISION = {d: {m: d for m in MATRICES} for d in ("int8", "int16", "float32")}
-CALIBRATION_FRAMES = 6  # frames of a synthetic chirp for models without a calibration
+CALIBRATION_FRAMES = 16  # frames of a synthetic chirp for models without a calibration
 
 
 @dataclass(frozen=True, eq=False)
