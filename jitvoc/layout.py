@@ -19,7 +19,9 @@ Arrays (all C-contiguous):
 - ``weights`` [n_panels, bh, group]: panel p's row i, column j at ``weights[p, i, j]``; so one panel
   is ``bh`` lanes of ``group`` consecutive values, exactly what vpdpbusd / pmaddwd read.
 - ``cols`` [n_panels, group] int32: the matrix column of each panel column.
-- ``panel_ptr`` [row_blocks + 1] int32: row block rb owns panels ``panel_ptr[rb] : panel_ptr[rb+1]``.
+- ``panel_ptr`` [row_blocks + 1] int32: the i-th stored row block, ``rb_order[i]``, owns panels
+  ``panel_ptr[i] : panel_ptr[i+1]``. Row blocks are stored in order unless packed ``by_count``
+  (sorted by panel count, for kernels that unroll each count once).
 
 What an index-driven kernel reads per panel (``Packed.kernel_index()``): for contiguous panels the
 first column (int32 [n_panels]); for gathering panels ``group`` uint16 offsets into the shifted
@@ -55,7 +57,8 @@ class Packed:
     dense: bool
     weights: np.ndarray     # [n_panels, bh, group]
     cols_idx: np.ndarray    # [n_panels, group] int32
-    panel_ptr: np.ndarray   # [row_blocks + 1] int32
+    panel_ptr: np.ndarray   # [row_blocks + 1] int32, in storage order
+    rb_order: np.ndarray    # [row_blocks] int32: the row block stored at each position
 
     @property
     def bh(self) -> int:
@@ -120,6 +123,7 @@ class Packed:
     def pattern_hash(self) -> str:
         h = hashlib.sha256(np.ascontiguousarray(self.cols_idx).tobytes())
         h.update(np.ascontiguousarray(self.panel_ptr).tobytes())
+        h.update(np.ascontiguousarray(self.rb_order).tobytes())
         return h.hexdigest()[:10]
 
 
@@ -133,10 +137,12 @@ def block_mask(mask: np.ndarray, block: tuple) -> np.ndarray:
 
 
 def pack(w: np.ndarray, block: tuple, group: int, mask: np.ndarray | None = None,
-         dense: bool = False) -> Packed:
+         dense: bool = False, by_count: bool = False) -> Packed:
     """Pack w (already quantized or float) into panels; `mask` (default w != 0) picks the blocks.
 
     dense=True stores every block of one `bh`-row block with implicit contiguous columns.
+    by_count=True stores the row blocks sorted by panel count (stable), so that kernels can
+    walk them in memory order with one fixed unrolled body per count.
     """
     w = np.asarray(w)
     if w.ndim != 2 or 0 in w.shape:
@@ -153,7 +159,10 @@ def pack(w: np.ndarray, block: tuple, group: int, mask: np.ndarray | None = None
     wp = np.zeros((row_blocks * bh, _ceil(col_blocks * bw, group) * group), dtype=w.dtype)
     wp[:rows, :cols] = w
     panels_w, panels_c, ptr = [], [], [0]
-    for rb in range(row_blocks):
+    order = np.arange(row_blocks)
+    if by_count:
+        order = np.argsort(-(-blocks.sum(axis=1) * bw // group), kind="stable")
+    for rb in order:
         colist = [c for cb in np.nonzero(blocks[rb])[0] for c in range(cb * bw, cb * bw + bw)]
         n_pad = -len(colist) % group
         colist += colist[-1:] * n_pad                  # repeat the last column, weight 0
@@ -168,14 +177,15 @@ def pack(w: np.ndarray, block: tuple, group: int, mask: np.ndarray | None = None
                else np.zeros((0, bh, group), dtype=w.dtype))
     cols_idx = np.concatenate(panels_c) if panels_c else np.zeros((0, group), dtype=np.int32)
     return Packed(rows, cols, (bh, bw), group, dense, np.ascontiguousarray(weights),
-                  np.ascontiguousarray(cols_idx), np.asarray(ptr, dtype=np.int32))
+                  np.ascontiguousarray(cols_idx), np.asarray(ptr, dtype=np.int32),
+                  order.astype(np.int32))
 
 
 def unpack(p: Packed) -> np.ndarray:
     """The dense [rows, cols] matrix a Packed holds (the inverse of pack on present blocks)."""
     out = np.zeros((p.rows_padded, p.x_len), dtype=p.weights.dtype)
-    for rb in range(p.row_blocks):
-        for q in range(p.panel_ptr[rb], p.panel_ptr[rb + 1]):
+    for i, rb in enumerate(p.rb_order):
+        for q in range(p.panel_ptr[i], p.panel_ptr[i + 1]):
             for j, c in enumerate(p.cols_idx[q]):
                 out[rb * p.bh:(rb + 1) * p.bh, c] += p.weights[q, :, j]
     return out[:p.rows, :p.cols]

@@ -99,9 +99,9 @@ class SpmvEmitter:
         if self.permute:
             self._permute_words(index)
         if s.variant == "baked":
-            for rb in range(p.row_blocks):
+            for i, rb in enumerate(p.rb_order.tolist()):
                 self._zero()
-                lo, hi = int(p.panel_ptr[rb]), int(p.panel_ptr[rb + 1])
+                lo, hi = int(p.panel_ptr[i]), int(p.panel_ptr[i + 1])
                 for q in range(lo, hi):
                     col = [q] if self.permute else [int(c) for c in p.cols_idx[q]]
                     self._panel(q, col, (q - lo) % n_sets)
@@ -118,11 +118,12 @@ class SpmvEmitter:
         b.ret_void()
         return fn
 
-    def _panel_loop(self, index, pptr, rb):
-        """The index-driven loop over one row block's panels, unrolled `unroll` times."""
+    def _panel_loop(self, index, pptr, i):
+        """The index-driven loop over the i-th stored row block's panels, unrolled `unroll`
+        times."""
         b, s = self.b, self.spec
-        start = b.sext(load(b, pptr, i32, rb, align=4), i64)
-        stop = b.sext(load(b, pptr, i32, b.add(rb, i64(1)), align=4), i64)
+        start = b.sext(load(b, pptr, i32, i, align=4), i64)
+        stop = b.sext(load(b, pptr, i32, b.add(i, i64(1)), align=4), i64)
         main_end = b.add(start, b.mul(b.sdiv(b.sub(stop, start), i64(s.unroll)), i64(s.unroll)))
         with counted_loop(b, start, main_end, s.unroll, name="main") as q:
             for u in range(s.unroll):
@@ -135,30 +136,34 @@ class SpmvEmitter:
             self._rotate()
 
     def _grouped(self, y, index, pptr):
-        """Row blocks sorted by panel count; one loop per count with its panels unrolled, so
-        every branch is predictable (the permutation is a constant array in the module)."""
+        """Row blocks stored sorted by panel count (layout.pack by_count): one loop per count
+        with that many panels unrolled, walking panels in memory order, so every branch is
+        predictable. Where each row block goes is a constant array in the module."""
         b, p, n_sets = self.b, self.p, self.spec.accumulators
         counts = (p.panel_ptr[1:] - p.panel_ptr[:-1]).astype(np.int64)
-        order = np.argsort(counts, kind="stable").astype(np.int32)
+        if np.any(np.diff(counts) < 0):
+            raise ValueError("grouped kernels need row blocks packed by_count")
         name = f"{self.spec.name}_order"
         table = self.module.globals.get(name)
         if table is None:  # shared by both cores
-            table = ir.GlobalVariable(self.module, ir.ArrayType(i32, len(order)), name=name)
-            table.initializer = ir.Constant(ir.ArrayType(i32, len(order)), order.tolist())
+            kind = ir.ArrayType(i32, p.row_blocks)
+            table = ir.GlobalVariable(self.module, kind, name=name)
+            table.initializer = ir.Constant(kind, p.rb_order.tolist())
             table.global_constant, table.linkage = True, "internal"
         start = 0
-        for k in np.unique(counts):
+        for k in np.unique(counts).tolist():
             stop = start + int(np.count_nonzero(counts == k))
+            base = int(p.panel_ptr[start])
             with counted_loop(b, start, stop, name=f"count{k}") as i:
                 rb = b.sext(load(b, table, i32, i, align=4), i64)
                 self._zero()
                 if k <= GROUPED_UNROLL_LIMIT:
-                    first = b.sext(load(b, pptr, i32, rb, align=4), i64)
-                    for u in range(int(k)):
+                    first = b.add(i64(base), b.mul(b.sub(i, i64(start)), i64(k)))
+                    for u in range(k):
                         q = b.add(first, i64(u))
                         self._panel(q, self._runtime_cols(index, q), u % n_sets)
                 else:
-                    self._panel_loop(index, pptr, rb)
+                    self._panel_loop(index, pptr, i)
                 self._store(y, rb, self.accs)
             start = stop
 

@@ -143,9 +143,10 @@ def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, 
     block = tuple(block)
     if not dense and (len(block) != 2 or block[0] < 1 or block[1] < 1):
         raise InputError(f"block must be (rows, cols) of positive ints, got {block}")
-    packed = pack(w_codes, block, GROUP[dtype], mask=mask, dense=dense)
     if variant is None:
         variant = "dense" if dense else "idx"
+    packed = pack(w_codes, block, GROUP[dtype], mask=mask, dense=dense,
+                  by_count=variant == "grouped")
     window = permute_window(packed, dtype, backend, gen) if permute in (None, True) else 0
     if permute and not window:
         raise InputError(f"byte-permute gathers need AVX-512 VBMI, int8 and 16-row blocks")
