@@ -74,9 +74,9 @@ def _target_machine(gen):
                                         reloc="pic", codemodel="jitdefault")
 
 
-@functools.lru_cache(maxsize=None)
 def _emitter_fingerprint() -> str:
-    """A hash of the sources that shape generated code, so editing them invalidates the cache."""
+    """A hash of the sources that shape generated code, so editing them invalidates the cache.
+    Taken once, when jitvoc is imported (with the code that will run)."""
     h = hashlib.sha256(llvmlite.__version__.encode())
     root = Path(__file__).parent
     from . import templates
@@ -86,13 +86,16 @@ def _emitter_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+EMITTER_FINGERPRINT = _emitter_fingerprint()
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("JITVOC_CACHE") or Path.home() / ".cache" / "jitvoc")
 
 
 def _cache_path(name: str, gen) -> Path:
     key = "\0".join([name, gen.llvm_cpu, gen.llvm_features, ".".join(map(str, llvm_version())),
-                     _emitter_fingerprint()])
+                     EMITTER_FINGERPRINT])
     return cache_dir() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.o"
 
 

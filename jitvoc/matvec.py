@@ -28,27 +28,30 @@ def _padded(a: np.ndarray, n: int) -> np.ndarray:
 class MatVec:
     """A compiled matrix-vector product. Call it with a float32 vector.
 
-    Attributes: ``spec`` (KernelSpec; ``spec.name`` is the kernel's symbol), ``ir`` and ``asm``
-    (strings, built on first access), ``plan``. ``raw(codes)`` is the integer entry point.
+    Attributes: ``spec`` (the kernel's name, e.g. ``spmv_s8u8_16x1_avx512vnni_idx_u8a4_...``:
+    its LLVM symbol, cache key and benchmark label), ``kernel`` (the KernelSpec it names),
+    ``ir`` and ``asm`` (strings, built on first access), ``plan``. ``raw(codes)`` is the integer
+    entry point.
     """
 
     def __init__(self, plan: planner.Plan, gen, x_format: FixedPoint | None = None):
-        self.plan, self.spec, self.gen = plan, plan.spec, gen
+        self.plan, self.kernel, self.gen = plan, plan.spec, gen
+        self.spec = plan.spec.name   # the kernel's name: symbol, cache key, benchmark label
         self.rows, self.cols = plan.w_codes.shape
         self.x_format = x_format   # None: chosen per call from max |x| (int kernels)
         p = plan.packed
         self._w, self._cols, self._ptr = p.weights, kernel_index(plan), p.panel_ptr
         self._row_scale = _padded(plan.row_scale.astype(np.float32), p.rows_padded)
         self._zcorr = {}
-        self._lib = jit.load(self.spec.name, self._module, gen)
+        self._lib = jit.load(self.kernel.name, self._module, gen)
         self._runnable = cpu_mod.runnable(gen)
-        self._fn = native.function(self._lib.address(self.spec.name), _SIGNATURE)
-        self._raw = native.function(self._lib.address(self.spec.name + "_raw"),
+        self._fn = native.function(self._lib.address(self.kernel.name), _SIGNATURE)
+        self._raw = native.function(self._lib.address(self.kernel.name + "_raw"),
                                     "void(void*, void*, void*, void*, void*)")
-        self._loop = native.function(self._lib.address(self.spec.name + "_loop"), _LOOP_SIGNATURE)
+        self._loop = native.function(self._lib.address(self.kernel.name + "_loop"), _LOOP_SIGNATURE)
 
     def _module(self):
-        return build_module(self.spec, self.plan.packed, self.gen)
+        return build_module(self.kernel, self.plan.packed, self.gen)
 
     @functools.cached_property
     def ir(self) -> str:
@@ -59,7 +62,7 @@ class MatVec:
         return jit.assembly(self._module(), self.gen)
 
     def __repr__(self):
-        return f"<MatVec {self.spec.name} on {self.gen.name}>"
+        return f"<MatVec {self.kernel.name} on {self.gen.name}>"
 
     # --- calling ---------------------------------------------------------------------------------
     def _require_runnable(self):
@@ -69,8 +72,8 @@ class MatVec:
     def format_for(self, x: np.ndarray) -> FixedPoint:
         if self.x_format is not None:
             return self.x_format
-        bits = ACTIVATION_BITS[self.spec.dtype]
-        return FixedPoint.covering(float(np.abs(x).max()), bits, signed=self.spec.x_signed)
+        bits = ACTIVATION_BITS[self.kernel.dtype]
+        return FixedPoint.covering(float(np.abs(x).max()), bits, signed=self.kernel.x_signed)
 
     def _check_x(self, x) -> np.ndarray:
         x = np.asarray(x)
@@ -83,7 +86,7 @@ class MatVec:
 
     def _args(self, x):
         """The float entry point's arguments after y (y is added by the caller)."""
-        if self.spec.dtype == "float32":
+        if self.kernel.dtype == "float32":
             zc, inv, scale = self.zcorr(FixedPoint(8, 0)), 1.0, 1.0
         else:
             fmt = self.format_for(x)
@@ -113,7 +116,7 @@ class MatVec:
         """Accumulators (int32, or float32 for float kernels) for stored activation codes."""
         self._require_runnable()
         p = self.plan.packed
-        dtype = {"int8": np.uint8, "int16": np.int16, "float32": np.float32}[self.spec.dtype]
+        dtype = {"int8": np.uint8, "int16": np.int16, "float32": np.float32}[self.kernel.dtype]
         x_codes = np.asarray(x_codes)
         if x_codes.shape != (self.cols,) or x_codes.dtype != dtype:
             raise InputError(f"raw() takes {dtype.__name__} codes of shape ({self.cols},), "
@@ -181,7 +184,7 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
             return MatVec(plan, gen, x_format)
         best = tune(planner.candidates(w_codes, row_scale, mask, dtype, gen, x_signed), gen,
                     x_format)
-        planner.store_decision(key, best.spec)
+        planner.store_decision(key, best.kernel)
         return best
     plan = planner.build_plan(w_codes, row_scale, mask, dtype, gen, block, isa, variant,
                               x_signed=x_signed)
@@ -195,6 +198,6 @@ def tune(plans, gen, x_format=None, x=None) -> MatVec:
         mv = MatVec(plan, gen, x_format)
         xv = x if x is not None else np.random.default_rng(0).standard_normal(mv.cols)
         results.append((mv.time_call(xv.astype(np.float32)), mv))
-        jit.debug(1, f"autotune {mv.spec.name}: {results[-1][0]:.0f} ns")
+        jit.debug(1, f"autotune {mv.spec}: {results[-1][0]:.0f} ns")
     results.sort(key=lambda r: r[0])
     return results[0][1]

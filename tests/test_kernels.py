@@ -66,15 +66,15 @@ def _unaligned(x):
 
 def check(mv, w, x):
     y = mv(_unaligned(x))
-    if mv.spec.dtype == "float32":
+    if mv.kernel.dtype == "float32":
         bound = (w.shape[1] + 2) * EPS32 * (np.abs(w) @ np.abs(x)) + 1e-30
-        assert np.all(np.abs(y - matvec_float(w, x)) <= bound), mv.spec.name
+        assert np.all(np.abs(y - matvec_float(w, x)) <= bound), mv.spec
         return
     fmt = mv.format_for(x)
     assert np.array_equal(y, matvec_quantized(mv.plan.w_codes, mv.plan.row_scale, x, fmt)), \
-        mv.spec.name
+        mv.spec
     codes = fmt.stored(x)
-    assert np.array_equal(mv.raw(codes), matvec_codes(mv.plan.w_codes, codes)), mv.spec.name
+    assert np.array_equal(mv.raw(codes), matvec_codes(mv.plan.w_codes, codes)), mv.spec
 
 
 @pytest.mark.parametrize("gen", RUNNABLE)
@@ -106,9 +106,9 @@ def test_saturating_inputs_hit_the_code_limits():
 def test_spec_name_and_strings():
     w = _sparse(np.random.default_rng(0), (64, 64), 0.2, (16, 1))
     mv = build_matvec(w, "int8", cpu="cascadelake", block=(16, 1), variant="idx")
-    assert mv.spec.name.startswith("spmv_s8u8_16x1_avx512vnni_idx")
-    assert mv.spec.family == "spmv_s8u8_16x1_avx512vnni"
-    assert f'define void @"{mv.spec.name}"(' in mv.ir
+    assert mv.spec.startswith("spmv_s8u8_16x1_avx512vnni_idx")
+    assert mv.kernel.family == "spmv_s8u8_16x1_avx512vnni"
+    assert f'define void @"{mv.spec}"(' in mv.ir
     assert "vpdpbusd" in mv.asm
     old = build_matvec(w, "int8", cpu="haswell", block=(16, 1))
     assert "vpmadd" in old.asm and "vpdpbusd" not in old.asm
@@ -154,7 +154,7 @@ def test_bad_vectors_and_generations():
 
 def test_cpu_from_environment(monkeypatch):
     monkeypatch.setenv("JITVOC_CPU", "haswell")
-    assert build_matvec(np.ones((16, 4), np.float32)).spec.isa == "avx2"
+    assert build_matvec(np.ones((16, 4), np.float32)).kernel.isa == "avx2"
 
 
 def test_autotune_caches_decision_and_code(monkeypatch):
@@ -165,6 +165,6 @@ def test_autotune_caches_decision_and_code(monkeypatch):
     real = jit.compile_object
     monkeypatch.setattr(jit, "compile_object", lambda *a: compiled.append(a) or real(*a))
     second = build_matvec(w, "int8", autotune=True)
-    assert second.spec == first.spec and compiled == []
+    assert second.kernel == first.kernel and compiled == []
     x = np.random.default_rng(4).standard_normal(128).astype(np.float32)
     check(second, w, x)

@@ -81,7 +81,7 @@ def roofline(repeats: int) -> dict:
     for acc in ROOFLINE_ACCUMULATORS:
         mv, _ = _compiled(_plan(w, mask, "int8", gen, variant="dense", accumulators=acc), gen)
         ns, spread = report.summary(report.time_native(mv, x, repeats))
-        tried.append({"spec": mv.spec.name, "accumulators": acc, "ns_per_call": ns,
+        tried.append({"spec": mv.spec, "accumulators": acc, "ns_per_call": ns,
                       "ns_spread": spread, "gmacs": rows * cols / ns})
     best = min(tried, key=lambda t: t["ns_per_call"])
     return {"bench": "roofline", "label": f"dense roofline {rows}x{cols} int8", "cpu": "native",
@@ -123,8 +123,8 @@ def kernel_record(m: Matrix, w, mask, dtype, gen, repeats, peer: dict, roof: dic
     rec = {"bench": "kernel", "label": f"{gen.name} {dtype} {m.label}", "matrix": m.label,
            "cpu": gen.name, "llvm_cpu": gen.llvm_cpu, "rows": m.rows, "cols": m.cols,
            "density": m.density, "block": f"{m.block[0]}x{m.block[1]}", "nnz": nnz,
-           "dtype": dtype, "spec": mv.spec.name, "family": mv.spec.family,
-           "variant": mv.spec.variant, "ns_per_call": ns, "ns_spread": spread, "gmacs": gmacs,
+           "dtype": dtype, "spec": mv.spec, "family": mv.kernel.family,
+           "variant": mv.kernel.variant, "ns_per_call": ns, "ns_spread": spread, "gmacs": gmacs,
            "roofline_gmacs": roof["gmacs"], "roofline_ratio": gmacs / roof["gmacs"],
            "build_s": build_s, **peer}
     for key in ("numpy", "scipy_csr", "torch", "torch_int8"):
@@ -139,14 +139,14 @@ def autotune_record(m: Matrix, w, mask, dtype, gen, repeats, baked: bool = True)
     results, build_s = [], 0.0
     x = _x(m.cols)
     mv, _ = _compiled(_plan(w, mask, dtype, gen), gen)
-    untuned = {"spec": mv.spec.name,
+    untuned = {"spec": mv.spec,
                "ns_per_call": report.summary(report.time_native(mv, x, repeats))[0]}
     for plan in planner.candidates(codes, scale, mask, dtype, gen):
         if not baked and plan.spec.variant == "baked":
             continue
         mv, dt = _compiled(plan, gen)
         build_s += dt
-        results.append((report.summary(report.time_native(mv, x, repeats)), mv.spec.name))
+        results.append((report.summary(report.time_native(mv, x, repeats)), mv.spec))
     (best_ns, best_spread), best = min(results)
     return {"bench": "autotune", "label": f"{gen.name} {dtype} autotune {m.label}",
             "matrix": m.label, "cpu": gen.name, "rows": m.rows, "cols": m.cols,

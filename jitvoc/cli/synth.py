@@ -89,7 +89,8 @@ def _read_mel(path) -> np.ndarray:
 class _Progress:
     """A one-line progress bar on stderr, shown only on a terminal and after the first second."""
 
-    def __init__(self, total, out=sys.stderr):
+    def __init__(self, total, out=None):
+        out = sys.stderr if out is None else out
         self.total, self.done, self.out = max(total, 1), 0, out
         self.start = self.last = time.perf_counter()
         self.enabled, self.shown = out.isatty(), False

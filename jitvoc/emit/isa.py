@@ -51,7 +51,8 @@ def best(gen) -> str:
 class Backend:
     """A template bound to a generation and an llvmlite module."""
 
-    def __init__(self, name: str, gen, module: ir.Module):
+    def __init__(self, name: str, gen, module: ir.Module | None = None):
+        """module: where intrinsics are declared; None for a backend only asked about widths."""
         all_t = templates.load_all()
         if name not in all_t:
             raise ISAError(f"unknown ISA backend {name!r}; templates: {', '.join(all_t)}")

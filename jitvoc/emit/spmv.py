@@ -61,7 +61,8 @@ class SpmvEmitter:
             self.backend, self.width = None, self.lanes
         else:
             self.backend = Backend(spec.isa, gen, module)
-            self.width = self.backend.width(self.kind, self.lanes) or self.lanes
+            native = self.backend.width(self.kind, self.lanes)  # 0: no native width fits
+            self.width, self.native = native or self.lanes, bool(native)
         self.chunks = self.lanes // self.width
         self.acc_t = vec(f32 if self.is_float else i32, self.width)
         self.w_t = vec(self.elem, self.width * self.group)
@@ -278,7 +279,7 @@ class SpmvEmitter:
             acc = b.load(self.accs[acc_index][k])
             if self.is_float:
                 new = b.fadd(acc, b.fmul(wv, xw))
-            elif self.width == self.lanes and self.backend.width(self.kind, self.lanes):
+            elif self.native:
                 new = self.backend.dot(b, self.kind, acc, xw, wv)
             else:
                 new = generic_dot(b, self.kind, acc, xw, wv)

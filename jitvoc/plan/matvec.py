@@ -22,7 +22,7 @@ from ..layout import BLOCKS, Packed, block_mask, pack
 from ..quant import WEIGHT_FORMATS
 from ..spec import GROUP, KernelSpec
 
-BAKE_LIMIT = 6000          # panels: above this, unrolled code outgrows the caches
+BAKE_LIMIT = 2500          # vector products: beyond this, straight-line code compiles slowly
 DENSE_PANEL_DISCOUNT = 0.6  # a dense panel needs no column index and streams x
 
 
@@ -75,8 +75,7 @@ def _dot_cost(backend: str, dtype: str, lanes: int, gen) -> float:
     """Rough cycles for one panel's products on this backend (plain IR for odd widths)."""
     if dtype == "float32":
         return max(1.0, lanes * 32 / isa_bits(backend))
-    import llvmlite.ir as ir
-    b = isa.Backend(backend, gen, ir.Module())
+    b = isa.Backend(backend, gen)
     kind = "dot4" if dtype == "int8" else "dot2"
     width = b.width(kind, lanes)
     if not width:
@@ -127,8 +126,7 @@ def permute_window(packed: Packed, dtype: str, backend: str, gen) -> int:
     """The byte-permute window for gathering int8 panels of 16 rows, if the CPU has one."""
     if dtype != "int8" or packed.contiguous or packed.bh != 16:
         return 0
-    import llvmlite.ir as ir
-    return isa.Backend(backend, gen, ir.Module()).gather_window(packed.x_len)
+    return isa.Backend(backend, gen).gather_window(packed.x_len)
 
 
 def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, variant=None,
@@ -166,8 +164,11 @@ def candidates(w_codes, row_scale, mask, dtype, gen, x_signed=True) -> list[Plan
     out = []
     for blk in ranked:
         n_panels = panel_count(mask, blk, GROUP[dtype])
+        width = 16 if dtype == "float32" else isa.Backend(backend, gen).width(
+            "dot4" if dtype == "int8" else "dot2", blk[0])
+        products = n_panels * max(1, blk[0] // max(width, 1))
         for variant, u, a in (("idx", 4, 2), ("idx", 8, 4), ("grouped", 1, 4), ("baked", 1, 4)):
-            if variant == "baked" and n_panels > BAKE_LIMIT:
+            if variant == "baked" and products > BAKE_LIMIT:
                 continue
             plan = build_plan(w_codes, row_scale, mask, dtype, gen, blk, backend, variant, u, a,
                               x_signed)
