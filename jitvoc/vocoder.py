@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from .errors import InputError, JitvocError
+from .errors import InputError
 from .model import Model, load_model
 from .reference.vocoder import GenState, ReferenceEngine, conditioning, receptive_radius
 
@@ -38,18 +38,9 @@ def load(path_or_model, cpu=None, dtype=None, backend="jit") -> "Vocoder":
     if backend == "reference":
         engine = ReferenceEngine(model, cpu=cpu, dtype=dtype or "float32")
     else:
-        engine = _jit_engine_class()(model, cpu=cpu, dtype=dtype or "int8")
-    return Vocoder(model, engine, backend)
-
-
-def _jit_engine_class():
-    try:
         from .engine_jit import JitEngine
-    except ModuleNotFoundError as e:
-        if e.name != f"{__package__}.engine_jit":
-            raise
-        raise JitvocError("JIT engine not available yet") from None
-    return JitEngine
+        engine = JitEngine(model, cpu=cpu, dtype=dtype or "int8")
+    return Vocoder(model, engine, backend)
 
 
 class Vocoder:

@@ -1,7 +1,6 @@
 """The NumPy oracle and the Vocoder around it: probabilities, the two-pass structure, sampling,
 streaming, conditioning, bad input; plus WAV files and the synth/resynth commands."""
 import argparse
-import importlib.util
 import os
 import wave
 
@@ -225,13 +224,6 @@ def test_load_arguments(model, tmp_path):
         jitvoc.load(model, dtype="int16", backend="reference")
     model.save(tmp_path / "m.npz")
     assert jitvoc.load(tmp_path / "m.npz", backend="reference").model.meta == model.meta
-
-
-@pytest.mark.skipif(importlib.util.find_spec("jitvoc.engine_jit") is not None,
-                    reason="the JIT engine exists")
-def test_jit_backend_missing_is_an_error(model):
-    with pytest.raises(JitvocError, match="JIT engine not available yet"):
-        jitvoc.load(model)
 
 
 # --- WAV files and the synth/resynth commands ------------------------------------------------
