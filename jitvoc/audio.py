@@ -1,11 +1,11 @@
 """16-bit PCM mono WAV files (stdlib `wave`). No resampling, no channel mixing: a file that
 is not 16-bit mono PCM is an error."""
 import os
-import uuid
 import wave
 
 import numpy as np
 
+from .atomic import atomic_file
 from .errors import InputError, JitvocError
 
 
@@ -40,22 +40,9 @@ def write_wav_atomic(path, audio, sample_rate) -> None:
         raise InputError(f"audio must be 1-D int16, got {audio.dtype} {audio.shape}")
     if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise InputError(f"sample_rate must be a positive integer, got {sample_rate!r}")
-    path = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                       f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            with wave.open(f, "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(int(sample_rate))
-                w.writeframes(audio.astype("<i2").tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise JitvocError(f"cannot write {path}: {e}") from e
-        raise
+    with atomic_file(path, JitvocError) as f:
+        with wave.open(f, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(int(sample_rate))
+            w.writeframes(audio.astype("<i2").tobytes())

@@ -4,12 +4,12 @@ import copy
 import hashlib
 import json
 import os
-import uuid
 import zipfile
 import zlib
 
 import numpy as np
 
+from .atomic import atomic_file
 from .errors import InputError, ModelFileError
 from .mel import DEFAULT_CONFIG, check_config
 
@@ -74,20 +74,8 @@ class Model:
         arrays = dict(self._weights, **{f"{k}.mask": v for k, v in self._masks.items()})
         meta = dict(self._meta, sha256=digest(arrays))
         arrays["meta"] = np.frombuffer(json.dumps(meta, indent=1).encode("utf-8"), np.uint8)
-        tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                           f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "xb") as f:
-                np.savez_compressed(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as e:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            if isinstance(e, OSError):
-                raise ModelFileError(f"cannot write model file {path}: {e}") from e
-            raise
+        with atomic_file(path, ModelFileError) as f:
+            np.savez_compressed(f, **arrays)
 
 
 def load_model(path) -> Model:

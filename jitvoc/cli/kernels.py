@@ -17,7 +17,7 @@ from .. import cpu as cpu_mod
 from .. import jit
 from ..emit import loop as emit_loop
 from ..emit import spmv as emit_spmv
-from ..errors import JitvocError, ModelFileError
+from ..errors import JitvocError
 from ..model import load_model
 from ..plan import matvec as mv_plan
 from ..plan.vocoder import plan_vocoder
@@ -66,18 +66,6 @@ def matrix_plans(path, dtype, gen) -> dict:
     return plans, masks
 
 
-def _is_model(path) -> bool:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return "meta" in npz.files
-    except FileNotFoundError:
-        raise JitvocError(f"{path}: no such file") from None
-    except (AttributeError, TypeError):
-        raise JitvocError(f"{path}: a single .npy array, not an .npz archive") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise ModelFileError(f"{path}: not a readable .npz archive: {e}") from None
-
-
 def _write(out, name, module, gen, emit) -> list[str]:
     files = []
     if emit in ("ll", "both"):
@@ -107,7 +95,7 @@ def _kernels(args) -> int:
            "llvm_features": gen.llvm_features, "dtype": args.dtype,
            "runnable_here": cpu_mod.runnable(gen), "llvm_version": ".".join(
                map(str, jit.llvm_version())), "matrices": {}, "loop": None, "files": []}
-    if _is_model(args.model):
+    if "meta" in _read_npz(args.model):
         model = load_model(args.model)
         vplan = plan_vocoder(model, args.dtype, gen)
         plans = vplan.plans

@@ -34,24 +34,14 @@ GATE_CHUNKS = 2   # 16-row blocks of the GRU update computed together
 V16 = vec(f32, V)
 
 
-def _tree_sum(b, v):
-    """Sum of a <16 x float> by halving: a fixed order at every vector width."""
+def _tree(b, v, combine):
+    """Reduce a <16 x float> by halving (combine(lo, hi)): a fixed order at every width."""
     n = v.type.count
     while n > 1:
         n //= 2
         lo = b.shuffle_vector(v, v, ir.Constant(vec(i32, n), list(range(n))))
         hi = b.shuffle_vector(v, v, ir.Constant(vec(i32, n), list(range(n, 2 * n))))
-        v = b.fadd(lo, hi)
-    return b.extract_element(v, i32(0))
-
-
-def _tree_max(b, v):
-    n = v.type.count
-    while n > 1:
-        n //= 2
-        lo = b.shuffle_vector(v, v, ir.Constant(vec(i32, n), list(range(n))))
-        hi = b.shuffle_vector(v, v, ir.Constant(vec(i32, n), list(range(n, 2 * n))))
-        v = mathfn.fmax(b, lo, hi)
+        v = combine(lo, hi)
     return b.extract_element(v, i32(0))
 
 
@@ -119,7 +109,7 @@ class LoopEmitter:
             k0, k1, alpha = self._k_rows(i)
             # pass 1: coarse half (ĉ_t does not reach it), O1, O2, c_t
             self._gates(0, x0, x1, f32(0.0), k0, k1, alpha)
-            logits = self._output("out.O1", "out.b1", "out.O2", "out.b2", h)
+            logits = self._output("out.O1", "out.O2", h)
             if teacher:
                 c = load(b, c_cur_a, i32, i, align=4)
                 self._softmax_into(logits, probs, b.mul(i, i64(2)))
@@ -127,8 +117,7 @@ class LoopEmitter:
                 c = self._draw(logits, self._uniform(seed, b.add(t0, i), 0))
             # pass 2: the fine half with ĉ_t, O3, O4, f_t
             self._gates(1, x0, x1, self._scaled(c), k0, k1, alpha)
-            logits = self._output("out.O3", "out.b3", "out.O4", "out.b4",
-                                  gep(b, h, f32, i64(self.H2)))
+            logits = self._output("out.O3", "out.O4", gep(b, h, f32, i64(self.H2)))
             if teacher:
                 self._softmax_into(logits, probs, b.add(b.mul(i, i64(2)), i64(1)))
             else:
@@ -217,9 +206,8 @@ class LoopEmitter:
                 r = self.mv["gru.R"]
                 r.put_codes(b, self.xbuf["gru.R"], hrow, r.code(b, hn, self._x_inv("gru.R")))
 
-    def _output(self, o_hidden, b_hidden, o_out, b_out, y_half):
+    def _output(self, o_hidden, o_out, y_half):
         """logits = O_out relu(O_hidden y + b_hidden) + b_out, in the y buffer of o_out."""
-        b = self.b
         z = self.y[o_hidden]
         self._matvec(o_hidden, y_half, z)        # relu(O y + b), fused
         logits = self.y[o_out]
@@ -236,12 +224,12 @@ class LoopEmitter:
         mx = blocks[0]
         for v in blocks[1:]:
             mx = mathfn.fmax(b, mx, v)
-        mxv = splat(b, _tree_max(b, mx), V)
+        mxv = splat(b, _tree(b, mx, lambda x, y: mathfn.fmax(b, x, y)), V)
         sums = []
         for j, v in enumerate(blocks):
             p = mathfn.exp(b, b.fsub(v, mxv))
             b.store(p, gep(b, self.pbuf, f32, i64(V * j)), align=4)
-            sums.append(_tree_sum(b, p))
+            sums.append(_tree(b, p, b.fadd))
         total = sums[0]
         for s in sums[1:]:
             total = b.fadd(total, s)

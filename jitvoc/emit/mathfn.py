@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from .irutil import f32, i32, vec
+from .irutil import i32, vec
 
 LOG2E = 1.44269504088896341
 # 2^f on [-1/2, 1/2], degree 5, Chebyshev fit: relative error 2.5e-7 in float32

@@ -252,7 +252,7 @@ class SpmvEmitter:
 
     def _xword(self, col):
         """The broadcast activations of one panel, as <width x i32> (or <width x float>)."""
-        b, g = self.b, self.group
+        b = self.b
         as_i64 = [i64(c) if isinstance(c, int) else c for c in col]
         if self.is_float:
             return splat(b, load(b, self.xin, f32, as_i64[0], align=4), self.width)
@@ -368,7 +368,7 @@ class SpmvEmitter:
         """Stack space for what the core reads (None when float x can be read in place), at
         least `length` codes long. Allocate it once, in the entry block, when the core runs in
         a loop."""
-        s, p = self.spec, self.p
+        p = self.p
         if self.is_float:
             return None if p.x_len == p.cols else alloca(b, f32, p.x_len)
         if not self.codes_input:
@@ -378,7 +378,7 @@ class SpmvEmitter:
     def activations(self, b: ir.IRBuilder, x, x_inv, buf=None):
         """xin for float x: quantized codes (saturating, half to even) or their shifted tables,
         zero-padded to x_len; float kernels get x itself (copied if it needs padding)."""
-        s, p = self.spec, self.p
+        p = self.p
         buf = self.xin_buffer(b) if buf is None else buf
         if self.is_float:
             if p.x_len == p.cols:

@@ -147,7 +147,7 @@ def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, 
                   by_count=variant == "grouped")
     window = permute_window(packed, dtype, backend, gen) if permute in (None, True) else 0
     if permute and not window:
-        raise InputError(f"byte-permute gathers need AVX-512 VBMI, int8 and 16-row blocks")
+        raise InputError("byte-permute gathers need AVX-512 VBMI, int8 and 16-row blocks")
     spec = make_spec(w_codes.shape, dtype, block, backend, variant, packed.pattern_hash(),
                      unroll, accumulators, x_signed,
                      0 if packed.contiguous or window else x_stride, window)
