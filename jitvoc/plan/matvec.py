@@ -141,8 +141,10 @@ def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, 
     block = tuple(block)
     if not dense and (len(block) != 2 or block[0] < 1 or block[1] < 1):
         raise InputError(f"block must be (rows, cols) of positive ints, got {block}")
-    if variant is None:
-        variant = "dense" if dense else "idx"
+    if variant is None:  # measured: row blocks grouped by count win for sparse int kernels
+        variant = "dense" if dense else ("idx" if dtype == "float32" else "grouped")
+    if variant == "grouped":
+        unroll = 1  # each count's panels are unrolled completely
     packed = pack(w_codes, block, GROUP[dtype], mask=mask, dense=dense,
                   by_count=variant == "grouped")
     window = permute_window(packed, dtype, backend, gen) if permute in (None, True) else 0
