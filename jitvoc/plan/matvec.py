@@ -23,7 +23,6 @@ from ..quant import WEIGHT_FORMATS
 from ..spec import GROUP, KernelSpec
 
 BAKE_LIMIT = 2500          # vector products: beyond this, straight-line code compiles slowly
-DENSE_PANEL_DISCOUNT = 0.6  # a dense panel needs no column index and streams x
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,20 +89,28 @@ def isa_bits(backend: str) -> int:
     return templates.load_all()[backend]["vector_bits"]
 
 
+# Relative cost of fetching one panel's activations, measured with `jitvoc bench kernels`
+# (ns per panel, native and haswell, R at 5-100%): dense and contiguous panels read x directly,
+# gathering panels pay for their tables (or, with VBMI, for the byte-permute prologue).
+X_COST = {"dense": 0.0, "contiguous": 0.05, "permute": 0.1, "tables": 0.3}
+ROW_BLOCK_COST = 4.0   # panels' worth of work per row block (loop control, epilogue)
+
+
 def estimate(mask: np.ndarray, block, dtype: str, backend: str, gen, dense: bool = False) -> float:
-    """The cost model: estimated cycles per call of a kernel with this layout."""
+    """The cost model: estimated work per call of a kernel with this layout, in dense panels."""
     group = GROUP[dtype]
     rows, cols = mask.shape
+    lanes = 16 if dense else block[0]
     if dense:
-        lanes = 16
-        panels = -(-rows // lanes) * -(-cols // group)
-        return panels * (_dot_cost(backend, dtype, lanes, gen) + DENSE_PANEL_DISCOUNT)
-    lanes = block[0]
-    panels = panel_count(mask, block, group)
-    gather = block[1] % group != 0
-    x_cost = (1 + group) if gather else 1.0
-    return (panels * (_dot_cost(backend, dtype, lanes, gen) + x_cost)
-            + 4 * -(-rows // lanes))
+        panels, fetch = -(-rows // lanes) * -(-cols // group), X_COST["dense"]
+    else:
+        panels = panel_count(mask, block, group)
+        gather = block[1] % group != 0
+        can_permute = (gather and dtype == "int8" and lanes == 16
+                       and isa.Backend(backend, gen).gather_window(cols))
+        fetch = X_COST["permute" if can_permute else "tables" if gather else "contiguous"]
+    return (panels * _dot_cost(backend, dtype, lanes, gen) * (1 + fetch)
+            + ROW_BLOCK_COST * -(-rows // lanes))
 
 
 def default_block(mask: np.ndarray, dtype: str, backend: str, gen):
@@ -129,9 +136,30 @@ def permute_window(packed: Packed, dtype: str, backend: str, gen) -> int:
     return isa.Backend(backend, gen).gather_window(packed.x_len)
 
 
+def _default_variant(mask, block, dtype, backend, gen, inline) -> str:
+    """Measured (`jitvoc bench`): for sparse integer kernels the whole pattern baked into
+    straight-line code wins when it is small enough to compile quickly and has the instruction
+    cache to itself; else row blocks grouped by panel count. float32 keeps the index-driven loop
+    (one layout for every generation)."""
+    if dtype == "float32":
+        return "idx"
+    if not inline and baked_products(mask, block, dtype, backend, gen) <= BAKE_LIMIT:
+        return "baked"
+    return "grouped"
+
+
+def baked_products(mask, block, dtype, backend, gen) -> int:
+    """How many vector products a baked kernel would unroll."""
+    width = 16 if dtype == "float32" else isa.Backend(backend, gen).width(
+        "dot4" if dtype == "int8" else "dot2", block[0])
+    return panel_count(mask, block, GROUP[dtype]) * max(1, block[0] // max(width, 1))
+
+
 def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, variant=None,
-               unroll=8, accumulators=4, x_signed=True, x_stride=0, permute=None) -> Plan:
-    """The untuned plan, or the one the arguments pin down."""
+               unroll=8, accumulators=4, x_signed=True, x_stride=0, permute=None,
+               inline=False) -> Plan:
+    """The untuned plan, or the one the arguments pin down. `inline`: the kernel runs inside a
+    fused loop whose other code shares the instruction cache (no straight-line baking)."""
     backend = isa_name or isa.best(gen)
     if block is None:
         block = default_block(mask, dtype, backend, gen)
@@ -141,10 +169,10 @@ def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, 
     block = tuple(block)
     if not dense and (len(block) != 2 or block[0] < 1 or block[1] < 1):
         raise InputError(f"block must be (rows, cols) of positive ints, got {block}")
-    if variant is None:  # measured: row blocks grouped by count win for sparse int kernels
-        variant = "dense" if dense else ("idx" if dtype == "float32" else "grouped")
-    if variant == "grouped":
-        unroll = 1  # each count's panels are unrolled completely
+    if variant is None:
+        variant = "dense" if dense else _default_variant(mask, block, dtype, backend, gen, inline)
+    if variant in ("grouped", "baked"):
+        unroll = 1  # every panel is unrolled already
     packed = pack(w_codes, block, GROUP[dtype], mask=mask, dense=dense,
                   by_count=variant == "grouped")
     window = permute_window(packed, dtype, backend, gen) if permute in (None, True) else 0
@@ -165,10 +193,7 @@ def candidates(w_codes, row_scale, mask, dtype, gen, x_signed=True) -> list[Plan
     ranked = sorted(BLOCKS, key=lambda blk: estimate(mask, blk, dtype, backend, gen))[:2]
     out = []
     for blk in ranked:
-        n_panels = panel_count(mask, blk, GROUP[dtype])
-        width = 16 if dtype == "float32" else isa.Backend(backend, gen).width(
-            "dot4" if dtype == "int8" else "dot2", blk[0])
-        products = n_panels * max(1, blk[0] // max(width, 1))
+        products = baked_products(mask, blk, dtype, backend, gen)
         for variant, u, a in (("idx", 4, 2), ("idx", 8, 4), ("grouped", 1, 4), ("baked", 1, 4)):
             if variant == "baked" and products > BAKE_LIMIT:
                 continue
