@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import InputError
 from .plan.scan import available_threads
-from .recurrence import linear_recurrence
+from .recurrence import empty, linear_recurrence
 from .reference import scan as ref
 
 _BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
@@ -99,6 +99,16 @@ def _check(x, d_in: int):
 
 
 class _Layer:
+    """Layers keep their intermediate arrays (projections, gates) between calls of the same
+    size: the first touch of fresh pages costs as much as the arithmetic at these sizes. So one
+    layer object must not run forward() in two threads at once."""
+
+    def _buffer(self, name: str, shape) -> np.ndarray:
+        cache = self.__dict__.setdefault("_buffers", {})
+        if name not in cache or cache[name].shape != tuple(shape):
+            cache[name] = empty(shape)
+        return cache[name]
+
     @classmethod
     def init(cls, d_in: int, d: int, seed: int = 0):
         """Random weights (uniform ±1/√fan_in), float32."""
@@ -112,8 +122,9 @@ class _Layer:
         return cls(**arrays)
 
     def _project(self, x2, W, threads: int):
+        out = self._buffer("projection", (len(x2), W.shape[1]))
         with blas_threads(threads):
-            return x2 @ W
+            return np.matmul(x2, W, out=out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,7 +147,7 @@ class GILR(_Layer):
         """(decays g, impulses (1 − g) ⊙ tanh(x V + b_i)) as [T·…, d]."""
         z = self._project(_check(x, self.U.shape[0]), self._W, threads)
         d = self.U.shape[1]
-        g, imp = np.empty((len(z), d), np.float32), np.empty((len(z), d), np.float32)
+        g, imp = self._buffer("g", (len(z), d)), self._buffer("impulse", (len(z), d))
 
         def rows(lo, hi):
             gr, ir = g[lo:hi], imp[lo:hi]
@@ -181,8 +192,8 @@ class SRU(_Layer):
         d = self.W.shape[1]
         x2 = _check(x, d)
         z = self._project(x2, self._Wall, threads)
-        f, imp = np.empty((len(z), d), np.float32), np.empty((len(z), d), np.float32)
-        r = np.empty_like(f)
+        f, imp = self._buffer("f", (len(z), d)), self._buffer("impulse", (len(z), d))
+        r = self._buffer("r", (len(z), d))
 
         def gates(lo, hi):
             _sigmoid(z[lo:hi, d:2 * d] + self.b_f, f[lo:hi])
@@ -233,7 +244,7 @@ class LSLSTM(_Layer):
         s_prev[1:] = s[:-1]
         xs = np.concatenate([x2, s_prev.reshape(-1, d)], axis=1)
         z = self._project(xs, self.W, threads)
-        f, imp, o = (np.empty((len(z), d), np.float32) for _ in range(3))
+        f, imp, o = (self._buffer(n, (len(z), d)) for n in ("f", "impulse", "o"))
 
         def gates(lo, hi):
             zz = z[lo:hi] + self.b
