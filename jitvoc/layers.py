@@ -147,7 +147,9 @@ class GILR(_Layer):
         """(decays g, impulses (1 − g) ⊙ tanh(x V + b_i)) as [T·…, d]."""
         z = self._project(_check(x, self.U.shape[0]), self._W, threads)
         d = self.U.shape[1]
-        g, imp = self._buffer("g", (len(z), d)), self._buffer("impulse", (len(z), d))
+        # g is scratch (kept); the impulses become the output h (scanned in place), so they
+        # get fresh pages, first touched by the threaded gate loop below
+        g, imp = self._buffer("g", (len(z), d)), empty((len(z), d))
 
         def rows(lo, hi):
             gr, ir = g[lo:hi], imp[lo:hi]
@@ -163,7 +165,8 @@ class GILR(_Layer):
         threads = threads or available_threads()
         g, imp = self.gates(x, threads)
         shape = x.shape[:-1] + (self.U.shape[1],)
-        return linear_recurrence(g.reshape(shape), imp.reshape(shape), h0, threads)
+        imp = imp.reshape(shape)
+        return linear_recurrence(g.reshape(shape), imp, h0, threads, out=imp)
 
 
 @dataclass(frozen=True, eq=False)

@@ -159,7 +159,8 @@ def linear_recurrence(decays, impulses, initial_state=None, threads=None, *, cpu
     """h_t = decays_t ⊙ h_{t-1} + impulses_t for t = 0..T-1, with h_{-1} = initial_state (or 0).
 
     threads: the most threads to use (default: the cores available); plan: a ScanPlan to use
-    instead of the planner's; out: a float32 C-contiguous array to write h into.
+    instead of the planner's; out: a float32 C-contiguous array to write h into (it may be
+    `impulses` itself: each row is read before it is overwritten).
     Raises InputError for NaN/inf inputs (found cheaply: they always reach the last row of h).
     """
     lam = _rows(decays, "decays")

@@ -161,8 +161,8 @@ def _print(records, skipped, threads, bandwidth) -> None:
                   f"({base / r['ns']:.2f}x of 1 thread)")
     big = max(table["serial"].values(), key=lambda r: r["T"] * r["D"])
     share = big["gb_per_s"] * 1e9 / bandwidth
-    print(f"planner: memory_scaling({threads}) = {plan_scan.memory_scaling(threads):.2f} "
-          f"(parallel when > {(1 + 0.57 * plan_scan.REDUCE_COST) / plan_scan.PARALLEL_MARGIN:.2f})")
+    print(f"planner: parallel_speedup({threads}) = {plan_scan.parallel_speedup(threads):.2f} "
+          f"(parallel when > {1 / plan_scan.PARALLEL_MARGIN:.2f})")
     print(f"memory: numpy copy moves {bandwidth / 1e9:.1f} GB/s; the serial scan at "
           f"T={big['T']}, D={big['D']} moves {big['gb_per_s']:.1f} GB/s (12 B/element) = "
           f"{100 * share:.0f}% of it: " + ("bound by memory bandwidth, not the recurrence."

@@ -5,8 +5,8 @@ kernel from the true initial state while every other chunk is reduced to its car
 state from zero); phase 2 scans the carries; phase 3 re-runs chunks 1.. from their carried states.
 Chunk 0 is made longer than the rest so that phase 1 is balanced (a reduction costs about
 REDUCE_COST of a serial pass). Large scans are bound by memory bandwidth and the parallel scan
-makes ~1.5 passes over memory, so "auto" goes parallel only where the threads bring that much
-more bandwidth (memory_scaling) — on a small VM one core may already saturate it.
+makes ~1.5 passes over memory, so "auto" goes parallel only where it measured faster on this
+host (parallel_speedup, once per process): on a small VM one core may already saturate memory.
 """
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ import numpy as np
 from ..emit.scan import ScanSpec, spec_for
 
 TILE_BYTES = 48 << 10          # λ, x and h rows of one time tile (large D) fit about in L1+L2
-PARALLEL_MIN_ELEMENTS = 1 << 18  # below this, thread hand-offs cost more than they save
+PARALLEL_MIN_ELEMENTS = 1 << 22  # below this, thread hand-offs cost more than they save (measured)
 MIN_CHUNK_ROWS = 16
 REDUCE_COST = 0.9               # a reduction pass relative to a serial pass, per row (measured)
 PARALLEL_MARGIN = 0.9           # go parallel only when predicted at least 10% faster
 STREAM_MIN_BYTES = 16 << 20    # h larger than this is written with non-temporal stores
+CALIBRATION_SHAPE = (1 << 16, 256)  # the scan timed serial and parallel by parallel_speedup
 
 
 def available_threads() -> int:
@@ -36,40 +37,30 @@ def available_threads() -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def memory_scaling(threads: int) -> float:
-    """How much more memory bandwidth `threads` threads get than one: the host's serial scan
-    kernel on 16 MiB arrays per thread, run by one thread then by `threads` (once, ~0.1 s;
-    $JITVOC_MEMORY_SCALING overrides). Large scans are bound by memory, so this, not the core
-    count, decides whether the parallel scan's extra pass pays."""
-    if os.environ.get("JITVOC_MEMORY_SCALING"):
-        return float(os.environ["JITVOC_MEMORY_SCALING"])
+def parallel_speedup(threads: int) -> float:
+    """How much faster the chunked parallel scan runs on `threads` threads than the serial
+    kernel, measured once on this host (best of 5, a [65536, 256] scan, ~0.2 s;
+    $JITVOC_SCAN_SPEEDUP overrides). Large scans are bound by memory, and whether the threads
+    bring the bandwidth that pays for the extra pass differs from machine to machine."""
+    if os.environ.get("JITVOC_SCAN_SPEEDUP"):
+        return float(os.environ["JITVOC_SCAN_SPEEDUP"])
     from .. import cpu
-    from ..recurrence import kernel   # the run stage, used here only to calibrate
+    from ..recurrence import empty, run   # the run stage, used here only to calibrate
     gen = cpu.resolve("native")
-    serial = spec_for("serial", gen, stream=True)
-    fn = kernel(serial, gen)
-    T, D = 4096, 1024
-    work = [(np.full((T, D), 0.5, np.float32), np.ones((T, D), np.float32),
-             np.empty((T + 16, D), np.float32), np.zeros(D, np.float32)) for _ in range(threads)]
+    T, D = CALIBRATION_SHAPE
+    lam, x = np.full((T, D), 0.5, np.float32), np.ones((T, D), np.float32)
+    out, h0 = empty((T, D)), np.zeros(D, np.float32)
 
-    def one(w):
-        lam, x, h, state = w
-        out = h.ctypes.data + (-h.ctypes.data % 64)
-        fn(lam.ctypes.data, x.ctypes.data, out, state.ctypes.data, T, D, D, 4)
-
-    def best(k):
+    def best(p):
         times = []
-        for _ in range(4):
-            workers = [threading.Thread(target=one, args=(w,)) for w in work[:k]]
+        for _ in range(5):
             t = time.perf_counter()
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
+            run(p, gen, lam.ctypes.data, x.ctypes.data, out.ctypes.data, h0, D)
             times.append(time.perf_counter() - t)
         return min(times)
-    best(threads)  # warm up
-    return max(1.0, threads * best(1) / best(threads))
+    serial, parallel = plan(T, D, gen, 1, "serial"), plan(T, D, gen, threads, "parallel")
+    best(parallel)  # warm up: compile, start the threads
+    return best(serial) / best(parallel)
 
 
 @dataclass(frozen=True)
@@ -117,11 +108,7 @@ def chunk_bounds(T: int, threads: int) -> tuple:
 
 
 def _parallel_pays(T: int, threads: int) -> bool:
-    """Passes over memory (serial: 1; parallel: chunk 0 once, the rest reduced then re-run)
-    over the bandwidth the threads get."""
-    first = chunk_bounds(T, threads)[1] / T
-    parallel = (first + (1 - first) * (1 + REDUCE_COST)) / memory_scaling(threads)
-    return parallel < PARALLEL_MARGIN
+    return parallel_speedup(threads) * PARALLEL_MARGIN > 1
 
 
 def plan(T: int, D: int, gen, threads: int | None = None, mode: str = "auto") -> ScanPlan:
