@@ -12,6 +12,7 @@ from . import cpu as cpu_mod
 from . import jit, native
 from .emit.loop import MATRIX_ARRAYS, PARAMS, build_module
 from .errors import InputError
+from .layout import padded
 from .plan.matvec import kernel_index
 from .plan.vocoder import plan_vocoder
 from .reference.matvec import zero_correction
@@ -19,12 +20,6 @@ from .reference.vocoder import GenState
 
 _GENERATE = "void(int16_t*, int64_t, int64_t, float*, float*, int32_t*, uint32_t, void*)"
 _TEACHER = "void(float*, int64_t, float*, int32_t*, int32_t*, int32_t*, float*, void*)"
-
-
-def _padded(a, n, dtype):
-    out = np.zeros(n, dtype=dtype)
-    out[:len(a)] = a
-    return out
 
 
 class JitEngine:
@@ -51,8 +46,8 @@ class JitEngine:
                   else np.zeros(p.rows, np.int32))
             arrays = {"W": p.weights, "index": kernel_index(plan),
                       "panel_ptr": p.panel_ptr,
-                      "row_scale": _padded(plan.row_scale, p.rows_padded, np.float32),
-                      "zcorr": _padded(zc, p.rows_padded, np.int32)}
+                      "row_scale": padded(plan.row_scale, p.rows_padded, np.float32),
+                      "zcorr": padded(zc, p.rows_padded, np.int32)}
             out += [np.ascontiguousarray(arrays[a]) for a in MATRIX_ARRAYS]
         I = w["gru.I"]
         vectors = {"gru.I0": I[:, 0], "gru.I1": I[:, 1], "gru.I2": I[:, 2]}
@@ -60,7 +55,7 @@ class JitEngine:
                 "out.b4": "out.O4"}   # biases read by the epilogues, padded like their rows
         for k in PARAMS[len(out):]:
             if k in rows:
-                out.append(_padded(w[k], self.plan.plans[rows[k]].packed.rows_padded, np.float32))
+                out.append(padded(w[k], self.plan.plans[rows[k]].packed.rows_padded, np.float32))
             else:
                 out.append(np.ascontiguousarray(vectors[k], dtype=np.float32))
         return out

@@ -127,6 +127,13 @@ class Packed:
         return h.hexdigest()[:10]
 
 
+def padded(a: np.ndarray, n: int, dtype=None) -> np.ndarray:
+    """A per-row vector (scales, corrections, biases) zero-padded to n = rows_padded entries."""
+    out = np.zeros(n, dtype=dtype or a.dtype)
+    out[:len(a)] = a
+    return out
+
+
 def block_mask(mask: np.ndarray, block: tuple) -> np.ndarray:
     """bool [row_blocks, col_blocks]: which blocks hold any non-zero of `mask`."""
     bh, bw = block

@@ -10,6 +10,7 @@ from . import cpu as cpu_mod
 from . import jit, native
 from .emit.spmv import build_module
 from .errors import InputError
+from .layout import padded
 from .plan import matvec as planner
 from .plan.matvec import kernel_index
 from .quant import ACTIVATION_BITS, FixedPoint
@@ -17,12 +18,6 @@ from .reference.matvec import zero_correction
 
 _SIGNATURE = "void(void*, void*, void*, void*, void*, void*, void*, float, float)"
 _LOOP_SIGNATURE = "void(int64_t, void*, void*, void*, void*, void*, void*, void*, float, float)"
-
-
-def _padded(a: np.ndarray, n: int) -> np.ndarray:
-    out = np.zeros(n, dtype=a.dtype)
-    out[:len(a)] = a
-    return out
 
 
 class MatVec:
@@ -41,7 +36,7 @@ class MatVec:
         self.x_format = x_format   # None: chosen per call from max |x| (int kernels)
         p = plan.packed
         self._w, self._cols, self._ptr = p.weights, kernel_index(plan), p.panel_ptr
-        self._row_scale = _padded(plan.row_scale.astype(np.float32), p.rows_padded)
+        self._row_scale = padded(plan.row_scale.astype(np.float32), p.rows_padded)
         self._zcorr = {}
         self._lib = jit.load(self.kernel.name, self._module, gen)
         self._runnable = cpu_mod.runnable(gen)
@@ -99,7 +94,7 @@ class MatVec:
     def zcorr(self, fmt: FixedPoint) -> np.ndarray:
         """Per-row zero-point corrections, padded to whole row blocks (cached per zero point)."""
         if fmt.zero_point not in self._zcorr:
-            self._zcorr[fmt.zero_point] = _padded(zero_correction(self.plan.w_codes, fmt),
+            self._zcorr[fmt.zero_point] = padded(zero_correction(self.plan.w_codes, fmt),
                                                   self.plan.packed.rows_padded)
         return self._zcorr[fmt.zero_point]
 
