@@ -66,14 +66,15 @@ _pool: ThreadPoolExecutor | None = None
 BLOCK_ROWS = 256   # elementwise work goes in blocks of rows that stay in cache
 
 
-def _chunked(fn, T: int, threads: int) -> None:
-    """fn(lo, hi) over blocks of rows of [0, T), on `threads` threads (numpy releases the GIL)."""
+def _chunked(fn, T: int, threads: int, block: int | None = BLOCK_ROWS) -> None:
+    """fn(lo, hi) over blocks of rows of [0, T), on `threads` threads (numpy releases the GIL);
+    block=None: one call per thread with its whole share of rows."""
     global _pool
     edges = [T * i // threads for i in range(threads + 1)]
 
     def blocks(lo, hi):
-        for start in range(lo, hi, BLOCK_ROWS):
-            fn(start, min(hi, start + BLOCK_ROWS))
+        for start in range(lo, hi, block or max(hi - lo, 1)):
+            fn(start, min(hi, start + (block or hi - lo)))
     if threads <= 1:
         blocks(0, T)
         return
@@ -143,28 +144,44 @@ class GILR(_Layer):
     def _W(self):
         return np.ascontiguousarray(np.concatenate([self.U, self.V], axis=1))
 
-    def gates(self, x, threads: int):
-        """(decays g, impulses (1 − g) ⊙ tanh(x V + b_i)) as [T·…, d]."""
-        z = self._project(_check(x, self.U.shape[0]), self._W, threads)
-        d = self.U.shape[1]
-        # g is scratch (kept); the impulses become the output h (scanned in place), so they
-        # get fresh pages, first touched by the threaded gate loop below
-        g, imp = self._buffer("g", (len(z), d)), empty((len(z), d))
+    def gates(self, x, threads: int, out=None):
+        """(decays g, impulses (1 − g) ⊙ tanh(x V + b_i)) as [T·…, d]; the impulses go to
+        `out` if given (forward scans them in place into h).
+
+        Each thread projects its share of the timesteps with one single-threaded matrix
+        product, then computes their gates: no BLAS worker threads are left spinning on the
+        cores the gate threads need."""
+        x2 = _check(x, self.U.shape[0])
+        T, d = len(x2), self.U.shape[1]
+        z = self._buffer("projection", (T, 2 * d))
+        g = self._buffer("g", (T, d))
+        imp = empty((T, d)) if out is None else out.reshape(T, d)
 
         def rows(lo, hi):
             gr, ir = g[lo:hi], imp[lo:hi]
             _sigmoid(np.add(z[lo:hi, :d], self.b_g, out=gr), gr)
             np.tanh(np.add(z[lo:hi, d:], self.b_i, out=ir), out=ir)
             ir -= ir * gr                            # (1 − g) ⊙ i
-        _chunked(rows, len(z), threads)
+
+        def share(lo, hi):
+            np.matmul(x2[lo:hi], self._W, out=z[lo:hi])
+            for start in range(lo, hi, BLOCK_ROWS):
+                rows(start, min(hi, start + BLOCK_ROWS))
+        with blas_threads(1):
+            _chunked(share, T, threads, block=None)
         return g, imp
 
-    def forward(self, x, h0=None, threads=None, reference=False):
+    def forward(self, x, h0=None, threads=None, reference=False, out=None):
+        """h [T, ..., d]. `out`: a float32 C-contiguous array of that shape to write h into;
+        reusing one between calls saves faulting in fresh memory (a third of the time here)."""
         if reference:
             return ref.gilr(x, self.U, self.V, self.b_g, self.b_i, h0)
         threads = threads or available_threads()
-        g, imp = self.gates(x, threads)
         shape = x.shape[:-1] + (self.U.shape[1],)
+        if out is not None and (out.shape != shape or out.dtype != np.float32
+                                or not out.flags.c_contiguous):
+            raise InputError(f"out must be a C-contiguous float32 array of shape {shape}")
+        g, imp = self.gates(x, threads, out)
         imp = imp.reshape(shape)
         return linear_recurrence(g.reshape(shape), imp, h0, threads, out=imp)
 

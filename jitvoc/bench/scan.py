@@ -94,13 +94,18 @@ def scan_cell(T: int, D: int, gen, threads: int, repeats: int) -> list[dict]:
 
 
 def gilr_records(T: int, D: int, threads: int, repeats: int) -> list[dict]:
+    """GILR forward with 1 and all threads, writing into a reused output (`out=`, as a
+    streaming caller would) and into a fresh array per call (which adds page faults)."""
     layer = GILR.init(D, D, seed=0)
     x = np.random.default_rng(1).standard_normal((T, D)).astype(np.float32)
-    out = []
+    h = empty((T, D))
+    records = []
     for n in sorted({1, threads}):
+        dt = _median_time(lambda: layer.forward(x, threads=n, out=h), repeats)
+        records.append(_record("gilr_forward", T, D, n, dt, f"gilr_d{D}_t{n}"))
         dt = _median_time(lambda: layer.forward(x, threads=n), repeats)
-        out.append(_record("gilr_forward", T, D, n, dt, f"gilr_d{D}_t{n}"))
-    return out
+        records.append(_record("gilr_forward_fresh", T, D, n, dt, f"gilr_d{D}_t{n}_fresh"))
+    return records
 
 
 def run_bench(args) -> list[dict]:
@@ -152,13 +157,16 @@ def _print(records, skipped, threads, bandwidth) -> None:
               + f"  {table['serial'][key]['gb_per_s']:>11.1f}")
     for T, D in skipped:
         print(f"{T:>8} {D:>5}  skipped: a [T, D] float32 array is {4 * T * D / 2**30:.1f} GiB")
-    gilr = sorted((r for r in records if r["kernel"] == "gilr_forward"), key=lambda r: r["threads"])
-    if gilr:
-        base = gilr[0]["ns"]
-        print("GILR forward (projection + gates + scan), T = %d, D = %d:" % (GILR_T, GILR_D))
-        for r in gilr:
-            print(f"  {r['threads']} threads: {r['ns'] / 1e6:8.1f} ms  "
-                  f"({base / r['ns']:.2f}x of 1 thread)")
+    for kernel, what in (("gilr_forward", "into a reused output"),
+                         ("gilr_forward_fresh", "into a fresh array per call")):
+        gilr = sorted((r for r in records if r["kernel"] == kernel), key=lambda r: r["threads"])
+        if gilr:
+            base = gilr[0]["ns"]
+            print("GILR forward (projection + gates + scan), T = %d, D = %d, %s:"
+                  % (GILR_T, GILR_D, what))
+            for r in gilr:
+                print(f"  {r['threads']} threads: {r['ns'] / 1e6:8.1f} ms  "
+                      f"({base / r['ns']:.2f}x of 1 thread)")
     big = max(table["serial"].values(), key=lambda r: r["T"] * r["D"])
     share = big["gb_per_s"] * 1e9 / bandwidth
     print(f"planner: parallel_speedup({threads}) = {plan_scan.parallel_speedup(threads):.2f} "
