@@ -133,28 +133,34 @@ def kernel_record(m: Matrix, w, mask, dtype, gen, repeats, peer: dict, roof: dic
 
 
 def autotune_record(m: Matrix, w, mask, dtype, gen, repeats, baked: bool = True) -> dict:
-    """The planner's untuned choice against every autotune candidate, all timed here, together
-    (so that a change of machine load between the two does not show as a ratio)."""
+    """The planner's untuned choice against every autotune candidate, all compiled first and
+    then timed in interleaved rounds (one sample of each per round), so that a drift of the
+    machine's speed during the run reaches every kernel alike instead of showing as a ratio."""
     codes, scale = planner.quantize_weights(w, dtype)
-    results, build_s = [], 0.0
     x = _x(m.cols)
-    mv, _ = _compiled(_plan(w, mask, dtype, gen), gen)
-    untuned = {"spec": mv.spec,
-               "ns_per_call": report.summary(report.time_native(mv, x, repeats))[0]}
+    untuned, build_s = _compiled(_plan(w, mask, dtype, gen), gen)
+    kernels, candidates = {untuned.spec: untuned}, set()
     for plan in planner.candidates(codes, scale, mask, dtype, gen):
         if not baked and plan.spec.variant == "baked":
             continue
         mv, dt = _compiled(plan, gen)
         build_s += dt
-        results.append((report.summary(report.time_native(mv, x, repeats)), mv.spec))
-    (best_ns, best_spread), best = min(results)
+        kernels.setdefault(mv.spec, mv)
+        candidates.add(mv.spec)
+    samples = {name: [] for name in kernels}
+    for _ in range(repeats):
+        for name, mv in kernels.items():
+            samples[name] += report.time_native(mv, x, 1)
+    stats = {name: report.summary(v) for name, v in samples.items()}
+    best = min(candidates, key=lambda n: stats[n][0])
+    untuned_ns, (best_ns, best_spread) = stats[untuned.spec][0], stats[best]
     return {"bench": "autotune", "label": f"{gen.name} {dtype} autotune {m.label}",
             "matrix": m.label, "cpu": gen.name, "rows": m.rows, "cols": m.cols,
-            "density": m.density, "dtype": dtype, "untuned_spec": untuned["spec"],
-            "untuned_ns": untuned["ns_per_call"], "best_spec": best, "best_ns": best_ns,
-            "spread": best_spread, "untuned_over_best": untuned["ns_per_call"] / best_ns,
-            "candidates": len(results), "baked_candidates": baked, "build_s": build_s,
-            "all": {name: ns for (ns, _), name in results}}
+            "density": m.density, "dtype": dtype, "untuned_spec": untuned.spec,
+            "untuned_ns": untuned_ns, "best_spec": best, "best_ns": best_ns,
+            "spread": best_spread, "untuned_over_best": untuned_ns / best_ns,
+            "candidates": len(candidates), "baked_candidates": baked, "build_s": build_s,
+            "all": {name: st[0] for name, st in stats.items()}}
 
 
 @dataclass
