@@ -4,9 +4,10 @@
     h = layer.forward(x, threads=None)            # x: float32 [T, ..., d_in] -> [T, ..., d]
     h_ref = layer.forward(x, reference=True)      # jitvoc.reference.scan, one step at a time
 
-The input projections of all timesteps are one matrix-matrix product (OpenBLAS limited to
-`threads`); gates are computed over row chunks on `threads` threads; the recurrence is
-jitvoc.linear_recurrence. Equations: jitvoc.reference.scan.
+The input projections are matrix-matrix products over all timesteps: one per thread, each over
+that thread's share of T with single-threaded BLAS, followed by the share's gates in
+cache-sized blocks; the recurrence is jitvoc.linear_recurrence. Equations:
+jitvoc.reference.scan.
 """
 from __future__ import annotations
 
@@ -122,10 +123,20 @@ class _Layer:
             arrays[f.name] = rng.uniform(-scale, scale, shape).astype(np.float32)
         return cls(**arrays)
 
-    def _project(self, x2, W, threads: int):
-        out = self._buffer("projection", (len(x2), W.shape[1]))
-        with blas_threads(threads):
-            return np.matmul(x2, W, out=out)
+    def _project_then(self, x2, W, threads: int, gates) -> np.ndarray:
+        """z = x2 W, then gates(lo, hi) over blocks of rows. Each of `threads` threads
+        projects its share of the timesteps with one single-threaded matrix product, then runs
+        their gates while z is fresh: no BLAS worker threads are left spinning on the cores
+        the gate threads need (that cost GILR a third of its 2-thread speed here)."""
+        z = self._buffer("projection", (len(x2), W.shape[1]))
+
+        def share(lo, hi):
+            np.matmul(x2[lo:hi], W, out=z[lo:hi])
+            for start in range(lo, hi, BLOCK_ROWS):
+                gates(start, min(hi, start + BLOCK_ROWS))
+        with blas_threads(1):
+            _chunked(share, len(x2), threads, block=None)
+        return z
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,14 +157,9 @@ class GILR(_Layer):
 
     def gates(self, x, threads: int, out=None):
         """(decays g, impulses (1 − g) ⊙ tanh(x V + b_i)) as [T·…, d]; the impulses go to
-        `out` if given (forward scans them in place into h).
-
-        Each thread projects its share of the timesteps with one single-threaded matrix
-        product, then computes their gates: no BLAS worker threads are left spinning on the
-        cores the gate threads need."""
+        `out` if given (forward scans them in place into h)."""
         x2 = _check(x, self.U.shape[0])
         T, d = len(x2), self.U.shape[1]
-        z = self._buffer("projection", (T, 2 * d))
         g = self._buffer("g", (T, d))
         imp = empty((T, d)) if out is None else out.reshape(T, d)
 
@@ -162,13 +168,8 @@ class GILR(_Layer):
             _sigmoid(np.add(z[lo:hi, :d], self.b_g, out=gr), gr)
             np.tanh(np.add(z[lo:hi, d:], self.b_i, out=ir), out=ir)
             ir -= ir * gr                            # (1 − g) ⊙ i
-
-        def share(lo, hi):
-            np.matmul(x2[lo:hi], self._W, out=z[lo:hi])
-            for start in range(lo, hi, BLOCK_ROWS):
-                rows(start, min(hi, start + BLOCK_ROWS))
-        with blas_threads(1):
-            _chunked(share, T, threads, block=None)
+        z = self._buffer("projection", (T, 2 * d))
+        self._project_then(x2, self._W, threads, rows)
         return g, imp
 
     def forward(self, x, h0=None, threads=None, reference=False, out=None):
@@ -211,15 +212,16 @@ class SRU(_Layer):
         threads = threads or available_threads()
         d = self.W.shape[1]
         x2 = _check(x, d)
-        z = self._project(x2, self._Wall, threads)
-        f, imp = self._buffer("f", (len(z), d)), self._buffer("impulse", (len(z), d))
-        r = self._buffer("r", (len(z), d))
+        T = len(x2)
+        z = self._buffer("projection", (T, 3 * d))
+        f, imp = self._buffer("f", (T, d)), self._buffer("impulse", (T, d))
+        r = self._buffer("r", (T, d))
 
         def gates(lo, hi):
             _sigmoid(z[lo:hi, d:2 * d] + self.b_f, f[lo:hi])
             np.multiply(1 - f[lo:hi], z[lo:hi, :d], out=imp[lo:hi])
             _sigmoid(z[lo:hi, 2 * d:] + self.b_r, r[lo:hi])
-        _chunked(gates, len(z), threads)
+        self._project_then(x2, self._Wall, threads, gates)
         shape = x.shape[:-1] + (d,)
         c = linear_recurrence(f.reshape(shape), imp.reshape(shape), c0, threads).reshape(-1, d)
         h = np.empty_like(c)
@@ -263,8 +265,9 @@ class LSLSTM(_Layer):
         s_prev = np.zeros(s.shape, np.float32)
         s_prev[1:] = s[:-1]
         xs = np.concatenate([x2, s_prev.reshape(-1, d)], axis=1)
-        z = self._project(xs, self.W, threads)
-        f, imp, o = (self._buffer(n, (len(z), d)) for n in ("f", "impulse", "o"))
+        T = len(xs)
+        z = self._buffer("projection", (T, 4 * d))
+        f, imp, o = (self._buffer(n, (T, d)) for n in ("f", "impulse", "o"))
 
         def gates(lo, hi):
             zz = z[lo:hi] + self.b
@@ -272,7 +275,7 @@ class LSLSTM(_Layer):
             _sigmoid(zz[:, d:2 * d], imp[lo:hi])
             imp[lo:hi] *= np.tanh(zz[:, 3 * d:])
             _sigmoid(zz[:, 2 * d:3 * d], o[lo:hi])
-        _chunked(gates, len(z), threads)
+        self._project_then(xs, self.W, threads, gates)
         shape = x.shape[:-1] + (d,)
         c = linear_recurrence(f.reshape(shape), imp.reshape(shape), c0, threads).reshape(-1, d)
 
