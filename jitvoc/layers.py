@@ -123,8 +123,8 @@ class _Layer:
             arrays[f.name] = rng.uniform(-scale, scale, shape).astype(np.float32)
         return cls(**arrays)
 
-    def _project_then(self, x2, W, threads: int, gates) -> np.ndarray:
-        """z = x2 W, then gates(lo, hi) over blocks of rows. Each of `threads` threads
+    def _project_then(self, x2, W, threads: int, gates) -> None:
+        """z = x2 W, then gates(z, lo, hi) over blocks of rows. Each of `threads` threads
         projects its share of the timesteps with one single-threaded matrix product, then runs
         their gates while z is fresh: no BLAS worker threads are left spinning on the cores
         the gate threads need (that cost GILR a third of its 2-thread speed here)."""
@@ -133,10 +133,9 @@ class _Layer:
         def share(lo, hi):
             np.matmul(x2[lo:hi], W, out=z[lo:hi])
             for start in range(lo, hi, BLOCK_ROWS):
-                gates(start, min(hi, start + BLOCK_ROWS))
+                gates(z, start, min(hi, start + BLOCK_ROWS))
         with blas_threads(1):
             _chunked(share, len(x2), threads, block=None)
-        return z
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,12 +162,11 @@ class GILR(_Layer):
         g = self._buffer("g", (T, d))
         imp = empty((T, d)) if out is None else out.reshape(T, d)
 
-        def rows(lo, hi):
+        def rows(z, lo, hi):
             gr, ir = g[lo:hi], imp[lo:hi]
             _sigmoid(np.add(z[lo:hi, :d], self.b_g, out=gr), gr)
             np.tanh(np.add(z[lo:hi, d:], self.b_i, out=ir), out=ir)
             ir -= ir * gr                            # (1 − g) ⊙ i
-        z = self._buffer("projection", (T, 2 * d))
         self._project_then(x2, self._W, threads, rows)
         return g, imp
 
@@ -213,11 +211,10 @@ class SRU(_Layer):
         d = self.W.shape[1]
         x2 = _check(x, d)
         T = len(x2)
-        z = self._buffer("projection", (T, 3 * d))
         f, imp = self._buffer("f", (T, d)), self._buffer("impulse", (T, d))
         r = self._buffer("r", (T, d))
 
-        def gates(lo, hi):
+        def gates(z, lo, hi):
             _sigmoid(z[lo:hi, d:2 * d] + self.b_f, f[lo:hi])
             np.multiply(1 - f[lo:hi], z[lo:hi, :d], out=imp[lo:hi])
             _sigmoid(z[lo:hi, 2 * d:] + self.b_r, r[lo:hi])
@@ -266,10 +263,9 @@ class LSLSTM(_Layer):
         s_prev[1:] = s[:-1]
         xs = np.concatenate([x2, s_prev.reshape(-1, d)], axis=1)
         T = len(xs)
-        z = self._buffer("projection", (T, 4 * d))
         f, imp, o = (self._buffer(n, (T, d)) for n in ("f", "impulse", "o"))
 
-        def gates(lo, hi):
+        def gates(z, lo, hi):
             zz = z[lo:hi] + self.b
             _sigmoid(zz[:, :d], f[lo:hi])
             _sigmoid(zz[:, d:2 * d], imp[lo:hi])

@@ -49,9 +49,9 @@ def _read_npz(path) -> dict:
         raise JitvocError(f"{path}: not a readable .npz archive: {e}") from None
 
 
-def matrix_plans(path, dtype, gen) -> dict:
-    """(name -> untuned Plan, name -> mask) for each named 2-D matrix of an .npz file."""
-    arrays = _read_npz(path)
+def matrix_plans(path, arrays, dtype, gen) -> dict:
+    """(name -> untuned Plan, name -> mask) for each named 2-D matrix of the .npz file `path`,
+    whose arrays are `arrays`."""
     if not arrays:
         raise JitvocError(f"{path}: holds no arrays")
     plans, masks = {}, {}
@@ -95,8 +95,9 @@ def _kernels(args) -> int:
            "llvm_features": gen.llvm_features, "dtype": args.dtype,
            "runnable_here": cpu_mod.runnable(gen), "llvm_version": ".".join(
                map(str, jit.llvm_version())), "matrices": {}, "loop": None, "files": []}
-    if "meta" in _read_npz(args.model):
-        model = load_model(args.model)
+    arrays = _read_npz(args.model)
+    if "meta" in arrays:
+        model = load_model(args.model)   # validates the file as a model
         vplan = plan_vocoder(model, args.dtype, gen)
         plans = vplan.plans
         masks = {m: mk for m, (_, mk) in model.matrices().items()}
@@ -105,7 +106,7 @@ def _kernels(args) -> int:
         doc["input_formats"] = {m: str(f) for m, f in vplan.formats.items()}
     else:
         vplan = None
-        plans, masks = matrix_plans(args.model, args.dtype, gen)
+        plans, masks = matrix_plans(args.model, arrays, args.dtype, gen)
         doc["kind"] = "matrices"
     written = set()
     for name, plan in plans.items():

@@ -126,10 +126,12 @@ def plan_vocoder(model, dtype: str, gen, precision: dict | None = None) -> Vocod
         offset = {"out.O1": 0, "out.O3": model.hidden // 2}.get(name)
         r = plans["gru.R"]
         if offset is not None and _input_kind(plans[name]) == _input_kind(r):
-            # read the codes of h that the GRU update writes for R (one quantization of h)
-            stride = 0 if r.packed.contiguous or r.spec.x_permute else r.packed.x_len
-            plans[name] = mv_plan.build_plan(codes, scale, mask, kind, gen, x_signed=signed,
-                                             x_stride=stride, inline=True)
+            # read the codes of h that the GRU update writes for R (one quantization of h);
+            # shifted tables are then laid out with R's stride
+            if not (r.packed.contiguous or r.spec.x_permute):
+                plans[name] = mv_plan.build_plan(codes, scale, mask, kind, gen,
+                                                 x_signed=signed, x_stride=r.packed.x_len,
+                                                 inline=True)
             shared[name] = offset
     plan = VocoderPlan(dtype, gen, model.hidden, model.hop_length, model.upsample, plans,
                        formats, shared)
