@@ -12,7 +12,7 @@ from . import cpu as cpu_mod
 from . import jit, native
 from .emit.loop import MATRIX_ARRAYS, PARAMS, build_module
 from .errors import InputError
-from .layout import padded
+from .layout import aligned, padded
 from .plan.matvec import kernel_index
 from .plan.vocoder import plan_vocoder
 from .reference.matvec import zero_correction
@@ -48,7 +48,7 @@ class JitEngine:
                       "panel_ptr": p.panel_ptr,
                       "row_scale": padded(plan.row_scale, p.rows_padded, np.float32),
                       "zcorr": padded(zc, p.rows_padded, np.int32)}
-            out += [np.ascontiguousarray(arrays[a]) for a in MATRIX_ARRAYS]
+            out += [aligned(arrays[a]) for a in MATRIX_ARRAYS]
         I = w["gru.I"]
         vectors = {"gru.I0": I[:, 0], "gru.I1": I[:, 1], "gru.I2": I[:, 2]}
         rows = {"gru.bR": "gru.R", "out.b1": "out.O1", "out.b2": "out.O2", "out.b3": "out.O3",
@@ -57,7 +57,7 @@ class JitEngine:
             if k in rows:
                 out.append(padded(w[k], self.plan.plans[rows[k]].packed.rows_padded, np.float32))
             else:
-                out.append(np.ascontiguousarray(vectors[k], dtype=np.float32))
+                out.append(aligned(vectors[k], np.float32))
         return out
 
     def __repr__(self):

@@ -45,13 +45,15 @@ def _case(name):
         w = rng.standard_normal((70, 1)).astype(np.float32)
     elif name == "blocks_16x1":
         w = _sparse(rng, (96, 64), 0.2, (16, 1))
+    elif name == "wide_sparse_16x1":      # panels spread over 1000 columns: multi-pass gathers
+        w = _sparse(rng, (48, 1000), 0.03, (16, 1))
     else:
         raise KeyError(name)
     return w, rng.standard_normal(w.shape[1]).astype(np.float32)
 
 
 CASES = ["ragged_37x29", "empty_row_blocks", "all_zero", "dense", "extremes", "1xN", "Nx1",
-         "blocks_16x1"]
+         "blocks_16x1", "wide_sparse_16x1"]
 
 
 def _unaligned(x):
@@ -88,11 +90,23 @@ def test_every_generation_every_format(gen, dtype, block):
 
 @pytest.mark.parametrize("gen", RUNNABLE)
 @pytest.mark.parametrize("dtype", ["int8", "int16", "float32"])
-@pytest.mark.parametrize("variant", ["grouped", "baked", "dense"])
+@pytest.mark.parametrize("variant", ["idx", "grouped", "baked", "dense"])
 def test_code_variants(gen, dtype, variant):
-    for name in ("ragged_37x29", "empty_row_blocks", "blocks_16x1", "extremes"):
+    for name in ("ragged_37x29", "empty_row_blocks", "blocks_16x1", "wide_sparse_16x1",
+                 "extremes"):
         w, x = _case(name)
         check(build_matvec(w, dtype=dtype, cpu=gen, block=(16, 1), variant=variant), w, x)
+
+
+def test_index_driven_kernel_serves_every_pattern_of_its_shape():
+    """An idx kernel's name (its cache key) has no pattern hash: the same machine code must be
+    right for another matrix of that shape with a different number of panels."""
+    rng = np.random.default_rng(5)
+    for density in (0.05, 0.4, 0.02):
+        w = _sparse(rng, (64, 300), density, (16, 1))
+        mv = build_matvec(w, "int8", block=(16, 1), variant="idx")
+        assert mv.spec.startswith("spmv_s8u8_16x1_") and "_idx_" in mv.spec
+        check(mv, w, rng.standard_normal(300).astype(np.float32))
 
 
 def test_saturating_inputs_hit_the_code_limits():

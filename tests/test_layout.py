@@ -56,16 +56,53 @@ def test_kernel_index_gathering_offsets():
     assert p.kernel_index(stride=10).tolist() == [[1, 12, 25, 37]]
 
 
-def test_permute_index_records():
-    w = np.zeros((16, 300), np.int8)
-    w[0, [1, 130, 299, 5]] = 1
+def gather_words(g, x_codes: np.ndarray, n_panels: int) -> np.ndarray:
+    """What a kernel's byte-permute prologue computes from PermuteGathers.index (its reading of
+    the records, in NumPy): every word slot's 4 bytes."""
+    rec, idx = g.RECORD, g.index
+    x = np.zeros(g.x_pad + 64, np.uint8)   # the kernel's buffer: codes, then zeros
+    x[:len(x_codes)] = x_codes
+    field = lambda at: int(idx[at:at + 4].view("<i4")[0])
+    firsts = -(-n_panels // 16) * 64
+    words = np.zeros((g.n_groups, 64), np.uint8)
+    for grp in range(g.n_groups):
+        first = firsts + grp * rec
+        passes = [first] + [field(first + 80) + j * rec for j in range(field(first + 76))]
+        for i, off in enumerate(passes):
+            window = x[field(off + 72):field(off + 72) + 128]
+            picked = window[idx[off:off + 64] & 127]
+            keep = np.unpackbits(idx[off + 64:off + 72], bitorder="little").astype(bool)
+            words[grp] = picked if i == 0 else np.where(keep, picked, words[grp])
+    return words.reshape(-1, 4)
+
+
+@pytest.mark.parametrize("density", [0.02, 0.05, 0.3, 1.0])
+@pytest.mark.parametrize("cols", [3, 100, 130, 896, 1000])
+def test_permute_gathers_round_trip(density, cols):
+    """Every gathering panel's word, built the way the kernels build it, holds its columns'
+    codes; sparse groups need few passes."""
+    rng = np.random.default_rng(cols)
+    w = (rng.random((96, cols)) < density).astype(np.int8)
     p = pack(w, (16, 1), 4)
-    rec = p.permute_index(128)
-    n_win = 3
-    assert rec.size == 64 + 8 * n_win
-    assert rec[:4].tolist() == [1, 5, 130 - 128, 299 - 256]
-    masks = rec[64:].view("<u8")
-    assert masks.tolist() == [0b0011, 0b0100, 0b1000]
+    g = p.permute_gathers(128)
+    x = rng.integers(0, 256, p.x_len).astype(np.uint8)
+    words = gather_words(g, x, p.n_panels)
+    assert np.array_equal(words[g.slots], x[p.cols_idx])
+    assert len(set(g.slots.tolist())) == p.n_panels   # one slot per panel
+    assert np.all(np.diff(g.passes) >= 0)            # groups sorted by pass count
+    assert g.index.ctypes.data % 64 == 0
+    if cols <= 128:
+        assert set(g.passes.tolist()) <= {1}
+
+
+def test_permute_gathers_passes_follow_the_columns():
+    w = np.zeros((16, 300), np.int8)
+    w[0, [1, 5, 130, 299]] = 1
+    g = pack(w, (16, 1), 4).permute_gathers(128)
+    assert g.passes.tolist() == [3]    # from 1 (1, 5), from 130, from 172 (ends at x_pad: 299)
+    assert g.x_pad == 300
+    records = g.index[64:].reshape(3, g.RECORD)     # after one 64-byte block of slots
+    assert records[:, 72:76].copy().view("<i4").ravel().tolist() == [1, 130, 172]
 
 
 def test_bad_matrices():

@@ -47,10 +47,12 @@ def store(b: ir.IRBuilder, value, base, index=0, align: int = 1, elem_type=None)
     b.store(value, gep(b, base, elem_type or value.type, index), align=align)
 
 
-def alloca(b: ir.IRBuilder, typ, count: int = 1):
-    """Stack space for `count` values of `typ`, as an untyped pointer (like function arguments).
-    Call it in the entry block when the code runs in a loop."""
-    slot = b.alloca(typ, size=i64(count))
+def alloca(b: ir.IRBuilder, typ, count=1, align: int | None = None):
+    """Stack space for `count` (an int or an i64 value) values of `typ`, as an untyped pointer
+    (like function arguments), aligned to `align` bytes if given. Call it in the entry block
+    when the code runs in a loop."""
+    slot = b.alloca(typ, size=i64(count) if isinstance(count, int) else count)
+    slot.align = align
     slot.type = ptr  # opaque, like every other pointer here (LLVM's IR has no typed pointers)
     return slot
 

@@ -72,13 +72,12 @@ class Backend:
         widths = sorted((int(k) for k in table[key]), reverse=True)
         return next((w for w in widths if w <= lanes and lanes % w == 0), 0)
 
-    def gather_window(self, x_len: int) -> int:
-        """Bytes per window of the byte-permute gather, or 0 if this backend/CPU has none
-        (or x would need too many windows)."""
+    def gather_window(self) -> int:
+        """Bytes per window of the byte-permute gather, or 0 if this backend/CPU has none."""
         g = self.t.get("gather")
         if not g or not set(g["requires"]) <= self.gen.features:
             return 0
-        return g["window"] if -(-x_len // g["window"]) <= g["max_windows"] else 0
+        return g["window"]
 
     def permute_window(self, b: ir.IRBuilder, lo, idx, hi):
         """64 bytes picked from the 128 bytes lo:hi by the low 7 bits of idx."""

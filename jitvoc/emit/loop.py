@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
+from ..layout import CACHE_LINE
 from ..plan.vocoder import MATRICES, VECTOR, VocoderPlan
 from . import mathfn
 from .irutil import (alloca, counted_loop, f32, function, gep, i16, i32, i64, load, ptr, splat,
@@ -80,8 +81,8 @@ class LoopEmitter:
         self.h, self.K = h, K
         # scratch, allocated once
         rows = {m: p.packed.rows_padded for m, p in self.plan.plans.items()}
-        self.a = alloca(b, f32, rows["gru.R"])
-        self.y = {m: alloca(b, f32, rows[m]) for m in MATRICES[1:]}
+        self.a = alloca(b, f32, rows["gru.R"], align=CACHE_LINE)
+        self.y = {m: alloca(b, f32, rows[m], align=CACHE_LINE) for m in MATRICES[1:]}
         shared = self.plan.shared
         reach = max([0] + [off + self.mv[m].x_pad for m, off in shared.items()])
         self.xbuf = {m: e.xin_buffer(b, reach if m == "gru.R" else 0)

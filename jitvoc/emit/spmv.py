@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from ..layout import Packed
+from ..layout import CACHE_LINE, Packed, PermuteGathers
 from ..spec import KernelSpec
 from .irutil import (alloca, counted_loop, f32, function, gep, i8, i16, i32, i64, load, ptr, splat,
                      store, vec, void)
@@ -70,8 +70,8 @@ class SpmvEmitter:
         self.stride = spec.x_stride or packed.x_len   # distance between shifted tables
         self.permute = spec.x_permute                 # byte-permute window (VBMI gathers)
         self.codes_input = packed.contiguous or bool(self.permute)  # xin = plain codes
-        self.x_pad = (-(-packed.x_len // self.permute) * self.permute if self.permute
-                      else packed.x_len)
+        self.gathers = packed.permute_gathers(self.permute) if self.permute else None
+        self.x_pad = self.gathers.x_pad if self.permute else packed.x_len
 
     # --- core ----------------------------------------------------------------------------------
     def emit_core(self, dequantize: bool, bias: bool = False, relu: bool = False) -> ir.Function:
@@ -98,13 +98,14 @@ class SpmvEmitter:
         self.accs = [[b.alloca(self.acc_t) for _ in range(self.chunks)] for _ in range(n_sets)]
         self.b, self.xin, self.w = b, xin, w
         if self.permute:
-            self._permute_words(index)
+            self._permute_words(index, pptr)
         if s.variant == "baked":
             for i, rb in enumerate(p.rb_order.tolist()):
                 self._zero()
                 lo, hi = int(p.panel_ptr[i]), int(p.panel_ptr[i + 1])
                 for q in range(lo, hi):
-                    col = [q] if self.permute else [int(c) for c in p.cols_idx[q]]
+                    col = ([int(self.gathers.slots[q])] if self.permute
+                           else [int(c) for c in p.cols_idx[q]])
                     self._panel(q, col, (q - lo) % n_sets)
                 self._store(y, rb, self.accs)
         elif s.dense:
@@ -203,33 +204,49 @@ class SpmvEmitter:
         if p.row_blocks > full:
             group(i64(full), p.row_blocks - full)
 
-    def _permute_words(self, index):
-        """VBMI prologue: every panel's activation word, 16 panels per byte-permute pass over
-        the windows of x (records from Packed.permute_index), into a stack array."""
-        b, p, win = self.b, self.p, self.permute
-        n_win, n_groups = self.x_pad // win, -(-p.n_panels // 16)
-        rec_size = 64 + 8 * n_win
+    def _permute_words(self, index, pptr):
+        """VBMI prologue: every gathering panel's activation word, 16 panels per group, into a
+        stack array (layout.PermuteGathers): per group one byte permute of a 128-byte window of
+        x, then one masked permute per extra pass. Kernels with the pattern compiled in know the
+        group count; index-driven ones read it from panel_ptr."""
+        b, p, rec_size = self.b, self.p, PermuteGathers.RECORD
         bytes64 = vec(i8, 64)
-        halves = [b.load(gep(b, self.xin, i8, i64(win * w + 64 * h)), typ=bytes64, align=1)
-                  for w in range(n_win) for h in range(2)]
-        self.words = alloca(b, i32, n_groups * 16)
-        with counted_loop(b, 0, n_groups, name="permute") as g:
-            rec = gep(b, index, i8, b.mul(g, i64(rec_size)))
-            idx = b.load(rec, typ=bytes64, align=1)
-            res = ir.Constant(bytes64, [0] * 64)
-            for w in range(n_win):
-                mask = b.bitcast(b.load(gep(b, rec, i8, i64(64 + 8 * w)), typ=i64, align=1),
-                                 vec(ir.IntType(1), 64))
-                perm = self.backend.permute_window(b, halves[2 * w], idx, halves[2 * w + 1])
-                res = b.select(mask, perm, res)
-            b.store(res, gep(b, self.words, i32, b.mul(g, i64(16))), align=4)
+        if self.spec.pattern:
+            n_panels = i64(p.n_panels)
+        else:
+            n_panels = b.sext(load(b, pptr, i32, i64(p.row_blocks), align=4), i64)
+        n_groups = b.udiv(b.add(n_panels, i64(15)), i64(16))
+        self.words = words = alloca(b, i32, b.mul(n_groups, i64(16)), align=CACHE_LINE)
+        firsts = b.mul(n_groups, i64(64))   # the first passes follow the slots
+        result = b.alloca(bytes64)
+
+        def field(off, at):
+            return b.sext(load(b, gep(b, index, i8, b.add(off, i64(at))), i32, align=4), i64)
+
+        def permute(off):
+            start = field(off, 72)
+            lo = b.load(gep(b, self.xin, i8, start), typ=bytes64, align=1)
+            hi = b.load(gep(b, self.xin, i8, b.add(start, i64(64))), typ=bytes64, align=1)
+            idx = b.load(gep(b, index, i8, off), typ=bytes64, align=1)
+            return self.backend.permute_window(b, lo, idx, hi)
+
+        with counted_loop(b, 0, n_groups, name="gather") as g:
+            first = b.add(firsts, b.mul(g, i64(rec_size)))
+            b.store(permute(first), result)
+            further = field(first, 80)
+            with counted_loop(b, 0, field(first, 76), name="pass") as j:
+                off = b.add(further, b.mul(j, i64(rec_size)))
+                mask = b.bitcast(b.load(gep(b, index, i8, b.add(off, i64(64))), typ=i64,
+                                        align=4), vec(ir.IntType(1), 64))
+                b.store(b.select(mask, permute(off), b.load(result)), result)
+            b.store(b.load(result), gep(b, words, i32, b.mul(g, i64(16))), align=4)
 
     def _runtime_cols(self, index, q):
         """Panel q's column (contiguous panels) or table offsets (gathering panels), as i64;
-        with byte permutes, the panel itself (its word is precomputed)."""
+        with byte permutes, the slot of its precomputed word."""
         b, g = self.b, self.group
         if self.permute:
-            return [q]
+            return [b.sext(load(b, index, i32, q, align=4), i64)]
         if self.p.contiguous:
             return [b.sext(load(b, index, i32, q, align=4), i64)]
         word_t = ir.IntType(16 * g)  # g uint16 offsets in one load
@@ -324,7 +341,7 @@ class SpmvEmitter:
         b = ir.IRBuilder(fl.append_basic_block("entry"))
         y, x, w, index, pptr, row_scale, zcorr, x_inv, x_scale = fl.args
         xin = self.activations(b, x, x_inv)
-        out = y if p.rows_padded == p.rows else alloca(b, f32, p.rows_padded)
+        out = y if p.rows_padded == p.rows else alloca(b, f32, p.rows_padded, align=CACHE_LINE)
         b.call(core, [out, xin, w, index, pptr, row_scale, zcorr, x_scale, null])
         if out is not y:
             with counted_loop(b, 0, p.rows, name="out") as r:
@@ -339,17 +356,17 @@ class SpmvEmitter:
 
     def prepare_x(self, b: ir.IRBuilder, codes):
         """What the core reads as xin, from stored codes (padded to x_len): the codes, a copy
-        padded to whole permute windows, or their shifted tables."""
+        zero-padded to x_pad for permute windows, or their shifted tables."""
         if self.is_float or self.p.contiguous:
             return codes
         if self.permute:
-            buf = alloca(b, self.elem, self.x_pad)
+            buf = alloca(b, self.elem, self.x_pad, align=CACHE_LINE)
             with counted_loop(b, 0, self.x_pad, name="pad") as c:
                 inside = b.icmp_signed("<", c, i64(self.p.x_len))
                 v = load(b, codes, self.elem, b.select(inside, c, i64(0)), align=1)
                 store(b, b.select(inside, v, ir.Constant(self.elem, 0)), buf, c, align=1)
             return buf
-        table = alloca(b, i32, self.group * self.stride)
+        table = alloca(b, i32, self.group * self.stride, align=CACHE_LINE)
         with counted_loop(b, 0, self.p.x_len, name="table") as c:
             self._store_shifted(b, table, c, b.zext(load(b, codes, self.elem, c,
                                                          align=self.esize), i32))
@@ -370,10 +387,10 @@ class SpmvEmitter:
         a loop."""
         p = self.p
         if self.is_float:
-            return None if p.x_len == p.cols else alloca(b, f32, p.x_len)
+            return None if p.x_len == p.cols else alloca(b, f32, p.x_len, align=CACHE_LINE)
         if not self.codes_input:
-            return alloca(b, i32, self.group * self.stride)
-        return alloca(b, self.elem, max(self.x_pad, length))
+            return alloca(b, i32, self.group * self.stride, align=CACHE_LINE)
+        return alloca(b, self.elem, max(self.x_pad, length), align=CACHE_LINE)
 
     def activations(self, b: ir.IRBuilder, x, x_inv, buf=None):
         """xin for float x: quantized codes (saturating, half to even) or their shifted tables,
@@ -388,7 +405,13 @@ class SpmvEmitter:
             with counted_loop(b, p.cols, p.x_len, name="pad") as c:
                 store(b, f32(0.0), buf, c, align=4)
             return buf
-        with counted_loop(b, 0, p.cols, name="quant") as c:
+        n = self.backend.vector_bits // 32   # floats per vector: quantize n at a time
+        main = p.cols // n * n
+        if main:
+            with counted_loop(b, 0, main, n, name="quant") as c:
+                v = b.load(gep(b, x, f32, c), typ=vec(f32, n), align=4)
+                self.put_codes(b, buf, c, self.code(b, v, x_inv))
+        with counted_loop(b, main, p.cols, name="quant_tail") as c:
             self.put_codes(b, buf, c, self.code(b, load(b, x, f32, c, align=4), x_inv))
         with counted_loop(b, p.cols, self.x_pad, name="pad") as c:
             self.put_codes(b, buf, c, i32(0))

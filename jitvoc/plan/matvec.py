@@ -38,7 +38,7 @@ def kernel_index(plan: Plan) -> np.ndarray:
     """The index array the planned kernel reads (see jitvoc.layout)."""
     spec = plan.spec
     if spec.x_permute:
-        return plan.packed.permute_index(spec.x_permute)
+        return plan.packed.permute_gathers(spec.x_permute).index
     return plan.packed.kernel_index(spec.x_stride)
 
 
@@ -107,7 +107,7 @@ def estimate(mask: np.ndarray, block, dtype: str, backend: str, gen, dense: bool
         panels = panel_count(mask, block, group)
         gather = block[1] % group != 0
         can_permute = (gather and dtype == "int8" and lanes == 16
-                       and isa.Backend(backend, gen).gather_window(cols))
+                       and isa.Backend(backend, gen).gather_window())
         fetch = X_COST["permute" if can_permute else "tables" if gather else "contiguous"]
     return (panels * _dot_cost(backend, dtype, lanes, gen) * (1 + fetch)
             + ROW_BLOCK_COST * -(-rows // lanes))
@@ -133,7 +133,7 @@ def permute_window(packed: Packed, dtype: str, backend: str, gen) -> int:
     """The byte-permute window for gathering int8 panels of 16 rows, if the CPU has one."""
     if dtype != "int8" or packed.contiguous or packed.bh != 16:
         return 0
-    return isa.Backend(backend, gen).gather_window(packed.x_len)
+    return isa.Backend(backend, gen).gather_window()
 
 
 def _default_variant(mask, block, dtype, backend, gen, inline) -> str:
