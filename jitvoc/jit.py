@@ -14,7 +14,9 @@ Cache folder: ``$JITVOC_CACHE`` or ``~/.cache/jitvoc``.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import hashlib
 import os
 import sys
@@ -133,6 +135,19 @@ def compile_object(ir_module, gen) -> bytes:
     return obj
 
 
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic collector off while llvmlite builds a module: it makes hundreds of
+    thousands of small objects, and the collector kept walking them (10-25% of a cold build)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 class Library:
     """Machine code loaded into this process; keeps its execution engine alive."""
 
@@ -163,7 +178,8 @@ def load(name: str, build_ir, gen, cache: bool = True) -> Library:
         if cache and path.exists():
             debug(2, f"cache hit {path.name}")
             return Library(path.read_bytes(), gen)
-        obj = compile_object(build_ir(), gen)
+        with _collector_paused():
+            obj = compile_object(build_ir(), gen)
         if cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

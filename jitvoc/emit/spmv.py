@@ -25,8 +25,8 @@ from llvmlite import ir
 
 from ..layout import CACHE_LINE, Packed, PermuteGathers
 from ..spec import KernelSpec
-from .irutil import (alloca, counted_loop, f32, function, gep, i8, i16, i32, i64, load, ptr, splat,
-                     store, vec, void)
+from .irutil import (alloca, broadcast_load, counted_loop, f32, function, gep, i8, i16, i32, i64,
+                     load, ptr, splat, store, vec, void)
 from .isa import Backend, generic_dot
 
 GROUPED_UNROLL_LIMIT = 64  # panels per row block fully unrolled by the grouped variant
@@ -272,17 +272,17 @@ class SpmvEmitter:
         b = self.b
         as_i64 = [i64(c) if isinstance(c, int) else c for c in col]
         if self.is_float:
-            return splat(b, load(b, self.xin, f32, as_i64[0], align=4), self.width)
+            return broadcast_load(b, self.xin, f32, as_i64[0], self.width, align=4)
         if self.permute:
-            word = load(b, self.words, i32, as_i64[0], align=4)
-        elif self.p.contiguous:  # g consecutive codes starting at col[0]: one 32-bit load
-            word = b.load(gep(b, self.xin, self.elem, as_i64[0]), typ=i32, align=4)
-        else:  # OR of the shifted tables at the panel's offsets
-            word = None
-            for j, c in enumerate(col):
-                idx = i64(c + j * self.stride) if isinstance(c, int) else c
-                t = load(b, self.xin, i32, idx, align=4)
-                word = t if word is None else b.or_(word, t)
+            return broadcast_load(b, self.words, i32, as_i64[0], self.width, align=4)
+        if self.p.contiguous:  # g consecutive codes starting at col[0]: one 32-bit load
+            return broadcast_load(b, gep(b, self.xin, self.elem, as_i64[0]), i32, 0, self.width,
+                                  align=4)
+        word = None   # OR of the shifted tables at the panel's offsets
+        for j, c in enumerate(col):
+            idx = i64(c + j * self.stride) if isinstance(c, int) else c
+            t = load(b, self.xin, i32, idx, align=4)
+            word = t if word is None else b.or_(word, t)
         return splat(b, word, self.width)
 
     def _panel(self, q, col, acc_index: int, xw=None):

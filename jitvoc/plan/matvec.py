@@ -23,6 +23,7 @@ from ..quant import WEIGHT_FORMATS
 from ..spec import GROUP, KernelSpec
 
 BAKE_LIMIT = 2500          # vector products: beyond this, straight-line code compiles slowly
+BAKED_ACCUMULATORS = 2     # R at 3-5%, O1/O3, GRU-A: 2 beat 4 by 3-7% (fewer to zero and sum)
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,7 +157,7 @@ def baked_products(mask, block, dtype, backend, gen) -> int:
 
 
 def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, variant=None,
-               unroll=8, accumulators=4, x_signed=True, x_stride=0, permute=None,
+               unroll=8, accumulators=None, x_signed=True, x_stride=0, permute=None,
                inline=False) -> Plan:
     """The untuned plan, or the one the arguments pin down. `inline`: the kernel runs inside a
     fused loop whose other code shares the instruction cache (no straight-line baking)."""
@@ -173,6 +174,8 @@ def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, 
         variant = "dense" if dense else _default_variant(mask, block, dtype, backend, gen, inline)
     if variant in ("grouped", "baked"):
         unroll = 1  # every panel is unrolled already
+    if accumulators is None:
+        accumulators = BAKED_ACCUMULATORS if variant == "baked" else 4
     packed = pack(w_codes, block, GROUP[dtype], mask=mask, dense=dense,
                   by_count=variant == "grouped")
     window = permute_window(packed, dtype, backend, gen) if permute in (None, True) else 0
@@ -194,7 +197,8 @@ def candidates(w_codes, row_scale, mask, dtype, gen, x_signed=True) -> list[Plan
     out = []
     for blk in ranked:
         products = baked_products(mask, blk, dtype, backend, gen)
-        for variant, u, a in (("idx", 4, 2), ("idx", 8, 4), ("grouped", 1, 4), ("baked", 1, 4)):
+        for variant, u, a in (("idx", 4, 2), ("idx", 8, 4), ("grouped", 1, 4),
+                              ("baked", 1, BAKED_ACCUMULATORS)):
             if variant == "baked" and products > BAKE_LIMIT:
                 continue
             plan = build_plan(w_codes, row_scale, mask, dtype, gen, blk, backend, variant, u, a,
