@@ -3,19 +3,23 @@
 Every kernel module defines, for ``N = spec.name``:
 
 - ``N_core`` / ``N_core_acc(y, xin, W, index, panel_ptr, row_scale, zcorr, x_scale)`` the panel
-  product (internal) for every padded row: dequantized float32 y, or the raw accumulators; ``xin`` is the stored activations (contiguous panels) or, for panels that
-  gather columns, ``group`` shifted copies of them as int32 (``T_j[c] = code[c] << bits·j``) so
-  that one panel's x word is ``T_0[c_0] | T_1[c_1] | …``;
+  product (internal) for every padded row: dequantized float32 y, or the raw accumulators.
+  ``xin`` is the stored activation codes (contiguous panels, and gathering panels on CPUs with
+  byte permutes), or ``group`` shifted copies of them as int32 (``T_j[c] = code[c] << bits·j``)
+  so that a gathering panel's x word is ``T_0[c_0] | T_1[c_1] | …``;
 - ``N_raw(y, x_codes, W, index, panel_ptr)`` the integer entry point (x_codes padded to x_len);
 - ``N(y, x, W, index, panel_ptr, row_scale, zcorr, x_inv_scale, x_scale)`` float32 in and out:
-  quantize x (round half to even, saturate), product, ``y = (acc − zcorr) · (row_scale · x_scale)`` (row_scale, zcorr padded to whole row blocks);
+  quantize x (round half to even, saturate), product,
+  ``y = (acc − zcorr) · (row_scale · x_scale)`` (row_scale, zcorr padded to whole row blocks);
 - ``N_loop(n, …)`` the float entry called n times (benchmarks time this, not Python).
 
-``index`` is ``Packed.kernel_index()`` (see jitvoc.layout).
+``index`` is ``Packed.kernel_index()``, or ``Packed.permute_gathers().index`` for byte-permute
+gathers (see jitvoc.layout): those kernels first build every panel's x word into a stack array
+(``_permute_words``), then read each panel's word from its slot.
 Variants: ``idx`` loops over row blocks and reads each panel's columns from ``index``;
 ``grouped`` visits row blocks sorted by panel count with each count's panels unrolled (no
-unpredictable branches; columns still from ``index``); ``baked`` unrolls
-every panel with its columns and offsets as constants; ``dense`` walks contiguous panels.
+unpredictable branches; columns still from ``index``); ``baked`` unrolls every panel with its
+columns (or word slots) and offsets as constants; ``dense`` walks contiguous panels.
 Float kernels use a fixed logical vector width and no FMA, so results do not depend on the ISA.
 """
 from __future__ import annotations

@@ -184,8 +184,12 @@ def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, 
     spec = make_spec(w_codes.shape, dtype, block, backend, variant, packed.pattern_hash(),
                      unroll, accumulators, x_signed,
                      0 if packed.contiguous or window else x_stride, window)
+    gathers = ""
+    if window and jit.debug_level() >= 1:
+        g = packed.permute_gathers(window)
+        gathers = f", byte-permute gathers: {g.n_groups} groups, {g.passes.mean():.2f} windows each"
     jit.debug(1, f"plan {spec.name}: {packed.n_panels} panels of {packed.bh}x{packed.group}, "
-                 f"{np.count_nonzero(mask)}/{mask.size} non-zeros")
+                 f"{np.count_nonzero(mask)}/{mask.size} non-zeros{gathers}")
     return Plan(spec, packed, row_scale, w_codes)
 
 
