@@ -172,7 +172,7 @@ class PermuteGathers:
         order = np.lexsort((cols[:, 0], own)) if len(cols) else np.zeros(0, np.int64)
         n_groups = _ceil(len(order), 16)
         groups = [order[16 * g:16 * g + 16] for g in range(n_groups)]
-        covers = [_cover(np.unique(cols[g]), window, x_pad) for g in groups]
+        covers = [_cover(cols[g], window, x_pad) for g in groups]
         by_passes = sorted(range(n_groups), key=lambda g: len(covers[g]))   # stable
         slots = np.zeros(len(cols), dtype=np.int32)
         head = _ceil(4 * len(cols), 64) * 64
@@ -203,8 +203,8 @@ class PermuteGathers:
 
 
 def _cover(cols: np.ndarray, window: int, x_pad: int) -> list:
-    """Window offsets covering sorted `cols` greedily: each starts at the smallest column not
-    yet covered, moved back so that it ends by x_pad."""
+    """Window offsets covering the columns `cols` greedily: each starts at the smallest column
+    not yet covered, moved back so that it ends by x_pad."""
     cols = np.unique(cols)
     offsets, i = [], 0
     while i < len(cols):

@@ -249,9 +249,7 @@ class SpmvEmitter:
         """Panel q's column (contiguous panels) or table offsets (gathering panels), as i64;
         with byte permutes, the slot of its precomputed word."""
         b, g = self.b, self.group
-        if self.permute:
-            return [b.sext(load(b, index, i32, q, align=4), i64)]
-        if self.p.contiguous:
+        if self.permute or self.p.contiguous:   # one int32 per panel
             return [b.sext(load(b, index, i32, q, align=4), i64)]
         word_t = ir.IntType(16 * g)  # g uint16 offsets in one load
         packed = b.load(gep(b, index, i16, b.mul(q, i64(g))), typ=word_t, align=2)
