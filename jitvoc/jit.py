@@ -121,10 +121,6 @@ def assembly(ir_module, gen) -> str:
     return tm.emit_assembly(mod)
 
 
-def optimised_ir(ir_module, gen) -> str:
-    return str(optimise(ir_module, gen)[0])
-
-
 def compile_object(ir_module, gen) -> bytes:
     t0 = time.perf_counter()
     mod, tm = optimise(ir_module, gen)

@@ -17,11 +17,6 @@ def vec(elem, n: int) -> ir.VectorType:
     return ir.VectorType(elem, n)
 
 
-def const_vec(elem, values) -> ir.Constant:
-    values = list(values)
-    return ir.Constant(vec(elem, len(values)), values)
-
-
 def splat(b: ir.IRBuilder, value, n: int):
     """A vector of n copies of a scalar value (constant-folded for constants)."""
     if isinstance(value, ir.Constant):
