@@ -1,6 +1,6 @@
 """Export a models/train.py checkpoint to a jitvoc model file (docs/model.md, "File format").
 
-    python -m models.export .ckpt/ckpt.npz models/festvox_ru_wavernn.npz
+    python -m models.export .ckpt models/NAME.npz        # a checkpoint folder or compact copy
 
 PyTorch's gate order (r, z, n) becomes jitvoc's (u, r, e) = (z, r, n); `weight_ih` splits into
 `gru.I` (its first 3 columns) and `cond.proj` (the rest); `bias_ih` is `gru.b`, `bias_hh` is
@@ -21,27 +21,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def _jitvoc_model():
-    try:
-        from jitvoc import model as jm
-    except ImportError:
-        from models.train import import_mel
-        import_mel()  # installs a bare 'jitvoc' package module if jitvoc/__init__ cannot load
-        import importlib
-        jm = importlib.import_module("jitvoc.model")
-    return jm
-
-
 def torch_to_jitvoc_rows(H):
     """Row permutation taking PyTorch's [r; z; n] gate stack to jitvoc's [u; r; e] = [z; r; n]."""
     return np.concatenate([np.arange(H, 2 * H), np.arange(0, H), np.arange(2 * H, 3 * H)])
 
 
-def convert(z, meta):
-    """Checkpoint arrays -> (weights, masks) dicts with the file's keys."""
+def convert(weights, ckpt_masks, meta):
+    """Checkpoint arrays (models.train.read_checkpoint) -> (weights, masks) with the file's keys."""
     cfg = meta["config"]
     H = cfg["hidden"]
-    m = lambda k: np.asarray(z["model/" + k], np.float32)
+    m = lambda k: np.asarray(weights[k], np.float32)
     perm = torch_to_jitvoc_rows(H)
     w, masks = {}, {}
     for i, _ in enumerate(cfg["cond_layers"]):
@@ -52,10 +41,10 @@ def convert(z, meta):
     w["cond.proj"] = np.ascontiguousarray(wih[:, 3:])
     w["gru.b"] = m("gru.bias_ih_l0")[perm]
     w["gru.bR"] = m("gru.bias_hh_l0")[perm]
-    masks["gru.R"] = np.asarray(z["mask/gru.R"], np.uint8)[perm]
+    masks["gru.R"] = np.asarray(ckpt_masks["gru.R"], np.uint8)[perm]
     w["gru.R"] = m("gru.weight_hh_l0")[perm] * masks["gru.R"]
     for i in (1, 2, 3, 4):
-        masks[f"out.O{i}"] = np.asarray(z[f"mask/out.O{i}"], np.uint8)
+        masks[f"out.O{i}"] = np.asarray(ckpt_masks[f"out.O{i}"], np.uint8)
         w[f"out.O{i}"] = m(f"O{i}.weight") * masks[f"out.O{i}"]
         w[f"out.b{i}"] = m(f"O{i}.bias")
     h2 = H // 2
@@ -83,37 +72,41 @@ def _sha256(path):
         return None
 
 
+def _data_provenance(split):
+    """Each training voice: its Debian package, speaker, licence, notice and split sizes."""
+    from models.prepare_data import VOICES
+    return {v: {"package": VOICES[v]["package"], "speaker": VOICES[v]["speaker"],
+                "licence": VOICES[v]["licence"], "notice": VOICES[v]["notice"],
+                "train": len(e["train"]), "test": len(e["test"])}
+            for v, e in split.get("voices", {}).items() if v in VOICES}
+
+
 def export(ckpt, out, command=None, extra_provenance=None):
-    z = np.load(ckpt, allow_pickle=False)
-    meta = json.loads(bytes(z["meta"]).decode())
+    from models.train import jitvoc_module, read_checkpoint
+    weights, ckpt_masks, meta, _, _ = read_checkpoint(ckpt)
     cfg = meta["config"]
-    w, masks = convert(z, meta)
+    w, masks = convert(weights, ckpt_masks, meta)
     H = cfg["hidden"]
     split_path = os.path.join(HERE, "split.json")
     split = json.load(open(split_path)) if os.path.exists(split_path) else {}
     layers = [{"name": f"cond.conv{i}", "kernel": int(l["kernel"]), "activation": l["activation"]}
               for i, l in enumerate(cfg["cond_layers"])]
-    runs = meta.get("runs", [])
     provenance = {
         "kind": "trained",
-        "recipe": "models/train.py (teacher-forced WaveRNN, dual softmax, gradual 16x1 block pruning)",
-        "data": ("festvox-ru (Debian package festvox-ru, voice msu_ru_nsh_clunits: one Russian male "
-                 "speaker, 16 kHz), (c) 2005 Nickolay V. Shmyrev, BSD-like licence: "
-                 "models/LICENSE.festvox-ru.txt"),
-        "split": {"file": "models/split.json", "sha256": _sha256(split_path),
-                  "train": len(split.get("train", [])), "test": len(split.get("test", [])),
-                  "rule": split.get("rule")},
+        "recipe": ("models/train.py (teacher-forced WaveRNN, dual softmax, input noise, late "
+                   "gradual 16x1 block pruning)"),
+        "data": _data_provenance(split),
+        "split": {"file": "models/split.json", "sha256": _sha256(split_path)},
         "steps": meta.get("step"),
         "total_steps": cfg.get("total_steps"),
         "batch_size": cfg.get("batch_size"), "crop_samples": cfg["crop_frames"] * cfg["mel"]["hop_length"],
-        "precision": cfg.get("precision"),
+        "input_noise": cfg.get("input_noise"),
         "sparsity": sparsity_report(masks, H),
         "pruning": dict(cfg["prune"], blocks="16x1 (16 consecutive rows of one column), L2 score; "
                                              "R's u, r, e gates pruned separately"),
         "final_train_loss": meta.get("final_ce"),
-        "runs": runs,
-        "train_command": ("python -m models.prepare_data && python -m models.train --config "
-                          "models/configs/" + cfg.get("name", "festvox_ru") + ".json"),
+        "runs": meta.get("runs", []),
+        "train_command": "python -m models.prepare_data && python -m models.train (see models/CARD.md)",
         "export_command": command or f"python -m models.export {ckpt} {out}",
         "date": datetime.date.today().isoformat(),
     }
@@ -124,21 +117,19 @@ def export(ckpt, out, command=None, extra_provenance=None):
     if started:
         provenance["pruning_observed"] = {
             "R_sparsity_first_logged_above_0_at_step": started[0],
-            "R_sparsity_at_target_from_step": reached[0] if reached else None,
-            "note": "total_steps is re-planned per time-limited run (--plan-runs); the steps above "
-                    "are what happened"}
-    if "heldout" in meta:
-        provenance["heldout_teacher_forced"] = meta["heldout"]
+            "R_sparsity_at_target_from_step": reached[0] if reached else None}
+    if meta.get("heldout"):
+        provenance["heldout_teacher_forced"] = meta["heldout"][-1]
     if extra_provenance:
         provenance.update(extra_provenance)
     file_meta = {"format": "jitvoc-model", "version": 1, "hidden": H,
                  "sample_rate": cfg["sample_rate"], "mel": cfg["mel"],
                  "conditioning": {"layers": layers, "upsample": "linear"},
+                 "representation": cfg["representation"],
                  "provenance": provenance}
     if "calibration" in meta:
         file_meta["quantization"] = meta["calibration"]
-    jm = _jitvoc_model()
-    model = jm.Model(w, masks, file_meta)
+    model = jitvoc_module("model").Model(w, masks, file_meta)
     model.save(out)
     return model
 

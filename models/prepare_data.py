@@ -1,20 +1,28 @@
-"""Prepare festvox-ru (Debian package `festvox-ru`) for training a jitvoc WaveRNN.
+"""Prepare the training voices that Debian ships for a jitvoc WaveRNN.
 
-    python -m models.prepare_data [--wav-dir DIR] [--out .traindata] [--shards 2]
+    python -m models.prepare_data [--out .traindata] [--shard-mib 24]
+
+Voices (`VOICES`; each one's notice is shipped beside the model, see models/CARD.md):
+
+* festvox_ru: Debian `festvox-ru` (msu_ru_nsh_clunits), one male Russian speaker, 16 kHz WAV;
+* asterisk_{ru,fr,es,it}: Debian `asterisk-core-sounds-{ru,fr,es,it}-g722`, the prompts of one
+  professional speaker each, G.722 at 64 kbit/s, decoded to 16 kHz int16 with PyPI `g722`;
+* asterisk_en (`asterisk-core-sounds-en-g722`) is listed for evaluation only: never trained on.
 
 What it does, deterministically:
 
-* lists the 620 recordings (16 kHz, 16-bit, mono) in sorted order;
-* holds out every 24th one (sorted index i with i % 24 == 0: 26 sentences) and writes the
-  split to models/split.json (committed; the other scripts read it);
-* trims long leading/trailing silence of the training sentences (frame energy more than
-  40 dB under the sentence's loudest 10 ms frame, keeping 100 ms of margin);
-* writes the training sentences, interleaved into `--shards` shards (sentence k goes to shard
-  k % shards), each as ONE lossless 16-bit FLAC file of all its sentences back to back plus a
-  JSON index (name, offset, length). FLAC keeps each shard under ~50 MiB so that one shard
-  can travel to the GPU machine per training run (its working tree is limited to 64 MiB).
-
-The audio is stored as int16 at 16 kHz, unchanged apart from the trimming.
+* lists each voice's recordings in sorted order (relative names, without extension; the
+  Asterisk `silence/` files are skipped) and holds out every 24th one (index % 24 == 0); the
+  split goes to models/split.json (committed; the other scripts read it);
+* trims long leading/trailing silence (frames more than 40 dB under the loudest 10 ms frame,
+  keeping 100 ms);
+* shuffles all training recordings of all voices together (seed 0) and cuts them into shards of
+  about `--shard-mib` MiB, each ONE lossless 16-bit FLAC of its recordings back to back plus a
+  JSON index (name, voice, offset, length): at most 64 MiB travels to the GPU machine per
+  training run, a checkpoint included, so each run takes one shard, and every shard holds every
+  voice in proportion;
+* writes `heldout.flac` (+ .json): the first `--eval-sentences` held-out recordings of every
+  training voice, for the trainer's per-voice held-out likelihood.
 """
 import argparse
 import glob
@@ -24,25 +32,71 @@ import shutil
 
 import numpy as np
 
-DEFAULT_WAV_DIR = "/usr/share/festival/voices/russian/msu_ru_nsh_clunits/wav"
-TXT = "/usr/share/festival/voices/russian/msu_ru_nsh_clunits/etc/txt.done.data"
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPLIT_PATH = os.path.join(HERE, "split.json")
 HOLDOUT_EVERY = 24
+SAMPLE_RATE = 16000
+FESTVOX_DIR = "/usr/share/festival/voices/russian/msu_ru_nsh_clunits/wav"
+ASTERISK_DIR = "/usr/share/asterisk/sounds"
+VOICES = {
+    "festvox_ru": {"dir": FESTVOX_DIR, "ext": ".wav", "package": "festvox-ru",
+                   "speaker": "one male Russian speaker (msu_ru_nsh_clunits)", "licence": "BSD-like",
+                   "notice": "models/LICENSE.festvox-ru.txt"},
+    "asterisk_ru": {"dir": f"{ASTERISK_DIR}/ru_RU_f_IvrvoiceRU", "ext": ".g722",
+                    "package": "asterisk-core-sounds-ru-g722", "speaker": "Russian prompts (ivrvoice.ru)",
+                    "licence": "CC-BY-3.0", "notice": "models/LICENSE.asterisk-core-sounds.txt"},
+    "asterisk_fr": {"dir": f"{ASTERISK_DIR}/fr_CA_f_June", "ext": ".g722",
+                    "package": "asterisk-core-sounds-fr-g722", "speaker": "June Wallack (French, female)",
+                    "licence": "CC-BY-SA-3.0", "notice": "models/LICENSE.asterisk-core-sounds.txt"},
+    "asterisk_es": {"dir": f"{ASTERISK_DIR}/es_MX_f_Allison", "ext": ".g722",
+                    "package": "asterisk-core-sounds-es-g722", "speaker": "Allison Smith (Spanish, female)",
+                    "licence": "CC-BY-SA-3.0", "notice": "models/LICENSE.asterisk-core-sounds.txt"},
+    "asterisk_it": {"dir": f"{ASTERISK_DIR}/it_IT_m_Carlo", "ext": ".g722",
+                    "package": "asterisk-core-sounds-it-g722", "speaker": "Carlo Flora (Italian, male)",
+                    "licence": "CC-BY-3.0", "notice": "models/LICENSE.asterisk-core-sounds.txt"},
+}
+EVAL_ONLY = {
+    "asterisk_en": {"dir": f"{ASTERISK_DIR}/en_US_f_Allison", "ext": ".g722",
+                    "package": "asterisk-core-sounds-en-g722", "speaker": "Allison Smith (English, female)",
+                    "licence": "CC-BY-SA-3.0", "notice": "models/LICENSE.asterisk-core-sounds.txt"},
+}
+
+
+def voice_info(voice) -> dict:
+    return VOICES.get(voice) or EVAL_ONLY[voice]
 
 
 def read_wav_int16(path):
-    """int16 mono samples and the sample rate of a PCM-16 WAV (soundfile if present, else scipy)."""
-    try:
-        import soundfile as sf
-        x, sr = sf.read(path, dtype="int16", always_2d=False)
-    except ImportError:
-        from scipy.io import wavfile
-        sr, x = wavfile.read(path)
-    x = np.asarray(x)
-    if x.ndim != 1 or x.dtype != np.int16:
-        raise ValueError(f"{path}: expected mono int16, got {x.dtype} {x.shape}")
+    """int16 mono samples and the sample rate of a PCM-16 WAV."""
+    import soundfile as sf
+    x, sr = sf.read(path, dtype="int16", always_2d=False)
+    if x.ndim != 1:
+        raise ValueError(f"{path}: expected mono, got shape {x.shape}")
     return x, int(sr)
+
+
+def read_g722(path):
+    """int16 samples at 16 kHz of a G.722 file at 64 kbit/s."""
+    import G722  # PyPI package g722
+    with open(path, "rb") as f:
+        return np.asarray(G722.G722(SAMPLE_RATE, 64000).decode(f.read()), np.int16), SAMPLE_RATE
+
+
+def read_recording(voice, name):
+    info = voice_info(voice)
+    path = os.path.join(info["dir"], name + info["ext"])
+    return read_g722(path) if info["ext"] == ".g722" else read_wav_int16(path)
+
+
+def list_recordings(voice) -> list:
+    info = voice_info(voice)
+    paths = glob.glob(os.path.join(info["dir"], "**", "*" + info["ext"]), recursive=True)
+    names = sorted(os.path.relpath(p, info["dir"])[:-len(info["ext"])] for p in paths)
+    names = [n for n in names if not n.startswith("silence/")]
+    if not names:
+        raise SystemExit(f"no {info['ext']} files in {info['dir']}: install the Debian package "
+                         f"{info['package']}")
+    return names
 
 
 def trim_silence(x, sr, threshold_db=40.0, margin_s=0.1, frame_s=0.01):
@@ -58,90 +112,99 @@ def trim_silence(x, sr, threshold_db=40.0, margin_s=0.1, frame_s=0.01):
     return max(0, int(loud[0]) * n - m), min(len(x), (int(loud[-1]) + 1) * n + m)
 
 
-def make_split(wav_dir=DEFAULT_WAV_DIR):
-    names = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(wav_dir, "*.wav")))
-    if not names:
-        raise SystemExit(f"no wav files in {wav_dir}: install the Debian package festvox-ru")
-    test = [n for i, n in enumerate(names) if i % HOLDOUT_EVERY == 0]
-    train = [n for i, n in enumerate(names) if i % HOLDOUT_EVERY != 0]
-    return {
-        "dataset": "festvox-ru (Debian package festvox-ru, voice msu_ru_nsh_clunits), one male Russian speaker",
-        "wav_dir": wav_dir,
-        "rule": f"sorted file names; held out: index % {HOLDOUT_EVERY} == 0",
-        "sample_rate": 16000,
-        "train": train,
-        "test": test,
-    }
+def make_split() -> dict:
+    voices = {}
+    for voice in [*VOICES, *EVAL_ONLY]:
+        names = list_recordings(voice)
+        info = voice_info(voice)
+        entry = {"package": info["package"], "dir": info["dir"], "ext": info["ext"],
+                 "speaker": info["speaker"], "licence": info["licence"]}
+        if voice in EVAL_ONLY:
+            entry.update(train=[], test=names, rule="evaluation only: never trained on")
+        else:
+            entry.update(train=[n for i, n in enumerate(names) if i % HOLDOUT_EVERY],
+                         test=[n for i, n in enumerate(names) if i % HOLDOUT_EVERY == 0],
+                         rule=f"sorted names; held out: index % {HOLDOUT_EVERY} == 0")
+        voices[voice] = entry
+    return {"sample_rate": SAMPLE_RATE, "voices": voices}
 
 
-def load_split(path=SPLIT_PATH):
+def load_split(path=SPLIT_PATH) -> dict:
     with open(path) as f:
         return json.load(f)
 
 
+def heldout(split, voice) -> list:
+    return split["voices"][voice]["test"]
+
+
+def _write_shard(path, items, sr):
+    """items: [(voice, name, int16 audio, (a, b) trim)] -> one FLAC and its JSON index."""
+    import soundfile as sf
+    index, off = [], 0
+    for voice, name, x, trim in items:
+        index.append({"voice": voice, "name": name, "offset": off, "length": len(x), "trim": trim})
+        off += len(x)
+    sf.write(path + ".flac", np.concatenate([x for _, _, x, _ in items]), sr, format="FLAC",
+             subtype="PCM_16")
+    with open(path + ".json", "w") as f:
+        json.dump({"sample_rate": sr, "samples": int(off), "utterances": index}, f)
+    return off
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wav-dir", default=DEFAULT_WAV_DIR)
     ap.add_argument("--out", default=".traindata")
-    ap.add_argument("--shards", type=int, default=2)
-    ap.add_argument("--eval-sentences", type=int, default=8,
-                    help="held-out sentences written to heldout.flac for the trainer's check")
-    ap.add_argument("--no-trim", action="store_true")
+    ap.add_argument("--shard-mib", type=float, default=24.0,
+                    help="target FLAC size of a shard (one shard travels with each GPU run)")
+    ap.add_argument("--eval-sentences", type=int, default=4,
+                    help="held-out recordings per voice in heldout.flac (the trainer's check)")
     ap.add_argument("--example", default="ru_0749",
-                    help="held-out sentence copied unchanged to examples/<name>.wav (the shortest "
-                         "one, 5.3 s); '' for none")
+                    help="held-out festvox_ru sentence copied unchanged to examples/<name>.wav")
     args = ap.parse_args(argv)
 
-    split = make_split(args.wav_dir)
+    split = make_split()
     with open(SPLIT_PATH, "w") as f:
         json.dump(split, f, indent=1, ensure_ascii=False)
         f.write("\n")
-    print(f"split: {len(split['train'])} train, {len(split['test'])} held out -> {SPLIT_PATH}")
-
+    for v, e in split["voices"].items():
+        print(f"{v}: {len(e['train'])} train, {len(e['test'])} held out")
     if args.example:
-        if args.example not in split["test"]:
+        if args.example not in heldout(split, "festvox_ru"):
             raise SystemExit(f"{args.example} is not a held-out sentence")
-        src = os.path.join(args.wav_dir, args.example + ".wav")
         dst = os.path.join(os.path.dirname(HERE), "examples", args.example + ".wav")
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        shutil.copyfile(src, dst)
-        print(f"example: {src} -> {dst}")
+        shutil.copyfile(os.path.join(FESTVOX_DIR, args.example + ".wav"), dst)
 
-    import soundfile as sf  # FLAC writer (pip install soundfile)
+    items, seconds = [], {}
+    for voice in VOICES:
+        for name in split["voices"][voice]["train"]:
+            x, sr = read_recording(voice, name)
+            assert sr == SAMPLE_RATE, (voice, name, sr)
+            a, b = trim_silence(x, sr)
+            items.append((voice, name, x[a:b], [a, b]))
+            seconds[voice] = seconds.get(voice, 0.0) + (b - a) / sr
+    order = np.random.default_rng(0).permutation(len(items))
+    items = [items[i] for i in order]
+    # FLAC of this speech takes about 1.1 MiB per minute: cut by samples, then check the size
+    per_shard = int(args.shard_mib / 1.1 * 60 * SAMPLE_RATE)
     os.makedirs(args.out, exist_ok=True)
-    total = {"raw": 0, "kept": 0}
-    for s in range(args.shards):
-        names = split["train"][s::args.shards]
-        pieces, index, off = [], [], 0
-        for name in names:
-            x, sr = read_wav_int16(os.path.join(args.wav_dir, name + ".wav"))
-            assert sr == 16000, (name, sr)
-            a, b = (0, len(x)) if args.no_trim else trim_silence(x, sr)
-            pieces.append(x[a:b])
-            index.append({"name": name, "offset": off, "length": b - a, "trim": [a, b]})
-            off += b - a
-            total["raw"] += len(x)
-            total["kept"] += b - a
-        audio = np.concatenate(pieces)
-        flac = os.path.join(args.out, f"shard{s}.flac")
-        sf.write(flac, audio, 16000, format="FLAC", subtype="PCM_16")
-        with open(os.path.join(args.out, f"shard{s}.json"), "w") as f:
-            json.dump({"sample_rate": 16000, "samples": int(off), "utterances": index}, f)
-        print(f"shard {s}: {len(names)} sentences, {off / 16000 / 60:.1f} min, "
-              f"{os.path.getsize(flac) / 2**20:.1f} MiB -> {flac}")
-    # A few held-out sentences (trimmed the same way) for the trainer's held-out NLL check.
-    pieces, index, off = [], [], 0
-    for name in split["test"][:args.eval_sentences]:
-        x, sr = read_wav_int16(os.path.join(args.wav_dir, name + ".wav"))
-        a, b = (0, len(x)) if args.no_trim else trim_silence(x, sr)
-        pieces.append(x[a:b])
-        index.append({"name": name, "offset": off, "length": b - a, "trim": [a, b]})
-        off += b - a
-    sf.write(os.path.join(args.out, "heldout.flac"), np.concatenate(pieces), 16000, format="FLAC", subtype="PCM_16")
-    with open(os.path.join(args.out, "heldout.json"), "w") as f:
-        json.dump({"sample_rate": 16000, "samples": int(off), "utterances": index}, f)
-    print(f"held-out check set: {len(index)} sentences, {off / 16000:.0f} s")
-    print(f"kept {total['kept'] / 16000 / 60:.1f} of {total['raw'] / 16000 / 60:.1f} min after trimming")
+    shard, start, acc = 0, 0, 0
+    for i, (_, _, x, _) in enumerate(items + [(None, None, np.zeros(per_shard, np.int16), None)]):
+        if acc + len(x) > per_shard and i > start:
+            path = os.path.join(args.out, f"shard{shard}")
+            n = _write_shard(path, items[start:i], SAMPLE_RATE)
+            print(f"shard {shard}: {i - start} recordings, {n / SAMPLE_RATE / 60:.1f} min, "
+                  f"{os.path.getsize(path + '.flac') / 2**20:.1f} MiB")
+            shard, start, acc = shard + 1, i, 0
+        acc += len(x)
+    check = []
+    for voice in VOICES:
+        for name in heldout(split, voice)[:args.eval_sentences]:
+            x, sr = read_recording(voice, name)
+            a, b = trim_silence(x, sr)
+            check.append((voice, name, x[a:b], [a, b]))
+    _write_shard(os.path.join(args.out, "heldout"), check, SAMPLE_RATE)
+    print("training minutes per voice:", {v: round(s / 60, 1) for v, s in seconds.items()})
 
 
 if __name__ == "__main__":

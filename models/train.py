@@ -1,31 +1,41 @@
-"""Train a pruned WaveRNN vocoder for jitvoc (docs/model.md), teacher-forced, on GPU or CPU.
+"""Train a pruned WaveRNN vocoder for jitvoc (docs/model.md), teacher-forced, over many runs.
 
-    python -m models.train --config models/configs/festvox_ru.json
+    python -m models.train --config models/configs/multivoice.json --shards 0 --out .ckpt \
+        [--resume .ckpt | models/checkpoint/latest.npz] [--time-budget 540] [--eval-shard F]
 
-runs the whole recipe in one command (all data shards, `total_steps` from the config). The
-shipped model was trained in time-limited invocations on one H100, each on one data shard (see
-models/CARD.md for the exact commands): `--time-budget` stops and checkpoints in time,
-`--plan-runs N` re-plans `total_steps` from the speed measured after 30 steps so that the
-pruning schedule ends within this and N-1 more runs of the same budget, `--resume` continues.
+The GPU machine takes commands of at most 10 minutes and keeps nothing between them, so the
+recipe is built to span many runs: every run trains on one data shard (models/prepare_data.py;
+each holds every voice in proportion), stops inside `--time-budget`, and leaves a checkpoint
+from which the next run resumes exactly. The schedule (learning rate, pruning) is a function
+of the global step and `total_steps`, so it does not depend on how the steps were split.
 
 Recipe:
-* data: models/prepare_data.py (festvox-ru, split in models/split.json); features are
-  `jitvoc.mel_spectrogram` of each (silence-trimmed) training sentence;
-* random crops of `crop_frames` frames (crop_frames * hop samples), the GRU starting from h = 0
-  at the crop, inputs [ĉ_{t-1}, f̂_{t-1}, ĉ_t, cond_t] teacher-forced from the recording;
-* loss: cross-entropy of the coarse and of the fine softmax (reported in bits per sample:
-  (CE_c + CE_f) / ln 2 is the NLL of the 16-bit sample);
-* Adam, linear warm-up then cosine decay from `lr` to `lr_min`, gradient norm clipping;
-* gradual block pruning (WaveRNN paper): z_t = Z (1 − (1 − (t − t0)/S)^3), t0 = prune_start ·
-  total_steps, S = prune_span · total_steps, masks recomputed every `prune_every` steps;
-  R's three gate matrices ([H, H] each) pruned separately, O1..O4 each; 16x1 blocks (16
-  consecutive rows of one column) scored by L2 norm; pruned blocks never regrow; masks applied
-  after every optimizer step, with I[coarse rows, 2] = 0 re-imposed;
-* at the end: activation ranges (max |x| and percentiles of every matrix product's input) on
-  teacher-forced training crops, stored in the checkpoint for models/export.py.
+* data: the shards of models/prepare_data.py; features are `jitvoc.mel_spectrogram` of each
+  (silence-trimmed) recording; the audio is encoded once into coarse/fine codes with the
+  config's sample representation (jitvoc/representation.py: µ-law coarse byte, linear fine
+  refinement, pre-emphasis);
+* random crops of `crop_frames` frames, the GRU starting from h = 0 at the crop, inputs
+  [ĉ_{t-1}, f̂_{t-1}, ĉ_t, cond_t] teacher-forced from the recording, except that Gaussian noise
+  of `input_noise` classes is added to the previous sample's codes (rounded, clipped), so that
+  the model learns to recover from its own sampling errors (LPCNet's remedy for exposure bias);
+  the current coarse code ĉ_t of the fine pass is exact, as it is at inference;
+* loss: cross-entropy of the coarse and of the fine softmax (bits per sample: (CE_c + CE_f)/ln 2);
+* Adam, linear warm-up then cosine decay from `lr` to `lr_min` over `total_steps`, gradient
+  norm clipping;
+* gradual block pruning (WaveRNN paper), late: dense until `prune.start`·total_steps, then
+  z_t = Z (1 − (1 − (t − t0)/S)^3) until (start + span)·total_steps; R's three gate matrices
+  pruned separately, O1..O4 each; 16x1 blocks scored by L2 norm; pruned blocks never regrow;
+  masks applied after every optimizer step, with I[coarse rows, 2] = 0 re-imposed;
+* at the end of every run: held-out teacher-forced likelihood per voice (`--eval-shard`) and
+  activation ranges of every matrix product's input, stored for models/export.py.
 
-The checkpoint (np.savez_compressed, `<out>/ckpt.npz`) holds weights, masks, Adam state and a
-JSON `meta` (config, step, schedule, losses, runs, calibration).
+Checkpoints (`--out DIR`): `weights.npz` (fp32 weights, masks, generator state and a JSON `meta`:
+config, step, history, runs), `adam_m.npz` and `adam_v.npz` (Adam's moments, fp32), each under
+the 16 MiB that one file may take back from the GPU machine; resuming from them is bit-exact
+(`--until` splits a run anywhere; tests/test_training_smoke.py checks it). The compact
+copy kept in the repository (`--compact models/checkpoint/latest.npz`: fp16 weights, packed
+masks, meta; about 7 MB) resumes everything but Adam's moments, which restart, with the learning
+rate warmed up again over `rewarm_steps`.
 """
 import argparse
 import json
@@ -47,16 +57,18 @@ DEFAULTS = {
     "cond_layers": [{"kernel": 5, "activation": "relu"}, {"kernel": 5, "activation": "relu"}],
     "sample_rate": 16000,
     "mel": None,                 # None: jitvoc's default mel config
-    "data": {"shards": ".traindata", "wav_dir": None, "max_sentences": None, "trim": True},
+    "representation": {"code": "mulaw", "preemphasis": 0.85},
+    "input_noise": {"coarse": 1.0, "fine": 8.0},
+    "data": {"shards": ".traindata", "wav_dir": None, "max_sentences": None},
     "batch_size": 256,
-    "crop_frames": 16,
-    "total_steps": 6000,
-    "lr": 1e-3,
-    "lr_min": 2e-4,
-    "warmup_steps": 200,
-    "grad_clip": 3.0,
-    "precision": "fp32",         # fp32 (TF32 matmuls on GPU) or bf16 (autocast; did not learn, CARD.md)
-    "prune": {"R": 0.95, "O": 0.90, "start": 0.1, "span": 0.6, "every": 100, "block": 16},
+    "crop_frames": 8,
+    "total_steps": 50000,
+    "lr": 5e-4,
+    "lr_min": 2e-5,
+    "warmup_steps": 500,
+    "rewarm_steps": 200,
+    "grad_clip": 1.0,
+    "prune": {"R": 0.95, "O": 0.90, "start": 0.2, "span": 0.45, "every": 100, "block": 16},
     "calibration": {"crops": 64, "crop_frames": 80},
     "seed": 1234,
     "device": "cuda",
@@ -81,56 +93,61 @@ def load_config(path):
     return cfg
 
 
-def import_mel():
-    """jitvoc.mel.mel_spectrogram and DEFAULT_CONFIG, without needing jitvoc's compiled parts."""
+def jitvoc_module(name):
+    """A numpy-only jitvoc submodule (mel, representation, model), also where jitvoc's compiled
+    parts cannot load (the GPU machine has no cffi)."""
+    import importlib
     try:
-        from jitvoc.mel import DEFAULT_CONFIG, mel_spectrogram
-    except ImportError:  # jitvoc/__init__ needs something missing here: load the module alone
-        import importlib
+        import jitvoc  # noqa: F401
+    except ImportError:
         import types
         pkg = types.ModuleType("jitvoc")
         pkg.__path__ = [os.path.join(ROOT, "jitvoc")]
         sys.modules["jitvoc"] = pkg
-        mel = importlib.import_module("jitvoc.mel")
-        DEFAULT_CONFIG, mel_spectrogram = mel.DEFAULT_CONFIG, mel.mel_spectrogram
-    return mel_spectrogram, dict(DEFAULT_CONFIG)
+    return importlib.import_module("jitvoc." + name)
+
+
+def import_mel():
+    mel = jitvoc_module("mel")
+    return mel.mel_spectrogram, dict(mel.DEFAULT_CONFIG)
+
+
+def representation(cfg):
+    return jitvoc_module("representation").Representation.from_meta(cfg["representation"])
 
 
 # ---------------------------------------------------------------------------------------------
 # data
 
 def read_shard(path_flac):
+    """[(voice, name, int16 audio)] of one shard written by models/prepare_data.py."""
     import soundfile as sf
     audio, sr = sf.read(path_flac, dtype="int16")
     with open(path_flac[:-5] + ".json") as f:
         index = json.load(f)
     assert sr == index["sample_rate"] and len(audio) == index["samples"], path_flac
-    return [(u["name"], audio[u["offset"]:u["offset"] + u["length"]]) for u in index["utterances"]]
+    return [(u.get("voice", "festvox_ru"), u["name"], audio[u["offset"]:u["offset"] + u["length"]])
+            for u in index["utterances"]]
 
 
 def load_utterances(cfg, shards):
     d = cfg["data"]
-    utts = []
-    if d.get("wav_dir"):  # read recordings directly (smoke test / no prepared shards)
+    if d.get("wav_dir"):  # festvox-ru recordings read directly (smoke test)
         from models.prepare_data import load_split, read_wav_int16, trim_silence
-        names = load_split()["train"]
-        if d.get("max_sentences"):
-            names = names[:d["max_sentences"]]
+        names = load_split()["voices"]["festvox_ru"]["train"][:d.get("max_sentences")]
+        utts = []
         for n in names:
             x, sr = read_wav_int16(os.path.join(d["wav_dir"], n + ".wav"))
-            a, b = trim_silence(x, sr) if d.get("trim", True) else (0, len(x))
-            utts.append((n, x[a:b]))
-        source = f"{d['wav_dir']} ({len(names)} training sentences of models/split.json)"
-    else:
-        root = d["shards"]
-        if shards is None:
-            shards = sorted(int(f[5:-5]) for f in os.listdir(root) if f.startswith("shard") and f.endswith(".flac"))
-        for s in shards:
-            utts += read_shard(os.path.join(root, f"shard{s}.flac"))
-        if d.get("max_sentences"):
-            utts = utts[:d["max_sentences"]]
-        source = f"{root} shards {shards}"
-    return utts, source
+            a, b = trim_silence(x, sr)
+            utts.append(("festvox_ru", n, x[a:b]))
+        return utts, f"{d['wav_dir']} ({len(names)} training sentences of models/split.json)"
+    root = d["shards"]
+    if shards is None:
+        shards = sorted(int(f[5:-5]) for f in os.listdir(root) if f.startswith("shard") and f.endswith(".flac"))
+    utts = []
+    for s in shards:
+        utts += read_shard(os.path.join(root, f"shard{s}.flac"))
+    return utts[:d.get("max_sentences")], f"{root} shards {shards}"
 
 
 def _mel_job(args):
@@ -140,7 +157,7 @@ def _mel_job(args):
 
 
 def compute_mels(utts, sr, mel_cfg, workers):
-    jobs = [(x, sr, mel_cfg) for _, x in utts]
+    jobs = [(x, sr, mel_cfg) for _, _, x in utts]
     if workers > 1 and len(jobs) > 8:
         import multiprocessing as mp
         with mp.get_context("fork").Pool(workers) as pool:
@@ -149,43 +166,56 @@ def compute_mels(utts, sr, mel_cfg, workers):
 
 
 class Corpus:
-    """All training audio and mel frames on the device, with random crop sampling."""
+    """All training codes and mel frames on the device, with random crop sampling."""
 
-    def __init__(self, utts, mels, hop, device):
+    def __init__(self, utts, mels, hop, device, rep):
         import torch
-        self.hop = hop
-        self.device = device
-        lens = np.array([len(x) for _, x in utts], np.int64)
+        self.hop, self.device = hop, device
+        lens = np.array([len(x) for _, _, x in utts], np.int64)
         nfr = np.array([m.shape[0] for m in mels], np.int64)
         assert (nfr == -(-lens // hop)).all(), "mel frames != ceil(samples / hop)"
-        self.audio = torch.from_numpy(np.concatenate([x for _, x in utts]).astype(np.int16)).to(device)
+        codes = [rep.encode(x) for _, _, x in utts]
+        self.c = torch.from_numpy(np.concatenate([c for c, _ in codes]).astype(np.uint8)).to(device)
+        self.f = torch.from_numpy(np.concatenate([f for _, f in codes]).astype(np.uint8)).to(device)
         self.mel = torch.from_numpy(np.concatenate(mels).astype(np.float32)).to(device)
         self.a_off = torch.from_numpy(np.concatenate([[0], np.cumsum(lens)[:-1]])).to(device)
         self.m_off = torch.from_numpy(np.concatenate([[0], np.cumsum(nfr)[:-1]])).to(device)
         self.n_frames = torch.from_numpy(nfr).to(device)
         self.seconds = float(lens.sum()) / 16000.0
-        self.names = [n for n, _ in utts]
 
     def batch(self, B, Tf, radius, gen):
-        """A random batch of crops: (s_prev, s_cur) int16 samples [B, T], mel window
-        [B, n_mels, Tf + 1 + 2 radius] and its validity mask."""
+        """A random batch of crops: codes (prev_c, prev_f, cur_c, cur_f) int64 [B, T], the mel
+        window [B, n_mels, Tf + 1 + 2 radius] and its validity mask."""
         import torch
         starts = (self.n_frames - Tf).clamp(min=0)          # crop starts f0 in [0, F - Tf)
         cum = torch.cumsum(starts, 0)
         g = torch.randint(0, int(cum[-1]), (B,), device=self.device, generator=gen)
         i = torch.searchsorted(cum, g, right=True)
         f0 = g - (cum[i] - starts[i])
-        T = Tf * self.hop
-        pos = f0[:, None] * self.hop + torch.arange(T, device=self.device)[None, :]
-        s_cur = self.audio[self.a_off[i][:, None] + pos]
-        prev_pos = pos - 1
-        s_prev = torch.where(prev_pos >= 0, self.audio[self.a_off[i][:, None] + prev_pos.clamp(min=0)],
-                             torch.zeros_like(s_cur))
+        pos = f0[:, None] * self.hop + torch.arange(Tf * self.hop, device=self.device)[None, :]
+        at = self.a_off[i][:, None] + pos
+        first = pos == 0                                    # silence before the first sample
+        prev = (at - 1).clamp(min=0)
+        prev_c = torch.where(first, 128, self.c[prev].long())
+        prev_f = torch.where(first, 0, self.f[prev].long())
         fr = f0[:, None] - radius + torch.arange(Tf + 1 + 2 * radius, device=self.device)[None, :]
         valid = (fr >= 0) & (fr < self.n_frames[i][:, None])
         mel = self.mel[self.m_off[i][:, None] + fr.clamp(min=0).minimum(self.n_frames[i][:, None] - 1)]
         mel = mel * valid[..., None]
-        return s_prev, s_cur, mel.transpose(1, 2).contiguous(), valid
+        codes = (prev_c, prev_f, self.c[at].long(), self.f[at].long())
+        return codes, mel.transpose(1, 2).contiguous(), valid
+
+
+def noisy(codes, noise, gen):
+    """The previous sample's codes with rounded Gaussian noise of `noise` classes (clipped)."""
+    import torch
+    prev_c, prev_f, c, f = codes
+    out = []
+    for q, sigma in ((prev_c, noise["coarse"]), (prev_f, noise["fine"])):
+        if sigma:
+            q = (q + torch.round(sigma * torch.randn(q.shape, device=q.device, generator=gen)).long()).clamp(0, 255)
+        out.append(q)
+    return (*out, c, f)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,14 +225,11 @@ def receptive_radius(cfg):
     return sum(int(l["kernel"]) // 2 for l in cfg["cond_layers"])
 
 
-def teacher_forced(model, s_prev, s_cur, mel, valid, Tf, hop, radius, return_activations=False):
-    from models.wavernn import split_sample
+def teacher_forced(model, codes, mel, valid, Tf, hop, radius, return_activations=False):
+    prev_c, prev_f, c, _ = codes
     a = model.condition(mel, valid)[:, :, radius:radius + Tf + 1]
     cond = model.upsample_linear(a, hop)
-    pc, pf = split_sample(s_prev)
-    c, f = split_sample(s_cur)
-    out = model(pc, pf, c, cond, return_activations=return_activations)
-    return out, c, f, a
+    return model(prev_c, prev_f, c, cond, return_activations=return_activations), a
 
 
 def loss_fn(lc, lf, c, f):
@@ -218,16 +245,13 @@ class Pruner:
         self.model, self.p = model, cfg["prune"]
         self.masks = {n: torch.ones_like(w) for n, (w, _) in model.prunable().items()}
 
-    def targets(self, step, total):
-        t0 = self.p["start"] * total
-        span = self.p["span"] * total
-        from models.wavernn import sparsity_at
-        return (sparsity_at(step, self.p["R"], t0, span), sparsity_at(step, self.p["O"], t0, span))
+    def window(self, total):
+        return self.p["start"] * total, self.p["span"] * total
 
     def update(self, step, total, optimizer=None):
-        import torch
-        from models.wavernn import block_mask
-        zR, zO = self.targets(step, total)
+        from models.wavernn import block_mask, sparsity_at
+        t0, span = self.window(total)
+        zR, zO = sparsity_at(step, self.p["R"], t0, span), sparsity_at(step, self.p["O"], t0, span)
         for name, (w, slices) in self.model.prunable().items():
             z = zR if name == "gru.R" else zO
             m = self.masks[name]
@@ -239,9 +263,10 @@ class Pruner:
                         optimizer.state[w][key].mul_(m)
         self.apply()
 
-    @property
-    def block(self):
-        return self.p["block"]
+    def due(self, step, total):
+        """Masks are recomputed every `every` steps inside the window, and at its end."""
+        t0, span = self.window(total)
+        return step >= t0 and (step % self.p["every"] == 0 or step == math.ceil(t0 + span))
 
     def apply(self):
         import torch
@@ -262,44 +287,15 @@ class Pruner:
         return out
 
 
-def lr_at(step, cfg, total):
+def lr_at(step, cfg, total, rewarm_from=None):
     if step < cfg["warmup_steps"]:
-        return cfg["lr"] * (step + 1) / cfg["warmup_steps"]
-    p = min(1.0, (step - cfg["warmup_steps"]) / max(1, total - cfg["warmup_steps"]))
-    return cfg["lr_min"] + 0.5 * (cfg["lr"] - cfg["lr_min"]) * (1 + math.cos(math.pi * p))
-
-
-# ---------------------------------------------------------------------------------------------
-# checkpoints
-
-def save_checkpoint(path, model, pruner, optimizer, meta):
-    arrays = {}
-    for n, p in model.state_dict().items():
-        arrays["model/" + n] = p.detach().float().cpu().numpy()
-    for n, m in pruner.masks.items():
-        arrays["mask/" + n] = m.detach().cpu().numpy().astype(np.uint8)
-    names = {id(p): n for n, p in model.named_parameters()}
-    for p, st in optimizer.state.items():
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key in st:
-                a = st[key].detach().float().cpu().numpy()  # stored as bfloat16 bits: half the size
-                arrays[f"adam/{names[id(p)]}/{key}"] = (a.view(np.uint32) >> 16).astype(np.uint16)
-        if "step" in st:
-            meta["adam_step"] = float(st["step"])
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path):
-    z = np.load(path, allow_pickle=False)
-    meta = json.loads(bytes(z["meta"]).decode())
-    return z, meta
-
-
-def _unbf16(a):
-    return (a.astype(np.uint32) << 16).view(np.float32) if a.dtype == np.uint16 else a.astype(np.float32)
+        lr = cfg["lr"] * (step + 1) / cfg["warmup_steps"]
+    else:
+        p = min(1.0, (step - cfg["warmup_steps"]) / max(1, total - cfg["warmup_steps"]))
+        lr = cfg["lr_min"] + 0.5 * (cfg["lr"] - cfg["lr_min"]) * (1 + math.cos(math.pi * p))
+    if rewarm_from is not None:  # Adam's moments restarted (compact checkpoint)
+        lr *= min(1.0, (step - rewarm_from + 1) / cfg["rewarm_steps"])
+    return lr
 
 
 def build_model(cfg, n_mels):
@@ -307,26 +303,92 @@ def build_model(cfg, n_mels):
     return WaveRNN(cfg["hidden"], n_mels, cfg["cond_channels"], cfg["cond_layers"])
 
 
-def restore(model, pruner, optimizer, z, device):
-    import torch
-    sd = {k[6:]: torch.from_numpy(z[k]) for k in z.files if k.startswith("model/")}
-    model.load_state_dict(sd)
-    for n in pruner.masks:
-        pruner.masks[n] = torch.from_numpy(z["mask/" + n].astype(np.float32)).to(device)
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+def _meta_array(meta):
+    return np.frombuffer(json.dumps(meta).encode(), np.uint8)
+
+
+def _savez(path, arrays):
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+ADAM_FILES = {"exp_avg": "adam_m.npz", "exp_avg_sq": "adam_v.npz"}
+
+
+def save_checkpoint(out, model, pruner, optimizer, meta, gen):
+    """`out`/weights.npz, adam_m.npz and adam_v.npz (fp32, about 14 MB each for H = 896: each
+    under the 16 MiB one file may take back from the GPU machine): an exact resume."""
+    os.makedirs(out, exist_ok=True)
+    arrays = {"model/" + n: p.detach().float().cpu().numpy() for n, p in model.state_dict().items()}
+    arrays.update({"mask/" + n: m.detach().cpu().numpy().astype(np.uint8) for n, m in pruner.masks.items()})
+    arrays["rng"] = gen.get_state().cpu().numpy()
+    names = {id(p): n for n, p in model.named_parameters()}
+    moments = {key: {} for key in ADAM_FILES}
+    for p, st in optimizer.state.items():
+        for key in ADAM_FILES:
+            moments[key][names[id(p)]] = st[key].detach().cpu().numpy()
+        meta["adam_step"] = float(st["step"])
+    arrays["meta"] = _meta_array(meta)
+    for key, f in ADAM_FILES.items():
+        _savez(os.path.join(out, f), moments[key])
+    _savez(os.path.join(out, "weights.npz"), arrays)
+
+
+def save_compact(path, model, pruner, meta):
+    """fp16 weights, bit-packed masks and meta: the copy kept in the repository."""
+    arrays = {"model/" + n: p.detach().cpu().numpy().astype(np.float16) for n, p in model.state_dict().items()}
+    for n, m in pruner.masks.items():
+        mask = m.detach().cpu().numpy().astype(bool)
+        arrays["maskbits/" + n] = np.packbits(mask)
+        arrays["maskshape/" + n] = np.array(mask.shape, np.int64)
+    arrays["meta"] = _meta_array(dict(meta, compact=True))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    _savez(path, arrays)
+
+
+def read_checkpoint(path):
+    """(float32 weights by state_dict name, uint8 masks by matrix name, meta, rng or None,
+    Adam's moments as float32 by '<param>/<key>', empty for a compact copy)."""
+    full = os.path.isdir(path)
+    z = np.load(os.path.join(path, "weights.npz") if full else path, allow_pickle=False)
     meta = json.loads(bytes(z["meta"]).decode())
-    if optimizer is not None:
-        for n, p in model.named_parameters():
-            if f"adam/{n}/exp_avg" in z.files:
-                optimizer.state[p] = {
-                    "step": torch.tensor(float(meta.get("adam_step", meta["step"]))),
-                    "exp_avg": torch.from_numpy(_unbf16(z[f"adam/{n}/exp_avg"])).to(device),
-                    "exp_avg_sq": torch.from_numpy(_unbf16(z[f"adam/{n}/exp_avg_sq"])).to(device),
-                }
+    weights = {k[6:]: z[k].astype(np.float32) for k in z.files if k.startswith("model/")}
+    masks = {k[5:]: z[k] for k in z.files if k.startswith("mask/")}
+    for k in z.files:
+        if k.startswith("maskbits/"):
+            n = k[9:]
+            shape = tuple(z["maskshape/" + n])
+            masks[n] = np.unpackbits(z[k], count=int(np.prod(shape))).reshape(shape)
+    rng = z["rng"] if "rng" in z.files else None
+    adam = {}
+    for key, f in ADAM_FILES.items() if full else ():
+        a = np.load(os.path.join(path, f), allow_pickle=False)
+        adam.update({f"{n}/{key}": a[n] for n in a.files})
+    return weights, masks, meta, rng, adam
+
+
+def restore(model, pruner, optimizer, ckpt, device):
+    import torch
+    weights, masks, meta, _, adam = ckpt
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    for n in pruner.masks:
+        pruner.masks[n] = torch.from_numpy(masks[n].astype(np.float32)).to(device)
+    for n, p in model.named_parameters():
+        if f"{n}/exp_avg" in adam:
+            optimizer.state[p] = {
+                "step": torch.tensor(float(meta.get("adam_step", meta["step"]))),
+                "exp_avg": torch.from_numpy(adam[f"{n}/exp_avg"]).to(device),
+                "exp_avg_sq": torch.from_numpy(adam[f"{n}/exp_avg_sq"]).to(device),
+            }
     pruner.apply()
 
 
 # ---------------------------------------------------------------------------------------------
-# calibration
+# calibration and held-out likelihood
 
 def calibrate(model, corpus, cfg, radius, gen):
     """Activation ranges of every matrix product's input over teacher-forced training crops."""
@@ -350,139 +412,106 @@ def calibrate(model, corpus, cfg, radius, gen):
 
     model.eval()
     with torch.no_grad():
-        done = 0
-        while done < n:
-            b = min(16, n - done)
-            s_prev, s_cur, mel, valid = corpus.batch(b, Tf, radius, gen)
-            (lc, lf, _, acts), c, f, a = teacher_forced(model, s_prev, s_cur, mel, valid, Tf, corpus.hop,
-                                                        radius, return_activations=True)
+        for done in range(0, n, 16):
+            codes, mel, valid = corpus.batch(min(16, n - done), Tf, radius, gen)
+            (lc, lf, _, acts), a = teacher_forced(model, codes, mel, valid, Tf, corpus.hop, radius,
+                                                  return_activations=True)
             h, yc, yf, zc, zf = acts
-            add("mel", mel)                    # input of cond.conv0
-            add("cond.A_L", a)                 # input of cond.proj
-            add("gru.R", h)                    # input of R (h_{t-1})
-            add("out.O1", yc)
-            add("out.O3", yf)
-            add("out.O2", zc)
-            add("out.O4", zf)
-            add("logits.coarse", lc)
-            add("logits.fine", lf)
-            done += b
+            for name, x in (("mel", mel), ("cond.A_L", a), ("gru.R", h), ("out.O1", yc),
+                            ("out.O3", yf), ("out.O2", zc), ("out.O4", zf),
+                            ("logits.coarse", lc), ("logits.fine", lf)):
+                add(name, x)
     model.train()
     return {"method": f"max and percentiles of |x| over {n} teacher-forced training crops of "
                       f"{Tf * corpus.hop} samples (fp32, final masks)",
             "activation_ranges": stats}
 
 
-def heldout_nll(model, utts, mels, hop, device, max_seconds=None):
-    """Teacher-forced NLL (bits per 16-bit sample, coarse and fine nats) of whole held-out
-    utterances from h = 0, batched with padding."""
+def utterance_codes(rep, audio):
+    """(prev_c, prev_f, cur_c, cur_f) int64 tensors [1, T] of a whole utterance from silence."""
+    import torch
+    c, f = (torch.from_numpy(q)[None] for q in rep.encode(audio))
+    prev_c = torch.cat([torch.full_like(c[:, :1], 128), c[:, :-1]], dim=1)
+    prev_f = torch.cat([torch.zeros_like(f[:, :1]), f[:, :-1]], dim=1)
+    return prev_c, prev_f, c, f
+
+
+def utterance_logits(model, audio, mel, hop, rep, device="cpu"):
+    """Teacher-forced logits of a whole utterance from h = 0, exactly as jitvoc computes them
+    (Vocoder.teacher_forced): int16 audio [T], log-mel [F, n_mels] with (F-1)*hop < T <= F*hop
+    -> (logits_c, logits_f) float32 tensors [T, 256]."""
+    import torch
+    T = len(audio)
+    with torch.no_grad():
+        m = torch.from_numpy(np.asarray(mel, np.float32)).to(device).T[None]        # [1, n_mels, F]
+        a = model.condition(m)
+        a = torch.cat([a, a[:, :, -1:]], dim=2)                                       # K_F := K_{F-1}
+        cond = model.upsample_linear(a, hop)[:, :T]
+        prev_c, prev_f, c, _ = (q.to(device) for q in utterance_codes(rep, audio))
+        lc, lf, _ = model(prev_c, prev_f, c, cond)
+    return lc[0].float(), lf[0].float()
+
+
+def heldout_nll(model, utts, mels, hop, device, rep):
+    """Teacher-forced bits per sample (and coarse/fine nats) of whole held-out recordings from
+    h = 0, per voice and in all: one padded batch, run in chunks that carry the state."""
     import torch
     import torch.nn.functional as F
-    from models.wavernn import split_sample
     model.eval()
-    tot = {"c": 0.0, "f": 0.0, "n": 0}
+    T = max(len(x) for _, _, x in utts)
+    conds, codes = [], []
     with torch.no_grad():
-        conds, ss = [], []
-        for (_, x), mel in zip(utts, mels):
-            if max_seconds:
-                x = x[:int(max_seconds * 16000)]
-                mel = mel[:-(-len(x) // hop)]
+        for (_, _, x), mel in zip(utts, mels):
             m = torch.from_numpy(np.asarray(mel, np.float32)).to(device).T[None]
             a = model.condition(m)
             a = torch.cat([a, a[:, :, -1:]], dim=2)
-            conds.append(model.upsample_linear(a, hop)[0, :len(x)])
-            ss.append(torch.from_numpy(x.astype(np.int64)).to(device))
-        T = max(len(s) for s in ss)
-        B = len(ss)
-        cond = torch.zeros(B, T, conds[0].shape[1], device=device)
-        s = torch.zeros(B, T, dtype=torch.long, device=device)
-        valid = torch.zeros(B, T, dtype=torch.bool, device=device)
-        for i, (cnd, x) in enumerate(zip(conds, ss)):
-            cond[i, :len(x)], s[i, :len(x)], valid[i, :len(x)] = cnd, x, True
-        prev = torch.cat([torch.zeros_like(s[:, :1]), s[:, :-1]], dim=1)
-        pc, pf = split_sample(prev)
-        c, f = split_sample(s)
-        h, sum_c, sum_f = None, 0.0, 0.0
-        for a in range(0, T, 32000):  # chunks carrying the state (cuDNN's sizes are 32-bit)
-            sl = slice(a, min(T, a + 32000))
-            lc, lf, h = model(pc[:, sl], pf[:, sl], c[:, sl], cond[:, sl], h0=h)
-            v = valid[:, sl].flatten()
-            sum_c += float(F.cross_entropy(lc.reshape(-1, 256)[v].float(), c[:, sl].flatten()[v], reduction="sum"))
-            sum_f += float(F.cross_entropy(lf.reshape(-1, 256)[v].float(), f[:, sl].flatten()[v], reduction="sum"))
-        tot["n"] = int(valid.sum())
-        tot["c"], tot["f"] = sum_c / tot["n"], sum_f / tot["n"]
+            conds.append(F.pad(model.upsample_linear(a, hop)[0, :len(x)], (0, 0, 0, T - len(x))))
+            codes.append([F.pad(q[0], (0, T - len(x))) for q in utterance_codes(rep, x)])
+        cond = torch.stack(conds)
+        prev_c, prev_f, c, f = (torch.stack(q).to(device) for q in zip(*codes))
+        valid = torch.arange(T, device=device)[None, :] < torch.tensor([len(x) for _, _, x in utts], device=device)[:, None]
+        ce = torch.zeros(2, len(utts), device=device)
+        h = None
+        for t in range(0, T, 32000):   # cuDNN's sizes are 32-bit: chunks carrying the state
+            sl = slice(t, t + 32000)
+            lc, lf, h = model(prev_c[:, sl], prev_f[:, sl], c[:, sl], cond[:, sl], h0=h)
+            v = valid[:, sl]
+            ce[0] += (F.cross_entropy(lc.transpose(1, 2), c[:, sl], reduction="none") * v).sum(1)
+            ce[1] += (F.cross_entropy(lf.transpose(1, 2), f[:, sl], reduction="none") * v).sum(1)
     model.train()
-    return {"ce_coarse": tot["c"], "ce_fine": tot["f"], "samples": tot["n"],
-            "bits_per_sample": (tot["c"] + tot["f"]) / math.log(2)}
+    sums = {}
+    for (voice, _, x), cc, ff in zip(utts, ce[0].tolist(), ce[1].tolist()):
+        for key in (voice, "all"):
+            s = sums.setdefault(key, [0.0, 0.0, 0])
+            s[0], s[1], s[2] = s[0] + cc, s[1] + ff, s[2] + len(x)
+    return {v: {"ce_coarse": c / n, "ce_fine": f / n, "samples": n,
+                "bits_per_sample": (c + f) / n / math.log(2)} for v, (c, f, n) in sums.items()}
 
 
 # ---------------------------------------------------------------------------------------------
 
-def autotune(model, corpus, cfg, radius, device, candidates):
-    """Time forward+backward of a few batch sizes at the configured precision; pick the fastest
-    per sample, preferring the smallest batch within 20% of the best (more optimizer steps)."""
-    import torch
-    gen = torch.Generator(device=device).manual_seed(0)
-    Tf = cfg["crop_frames"]
-    results = []
-    for prec in (cfg["precision"],):
-        for B in candidates:
-            try:
-                times = []
-                for it in range(3):
-                    torch.cuda.synchronize()
-                    t = time.time()
-                    s_prev, s_cur, mel, valid = corpus.batch(B, Tf, radius, gen)
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=(prec == "bf16")):
-                        (lc, lf, _), c, f, _ = teacher_forced(model, s_prev, s_cur, mel, valid, Tf, corpus.hop, radius)
-                    ce_c, ce_f = loss_fn(lc, lf, c, f)
-                    (ce_c + ce_f).backward()
-                    model.zero_grad(set_to_none=True)
-                    torch.cuda.synchronize()
-                    times.append(time.time() - t)
-                    del lc, lf, ce_c, ce_f
-                dt = min(times[1:])
-                sps = B * Tf * corpus.hop / dt
-                results.append((prec, B, dt, sps))
-                log(f"autotune {prec} B={B}: {dt * 1000:.0f} ms/step, {sps / 1e6:.2f} M samples/s "
-                    f"mem {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
-            except Exception as e:  # OOM or unsupported: skip this candidate
-                log(f"autotune {prec} B={B}: failed: {type(e).__name__}: {str(e)[:200]}")
-                model.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
-    if not results:
-        raise RuntimeError("no configuration ran")
-    best = max(r[3] for r in results)
-    ok = [r for r in results if r[3] >= 0.8 * best]
-    ok.sort(key=lambda r: (r[1], -r[3]))
-    return ok[0], results
-
-
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Train a pruned WaveRNN for jitvoc")
-    ap.add_argument("--config", default=os.path.join(HERE, "configs", "festvox_ru.json"))
+    ap = argparse.ArgumentParser(description="Train a pruned WaveRNN for jitvoc, over many runs")
+    ap.add_argument("--config", default=os.path.join(HERE, "configs", "multivoice.json"))
     ap.add_argument("--shards", default=None, help="comma-separated shard numbers (default: all)")
-    ap.add_argument("--out", default=".ckpt", help="checkpoint folder")
-    ap.add_argument("--resume", default=None, help="checkpoint to continue from")
+    ap.add_argument("--out", default=".ckpt", help="checkpoint folder (weights.npz, adam.npz)")
+    ap.add_argument("--resume", default=None,
+                    help="a checkpoint folder (exact) or a compact copy (.npz) to continue from")
+    ap.add_argument("--compact", default=None, help="also write the compact copy here at the end")
     ap.add_argument("--time-budget", type=float, default=None,
                     help="seconds (from process start) after which to save and stop")
-    ap.add_argument("--plan-runs", type=int, default=None,
-                    help="with --time-budget: set total_steps so that this and (N-1) more runs "
-                         "of the same budget finish the schedule")
-    ap.add_argument("--autotune", action="store_true", help="GPU: pick batch size and precision by timing")
     ap.add_argument("--device", default=None)
     ap.add_argument("--steps", type=int, default=None, help="override total_steps")
+    ap.add_argument("--until", type=int, default=None, help="stop at this global step")
     ap.add_argument("--export", default=None, help="also export the final model file here")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--eval-shard", default=None, help="FLAC shard of held-out sentences: "
-                    "teacher-forced NLL at the end")
-    ap.add_argument("--save-every", type=float, default=120.0, help="seconds between checkpoints")
+    ap.add_argument("--eval-shard", default=None, help="FLAC shard of held-out recordings: "
+                    "teacher-forced likelihood per voice at the end")
+    ap.add_argument("--save-every", type=float, default=240.0, help="seconds between checkpoints")
     args = ap.parse_args(argv)
 
     import torch
     cfg = load_config(args.config)
-    if args.steps:
-        cfg["total_steps"] = args.steps
     device = args.device or cfg["device"]
     if device == "cuda" and not torch.cuda.is_available():
         log("CUDA not available: training on the CPU")
@@ -490,87 +519,71 @@ def main(argv=None):
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(cfg["seed"])
     command = "python -m models.train " + " ".join(sys.argv[1:] if argv is None else argv)
 
+    meta = {"step": 0, "runs": [], "history": []}
+    ckpt = None
+    if args.resume:
+        ckpt = read_checkpoint(args.resume)
+        old = ckpt[2]
+        meta.update({k: v for k, v in old.items() if k not in ("config", "compact")})
+        cfg = old["config"]     # the recipe continues as it was planned
+        if not os.path.isdir(args.resume):
+            meta["rewarm_from"] = meta["step"]
+        log(f"resuming {args.resume} at step {meta['step']} of {cfg['total_steps']}"
+            + (" (compact: Adam restarts)" if "rewarm_from" in meta and meta["rewarm_from"] == meta["step"] else ""))
+    if args.steps:
+        cfg["total_steps"] = args.steps
+    torch.manual_seed(cfg["seed"] + meta["step"])
+    rep = representation(cfg)
     mel_spectrogram, mel_default = import_mel()
-    mel_cfg = cfg["mel"] or mel_default
-    cfg["mel"] = mel_cfg
+    mel_cfg = cfg["mel"] = cfg["mel"] or mel_default
     hop = mel_cfg["hop_length"]
     shards = [int(s) for s in args.shards.split(",")] if args.shards else None
     utts, source = load_utterances(cfg, shards)
-    log(f"{len(utts)} utterances from {source}")
+    log(f"{len(utts)} recordings from {source}")
     mels = compute_mels(utts, cfg["sample_rate"], mel_cfg, args.workers)
     if device == "cuda":  # CUDA is first touched here, after the forked mel workers are done
         log("GPU:", torch.cuda.get_device_name(0), "torch", torch.__version__)
-    corpus = Corpus(utts, mels, hop, device)
+    corpus = Corpus(utts, mels, hop, device, rep)
     del utts, mels
-    log(f"corpus: {corpus.seconds / 60:.1f} min of audio, {corpus.mel.shape[0]} frames, on {device}")
+    log(f"corpus: {corpus.seconds / 60:.1f} min of audio, {corpus.mel.shape[0]} frames, {rep} on {device}")
 
     radius = receptive_radius(cfg)
     model = build_model(cfg, mel_cfg["n_mels"]).to(device)
     pruner = Pruner(model, cfg)
-    meta = {"config": cfg, "step": 0, "runs": [], "history": []}
-    z = None
-    if args.resume:
-        z, meta_old = load_checkpoint(args.resume)
-        meta.update({k: v for k, v in meta_old.items() if k != "config"})
-        for k in ("batch_size", "precision", "total_steps"):
-            cfg[k] = meta_old["config"][k]
-        if args.steps:
-            cfg["total_steps"] = args.steps
-        if cfg["total_steps"] <= meta["step"]:
-            raise SystemExit(f"{args.resume} is at step {meta['step']}, its total_steps is "
-                             f"{cfg['total_steps']}: pass --steps N (N > {meta['step']}) to go on")
-        log(f"resuming {args.resume} at step {meta['step']} (total_steps {cfg['total_steps']})")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.999))
-    if z is not None:
-        restore(model, pruner, optimizer, z, device)
+    gen = torch.Generator(device=device).manual_seed(cfg["seed"] + meta["step"])
+    if ckpt is not None:
+        restore(model, pruner, optimizer, ckpt, device)
+        if ckpt[3] is not None:
+            gen.set_state(torch.from_numpy(ckpt[3]))
+    del ckpt
     pruner.apply()
 
-    if args.autotune and device == "cuda" and not args.resume:
-        (prec, B, dt, sps), table = autotune(model, corpus, cfg, radius, device, [64, 128, 256, 512])
-        cfg["precision"], cfg["batch_size"] = prec, B
-        meta["autotune"] = [{"precision": p, "batch": b, "s_per_step": d, "samples_per_s": s} for p, b, d, s in table]
-        log(f"autotune chose {prec} B={B}")
-    if device == "cpu":
-        cfg["precision"] = "fp32"
-    B, Tf = cfg["batch_size"], cfg["crop_frames"]
-    use_bf16 = cfg["precision"] == "bf16"
-    gen = torch.Generator(device=device).manual_seed(cfg["seed"] + meta["step"])
-    os.makedirs(args.out, exist_ok=True)
-    ckpt_path = os.path.join(args.out, "ckpt.npz")
-
+    B, Tf, total = cfg["batch_size"], cfg["crop_frames"], cfg["total_steps"]
     step0 = step = meta["step"]
-    total = cfg["total_steps"]
     deadline = T_START + args.time_budget if args.time_budget else None
-    reserve = 40.0  # seconds kept for the last checkpoint and calibration
-    t_train = time.time()
-    last_save = time.time()
+    reserve = 60.0  # seconds kept for the checkpoint, held-out likelihood and calibration
+    t_train = last_save = time.time()
     ema = None
-    planned = False
-    log(f"training: B={B} crop={Tf * hop} samples precision={cfg['precision']} steps {step}..{total}")
-    while step < total:
+    log(f"training: B={B} crop={Tf * hop} samples, steps {step}..{total}, noise {cfg['input_noise']}")
+    while step < min(total, args.until or total):
         if deadline and time.time() > deadline - reserve:
             log("time budget reached")
             break
-        lr = lr_at(step, cfg, total)
-        for gparam in optimizer.param_groups:
-            gparam["lr"] = lr
-        s_prev, s_cur, mel, valid = corpus.batch(B, Tf, radius, gen)
-        with torch.autocast(device_type="cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16,
-                            enabled=use_bf16):
-            (lc, lf, _), c, f, _ = teacher_forced(model, s_prev, s_cur, mel, valid, Tf, hop, radius)
-        ce_c, ce_f = loss_fn(lc, lf, c, f)
-        loss = ce_c + ce_f
+        lr = lr_at(step, cfg, total, meta.get("rewarm_from"))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        codes, mel, valid = corpus.batch(B, Tf, radius, gen)
+        (lc, lf, _), _ = teacher_forced(model, noisy(codes, cfg["input_noise"], gen), mel, valid, Tf, hop, radius)
+        ce_c, ce_f = loss_fn(lc, lf, codes[2], codes[3])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (ce_c + ce_f).backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
         optimizer.step()
         step += 1
-        p = pruner.p
-        t0, t_end = p["start"] * total, (p["start"] + p["span"]) * total
-        if step >= t0 and (step % p["every"] == 0 or step == math.ceil(t_end) or step == total):
+        if pruner.due(step, total):
             pruner.update(step, total, optimizer)   # recompute masks (and apply them)
         else:
             pruner.apply()
@@ -578,78 +591,49 @@ def main(argv=None):
             cc, ff = float(ce_c.detach()), float(ce_f.detach())
             ema = (cc, ff) if ema is None else (0.9 * ema[0] + 0.1 * cc, 0.9 * ema[1] + 0.1 * ff)
             el = time.time() - t_train
-            sps = (step - step0) * B * Tf * hop / el
             sp = pruner.sparsity()
             meta["history"].append({"step": step, "ce_c": cc, "ce_f": ff, "lr": lr, "grad_norm": float(gn),
                                     "R": sp["gru.R"], "O": sp["out.O1"], "t": round(el, 1)})
             log(f"step {step}/{total} ce_c {cc:.3f} ce_f {ff:.3f} ({(cc + ff) / math.log(2):.2f} bits/sample) "
                 f"lr {lr:.2e} |g| {float(gn):.2f} R {sp['gru.R']:.3f} O {sp['out.O1']:.3f} "
-                f"{sps / 1e6:.2f} M samples/s")
-        if deadline and args.plan_runs and not planned and step - step0 == 30:
-            rate = (step - step0) / (time.time() - t_train)
-            left = deadline - reserve - time.time()
-            new_total = step + int(rate * left * 0.97) + int(rate * (args.time_budget - 90) * (args.plan_runs - 1))
-            log(f"plan: {rate:.2f} steps/s, {left:.0f} s left in this run, {args.plan_runs} run(s) -> "
-                f"total_steps {total} -> {new_total}")
-            total = cfg["total_steps"] = new_total
-            planned = True
+                f"{(step - step0) / el:.2f} steps/s")
         if time.time() - last_save > args.save_every:
-            meta["step"] = step
-            meta["config"] = cfg
-            save_checkpoint(ckpt_path, model, pruner, optimizer, meta)
+            meta.update(step=step, config=cfg)
+            save_checkpoint(args.out, model, pruner, optimizer, meta, gen)
             last_save = time.time()
-            log(f"checkpoint {ckpt_path}")
+            log(f"checkpoint {args.out}")
     el = time.time() - t_train
-    cfg["total_steps"] = total
-    meta["step"] = step
-    meta["config"] = cfg
-    run = {"command": command, "data": source, "steps": [step0, step], "seconds": round(el, 1),
-           "samples_per_s": (step - step0) * B * Tf * hop / max(el, 1e-9),
-           "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
-           "torch": torch.__version__, "batch_size": B, "precision": cfg["precision"]}
-    meta["runs"].append(run)
-    meta["sparsity"] = pruner.sparsity()
+    meta.update(step=step, config=cfg, sparsity=pruner.sparsity())
+    meta["runs"].append({"command": command, "data": source, "steps": [step0, step], "seconds": round(el, 1),
+                         "steps_per_s": (step - step0) / max(el, 1e-9),
+                         "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+                         "torch": torch.__version__, "batch_size": B, "precision": "fp32 (TF32 matmuls)"})
     if ema:
         meta["final_ce"] = {"coarse": ema[0], "fine": ema[1], "bits_per_sample": (ema[0] + ema[1]) / math.log(2)}
-    log(f"run: {run}")
+    log(f"run: {meta['runs'][-1]}")
     log(f"sparsity: {json.dumps({k: round(v, 4) for k, v in meta['sparsity'].items()})}")
-    save_checkpoint(ckpt_path, model, pruner, optimizer, meta)
+    save_checkpoint(args.out, model, pruner, optimizer, meta, gen)
     if args.eval_shard:
         ev = read_shard(args.eval_shard)
         ev_m = compute_mels(ev, cfg["sample_rate"], mel_cfg, args.workers)
-        meta["heldout"] = dict(heldout_nll(model, ev, ev_m, hop, device), step=step,
-                               sentences=[n for n, _ in ev])
-        log(f"held-out teacher-forced: {meta['heldout']}")
-    meta["calibration"] = calibrate(model, corpus, cfg, radius, gen)
-    save_checkpoint(ckpt_path, model, pruner, optimizer, meta)
-    log(f"calibration: {json.dumps(meta['calibration']['activation_ranges'])}")
-    log(f"saved {ckpt_path} ({os.path.getsize(ckpt_path) / 2**20:.1f} MiB)")
+        meta.setdefault("heldout", []).append(dict(step=step, **heldout_nll(model, ev, ev_m, hop, device, rep)))
+        log("held-out teacher-forced bits/sample: " + json.dumps(
+            {v: round(r["bits_per_sample"], 3) for v, r in meta["heldout"][-1].items() if v != "step"}))
+    # its own generator: the checkpoint's stays where training left it
+    meta["calibration"] = calibrate(model, corpus, cfg, radius,
+                                    torch.Generator(device=device).manual_seed(cfg["seed"]))
+    save_checkpoint(args.out, model, pruner, optimizer, meta, gen)
+    if args.compact:
+        save_compact(args.compact, model, pruner, meta)
+        log(f"compact copy {args.compact} ({os.path.getsize(args.compact) / 2**20:.1f} MiB)")
+    log(f"saved {args.out}: " + ", ".join(f"{f} {os.path.getsize(os.path.join(args.out, f)) / 2**20:.1f} MiB"
+                                         for f in ("weights.npz", *ADAM_FILES.values())))
     if args.export:
         from models.export import export
-        export(ckpt_path, args.export)
+        export(args.out, args.export)
         log(f"exported {args.export}")
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def utterance_logits(model, audio, mel, hop, device="cpu"):
-    """Teacher-forced logits of a whole utterance from h = 0, exactly as jitvoc computes them
-    (Vocoder.teacher_forced): int16 audio [T], log-mel [F, n_mels] with (F-1)*hop < T <= F*hop
-    -> (logits_c, logits_f) float32 tensors [T, 256]."""
-    import torch
-    from models.wavernn import split_sample
-    T = len(audio)
-    with torch.no_grad():
-        m = torch.from_numpy(np.asarray(mel, np.float32)).to(device).T[None]        # [1, n_mels, F]
-        a = model.condition(m)                                                         # [1, C, F]
-        a = torch.cat([a, a[:, :, -1:]], dim=2)                                       # K_F := K_{F-1}
-        cond = model.upsample_linear(a, hop)[:, :T]
-        s = torch.from_numpy(np.asarray(audio, np.int16).astype(np.int64)).to(device)[None]
-        prev = torch.cat([torch.zeros_like(s[:, :1]), s[:, :-1]], dim=1)
-        pc, pf = split_sample(prev)
-        c, _ = split_sample(s)
-        lc, lf, _ = model(pc, pf, c, cond)
-    return lc[0].float(), lf[0].float()

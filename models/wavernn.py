@@ -22,12 +22,6 @@ import torch.nn.functional as F
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "none": lambda x: x}
 
 
-def split_sample(s):
-    """int16-valued tensor -> (coarse, fine) int64 in [0, 255] (docs/model.md, "Samples")."""
-    u = s.long() + 32768
-    return u // 256, u % 256
-
-
 def scale(c):
     """class index in [0, 255] -> network input in [-1, 1]."""
     return c.float() / 127.5 - 1.0

@@ -34,16 +34,20 @@ def _randomized_model(hidden=32, seed=0):
 def _save_ckpt(tmp_path, model, pruner, cfg):
     from models import train
     opt = torch.optim.Adam(model.parameters())
-    path = str(tmp_path / "ckpt.npz")
-    train.save_checkpoint(path, model, pruner, opt, {"config": cfg, "step": 1, "runs": []})
+    path = str(tmp_path / "ckpt")
+    train.save_checkpoint(path, model, pruner, opt, {"config": cfg, "step": 1, "runs": []},
+                          torch.Generator())
     return path
 
 
-def test_torch_model_matches_jitvoc_reference(tmp_path):
+@pytest.mark.parametrize("representation", [{"code": "linear", "preemphasis": 0.0},
+                                            {"code": "mulaw", "preemphasis": 0.85}])
+def test_torch_model_matches_jitvoc_reference(tmp_path, representation):
     jitvoc = pytest.importorskip("jitvoc")
     from models import train
     from models.export import export
     model, pruner, cfg = _randomized_model()
+    cfg["representation"] = representation
     out = str(tmp_path / "m.npz")
     export(_save_ckpt(tmp_path, model, pruner, cfg), out)
     voc = jitvoc.load(jitvoc.load_model(out), backend="reference")
@@ -51,7 +55,7 @@ def test_torch_model_matches_jitvoc_reference(tmp_path):
     audio = (np.cumsum(rng.normal(0, 900, 700)) % 20000 - 10000).astype(np.int16)
     mel = jitvoc.mel_spectrogram(audio, 16000)
     p_ref = voc.teacher_forced(audio, mel)
-    lc, lf = train.utterance_logits(model, audio, mel, 200)
+    lc, lf = train.utterance_logits(model, audio, mel, 200, train.representation(cfg))
     p_torch = np.stack([torch.softmax(lc, -1).numpy(), torch.softmax(lf, -1).numpy()], axis=1)
     assert p_ref.max() > 0.05  # far from uniform (1/256)
     np.testing.assert_allclose(p_torch, p_ref, atol=2e-4)
@@ -88,3 +92,30 @@ def test_smoke_training_and_export(tmp_path):
     assert "activation_ranges" in meta["quantization"]
     for name, (w, mask) in model.matrices().items():
         assert np.all(w[mask == 0] == 0), name
+
+
+@pytest.mark.skipif(not os.path.isdir(WAV_DIR), reason="festvox-ru is not installed")
+def test_resume_is_exact(tmp_path):
+    """Two runs split by --until (the second resuming from the first's checkpoint) end with the
+    same bits as one uninterrupted run; the compact copy restores the weights to fp16."""
+    pytest.importorskip("soundfile")
+    from models import train
+    config = os.path.join(ROOT, "models", "configs", "smoke.json")
+    common = ["--config", config, "--workers", "1", "--steps", "12"]
+    assert train.main(common + ["--out", str(tmp_path / "one")]) == 0
+    assert train.main(common + ["--out", str(tmp_path / "a"), "--until", "6"]) == 0
+    assert train.main(common + ["--out", str(tmp_path / "b"), "--resume", str(tmp_path / "a"),
+                                "--compact", str(tmp_path / "compact.npz")]) == 0
+    one, split = train.read_checkpoint(str(tmp_path / "one")), train.read_checkpoint(str(tmp_path / "b"))
+    assert split[2]["step"] == one[2]["step"] == 12
+    for k in one[0]:
+        np.testing.assert_array_equal(split[0][k], one[0][k], err_msg=k)
+    for k in one[4]:
+        np.testing.assert_array_equal(split[4][k], one[4][k], err_msg=k)
+    np.testing.assert_array_equal(split[3], one[3])                       # generator state
+    compact = train.read_checkpoint(str(tmp_path / "compact.npz"))
+    assert compact[4] == {} and compact[2]["step"] == 12
+    for k in one[0]:
+        np.testing.assert_array_equal(compact[0][k], one[0][k].astype(np.float16), err_msg=k)
+    for k in one[1]:
+        np.testing.assert_array_equal(compact[1][k], one[1][k], err_msg=k)
