@@ -11,6 +11,7 @@ import jitvoc
 from jitvoc.audio import read_wav, write_wav_atomic
 from jitvoc.errors import InputError, JitvocError
 from jitvoc.model import Model, random_model
+from jitvoc.representation import Representation
 from jitvoc.reference.vocoder import (GenState, ReferenceEngine, conditioning, draw,
                                       receptive_radius, uniform, upsample)
 from jitvoc.vocoder import COND_BLOCK
@@ -18,9 +19,10 @@ from jitvoc.vocoder import COND_BLOCK
 H, N_MELS, HOP = 32, 8, 25
 
 
-def small_model(upsample_mode="linear"):
+def small_model(upsample_mode="linear", representation=None):
     """A 32-unit model with a 25-sample hop, so tests generate few samples per frame."""
-    m = random_model(hidden=H, density=0.25, sample_rate=16000, n_mels=N_MELS, cond_channels=8)
+    m = random_model(hidden=H, density=0.25, sample_rate=16000, n_mels=N_MELS, cond_channels=8,
+                     representation=representation)
     meta = m.meta
     meta["mel"].update(n_fft=64, hop_length=HOP, win_length=50)
     meta["conditioning"]["upsample"] = upsample_mode
@@ -127,7 +129,9 @@ def test_coarse_probabilities_do_not_see_current_coarse(model):
     assert not np.array_equal(p[t + 1, 0], q[t + 1, 0])  # and the next step sees it
 
 
-def test_generate_is_deterministic_and_split_invariant(model):
+@pytest.mark.parametrize("representation", [None, Representation("mulaw", 0.85)])
+def test_generate_is_deterministic_and_split_invariant(representation):
+    model = small_model(representation=representation)
     engine, K = ReferenceEngine(model), full_k(model, random_mel(6))
     runs = {}
     for seed in (5, 5, 6):
