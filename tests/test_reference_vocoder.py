@@ -51,13 +51,14 @@ def full_k(model, mel):
 # --- sampling -------------------------------------------------------------------------------
 
 def test_uniform_hand_computed():
-    # seed 1, t 5, k 1: x = 11 ^ 0x9E3779B9, mixed as in docs/model.md, gives 742688469.
-    assert uniform(1, 5, 1) == np.float32((742688469 >> 8) / 2 ** 24)
-    assert uniform(0, 0, 0) == 0.0
+    # seed 1, t 5, k 1: x = 12 ^ 0x9E3779B9, mixed as in docs/model.md, gives 3928667181.
+    assert uniform(1, 5, 1) == np.float32(((3928667181 >> 9) + 0.5) / 2 ** 23)
+    # seed 0, t 0: x = 1 (the mixer maps 0 to 0, the lowest ξ: a click at every start)
+    assert uniform(0, 0, 0) == np.float32(((1753845952 >> 9) + 0.5) / 2 ** 23)
     t = np.arange(1000, 1010)
     np.testing.assert_array_equal(uniform(42, t, 0), [uniform(42, int(i), 0) for i in t])
     xi = uniform(7, np.arange(100000), 1)
-    assert xi.dtype == np.float32 and 0 <= xi.min() and xi.max() < 1
+    assert xi.dtype == np.float32 and 0 < xi.min() and xi.max() < 1
     assert abs(xi.mean() - 0.5) < 0.01
 
 

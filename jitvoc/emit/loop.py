@@ -291,16 +291,17 @@ class LoopEmitter:
         return b.trunc(b.fptosi(_rint_int16(b, b.fmul(s, f32(32768.0))), i32), i16)
 
     def _uniform(self, seed, t, k: int):
-        """ξ = hash(2t + k XOR seed·0x9E3779B9) · 2^-24, per docs/model.md (uint32 arithmetic)."""
+        """ξ = ((hash(2t + k + 1 XOR seed·0x9E3779B9) >> 9) + ½)·2⁻²³, per docs/model.md (uint32
+        arithmetic; exact in float32, never 0 or 1)."""
         b = self.b
-        x = b.add(b.shl(b.trunc(t, i32), i32(1)), i32(k))
+        x = b.add(b.shl(b.trunc(t, i32), i32(1)), i32(k + 1))
         x = b.xor(x, b.mul(seed, i32(0x9E3779B9 - (1 << 32))))
         x = b.xor(x, b.lshr(x, i32(16)))
         x = b.mul(x, i32(0x7FEB352D))
         x = b.xor(x, b.lshr(x, i32(15)))
         x = b.mul(x, i32(0x846CA68B - (1 << 32)))
         x = b.xor(x, b.lshr(x, i32(16)))
-        return b.fmul(b.uitofp(b.lshr(x, i32(8)), f32), f32(2.0 ** -24))
+        return b.fmul(b.fadd(b.uitofp(b.lshr(x, i32(9)), f32), f32(0.5)), f32(2.0 ** -23))
 
 
 def _rint_int16(b, x):

@@ -93,16 +93,17 @@ def upsample(K, t, hop, mode) -> np.ndarray:
 
 
 def uniform(seed, t, k) -> np.ndarray:
-    """ξ in [0, 1) for sample index `t` (int or int array) and pass `k` (0 coarse, 1 fine):
-    the counter-based generator of docs/model.md, as float32 (exact: 24 bits)."""
-    x = (2 * np.asarray(t, np.uint64) + np.uint64(k)) & _M32
+    """ξ in (0, 1) for sample index `t` (int or int array) and pass `k` (0 coarse, 1 fine):
+    the counter-based generator of docs/model.md, as float32 (exact: the middle of one of 2²³
+    equal bins, so never 0 and never 1)."""
+    x = (2 * np.asarray(t, np.uint64) + np.uint64(k + 1)) & _M32
     x ^= np.uint64((int(seed) * 0x9E3779B9) & _M32)
     x ^= x >> 16
     x = (x * 0x7FEB352D) & _M32
     x ^= x >> 15
     x = (x * 0x846CA68B) & _M32
     x ^= x >> 16
-    return (x >> 8).astype(np.float32) * np.float32(2.0 ** -24)
+    return ((x >> 9).astype(np.float32) + np.float32(0.5)) * np.float32(2.0 ** -23)
 
 
 def segments(code):
