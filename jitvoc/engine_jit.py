@@ -83,6 +83,8 @@ class JitEngine:
             raise InputError(f"t0 = {t0} is not a non-negative multiple of hop {hop}")
         if state.t != t0:
             raise InputError(f"state is at sample {state.t}, not at t0 = {t0}")
+        if not np.isfinite(state.s_prev):
+            raise InputError(f"state.s_prev (de-emphasis) must be finite, got {state.s_prev}")
         if n_samples < 0:
             raise InputError(f"n_samples must be non-negative, got {n_samples}")
         K = self._check_k(K, n_samples)

@@ -157,6 +157,8 @@ def test_generate_checks_its_arguments(model):
         engine.generate(K, HOP, HOP, GenState.initial(H), 0)
     with pytest.raises(InputError, match="K must be float32"):
         engine.generate(K.astype(np.float64), 0, HOP, GenState.initial(H), 0)
+    with pytest.raises(InputError, match="de-emphasis"):
+        engine.generate(K, 0, HOP, GenState(np.zeros(H, np.float32), s_prev=np.nan), 0)
     with pytest.raises(InputError, match="float32, not int8"):
         ReferenceEngine(model, dtype="int8")
 

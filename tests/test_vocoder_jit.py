@@ -124,6 +124,14 @@ def test_calls_split_at_frames_equal_one_call(speech_like, dtype):
     np.testing.assert_array_equal(np.concatenate(parts), one)
 
 
+def test_generate_refuses_a_non_finite_deemphasis_state(speech_like):
+    model = make_model("mulaw+pre")
+    K = conditioning(model, speech_like[1][:2])
+    state = GenState(np.zeros(model.hidden, np.float32), s_prev=float("inf"))
+    with pytest.raises(InputError, match="de-emphasis"):
+        JitEngine(model, dtype="float32").generate(K, 0, model.hop_length, state, 0)
+
+
 def test_first_samples_draw_no_improbable_class():
     """The first 100 samples of seeds 0..20 on the shipped network draw no class of probability
     below 1e-6 (as measured: 3.8e-5 at worst). The draw rule of format version 1 drew class 0

@@ -151,6 +151,8 @@ class ReferenceEngine:
         self._check_k(K, t0, n_samples)
         if state.t != t0:
             raise InputError(f"state is at sample {state.t}, not at t0 = {t0}")
+        if not np.isfinite(state.s_prev):
+            raise InputError(f"state.s_prev (de-emphasis) must be finite, got {state.s_prev}")
         H2, out = self.model.hidden // 2, np.empty(n_samples, np.int16)
         t = t0 + np.arange(n_samples)
         xi_c, xi_f = uniform(seed, t, 0), uniform(seed, t, 1)
