@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import jitvoc
+from jitvoc.audio import read_wav
 from jitvoc.engine_jit import JitEngine
 from jitvoc.errors import InputError, UnsupportedCPU
-from jitvoc.audio import read_wav
 from jitvoc.model import Model, load_model, random_model
 from jitvoc.reference.vocoder import GenState, conditioning
 from jitvoc.representation import Representation
