@@ -18,7 +18,7 @@ from .plan.vocoder import plan_vocoder
 from .reference.matvec import zero_correction
 from .reference.vocoder import GenState
 
-_GENERATE = "void(int16_t*, int64_t, int64_t, float*, float*, int32_t*, uint32_t, void*)"
+_GENERATE = "void(int16_t*, int64_t, int64_t, float*, float*, int32_t*, float*, uint32_t, void*)"
 _TEACHER = "void(float*, int64_t, float*, int32_t*, int32_t*, int32_t*, float*, void*)"
 
 
@@ -83,29 +83,34 @@ class JitEngine:
             raise InputError(f"t0 = {t0} is not a non-negative multiple of hop {hop}")
         if state.t != t0:
             raise InputError(f"state is at sample {state.t}, not at t0 = {t0}")
+        if not np.isfinite(state.s_prev):
+            raise InputError(f"state.s_prev (de-emphasis) must be finite, got {state.s_prev}")
         if n_samples < 0:
             raise InputError(f"n_samples must be non-negative, got {n_samples}")
         K = self._check_k(K, n_samples)
         out = np.empty(n_samples, np.int16)
         h = np.ascontiguousarray(state.h, dtype=np.float32)
         cf = np.array([state.c_prev, state.f_prev], np.int32)
+        s = np.array([state.s_prev], np.float32)
         if n_samples:
             self._generate(native.ptr(out), n_samples, t0, native.ptr(K), native.ptr(h),
-                           native.ptr(cf), int(seed) & 0xFFFFFFFF, native.ptr(self._params))
-        state.h, state.c_prev, state.f_prev = h, int(cf[0]), int(cf[1])
+                           native.ptr(cf), native.ptr(s), int(seed) & 0xFFFFFFFF,
+                           native.ptr(self._params))
+        state.h, state.c_prev, state.f_prev, state.s_prev = h, int(cf[0]), int(cf[1]), float(s[0])
         state.t = t0 + n_samples
         return out
 
     def teacher_forced(self, K, audio) -> np.ndarray:
-        """P(c_t), P(f_t) given the true samples: float32 [T, 2, 256] (K starts at sample 0)."""
+        """P(c_t), P(f_t) given the true samples, encoded with the model's representation:
+        float32 [T, 2, 256] (K starts at sample 0)."""
         audio = np.asarray(audio)
         if audio.dtype != np.int16 or audio.ndim != 1 or audio.size == 0:
             raise InputError(f"audio must be non-empty 1-D int16, got {audio.dtype} {audio.shape}")
         K = self._check_k(K, len(audio))
-        u = audio.astype(np.int64) + 32768
-        c_cur = (u // 256).astype(np.int32)
-        c_prev = np.concatenate([[128], c_cur[:-1]]).astype(np.int32)
-        f_prev = np.concatenate([[0], u[:-1] % 256]).astype(np.int32)
+        c, f = self.model.representation.encode(audio)
+        c_cur = c.astype(np.int32)
+        c_prev = np.concatenate([[128], c[:-1]]).astype(np.int32)
+        f_prev = np.concatenate([[0], f[:-1]]).astype(np.int32)
         h = np.zeros(self.model.hidden, np.float32)
         probs = np.empty((len(audio), 2, 256), np.float32)
         self._teacher(native.ptr(probs), len(audio), native.ptr(K), native.ptr(c_prev),

@@ -12,6 +12,7 @@ import numpy as np
 from .atomic import atomic_file
 from .errors import InputError, ModelFileError
 from .mel import DEFAULT_CONFIG, check_config
+from .representation import Representation
 
 FORMAT = "jitvoc-model"
 VERSION = 1
@@ -27,7 +28,8 @@ class Model:
 
     `weights` maps file keys ("gru.R", "cond.conv0.weight", ...) to float32 arrays, `masks` maps
     the names in SPARSE to uint8 arrays of the same shape; `meta` is the file's JSON metadata
-    (without "sha256", which `save` computes). Construction validates everything but the digest.
+    (without "sha256", which `save` computes), with "representation" always spelled out (absent
+    in a file: linear, no pre-emphasis). Construction validates everything but the digest.
     """
 
     def __init__(self, weights: dict, masks: dict, meta: dict):
@@ -35,6 +37,8 @@ class Model:
         self._weights = {k: _frozen(v) for k, v in weights.items()}
         self._masks = {k: _frozen(v) for k, v in masks.items()}
         _check_meta(self._meta)
+        self._representation = Representation.from_meta(self._meta.get("representation"))
+        self._meta["representation"] = self._representation.to_meta()
         try:
             json.dumps(self._meta)
         except (TypeError, ValueError) as e:
@@ -53,6 +57,8 @@ class Model:
     conditioning_layers = property(
         lambda self: copy.deepcopy(self._meta["conditioning"]["layers"]),
         doc="[{'name': 'cond.conv0', 'kernel': 5, 'activation': 'relu'}, ...]")
+    representation = property(lambda self: self._representation,
+                              doc="how the coarse/fine code maps to audio (a Representation)")
     meta = property(lambda self: copy.deepcopy(self._meta))
 
     # Arrays (read-only views; the dicts are copies).
@@ -109,12 +115,13 @@ def digest(arrays: dict) -> str:
 
 
 def random_model(hidden=896, density=0.05, block=(16, 1), output_density=0.10, sample_rate=24000,
-                 seed=0, n_mels=80, cond_channels=128) -> Model:
+                 seed=0, n_mels=80, cond_channels=128, representation=None) -> Model:
     """A model with random weights and the structure of a trained one, for tests and benchmarks.
 
     Each gate matrix of gru.R ([H, H] each) is block-magnitude-pruned to `density`, out.O1..O4
     to `output_density`, all with blocks of `block` = (rows, columns). Weights are scaled so
-    the gates and output distributions are neither saturated nor trivial.
+    the gates and output distributions are neither saturated nor trivial. `representation`
+    (a Representation; None: linear) goes into the meta as is.
     """
     if sample_rate not in (16000, 24000):
         raise InputError(f"random_model has mel configs for 16000 and 24000 Hz, not {sample_rate}")
@@ -129,7 +136,8 @@ def random_model(hidden=896, density=0.05, block=(16, 1), output_density=0.10, s
               {"name": "cond.conv1", "kernel": 3, "activation": "relu"}]
     meta = {"format": FORMAT, "version": VERSION, "hidden": H, "sample_rate": sample_rate,
             "mel": mel, "conditioning": {"layers": layers, "upsample": "linear"},
-            "provenance": {"kind": "random", "seed": seed}}
+            "provenance": {"kind": "random", "seed": seed},
+            "representation": (representation or Representation()).to_meta()}
 
     def normal(shape, std):
         return (rng.standard_normal(shape) * std).astype(np.float32)
@@ -251,6 +259,7 @@ def _check_meta(meta) -> None:
         if layer.get("activation") not in ACTIVATIONS:
             raise ModelFileError(f"{layer['name']}: activation must be one of {ACTIVATIONS}, "
                                  f"got {layer.get('activation')!r}")
+    Representation.from_meta(meta.get("representation"))  # raises ModelFileError
 
 
 def _check_structure(arrays, meta) -> None:

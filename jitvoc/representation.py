@@ -16,8 +16,11 @@ means is the model file's `meta.representation`:
   output sample is rint(s_t · 32768) clipped to the int16 range.
 
 Encoding (teacher forcing, training) runs in float64 on the int16 recording: z = s/32768,
-e_t = z_t − α·z_{t−1} (z_{−1} = 0), clipped to [-1, 1]; c is the segment that holds e and f its
-position inside the segment, both by floor. Silence is (c, f) = (128, 0) in both codes.
+e_t = z_t − α·z_{t−1} (z_{−1} = 0), clipped to [-1, 1]. "mulaw": c is the segment that holds e
+and f its position inside the segment, both by floor (f decodes to the middle of its part).
+"linear": u = 256c + f is e·32768 + 32768 rounded to the nearest integer (half up), which
+decodes with offset 0: exact without pre-emphasis (e·32768 is an integer), zero-mean with it
+(a floor would bias s by −½/(1 − α) LSB). Silence is (c, f) = (128, 0) in both codes.
 """
 from __future__ import annotations
 
@@ -61,6 +64,7 @@ class Representation:
 
     @property
     def fine_offset(self) -> float:
+        """Where inside its 1/256 of the segment a fine class decodes (0: bottom, ½: middle)."""
         return 0.0 if self.code == "linear" else 0.5
 
     def segments(self) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +84,7 @@ class Representation:
             e[1:] -= self.preemphasis * z[:-1]
         e = np.clip(e, -1.0, 1.0)
         if self.code == "linear":
-            u = np.clip(np.floor((e + 1.0) * 32768.0), 0, 65535).astype(np.int64)
+            u = np.clip(np.floor((e + 1.0) * 32768.0 + 0.5), 0, 65535).astype(np.int64)
             return u // 256, u % 256
         y = np.sign(e) * np.log1p(MU * np.abs(e)) / np.log1p(MU)
         c = np.clip(np.floor((y + 1.0) * 128.0), 0, 255).astype(np.int64)
@@ -101,7 +105,8 @@ def decode(rep: Representation, c, f, s_prev=0.0) -> tuple[np.ndarray, float]:
     the engines compute it (float32, one sample at a time). For tests and measurements."""
     base, step = rep.segments()
     c, f = np.asarray(c, np.int64), np.asarray(f, np.int64)
-    e = base[c] + step[c] * ((f.astype(np.float32) + np.float32(rep.fine_offset)) * np.float32(2.0 ** -8))
+    frac = (f.astype(np.float32) + np.float32(rep.fine_offset)) * np.float32(2.0 ** -8)
+    e = base[c] + step[c] * frac
     alpha, s = np.float32(rep.preemphasis), np.float32(s_prev)
     out = np.empty(len(e), np.float32)
     for t, et in enumerate(e):

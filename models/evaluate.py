@@ -15,8 +15,8 @@ For each held-out sentence (the original recording, untrimmed): the log-mel
   frames are compared one to one (no DTW). This is NOT the SPTK mcep-based MCD: compare numbers
   only with this script;
 * teacher-forced NLL in bits per 16-bit sample (−log2 P(c_t) − log2 P(f_t) given the true past,
-  `Vocoder.teacher_forced`; with --nll-seconds only the first seconds of each sentence, since the
-  reference backend is slow);
+  the recording encoded with the model's representation, `Vocoder.teacher_forced`; with
+  --nll-seconds only the first seconds of each sentence, since the reference backend is slow);
 * a PNG with the log-mel spectrograms of recording and synthesis (matplotlib), and the
   synthesized WAVs.
 
@@ -77,10 +77,10 @@ def teacher_forced_bits(voc, audio, mel, hop, seconds=None):
         audio = audio[:int(seconds * voc.sample_rate)]
         mel = mel[:-(-len(audio) // hop)]
     p = voc.teacher_forced(audio, mel)
-    u = audio.astype(np.int64) + 32768
+    c, f = voc.model.representation.encode(audio)
     t = np.arange(len(audio))
-    pc = np.maximum(p[t, 0, u // 256], 1e-30)
-    pf = np.maximum(p[t, 1, u % 256], 1e-30)
+    pc = np.maximum(p[t, 0, c], 1e-30)
+    pf = np.maximum(p[t, 1, f], 1e-30)
     return float(-(np.log2(pc) + np.log2(pf)).mean()), len(audio)
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from jitvoc.errors import InputError, ModelFileError
 from jitvoc.model import SPARSE, Model, digest, load_model, random_model
+from jitvoc.representation import Representation
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +209,34 @@ def test_mask_not_binary(saved, tmp_path):
 def test_coarse_rows_see_no_current_coarse(saved, tmp_path):
     path = broken(saved, tmp_path, lambda a, m: a["gru.I"].__setitem__((0, 2), 1.0))
     with pytest.raises(ModelFileError, match="column 2 is nonzero in coarse rows"):
+        load_model(path)
+
+
+def test_file_without_representation_is_linear(saved, tmp_path):
+    path = broken(saved, tmp_path, lambda a, m: m.pop("representation"))
+    assert "representation" not in file_arrays(path)[1]
+    loaded = load_model(path)
+    assert loaded.representation == Representation("linear", 0.0)
+    assert loaded.meta["representation"] == {"code": "linear", "preemphasis": 0.0}
+
+
+def test_representation_round_trip(tmp_path):
+    rep = Representation("mulaw", 0.85)
+    m = random_model(hidden=32, density=0.25, sample_rate=16000, n_mels=20, cond_channels=8,
+                     representation=rep)
+    m.save(tmp_path / "m.npz")
+    assert file_arrays(tmp_path / "m.npz")[1]["representation"] == rep.to_meta()
+    assert load_model(tmp_path / "m.npz").representation == rep
+
+
+@pytest.mark.parametrize("entry, problem", [
+    ({"code": "alaw", "preemphasis": 0.0}, "representation code must be one of"),
+    ({"code": "mulaw", "preemphasis": 0.995}, "preemphasis must be a number in"),
+    (["mulaw", 0.85], "representation must be an object"),
+])
+def test_bad_representation(saved, tmp_path, entry, problem):
+    path = broken(saved, tmp_path, lambda a, m: m.update(representation=entry))
+    with pytest.raises(ModelFileError, match=problem):
         load_model(path)
 
 

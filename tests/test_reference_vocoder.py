@@ -11,6 +11,7 @@ import jitvoc
 from jitvoc.audio import read_wav, write_wav_atomic
 from jitvoc.errors import InputError, JitvocError
 from jitvoc.model import Model, random_model
+from jitvoc.representation import Representation
 from jitvoc.reference.vocoder import (GenState, ReferenceEngine, conditioning, draw,
                                       receptive_radius, uniform, upsample)
 from jitvoc.vocoder import COND_BLOCK
@@ -18,9 +19,10 @@ from jitvoc.vocoder import COND_BLOCK
 H, N_MELS, HOP = 32, 8, 25
 
 
-def small_model(upsample_mode="linear"):
+def small_model(upsample_mode="linear", representation=None):
     """A 32-unit model with a 25-sample hop, so tests generate few samples per frame."""
-    m = random_model(hidden=H, density=0.25, sample_rate=16000, n_mels=N_MELS, cond_channels=8)
+    m = random_model(hidden=H, density=0.25, sample_rate=16000, n_mels=N_MELS, cond_channels=8,
+                     representation=representation)
     meta = m.meta
     meta["mel"].update(n_fft=64, hop_length=HOP, win_length=50)
     meta["conditioning"]["upsample"] = upsample_mode
@@ -49,13 +51,14 @@ def full_k(model, mel):
 # --- sampling -------------------------------------------------------------------------------
 
 def test_uniform_hand_computed():
-    # seed 1, t 5, k 1: x = 11 ^ 0x9E3779B9, mixed as in docs/model.md, gives 742688469.
-    assert uniform(1, 5, 1) == np.float32((742688469 >> 8) / 2 ** 24)
-    assert uniform(0, 0, 0) == 0.0
+    # seed 1, t 5, k 1: x = 12 ^ 0x9E3779B9, mixed as in docs/model.md, gives 3928667181.
+    assert uniform(1, 5, 1) == np.float32(((3928667181 >> 9) + 0.5) / 2 ** 23)
+    # seed 0, t 0: x = 1 (the mixer maps 0 to 0, the lowest ξ: a click at every start)
+    assert uniform(0, 0, 0) == np.float32(((1753845952 >> 9) + 0.5) / 2 ** 23)
     t = np.arange(1000, 1010)
     np.testing.assert_array_equal(uniform(42, t, 0), [uniform(42, int(i), 0) for i in t])
     xi = uniform(7, np.arange(100000), 1)
-    assert xi.dtype == np.float32 and 0 <= xi.min() and xi.max() < 1
+    assert xi.dtype == np.float32 and 0 < xi.min() and xi.max() < 1
     assert abs(xi.mean() - 0.5) < 0.01
 
 
@@ -127,7 +130,9 @@ def test_coarse_probabilities_do_not_see_current_coarse(model):
     assert not np.array_equal(p[t + 1, 0], q[t + 1, 0])  # and the next step sees it
 
 
-def test_generate_is_deterministic_and_split_invariant(model):
+@pytest.mark.parametrize("representation", [None, Representation("mulaw", 0.85)])
+def test_generate_is_deterministic_and_split_invariant(representation):
+    model = small_model(representation=representation)
     engine, K = ReferenceEngine(model), full_k(model, random_mel(6))
     runs = {}
     for seed in (5, 5, 6):
@@ -152,6 +157,8 @@ def test_generate_checks_its_arguments(model):
         engine.generate(K, HOP, HOP, GenState.initial(H), 0)
     with pytest.raises(InputError, match="K must be float32"):
         engine.generate(K.astype(np.float64), 0, HOP, GenState.initial(H), 0)
+    with pytest.raises(InputError, match="de-emphasis"):
+        engine.generate(K, 0, HOP, GenState(np.zeros(H, np.float32), s_prev=np.nan), 0)
     with pytest.raises(InputError, match="float32, not int8"):
         ReferenceEngine(model, dtype="int8")
 

@@ -2,14 +2,19 @@
 
 One module holds the five matrix-vector cores (gru.R, out.O1..O4, as planned) and two functions:
 
-    N_generate(out i16*, n i64, t0 i64, K f32*, h f32*, cf i32*, seed i32, params ptr*)
+    N_generate(out i16*, n i64, t0 i64, K f32*, h f32*, cf i32*, s f32*, seed i32, params ptr*)
     N_teacher(probs f32*, n i64, K f32*, c_prev i32*, f_prev i32*, c_cur i32*, h f32*, params ptr*)
 
 Each sample runs the two passes with no Python in between: R h once for all 3H rows; the coarse
 half of the GRU; O1, relu, O2 and a draw of c_t; then ĉ_t's input to the fine half, O3, relu, O4
-and a draw of f_t. `h` (float32 [H]) and `cf` (c_prev, f_prev) are the caller's state, updated
-in place; the generator is counter-based (sample index t0 + i), so chunks join seamlessly.
-`params` is an array of pointers in the order of PARAMS.
+and a draw of f_t. `h` (float32 [H]), `cf` (c_prev, f_prev) and `s` (the de-emphasis state
+s_{t-1}) are the caller's state, updated in place; the generator is counter-based (sample index
+t0 + i), so chunks join seamlessly. `params` is an array of pointers in the order of PARAMS.
+
+The output sample: the model's representation (compiled in: its decode tables base/step as
+constants, its pre-emphasis α) maps (c_t, f_t) to e = base[c] + step[c]·((f + offset)·2⁻⁸),
+de-emphasis gives s = e + α·s_{t−1} (only when α ≠ 0), and the sample is s·32768 clamped to the
+int16 range and rounded half to even by adding and subtracting 1.5·2²³: no libm call, no FMA.
 
 The draw: p = exp(l − max l) in 16 blocks of 16 classes; block sums by a fixed tree, the total
 and the prefix over blocks in order; the class is the first whose running sum exceeds ξ·Σp.
@@ -57,10 +62,17 @@ class LoopEmitter:
         self.cores = {n: e.emit_core(True, *epilogue[n]) for n, e in self.mv.items()}
         self.biases = {"gru.R": "gru.bR", "out.O1": "out.b1", "out.O2": "out.b2",
                        "out.O3": "out.b3", "out.O4": "out.b4"}
-        scaled = (np.arange(256) / 127.5 - 1).astype(np.float32)
-        self.scaled = ir.GlobalVariable(self.m, ir.ArrayType(f32, 256), name=f"{plan.name}_scaled")
-        self.scaled.initializer = ir.Constant(ir.ArrayType(f32, 256), [float(v) for v in scaled])
-        self.scaled.global_constant, self.scaled.linkage = True, "internal"
+        self.scaled = self._table("scaled", np.arange(256) / 127.5 - 1)
+        base, step = plan.representation.segments()
+        self.base, self.step = self._table("base", base), self._table("step", step)
+
+    def _table(self, name, values):
+        """An internal constant float32 [256] array of the module."""
+        t = ir.GlobalVariable(self.m, ir.ArrayType(f32, 256), name=f"{self.plan.name}_{name}")
+        t.initializer = ir.Constant(ir.ArrayType(f32, 256),
+                                    [float(v) for v in np.asarray(values, np.float32)])
+        t.global_constant, t.linkage = True, "internal"
+        return t
 
     def build(self) -> ir.Module:
         self._function(teacher=False)
@@ -74,8 +86,8 @@ class LoopEmitter:
             fn = function(self.m, name, void, [ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr])
             probs, n, K, c_prev_a, f_prev_a, c_cur_a, h, params = fn.args
         else:
-            fn = function(self.m, name, void, [ptr, i64, i64, ptr, ptr, ptr, i32, ptr])
-            out, n, t0, K, h, cf, seed, params = fn.args
+            fn = function(self.m, name, void, [ptr, i64, i64, ptr, ptr, ptr, ptr, i32, ptr])
+            out, n, t0, K, h, cf, s_state, seed, params = fn.args
         b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.p = {key: load(b, params, ptr, i, align=8) for i, key in enumerate(PARAMS)}
         self.h, self.K = h, K
@@ -96,10 +108,11 @@ class LoopEmitter:
             r.activations(b, h, self._x_inv("gru.R"), self.xbuf["gru.R"])
         self.pbuf = alloca(b, f32, 256)
         self.prefix = alloca(b, f32, 16)
-        c_prev, f_prev = b.alloca(i32), b.alloca(i32)
+        c_prev, f_prev, s_prev = b.alloca(i32), b.alloca(i32), b.alloca(f32)
         if not teacher:
             b.store(load(b, cf, i32, 0, align=4), c_prev)
             b.store(load(b, cf, i32, 1, align=4), f_prev)
+            b.store(load(b, s_state, f32, 0, align=4), s_prev)
 
         with counted_loop(b, 0, n, name="sample") as i:
             if teacher:
@@ -123,13 +136,13 @@ class LoopEmitter:
                 self._softmax_into(logits, probs, b.add(b.mul(i, i64(2)), i64(1)))
             else:
                 f = self._draw(logits, self._uniform(seed, b.add(t0, i), 1))
-                sample = b.sub(b.add(b.mul(c, i32(256)), f), i32(32768))
-                store(b, b.trunc(sample, i16), out, i, align=2)
+                store(b, self._output_sample(c, f, s_prev), out, i, align=2)
                 b.store(c, c_prev)
                 b.store(f, f_prev)
         if not teacher:
             store(b, b.load(c_prev), cf, 0, align=4)
             store(b, b.load(f_prev), cf, 1, align=4)
+            store(b, b.load(s_prev), s_state, 0, align=4)
         b.ret_void()
 
     # --- pieces --------------------------------------------------------------------------------------
@@ -266,17 +279,38 @@ class LoopEmitter:
         cls = b.add(b.mul(jb, i32(V)), k)
         return b.select(full, i32(255), cls)
 
+    def _output_sample(self, c, f, s_prev):
+        """The int16 sample of classes (c, f), per the module docstring; advances s_prev."""
+        b, rep = self.b, self.plan.representation
+        frac = b.fmul(b.fadd(b.uitofp(f, f32), f32(rep.fine_offset)), f32(2.0 ** -8))
+        step = load(b, self.step, f32, b.zext(c, i64), align=4)
+        s = b.fadd(load(b, self.base, f32, b.zext(c, i64), align=4), b.fmul(step, frac))
+        if rep.preemphasis:
+            s = b.fadd(s, b.fmul(f32(float(np.float32(rep.preemphasis))), b.load(s_prev)))
+        b.store(s, s_prev)
+        return b.trunc(b.fptosi(_rint_int16(b, b.fmul(s, f32(32768.0))), i32), i16)
+
     def _uniform(self, seed, t, k: int):
-        """ξ = hash(2t + k XOR seed·0x9E3779B9) · 2^-24, per docs/model.md (uint32 arithmetic)."""
+        """ξ = ((hash(2t + k + 1 XOR seed·0x9E3779B9) >> 9) + ½)·2⁻²³, per docs/model.md (uint32
+        arithmetic; exact in float32, never 0 or 1)."""
         b = self.b
-        x = b.add(b.shl(b.trunc(t, i32), i32(1)), i32(k))
+        x = b.add(b.shl(b.trunc(t, i32), i32(1)), i32(k + 1))
         x = b.xor(x, b.mul(seed, i32(0x9E3779B9 - (1 << 32))))
         x = b.xor(x, b.lshr(x, i32(16)))
         x = b.mul(x, i32(0x7FEB352D))
         x = b.xor(x, b.lshr(x, i32(15)))
         x = b.mul(x, i32(0x846CA68B - (1 << 32)))
         x = b.xor(x, b.lshr(x, i32(16)))
-        return b.fmul(b.uitofp(b.lshr(x, i32(8)), f32), f32(2.0 ** -24))
+        return b.fmul(b.fadd(b.uitofp(b.lshr(x, i32(9)), f32), f32(0.5)), f32(2.0 ** -23))
+
+
+def _rint_int16(b, x):
+    """x clamped to [−32768, 32767] and rounded half to even, as float32: adding 1.5·2²³ leaves
+    no fraction bits (the sum lies in [2²³, 2²⁴)), so IEEE round-to-nearest-even does the work."""
+    x = b.select(b.fcmp_ordered("<", x, f32(-32768.0)), f32(-32768.0), x)
+    x = b.select(b.fcmp_ordered(">", x, f32(32767.0)), f32(32767.0), x)
+    magic = f32(1.5 * 2.0 ** 23)
+    return b.fsub(b.fadd(x, magic), magic)
 
 
 def build_module(plan: VocoderPlan) -> ir.Module:

@@ -24,6 +24,7 @@ import numpy as np
 from .. import jit
 from ..errors import InputError
 from ..quant import ACTIVATION_BITS, FixedPoint
+from ..representation import Representation
 from . import matvec as mv_plan
 
 MATRICES = ("gru.R", "out.O1", "out.O2", "out.O3", "out.O4")
@@ -44,11 +45,14 @@ class VocoderPlan:
     plans: dict      # matrix name -> matvec Plan
     formats: dict    # matrix name -> FixedPoint of its input (integer dtypes)
     shared: dict     # O1/O3 -> column offset when they read gru.R's activation buffer
+    representation: Representation  # the output decode, compiled in
 
     @property
     def name(self) -> str:
         """The loop's symbol and cache key: the dtype plus a hash of everything compiled in."""
-        h = hashlib.sha256(f"{self.hidden}/{self.hop}/{self.upsample}".encode())
+        rep = self.representation
+        h = hashlib.sha256(f"{self.hidden}/{self.hop}/{self.upsample}/{rep.code}/"
+                           f"{rep.preemphasis!r}".encode())
         for m in MATRICES:
             h.update(self.plans[m].spec.name.encode())
             h.update(str(self.formats.get(m)).encode())
@@ -134,7 +138,7 @@ def plan_vocoder(model, dtype: str, gen, precision: dict | None = None) -> Vocod
                                                  inline=True)
             shared[name] = offset
     plan = VocoderPlan(dtype, gen, model.hidden, model.hop_length, model.upsample, plans,
-                       formats, shared)
+                       formats, shared, model.representation)
     jit.debug(1, f"vocoder plan {plan.name}: " + ", ".join(
         f"{m} {p.spec.name}" + (f" <- {formats[m].name}" if m in formats else "")
         for m, p in plans.items()))

@@ -26,15 +26,17 @@ _M32 = 0xFFFFFFFF
 @dataclass
 class GenState:
     """Where a generation stands: the GRU state after sample t-1, the previous sample's coarse
-    and fine classes, and t, the index of the next sample (from the start of the utterance)."""
+    and fine classes, t, the index of the next sample (from the start of the utterance), and
+    s_prev, the de-emphasised value s_{t-1} (a float32 value)."""
     h: np.ndarray  # float32 [H]
     c_prev: int = 128
     f_prev: int = 0
     t: int = 0
+    s_prev: float = 0.0
 
     @classmethod
     def initial(cls, hidden):
-        """The state before the first sample: h = 0 and silence (c = 128, f = 0)."""
+        """The state before the first sample: h = 0, silence (c = 128, f = 0) and s = 0."""
         return cls(np.zeros(hidden, np.float32))
 
 
@@ -91,16 +93,30 @@ def upsample(K, t, hop, mode) -> np.ndarray:
 
 
 def uniform(seed, t, k) -> np.ndarray:
-    """ξ in [0, 1) for sample index `t` (int or int array) and pass `k` (0 coarse, 1 fine):
-    the counter-based generator of docs/model.md, as float32 (exact: 24 bits)."""
-    x = (2 * np.asarray(t, np.uint64) + np.uint64(k)) & _M32
+    """ξ in (0, 1) for sample index `t` (int or int array) and pass `k` (0 coarse, 1 fine):
+    the counter-based generator of docs/model.md, as float32 (exact: the middle of one of 2²³
+    equal bins, so never 0 and never 1)."""
+    x = (2 * np.asarray(t, np.uint64) + np.uint64(k + 1)) & _M32
     x ^= np.uint64((int(seed) * 0x9E3779B9) & _M32)
     x ^= x >> 16
     x = (x * 0x7FEB352D) & _M32
     x ^= x >> 15
     x = (x * 0x846CA68B) & _M32
     x ^= x >> 16
-    return (x >> 8).astype(np.float32) * np.float32(2.0 ** -24)
+    return ((x >> 9).astype(np.float32) + np.float32(0.5)) * np.float32(2.0 ** -23)
+
+
+def segments(code):
+    """The decode tables of docs/model.md ("Samples"): base[c], step[c] (float32 [256]) and the
+    fine offset of `code` ("linear" or "mulaw")."""
+    c = np.arange(257) / 128.0 - 1.0
+    if code == "linear":
+        edges = c
+    else:  # µ-law expansion, µ = 255, rounded to float32 from float64
+        edges = np.sign(c) * (np.power(256.0, np.abs(c)) - 1.0) / 255.0
+        edges[256] = 1.0
+    edges = edges.astype(np.float32)
+    return edges[:256], edges[1:] - edges[:256], np.float32(0.0 if code == "linear" else 0.5)
 
 
 def draw(logits, xi) -> np.ndarray:
@@ -125,6 +141,9 @@ class ReferenceEngine:
         # R is mostly zeros: a CSR product keeps the per-step loop cheap (same values)
         self._R = scipy.sparse.csr_matrix(model.weights["gru.R"])
         self._hop, self._mode = model.hop_length, model.upsample
+        rep = model.representation
+        self._base, self._step, self._offset = segments(rep.code)
+        self._alpha = np.float32(rep.preemphasis)
 
     def generate(self, K, t0, n_samples, state: GenState, seed) -> np.ndarray:
         """Sample `n_samples` int16 samples from t0 on, two passes per sample (docs/model.md).
@@ -132,11 +151,13 @@ class ReferenceEngine:
         self._check_k(K, t0, n_samples)
         if state.t != t0:
             raise InputError(f"state is at sample {state.t}, not at t0 = {t0}")
+        if not np.isfinite(state.s_prev):
+            raise InputError(f"state.s_prev (de-emphasis) must be finite, got {state.s_prev}")
         H2, out = self.model.hidden // 2, np.empty(n_samples, np.int16)
         t = t0 + np.arange(n_samples)
         xi_c, xi_f = uniform(seed, t, 0), uniform(seed, t, 1)
         k_all = upsample(K, np.arange(n_samples), self._hop, self._mode)
-        h, c, f = state.h, state.c_prev, state.f_prev
+        h, c, f, s = state.h, state.c_prev, state.f_prev, np.float32(state.s_prev)
         for i in range(n_samples):
             a = self._R @ h + self._w["gru.bR"]
             # Pass 1: the coarse half does not see c_t (gru.I[coarse, 2] == 0); use 0 for it.
@@ -145,13 +166,22 @@ class ReferenceEngine:
             # Pass 2: with ĉ_t; the coarse half comes out the same, bit for bit.
             h = self._cell(a, h, (_scaled(c), _scaled(f), _scaled(c_new)), k_all[i])
             c, f = c_new, int(draw(self._logits(h[H2:], "O3", "b3", "O4", "b4"), xi_f[i]))
-            out[i] = 256 * c + f - 32768
+            out[i], s = self.output_sample(c, f, s)
         state.h, state.c_prev, state.f_prev, state.t = h, c, f, t0 + n_samples
+        state.s_prev = float(s)
         return out
+
+    def output_sample(self, c, f, s_prev):
+        """(the int16 sample, s_t) for the classes (c, f) and s_{t-1}, per docs/model.md:
+        e = base[c] + step[c]·((f + offset)·2⁻⁸), s = e + α·s_prev, rint(s·32768) clipped."""
+        e = self._base[c] + self._step[c] * ((np.float32(f) + self._offset) * np.float32(2.0 ** -8))
+        s = e + self._alpha * s_prev
+        return int(np.clip(np.rint(s * np.float32(32768)), -32768, 32767)), s
 
     def teacher_forced(self, K, audio) -> np.ndarray:
         """P(c_t) and P(f_t) given the true previous samples (and the true c_t for the fine
-        half): float32 [T, 2, 256], each row a softmax. K starts at sample 0."""
+        half), the audio encoded with the model's representation: float32 [T, 2, 256], each row
+        a softmax. K starts at sample 0."""
         audio = np.asarray(audio)
         if audio.dtype != np.int16 or audio.ndim != 1 or audio.size == 0:
             raise InputError(f"audio must be non-empty 1-D int16, got {audio.dtype} {audio.shape}")
@@ -163,16 +193,17 @@ class ReferenceEngine:
         return np.stack(probs, axis=1)
 
     def states(self, K, audio) -> np.ndarray:
-        """The teacher-forced GRU states h_t, float32 [T, H] (K starts at sample 0)."""
-        u = audio.astype(np.int64) + 32768
-        c_prev = np.concatenate([[128], u[:-1] // 256])
-        f_prev = np.concatenate([[0], u[:-1] % 256])
+        """The teacher-forced GRU states h_t, float32 [T, H] (K starts at sample 0), the audio
+        encoded with the model's representation."""
+        c_cur, f_cur = self.model.representation.encode(audio)
+        c_prev = np.concatenate([[128], c_cur[:-1]])
+        f_prev = np.concatenate([[0], f_cur[:-1]])
         k_all = upsample(K, np.arange(len(audio)), self._hop, self._mode)
         h = np.zeros(self.model.hidden, np.float32)
         states = np.empty((len(audio), self.model.hidden), np.float32)
         for t in range(len(audio)):
             a = self._R @ h + self._w["gru.bR"]
-            x = (_scaled(c_prev[t]), _scaled(f_prev[t]), _scaled(u[t] // 256))
+            x = (_scaled(c_prev[t]), _scaled(f_prev[t]), _scaled(c_cur[t]))
             h = states[t] = self._cell(a, h, x, k_all[t])
         return states
 
