@@ -174,8 +174,9 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
         cpu_mod.require_runnable(gen)
         key = planner.matrix_key(w_codes, mask, dtype, gen, x_signed)
         decision = planner.cached_decision(key)
-        if decision is not None:
-            plan = planner.plan_from_decision(decision, w_codes, row_scale, mask, gen)
+        plan = decision and planner.decided_plan(decision, w_codes, row_scale, mask, dtype, gen,
+                                                 x_signed)
+        if plan:
             return MatVec(plan, gen, x_format)
         best = tune(planner.candidates(w_codes, row_scale, mask, dtype, gen, x_signed), gen,
                     x_format)
