@@ -95,8 +95,26 @@ def generation(name: str) -> Generation:
 def resolve(cpu: str | Generation | None = None) -> Generation:
     """cpu= argument, else $JITVOC_CPU, else the host."""
     if isinstance(cpu, Generation):
-        return cpu
+        return checked(cpu)
+    if cpu is not None and not isinstance(cpu, str):
+        raise UnsupportedCPU(f"cpu must be a generation name or a jitvoc.Generation, got {cpu!r}")
     return generation(cpu or os.environ.get("JITVOC_CPU") or "native")
+
+
+def checked(gen: Generation) -> Generation:
+    """A caller-made Generation, accepted only when LLVM's target and the features it claims
+    are those of a known generation or of this host: any other combination could make LLVM
+    abort, or pass the host check with code using features it did not declare."""
+    host = host_generation()
+    for known in [host] + [generation(name) for name in GENERATIONS]:
+        if (gen.llvm_cpu, gen.llvm_features, gen.features) == (
+                known.llvm_cpu, known.llvm_features, known.features):
+            return gen
+    raise UnsupportedCPU(
+        f"Generation {gen.name!r} (LLVM CPU {gen.llvm_cpu!r}, features "
+        f"{sorted(gen.features) if isinstance(gen.features, frozenset) else gen.features!r}) "
+        f"matches no known generation; use jitvoc.cpu.generation(name) for one of: native, "
+        f"{', '.join(sorted(GENERATIONS))}")
 
 
 def runnable(gen: Generation) -> bool:

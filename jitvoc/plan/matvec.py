@@ -17,7 +17,7 @@ from .. import cache, jit
 from ..emit import isa
 from ..errors import InputError, JitvocError
 from ..layout import BLOCKS, Packed, block_mask, pack
-from ..quant import WEIGHT_FORMATS
+from ..quant import WEIGHT_FORMATS, check_accumulators
 from ..spec import GROUP, KernelSpec
 
 BAKE_LIMIT = 2500          # vector products: beyond this, straight-line code compiles slowly
@@ -60,7 +60,9 @@ def quantize_weights(w: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]
         return w, np.ones(w.shape[0], dtype=np.float32)
     if dtype not in WEIGHT_FORMATS:
         raise InputError(f"dtype must be int8, int16 or float32, got {dtype!r}")
-    return WEIGHT_FORMATS[dtype].quantize(w)
+    codes, scale = WEIGHT_FORMATS[dtype].quantize(w)
+    check_accumulators(codes, dtype)
+    return codes, scale
 
 
 def panel_count(mask: np.ndarray, block: tuple, group: int) -> int:
