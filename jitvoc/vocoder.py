@@ -123,20 +123,36 @@ class Vocoder:
 
 class _Conditioner:
     """Mel frames in, K rows out, in blocks [b * COND_BLOCK, (b + 1) * COND_BLOCK) computed
-    only once every frame they depend on is known (or the mel has ended)."""
+    only once every frame they depend on is known (or the mel has ended).
+
+    Only a window of frames is kept: those from `first` = rows_done − radius on, which the rows
+    still to compute can read; so a stream of any length takes bounded memory. Conditioning a
+    window from frame `first` gives the same bits as the whole mel: the rows depend only on the
+    frames within the radius, and the window still starts at frame 0 while rows_done < radius.
+    """
 
     def __init__(self, model):
         self.model, self.radius = model, receptive_radius(model)
         self._mel = np.empty((COND_BLOCK, model.n_mels), np.float32)
         self.n_frames, self.rows_done = 0, 0  # frames received, rows of K computed
+        self.first = 0                        # the frame at self._mel[0]
 
     def push(self, chunk):
-        if self.n_frames + len(chunk) > len(self._mel):  # grow geometrically
-            grown = np.empty((2 * (self.n_frames + len(chunk)), self.model.n_mels), np.float32)
-            grown[:self.n_frames] = self._mel[:self.n_frames]
+        if self.n_frames + len(chunk) - self.first > len(self._mel):
+            self._drop_used_frames()
+        held = self.n_frames - self.first
+        if held + len(chunk) > len(self._mel):  # grow geometrically
+            grown = np.empty((2 * (held + len(chunk)), self.model.n_mels), np.float32)
+            grown[:held] = self._mel[:held]
             self._mel = grown
-        self._mel[self.n_frames:self.n_frames + len(chunk)] = chunk
+        self._mel[held:held + len(chunk)] = chunk
         self.n_frames += len(chunk)
+
+    def _drop_used_frames(self):
+        keep = max(self.first, self.rows_done - self.radius)
+        held = self.n_frames - keep
+        self._mel[:held] = self._mel[keep - self.first:self.n_frames - self.first]
+        self.first = keep
 
     def blocks(self, final):
         """Yield the K blocks that can be computed now; with `final`, all that remain."""
@@ -145,4 +161,5 @@ class _Conditioner:
             if not final and stop + self.radius > self.n_frames:
                 return
             self.rows_done = stop = min(stop, self.n_frames)
-            yield conditioning(self.model, self._mel[:self.n_frames], start, stop)
+            yield conditioning(self.model, self._mel[:self.n_frames - self.first],
+                               start - self.first, stop - self.first)
