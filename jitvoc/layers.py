@@ -11,55 +11,17 @@ jitvoc.reference.scan.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
 import numpy as np
 
+from .blas import blas_threads
 from .errors import InputError
 from .plan.scan import available_threads
 from .recurrence import empty, linear_recurrence
 from .reference import scan as ref
-
-_BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-                 "openblas_set_num_threads")
-
-
-@functools.lru_cache(maxsize=None)
-def _blas_control():
-    """(get, set) of the loaded OpenBLAS thread count, or None when none is found."""
-    np.ones((2, 2)) @ np.ones((2, 2))  # make sure BLAS is loaded
-    try:
-        paths = {line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line.lower()}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        lib = ctypes.CDLL(path)
-        for setter in _BLAS_SETTERS:
-            getter = setter.replace("set_", "get_")
-            if hasattr(lib, setter) and hasattr(lib, getter):
-                return getattr(lib, getter), getattr(lib, setter)
-    return None
-
-
-@contextlib.contextmanager
-def blas_threads(n: int):
-    """Limit OpenBLAS to n threads inside the block (a no-op without OpenBLAS)."""
-    control = _blas_control()
-    if control is None:
-        yield
-        return
-    get, set_ = control
-    before = get()
-    set_(n)
-    try:
-        yield
-    finally:
-        set_(before)
-
 
 _pool: ThreadPoolExecutor | None = None
 

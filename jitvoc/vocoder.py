@@ -14,6 +14,7 @@ from .reference.vocoder import GenState, ReferenceEngine, conditioning, receptiv
 
 COND_BLOCK = 16  # frames of K per block; streaming latency is COND_BLOCK + look-ahead frames
 DTYPES = ("int8", "int16", "float32")
+MEL_LAYOUTS = ("frames-mels", "mels-frames")   # jitvoc's [frames, n_mels]; librosa's transpose
 BACKENDS = ("jit", "reference")
 
 
@@ -57,10 +58,29 @@ class Vocoder:
         return (f"Vocoder({self.model!r}, backend={self.backend!r}, dtype={self.dtype!r}, "
                 f"cpu={self.cpu!r})")
 
-    def synthesize(self, mel, seed=0) -> np.ndarray:
-        """int16 audio [F * hop] for a log-mel [F, n_mels] (jitvoc.mel_spectrogram)."""
-        mel = self._check_mel(mel)
+    def synthesize(self, mel, seed=0, layout="frames-mels") -> np.ndarray:
+        """int16 audio [F * hop] for a log-mel [F, n_mels] (jitvoc.mel_spectrogram).
+
+        layout "mels-frames" takes the transpose, [n_mels, F], as librosa and torchaudio lay
+        out spectrograms. In either layout a 3-D array is a batch of equal-length mels:
+        the result is then [batch, F * hop], every item drawn with `seed`."""
+        mel = np.asarray(mel)
+        if mel.ndim == 3:
+            return np.stack([self.synthesize(m, seed, layout) for m in mel])
+        mel = self._check_mel(self.frames_first(mel, layout))
         return np.concatenate(list(self.stream([mel], seed)))
+
+    def frames_first(self, mel, layout) -> np.ndarray:
+        """`mel` in jitvoc's [frames, n_mels] layout, given in `layout` (MEL_LAYOUTS)."""
+        if layout not in MEL_LAYOUTS:
+            raise InputError(f"layout must be one of {MEL_LAYOUTS}, got {layout!r}")
+        mel = np.asarray(mel)
+        if layout == "frames-mels":
+            return mel
+        if mel.ndim != 2 or mel.shape[0] != self.n_mels:
+            raise InputError(f"a mels-frames mel must be [{self.n_mels}, frames], "
+                             f"got shape {mel.shape}")
+        return mel.T
 
     def stream(self, mel_chunks, seed=0):
         """Yield int16 chunks for an iterable of mel chunks [F_i, n_mels] (F_i may be 0).

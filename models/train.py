@@ -287,9 +287,10 @@ def save_checkpoint(path, model, pruner, optimizer, meta):
         if "step" in st:
             meta["adam_step"] = float(st["step"])
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    from jitvoc.atomic import atomic_file
+    from jitvoc.errors import JitvocError
+    with atomic_file(path, JitvocError) as f:
+        np.savez_compressed(f, **arrays)
 
 
 def load_checkpoint(path):

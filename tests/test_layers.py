@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from jitvoc.errors import InputError
-from jitvoc.layers import GILR, LSLSTM, SRU, blas_threads
+from jitvoc.blas import blas_threads, thread_counts
+from jitvoc.layers import GILR, LSLSTM, SRU
 
 LAYERS = {"gilr": GILR, "sru": SRU, "ls_lstm": LSLSTM}
 
@@ -44,8 +45,10 @@ def test_errors():
         layer.forward(x)
 
 
-def test_blas_threads_restores():
-    a = np.ones((64, 64), np.float32)
+def test_blas_threads_limits_and_restores():
+    np.ones((2, 2)) @ np.ones((2, 2))   # BLAS loaded
+    before = thread_counts()
+    assert before
     with blas_threads(1):
-        b = a @ a
-    np.testing.assert_array_equal(b, a @ a)
+        assert thread_counts() == [1] * len(before)
+    assert thread_counts() == before

@@ -26,7 +26,12 @@ from ..spec import DTYPES
 
 def register(sub) -> None:
     summary = "write the kernels a model would use as LLVM IR / assembly, with the plan"
-    p = sub.add_parser("kernels", help=summary, description=__doc__.splitlines()[0])
+    p = sub.add_parser("kernels", help=summary, description=(
+        "Write every kernel a model would use as LLVM IR and/or assembly, one file per kernel "
+        "named by its spec, with the plan as plan.json. MODEL is a jitvoc model file (the five "
+        "matrix kernels and the fused generation loop) or an .npz of named 2-D matrices (one "
+        "kernel per matrix). Any known CPU generation works, also one this host cannot run: "
+        "the kernels are compiled, never run."))
     p.add_argument("model", help="jitvoc model file (.npz with meta), or an .npz of 2-D matrices")
     p.add_argument("--cpu", help="CPU generation to compile for (default: $JITVOC_CPU or native);"
                                  " need not be runnable here")
