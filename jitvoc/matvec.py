@@ -109,6 +109,9 @@ class MatVec:
         keep, ptrs, inv, scale = self._args(x)
         self._fn(native.ptr(y), *ptrs, inv, scale)
         del keep
+        if not np.isfinite(y).all():
+            raise InputError(f"W @ x overflows float32 in {np.count_nonzero(~np.isfinite(y))} "
+                             f"rows (|x| up to {np.abs(x).max():.3g}); scale W or x down")
         return y
 
     def raw(self, x_codes) -> np.ndarray:

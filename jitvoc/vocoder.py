@@ -66,6 +66,8 @@ class Vocoder:
         the result is then [batch, F * hop], every item drawn with `seed`."""
         mel = np.asarray(mel)
         if mel.ndim == 3:
+            if len(mel) == 0:
+                raise InputError("the batch of mels is empty")
             return np.stack([self.synthesize(m, seed, layout) for m in mel])
         mel = self._check_mel(self.frames_first(mel, layout))
         return np.concatenate(list(self.stream([mel], seed)))

@@ -170,6 +170,8 @@ def test_mel_layouts(model_path, mel, tmp_path):
     assert batch.shape == (2, len(want)) and (batch == want).all()
     with pytest.raises(InputError, match=r"mels-frames mel must be \[8, frames\]"):
         voc.synthesize(frames_first, layout="mels-frames")
+    with pytest.raises(InputError, match="batch of mels is empty"):   # found by fuzzing
+        voc.synthesize(np.zeros((0, 8, 5), np.float32), layout="mels-frames")
     np.save(tmp_path / "t.npy", frames_first.T)
     assert cli("synth", model_path, tmp_path / "t.npy", "-o", tmp_path / "t.wav",
                  "--dtype", "float32", "--seed", "1", "--mel-layout", "mels-frames") == 0

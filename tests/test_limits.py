@@ -96,3 +96,10 @@ def test_custom_generation_equal_to_a_known_one_is_accepted():
 def test_cpu_of_the_wrong_type_is_refused():
     with pytest.raises(UnsupportedCPU, match="cpu must be"):
         build_matvec(np.eye(16, dtype=np.float32), "int8", cpu=3)
+
+
+def test_float32_overflow_is_refused_not_nan():
+    """Found by fuzzing: products past float32's range summed to NaN."""
+    w = np.array([[3e30, -3e30]], np.float32)
+    with pytest.raises(InputError, match="overflows float32"):
+        build_matvec(w, "float32")(np.array([1e19, 2e19], np.float32))
