@@ -7,10 +7,10 @@ import math
 import os
 import zipfile
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 
+from . import npy
 from .atomic import atomic_file
 from .errors import InputError, ModelFileError
 from .mel import DEFAULT_CONFIG, check_config
@@ -26,7 +26,6 @@ LIMITS = {"hidden": 4096, "sample_rate": 192_000, "n_fft": 16384, "win_length": 
           "hop_length": 4096, "n_mels": 512, "layers": 8, "kernel": 15, "channels": 1024}
 MAX_META_BYTES = 1 << 20
 MAX_MEMBERS = 64
-MAX_NPY_HEADER = 10_000
 MEL_24K = {"n_fft": 2048, "hop_length": 300, "win_length": 1200, "n_mels": 80,
            "fmin": 40.0, "fmax": 12000.0, "log_floor": 1e-5}
 
@@ -189,24 +188,6 @@ def _frozen(a) -> np.ndarray:
     return a
 
 
-@dataclass(frozen=True)
-class _Member:
-    """One .npy member of the archive, known from its header only."""
-    name: str
-    shape: tuple
-    dtype: np.dtype
-    fortran: bool
-    offset: int            # where the data starts in the member
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
-
-
 def _read_archive(path) -> tuple[dict, dict]:
     """(meta, arrays) of a model file, resources bounded as load_model describes."""
     try:
@@ -225,10 +206,10 @@ def _read_archive(path) -> tuple[dict, dict]:
         if members["meta"].nbytes > MAX_META_BYTES:
             raise ModelFileError(f"'meta' holds {members['meta'].nbytes} bytes, over the limit "
                                  f"of {MAX_META_BYTES}")
-        meta = _parse_meta(_read_member(archive, members.pop("meta")))
+        meta = _parse_meta(_read_member(archive, "meta", members.pop("meta")))
         _check_meta(meta)
         _check_structure(members, meta)
-        return meta, {k: _read_member(archive, m) for k, m in members.items()}
+        return meta, {k: _read_member(archive, k, h) for k, h in members.items()}
 
 
 def _is_npy(path) -> bool:
@@ -240,7 +221,7 @@ def _is_npy(path) -> bool:
 
 
 def _members(archive) -> dict:
-    """key -> _Member for every member, from the .npy headers alone."""
+    """key -> npy.Header for every member, read before any array."""
     infos = archive.infolist()
     if len(infos) > MAX_MEMBERS:
         raise ModelFileError(f"{len(infos)} members, over the limit of {MAX_MEMBERS}")
@@ -251,46 +232,30 @@ def _members(archive) -> dict:
         key = info.filename[:-4]
         if key in members:
             raise ModelFileError(f"member {info.filename!r} appears twice")
-        members[key] = member = _header(archive, info, key)
+        members[key] = member = _header(archive, info)
         if info.file_size != member.offset + member.nbytes:
             raise ModelFileError(f"member {info.filename!r} holds {info.file_size} bytes, but its "
                                  f"header promises {member.offset + member.nbytes}")
     return members
 
 
-def _header(archive, info, key) -> _Member:
+def _header(archive, info) -> npy.Header:
     try:
         with archive.open(info) as f:
-            version = np.lib.format.read_magic(f)
-            read = {(1, 0): np.lib.format.read_array_header_1_0,
-                    (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-            if read is None:
-                raise ValueError(f"unsupported .npy version {version}")
-            shape, fortran, dtype = read(f, max_header_size=MAX_NPY_HEADER)
-            offset = f.tell()
-    except Exception as e:  # an untrusted header: any parsing failure means a corrupt member
-        raise ModelFileError(f"member {info.filename!r} has no valid .npy header "
-                             f"({type(e).__name__}: {e})") from None
-    if dtype.hasobject or dtype.names is not None or dtype.subdtype is not None:
-        raise ModelFileError(f"member {info.filename!r} has dtype {dtype}; expected plain numbers")
-    return _Member(key, tuple(shape), dtype, fortran, offset)
+            return npy.read_header(f)
+    except (npy.NpyError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise ModelFileError(f"member {info.filename!r}: {e}") from None
 
 
-def _read_member(archive, member: _Member) -> np.ndarray:
+def _read_member(archive, key: str, header: npy.Header) -> np.ndarray:
     """The member's array, reading exactly the bytes its (already checked) header promises."""
+    name = f"{key}.npy"
     try:
-        with archive.open(member.name + ".npy") as f:
-            f.read(member.offset)
-            data = f.read(member.nbytes)
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, ValueError) as e:
-        raise ModelFileError(f"member '{member.name}.npy' is truncated or corrupt: {e}") from None
-    if len(data) != member.nbytes:
-        raise ModelFileError(f"member '{member.name}.npy' is truncated: {len(data)} of "
-                             f"{member.nbytes} bytes")
-    a = np.frombuffer(data, member.dtype)
-    if member.fortran:
-        return a.reshape(member.shape[::-1]).T.copy()
-    return a.reshape(member.shape).copy()
+        with archive.open(name) as f:
+            f.read(header.offset)
+            return npy.array_from(f.read(header.nbytes), header)
+    except (npy.NpyError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise ModelFileError(f"member {name!r} is truncated or corrupt: {e}") from None
 
 
 def _parse_meta(raw) -> dict:

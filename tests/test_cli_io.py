@@ -1,6 +1,7 @@
 """Audio input and output, and the command line's conventions (issue 11, item 6): soundfile reads
 any common format, '-' means stdin/stdout, -o replaces only a regular file that is not the input,
 signals and closed pipes leave no files behind, --version, full-sentence help, -v/-q."""
+import io
 import os
 import signal
 import subprocess
@@ -268,3 +269,22 @@ def test_quiet_hides_the_summary(model_path, mel, tmp_path, flags, shown):
 def test_verbose_shows_the_plan(model_path, mel, tmp_path):
     r = run("-v", "synth", model_path, mel, "-o", tmp_path / "o.wav", env={"JITVOC_DEBUG": ""})
     assert r.returncode == 0 and b"plan " in r.stderr, r.stderr
+
+
+def _npy_header(shape) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
+                                               "shape": shape})
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("content,message", [
+    (_npy_header((2**33, 8)) + bytes(64), "header promises 274877906944"),
+    (_npy_header((3, 8)) + bytes(64), "64 data bytes, but the header promises 96"),
+    (b"PK\x03\x04 an npz", "no valid .npy header"),
+])
+def test_mel_file_header_is_checked_before_allocating(model_path, tmp_path, capsys, content,
+                                                      message):
+    (tmp_path / "m.npy").write_bytes(content)
+    assert cli("synth", model_path, tmp_path / "m.npy", "-o", tmp_path / "o.wav") == 2
+    assert message in capsys.readouterr().err

@@ -331,7 +331,7 @@ def test_member_that_is_not_npy(saved, tmp_path):
     with pytest.raises(ModelFileError, match="member 'notes.txt' is not a .npy array"):
         load_model(path)
     path = rezip(saved, tmp_path / "garbage.npz", replace={"gru.b.npy": b"\x93NUMPY garbage"})
-    with pytest.raises(ModelFileError, match="member 'gru.b.npy' has no valid .npy header"):
+    with pytest.raises(ModelFileError, match="member 'gru.b.npy': no valid .npy header"):
         load_model(path)
 
 

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from .. import npy
 from ..audio import SUBTYPES, check_output, read_audio, write_audio
 from ..errors import JitvocError
 from ..mel import mel_spectrogram
@@ -96,13 +97,20 @@ def _vocode(vocoder, mel, args, n_samples) -> None:
 
 
 def _read_mel(path) -> np.ndarray:
-    source = io.BytesIO(sys.stdin.buffer.read()) if path == "-" else path
+    """The .npy array in `path` (or stdin), its header checked before anything is allocated."""
     try:
-        mel = np.load(source, allow_pickle=False)
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
     except FileNotFoundError:
         raise JitvocError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError) as e:
+    except OSError as e:
+        raise JitvocError(f"{path}: cannot read it: {e}") from None
+    stream = io.BytesIO(data)
+    try:
+        header = npy.read_header(stream)
+        return npy.array_from(data[header.offset:], header)
+    except npy.NpyError as e:
         raise JitvocError(f"{path}: not a readable .npy array: {e}") from None
-    if not isinstance(mel, np.ndarray):
-        raise JitvocError(f"{path}: an .npz archive; expected one .npy array")
-    return mel
