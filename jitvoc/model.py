@@ -5,8 +5,6 @@ import hashlib
 import json
 import math
 import os
-import zipfile
-import zlib
 
 import numpy as np
 
@@ -191,71 +189,19 @@ def _frozen(a) -> np.ndarray:
 def _read_archive(path) -> tuple[dict, dict]:
     """(meta, arrays) of a model file, resources bounded as load_model describes."""
     try:
-        archive = zipfile.ZipFile(path)
-    except FileNotFoundError:
-        raise ModelFileError("not found") from None
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
-        if _is_npy(path):
-            raise ModelFileError("a single .npy array, not an .npz model archive") from None
-        raise ModelFileError(f"not a readable .npz archive (truncated or corrupt?): {e}") \
-            from None
-    with archive:
-        members = _members(archive)
-        if "meta" not in members:
-            raise ModelFileError("missing key 'meta' (not a jitvoc model file?)")
-        if members["meta"].nbytes > MAX_META_BYTES:
-            raise ModelFileError(f"'meta' holds {members['meta'].nbytes} bytes, over the limit "
-                                 f"of {MAX_META_BYTES}")
-        meta = _parse_meta(_read_member(archive, "meta", members.pop("meta")))
-        _check_meta(meta)
-        _check_structure(members, meta)
-        return meta, {k: _read_member(archive, k, h) for k, h in members.items()}
-
-
-def _is_npy(path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(6) == b"\x93NUMPY"
-    except OSError:
-        return False
-
-
-def _members(archive) -> dict:
-    """key -> npy.Header for every member, read before any array."""
-    infos = archive.infolist()
-    if len(infos) > MAX_MEMBERS:
-        raise ModelFileError(f"{len(infos)} members, over the limit of {MAX_MEMBERS}")
-    members = {}
-    for info in infos:
-        if not info.filename.endswith(".npy"):
-            raise ModelFileError(f"member {info.filename!r} is not a .npy array")
-        key = info.filename[:-4]
-        if key in members:
-            raise ModelFileError(f"member {info.filename!r} appears twice")
-        members[key] = member = _header(archive, info)
-        if info.file_size != member.offset + member.nbytes:
-            raise ModelFileError(f"member {info.filename!r} holds {info.file_size} bytes, but its "
-                                 f"header promises {member.offset + member.nbytes}")
-    return members
-
-
-def _header(archive, info) -> npy.Header:
-    try:
-        with archive.open(info) as f:
-            return npy.read_header(f)
-    except (npy.NpyError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
-        raise ModelFileError(f"member {info.filename!r}: {e}") from None
-
-
-def _read_member(archive, key: str, header: npy.Header) -> np.ndarray:
-    """The member's array, reading exactly the bytes its (already checked) header promises."""
-    name = f"{key}.npy"
-    try:
-        with archive.open(name) as f:
-            f.read(header.offset)
-            return npy.array_from(f.read(header.nbytes), header)
-    except (npy.NpyError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
-        raise ModelFileError(f"member {name!r} is truncated or corrupt: {e}") from None
+        with npy.Archive(path, MAX_MEMBERS) as archive:
+            headers = archive.headers()
+            if "meta" not in headers:
+                raise ModelFileError("missing key 'meta' (not a jitvoc model file?)")
+            if headers["meta"].nbytes > MAX_META_BYTES:
+                raise ModelFileError(f"'meta' holds {headers['meta'].nbytes} bytes, over the "
+                                     f"limit of {MAX_META_BYTES}")
+            meta = _parse_meta(archive.read("meta", headers.pop("meta")))
+            _check_meta(meta)
+            _check_structure(headers, meta)
+            return meta, {k: archive.read(k, h) for k, h in headers.items()}
+    except npy.NpyError as e:
+        raise ModelFileError(str(e)) from None
 
 
 def _parse_meta(raw) -> dict:

@@ -1,6 +1,9 @@
 """Bounded .npy reading: the header is parsed and checked before any array is allocated, and
 exactly the bytes it promises are read (a header may claim terabytes; a file may be short)."""
+import contextlib
 import math
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,3 +56,68 @@ def array_from(data: bytes, header: Header) -> np.ndarray:
     if header.fortran:
         return a.reshape(header.shape[::-1]).T.copy()
     return a.reshape(header.shape).copy()
+
+
+class Archive:
+    """An .npz archive read with bounds: `headers()` checks every member's .npy header (and that
+    the member holds exactly what it promises) before `read()` allocates any array."""
+
+    def __init__(self, path, max_members: int):
+        self.max_members = max_members
+        try:
+            self.zip = zipfile.ZipFile(path)
+        except FileNotFoundError:
+            raise NpyError("no such file") from None
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
+            if _starts_like_npy(path):
+                raise NpyError("a single .npy array, not an .npz archive") from None
+            raise NpyError(f"not a readable .npz archive (truncated or corrupt?): {e}") \
+                from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.zip.close()
+
+    def headers(self) -> dict:
+        """key (member name less ".npy") -> Header, for every member."""
+        infos = self.zip.infolist()
+        if len(infos) > self.max_members:
+            raise NpyError(f"{len(infos)} members, over the limit of {self.max_members}")
+        headers = {}
+        for info in infos:
+            if not info.filename.endswith(".npy"):
+                raise NpyError(f"member {info.filename!r} is not a .npy array")
+            key = info.filename[:-4]
+            if key in headers:
+                raise NpyError(f"member {info.filename!r} appears twice")
+            with self._member(info.filename) as f:
+                headers[key] = header = read_header(f)
+            if info.file_size != header.offset + header.nbytes:
+                raise NpyError(f"member {info.filename!r} holds {info.file_size} bytes, but its "
+                               f"header promises {header.offset + header.nbytes}")
+        return headers
+
+    def read(self, key: str, header: Header) -> np.ndarray:
+        """The member's array, reading exactly the bytes its (checked) header promises."""
+        with self._member(f"{key}.npy", " is truncated or corrupt") as f:
+            f.read(header.offset)
+            return array_from(f.read(header.nbytes), header)
+
+    @contextlib.contextmanager
+    def _member(self, name: str, problem: str = ""):
+        """The member open for reading; any failure an NpyError naming it."""
+        try:
+            with self.zip.open(name) as f:
+                yield f
+        except (NpyError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+            raise NpyError(f"member {name!r}{problem}: {e}") from None
+
+
+def _starts_like_npy(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(6) == b"\x93NUMPY"
+    except OSError:
+        return False

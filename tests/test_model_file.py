@@ -91,7 +91,7 @@ def test_save_is_atomic(model, saved, monkeypatch):
 
 
 def test_not_found(tmp_path):
-    with pytest.raises(ModelFileError, match="not found"):
+    with pytest.raises(ModelFileError, match="no such file"):
         load_model(tmp_path / "nope.npz")
 
 
