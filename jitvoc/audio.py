@@ -27,6 +27,14 @@ def _soundfile():
     return soundfile
 
 
+def _soxr():
+    try:
+        import soxr
+    except ImportError:
+        raise JitvocError("resampling audio needs soxr: pip install soxr") from None
+    return soxr
+
+
 def read_audio(path, sample_rate=None) -> tuple[np.ndarray, int, list[str]]:
     """(int16 mono samples, their rate, notes on what was changed) of an audio file or "-".
 
@@ -44,9 +52,9 @@ def read_audio(path, sample_rate=None) -> tuple[np.ndarray, int, list[str]]:
     if data.shape[1] > 1:
         notes.append(f"mixed {data.shape[1]} channels down to mono")
     audio = data.mean(axis=1, dtype=np.float32)
-    if sample_rate is not None and rate != sample_rate and len(audio):
-        import soxr
-        audio = soxr.resample(audio, rate, sample_rate, quality="HQ").astype(np.float32)
+    if sample_rate is not None and rate != sample_rate:
+        if len(audio):
+            audio = _soxr().resample(audio, rate, sample_rate, quality="HQ").astype(np.float32)
         notes.append(f"resampled from {rate} Hz to {sample_rate} Hz")
         rate = sample_rate
     return to_int16(audio), int(rate), notes

@@ -111,7 +111,8 @@ class Archive:
         try:
             with self.zip.open(name) as f:
                 yield f
-        except (NpyError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+        except (NpyError, OSError, zipfile.BadZipFile, zlib.error, EOFError,
+                NotImplementedError) as e:   # the last: an unknown compression method
             raise NpyError(f"member {name!r}{problem}: {e}") from None
 
 

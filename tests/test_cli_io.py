@@ -288,3 +288,10 @@ def test_mel_file_header_is_checked_before_allocating(model_path, tmp_path, caps
     (tmp_path / "m.npy").write_bytes(content)
     assert cli("synth", model_path, tmp_path / "m.npy", "-o", tmp_path / "o.wav") == 2
     assert message in capsys.readouterr().err
+
+
+def test_empty_audio_still_reports_the_asked_rate(tmp_path):
+    """Found by fuzzing: an empty file at another rate came back with its own rate."""
+    sf.write(tmp_path / "e.wav", np.zeros(0), 24000, subtype="PCM_16")
+    audio, rate, notes = read_audio(tmp_path / "e.wav", sample_rate=SR)
+    assert len(audio) == 0 and rate == SR and notes == ["resampled from 24000 Hz to 16000 Hz"]

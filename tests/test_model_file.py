@@ -359,3 +359,15 @@ def test_zip_bomb_is_refused_without_decompressing(saved, tmp_path):
                        timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd="/")
     assert "member 'gru.R.npy' holds" in r.stderr, r.stderr
     assert int(r.stdout) < 20, f"peak memory grew by {r.stdout} MiB"
+
+
+def test_unknown_compression_method(saved, tmp_path):
+    """Found by fuzzing: a flipped byte naming an unknown method gave NotImplementedError."""
+    data = bytearray(saved.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        at = data.index(signature) + offset
+        data[at:at + 2] = (97).to_bytes(2, "little")
+    path = tmp_path / "odd.npz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="compression method is not supported"):
+        load_model(path)
