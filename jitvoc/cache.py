@@ -7,7 +7,8 @@ this user and nobody else can write to it; an entry file must satisfy the same r
 An entry is one file: a header naming the format, the sha256 of the key it was stored under and
 the sha256 and length of its payload, then the payload. Anything that does not match exactly
 (another kernel's object, a truncated or bit-flipped file, a foreign owner) is a miss, so the
-caller recompiles: the cache can make loading faster, never wrong. Writes go through
+caller recompiles: the cache can make loading faster, never wrong. Past MAX_BYTES the least
+recently used entries are evicted. Writes go through
 jitvoc.atomic (fsync, rename, cleanup on failure); a cache that cannot be written (read-only,
 full, not a folder) means "compile without caching", with one warning per process.
 """
@@ -27,6 +28,7 @@ from .atomic import atomic_file
 from .errors import JitvocError
 
 MAGIC = b"jitvoc-cache-entry-1\n"
+MAX_BYTES = 1 << 30   # entries beyond this total are evicted, least recently used first
 _HEADER = struct.Struct(f"<{len(MAGIC)}s32s32sQ")   # magic, key digest, payload digest, length
 _warned: set = set()
 
@@ -124,7 +126,18 @@ def read(name: str, key: bytes) -> bytes | None:
     except OSError as e:
         warn_once(f"jitvoc: ignoring unreadable cache entry {path}: {e}")
         return None
-    return parse_entry(data, key)
+    payload = parse_entry(data, key)
+    if payload is not None:
+        _touch(path)
+    return payload
+
+
+def _touch(path: Path) -> None:
+    """Mark an entry used now (eviction goes by modification time)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass   # a read-only cache still serves hits; it just cannot record them
 
 
 def write(name: str, key: bytes, payload: bytes) -> None:
@@ -135,8 +148,27 @@ def write(name: str, key: bytes, payload: bytes) -> None:
     try:
         with atomic_file(folder / name, CacheError, mode=0o600) as f:
             f.write(entry_bytes(key, payload))
-    except CacheError as e:
+        evict(folder, keep=name)
+    except (CacheError, OSError) as e:
         warn_once(f"jitvoc: not caching compiled code: {e}")
+
+
+def evict(folder: Path, keep: str) -> None:
+    """Delete the least recently used entries (not `keep`) until the total is MAX_BYTES."""
+    entries = []
+    for p in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):   # another process may evict too
+            st = p.lstat()
+            if stat.S_ISREG(st.st_mode) and not p.name.endswith(".lock"):
+                entries.append((st.st_mtime, st.st_size, p))
+    total = sum(size for _, size, _ in entries)
+    for _, size, p in sorted(entries, key=lambda e: e[0]):
+        if total <= MAX_BYTES:
+            break
+        if p.name != keep:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+            total -= size
 
 
 @contextlib.contextmanager

@@ -247,3 +247,15 @@ def test_cli_cache_info_and_clear(cache_dir, capsys):
     assert main(["cache", "clear"]) == 0
     assert "removed 1 entries" in capsys.readouterr().out
     assert list(cache_dir.iterdir()) == []
+
+
+def test_least_recently_used_entries_are_evicted(cache_dir, monkeypatch):
+    first = build_matvec(W, "int8")
+    size = _entry(cache_dir, first).stat().st_size
+    monkeypatch.setattr(cache, "MAX_BYTES", int(2.5 * size))
+    second = build_matvec(W[:, :30], "int8")
+    os.utime(_entry(cache_dir, first), (1, 1))   # used long ago
+    os.utime(_entry(cache_dir, second))          # just now
+    third = build_matvec(W[:, :20], "int8")
+    assert [bool(list(cache_dir.glob(f"{mv.spec}-*.o"))) for mv in (first, second, third)] \
+        == [False, True, True]
