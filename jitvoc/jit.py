@@ -83,10 +83,9 @@ def _target_machine(gen):
 
 def _module_path(name: str) -> Path | None:
     """The source file of jitvoc module `name` (a package: its __init__.py), or None."""
-    parts = name.split(".")[1:]
-    base = _PACKAGE_ROOT.joinpath(*parts)
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if parts and path.is_file() or not parts and path.name == "__init__.py" and path.is_file():
+    base = _PACKAGE_ROOT.joinpath(*name.split(".")[1:])
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file():
             return path
     return None
 

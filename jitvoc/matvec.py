@@ -42,6 +42,7 @@ class MatVec:
         self._w, self._cols, self._ptr = p.weights, kernel_index(plan), p.panel_ptr
         self._row_scale = padded(plan.row_scale.astype(np.float32), p.rows_padded)
         self._zcorr = {}
+        self._no_zcorr = np.zeros(p.rows_padded, np.int32)
         self._lib = jit.load(self.kernel.name, self._module, gen)
         self._runnable = cpu_mod.runnable(gen)
         self._fn = native.function(self._lib.address(self.kernel.name), _SIGNATURE)
@@ -85,8 +86,8 @@ class MatVec:
 
     def _args(self, x):
         """The float entry point's arguments after y (y is added by the caller)."""
-        if self.kernel.dtype == "float32":
-            zc, inv, scale = self.zcorr(FixedPoint(8, 0)), 1.0, 1.0
+        if self.kernel.dtype == "float32":   # float kernels read no zero-point corrections
+            zc, inv, scale = self._no_zcorr, 1.0, 1.0
         else:
             fmt = self.format_for(x)
             zc = self.zcorr(fmt)
