@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from . import jit
-from .errors import UnsupportedCPU
+from .errors import JitvocError, UnsupportedCPU
 
 # The SIMD features the kernels care about, as LLVM names them.
 SIMD_FEATURES = ("sse2", "ssse3", "sse4.1", "avx", "avx2", "fma",
@@ -135,17 +135,26 @@ def runnable_generations() -> list[str]:
     return [name for name in GENERATIONS if runnable(generation(name))]
 
 
+@functools.lru_cache(maxsize=None)
+def _cpu_info() -> dict:
+    """py-cpuinfo's description of the host (imported only here: `jitvoc info` needs it)."""
+    try:
+        import cpuinfo
+    except ImportError:
+        raise JitvocError("describing the host needs py-cpuinfo: pip install py-cpuinfo") \
+            from None
+    return cpuinfo.get_cpu_info()
+
+
 def cpuinfo_flags() -> list[str]:
     """The SIMD-related flags py-cpuinfo reports (its own names)."""
-    import cpuinfo
-    flags = cpuinfo.get_cpu_info().get("flags", [])
+    flags = _cpu_info().get("flags", [])
     return sorted(f for f in flags if f.startswith(("sse", "ssse", "avx", "fma", "vnni")))
 
 
 def describe_host() -> dict:
     """What `jitvoc info` prints: the host as py-cpuinfo and LLVM see it, and what it can run."""
-    import cpuinfo
-    info = cpuinfo.get_cpu_info()
+    info = _cpu_info()
     return {
         "brand": info.get("brand_raw", "unknown"),
         "llvm_cpu": jit.host_cpu_name(),
