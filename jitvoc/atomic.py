@@ -1,26 +1,33 @@
-"""Atomic file output: a temporary file beside the target replaces it only once complete, so an
-error or Ctrl-C never leaves a half-written file."""
+"""Atomic file output: a temporary file beside the target replaces it only once complete and
+flushed to disk, so an error, a signal or a crash never leaves a half-written file."""
 import contextlib
 import os
 import uuid
 
 
 @contextlib.contextmanager
-def atomic_file(path, error_class):
+def atomic_file(path, error_class, mode=None):
     """Yield a binary file to write; on success it becomes `path`. An OSError is re-raised as
-    `error_class` naming the file; the temporary file is removed on any failure."""
+    `error_class` naming the file; the temporary file is removed on any failure. `mode`: the
+    file's permission bits regardless of the umask (default: 0666 less the umask)."""
     path = os.fspath(path)
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
                        f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+    created = False
     try:
-        with open(tmp, "xb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        created = True
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if created:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         if isinstance(e, OSError):
             raise error_class(f"cannot write {path}: {e}") from e
         raise

@@ -1,48 +1,107 @@
-"""16-bit PCM mono WAV files (stdlib `wave`). No resampling, no channel mixing: a file that
-is not 16-bit mono PCM is an error."""
+"""Audio files in and out (soundfile; soxr for resampling).
+
+Reading takes anything libsndfile reads (WAV of any common bit depth, FLAC, OGG, ...), mixes
+several channels down to mono and resamples to the rate asked for, each change reported as a
+note. Writing makes mono WAV, int16 PCM or float32 in [-1, 1], atomically (jitvoc.atomic).
+The path "-" means stdin or stdout.
+"""
+import io
 import os
-import wave
+import stat
+import sys
 
 import numpy as np
 
 from .atomic import atomic_file
 from .errors import InputError, JitvocError
 
+SUBTYPES = {"int16": "PCM_16", "float32": "FLOAT"}
 
-def read_wav(path) -> tuple:
-    """(int16 [n] samples, sample rate) of a 16-bit PCM mono WAV file."""
-    path = os.fspath(path)
+
+def _soundfile():
     try:
-        with wave.open(path, "rb") as w:
-            channels, width, rate, n = (w.getnchannels(), w.getsampwidth(), w.getframerate(),
-                                        w.getnframes())
-            if width != 2:
-                raise JitvocError(f"{path}: {8 * width}-bit samples; jitvoc reads 16-bit PCM only")
-            if channels != 1:
-                raise JitvocError(f"{path}: {channels} channels; jitvoc reads mono files only")
-            data = w.readframes(n)
+        import soundfile
+    except ImportError:   # also OSError: libsndfile missing
+        raise JitvocError("reading and writing audio needs soundfile: pip install soundfile") \
+            from None
+    return soundfile
+
+
+def _soxr():
+    try:
+        import soxr
+    except ImportError:
+        raise JitvocError("resampling audio needs soxr: pip install soxr") from None
+    return soxr
+
+
+def read_audio(path, sample_rate=None) -> tuple[np.ndarray, int, list[str]]:
+    """(int16 mono samples, their rate, notes on what was changed) of an audio file or "-".
+
+    With `sample_rate`, other rates are resampled to it (soxr, high quality)."""
+    sf = _soundfile()
+    name = "stdin" if path == "-" else os.fspath(path)
+    source = io.BytesIO(sys.stdin.buffer.read()) if path == "-" else name
+    if path != "-" and not os.path.exists(name):
+        raise JitvocError(f"{name}: no such file")
+    try:
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, TypeError, ValueError) as e:
+        raise JitvocError(f"{name}: not a readable audio file ({e})") from None
+    notes = []
+    if data.shape[1] > 1:
+        notes.append(f"mixed {data.shape[1]} channels down to mono")
+    audio = data.mean(axis=1, dtype=np.float32)
+    if sample_rate is not None and rate != sample_rate:
+        if len(audio):
+            audio = _soxr().resample(audio, rate, sample_rate, quality="HQ").astype(np.float32)
+        notes.append(f"resampled from {rate} Hz to {sample_rate} Hz")
+        rate = sample_rate
+    return to_int16(audio), int(rate), notes
+
+
+def to_int16(audio: np.ndarray) -> np.ndarray:
+    """float audio in [-1, 1] as int16 codes, rounded and saturated."""
+    return np.clip(np.rint(audio * np.float32(32768)), -32768, 32767).astype(np.int16)
+
+
+def check_output(path, inputs=()) -> None:
+    """Refuse an output path that is not "-", a new path or a regular file, or that is one of
+    `inputs` (the same file under any name)."""
+    if path == "-":
+        return
+    try:
+        st = os.lstat(path)
     except FileNotFoundError:
-        raise JitvocError(f"{path}: no such file") from None
-    except (wave.Error, EOFError, OSError) as e:
-        raise JitvocError(f"{path}: not a readable PCM WAV file "
-                          f"({str(e) or type(e).__name__})") from None
-    if len(data) != 2 * n:
-        raise JitvocError(f"{path}: truncated: the header promises {n} samples, "
-                          f"the file holds {len(data) // 2}")
-    return np.frombuffer(data, "<i2").astype(np.int16), rate
+        return
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a symbolic link" if stat.S_ISLNK(st.st_mode) else "a folder"
+                if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device or special file")
+        raise JitvocError(f"refusing to replace {path}: it is {kind}, not a regular file "
+                          f"(use '-' for stdout)")
+    for source in inputs:
+        if source != "-" and os.path.exists(source) and os.path.samefile(path, source):
+            raise JitvocError(f"refusing to write {path}: it is the input file {source}")
 
 
-def write_wav_atomic(path, audio, sample_rate) -> None:
-    """Write int16 mono `audio` to `path`; a temporary file in the same directory replaces
-    `path` only when complete, so an error or Ctrl-C never leaves a half-written file."""
+def write_audio(path, audio, sample_rate, sample_format="int16") -> None:
+    """Write mono `audio` as WAV to `path` (atomically) or to stdout for "-": int16 input as
+    16-bit PCM, or, with sample_format "float32", as float32 samples in [-1, 1]."""
     audio = np.asarray(audio)
     if audio.dtype != np.int16 or audio.ndim != 1:
         raise InputError(f"audio must be 1-D int16, got {audio.dtype} {audio.shape}")
     if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise InputError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    if sample_format not in SUBTYPES:
+        raise InputError(f"sample_format must be one of {tuple(SUBTYPES)}, got {sample_format!r}")
+    data = audio if sample_format == "int16" else audio.astype(np.float32) / np.float32(32768)
+    sf = _soundfile()
+    buf = io.BytesIO()
+    sf.write(buf, data, int(sample_rate), format="WAV", subtype=SUBTYPES[sample_format])
+    if path == "-":
+        sys.stdout.buffer.write(buf.getvalue())
+        sys.stdout.buffer.flush()
+        return
     with atomic_file(path, JitvocError) as f:
-        with wave.open(f, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(int(sample_rate))
-            w.writeframes(audio.astype("<i2").tobytes())
+        f.write(buf.getvalue())

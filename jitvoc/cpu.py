@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from . import jit
-from .errors import UnsupportedCPU
+from .errors import JitvocError, UnsupportedCPU
 
 # The SIMD features the kernels care about, as LLVM names them.
 SIMD_FEATURES = ("sse2", "ssse3", "sse4.1", "avx", "avx2", "fma",
@@ -95,8 +95,26 @@ def generation(name: str) -> Generation:
 def resolve(cpu: str | Generation | None = None) -> Generation:
     """cpu= argument, else $JITVOC_CPU, else the host."""
     if isinstance(cpu, Generation):
-        return cpu
+        return checked(cpu)
+    if cpu is not None and not isinstance(cpu, str):
+        raise UnsupportedCPU(f"cpu must be a generation name or a jitvoc.Generation, got {cpu!r}")
     return generation(cpu or os.environ.get("JITVOC_CPU") or "native")
+
+
+def checked(gen: Generation) -> Generation:
+    """A caller-made Generation, accepted only when LLVM's target and the features it claims
+    are those of a known generation or of this host: any other combination could make LLVM
+    abort, or pass the host check with code using features it did not declare."""
+    host = host_generation()
+    for known in [host] + [generation(name) for name in GENERATIONS]:
+        if (gen.llvm_cpu, gen.llvm_features, gen.features) == (
+                known.llvm_cpu, known.llvm_features, known.features):
+            return gen
+    raise UnsupportedCPU(
+        f"Generation {gen.name!r} (LLVM CPU {gen.llvm_cpu!r}, features "
+        f"{sorted(gen.features) if isinstance(gen.features, frozenset) else gen.features!r}) "
+        f"matches no known generation; use jitvoc.cpu.generation(name) for one of: native, "
+        f"{', '.join(sorted(GENERATIONS))}")
 
 
 def runnable(gen: Generation) -> bool:
@@ -117,17 +135,26 @@ def runnable_generations() -> list[str]:
     return [name for name in GENERATIONS if runnable(generation(name))]
 
 
+@functools.lru_cache(maxsize=None)
+def _cpu_info() -> dict:
+    """py-cpuinfo's description of the host (imported only here: `jitvoc info` needs it)."""
+    try:
+        import cpuinfo
+    except ImportError:
+        raise JitvocError("describing the host needs py-cpuinfo: pip install py-cpuinfo") \
+            from None
+    return cpuinfo.get_cpu_info()
+
+
 def cpuinfo_flags() -> list[str]:
     """The SIMD-related flags py-cpuinfo reports (its own names)."""
-    import cpuinfo
-    flags = cpuinfo.get_cpu_info().get("flags", [])
+    flags = _cpu_info().get("flags", [])
     return sorted(f for f in flags if f.startswith(("sse", "ssse", "avx", "fma", "vnni")))
 
 
 def describe_host() -> dict:
     """What `jitvoc info` prints: the host as py-cpuinfo and LLVM see it, and what it can run."""
-    import cpuinfo
-    info = cpuinfo.get_cpu_info()
+    info = _cpu_info()
     return {
         "brand": info.get("brand_raw", "unknown"),
         "llvm_cpu": jit.host_cpu_name(),

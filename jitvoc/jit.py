@@ -7,20 +7,22 @@ code in an on-disk cache, and loads it into the process:
     lib.address("spmv_s8u8_16x1_avx512vnni")
 
 The cache key is the kernel name, the generation's LLVM CPU and features, the LLVM version and a
-fingerprint of the emitter's sources, so a second load of the same model compiles nothing.
-Cache folder: ``$JITVOC_CACHE`` or ``~/.cache/jitvoc``.
+fingerprint of every jitvoc module the kernel's builder imports (derived from the import
+statements, templates included), so a second load of the same model compiles nothing and an
+edit to any code that reaches the IR or the packed layout recompiles. Entries verify
+themselves (jitvoc.cache): a bad one is a miss, never a crash.
 
 ``JITVOC_DEBUG``: 2 prints compile timings, 3 the IR, 4 the optimised IR, 5 the assembly.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import gc
 import hashlib
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,6 +30,9 @@ from pathlib import Path
 import llvmlite
 import llvmlite.binding as llvm
 
+from . import cache
+
+_PACKAGE_ROOT = Path(__file__).resolve().parent
 _lock = threading.Lock()
 
 
@@ -76,29 +81,81 @@ def _target_machine(gen):
                                         reloc="pic", codemodel="jitdefault")
 
 
-def _emitter_fingerprint() -> str:
-    """A hash of the sources that shape generated code, so editing them invalidates the cache.
-    Taken once, when jitvoc is imported (with the code that will run)."""
-    h = hashlib.sha256(llvmlite.__version__.encode())
-    root = Path(__file__).parent
+def _module_path(name: str) -> Path | None:
+    """The source file of jitvoc module `name` (a package: its __init__.py), or None."""
+    base = _PACKAGE_ROOT.joinpath(*name.split(".")[1:])
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imported_modules(name: str, path: Path) -> set[str]:
+    """The jitvoc modules that module `name`'s source imports (anywhere in it), with the
+    packages that importing them runs."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)
+    modules = set()
+    for module in found:
+        if module.split(".")[0] != "jitvoc":
+            continue
+        parts = module.split(".")
+        modules.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return {m for m in modules if _module_path(m)}
+
+
+@functools.lru_cache(maxsize=None)
+def code_closure(root: str) -> tuple[Path, ...]:
+    """The source files of jitvoc module `root` and of every jitvoc module it imports,
+    transitively: all the code that can shape what `root` builds."""
+    seen, todo = {}, [root]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen[name] = path = _module_path(name)
+        if path is None:
+            raise ValueError(f"{name} is not a module of the jitvoc package")
+        todo.extend(_imported_modules(name, path))
+    return tuple(sorted(seen.values()))
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(root: str) -> str:
+    """A hash of the code that shapes objects built by module `root` (code_closure) and of the
+    kernel templates, so editing any of it invalidates their cache entries."""
     from . import templates
-    for path in sorted(root.glob("emit/*.py")) + templates.files():
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-EMITTER_FINGERPRINT = _emitter_fingerprint()
+    h = hashlib.sha256(llvmlite.__version__.encode())
+    for path in list(code_closure(root)) + templates.files():
+        h.update(str(path.relative_to(path.parents[1])).encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("JITVOC_CACHE") or Path.home() / ".cache" / "jitvoc")
+    """The kernel cache folder (jitvoc.cache.directory)."""
+    return cache.directory()
 
 
-def _cache_path(name: str, gen) -> Path:
-    key = "\0".join([name, gen.llvm_cpu, gen.llvm_features, ".".join(map(str, llvm_version())),
-                     EMITTER_FINGERPRINT])
-    return cache_dir() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.o"
+def cache_key(name: str, gen, root: str) -> bytes:
+    """Everything that shapes the object code for `name`: the kernel name, the generation's
+    LLVM CPU and features, the LLVM version and the fingerprint of `root`'s code."""
+    return "\0".join([name, gen.llvm_cpu, gen.llvm_features,
+                      ".".join(map(str, llvm_version())), code_fingerprint(root)]).encode()
+
+
+def _entry_name(name: str, key: bytes) -> str:
+    return f"{name}-{hashlib.sha256(key).hexdigest()[:20]}.o"
 
 
 def optimise(ir_module, gen):
@@ -163,23 +220,30 @@ class Library:
         return addr
 
 
-def load(name: str, build_ir, gen, cache: bool = True) -> Library:
+def _builder_module(build_ir) -> str:
+    module = getattr(build_ir, "__module__", None)
+    if not module or module.split(".")[0] != "jitvoc":
+        raise TypeError(f"build_ir must be a function defined in jitvoc, got {build_ir!r}")
+    return module
+
+
+def load(name: str, build_ir, gen, cache_objects: bool = True) -> Library:
     """Machine code for `name` on generation `gen`: from the disk cache, else `build_ir()` compiled.
 
-    `build_ir` is called only on a cache miss. The returned Library may be used for any
-    generation the host can run; checking that is the caller's job (cpu.require_runnable).
+    `build_ir` is called only on a cache miss; it must be defined in a jitvoc module, whose
+    import closure (code_fingerprint) is part of the cache key. A cache entry that does not
+    verify is a miss. The returned Library may be used for any generation the host can run;
+    checking that is the caller's job (cpu.require_runnable).
     """
-    path = _cache_path(name, gen)
+    key = cache_key(name, gen, _builder_module(build_ir))
+    entry = _entry_name(name, key)
     with _lock:
-        if cache and path.exists():
-            debug(2, f"cache hit {path.name}")
-            return Library(path.read_bytes(), gen)
+        obj = cache.read(entry, key) if cache_objects else None
+        if obj is not None:
+            debug(2, f"cache hit {entry}")
+            return Library(obj, gen)
         with _collector_paused():
             obj = compile_object(build_ir(), gen)
-        if cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(obj)
-            os.replace(tmp, path)
+        if cache_objects:
+            cache.write(entry, key, obj)
         return Library(obj, gen)

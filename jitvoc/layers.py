@@ -11,55 +11,17 @@ jitvoc.reference.scan.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
 import numpy as np
 
+from .blas import blas_threads
 from .errors import InputError
 from .plan.scan import available_threads
 from .recurrence import empty, linear_recurrence
 from .reference import scan as ref
-
-_BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-                 "openblas_set_num_threads")
-
-
-@functools.lru_cache(maxsize=None)
-def _blas_control():
-    """(get, set) of the loaded OpenBLAS thread count, or None when none is found."""
-    np.ones((2, 2)) @ np.ones((2, 2))  # make sure BLAS is loaded
-    try:
-        paths = {line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line.lower()}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        lib = ctypes.CDLL(path)
-        for setter in _BLAS_SETTERS:
-            getter = setter.replace("set_", "get_")
-            if hasattr(lib, setter) and hasattr(lib, getter):
-                return getattr(lib, getter), getattr(lib, setter)
-    return None
-
-
-@contextlib.contextmanager
-def blas_threads(n: int):
-    """Limit OpenBLAS to n threads inside the block (a no-op without OpenBLAS)."""
-    control = _blas_control()
-    if control is None:
-        yield
-        return
-    get, set_ = control
-    before = get()
-    set_(n)
-    try:
-        yield
-    finally:
-        set_(before)
-
 
 _pool: ThreadPoolExecutor | None = None
 
@@ -117,9 +79,8 @@ class _Layer:
         rng = np.random.default_rng(seed)
         arrays = {}
         for f in fields(cls):
-            rows, cols = cls._shape(f.name, d_in, d)
-            scale = 1.0 / np.sqrt(rows if rows > 1 else d_in)
-            shape = (rows, cols) if rows > 1 else (cols,)
+            shape = cls._shape(f.name, d_in, d)
+            scale = 1.0 / np.sqrt(shape[0] if len(shape) == 2 else d_in)   # 1/√fan_in
             arrays[f.name] = rng.uniform(-scale, scale, shape).astype(np.float32)
         return cls(**arrays)
 
@@ -148,7 +109,7 @@ class GILR(_Layer):
 
     @staticmethod
     def _shape(name, d_in, d):
-        return (d_in, d) if name in ("U", "V") else (1, d)
+        return (d_in, d) if name in ("U", "V") else (d,)
 
     @functools.cached_property
     def _W(self):
@@ -173,6 +134,7 @@ class GILR(_Layer):
     def forward(self, x, h0=None, threads=None, reference=False, out=None):
         """h [T, ..., d]. `out`: a float32 C-contiguous array of that shape to write h into;
         reusing one between calls saves faulting in fresh memory (a third of the time here)."""
+        _check(x, self.U.shape[0])
         if reference:
             return ref.gilr(x, self.U, self.V, self.b_g, self.b_i, h0)
         threads = threads or available_threads()
@@ -198,18 +160,18 @@ class SRU(_Layer):
     def _shape(name, d_in, d):
         if d_in != d:
             raise InputError(f"SRU's highway connection needs d_in == d, got {d_in} and {d}")
-        return (d, d) if name.startswith("W") else (1, d)
+        return (d, d) if name.startswith("W") else (d,)
 
     @functools.cached_property
     def _Wall(self):
         return np.ascontiguousarray(np.concatenate([self.W, self.W_f, self.W_r], axis=1))
 
     def forward(self, x, c0=None, threads=None, reference=False):
+        d = self.W.shape[1]
+        x2 = _check(x, d)
         if reference:
             return ref.sru(x, self.W, self.W_f, self.W_r, self.b_f, self.b_r, c0)
         threads = threads or available_threads()
-        d = self.W.shape[1]
-        x2 = _check(x, d)
         T = len(x2)
         f, imp = self._buffer("f", (T, d)), self._buffer("impulse", (T, d))
         r = self._buffer("r", (T, d))
@@ -224,10 +186,9 @@ class SRU(_Layer):
         h = np.empty_like(c)
 
         def output(lo, hi):
-            np.tanh(c[lo:hi], out=h[lo:hi])
-            h[lo:hi] -= x2[lo:hi]
-            h[lo:hi] *= r[lo:hi]
-            h[lo:hi] += x2[lo:hi]         # r ⊙ tanh(c) + (1 − r) ⊙ x
+            np.tanh(c[lo:hi], out=h[lo:hi])   # r ⊙ tanh(c) + (1 − r) ⊙ x as written: the
+            h[lo:hi] *= r[lo:hi]              # shorter r ⊙ (tanh(c) − x) + x cancels tanh(c)
+            h[lo:hi] += (1 - r[lo:hi]) * x2[lo:hi]   # away when |x| is large
         _chunked(output, len(c), threads)
         return h.reshape(shape)
 
@@ -245,19 +206,19 @@ class LSLSTM(_Layer):
 
     @staticmethod
     def _shape(name, d_in, d):
-        return {"U": (d_in, d), "V": (d_in, d), "W": (d_in + d, 4 * d), "b": (1, 4 * d)}.get(
-            name, (1, d))
+        return {"U": (d_in, d), "V": (d_in, d), "W": (d_in + d, 4 * d), "b": (4 * d,)}.get(
+            name, (d,))
 
     @functools.cached_property
     def _surrogate(self):
         return GILR(self.U, self.V, self.b_g, self.b_i)
 
     def forward(self, x, c0=None, threads=None, reference=False):
+        d_in, d = self.U.shape
+        x2 = _check(x, d_in)
         if reference:
             return ref.ls_lstm(x, self.U, self.V, self.b_g, self.b_i, self.W, self.b, c0)
         threads = threads or available_threads()
-        d_in, d = self.U.shape
-        x2 = _check(x, d_in)
         s = self._surrogate.forward(x, threads=threads)
         s_prev = np.zeros(s.shape, np.float32)
         s_prev[1:] = s[:-1]

@@ -8,13 +8,16 @@ import numpy as np
 
 from . import cpu as cpu_mod
 from . import jit, native
-from .emit.spmv import build_module
+from .emit.spmv import build_module, stack_bytes
 from .errors import InputError
 from .layout import padded
 from .plan import matvec as planner
 from .plan.matvec import kernel_index
 from .quant import ACTIVATION_BITS, FixedPoint
 from .reference.matvec import zero_correction
+from .spec import DTYPES, VARIANTS
+
+STACK_LIMIT = 2 << 20   # bytes of stack buffers a kernel call may take (threads' stacks are small)
 
 _SIGNATURE = "void(void*, void*, void*, void*, void*, void*, void*, float, float)"
 _LOOP_SIGNATURE = "void(int64_t, void*, void*, void*, void*, void*, void*, void*, float, float)"
@@ -34,10 +37,12 @@ class MatVec:
         self.spec = plan.spec.name   # the kernel's name: symbol, cache key, benchmark label
         self.rows, self.cols = plan.w_codes.shape
         self.x_format = x_format   # None: chosen per call from max |x| (int kernels)
+        _check_stack(plan, gen)
         p = plan.packed
         self._w, self._cols, self._ptr = p.weights, kernel_index(plan), p.panel_ptr
         self._row_scale = padded(plan.row_scale.astype(np.float32), p.rows_padded)
         self._zcorr = {}
+        self._no_zcorr = np.zeros(p.rows_padded, np.int32)
         self._lib = jit.load(self.kernel.name, self._module, gen)
         self._runnable = cpu_mod.runnable(gen)
         self._fn = native.function(self._lib.address(self.kernel.name), _SIGNATURE)
@@ -81,8 +86,8 @@ class MatVec:
 
     def _args(self, x):
         """The float entry point's arguments after y (y is added by the caller)."""
-        if self.kernel.dtype == "float32":
-            zc, inv, scale = self.zcorr(FixedPoint(8, 0)), 1.0, 1.0
+        if self.kernel.dtype == "float32":   # float kernels read no zero-point corrections
+            zc, inv, scale = self._no_zcorr, 1.0, 1.0
         else:
             fmt = self.format_for(x)
             zc = self.zcorr(fmt)
@@ -105,6 +110,9 @@ class MatVec:
         keep, ptrs, inv, scale = self._args(x)
         self._fn(native.ptr(y), *ptrs, inv, scale)
         del keep
+        if not np.isfinite(y).all():
+            raise InputError(f"W @ x overflows float32 in {np.count_nonzero(~np.isfinite(y))} "
+                             f"rows (|x| up to {np.abs(x).max():.3g}); scale W or x down")
         return y
 
     def raw(self, x_codes) -> np.ndarray:
@@ -159,14 +167,18 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
     autotune: time the candidate kernels and keep the fastest (the decision is cached on disk).
     x_format: a fixed activation format; by default each call picks one from max |x|.
     """
+    _check_arguments(dtype, block, autotune, x_format, variant, isa)
     gen = cpu_mod.resolve(cpu)
     w = planner.check_matrix(W)
     if mask is None:
         mask = w != 0
     else:
-        mask = np.asarray(mask) != 0
-        if mask.shape != w.shape:
-            raise InputError(f"mask shape {mask.shape} differs from W's {w.shape}")
+        mask = np.asarray(mask)
+        if mask.shape != w.shape or not (np.issubdtype(mask.dtype, np.number)
+                                         or mask.dtype == bool):
+            raise InputError(f"mask must be a numeric or boolean array of W's shape {w.shape}, "
+                             f"got {mask.dtype} {mask.shape}")
+        mask = mask != 0
         w = np.where(mask, w, np.float32(0))
     w_codes, row_scale = planner.quantize_weights(w, dtype)
     x_signed = True if x_format is None else x_format.signed
@@ -174,8 +186,9 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
         cpu_mod.require_runnable(gen)
         key = planner.matrix_key(w_codes, mask, dtype, gen, x_signed)
         decision = planner.cached_decision(key)
-        if decision is not None:
-            plan = planner.plan_from_decision(decision, w_codes, row_scale, mask, gen)
+        plan = decision and planner.decided_plan(decision, w_codes, row_scale, mask, dtype, gen,
+                                                 x_signed)
+        if plan:
             return MatVec(plan, gen, x_format)
         best = tune(planner.candidates(w_codes, row_scale, mask, dtype, gen, x_signed), gen,
                     x_format)
@@ -183,7 +196,47 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
         return best
     plan = planner.build_plan(w_codes, row_scale, mask, dtype, gen, block, isa, variant,
                               x_signed=x_signed)
+    if variant == "baked":
+        products = planner.baked_products(mask, plan.spec.block, dtype, plan.spec.isa, gen)
+        if products > planner.BAKE_LIMIT:
+            raise InputError(f"variant='baked' would unroll {products} vector products, over the "
+                             f"compile budget of {planner.BAKE_LIMIT}; use 'grouped' or 'idx'")
     return MatVec(plan, gen, x_format)
+
+
+def _check_arguments(dtype, block, autotune, x_format, variant, isa) -> None:
+    """Type and value checks of build_matvec's options (W, mask and cpu are checked later)."""
+    if dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if block is not None and not (isinstance(block, (tuple, list)) and len(block) == 2 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+            for v in block)):
+        raise InputError(f"block must be None or (rows, cols) of positive ints, got {block!r}")
+    if not isinstance(autotune, bool):
+        raise InputError(f"autotune must be True or False, got {autotune!r}")
+    if variant is not None and variant not in VARIANTS:
+        raise InputError(f"variant must be None or one of {VARIANTS}, got {variant!r}")
+    if isa is not None and not isinstance(isa, str):
+        raise InputError(f"isa must be None or a template name, got {isa!r}")
+    if x_format is None:
+        return
+    if not isinstance(x_format, FixedPoint):
+        raise InputError(f"x_format must be None or a jitvoc.FixedPoint, got {x_format!r}")
+    if dtype == "float32":
+        raise InputError("x_format applies to int8 and int16 kernels only; float32 takes x as is")
+    if x_format.bits != ACTIVATION_BITS[dtype]:
+        raise InputError(f"x_format {x_format.name} has {x_format.bits} bits; {dtype} kernels "
+                         f"take {ACTIVATION_BITS[dtype]}-bit activations")
+    if dtype == "int16" and not x_format.signed:
+        raise InputError("int16 kernels take signed activations; x_format must be signed")
+
+
+def _check_stack(plan, gen) -> None:
+    need = stack_bytes(plan.spec, plan.packed, gen)
+    if need > STACK_LIMIT:
+        raise InputError(f"a {plan.spec.rows}x{plan.spec.cols} matrix needs {need / 2**20:.1f} "
+                         f"MiB of stack buffers per call (kernel {plan.spec.name}), over jitvoc's "
+                         f"limit of {STACK_LIMIT >> 20} MiB; split it into smaller matrices")
 
 
 def tune(plans, gen, x_format=None, x=None) -> MatVec:

@@ -3,12 +3,12 @@ models for tests and benchmarks."""
 import copy
 import hashlib
 import json
+import math
 import os
-import zipfile
-import zlib
 
 import numpy as np
 
+from . import npy
 from .atomic import atomic_file
 from .errors import InputError, ModelFileError
 from .mel import DEFAULT_CONFIG, check_config
@@ -19,6 +19,12 @@ VERSION = 1
 SPARSE = ("gru.R", "out.O1", "out.O2", "out.O3", "out.O4")  # the matrices with a `.mask`
 ACTIVATIONS = ("relu", "tanh", "none")
 UPSAMPLING = ("linear", "repeat")
+# What a model file may ask for (docs/model.md, "Limits"): bounded memory and time at load and
+# synthesis, whatever the file says.
+LIMITS = {"hidden": 4096, "sample_rate": 192_000, "n_fft": 16384, "win_length": 16384,
+          "hop_length": 4096, "n_mels": 512, "layers": 8, "kernel": 15, "channels": 1024}
+MAX_META_BYTES = 1 << 20
+MAX_MEMBERS = 64
 MEL_24K = {"n_fft": 2048, "hop_length": 300, "win_length": 1200, "n_mels": 80,
            "fmin": 40.0, "fmax": 12000.0, "log_floor": 1e-5}
 
@@ -85,15 +91,15 @@ class Model:
 
 
 def load_model(path) -> Model:
-    """Load and fully validate a model file; any problem raises ModelFileError naming the file."""
+    """Load and fully validate a model file; any problem raises ModelFileError naming the file.
+
+    Resources are bounded before anything is decompressed or allocated: the metadata is read
+    first and checked against LIMITS, then every member's .npy header against the shapes the
+    metadata implies; only then are the arrays read, exactly as many bytes as their headers say.
+    """
     path = os.fspath(path)
-    arrays = _read_npz(path)
     try:
-        if "meta" not in arrays:
-            raise ModelFileError("missing key 'meta' (not a jitvoc model file?)")
-        meta = _parse_meta(arrays.pop("meta"))
-        _check_meta(meta)
-        _check_structure(arrays, meta)
+        meta, arrays = _read_archive(path)
         if "sha256" not in meta:
             raise ModelFileError("meta has no 'sha256' digest")
         if digest(arrays) != meta["sha256"]:
@@ -188,21 +194,22 @@ def _frozen(a) -> np.ndarray:
     return a
 
 
-def _read_npz(path) -> dict:
+def _read_archive(path) -> tuple[dict, dict]:
+    """(meta, arrays) of a model file, resources bounded as load_model describes."""
     try:
-        npz = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ModelFileError(f"model file {path} not found") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ModelFileError(f"model file {path} is not a readable .npz archive "
-                             f"(truncated or corrupt?): {e}") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ModelFileError(f"model file {path} is a single .npy array, not a .npz model archive")
-    try:
-        with npz:
-            return {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
-        raise ModelFileError(f"model file {path} is truncated or corrupt: {e}") from None
+        with npy.Archive(path, MAX_MEMBERS) as archive:
+            headers = archive.headers()
+            if "meta" not in headers:
+                raise ModelFileError("missing key 'meta' (not a jitvoc model file?)")
+            if headers["meta"].nbytes > MAX_META_BYTES:
+                raise ModelFileError(f"'meta' holds {headers['meta'].nbytes} bytes, over the "
+                                     f"limit of {MAX_META_BYTES}")
+            meta = _parse_meta(archive.read("meta", headers.pop("meta")))
+            _check_meta(meta)
+            _check_structure(headers, meta)
+            return meta, {k: archive.read(k, h) for k, h in headers.items()}
+    except npy.NpyError as e:
+        raise ModelFileError(str(e)) from None
 
 
 def _parse_meta(raw) -> dict:
@@ -212,6 +219,8 @@ def _parse_meta(raw) -> dict:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"'meta' is not UTF-8 JSON: {e}") from None
+    except RecursionError:
+        raise ModelFileError("'meta' JSON is nested too deeply") from None
     if not isinstance(meta, dict):
         raise ModelFileError("'meta' JSON is not an object")
     return meta
@@ -222,7 +231,7 @@ def _check_meta(meta) -> None:
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"format tag is {meta.get('format')!r}, expected {FORMAT!r}")
     version = meta.get("version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ModelFileError(f"invalid format version {version!r}")
     if version > VERSION:
         raise ModelFileError(f"format version {version} is newer than version {VERSION}, the "
@@ -231,35 +240,70 @@ def _check_meta(meta) -> None:
         if key not in meta:
             raise ModelFileError(f"meta lacks {key!r}")
     hidden, sr = meta["hidden"], meta["sample_rate"]
-    if not isinstance(hidden, int) or hidden <= 0 or hidden % 2:
-        raise ModelFileError(f"hidden must be a positive even integer, got {hidden!r}")
-    if not isinstance(sr, int) or sr <= 0:
-        raise ModelFileError(f"sample_rate must be a positive integer, got {sr!r}")
+    _check_int("hidden", hidden)
+    if hidden % 2:
+        raise ModelFileError(f"hidden must be even, got {hidden}")
+    _check_int("sample_rate", sr)
     if not isinstance(meta["mel"], dict):
         raise ModelFileError("meta 'mel' is not an object")
     for key in ("n_fft", "hop_length", "win_length", "n_mels"):
-        if not isinstance(meta["mel"].get(key), int):
-            raise ModelFileError(f"mel {key} must be an integer, got {meta['mel'].get(key)!r}")
+        _check_int(f"mel {key}", meta["mel"].get(key), LIMITS[key])
+    for key in ("fmin", "fmax", "log_floor"):
+        value = meta["mel"].get(key)
+        if not _is_number(value):
+            raise ModelFileError(f"mel {key} must be a finite number, got {value!r}")
     try:
         check_config(sr, meta["mel"])
     except InputError as e:
         raise ModelFileError(str(e)) from None
+    _check_quantization(meta.get("quantization", {}))
     cond = meta["conditioning"]
     if not isinstance(cond, dict) or not isinstance(cond.get("layers"), list):
         raise ModelFileError("meta 'conditioning' must hold a 'layers' list")
     if cond.get("upsample") not in UPSAMPLING:
         raise ModelFileError(f"upsample must be one of {UPSAMPLING}, got {cond.get('upsample')!r}")
+    if len(cond["layers"]) > LIMITS["layers"]:
+        raise ModelFileError(f"{len(cond['layers'])} conditioning layers, over the limit of "
+                             f"{LIMITS['layers']}")
     for i, layer in enumerate(cond["layers"]):
         if not isinstance(layer, dict) or layer.get("name") != f"cond.conv{i}":
             raise ModelFileError(f"conditioning layer {i} must be named 'cond.conv{i}'")
         k = layer.get("kernel")
-        if not isinstance(k, int) or k < 1 or k % 2 == 0:
+        _check_int(f"{layer['name']} kernel", k, LIMITS["kernel"])
+        if k % 2 == 0:
             raise ModelFileError(f"{layer['name']}: kernel must be a positive odd integer, "
-                                 f"got {k!r}")
+                                 f"got {k}")
         if layer.get("activation") not in ACTIVATIONS:
             raise ModelFileError(f"{layer['name']}: activation must be one of {ACTIVATIONS}, "
                                  f"got {layer.get('activation')!r}")
     Representation.from_meta(meta.get("representation"))  # raises ModelFileError
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_int(field: str, value, limit: int | None = None) -> None:
+    """A positive integer (not a bool), at most `limit` (default: LIMITS[field])."""
+    limit = LIMITS[field] if limit is None else limit
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ModelFileError(f"{field} must be a positive integer, got {value!r}")
+    if value > limit:
+        raise ModelFileError(f"{field} is {value}, over jitvoc's limit of {limit}")
+
+
+def _check_quantization(q) -> None:
+    """The optional calibration: activation_ranges[matrix]["max"] finite and non-negative."""
+    if not isinstance(q, dict):
+        raise ModelFileError(f"meta 'quantization' must be an object, got {q!r}")
+    ranges = q.get("activation_ranges", {})
+    if not isinstance(ranges, dict):
+        raise ModelFileError(f"quantization activation_ranges must be an object, got {ranges!r}")
+    for name, entry in ranges.items():
+        peak = entry.get("max") if isinstance(entry, dict) else None
+        if not _is_number(peak) or peak < 0:
+            raise ModelFileError(f"quantization activation_ranges[{name!r}] must be an object "
+                                 f"with a finite, non-negative 'max', got {entry!r}")
 
 
 def _check_structure(arrays, meta) -> None:
@@ -285,6 +329,9 @@ def _check_structure(arrays, meta) -> None:
     for layer in layers:  # conv shapes chain: [C_out, C_in, K]
         wk, bk = f"{layer['name']}.weight", f"{layer['name']}.bias"
         c_out = arrays[wk].shape[0] if arrays[wk].ndim == 3 else -1
+        if c_out > LIMITS["channels"]:
+            raise ModelFileError(f"{wk!r} has {c_out} output channels, over the limit of "
+                                 f"{LIMITS['channels']}")
         expected[wk], expected[bk] = (c_out, channels, layer["kernel"]), (c_out,)
         channels = c_out
     expected["cond.proj"] = (3 * H, channels)

@@ -84,7 +84,10 @@ class FixedPoint:
         if max_abs <= 0:
             return cls(bits, bits - 1 if signed else bits, signed)
         frac = math.floor(math.log2(qmax / max_abs))
-        return cls(bits, max(-32, min(32, frac)), signed)
+        if frac < -32:
+            raise InputError(f"values up to {max_abs:.3g} exceed the widest {bits}-bit format "
+                             f"(±{qmax * 2.0 ** 32:.3g}); scale them down or use float32")
+        return cls(bits, min(32, frac), signed)
 
 
 @dataclass(frozen=True)
@@ -121,8 +124,23 @@ class RowScaled:
         return codes.astype(self.dtype), scale
 
 
+def check_accumulators(codes: np.ndarray, dtype: str) -> None:
+    """Refuse integer weights whose int32 accumulator could overflow for some input:
+    |Σ_c w[r, c] · x[c]| ≤ Σ_c |w[r, c]| · max|x code| must stay ≤ 2³¹ − 1 in every row."""
+    if dtype not in X_CODE_MAX:
+        return
+    l1 = np.abs(codes.astype(np.int64)).sum(axis=1)
+    worst = int(l1.argmax())
+    if l1[worst] * X_CODE_MAX[dtype] > INT32_MAX:
+        raise InputError(
+            f"row {worst} of the weights sums to {l1[worst]} in {dtype} codes: its int32 "
+            f"accumulator could overflow (the limit is {INT32_MAX // X_CODE_MAX[dtype]}); "
+            f"split the row or use float32")
+
+
 # The formats each kernel dtype uses.
 INT8_WEIGHTS = RowScaled(8, 64)
 INT16_WEIGHTS = RowScaled(16, 32767, l1_limit=INT32_MAX // 32768)
 WEIGHT_FORMATS = {"int8": INT8_WEIGHTS, "int16": INT16_WEIGHTS}
 ACTIVATION_BITS = {"int8": 8, "int16": 16}
+X_CODE_MAX = {"int8": 255, "int16": 32768}   # the largest |stored activation code|

@@ -14,6 +14,7 @@ from .reference.vocoder import GenState, ReferenceEngine, conditioning, receptiv
 
 COND_BLOCK = 16  # frames of K per block; streaming latency is COND_BLOCK + look-ahead frames
 DTYPES = ("int8", "int16", "float32")
+MEL_LAYOUTS = ("frames-mels", "mels-frames")   # jitvoc's [frames, n_mels]; librosa's transpose
 BACKENDS = ("jit", "reference")
 
 
@@ -57,10 +58,31 @@ class Vocoder:
         return (f"Vocoder({self.model!r}, backend={self.backend!r}, dtype={self.dtype!r}, "
                 f"cpu={self.cpu!r})")
 
-    def synthesize(self, mel, seed=0) -> np.ndarray:
-        """int16 audio [F * hop] for a log-mel [F, n_mels] (jitvoc.mel_spectrogram)."""
-        mel = self._check_mel(mel)
+    def synthesize(self, mel, seed=0, layout="frames-mels") -> np.ndarray:
+        """int16 audio [F * hop] for a log-mel [F, n_mels] (jitvoc.mel_spectrogram).
+
+        layout "mels-frames" takes the transpose, [n_mels, F], as librosa and torchaudio lay
+        out spectrograms. In either layout a 3-D array is a batch of equal-length mels:
+        the result is then [batch, F * hop], every item drawn with `seed`."""
+        mel = np.asarray(mel)
+        if mel.ndim == 3:
+            if len(mel) == 0:
+                raise InputError("the batch of mels is empty")
+            return np.stack([self.synthesize(m, seed, layout) for m in mel])
+        mel = self._check_mel(self.frames_first(mel, layout))
         return np.concatenate(list(self.stream([mel], seed)))
+
+    def frames_first(self, mel, layout) -> np.ndarray:
+        """`mel` in jitvoc's [frames, n_mels] layout, given in `layout` (MEL_LAYOUTS)."""
+        if layout not in MEL_LAYOUTS:
+            raise InputError(f"layout must be one of {MEL_LAYOUTS}, got {layout!r}")
+        mel = np.asarray(mel)
+        if layout == "frames-mels":
+            return mel
+        if mel.ndim != 2 or mel.shape[0] != self.n_mels:
+            raise InputError(f"a mels-frames mel must be [{self.n_mels}, frames], "
+                             f"got shape {mel.shape}")
+        return mel.T
 
     def stream(self, mel_chunks, seed=0):
         """Yield int16 chunks for an iterable of mel chunks [F_i, n_mels] (F_i may be 0).
@@ -123,20 +145,36 @@ class Vocoder:
 
 class _Conditioner:
     """Mel frames in, K rows out, in blocks [b * COND_BLOCK, (b + 1) * COND_BLOCK) computed
-    only once every frame they depend on is known (or the mel has ended)."""
+    only once every frame they depend on is known (or the mel has ended).
+
+    Only a window of frames is kept: those from `first` = rows_done − radius on, which the rows
+    still to compute can read; so a stream of any length takes bounded memory. Conditioning a
+    window from frame `first` gives the same bits as the whole mel: the rows depend only on the
+    frames within the radius, and the window still starts at frame 0 while rows_done < radius.
+    """
 
     def __init__(self, model):
         self.model, self.radius = model, receptive_radius(model)
         self._mel = np.empty((COND_BLOCK, model.n_mels), np.float32)
         self.n_frames, self.rows_done = 0, 0  # frames received, rows of K computed
+        self.first = 0                        # the frame at self._mel[0]
 
     def push(self, chunk):
-        if self.n_frames + len(chunk) > len(self._mel):  # grow geometrically
-            grown = np.empty((2 * (self.n_frames + len(chunk)), self.model.n_mels), np.float32)
-            grown[:self.n_frames] = self._mel[:self.n_frames]
+        if self.n_frames + len(chunk) - self.first > len(self._mel):
+            self._drop_used_frames()
+        held = self.n_frames - self.first
+        if held + len(chunk) > len(self._mel):  # grow geometrically
+            grown = np.empty((2 * (held + len(chunk)), self.model.n_mels), np.float32)
+            grown[:held] = self._mel[:held]
             self._mel = grown
-        self._mel[self.n_frames:self.n_frames + len(chunk)] = chunk
+        self._mel[held:held + len(chunk)] = chunk
         self.n_frames += len(chunk)
+
+    def _drop_used_frames(self):
+        keep = max(self.first, self.rows_done - self.radius)
+        held = self.n_frames - keep
+        self._mel[:held] = self._mel[keep - self.first:self.n_frames - self.first]
+        self.first = keep
 
     def blocks(self, final):
         """Yield the K blocks that can be computed now; with `final`, all that remain."""
@@ -145,4 +183,5 @@ class _Conditioner:
             if not final and stop + self.radius > self.n_frames:
                 return
             self.rows_done = stop = min(stop, self.n_frames)
-            yield conditioning(self.model, self._mel[:self.n_frames], start, stop)
+            yield conditioning(self.model, self._mel[:self.n_frames - self.first],
+                               start - self.first, stop - self.first)

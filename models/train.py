@@ -311,9 +311,9 @@ def _meta_array(meta):
 
 
 def _savez(path, arrays):
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_file = jitvoc_module("atomic").atomic_file
+    with atomic_file(path, OSError) as f:
+        np.savez_compressed(f, **arrays)
 
 
 ADAM_FILES = {"exp_avg": "adam_m.npz", "exp_avg_sq": "adam_v.npz"}

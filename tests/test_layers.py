@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
+from jitvoc.blas import blas_threads, thread_counts
 from jitvoc.errors import InputError
-from jitvoc.layers import GILR, LSLSTM, SRU, blas_threads
+from jitvoc.layers import GILR, LSLSTM, SRU
 
 LAYERS = {"gilr": GILR, "sru": SRU, "ls_lstm": LSLSTM}
 
@@ -44,8 +45,39 @@ def test_errors():
         layer.forward(x)
 
 
-def test_blas_threads_restores():
-    a = np.ones((64, 64), np.float32)
+def test_blas_threads_limits_and_restores():
+    np.ones((2, 2)) @ np.ones((2, 2))   # BLAS loaded
+    before = thread_counts()
+    assert before
     with blas_threads(1):
-        b = a @ a
-    np.testing.assert_array_equal(b, a @ a)
+        assert thread_counts() == [1] * len(before)
+    assert thread_counts() == before
+
+
+# --- found by the fuzzing suite (tests/test_fuzz.py) -------------------------------------------
+@pytest.mark.parametrize("name", LAYERS)
+def test_one_input_feature(name):
+    """init(1, d) used to make U a vector (IndexError in forward)."""
+    layer = LAYERS[name].init(1, 1 if name == "sru" else 5, seed=0)
+    x = np.random.default_rng(0).standard_normal((9, 1)).astype(np.float32)
+    np.testing.assert_allclose(layer.forward(x), layer.forward(x, reference=True),
+                               rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_empty_sequence_and_bad_input(name):
+    layer = LAYERS[name].init(4, 4, seed=0)
+    empty = np.zeros((0, 4), np.float32)
+    assert layer.forward(empty).shape == layer.forward(empty, reference=True).shape
+    for bad in ([[1.0] * 4], np.zeros((3, 5), np.float32)):
+        for reference in (False, True):
+            with pytest.raises(InputError):
+                layer.forward(bad, reference=reference)
+
+
+def test_sru_keeps_tanh_beside_large_inputs():
+    """r ⊙ (tanh(c) − x) + x returned 0 instead of ±1 for |x| around 1e19."""
+    layer = SRU.init(8, 8, seed=1)
+    x = (np.random.default_rng(3).standard_normal((20, 8)) * 1e19).astype(np.float32)
+    np.testing.assert_allclose(layer.forward(x), layer.forward(x, reference=True),
+                               rtol=1e-4, atol=2e-5)

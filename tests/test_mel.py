@@ -73,3 +73,39 @@ def test_24k_config():
 def test_bad_input(audio, sr, config, problem):
     with pytest.raises(InputError, match=problem):
         mel_spectrogram(audio, sr, config)
+
+
+# --- the recipes of docs/model.md for librosa and torchaudio -------------------------------------
+def _padded_for_recipes(audio, cfg):
+    hop, n_fft = cfg["hop_length"], cfg["n_fft"]
+    frames = -(-len(audio) // hop)
+    x = np.pad(audio / 32768.0, (0, frames * hop - len(audio)))
+    return np.pad(x, n_fft // 2, mode="reflect")[hop // 2:], frames
+
+
+RECIPE_AUDIO = (np.random.default_rng(5).standard_normal(8037) * 3000).astype(np.int16)
+
+
+def test_librosa_recipe_matches():
+    librosa = pytest.importorskip("librosa")
+    c = DEFAULT_CONFIG
+    x, frames = _padded_for_recipes(RECIPE_AUDIO, c)
+    S = np.abs(librosa.stft(x, n_fft=c["n_fft"], hop_length=c["hop_length"],
+                            win_length=c["win_length"], window="hann", center=False))[:, :frames]
+    fb = librosa.filters.mel(sr=16000, n_fft=c["n_fft"], n_mels=c["n_mels"], fmin=c["fmin"],
+                             fmax=c["fmax"], norm="slaney", htk=False)
+    mel = np.log(np.maximum(fb @ S, c["log_floor"]))
+    np.testing.assert_allclose(mel.T, mel_spectrogram(RECIPE_AUDIO, 16000), atol=1e-5)
+
+
+def test_torchaudio_recipe_matches():
+    torch = pytest.importorskip("torch")
+    torchaudio = pytest.importorskip("torchaudio")
+    c = DEFAULT_CONFIG
+    x, frames = _padded_for_recipes(RECIPE_AUDIO, c)
+    spec = torchaudio.transforms.MelSpectrogram(
+        16000, n_fft=c["n_fft"], win_length=c["win_length"], hop_length=c["hop_length"],
+        f_min=c["fmin"], f_max=c["fmax"], n_mels=c["n_mels"], power=1.0, center=False,
+        norm="slaney", mel_scale="slaney")(torch.from_numpy(x).float())[:, :frames]
+    mel = torch.log(torch.clamp(spec, min=c["log_floor"])).numpy()
+    np.testing.assert_allclose(mel.T, mel_spectrogram(RECIPE_AUDIO, 16000), atol=1e-4)

@@ -1,7 +1,11 @@
 """The model file: round trip, and every way a file can be broken raising ModelFileError."""
+import io
 import json
 import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +13,8 @@ import pytest
 from jitvoc.errors import InputError, ModelFileError
 from jitvoc.model import SPARSE, Model, digest, load_model, random_model
 from jitvoc.representation import Representation
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +92,7 @@ def test_save_is_atomic(model, saved, monkeypatch):
 
 
 def test_not_found(tmp_path):
-    with pytest.raises(ModelFileError, match="not found"):
+    with pytest.raises(ModelFileError, match="no such file"):
         load_model(tmp_path / "nope.npz")
 
 
@@ -105,7 +111,8 @@ def test_corrupt_bytes(saved, tmp_path):
     data[middle:middle + 64] = bytes(64)
     path = tmp_path / "garbled.npz"
     path.write_bytes(bytes(data))
-    with pytest.raises(ModelFileError, match=r"garbled\.npz is truncated or corrupt"):
+    with pytest.raises(ModelFileError,
+                       match=r"garbled\.npz: member 'gru\.R\.npy' is truncated or corrupt"):
         load_model(path)
 
 
@@ -275,3 +282,121 @@ def test_constructor_validates(model):
     weights.pop("out.b4")
     with pytest.raises(ModelFileError, match="missing key 'out.b4'"):
         Model(weights, model.masks, model.meta)
+
+
+# --- issue 11: bounded resources, and every failure a ModelFileError naming the field ----------
+def npy_bytes(array=None, header=None) -> bytes:
+    """A .npy member: `array` serialized, or a bare header dict (shape, fortran_order, descr)."""
+    buf = io.BytesIO()
+    if header is None:
+        np.save(buf, array, allow_pickle=False)
+    else:
+        np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue()
+
+
+def rezip(saved, path, replace=None, add=None):
+    """A copy of the saved model with members replaced or added (name -> bytes)."""
+    with zipfile.ZipFile(saved) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, (replace or {}).get(info.filename, src.read(info)))
+        for name, data in (add or {}).items():
+            dst.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("field,change,message", [
+    ("nested_json", None, "nested too deeply"),
+    ("fmin_null", lambda m: m["mel"].update(fmin=None), "mel fmin must be a finite number"),
+    ("quantization_number", lambda m: m.update(quantization=3),
+     "'quantization' must be an object"),
+    ("ranges_not_objects", lambda m: m.update(quantization={"activation_ranges": {"out.O2": 1}}),
+     r"activation_ranges\['out.O2'\]"),
+    ("hop_length_huge", lambda m: m["mel"].update(hop_length=10**7),
+     "mel hop_length is 10000000, over jitvoc's limit of 4096"),
+    ("n_fft_huge", lambda m: m["mel"].update(n_fft=10**7, win_length=10**7),
+     "mel n_fft is 10000000, over jitvoc's limit"),
+    ("hidden_huge", lambda m: m.update(hidden=10**6), "hidden is 1000000, over jitvoc's limit"),
+    ("hidden_bool", lambda m: m.update(hidden=True), "hidden must be a positive integer"),
+    ("too_many_layers", lambda m: m["conditioning"].update(
+        layers=[{"name": f"cond.conv{i}", "kernel": 1, "activation": "relu"} for i in range(9)]),
+     "9 conditioning layers, over the limit"),
+])
+def test_bad_metadata_is_a_model_file_error(saved, tmp_path, field, change, message):
+    if field == "nested_json":
+        arrays, _ = file_arrays(saved)
+        path = tmp_path / "broken.npz"
+        np.savez(path, meta=np.frombuffer(b"[" * 100_000 + b"]" * 100_000, np.uint8), **arrays)
+    else:
+        path = broken(saved, tmp_path, lambda a, m: change(m))
+    with pytest.raises(ModelFileError, match=message):
+        load_model(path)
+
+
+def test_huge_npy_header_shape_is_refused_before_allocating(saved, tmp_path):
+    header = {"descr": "<f4", "fortran_order": False, "shape": (2**40,)}
+    path = rezip(saved, tmp_path / "huge.npz", replace={"gru.b.npy": npy_bytes(header=header)})
+    with pytest.raises(ModelFileError, match=r"'gru.b\.npy' holds \d+ bytes, but its header "
+                                             r"promises 4398046511232"):
+        load_model(path)
+
+
+def test_huge_meta_is_refused(saved, tmp_path):
+    header = {"descr": "|u1", "fortran_order": False, "shape": (2**33,)}
+    path = rezip(saved, tmp_path / "huge.npz", replace={"meta.npy": npy_bytes(header=header)})
+    with pytest.raises(ModelFileError, match="member 'meta.npy' holds .* promises 8589934"):
+        load_model(path)
+    arrays, meta = file_arrays(saved)
+    padded = json.dumps(meta).encode() + b" " * (2 << 20)
+    path = rezip(saved, tmp_path / "big.npz",
+                 replace={"meta.npy": npy_bytes(np.frombuffer(padded, np.uint8))})
+    with pytest.raises(ModelFileError,
+                       match="'meta' holds 2\\d+ bytes, over the limit of 1048576"):
+        load_model(path)
+
+
+def test_member_that_is_not_npy(saved, tmp_path):
+    path = rezip(saved, tmp_path / "extra.npz", add={"notes.txt": b"hello"})
+    with pytest.raises(ModelFileError, match="member 'notes.txt' is not a .npy array"):
+        load_model(path)
+    path = rezip(saved, tmp_path / "garbage.npz", replace={"gru.b.npy": b"\x93NUMPY garbage"})
+    with pytest.raises(ModelFileError, match="member 'gru.b.npy': no valid .npy header"):
+        load_model(path)
+
+
+BOMB = """
+import resource, sys, numpy as np
+from jitvoc import ModelFileError, load_model
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    load_model(sys.argv[1])
+except ModelFileError as e:
+    print(e, file=sys.stderr)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((after - before) // 1024)
+"""
+
+
+def test_zip_bomb_is_refused_without_decompressing(saved, tmp_path):
+    """A 4 MB file used to reach 4.1 GB RSS before it was rejected: here 1 GB of zeros appended
+    to a member compresses to about 1 MB, and the growth in peak memory is a few MiB."""
+    arrays, _ = file_arrays(saved)
+    bomb = npy_bytes(arrays["gru.R"]) + bytes(1 << 30)
+    path = rezip(saved, tmp_path / "bomb.npz", replace={"gru.R.npy": bomb})
+    assert path.stat().st_size < 4 << 20
+    r = subprocess.run([sys.executable, "-c", BOMB, str(path)], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd="/")
+    assert "member 'gru.R.npy' holds" in r.stderr, r.stderr
+    assert int(r.stdout) < 20, f"peak memory grew by {r.stdout} MiB"
+
+
+def test_unknown_compression_method(saved, tmp_path):
+    """Found by fuzzing: a flipped byte naming an unknown method gave NotImplementedError."""
+    data = bytearray(saved.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        at = data.index(signature) + offset
+        data[at:at + 2] = (97).to_bytes(2, "little")
+    path = tmp_path / "odd.npz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="compression method is not supported"):
+        load_model(path)

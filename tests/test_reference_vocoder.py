@@ -1,15 +1,11 @@
 """The NumPy oracle and the Vocoder around it: probabilities, the two-pass structure, sampling,
-streaming, conditioning, bad input; plus WAV files and the synth/resynth commands."""
-import argparse
-import os
-import wave
+streaming, conditioning, bad input."""
 
 import numpy as np
 import pytest
 
 import jitvoc
-from jitvoc.audio import read_wav, write_wav_atomic
-from jitvoc.errors import InputError, JitvocError
+from jitvoc.errors import InputError
 from jitvoc.model import Model, random_model
 from jitvoc.representation import Representation
 from jitvoc.reference.vocoder import (GenState, ReferenceEngine, conditioning, draw,
@@ -231,71 +227,3 @@ def test_load_arguments(model, tmp_path):
         jitvoc.load(model, dtype="int16", backend="reference")
     model.save(tmp_path / "m.npz")
     assert jitvoc.load(tmp_path / "m.npz", backend="reference").model.meta == model.meta
-
-
-# --- WAV files and the synth/resynth commands ------------------------------------------------
-
-def test_wav_round_trip(tmp_path):
-    audio = np.random.default_rng(0).integers(-32768, 32767, 1000).astype(np.int16)
-    write_wav_atomic(tmp_path / "a.wav", audio, 16000)
-    back, sr = read_wav(tmp_path / "a.wav")
-    np.testing.assert_array_equal(back, audio)
-    assert sr == 16000 and os.listdir(tmp_path) == ["a.wav"]
-
-
-def test_wav_write_is_atomic(tmp_path, monkeypatch):
-    def interrupted(self, data):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(wave.Wave_write, "writeframes", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        write_wav_atomic(tmp_path / "a.wav", np.zeros(10, np.int16), 16000)
-    assert os.listdir(tmp_path) == []
-
-
-def write_raw_wav(path, channels=1, width=2, frames=b"\0\0" * 10):
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(width)
-        w.setframerate(16000)
-        w.writeframes(frames)
-
-
-@pytest.mark.parametrize("kind, problem", [("stereo", "2 channels"), ("8bit", "8-bit samples"),
-                                           ("truncated", "truncated"), ("text", "not a readable")])
-def test_bad_wav(tmp_path, kind, problem):
-    path = tmp_path / "bad.wav"
-    if kind == "text":
-        path.write_text("not a wav file at all")
-    else:
-        write_raw_wav(path, channels=2 if kind == "stereo" else 1, width=1 if kind == "8bit" else 2)
-    if kind == "truncated":
-        path.write_bytes(path.read_bytes()[:-5])
-    with pytest.raises(JitvocError, match=problem):
-        read_wav(path)
-
-
-def run_cli(*argv):
-    from jitvoc.cli import synth
-    parser = argparse.ArgumentParser()
-    synth.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-def test_synth_and_resynth_commands(model, tmp_path, capsys):
-    model.save(tmp_path / "m.npz")
-    mel = random_mel(6)
-    np.save(tmp_path / "mel.npy", mel)
-    assert run_cli("synth", str(tmp_path / "m.npz"), str(tmp_path / "mel.npy"), "-o",
-                   str(tmp_path / "out.wav"), "--backend", "reference", "--seed", "2") == 0
-    out, sr = read_wav(tmp_path / "out.wav")
-    np.testing.assert_array_equal(out, jitvoc.load(model, backend="reference").synthesize(mel, 2))
-    assert "x realtime" in capsys.readouterr().out
-    write_wav_atomic(tmp_path / "in.wav", out[:-7], 16000)
-    assert run_cli("resynth", str(tmp_path / "m.npz"), str(tmp_path / "in.wav"), "-o",
-                   str(tmp_path / "re.wav"), "--backend", "reference") == 0
-    assert len(read_wav(tmp_path / "re.wav")[0]) == len(out) - 7
-    write_wav_atomic(tmp_path / "24k.wav", out, 24000)
-    with pytest.raises(JitvocError, match="24000 Hz but the model is for 16000 Hz"):
-        run_cli("resynth", str(tmp_path / "m.npz"), str(tmp_path / "24k.wav"), "-o",
-                str(tmp_path / "x.wav"), "--backend", "reference")

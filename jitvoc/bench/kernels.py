@@ -18,6 +18,7 @@ import numpy as np
 from .. import cpu as cpu_mod
 from ..matvec import MatVec
 from ..plan import matvec as planner
+from ..progress import Steps
 from . import report
 
 DTYPES = ("int8", "int16", "float32")
@@ -188,7 +189,7 @@ class Config:
         return 1 + len(self.matrices) * (1 + len(self.gens) * len(self.dtypes)) + n_auto
 
 
-def run(cfg: Config, progress: report.Progress) -> list[dict]:
+def run(cfg: Config, progress: Steps) -> list[dict]:
     progress.step("kernels roofline (native dense int8 512x512)")
     roof = roofline(cfg.repeats)
     records = [roof]

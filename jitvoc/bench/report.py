@@ -7,15 +7,14 @@ Every figure is the median of repeats; its spread is the interquartile range ove
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import platform
-import sys
 import time
 
 import numpy as np
 
+from ..blas import blas_threads
 from ..errors import JitvocError
 
 NOISY = 0.10  # spread (IQR/median) above which a figure is flagged
@@ -58,19 +57,6 @@ def time_native(matvec, x, repeats: int, min_seconds: float = 0.02) -> list[floa
 
 
 # --- one thread for the peers --------------------------------------------------------------------
-_OPENBLAS_SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_",
-                     "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads")
-
-
-def _openblas_libs():
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
-    except OSError:
-        return []
-    return [p for p in sorted(paths) if os.path.exists(p)]
-
-
 @contextlib.contextmanager
 def single_threaded():
     """BLAS and torch limited to one thread; yields how BLAS was limited (a short note)."""
@@ -80,31 +66,8 @@ def single_threaded():
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(1)
     try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            threadpool_limits = None
-        if threadpool_limits is not None:
-            with threadpool_limits(limits=1):
-                yield "1 (threadpoolctl)"
-            return
-        setters = []
-        for path in _openblas_libs():
-            lib = ctypes.CDLL(path)
-            for name in _OPENBLAS_SETTERS:
-                fn = getattr(lib, name, None)
-                if fn is not None:
-                    setters.append(fn)
-        if os.environ.get("OPENBLAS_NUM_THREADS") == "1":
-            yield "1 (OPENBLAS_NUM_THREADS=1)"
-        elif setters:
-            for fn in setters:
-                fn(ctypes.c_int(1))
-            yield "1 (openblas_set_num_threads)"
-        else:
-            print("jitvoc bench: warning: cannot limit BLAS threads (no threadpoolctl, no "
-                  "OpenBLAS found); run with OPENBLAS_NUM_THREADS=1", file=sys.stderr)
-            yield "unknown"
+        with blas_threads(1):
+            yield "1 (threadpoolctl)"
     finally:
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
@@ -117,39 +80,6 @@ def torch_or_none():
     except ImportError:
         return None
     return torch
-
-
-# --- progress ------------------------------------------------------------------------------------
-class Progress:
-    """`[ 3/40] 12 s  what` on stderr: rewritten in place on a terminal, one line per phase else."""
-
-    def __init__(self, total: int, out=sys.stderr, enabled: bool = True):
-        self.total, self.done, self.out, self.enabled = max(total, 1), 0, out, enabled
-        self.start = time.perf_counter()
-        self.tty = enabled and hasattr(out, "isatty") and out.isatty()
-        self.last_phase, self.width = None, 0
-
-    def step(self, what: str) -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        line = (f"[{self.done:>3}/{self.total}] {time.perf_counter() - self.start:5.0f} s  "
-                f"{what}")
-        if self.tty:
-            self.out.write("\r" + line.ljust(self.width))
-            self.width = len(line)
-        else:
-            phase = " ".join(what.split()[:2])
-            if phase == self.last_phase:
-                return
-            self.last_phase = phase
-            self.out.write(line + "\n")
-        self.out.flush()
-
-    def close(self) -> None:
-        if self.tty and self.width:
-            self.out.write("\r" + " " * self.width + "\r")
-            self.out.flush()
 
 
 # --- tables --------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from ..engine_jit import JitEngine
 from ..mel import mel_spectrogram
 from ..model import random_model
 from ..reference.vocoder import GenState, ReferenceEngine, conditioning, upsample
+from ..progress import Steps
 from . import report
 
 DTYPES = ("int8", "int16", "float32")
@@ -137,7 +138,7 @@ def time_torch(torch, model, K, n: int, repeats: int) -> list[float]:
     return out
 
 
-def run(cfg: Config, progress: report.Progress) -> list[dict]:
+def run(cfg: Config, progress: Steps) -> list[dict]:
     model = random_model(**cfg.model)
     K = conditioning_rows(model, max(cfg.samples, cfg.torch_samples, cfg.numpy_samples))
     records = []

@@ -13,6 +13,7 @@ from ..bench import report
 from ..bench import scan as bench_scan
 from ..bench import vocoder as bench_vocoder
 from ..errors import JitvocError, UnsupportedCPU
+from ..progress import Steps
 
 QUICK_LADDER = ("x86-64", "native")
 
@@ -38,20 +39,47 @@ def _common(p, suppress: bool) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="benchmark kernels and the vocoder on CPU generations",
-                       description=__doc__.splitlines()[0])
+                       description=(
+                           "Benchmark the kernels and the vocoder on one thread, on every CPU "
+                           "generation this host can run (the ladder x86-64 ... native by "
+                           "default), with NumPy, SciPy and PyTorch as peers. The options "
+                           "below may come before or after kernels, vocoder or all; scan has "
+                           "its own options, which come after 'scan'."))
     _common(p, suppress=False)
     p.set_defaults(func=_run, what="all")
     bsub = p.add_subparsers(dest="bench_command", metavar="{all,kernels,vocoder,scan}")
-    for name, summary in (("all", "kernels and vocoder (the default)"),
-                          ("kernels", "matrix-vector kernels vs the dense roofline and peers"),
-                          ("vocoder", "samples/s and realtime factor of the generation loop")):
-        q = bsub.add_parser(name, help=summary, description=summary)
+    for name, summary, description in (
+            ("all", "kernels and vocoder (the default)",
+             "Run the kernel and the vocoder benchmarks."),
+            ("kernels", "matrix-vector kernels vs the dense roofline and peers",
+             "Time the matrix-vector kernels against the dense roofline and against NumPy and "
+             "SciPy CSR on the same matrices."),
+            ("vocoder", "samples/s and realtime factor of the generation loop",
+             "Measure the samples per second and the realtime factor of the generation loop, "
+             "beside the NumPy reference and PyTorch eager.")):
+        q = bsub.add_parser(name, help=summary, description=description)
         _common(q, suppress=True)
         q.set_defaults(what=name)
     s = bsub.add_parser("scan", help="linear-recurrence scan throughput",
-                        description=bench_scan.__doc__.splitlines()[0])
+                        description="Measure the throughput of the linear-recurrence scan "
+                                    "over a grid of lengths T and widths D, and of a GILR "
+                                    "layer's forward pass.")
     bench_scan.add_arguments(s)
     s.set_defaults(func=lambda args: bench_scan.run(args) and 0)
+
+
+OPTIONS = ("--cpu", "--dtype", "--quick", "--repeats", "--json", "--markdown", "--plot",
+           "--no-progress")
+
+
+def refuse_options_before_scan(argv) -> None:
+    """`bench --quick scan` would drop --quick: scan's options come after 'scan'."""
+    bench = argv.index("bench")
+    before = [a.split("=")[0] for a in argv[bench + 1:argv.index("scan", bench)]
+              if a.split("=")[0] in OPTIONS]
+    if before:
+        raise JitvocError(f"{', '.join(before)} before 'scan' would be ignored: scan takes its "
+                          f"own options, after 'scan' (jitvoc bench scan --help)")
 
 
 def select_generations(spec: str | None, quick: bool) -> tuple[list, list[str]]:
@@ -121,7 +149,7 @@ def _run(args) -> int:
     kcfg = bench_kernels.Config.make(gens, args.quick, dtypes, args.repeats) if do_k else None
     vcfg = bench_vocoder.Config.make(gens, args.quick, dtypes, args.repeats) if do_v else None
     total = (kcfg.steps() if kcfg else 0) + (vcfg.steps() if vcfg else 0)
-    progress = report.Progress(total, enabled=not args.no_progress)
+    progress = Steps(total, enabled=not args.no_progress)
     records = []
     try:
         with report.single_threaded() as blas:

@@ -8,7 +8,9 @@ from .. import cpu as cpu_mod
 
 def register(sub) -> None:
     summary = "show the host CPU, its SIMD features and the generations it can run"
-    p = sub.add_parser("info", help=summary, description=summary)
+    p = sub.add_parser("info", help=summary, description=(
+        "Show this host's CPU, its SIMD features as py-cpuinfo and LLVM see them, which CPU "
+        "generations it can run and which one a plain run compiles for."))
     p.add_argument("--json", action="store_true", help="emit the description as JSON")
     p.set_defaults(func=_info)
 

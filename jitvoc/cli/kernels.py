@@ -14,7 +14,7 @@ from dataclasses import asdict
 import numpy as np
 
 from .. import cpu as cpu_mod
-from .. import jit
+from .. import jit, npy
 from ..emit import loop as emit_loop
 from ..emit import spmv as emit_spmv
 from ..errors import JitvocError
@@ -26,7 +26,12 @@ from ..spec import DTYPES
 
 def register(sub) -> None:
     summary = "write the kernels a model would use as LLVM IR / assembly, with the plan"
-    p = sub.add_parser("kernels", help=summary, description=__doc__.splitlines()[0])
+    p = sub.add_parser("kernels", help=summary, description=(
+        "Write every kernel a model would use as LLVM IR and/or assembly, one file per kernel "
+        "named by its spec, with the plan as plan.json. MODEL is a jitvoc model file (the five "
+        "matrix kernels and the fused generation loop) or an .npz of named 2-D matrices (one "
+        "kernel per matrix). Any known CPU generation works, also one this host cannot run: "
+        "the kernels are compiled, never run."))
     p.add_argument("model", help="jitvoc model file (.npz with meta), or an .npz of 2-D matrices")
     p.add_argument("--cpu", help="CPU generation to compile for (default: $JITVOC_CPU or native);"
                                  " need not be runnable here")
@@ -37,16 +42,25 @@ def register(sub) -> None:
     p.set_defaults(func=_kernels)
 
 
-def _read_npz(path) -> dict:
+MAX_MATRICES = 64        # members of an .npz of matrices
+MAX_BYTES = 1 << 30      # their data, in total
+
+
+def _read_npz(path) -> dict | None:
+    """The arrays of an .npz of matrices, read with bounds (npy.Archive); None for a jitvoc
+    model file (a `meta` member), which load_model reads."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise JitvocError(f"{path}: no such file") from None
-    except (AttributeError, TypeError):
-        raise JitvocError(f"{path}: a single .npy array, not an .npz archive") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise JitvocError(f"{path}: not a readable .npz archive: {e}") from None
+        with npy.Archive(path, MAX_MATRICES) as archive:
+            headers = archive.headers()
+            if "meta" in headers:
+                return None
+            total = sum(h.nbytes for h in headers.values())
+            if total > MAX_BYTES:
+                raise JitvocError(f"{path}: its arrays hold {total} bytes, over the limit of "
+                                  f"{MAX_BYTES}")
+            return {k: archive.read(k, h) for k, h in headers.items()}
+    except npy.NpyError as e:
+        raise JitvocError(f"{path}: {e}") from None
 
 
 def matrix_plans(path, arrays, dtype, gen) -> dict:
@@ -96,7 +110,7 @@ def _kernels(args) -> int:
            "runnable_here": cpu_mod.runnable(gen), "llvm_version": ".".join(
                map(str, jit.llvm_version())), "matrices": {}, "loop": None, "files": []}
     arrays = _read_npz(args.model)
-    if "meta" in arrays:
+    if arrays is None:
         model = load_model(args.model)   # validates the file as a model
         vplan = plan_vocoder(model, args.dtype, gen)
         plans = vplan.plans

@@ -394,6 +394,20 @@ class SpmvEmitter:
             return alloca(b, i32, self.group * self.stride, align=CACHE_LINE)
         return alloca(b, self.elem, max(self.x_pad, length), align=CACHE_LINE)
 
+    def stack_bytes(self) -> int:
+        """The most stack the entry points allocate: the xin buffer or tables (xin_buffer,
+        prepare_x), the padded output (emit_entries) and the permute words (_permute_words)."""
+        p = self.p
+        if self.is_float:
+            xin = 0 if p.x_len == p.cols else 4 * p.x_len
+        elif not self.codes_input:
+            xin = 4 * self.group * self.stride
+        else:
+            xin = self.esize * self.x_pad
+        out = 4 * p.rows_padded if p.rows_padded != p.rows else 0
+        words = 4 * (p.n_panels + 15) // 16 * 16 + 64 if self.permute else 0
+        return xin + out + words
+
     def activations(self, b: ir.IRBuilder, x, x_inv, buf=None):
         """xin for float x: quantized codes (saturating, half to even) or their shifted tables,
         zero-padded to x_len; float kernels get x itself (copied if it needs padding)."""
@@ -445,6 +459,11 @@ class SpmvEmitter:
         else:
             store(b, b.trunc(code, vec(self.elem, n) if n else self.elem), buf, c,
                   align=self.esize, elem_type=self.elem)
+
+
+def stack_bytes(spec: KernelSpec, packed: Packed, gen) -> int:
+    """Stack bytes a call of the kernel's entry points needs for its buffers."""
+    return SpmvEmitter(spec, packed, gen, ir.Module(name=spec.name)).stack_bytes()
 
 
 def build_module(spec: KernelSpec, packed: Packed, gen) -> ir.Module:

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .. import jit
+from .. import cache, jit
 from ..emit import isa
-from ..errors import InputError
+from ..errors import InputError, JitvocError
 from ..layout import BLOCKS, Packed, block_mask, pack
-from ..quant import WEIGHT_FORMATS
+from ..quant import WEIGHT_FORMATS, check_accumulators
 from ..spec import GROUP, KernelSpec
 
 BAKE_LIMIT = 2500          # vector products: beyond this, straight-line code compiles slowly
@@ -62,7 +60,9 @@ def quantize_weights(w: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]
         return w, np.ones(w.shape[0], dtype=np.float32)
     if dtype not in WEIGHT_FORMATS:
         raise InputError(f"dtype must be int8, int16 or float32, got {dtype!r}")
-    return WEIGHT_FORMATS[dtype].quantize(w)
+    codes, scale = WEIGHT_FORMATS[dtype].quantize(w)
+    check_accumulators(codes, dtype)
+    return codes, scale
 
 
 def panel_count(mask: np.ndarray, block: tuple, group: int) -> int:
@@ -226,29 +226,48 @@ def matrix_key(w_codes, mask, dtype, gen, x_signed) -> str:
     return h.hexdigest()[:24]
 
 
-def _decisions_path():
-    return jit.cache_dir() / "autotune.json"
+DECISIONS = "autotune-decisions"   # the decision table's cache entry
+
+
+def _decisions_key() -> bytes:
+    return b"autotune decisions\0" + jit.code_fingerprint(__name__).encode()
+
+
+def _decisions() -> dict:
+    table = cache.read(DECISIONS, _decisions_key())
+    if table is None:
+        return {}
+    try:
+        decoded = json.loads(table)
+    except ValueError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
 
 
 def cached_decision(key: str) -> dict | None:
-    try:
-        return json.loads(_decisions_path().read_text()).get(key)
-    except (OSError, ValueError):
-        return None
+    return _decisions().get(key)
 
 
 def store_decision(key: str, spec: KernelSpec) -> None:
-    path = _decisions_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Add a decision to the table, under a lock so concurrent tuners do not lose entries."""
+    with cache.locked(DECISIONS):
+        table = _decisions()
+        table[key] = asdict(spec)
+        cache.write(DECISIONS, _decisions_key(), json.dumps(table, indent=1).encode())
+
+
+def decided_plan(d, w_codes, row_scale, mask, dtype, gen, x_signed) -> Plan | None:
+    """The plan a cached decision names, if it is one for this matrix and request and rebuilds
+    the very kernel it recorded; else None (the caller tunes afresh)."""
     try:
-        table = json.loads(path.read_text())
-    except (OSError, ValueError):
-        table = {}
-    table[key] = asdict(spec)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(table, f, indent=1)
-    os.replace(tmp, path)
+        spec = KernelSpec(**dict(d, block=tuple(d["block"])))
+        if (spec.dtype, spec.x_signed, (spec.rows, spec.cols)) != (dtype, x_signed, w_codes.shape):
+            return None
+        plan = plan_from_decision(d, w_codes, row_scale, mask, gen)
+    except (JitvocError, KeyError, TypeError, ValueError) as e:
+        jit.debug(1, f"ignoring an unusable autotune decision: {type(e).__name__}: {e}")
+        return None
+    return plan if plan.spec == spec else None
 
 
 def plan_from_decision(d: dict, w_codes, row_scale, mask, gen) -> Plan:

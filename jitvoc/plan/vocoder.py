@@ -32,7 +32,8 @@ VECTOR = 16  # logical vector width of the element-wise code
 FLOAT_ACCUMULATORS = 4  # float32 partial sums per row block, the same on every generation
 # Kernel dtype per matrix for each engine dtype.
 PRECISION = {d: {m: d for m in MATRICES} for d in ("int8", "int16", "float32")}
-CALIBRATION_FRAMES = 16  # frames of a synthetic chirp for models without a calibration
+CALIBRATION_FRAMES = 16  # frames of a synthetic chirp for models without a calibration,
+CALIBRATION_SAMPLES = 4800  # fewer (2 at least) where that many frames exceed these samples
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,7 +94,8 @@ def _measure(model) -> dict:
     from ..reference.vocoder import teacher_forced_states
     from ..mel import mel_spectrogram
     sr, hop = model.sample_rate, model.hop_length
-    t = np.arange(CALIBRATION_FRAMES * hop) / sr
+    frames = min(CALIBRATION_FRAMES, max(2, CALIBRATION_SAMPLES // hop))   # bounded time
+    t = np.arange(frames * hop) / sr
     audio = (8000 * np.sin(2 * np.pi * (100 + 3000 * t) * t)).astype(np.int16)
     h = teacher_forced_states(model, mel_spectrogram(audio, sr, model.mel_config), audio)
     w, H2 = model.weights, model.hidden // 2

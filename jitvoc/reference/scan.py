@@ -43,6 +43,11 @@ def linear_recurrence_backward(decays, h, initial_state, grad_h):
     return delta * prev, delta, (lam[0] * delta[0] if len(g) else np.zeros_like(h0))
 
 
+def _stacked(rows, x, d):
+    """The per-step outputs as one array [T, ..., d] (also for T = 0)."""
+    return np.stack(rows) if rows else np.zeros(x.shape[:-1] + (d,), x.dtype)
+
+
 def gilr(x, U, V, b_g, b_i, h0=None):
     """GILR layer, one timestep at a time."""
     h = np.zeros(x.shape[1:-1] + (U.shape[1],), x.dtype) if h0 is None else h0
@@ -51,7 +56,7 @@ def gilr(x, U, V, b_g, b_i, h0=None):
         g = sigmoid(xt @ U + b_g)
         h = g * h + (1 - g) * np.tanh(xt @ V + b_i)
         out.append(h)
-    return np.stack(out)
+    return _stacked(out, x, U.shape[1])
 
 
 def sru(x, W, W_f, W_r, b_f, b_r, c0=None):
@@ -62,7 +67,7 @@ def sru(x, W, W_f, W_r, b_f, b_r, c0=None):
         f, r = sigmoid(xt @ W_f + b_f), sigmoid(xt @ W_r + b_r)
         c = f * c + (1 - f) * (xt @ W)
         out.append(r * np.tanh(c) + (1 - r) * xt)
-    return np.stack(out)
+    return _stacked(out, x, W.shape[1])
 
 
 def ls_lstm(x, U, V, b_g, b_i, W, b, c0=None):
@@ -77,4 +82,4 @@ def ls_lstm(x, U, V, b_g, b_i, W, b, c0=None):
         c = sigmoid(f) * c + sigmoid(i) * np.tanh(z)
         out.append(sigmoid(o) * np.tanh(c))
         s = st
-    return np.stack(out)
+    return _stacked(out, x, D)

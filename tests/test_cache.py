@@ -1,0 +1,261 @@
+"""The kernel cache: an entry that does not verify is a miss that recompiles, never a crash or a
+wrong result; an unusable cache folder means compiling without it, with one warning."""
+import errno
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jitvoc import cache, jit
+from jitvoc.matvec import build_matvec
+from jitvoc.plan import matvec as planner
+from jitvoc.reference.matvec import matvec_quantized
+
+ROOT = Path(__file__).resolve().parent.parent
+W = np.random.default_rng(0).standard_normal((24, 40)).astype(np.float32)
+X = np.random.default_rng(1).standard_normal(40).astype(np.float32)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv("JITVOC_CACHE", str(d))
+    cache._warned.clear()
+    return d
+
+
+@pytest.fixture
+def compiles(monkeypatch):
+    """The names of the modules compiled from now on."""
+    names = []
+    real = jit.compile_object
+    monkeypatch.setattr(jit, "compile_object", lambda m, g: names.append(m.name) or real(m, g))
+    return names
+
+
+def _check(mv, w=W, x=X):
+    expected = matvec_quantized(mv.plan.w_codes, mv.plan.row_scale, x, mv.format_for(x))
+    assert np.array_equal(mv(x), expected), mv.spec
+
+
+def _entry(cache_dir, mv) -> Path:
+    (path,) = cache_dir.glob(f"{mv.spec}-*.o")
+    return path
+
+
+def test_folder_is_private_even_under_umask_000(cache_dir):
+    old = os.umask(0)
+    try:
+        build_matvec(W, "int8")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700
+    for path in cache_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) & 0o022 == 0, path
+
+
+def test_second_load_compiles_nothing(cache_dir, compiles):
+    build_matvec(W, "int8")
+    compiles.clear()
+    _check(build_matvec(W, "int8"))
+    assert compiles == []
+
+
+@pytest.mark.parametrize("damage", ["planted_other_kernel", "truncated", "empty", "flipped_byte",
+                                    "flipped_header"])
+def test_damaged_entry_is_a_miss(cache_dir, compiles, damage):
+    mv = build_matvec(W, "int8")
+    path = _entry(cache_dir, mv)
+    data = path.read_bytes()
+    if damage == "planted_other_kernel":
+        other = build_matvec(W[:, :17], "int8")
+        data = _entry(cache_dir, other).read_bytes()
+    elif damage == "truncated":
+        data = data[:len(data) // 2]
+    elif damage == "empty":
+        data = b""
+    elif damage == "flipped_byte":
+        data = data[:-100] + bytes([data[-100] ^ 0x10]) + data[-99:]
+    else:
+        data = bytes([data[0] ^ 1]) + data[1:]
+    path.write_bytes(data)
+    compiles.clear()
+    _check(build_matvec(W, "int8"))
+    assert compiles == [mv.spec]
+    assert cache.parse_entry(path.read_bytes(), jit.cache_key(mv.spec, mv.gen, "jitvoc.matvec"))
+
+
+def test_entry_writable_by_others_is_ignored_with_a_warning(cache_dir, compiles):
+    mv = build_matvec(W, "int8")
+    _entry(cache_dir, mv).chmod(0o666)
+    compiles.clear()
+    with pytest.warns(cache.CacheWarning, match="writable by others"):
+        _check(build_matvec(W, "int8"))
+    assert compiles == [mv.spec]
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give a file away")
+def test_entry_of_another_user_is_ignored(cache_dir, compiles):
+    mv = build_matvec(W, "int8")
+    os.chown(_entry(cache_dir, mv), 65534, 65534)
+    compiles.clear()
+    with pytest.warns(cache.CacheWarning, match="owned by uid 65534"):
+        _check(build_matvec(W, "int8"))
+    assert compiles == [mv.spec]
+
+
+def test_folder_writable_by_others_is_not_used(cache_dir, compiles):
+    cache_dir.mkdir(mode=0o700)
+    cache_dir.chmod(0o777)
+    with pytest.warns(cache.CacheWarning, match="writable by others"):
+        _check(build_matvec(W, "int8"))
+    assert list(cache_dir.iterdir()) == []
+
+
+def test_cache_naming_a_file_compiles_without_it(cache_dir, compiles):
+    cache_dir.write_text("not a folder")
+    with pytest.warns(cache.CacheWarning, match="not a folder"):
+        _check(build_matvec(W, "int8"))
+        _check(build_matvec(W, "int8"))
+    assert len(compiles) == 2
+
+
+def test_full_disk_compiles_without_caching_and_leaves_nothing(cache_dir, compiles, monkeypatch):
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.warns(cache.CacheWarning, match="No space left"):
+        _check(build_matvec(W, "int8"))
+    assert list(cache_dir.iterdir()) == []
+
+
+def _sparse_w():
+    rng = np.random.default_rng(3)
+    return (rng.standard_normal((64, 128)) * (rng.random((64, 128)) < 0.1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("how", ["edited", "edited_and_redigested"])
+def test_tampered_decision_is_a_miss(cache_dir, how):
+    w = _sparse_w()
+    first = build_matvec(w, "int8", autotune=True)
+    path = cache_dir / planner.DECISIONS
+    key = planner._decisions_key()
+    table = json.loads(cache.parse_entry(path.read_bytes(), key))
+    for d in table.values():
+        d["dtype"] = "float32"
+    payload = json.dumps(table).encode()
+    if how == "edited":
+        data = path.read_bytes()
+        data = data[:len(data) - len(payload)] + payload if len(payload) < len(data) else payload
+        path.write_bytes(data)
+    else:
+        path.write_bytes(cache.entry_bytes(key, payload))
+    second = build_matvec(w, "int8", autotune=True)
+    assert second.kernel.dtype == "int8"
+    x = np.random.default_rng(4).standard_normal(128).astype(np.float32)
+    _check(second, w, x)
+    _check(first, w, x)
+
+
+def _run(code, env):
+    """Run `code` in a fresh process importing jitvoc from env's PYTHONPATH (not the cwd)."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd="/",
+                          capture_output=True, text=True, timeout=300)
+
+
+SCRIPT = """
+    import numpy as np
+    from jitvoc import jit
+    from jitvoc.matvec import build_matvec
+    compiled = []
+    real = jit.compile_object
+    jit.compile_object = lambda m, g: compiled.append(m.name) or real(m, g)
+    w = np.random.default_rng(0).standard_normal((24, 40)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal(40).astype(np.float32)
+    mv = build_matvec(w, "int8")
+    print(len(compiled), mv(x).tobytes().hex(), jit.__file__)
+"""
+
+
+def test_changed_source_file_recompiles(cache_dir, tmp_path):
+    """A legal edit of a module that shapes the packed layout (in a copy of the package)
+    changes the key: the next process compiles afresh instead of loading the old object."""
+    shutil.copytree(ROOT / "jitvoc", tmp_path / "pkg" / "jitvoc",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "kernels_templates", tmp_path / "pkg" / "kernels_templates")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "pkg"), JITVOC_CACHE=str(cache_dir))
+    runs = []
+    for edit in (None, None, "\n# a comment changes nothing but the source\n"):
+        if edit:
+            with open(tmp_path / "pkg" / "jitvoc" / "layout.py", "a") as f:
+                f.write(edit)
+        r = _run(SCRIPT, env)
+        assert r.returncode == 0, r.stderr
+        runs.append(r.stdout.split())
+    assert {f for _, _, f in runs} == {str(tmp_path / "pkg" / "jitvoc" / "jit.py")}
+    assert [n for n, _, _ in runs] == ["1", "0", "1"]
+    assert len({y for _, y, _ in runs}) == 1
+    assert len(list(cache_dir.glob("*.o"))) == 2
+
+
+def test_two_processes_compiling_at_once(cache_dir):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JITVOC_CACHE=str(cache_dir))
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(SCRIPT)], env=env, cwd="/",
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert len({out.split()[1] for out, _ in outputs}) == 1
+    r = _run(SCRIPT, env)
+    assert r.stdout.split()[0] == "0"   # the entry one of them left verifies
+    assert not list(cache_dir.glob("*.tmp")) and not list(cache_dir.glob(".*.tmp"))
+
+
+def test_stored_decisions_accumulate(cache_dir):
+    for i in range(3):
+        planner.store_decision(f"k{i}", build_matvec(W, "int8").kernel)
+    assert sorted(planner._decisions()) == ["k0", "k1", "k2"]
+
+
+def test_info_and_clear(cache_dir):
+    build_matvec(W, "int8")
+    info = cache.info()
+    assert info["path"] == str(cache_dir) and info["entries"] >= 1 and info["problem"] is None
+    assert cache.clear() == info["entries"]
+    assert cache.info()["entries"] == 0
+
+
+def test_default_location_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.delenv("JITVOC_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.directory() == tmp_path / "xdg" / "jitvoc"
+
+
+def test_cli_cache_info_and_clear(cache_dir, capsys):
+    from jitvoc.cli import main
+    build_matvec(W, "int8")
+    assert main(["cache", "info"]) == 0
+    out = capsys.readouterr().out
+    assert str(cache_dir) in out and "entries: 1 " in out
+    assert main(["cache", "clear"]) == 0
+    assert "removed 1 entries" in capsys.readouterr().out
+    assert list(cache_dir.iterdir()) == []
+
+
+def test_least_recently_used_entries_are_evicted(cache_dir, monkeypatch):
+    first = build_matvec(W, "int8")
+    size = _entry(cache_dir, first).stat().st_size
+    monkeypatch.setattr(cache, "MAX_BYTES", int(2.5 * size))
+    second = build_matvec(W[:, :30], "int8")
+    os.utime(_entry(cache_dir, first), (1, 1))   # used long ago
+    os.utime(_entry(cache_dir, second))          # just now
+    third = build_matvec(W[:, :20], "int8")
+    assert [bool(list(cache_dir.glob(f"{mv.spec}-*.o"))) for mv in (first, second, third)] \
+        == [False, True, True]
