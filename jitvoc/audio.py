@@ -14,32 +14,16 @@ import numpy as np
 
 from .atomic import atomic_file
 from .errors import InputError, JitvocError
+from .optional import require
 
 SUBTYPES = {"int16": "PCM_16", "float32": "FLOAT"}
-
-
-def _soundfile():
-    try:
-        import soundfile
-    except ImportError:   # also OSError: libsndfile missing
-        raise JitvocError("reading and writing audio needs soundfile: pip install soundfile") \
-            from None
-    return soundfile
-
-
-def _soxr():
-    try:
-        import soxr
-    except ImportError:
-        raise JitvocError("resampling audio needs soxr: pip install soxr") from None
-    return soxr
 
 
 def read_audio(path, sample_rate=None) -> tuple[np.ndarray, int, list[str]]:
     """(int16 mono samples, their rate, notes on what was changed) of an audio file or "-".
 
     With `sample_rate`, other rates are resampled to it (soxr, high quality)."""
-    sf = _soundfile()
+    sf = require("soundfile", "reading and writing audio")
     name = "stdin" if path == "-" else os.fspath(path)
     source = io.BytesIO(sys.stdin.buffer.read()) if path == "-" else name
     if path != "-" and not os.path.exists(name):
@@ -54,7 +38,7 @@ def read_audio(path, sample_rate=None) -> tuple[np.ndarray, int, list[str]]:
     audio = data.mean(axis=1, dtype=np.float32)
     if sample_rate is not None and rate != sample_rate:
         if len(audio):
-            audio = _soxr().resample(audio, rate, sample_rate, quality="HQ").astype(np.float32)
+            audio = require("soxr", "resampling audio").resample(audio, rate, sample_rate, quality="HQ").astype(np.float32)
         notes.append(f"resampled from {rate} Hz to {sample_rate} Hz")
         rate = sample_rate
     return to_int16(audio), int(rate), notes
@@ -96,7 +80,7 @@ def write_audio(path, audio, sample_rate, sample_format="int16") -> None:
     if sample_format not in SUBTYPES:
         raise InputError(f"sample_format must be one of {tuple(SUBTYPES)}, got {sample_format!r}")
     data = audio if sample_format == "int16" else audio.astype(np.float32) / np.float32(32768)
-    sf = _soundfile()
+    sf = require("soundfile", "reading and writing audio")
     buf = io.BytesIO()
     sf.write(buf, data, int(sample_rate), format="WAV", subtype=SUBTYPES[sample_format])
     if path == "-":

@@ -13,7 +13,8 @@ import os
 from dataclasses import dataclass
 
 from . import jit
-from .errors import JitvocError, UnsupportedCPU
+from .optional import require
+from .errors import UnsupportedCPU
 
 # The SIMD features the kernels care about, as LLVM names them.
 SIMD_FEATURES = ("sse2", "ssse3", "sse4.1", "avx", "avx2", "fma",
@@ -138,12 +139,7 @@ def runnable_generations() -> list[str]:
 @functools.lru_cache(maxsize=None)
 def _cpu_info() -> dict:
     """py-cpuinfo's description of the host (imported only here: `jitvoc info` needs it)."""
-    try:
-        import cpuinfo
-    except ImportError:
-        raise JitvocError("describing the host needs py-cpuinfo: pip install py-cpuinfo") \
-            from None
-    return cpuinfo.get_cpu_info()
+    return require("cpuinfo", "describing the host", "py-cpuinfo").get_cpu_info()
 
 
 def cpuinfo_flags() -> list[str]:

@@ -17,7 +17,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "none": lambda x: x}
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jitvoc
-from jitvoc.audio import read_wav
+from jitvoc.audio import read_audio
 from jitvoc.engine_jit import JitEngine
 from jitvoc.errors import InputError, UnsupportedCPU
 from jitvoc.model import Model, load_model, random_model
@@ -141,7 +141,7 @@ def test_first_samples_draw_no_improbable_class():
     m = load_model(SHIPPED)
     model = Model(m.weights, m.masks, dict(m.meta, representation=Representation().to_meta()))
     voc = jitvoc.load(model, dtype="int8")
-    x, sr = read_wav(os.path.join(ROOT, "examples", "ru_0749.wav"))
+    x, sr = read_audio(os.path.join(ROOT, "examples", "ru_0749.wav"))[:2]
     mel = jitvoc.mel_spectrogram(x[:model.hop_length], sr, model.mel_config)
     t = np.arange(100)
     for seed in range(21):

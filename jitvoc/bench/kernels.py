@@ -20,6 +20,7 @@ from ..matvec import MatVec
 from ..plan import matvec as planner
 from ..progress import Steps
 from . import report
+from ..optional import require
 
 DTYPES = ("int8", "int16", "float32")
 QUICK_DTYPES = ("int8",)
@@ -92,6 +93,7 @@ def roofline(repeats: int) -> dict:
 
 def peers(w: np.ndarray, repeats: int) -> dict:
     """ns per call of the single-threaded float32 peers on the dense matrix `w`."""
+    require("scipy", "benchmarking against scipy.sparse", "jitvoc[bench]")
     import scipy.sparse
     x = _x(w.shape[1])
     csr = scipy.sparse.csr_matrix(w)

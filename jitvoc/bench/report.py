@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from ..optional import require
+
 from ..blas import blas_threads
 from ..errors import JitvocError
 
@@ -157,7 +159,7 @@ def environment(blas: str) -> dict:
     """What the figures depend on besides jitvoc: host, libraries, threads."""
     from .. import __version__
     from .. import cpu as cpu_mod
-    import scipy
+    scipy = require("scipy", "benchmarking against scipy.sparse", "jitvoc[bench]")
     torch = torch_or_none()
     return {"host": cpu_mod.describe_host(), "cores": os.cpu_count(),
             "python": platform.python_version(), "numpy": np.__version__,

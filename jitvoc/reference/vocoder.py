@@ -16,7 +16,6 @@ at frame boundaries must not change a single sample.
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse
 
 from ..errors import InputError
 
@@ -138,8 +137,7 @@ class ReferenceEngine:
             raise InputError(f"the reference engine computes in float32, not {dtype}")
         self.model, self.cpu, self.dtype = model, None, "float32"
         self._w = model.weights
-        # R is mostly zeros: a CSR product keeps the per-step loop cheap (same values)
-        self._R = scipy.sparse.csr_matrix(model.weights["gru.R"])
+        self._R = np.ascontiguousarray(model.weights["gru.R"], np.float32)
         self._hop, self._mode = model.hop_length, model.upsample
         rep = model.representation
         self._base, self._step, self._offset = segments(rep.code)
