@@ -9,6 +9,7 @@ import zlib
 
 import numpy as np
 
+from . import pretrained
 from .atomic import atomic_file
 from .errors import InputError, ModelFileError
 from .mel import DEFAULT_CONFIG, check_config
@@ -85,8 +86,9 @@ class Model:
 
 
 def load_model(path) -> Model:
-    """Load and fully validate a model file; any problem raises ModelFileError naming the file."""
-    path = os.fspath(path)
+    """Load and fully validate a model file, given by its path or an installed model's name
+    (jitvoc.pretrained); any problem raises ModelFileError naming the file."""
+    path = os.fspath(pretrained.resolve(path))
     arrays = _read_npz(path)
     try:
         if "meta" not in arrays:

@@ -6,7 +6,7 @@ import sys
 
 from ..errors import JitvocError
 
-SUBCOMMANDS = ("info", "kernels", "synth", "bench")  # modules of this package
+SUBCOMMANDS = ("info", "models", "kernels", "synth", "bench")  # modules of this package
 
 
 def build_parser() -> argparse.ArgumentParser:

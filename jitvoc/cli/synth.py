@@ -1,10 +1,12 @@
-"""`jitvoc synth MODEL MEL.npy -o out.wav` and `jitvoc resynth MODEL in.wav -o out.wav`."""
+"""`jitvoc synth [MODEL] MEL.npy -o out.wav` and `jitvoc resynth [MODEL] in.wav -o out.wav`
+(MODEL: a file or an installed model's name; default: the installed default model)."""
 import os
 import sys
 import time
 
 import numpy as np
 
+from .. import pretrained
 from ..audio import read_wav, write_wav_atomic
 from ..errors import JitvocError
 from ..mel import mel_spectrogram
@@ -20,7 +22,9 @@ def register(sub) -> None:
             ("resynth", _resynth, "re-synthesize a WAV file through its log-mel spectrogram",
              "16-bit mono WAV at the model's sample rate")):
         p = sub.add_parser(name, help=summary, description=summary)
-        p.add_argument("model", help="model file (.npz)")
+        p.add_argument("model", nargs="?", default=pretrained.DEFAULT,
+                       help=f"model file (.npz) or installed model name (`jitvoc models`; "
+                            f"default {pretrained.DEFAULT})")
         p.add_argument("input", help=input_help)
         p.add_argument("-o", "--output", required=True, help="output WAV file (written atomically)")
         p.add_argument("--cpu", help="CPU generation to compile for (default: this host)")
