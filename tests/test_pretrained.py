@@ -1,5 +1,5 @@
 """Installed models (jitvoc.pretrained): loading by name or path, unknown names, `jitvoc models`
-and the default model of `jitvoc synth` / `jitvoc resynth`."""
+the default model of `jitvoc synth` / `jitvoc resynth`, and names in `jitvoc kernels`."""
 import pathlib
 
 import numpy as np
@@ -73,3 +73,8 @@ def test_resynth_uses_the_default_model(installed, tmp_path, capsys):
     np.testing.assert_array_equal(read_wav(tmp_path / "out.wav")[0], expected[:len(audio)])
     assert main(["resynth", "nosuch", str(tmp_path / "in.wav"), "-o", str(tmp_path / "x.wav")]) == 2
     assert "unknown model name 'nosuch'" in capsys.readouterr().err
+
+
+def test_kernels_command_takes_a_name(installed, tmp_path):
+    assert main(["kernels", "tiny", "--emit", "ll", "--out", str(tmp_path / "k")]) == 0
+    assert (tmp_path / "k" / "plan.json").exists()
