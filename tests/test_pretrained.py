@@ -1,4 +1,4 @@
-"""Installed models (jitvoc.pretrained): loading by name or path, unknown names, `jitvoc models`
+"""Installed models (jitvoc.pretrained): loading by name or path, unknown names, `jitvoc models`,
 the default model of `jitvoc synth` / `jitvoc resynth`, and names in `jitvoc kernels`."""
 import pathlib
 
