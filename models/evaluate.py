@@ -291,7 +291,8 @@ def parse_args(argv):
                     help=f"model file or installed model name (default {pretrained.DEFAULT})")
     ap.add_argument("--voices", default=None, help="comma-separated (default: every voice of "
                                                    "models/split.json)")
-    ap.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated JIT dtypes")
+    ap.add_argument("--dtypes", default=",".join(DTYPES),
+                    help=f"comma-separated JIT dtypes (default {','.join(DTYPES)})")
     ap.add_argument("--max-sentences", type=int, default=None,
                     help=f"per voice (default: all of {FESTVOX}, {OTHER_VOICES_SENTENCES} of "
                          f"the others)")
