@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from . import npy
+from . import npy, pretrained
 from .atomic import atomic_file
 from .errors import InputError, ModelFileError
 from .mel import DEFAULT_CONFIG, check_config
@@ -91,13 +91,14 @@ class Model:
 
 
 def load_model(path) -> Model:
-    """Load and fully validate a model file; any problem raises ModelFileError naming the file.
+    """Load and fully validate a model file, given by its path or an installed model's name
+    (jitvoc.pretrained); any problem raises ModelFileError naming the file.
 
     Resources are bounded before anything is decompressed or allocated: the metadata is read
     first and checked against LIMITS, then every member's .npy header against the shapes the
     metadata implies; only then are the arrays read, exactly as many bytes as their headers say.
     """
-    path = os.fspath(path)
+    path = os.fspath(pretrained.resolve(path))
     try:
         meta, arrays = _read_archive(path)
         if "sha256" not in meta:

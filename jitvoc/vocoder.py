@@ -19,7 +19,8 @@ BACKENDS = ("jit", "reference")
 
 
 def load(path_or_model, cpu=None, dtype=None, backend="jit") -> "Vocoder":
-    """A Vocoder for a model file (or a Model).
+    """A Vocoder for a model: a file path, an installed model's name (jitvoc.pretrained, e.g.
+    "festvox_ru_wavernn"), or a Model.
 
     backend "jit" runs the JIT engine with `dtype` ("int8" when None, or "int16", "float32")
     on `cpu` (a CPU generation name; None: this host). backend "reference" runs the float32
@@ -34,7 +35,7 @@ def load(path_or_model, cpu=None, dtype=None, backend="jit") -> "Vocoder":
     elif isinstance(path_or_model, (str, os.PathLike)):
         model = load_model(path_or_model)
     else:
-        raise InputError(f"expected a model file path or a Model, "
+        raise InputError(f"expected a model file path, an installed model name or a Model, "
                          f"got {type(path_or_model).__name__}")
     if backend == "reference":
         engine = ReferenceEngine(model, cpu=cpu, dtype=dtype or "float32")

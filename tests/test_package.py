@@ -1,4 +1,4 @@
-"""Packaging: the kernel templates ship in the wheel, and the ISA tables agree with each other."""
+"""Packaging: the kernel templates, the installed models and their data notices ship in the wheel, and the ISA tables agree with each other."""
 import subprocess
 import sys
 import zipfile
@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from jitvoc import cpu, templates
+from jitvoc import cpu, pretrained, templates
 from jitvoc.emit import isa
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_wheel_ships_kernel_templates(tmp_path):
+def test_wheel_ships_kernel_templates_and_models(tmp_path):
     try:
         import setuptools  # noqa: F401  (building without isolation needs it here)
     except ImportError:
@@ -24,6 +24,9 @@ def test_wheel_ships_kernel_templates(tmp_path):
     for t in (ROOT / "kernels_templates").glob("*.toml"):
         assert f"jitvoc/kernels_templates/{t.name}" in names
     assert "jitvoc/plan/vocoder.py" in names and "jitvoc/emit/loop.py" in names
+    assert f"jitvoc/pretrained/{pretrained.DEFAULT}.npz" in names
+    for notice in (ROOT / "models").glob("LICENSE.*"):
+        assert f"jitvoc-0.1.0.dist-info/licenses/models/{notice.name}" in names
 
 
 def test_every_template_intrinsic_has_a_feature_entry():

@@ -24,7 +24,7 @@ from conftest import RUNNABLE
 KL_BOUND = {"int16": 1e-6, "int8": 2e-3}
 SR = 16000
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-SHIPPED = os.path.join(ROOT, "models", "festvox_ru_wavernn.npz")
+SHIPPED = "festvox_ru_wavernn"  # the installed model, by name
 REPRESENTATIONS = {"linear": Representation(), "linear+pre": Representation("linear", 0.85),
                    "mulaw": Representation("mulaw"), "mulaw+pre": Representation("mulaw", 0.85)}
 

@@ -2,7 +2,7 @@
 use, as LLVM IR and/or assembly named by spec, with the plan as plan.json.
 
 MODEL is a jitvoc model file (.npz with a `meta` key: the five matrix kernels and the fused
-generation loop) or an .npz of named 2-D matrices (one kernel per matrix). Works for any known
+generation loop) or an installed model's name, or an .npz of named 2-D matrices (one kernel per matrix). Works for any known
 CPU generation, also one this host cannot run: kernels are only compiled, never run.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import asdict
 import numpy as np
 
 from .. import cpu as cpu_mod
-from .. import jit, npy
+from .. import jit, npy, pretrained
 from ..emit import loop as emit_loop
 from ..emit import spmv as emit_spmv
 from ..errors import JitvocError
@@ -28,11 +28,12 @@ def register(sub) -> None:
     summary = "write the kernels a model would use as LLVM IR / assembly, with the plan"
     p = sub.add_parser("kernels", help=summary, description=(
         "Write every kernel a model would use as LLVM IR and/or assembly, one file per kernel "
-        "named by its spec, with the plan as plan.json. MODEL is a jitvoc model file (the five "
-        "matrix kernels and the fused generation loop) or an .npz of named 2-D matrices (one "
-        "kernel per matrix). Any known CPU generation works, also one this host cannot run: "
-        "the kernels are compiled, never run."))
-    p.add_argument("model", help="jitvoc model file (.npz with meta), or an .npz of 2-D matrices")
+        "named by its spec, with the plan as plan.json. MODEL is a jitvoc model file or an "
+        "installed model's name (the five matrix kernels and the fused generation loop) or an "
+        ".npz of named 2-D matrices (one kernel per matrix). Any known CPU generation works, "
+        "also one this host cannot run: the kernels are compiled, never run."))
+    p.add_argument("model", help="jitvoc model file (.npz with meta) or installed model name, "
+                                  "or an .npz of 2-D matrices")
     p.add_argument("--cpu", help="CPU generation to compile for (default: $JITVOC_CPU or native);"
                                  " need not be runnable here")
     p.add_argument("--dtype", choices=DTYPES, default="int8", help="arithmetic (default int8)")
@@ -103,6 +104,7 @@ def _matrix_entry(plan, mask) -> dict:
 
 
 def _kernels(args) -> int:
+    args.model = pretrained.resolve(args.model)
     gen = cpu_mod.resolve(args.cpu)
     os.makedirs(args.out, exist_ok=True)
     doc = {"source": os.path.abspath(args.model), "cpu": gen.name, "llvm_cpu": gen.llvm_cpu,

@@ -1,4 +1,5 @@
-"""`jitvoc synth MODEL MEL.npy -o out.wav` and `jitvoc resynth MODEL in.wav -o out.wav`."""
+"""`jitvoc synth [MODEL] MEL.npy -o out.wav` and `jitvoc resynth [MODEL] in.wav -o out.wav`
+(MODEL: a file or an installed model's name; default: the installed default model)."""
 import io
 import logging
 import sys
@@ -6,7 +7,7 @@ import time
 
 import numpy as np
 
-from .. import npy
+from .. import npy, pretrained
 from ..audio import SUBTYPES, check_output, read_audio, write_audio
 from ..errors import JitvocError
 from ..mel import mel_spectrogram
@@ -32,7 +33,9 @@ def register(sub) -> None:
             ("resynth", _resynth, "re-synthesize an audio file through its log-mel spectrogram",
              RESYNTH, "the audio file, or '-' to read it from stdin")):
         p = sub.add_parser(name, help=summary, description=description)
-        p.add_argument("model", help="the model file (.npz)")
+        p.add_argument("model", nargs="?", default=pretrained.DEFAULT,
+                       help=f"the model file (.npz) or an installed model's name (`jitvoc "
+                            f"models`; default {pretrained.DEFAULT})")
         p.add_argument("input", help=input_help)
         p.add_argument("-o", "--output", required=True,
                        help="the WAV file to write, or '-' for stdout. A file is written "
