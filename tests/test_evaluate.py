@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jitvoc
-from jitvoc.audio import read_wav
+from jitvoc.audio import read_audio
 from jitvoc.model import random_model
 
 for package in ("librosa", "pesq", "pystoi", "soundfile"):
@@ -32,7 +32,7 @@ def test_periodicity_of_a_tone_and_of_noise():
 
 def test_griffin_lim_is_aligned_with_the_recording():
     model = jitvoc.load_model(jitvoc.pretrained.DEFAULT)
-    x = read_wav(os.path.join(ROOT, "examples", "ru_0749.wav"))[0][:3 * SR]
+    x = read_audio(os.path.join(ROOT, "examples", "ru_0749.wav"))[0][:3 * SR]
     y = evaluate.griffin_lim(jitvoc.mel_spectrogram(x, SR, model.mel_config), model)[:len(x)]
     assert evaluate.stoi(x, y, SR)[0] > 0.95      # 0.90 without the hop/2 delay
     assert evaluate.pesq_wb(x, y, SR)[0] > 2.2
