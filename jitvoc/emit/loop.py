@@ -31,7 +31,7 @@ MATRIX_ARRAYS = ("W", "index", "panel_ptr", "row_scale", "zcorr")
 VECTORS = ("gru.bR", "gru.I0", "gru.I1", "gru.I2", "out.b1", "out.b2", "out.b3", "out.b4")
 PARAMS = tuple(f"{m}.{a}" for m in MATRICES for a in MATRIX_ARRAYS) + VECTORS
 V = VECTOR
-GATE_CHUNKS = 2   # 16-row blocks of the GRU update computed together
+GATE_CHUNKS = 4   # 16-row blocks of the GRU update computed together (4: 4% faster than 2)
 V16 = vec(f32, V)
 
 
@@ -178,34 +178,41 @@ class LoopEmitter:
             self._gate_rows(half, [i64(j)], splats, k0, k1)
 
     def _gate_rows(self, half, js, splats, k0, k1):
-        b, H, H2 = self.b, self.H, self.H2
-        x0v, x1v, x2v, av = splats
-        pre = []
-        for j in js:
-            chunk = []
-            for g in range(3):  # u, r, e
-                row = b.add(j, i64(g * H + half * H2))
-                a = self._vload(self.a, row)  # R h + bR
-                v = b.fadd(b.fmul(self._vload(self.p["gru.I0"], row), x0v),
-                           b.fmul(self._vload(self.p["gru.I1"], row), x1v))
-                v = b.fadd(v, b.fmul(self._vload(self.p["gru.I2"], row), x2v))
-                ka = self._vload(k0, row)
-                if self.plan.upsample == "linear":
-                    ka = b.fadd(ka, b.fmul(av, b.fsub(self._vload(k1, row), ka)))
-                chunk.append((a, b.fadd(v, ka)))
-            pre.append(chunk)
-        ur = [mathfn.sigmoid_pair(b, b.fadd(au, vu), b.fadd(ar, vr))
-              for (au, vu), (ar, vr), _ in pre]
-        es = [mathfn.tanh(b, b.fadd(b.fmul(r, ae), ve)) for (_, r), (_, _, (ae, ve)) in zip(ur, pre)]
+        """Rows js .. js + 15 of each chunk: E_u = e^-x_u, E_r = e^-x_r, z = a_e / (1 + E_r) + v_e
+        (r ∘ a_e with r = σ(x_r)), E_e = e^-2z, then the blend (mathfn.gru_blend), stage by
+        stage over the chunks so that their dependency chains overlap."""
+        b, H2 = self.b, self.H2
+        pre = [self._preactivations(half, j, splats, k0, k1) for j in js]
+        e_u = [mathfn.gate_exp(b, b.fadd(au, vu), -1.0) for (au, vu), _, _ in pre]
+        e_r = [mathfn.gate_exp(b, b.fadd(ar, vr), -1.0) for _, (ar, vr), _ in pre]
         one = ir.Constant(V16, [1.0] * V)
-        for j, (u, _), e in zip(js, ur, es):
+        z = [b.fadd(b.fdiv(ae, b.fadd(one, er)), ve) for (_, _, (ae, ve)), er in zip(pre, e_r)]
+        e_e = [mathfn.gate_exp(b, zc, -2.0) for zc in z]
+        for j, eu, ee in zip(js, e_u, e_e):
             hrow = b.add(j, i64(half * H2))
-            hv = self._vload(self.h, hrow)
-            hn = b.fadd(b.fmul(u, hv), b.fmul(b.fsub(one, u), e))
+            hn = mathfn.gru_blend(b, self._vload(self.h, hrow), eu, ee)
             b.store(hn, gep(b, self.h, f32, hrow), align=4)
             if self.quantized_h:  # R's codes of h_t (O1/O3 read them this very step)
                 r = self.mv["gru.R"]
                 r.put_codes(b, self.xbuf["gru.R"], hrow, r.code(b, hn, self._x_inv("gru.R")))
+
+    def _preactivations(self, half, j, splats, k0, k1):
+        """(a, v) of the u, r and e gates for 16 rows: a = R h + bR, v = I x + k_t. The coarse
+        half leaves out I[:, 2] ĉ_t (zero there: docs/model.md)."""
+        b, H, H2 = self.b, self.H, self.H2
+        x0v, x1v, x2v, av = splats
+        out = []
+        for g in range(3):  # u, r, e
+            row = b.add(j, i64(g * H + half * H2))
+            v = b.fadd(b.fmul(self._vload(self.p["gru.I0"], row), x0v),
+                       b.fmul(self._vload(self.p["gru.I1"], row), x1v))
+            if half:
+                v = b.fadd(v, b.fmul(self._vload(self.p["gru.I2"], row), x2v))
+            ka = self._vload(k0, row)
+            if self.plan.upsample == "linear":
+                ka = b.fadd(ka, b.fmul(av, b.fsub(self._vload(k1, row), ka)))
+            out.append((self._vload(self.a, row), b.fadd(v, ka)))
+        return out
 
     def _output(self, o_hidden, o_out, y_half):
         """logits = O_out relu(O_hidden y + b_hidden) + b_out, in the y buffer of o_out."""
