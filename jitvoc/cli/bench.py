@@ -1,4 +1,4 @@
-"""`jitvoc bench [all|kernels|vocoder|scan]`: benchmarks, one thread, on every CPU generation this
+"""`jitvoc bench [all|kernels|vocoder|scan|synth]`: benchmarks, one thread, on every CPU generation this
 host can run (the ladder x86-64 ... native by default), with NumPy, SciPy and PyTorch as peers."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from .. import cpu as cpu_mod
 from ..bench import kernels as bench_kernels
 from ..bench import report
 from ..bench import scan as bench_scan
+from ..bench import synth as bench_synth
 from ..bench import vocoder as bench_vocoder
 from ..errors import JitvocError, UnsupportedCPU
 
@@ -41,7 +42,7 @@ def register(sub) -> None:
                        description=__doc__.splitlines()[0])
     _common(p, suppress=False)
     p.set_defaults(func=_run, what="all")
-    bsub = p.add_subparsers(dest="bench_command", metavar="{all,kernels,vocoder,scan}")
+    bsub = p.add_subparsers(dest="bench_command", metavar="{all,kernels,vocoder,scan,synth}")
     for name, summary in (("all", "kernels and vocoder (the default)"),
                           ("kernels", "matrix-vector kernels vs the dense roofline and peers"),
                           ("vocoder", "samples/s and realtime factor of the generation loop")):
@@ -52,6 +53,10 @@ def register(sub) -> None:
                         description=bench_scan.__doc__.splitlines()[0])
     bench_scan.add_arguments(s)
     s.set_defaults(func=lambda args: bench_scan.run(args) and 0)
+    u = bsub.add_parser("synth", help="the whole user path (jitvoc resynth) vs the engine alone",
+                        description=bench_synth.__doc__.splitlines()[0])
+    bench_synth.add_arguments(u)
+    u.set_defaults(func=bench_synth.run)
 
 
 def select_generations(spec: str | None, quick: bool) -> tuple[list, list[str]]:
