@@ -18,15 +18,20 @@ import contextlib
 import functools
 import gc
 import hashlib
+import multiprocessing
 import os
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import llvmlite
 import llvmlite.binding as llvm
+
+from .atomic import atomic_file
+from .errors import JitvocError
 
 _lock = threading.Lock()
 
@@ -102,7 +107,8 @@ def _cache_path(name: str, gen) -> Path:
 
 
 def optimise(ir_module, gen):
-    """Parse, verify and optimise (-O3) an llvmlite.ir module; returns (module_ref, tm)."""
+    """Parse, verify and optimise (-O3) an llvmlite.ir module (or its text); returns
+    (module_ref, tm)."""
     _initialised()
     text = str(ir_module)
     debug(3, f"IR:\n{text}")
@@ -145,16 +151,20 @@ def _collector_paused():
 
 
 class Library:
-    """Machine code loaded into this process; keeps its execution engine alive."""
+    """Machine code loaded into this process; keeps its execution engine alive. `obj` may be a
+    list of objects: they must not call each other's symbols (RuntimeDyld resolved the large
+    code model's GOT64 calls across objects wrongly in 2 runs of 3: pass addresses instead)."""
 
-    def __init__(self, obj: bytes, gen):
+    def __init__(self, obj: bytes | list, gen):
         _initialised()
+        objs = obj if isinstance(obj, list) else [obj]
         empty = llvm.parse_assembly("")
         empty.triple = triple()
         self._engine = llvm.create_mcjit_compiler(empty, _target_machine(gen))
-        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        for o in objs:
+            self._engine.add_object_file(llvm.ObjectFileRef.from_data(o))
         self._engine.finalize_object()
-        self.object_size = len(obj)
+        self.object_size = sum(map(len, objs))
 
     def address(self, symbol: str) -> int:
         addr = self._engine.get_function_address(symbol)
@@ -183,3 +193,44 @@ def load(name: str, build_ir, gen, cache: bool = True) -> Library:
                 f.write(obj)
             os.replace(tmp, path)
         return Library(obj, gen)
+
+
+# --- several modules compiled in parallel ----------------------------------------------------------
+COMPILE_WORKERS = 2   # this project's machines have 2 cores
+
+
+def load_parts(parts, gen, announce=None) -> Library:
+    """One Library holding several modules (a loop and its kernels, see Library). `parts`:
+    [(name, build_ir)], each cached as `load` caches one module, the biggest first. The missing
+    ones are built (IR, in this process) and each handed at once to COMPILE_WORKERS forked
+    processes: llvmlite serialises every LLVM call of a process behind one lock, so threads
+    compiled one after another. `announce(names)` is called first when anything is to be
+    compiled."""
+    paths = [_cache_path(name, gen) for name, _ in parts]
+    missing = [i for i, path in enumerate(paths) if not path.exists()]
+    if missing and announce is not None:
+        announce([parts[i][0] for i in missing])
+    objs = {}
+    if missing:
+        _initialised()
+        fork = multiprocessing.get_context("fork")
+        with _collector_paused(), ProcessPoolExecutor(COMPILE_WORKERS, mp_context=fork) as pool:
+            futures = {i: pool.submit(_compile_text, parts[i][0], str(parts[i][1]()), gen)
+                       for i in missing}
+            objs = {i: f.result() for i, f in futures.items()}
+    for i, obj in objs.items():
+        paths[i].parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(paths[i], JitvocError) as f:
+            f.write(obj)
+    return Library([objs[i] if i in objs else paths[i].read_bytes() for i in range(len(parts))],
+                   gen)
+
+
+def _compile_text(name: str, text: str, gen) -> bytes:
+    """compile_object for IR text (what crosses to a worker process)."""
+    t0 = time.perf_counter()
+    mod, tm = optimise(text, gen)
+    obj = tm.emit_object(mod)
+    debug(2, f"compiled {name} for {gen.name} in {1e3 * (time.perf_counter() - t0):.1f} ms "
+             f"(pid {os.getpid()})")
+    return obj

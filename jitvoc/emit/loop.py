@@ -1,6 +1,8 @@
 """Emit the fused WaveRNN generation loop (VocoderPlan -> llvmlite.ir), per docs/model.md.
 
-One module holds the five matrix-vector cores (gru.R, out.O1..O4, as planned) and two functions:
+The loop calls five matrix-vector cores (gru.R, out.O1..O4, as planned), each compiled in a
+module of its own (core_modules: the compiler runs them in parallel) and reached through a
+function pointer in `params`, and defines two functions:
 
     N_generate(out i16*, n i64, t0 i64, K f32*, h f32*, cf i32*, seed i32, params ptr*)
     N_teacher(probs f32*, n i64, K f32*, c_prev i32*, f_prev i32*, c_cur i32*, h f32*, params ptr*)
@@ -25,14 +27,39 @@ from ..plan.vocoder import MATRICES, VECTOR, VocoderPlan
 from . import mathfn
 from .irutil import (alloca, counted_loop, f32, function, gep, i16, i32, i64, load, ptr, splat,
                      store, vec, void)
-from .spmv import SpmvEmitter
+from .spmv import CORE_ARGS, SpmvEmitter, core_symbol
 
 MATRIX_ARRAYS = ("W", "index", "panel_ptr", "row_scale", "zcorr")
 VECTORS = ("gru.bR", "gru.I0", "gru.I1", "gru.I2", "out.b1", "out.b2", "out.b3", "out.b4")
-PARAMS = tuple(f"{m}.{a}" for m in MATRICES for a in MATRIX_ARRAYS) + VECTORS
+CORES = tuple(f"{m}.core" for m in MATRICES)   # the cores' addresses
+PARAMS = tuple(f"{m}.{a}" for m in MATRICES for a in MATRIX_ARRAYS) + VECTORS + CORES
 V = VECTOR
 GATE_CHUNKS = 4   # 16-row blocks of the GRU update computed together (4: 4% faster than 2)
 V16 = vec(f32, V)
+EPILOGUE = {"gru.R": (True, False), "out.O1": (True, True), "out.O2": (True, False),
+            "out.O3": (True, True), "out.O4": (True, False)}   # (bias, relu)
+
+
+CORE_FN = ir.FunctionType(void, CORE_ARGS)
+
+
+def core_symbol_of(plan: VocoderPlan, m: str) -> str:
+    return core_symbol(plan.plans[m].spec, True, *EPILOGUE[m])
+
+
+def core_modules(plan: VocoderPlan) -> list:
+    """[(symbol, build)] of the cores the loop calls, one module each, in MATRICES order
+    (matrices of one layout and epilogue share a core)."""
+    def build(m):
+        p = plan.plans[m]
+        module = ir.Module(name=core_symbol_of(plan, m))
+        SpmvEmitter(p.spec, p.packed, plan.gen, module).emit_core(True, *EPILOGUE[m],
+                                                                   internal=False)
+        return module
+    firsts = {}
+    for m in MATRICES:
+        firsts.setdefault(core_symbol_of(plan, m), m)
+    return [(sym, lambda m=m: build(m)) for sym, m in firsts.items()]
 
 
 def _tree(b, v, combine):
@@ -52,9 +79,6 @@ class LoopEmitter:
         self.m = ir.Module(name=plan.name)
         self.H, self.H2, self.G = plan.hidden, plan.hidden // 2, 3 * plan.hidden
         self.mv = {n: SpmvEmitter(p.spec, p.packed, plan.gen, self.m) for n, p in plan.plans.items()}
-        epilogue = {"gru.R": (True, False), "out.O1": (True, True), "out.O2": (True, False),
-                    "out.O3": (True, True), "out.O4": (True, False)}   # (bias, relu)
-        self.cores = {n: e.emit_core(True, *epilogue[n]) for n, e in self.mv.items()}
         self.biases = {"gru.R": "gru.bR", "out.O1": "out.b1", "out.O2": "out.b2",
                        "out.O3": "out.b3", "out.O4": "out.b4"}
         scaled = (np.arange(256) / 127.5 - 1).astype(np.float32)
@@ -77,7 +101,8 @@ class LoopEmitter:
             fn = function(self.m, name, void, [ptr, i64, i64, ptr, ptr, ptr, i32, ptr])
             out, n, t0, K, h, cf, seed, params = fn.args
         b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
-        self.p = {key: load(b, params, ptr, i, align=8) for i, key in enumerate(PARAMS)}
+        self.p = {key: load(b, params, CORE_FN.as_pointer() if key in CORES else ptr, i, align=8,
+                            elem_type=ptr) for i, key in enumerate(PARAMS)}
         self.h, self.K = h, K
         # scratch, allocated once
         rows = {m: p.packed.rows_padded for m, p in self.plan.plans.items()}
@@ -150,8 +175,8 @@ class LoopEmitter:
             elem = r.elem if r.codes_input else i32
             xin = gep(b, buf, elem, i64(offset)) if offset else buf
         pr = [self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS]
-        b.call(self.cores[m], [y, xin, *pr, f32(fmt.scale if fmt else 1.0),
-                               self.p[self.biases[m]]])
+        b.call(self.p[f"{m}.core"], [y, xin, *pr, f32(fmt.scale if fmt else 1.0),
+                                     self.p[self.biases[m]]])
 
     def _scaled(self, q):
         return load(self.b, self.scaled, f32, self.b.zext(q, i64), align=4)
