@@ -189,8 +189,8 @@ class LoopEmitter:
     def _frame_rows(self, i):
         """α of sample i (float32) and its frame's row K_f. At a frame's first sample, the rows
         R's epilogue adds, bR + K_f for the u and r gates (bR alone for e: r multiplies only
-        R h + bR there), and K_f+1 − K_f: k_t is K_f + α (K_f+1 − K_f). Measured: 5 additions
-        fewer per 16 gate rows, gates 8% faster."""
+        R h + bR there), and K_f+1 − K_f: k_t is K_f + α (K_f+1 − K_f). 5 additions fewer per
+        16 gate rows: the whole loop 3% (int8) and 7% (int16) faster, timed side by side."""
         b, hop, G, H = self.b, self.plan.hop, self.G, self.H
         frame, rem = b.udiv(i, i64(hop)), b.urem(i, i64(hop))
         k0 = gep(b, self.K, f32, b.mul(frame, i64(G)))
