@@ -13,7 +13,8 @@ examples/ru_0749.wav), per dtype:
 - **cold / warm**: `python -m jitvoc resynth` as a fresh process with an empty kernel cache
   (one run: every kernel compiled), then with that cache filled (median of repeats).
 
-Figures are wall-clock medians; synthesize/engine and user/engine compare with the engine alone.
+Figures are wall-clock medians over rounds that time each part once; synthesize/engine and
+user/engine compare with the engine alone.
 """
 from __future__ import annotations
 
@@ -58,12 +59,19 @@ def user_path(model_path, wav, dtype: str) -> np.ndarray:
 
 
 def _median_s(fn, repeats: int) -> float:
-    times = []
+    return _medians({"s": fn}, repeats)["s"]
+
+
+def _medians(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function, timed in rounds (one call of each per round), so that
+    the machine's drift reaches them all alike."""
+    times = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def parts(model_path, wav, dtype: str, repeats: int) -> dict:
@@ -82,14 +90,15 @@ def parts(model_path, wav, dtype: str, repeats: int) -> dict:
     K = conditioning()
     n = len(mel) * voc.hop_length
     engine = voc._engine
-    return {"user_s": _median_s(lambda: user_path(model_path, wav, dtype), repeats),
-            "load_s": _median_s(lambda: load(model_path, dtype=dtype), repeats),
-            "mel_s": _median_s(lambda: mel_spectrogram(audio, rate, voc.model.mel_config), repeats),
-            "synthesize_s": _median_s(lambda: voc.synthesize(mel, seed=0)[:len(audio)], repeats),
-            "conditioning_s": _median_s(conditioning, repeats),
-            "engine_s": _median_s(lambda: engine.generate(K, 0, n, GenState.initial(
-                voc.model.hidden), 0), repeats),
-            "audio_s": len(audio) / rate, "samples": len(audio)}
+    medians = _medians({
+        "user_s": lambda: user_path(model_path, wav, dtype),
+        "load_s": lambda: load(model_path, dtype=dtype),
+        "mel_s": lambda: mel_spectrogram(audio, rate, voc.model.mel_config),
+        "synthesize_s": lambda: voc.synthesize(mel, seed=0)[:len(audio)],
+        "conditioning_s": conditioning,
+        "engine_s": lambda: engine.generate(K, 0, n, GenState.initial(voc.model.hidden), 0)},
+        repeats)
+    return {**medians, "audio_s": len(audio) / rate, "samples": len(audio)}
 
 
 def command_line(model_path, wav, dtype: str, repeats: int) -> dict:
