@@ -26,8 +26,8 @@ _TEACHER = "void(float*, int64_t, float*, int32_t*, int32_t*, int32_t*, float*, 
 
 
 def _announce(names) -> None:
-    print(f"jitvoc: compiling {len(names)} kernels for this CPU (first run only; cached in "
-          f"{jit.cache_dir()})...", file=sys.stderr, flush=True)
+    print(f"jitvoc: compiling the vocoder for this CPU ({len(names)} modules, first run only; "
+          f"cached in {jit.cache_dir()})...", file=sys.stderr, flush=True)
 
 
 class JitEngine:

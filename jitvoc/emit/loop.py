@@ -38,8 +38,6 @@ GATE_CHUNKS = 4   # 16-row blocks of the GRU update computed together (4: 4% fas
 V16 = vec(f32, V)
 EPILOGUE = {"gru.R": (True, False), "out.O1": (True, True), "out.O2": (True, False),
             "out.O3": (True, True), "out.O4": (True, False)}   # (bias, relu)
-
-
 CORE_FN = ir.FunctionType(void, CORE_ARGS)
 
 
@@ -79,8 +77,8 @@ class LoopEmitter:
         self.m = ir.Module(name=plan.name)
         self.H, self.H2, self.G = plan.hidden, plan.hidden // 2, 3 * plan.hidden
         self.mv = {n: SpmvEmitter(p.spec, p.packed, plan.gen, self.m) for n, p in plan.plans.items()}
-        self.biases = {"gru.R": "gru.bR", "out.O1": "out.b1", "out.O2": "out.b2",
-                       "out.O3": "out.b3", "out.O4": "out.b4"}
+        self.biases = {"out.O1": "out.b1", "out.O2": "out.b2", "out.O3": "out.b3",
+                       "out.O4": "out.b4"}   # gru.R's: bias_k, see _frame_rows
         scaled = (np.arange(256) / 127.5 - 1).astype(np.float32)
         self.scaled = ir.GlobalVariable(self.m, ir.ArrayType(f32, 256), name=f"{plan.name}_scaled")
         self.scaled.initializer = ir.Constant(ir.ArrayType(f32, 256), [float(v) for v in scaled])
