@@ -77,10 +77,10 @@ def panel_count(mask: np.ndarray, block: tuple, group: int) -> int:
     return int(np.sum(-(-cols_per_rb // group)))
 
 
-# A 512-bit integer dot product costs twice a 256-bit one: Zen 4 runs it in two halves, and
-# Intel server cores issue 512-bit VNNI on one port against two for 256-bit. Measured (native
-# int8, 8x4 patterns, `jitvoc bench kernels`): 8x4 panels (256-bit) beat 16x4 panels holding
-# the same non-zeros (512-bit) by 1.4x on R at 5% and 1.9x on GRU-A at 10%.
+# A 512-bit integer dot product costs twice a 256-bit one: Zen 4 runs it in two halves.
+# Measured (native int8, 8x4 patterns, `jitvoc bench kernels`): 8x4 panels (256-bit) beat 16x4
+# panels holding the same non-zeros (512-bit) by 1.4x on R at 5% and 1.9x on GRU-A at 10%, and
+# by 1.1-1.2x on the Intel VM of issue 14.
 HALF_RATE_BITS = 256
 
 
