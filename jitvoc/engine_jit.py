@@ -6,20 +6,28 @@ and cached (jit) once per (model, dtype, CPU generation).
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from . import cpu as cpu_mod
 from . import jit, native
-from .emit.loop import MATRIX_ARRAYS, PARAMS, build_module
+from .emit.loop import (CORES, MATRIX_ARRAYS, PARAMS, build_module, core_modules,
+                        core_symbol_of)
 from .errors import InputError
 from .layout import aligned, padded
 from .plan.matvec import kernel_index
-from .plan.vocoder import plan_vocoder
+from .plan.vocoder import MATRICES, plan_vocoder
 from .reference.matvec import zero_correction
 from .reference.vocoder import GenState
 
 _GENERATE = "void(int16_t*, int64_t, int64_t, float*, float*, int32_t*, float*, uint32_t, void*)"
 _TEACHER = "void(float*, int64_t, float*, int32_t*, int32_t*, int32_t*, float*, void*)"
+
+
+def _announce(names) -> None:
+    print(f"jitvoc: compiling the vocoder for this CPU ({len(names)} modules, first run only; "
+          f"cached in {jit.cache_dir()})...", file=sys.stderr, flush=True)
 
 
 class JitEngine:
@@ -30,14 +38,19 @@ class JitEngine:
         cpu_mod.require_runnable(gen)
         self.model, self.dtype, self.cpu, self.gen = model, dtype, gen.name, gen
         self.plan = plan_vocoder(model, dtype, gen, precision)
+        cores = core_modules(self.plan)   # gru.R's first: the biggest
+        self._lib = jit.load_parts(cores[:1] + [(self.plan.name, lambda: build_module(self.plan))]
+                                   + cores[1:], gen, announce=_announce)
         self._arrays = self._param_arrays()
-        self._params = np.array([a.ctypes.data for a in self._arrays], dtype=np.uint64)
-        self._lib = jit.load(self.plan.name, lambda: build_module(self.plan), gen)
+        self._params = np.array([a.ctypes.data for a in self._arrays]
+                                + [self._lib.address(core_symbol_of(self.plan, m))
+                                   for m in MATRICES], dtype=np.uint64)
         self._generate = native.function(self._lib.address(self.plan.name + "_generate"), _GENERATE)
         self._teacher = native.function(self._lib.address(self.plan.name + "_teacher"), _TEACHER)
 
     def _param_arrays(self) -> list:
-        """The arrays behind `params`, in emit.loop.PARAMS order (kept alive by the engine)."""
+        """The arrays behind `params`, in emit.loop.PARAMS order (kept alive by the engine);
+        the cores' addresses follow them."""
         w, out = self.model.weights, []
         for name, plan in self.plan.plans.items():
             p = plan.packed
@@ -53,7 +66,7 @@ class JitEngine:
         vectors = {"gru.I0": I[:, 0], "gru.I1": I[:, 1], "gru.I2": I[:, 2]}
         rows = {"gru.bR": "gru.R", "out.b1": "out.O1", "out.b2": "out.O2", "out.b3": "out.O3",
                 "out.b4": "out.O4"}   # biases read by the epilogues, padded like their rows
-        for k in PARAMS[len(out):]:
+        for k in PARAMS[len(out):-len(CORES)]:
             if k in rows:
                 out.append(padded(w[k], self.plan.plans[rows[k]].packed.rows_padded, np.float32))
             else:

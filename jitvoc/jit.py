@@ -21,10 +21,12 @@ import contextlib
 import functools
 import gc
 import hashlib
+import multiprocessing
 import os
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import llvmlite
@@ -159,7 +161,8 @@ def _entry_name(name: str, key: bytes) -> str:
 
 
 def optimise(ir_module, gen):
-    """Parse, verify and optimise (-O3) an llvmlite.ir module; returns (module_ref, tm)."""
+    """Parse, verify and optimise (-O3) an llvmlite.ir module (or its text); returns
+    (module_ref, tm)."""
     _initialised()
     text = str(ir_module)
     debug(3, f"IR:\n{text}")
@@ -202,16 +205,20 @@ def _collector_paused():
 
 
 class Library:
-    """Machine code loaded into this process; keeps its execution engine alive."""
+    """Machine code loaded into this process; keeps its execution engine alive. `obj` may be a
+    list of objects: they must not call each other's symbols (RuntimeDyld resolved the large
+    code model's GOT64 calls across objects wrongly in 2 runs of 3: pass addresses instead)."""
 
-    def __init__(self, obj: bytes, gen):
+    def __init__(self, obj: bytes | list, gen):
         _initialised()
+        objs = obj if isinstance(obj, list) else [obj]
         empty = llvm.parse_assembly("")
         empty.triple = triple()
         self._engine = llvm.create_mcjit_compiler(empty, _target_machine(gen))
-        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        for o in objs:
+            self._engine.add_object_file(llvm.ObjectFileRef.from_data(o))
         self._engine.finalize_object()
-        self.object_size = len(obj)
+        self.object_size = sum(map(len, objs))
 
     def address(self, symbol: str) -> int:
         addr = self._engine.get_function_address(symbol)
@@ -247,3 +254,45 @@ def load(name: str, build_ir, gen, cache_objects: bool = True) -> Library:
         if cache_objects:
             cache.write(entry, key, obj)
         return Library(obj, gen)
+
+
+# --- several modules compiled in parallel ----------------------------------------------------------
+COMPILE_WORKERS = 2   # this project's machines have 2 cores
+
+
+def load_parts(parts, gen, announce=None, cache_objects: bool = True) -> Library:
+    """One Library holding several modules (a loop and its kernels, see Library). `parts`:
+    [(name, build_ir)], each cached and verified as `load` caches one module, the biggest first.
+    The missing ones are built (IR, in this process) and each handed at once to COMPILE_WORKERS
+    forked processes: llvmlite serialises every LLVM call of a process behind one lock, so
+    threads compiled one after another. `announce(names)` is called first when anything is to
+    be compiled."""
+    keys = [cache_key(name, gen, _builder_module(build_ir)) for name, build_ir in parts]
+    entries = [_entry_name(name, key) for (name, _), key in zip(parts, keys)]
+    with _lock:
+        objs = [cache.read(e, k) if cache_objects else None for e, k in zip(entries, keys)]
+        missing = [i for i, obj in enumerate(objs) if obj is None]
+        if missing and announce is not None:
+            announce([parts[i][0] for i in missing])
+        if missing:
+            _initialised()
+            fork = multiprocessing.get_context("fork")
+            with _collector_paused(), ProcessPoolExecutor(COMPILE_WORKERS, mp_context=fork) as pool:
+                futures = {i: pool.submit(_compile_text, parts[i][0], str(parts[i][1]()), gen)
+                           for i in missing}
+                for i, future in futures.items():
+                    objs[i] = future.result()
+            if cache_objects:
+                for i in missing:
+                    cache.write(entries[i], keys[i], objs[i])
+    return Library(objs, gen)
+
+
+def _compile_text(name: str, text: str, gen) -> bytes:
+    """compile_object for IR text (what crosses to a worker process)."""
+    t0 = time.perf_counter()
+    mod, tm = optimise(text, gen)
+    obj = tm.emit_object(mod)
+    debug(2, f"compiled {name} for {gen.name} in {1e3 * (time.perf_counter() - t0):.1f} ms "
+             f"(pid {os.getpid()})")
+    return obj

@@ -155,7 +155,7 @@ def test_bench_plot_needs_matplotlib(monkeypatch, tmp_path, capsys):
 def tiny_bench(monkeypatch):
     tiny = bench_kernels.Matrix("tiny", 64, 32, 0.25)
     monkeypatch.setattr(bench_kernels, "QUICK_MATRICES", (tiny,))
-    monkeypatch.setattr(bench_kernels, "AUTOTUNE_MATRIX", tiny)
+    monkeypatch.setattr(bench_kernels, "AUTOTUNE_MATRICES", (tiny,))
     monkeypatch.setattr(bench_kernels, "ROOFLINE_SHAPE", (64, 64))
     monkeypatch.setattr(bench_vocoder, "MODEL", dict(bench_vocoder.MODEL, hidden=32))
 

@@ -4,8 +4,9 @@ Per CPU generation, dtype and matrix: ns per call (MatVec.time_call, native loop
 GMAC/s = non-zeros / ns. The roofline is jitvoc's best dense int8 kernel on an L2-resident
 512x512 matrix (native, accumulators 2/4/8). Peers, single-threaded, on the same float32
 matrices: NumPy dense `W @ x`, scipy.sparse CSR `csr @ x`, and with torch installed an eager
-`nn.Linear` and a dynamic-quantized int8 `nn.Linear`. For the 5% matrix, the planner's untuned
-choice is compared with the best autotune candidate.
+`nn.Linear` and a dynamic-quantized int8 `nn.Linear`. On AUTOTUNE_MATRICES (patterns of 16x1,
+8x4 and 1x1 blocks) the planner's untuned choice is compared with every autotune candidate, the
+best of each block shape in a column of its own.
 """
 from __future__ import annotations
 
@@ -41,7 +42,12 @@ MATRICES = WAVERNN_R + (Matrix("WaveRNN O1/O3", 448, 448, 0.10),
                         Matrix("WaveRNN O2/O4", 256, 448, 0.10),
                         Matrix("LPCNet GRU-A", 1152, 384, 0.10))
 QUICK_MATRICES = (WAVERNN_R[1], WAVERNN_R[-1], MATRICES[6])
-AUTOTUNE_MATRIX = WAVERNN_R[1]          # 2688x896 at 5%
+AUTOTUNE_MATRICES = (WAVERNN_R[1],      # 2688x896 at 5%, 16x1
+                     Matrix("WaveRNN R 5% 8x4", 2688, 896, 0.05, (8, 4)),
+                     Matrix("LPCNet GRU-A 8x4", 1152, 384, 0.10, (8, 4)),
+                     Matrix("WaveRNN R 10% 1x1", 2688, 896, 0.10, (1, 1)),
+                     Matrix("WaveRNN R 50% 1x1", 2688, 896, 0.50, (1, 1)))
+SHAPES = ("16x1", "8x4", "16x4", "4x4", "1x1", "dense")   # columns of the autotune table
 ROOFLINE_SHAPE = (512, 512)
 ROOFLINE_ACCUMULATORS = (2, 4, 8)
 
@@ -142,7 +148,7 @@ def autotune_record(m: Matrix, w, mask, dtype, gen, repeats, baked: bool = True)
     codes, scale = planner.quantize_weights(w, dtype)
     x = _x(m.cols)
     untuned, build_s = _compiled(_plan(w, mask, dtype, gen), gen)
-    kernels, candidates = {untuned.spec: untuned}, set()
+    kernels, candidates, shape = {untuned.spec: untuned}, set(), {}
     for plan in planner.candidates(codes, scale, mask, dtype, gen):
         if not baked and plan.spec.variant == "baked":
             continue
@@ -150,6 +156,8 @@ def autotune_record(m: Matrix, w, mask, dtype, gen, repeats, baked: bool = True)
         build_s += dt
         kernels.setdefault(mv.spec, mv)
         candidates.add(mv.spec)
+        shape[mv.spec] = ("dense" if plan.spec.variant == "dense"
+                          else f"{plan.spec.block[0]}x{plan.spec.block[1]}")
     samples = {name: [] for name in kernels}
     for _ in range(repeats):
         for name, mv in kernels.items():
@@ -163,7 +171,9 @@ def autotune_record(m: Matrix, w, mask, dtype, gen, repeats, baked: bool = True)
             "untuned_ns": untuned_ns, "best_spec": best, "best_ns": best_ns,
             "spread": best_spread, "untuned_over_best": untuned_ns / best_ns,
             "candidates": len(candidates), "baked_candidates": baked, "build_s": build_s,
-            "all": {name: st[0] for name, st in stats.items()}}
+            "all": {name: st[0] for name, st in stats.items()},
+            "best_by_shape": {sh: min(stats[n][0] for n in candidates if shape[n] == sh)
+                              for sh in set(shape.values())}}
 
 
 @dataclass
@@ -173,6 +183,7 @@ class Config:
     matrices: tuple
     repeats: int
     autotune: dict        # generation name -> dtypes to autotune
+    autotune_matrices: tuple
     baked: bool           # autotune includes the (slow to compile) baked candidates
 
     @classmethod
@@ -183,11 +194,12 @@ class Config:
         autotune = {"native": (tuple(d for d in dtypes if d == "int8") or dtypes[:1]) if quick
                     else dtypes}
         return cls(list(gens), dtypes, QUICK_MATRICES if quick else MATRICES,
-                   repeats or (5 if quick else 7), autotune, baked=not quick)
+                   repeats or (5 if quick else 7), autotune,
+                   AUTOTUNE_MATRICES[:1] if quick else AUTOTUNE_MATRICES, baked=not quick)
 
     def steps(self) -> int:
-        n_auto = sum(len(d) for g, d in self.autotune.items()
-                     if any(x.name == g for x in self.gens))
+        n_auto = len(self.autotune_matrices) * sum(len(d) for g, d in self.autotune.items()
+                                                   if any(x.name == g for x in self.gens))
         return 1 + len(self.matrices) * (1 + len(self.gens) * len(self.dtypes)) + n_auto
 
 
@@ -204,12 +216,12 @@ def run(cfg: Config, progress: Steps) -> list[dict]:
                 progress.step(f"kernels {gen.name} {dtype} {m.label} {m.rows}x{m.cols}")
                 rec = kernel_record(m, w, mask, dtype, gen, cfg.repeats, peer, roof)
                 records.append(rec)
-    w, mask = make_matrix(AUTOTUNE_MATRIX)
-    for gen in cfg.gens:
-        for dtype in cfg.autotune.get(gen.name, ()):
-            progress.step(f"kernels {gen.name} {dtype} autotune {AUTOTUNE_MATRIX.label}")
-            records.append(autotune_record(AUTOTUNE_MATRIX, w, mask, dtype, gen, cfg.repeats,
-                                           cfg.baked))
+    for m in cfg.autotune_matrices:
+        w, mask = make_matrix(m)
+        for gen in cfg.gens:
+            for dtype in cfg.autotune.get(gen.name, ()):
+                progress.step(f"kernels {gen.name} {dtype} autotune {m.label}")
+                records.append(autotune_record(m, w, mask, dtype, gen, cfg.repeats, cfg.baked))
     return records
 
 
@@ -259,13 +271,17 @@ def tables(records: list[dict]) -> list[report.Table]:
                                  "torch Linear", "torch dyn-int8 Linear"], peer_rows))
     auto = [r for r in records if r["bench"] == "autotune"]
     if auto:
-        rows = [[r["cpu"], r["dtype"], _short(r["untuned_spec"]), report.fmt(r["untuned_ns"]),
-                 _short(r["best_spec"]), report.fmt(r["best_ns"]),
-                 report.fmt(r["untuned_over_best"]), r["candidates"]] for r in auto]
-        notes = [] if all(r["baked_candidates"] for r in auto) else [
-            "--quick leaves out the baked candidates (seconds to compile each)"]
-        out.append(report.Table(f"planner: untuned choice vs best autotune candidate "
-                                f"({auto[0]['matrix']}, {auto[0]['rows']}x{auto[0]['cols']})",
-                                ["cpu", "dtype", "untuned", "ns", "best candidate", "ns",
-                                 "untuned/best", "candidates"], rows, notes))
+        rows = [[r["matrix"], f"{r['rows']}x{r['cols']}", r["cpu"], r["dtype"],
+                 _short(r["untuned_spec"]), report.fmt(r["untuned_ns"]), _short(r["best_spec"]),
+                 report.fmt(r["best_ns"]), report.fmt(r["untuned_over_best"]), r["candidates"]]
+                + [report.fmt(r["best_by_shape"].get(sh)) for sh in SHAPES] for r in auto]
+        notes = ["the shape columns: ns of the best candidate of that block shape (- : none "
+                 "tried; autotune tries every shape the pattern is made of, and the cost "
+                 "model's two best)"]
+        if not all(r["baked_candidates"] for r in auto):
+            notes.append("--quick leaves out the baked candidates (seconds to compile each)")
+        out.append(report.Table("planner: untuned choice vs best autotune candidate",
+                                ["matrix", "shape", "cpu", "dtype", "untuned", "ns",
+                                 "best candidate", "ns", "untuned/best", "candidates"]
+                                + [f"best {sh}" for sh in SHAPES], rows, notes))
     return out

@@ -63,8 +63,8 @@ def main(argv=None) -> int:
     configure_logging(args.verbose, args.quiet)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        if getattr(args, "bench_command", None) == "scan":
-            bench.refuse_options_before_scan(argv)
+        if getattr(args, "bench_command", None) in bench.OWN_OPTIONS:
+            bench.refuse_options_before(args.bench_command, argv)
         return args.func(args) or 0
     except JitvocError as e:
         log.error(f"error: {e}")

@@ -1,4 +1,4 @@
-"""`jitvoc bench [all|kernels|vocoder|scan]`: benchmarks, one thread, on every CPU generation this
+"""`jitvoc bench [all|kernels|vocoder|scan|synth]`: benchmarks, one thread, on every CPU generation this
 host can run (the ladder x86-64 ... native by default), with NumPy, SciPy and PyTorch as peers."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from .. import cpu as cpu_mod
 from ..bench import kernels as bench_kernels
 from ..bench import report
 from ..bench import scan as bench_scan
+from ..bench import synth as bench_synth
 from ..bench import vocoder as bench_vocoder
 from ..errors import JitvocError, UnsupportedCPU
 from ..progress import Steps
@@ -47,7 +48,7 @@ def register(sub) -> None:
                            "its own options, which come after 'scan'."))
     _common(p, suppress=False)
     p.set_defaults(func=_run, what="all")
-    bsub = p.add_subparsers(dest="bench_command", metavar="{all,kernels,vocoder,scan}")
+    bsub = p.add_subparsers(dest="bench_command", metavar="{all,kernels,vocoder,scan,synth}")
     for name, summary, description in (
             ("all", "kernels and vocoder (the default)",
              "Run the kernel and the vocoder benchmarks."),
@@ -66,20 +67,28 @@ def register(sub) -> None:
                                     "layer's forward pass.")
     bench_scan.add_arguments(s)
     s.set_defaults(func=lambda args: bench_scan.run(args) and 0)
+    u = bsub.add_parser("synth", help="the whole user path (jitvoc resynth) vs the engine alone",
+                        description=bench_synth.__doc__.splitlines()[0])
+    bench_synth.add_arguments(u)
+    u.set_defaults(func=bench_synth.run)
 
 
 OPTIONS = ("--cpu", "--dtype", "--quick", "--repeats", "--json", "--markdown", "--plot",
            "--no-progress")
 
 
-def refuse_options_before_scan(argv) -> None:
-    """`bench --quick scan` would drop --quick: scan's options come after 'scan'."""
+OWN_OPTIONS = ("scan", "synth")   # subcommands that take their own options, after them
+
+
+def refuse_options_before(command, argv) -> None:
+    """`bench --quick scan` would drop --quick: scan's and synth's options come after them."""
     bench = argv.index("bench")
-    before = [a.split("=")[0] for a in argv[bench + 1:argv.index("scan", bench)]
+    before = [a.split("=")[0] for a in argv[bench + 1:argv.index(command, bench)]
               if a.split("=")[0] in OPTIONS]
     if before:
-        raise JitvocError(f"{', '.join(before)} before 'scan' would be ignored: scan takes its "
-                          f"own options, after 'scan' (jitvoc bench scan --help)")
+        raise JitvocError(f"{', '.join(before)} before {command!r} would be ignored: {command} "
+                          f"takes its own options, after {command!r} (jitvoc bench {command} "
+                          f"--help)")
 
 
 def select_generations(spec: str | None, quick: bool) -> tuple[list, list[str]]:

@@ -1,6 +1,8 @@
 """Emit the fused WaveRNN generation loop (VocoderPlan -> llvmlite.ir), per docs/model.md.
 
-One module holds the five matrix-vector cores (gru.R, out.O1..O4, as planned) and two functions:
+The loop calls five matrix-vector cores (gru.R, out.O1..O4, as planned), each compiled in a
+module of its own (core_modules: the compiler runs them in parallel) and reached through a
+function pointer in `params`, and defines two functions:
 
     N_generate(out i16*, n i64, t0 i64, K f32*, h f32*, cf i32*, s f32*, seed i32, params ptr*)
     N_teacher(probs f32*, n i64, K f32*, c_prev i32*, f_prev i32*, c_cur i32*, h f32*, params ptr*)
@@ -30,14 +32,37 @@ from ..plan.vocoder import MATRICES, VECTOR, VocoderPlan
 from . import mathfn
 from .irutil import (alloca, counted_loop, f32, function, gep, i16, i32, i64, load, ptr, splat,
                      store, vec, void)
-from .spmv import SpmvEmitter
+from .spmv import CORE_ARGS, SpmvEmitter, core_symbol
 
 MATRIX_ARRAYS = ("W", "index", "panel_ptr", "row_scale", "zcorr")
 VECTORS = ("gru.bR", "gru.I0", "gru.I1", "gru.I2", "out.b1", "out.b2", "out.b3", "out.b4")
-PARAMS = tuple(f"{m}.{a}" for m in MATRICES for a in MATRIX_ARRAYS) + VECTORS
+CORES = tuple(f"{m}.core" for m in MATRICES)   # the cores' addresses
+PARAMS = tuple(f"{m}.{a}" for m in MATRICES for a in MATRIX_ARRAYS) + VECTORS + CORES
 V = VECTOR
-GATE_CHUNKS = 2   # 16-row blocks of the GRU update computed together
+GATE_CHUNKS = 4   # 16-row blocks of the GRU update computed together (4: 4% faster than 2)
 V16 = vec(f32, V)
+EPILOGUE = {"gru.R": (True, False), "out.O1": (True, True), "out.O2": (True, False),
+            "out.O3": (True, True), "out.O4": (True, False)}   # (bias, relu)
+CORE_FN = ir.FunctionType(void, CORE_ARGS)
+
+
+def core_symbol_of(plan: VocoderPlan, m: str) -> str:
+    return core_symbol(plan.plans[m].spec, True, *EPILOGUE[m])
+
+
+def core_modules(plan: VocoderPlan) -> list:
+    """[(symbol, build)] of the cores the loop calls, one module each, in MATRICES order
+    (matrices of one layout and epilogue share a core)."""
+    def build(m):
+        p = plan.plans[m]
+        module = ir.Module(name=core_symbol_of(plan, m))
+        SpmvEmitter(p.spec, p.packed, plan.gen, module).emit_core(True, *EPILOGUE[m],
+                                                                   internal=False)
+        return module
+    firsts = {}
+    for m in MATRICES:
+        firsts.setdefault(core_symbol_of(plan, m), m)
+    return [(sym, lambda m=m: build(m)) for sym, m in firsts.items()]
 
 
 def _tree(b, v, combine):
@@ -57,11 +82,8 @@ class LoopEmitter:
         self.m = ir.Module(name=plan.name)
         self.H, self.H2, self.G = plan.hidden, plan.hidden // 2, 3 * plan.hidden
         self.mv = {n: SpmvEmitter(p.spec, p.packed, plan.gen, self.m) for n, p in plan.plans.items()}
-        epilogue = {"gru.R": (True, False), "out.O1": (True, True), "out.O2": (True, False),
-                    "out.O3": (True, True), "out.O4": (True, False)}   # (bias, relu)
-        self.cores = {n: e.emit_core(True, *epilogue[n]) for n, e in self.mv.items()}
-        self.biases = {"gru.R": "gru.bR", "out.O1": "out.b1", "out.O2": "out.b2",
-                       "out.O3": "out.b3", "out.O4": "out.b4"}
+        self.biases = {"out.O1": "out.b1", "out.O2": "out.b2", "out.O3": "out.b3",
+                       "out.O4": "out.b4"}   # gru.R's: bias_k, see _frame_rows
         self.scaled = self._table("scaled", np.arange(256) / 127.5 - 1)
         base, step = plan.representation.segments()
         self.base, self.step = self._table("base", base), self._table("step", step)
@@ -89,11 +111,17 @@ class LoopEmitter:
             fn = function(self.m, name, void, [ptr, i64, i64, ptr, ptr, ptr, ptr, i32, ptr])
             out, n, t0, K, h, cf, s_state, seed, params = fn.args
         b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
-        self.p = {key: load(b, params, ptr, i, align=8) for i, key in enumerate(PARAMS)}
+        self.p = {key: load(b, params, CORE_FN.as_pointer() if key in CORES else ptr, i, align=8,
+                            elem_type=ptr) for i, key in enumerate(PARAMS)}
         self.h, self.K = h, K
         # scratch, allocated once
         rows = {m: p.packed.rows_padded for m, p in self.plan.plans.items()}
         self.a = alloca(b, f32, rows["gru.R"], align=CACHE_LINE)
+        self.bias_k = alloca(b, f32, rows["gru.R"], align=CACHE_LINE)   # bR (+ K_f: u, r)
+        if self.plan.upsample == "linear":
+            self.dk = alloca(b, f32, self.G, align=CACHE_LINE)          # K_f+1 − K_f
+        with counted_loop(b, self.G, rows["gru.R"], name="pad_bias") as j:  # padding rows
+            store(b, f32(0.0), self.bias_k, j, align=4)
         self.y = {m: alloca(b, f32, rows[m], align=CACHE_LINE) for m in MATRICES[1:]}
         shared = self.plan.shared
         reach = max([0] + [off + self.mv[m].x_pad for m, off in shared.items()])
@@ -118,11 +146,11 @@ class LoopEmitter:
             if teacher:
                 b.store(load(b, c_prev_a, i32, i, align=4), c_prev)
                 b.store(load(b, f_prev_a, i32, i, align=4), f_prev)
+            alpha, k0 = self._frame_rows(i)
             self._matvec("gru.R", h, self.a)
             x0, x1 = self._scaled(b.load(c_prev)), self._scaled(b.load(f_prev))
-            k0, k1, alpha = self._k_rows(i)
             # pass 1: coarse half (ĉ_t does not reach it), O1, O2, c_t
-            self._gates(0, x0, x1, f32(0.0), k0, k1, alpha)
+            self._gates(0, x0, x1, f32(0.0), alpha, k0)
             logits = self._output("out.O1", "out.O2", h)
             if teacher:
                 c = load(b, c_cur_a, i32, i, align=4)
@@ -130,7 +158,7 @@ class LoopEmitter:
             else:
                 c = self._draw(logits, self._uniform(seed, b.add(t0, i), 0))
             # pass 2: the fine half with ĉ_t, O3, O4, f_t
-            self._gates(1, x0, x1, self._scaled(c), k0, k1, alpha)
+            self._gates(1, x0, x1, self._scaled(c), alpha, k0)
             logits = self._output("out.O3", "out.O4", gep(b, h, f32, i64(self.H2)))
             if teacher:
                 self._softmax_into(logits, probs, b.add(b.mul(i, i64(2)), i64(1)))
@@ -163,62 +191,81 @@ class LoopEmitter:
             elem = r.elem if r.codes_input else i32
             xin = gep(b, buf, elem, i64(offset)) if offset else buf
         pr = [self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS]
-        b.call(self.cores[m], [y, xin, *pr, f32(fmt.scale if fmt else 1.0),
-                               self.p[self.biases[m]]])
+        bias = self.bias_k if m == "gru.R" else self.p[self.biases[m]]
+        b.call(self.p[f"{m}.core"], [y, xin, *pr, f32(fmt.scale if fmt else 1.0), bias])
 
     def _scaled(self, q):
         return load(self.b, self.scaled, f32, self.b.zext(q, i64), align=4)
 
-    def _k_rows(self, i):
-        """Pointers to this sample's frame row of K and the next one, and α (float32)."""
-        b, hop, G = self.b, self.plan.hop, self.G
-        frame = b.udiv(i, i64(hop))
+    def _frame_rows(self, i):
+        """α of sample i (float32) and its frame's row K_f. At a frame's first sample, the rows
+        R's epilogue adds, bR + K_f for the u and r gates (bR alone for e: r multiplies only
+        R h + bR there), and K_f+1 − K_f: k_t is K_f + α (K_f+1 − K_f). 5 additions fewer per
+        16 gate rows: the whole loop 3% (int8) and 7% (int16) faster, timed side by side."""
+        b, hop, G, H = self.b, self.plan.hop, self.G, self.H
+        frame, rem = b.udiv(i, i64(hop)), b.urem(i, i64(hop))
         k0 = gep(b, self.K, f32, b.mul(frame, i64(G)))
-        k1 = gep(b, self.K, f32, b.mul(b.add(frame, i64(1)), i64(G)))
-        alpha = b.fdiv(b.uitofp(b.urem(i, i64(hop)), f32), f32(float(hop)))
-        return k0, k1, alpha
+        with b.if_then(b.icmp_unsigned("==", rem, i64(0))):
+            k1 = gep(b, self.K, f32, b.mul(b.add(frame, i64(1)), i64(G)))
+            with counted_loop(b, 0, G, V, name="frame") as j:
+                bias, ka = self._vload(self.p["gru.bR"], j), self._vload(k0, j)
+                ur = b.icmp_signed("<", j, i64(2 * H))
+                b.store(b.select(ur, b.fadd(bias, ka), bias), gep(b, self.bias_k, f32, j),
+                        align=4)
+                if self.plan.upsample == "linear":
+                    b.store(b.fsub(self._vload(k1, j), ka), gep(b, self.dk, f32, j), align=4)
+        return b.fdiv(b.uitofp(rem, f32), f32(float(hop))), k0
 
-    def _gates(self, half: int, x0, x1, x2, k0, k1, alpha):
+    def _gates(self, half: int, x0, x1, x2, alpha, k0):
         """The GRU update of one half of h, in place, per docs/model.md: GATE_CHUNKS blocks of
         16 rows per trip, interleaved stage by stage so their dependency chains overlap."""
         b, H2, step = self.b, self.H2, GATE_CHUNKS * V
         splats = [splat(b, v, V) for v in (x0, x1, x2, alpha)]
         main = H2 // step * step
         with counted_loop(b, 0, main, step, name=f"gates{half}") as j:
-            self._gate_rows(half, [b.add(j, i64(c * V)) for c in range(GATE_CHUNKS)],
-                            splats, k0, k1)
+            self._gate_rows(half, [b.add(j, i64(c * V)) for c in range(GATE_CHUNKS)], splats,
+                            k0)
         for j in range(main, H2, V):
-            self._gate_rows(half, [i64(j)], splats, k0, k1)
+            self._gate_rows(half, [i64(j)], splats, k0)
 
-    def _gate_rows(self, half, js, splats, k0, k1):
-        b, H, H2 = self.b, self.H, self.H2
-        x0v, x1v, x2v, av = splats
-        pre = []
-        for j in js:
-            chunk = []
-            for g in range(3):  # u, r, e
-                row = b.add(j, i64(g * H + half * H2))
-                a = self._vload(self.a, row)  # R h + bR
-                v = b.fadd(b.fmul(self._vload(self.p["gru.I0"], row), x0v),
-                           b.fmul(self._vload(self.p["gru.I1"], row), x1v))
-                v = b.fadd(v, b.fmul(self._vload(self.p["gru.I2"], row), x2v))
-                ka = self._vload(k0, row)
-                if self.plan.upsample == "linear":
-                    ka = b.fadd(ka, b.fmul(av, b.fsub(self._vload(k1, row), ka)))
-                chunk.append((a, b.fadd(v, ka)))
-            pre.append(chunk)
-        ur = [mathfn.sigmoid_pair(b, b.fadd(au, vu), b.fadd(ar, vr))
-              for (au, vu), (ar, vr), _ in pre]
-        es = [mathfn.tanh(b, b.fadd(b.fmul(r, ae), ve)) for (_, r), (_, _, (ae, ve)) in zip(ur, pre)]
+    def _gate_rows(self, half, js, splats, k0):
+        """Rows js .. js + 15 of each chunk: E_u = e^-x_u, E_r = e^-x_r, z = a_e / (1 + E_r) + v_e
+        (r ∘ a_e with r = σ(x_r)), E_e = e^-2z, then the blend (mathfn.gru_blend), stage by
+        stage over the chunks so that their dependency chains overlap."""
+        b, H2 = self.b, self.H2
+        pre = [self._preactivations(half, j, splats, k0) for j in js]
+        e_u = [mathfn.gate_exp(b, b.fadd(au, vu), -1.0) for (au, vu), _, _ in pre]
+        e_r = [mathfn.gate_exp(b, b.fadd(ar, vr), -1.0) for _, (ar, vr), _ in pre]
         one = ir.Constant(V16, [1.0] * V)
-        for j, (u, _), e in zip(js, ur, es):
+        z = [b.fadd(b.fdiv(ae, b.fadd(one, er)), ve) for (_, _, (ae, ve)), er in zip(pre, e_r)]
+        e_e = [mathfn.gate_exp(b, zc, -2.0) for zc in z]
+        for j, eu, ee in zip(js, e_u, e_e):
             hrow = b.add(j, i64(half * H2))
-            hv = self._vload(self.h, hrow)
-            hn = b.fadd(b.fmul(u, hv), b.fmul(b.fsub(one, u), e))
+            hn = mathfn.gru_blend(b, self._vload(self.h, hrow), eu, ee)
             b.store(hn, gep(b, self.h, f32, hrow), align=4)
             if self.quantized_h:  # R's codes of h_t (O1/O3 read them this very step)
                 r = self.mv["gru.R"]
                 r.put_codes(b, self.xbuf["gru.R"], hrow, r.code(b, hn, self._x_inv("gru.R")))
+
+    def _preactivations(self, half, j, splats, k0):
+        """(a, v) of the u, r and e gates for 16 rows, a + v as docs/model.md has it: a = R h
+        + bR + K_f and v = I x + α (K_f+1 − K_f) for u and r, a = R h + bR and v = I x + k_t for
+        e. The coarse half leaves out I[:, 2] ĉ_t (zero there)."""
+        b, H, H2 = self.b, self.H, self.H2
+        x0v, x1v, x2v, av = splats
+        out = []
+        for g in range(3):  # u, r, e
+            row = b.add(j, i64(g * H + half * H2))
+            v = b.fadd(b.fmul(self._vload(self.p["gru.I0"], row), x0v),
+                       b.fmul(self._vload(self.p["gru.I1"], row), x1v))
+            if half:
+                v = b.fadd(v, b.fmul(self._vload(self.p["gru.I2"], row), x2v))
+            if g == 2:
+                v = b.fadd(v, self._vload(k0, row))
+            if self.plan.upsample == "linear":
+                v = b.fadd(v, b.fmul(av, self._vload(self.dk, row)))
+            out.append((self._vload(self.a, row), v))
+        return out
 
     def _output(self, o_hidden, o_out, y_half):
         """logits = O_out relu(O_hidden y + b_hidden) + b_out, in the y buffer of o_out."""

@@ -50,6 +50,14 @@ def clamp(b: ir.IRBuilder, v, lo_c, hi_c):
     return b.select(b.fcmp_ordered(">", v, hi_c), hi_c, v)
 
 
+CORE_ARGS = [ptr] * 7 + [f32, ptr]
+
+
+def core_symbol(spec: KernelSpec, dequantize: bool, bias: bool = False, relu: bool = False) -> str:
+    name = f"{spec.name}_core" if dequantize else f"{spec.name}_core_acc"
+    return name + ("_bias" if bias else "") + ("_relu" if relu else "")
+
+
 class SpmvEmitter:
     """Writes one kernel's functions into an llvmlite module (which may hold other kernels)."""
 
@@ -78,19 +86,20 @@ class SpmvEmitter:
         self.x_pad = self.gathers.x_pad if self.permute else packed.x_len
 
     # --- core ----------------------------------------------------------------------------------
-    def emit_core(self, dequantize: bool, bias: bool = False, relu: bool = False) -> ir.Function:
-        """N_core (float y, dequantized) or N_core_acc (raw accumulators).
+    def emit_core(self, dequantize: bool, bias: bool = False, relu: bool = False,
+                  internal: bool = True) -> ir.Function:
+        """N_core (float y, dequantized) or N_core_acc (raw accumulators), named by
+        core_symbol; `internal=False` exports it (a core compiled in a module of its own).
 
         Arguments: y, xin, W, index, panel_ptr, row_scale, zcorr, x_scale, bias (row_scale,
         zcorr and x_scale are read only when dequantizing an integer kernel). With `bias` the
         epilogue adds bias[row], with `relu` it then clamps at zero.
         """
         s, p = self.spec, self.p
-        name = f"{s.name}_core" if dequantize else f"{s.name}_core_acc"
-        name += ("_bias" if bias else "") + ("_relu" if relu else "")
+        name = core_symbol(s, dequantize, bias, relu)
         if name in self.module.globals:  # same spec, same code (another matrix of this layout)
             return self.module.globals[name]
-        fn = function(self.module, name, void, [ptr] * 7 + [f32, ptr], internal=True)
+        fn = function(self.module, name, void, CORE_ARGS, internal=internal)
         fn.attributes.add("noinline")  # big loops: inlining them only costs compile time
         y, xin, w, index, pptr, self.row_scale, self.zcorr, self.x_scale, self.bias = fn.args
         for a in fn.args[:7]:

@@ -22,6 +22,12 @@ from ..spec import GROUP, KernelSpec
 
 BAKE_LIMIT = 2500          # vector products: beyond this, straight-line code compiles slowly
 BAKED_ACCUMULATORS = 2     # R at 3-5%, O1/O3, GRU-A: 2 beat 4 by 3-7% (fewer to zero and sum)
+# (variant, unroll, accumulators) of sparse integer kernels inside the fused loop: the index-
+# driven loop runs as fast there as row blocks grouped by panel count (random_model(896) at
+# 24 kHz, side by side on Zen 4: int8 4.28 against 4.32 µs/sample, int16 6.28 against 6.19) and
+# compiles 3-5x faster (the loop with its cores: int8 0.94 s against 3.22 s, int16 1.18 s against
+# 5.77 s), and a first run's wait is mostly compiling.
+INLINE_KERNEL = ("idx", 4, 2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,8 +77,16 @@ def panel_count(mask: np.ndarray, block: tuple, group: int) -> int:
     return int(np.sum(-(-cols_per_rb // group)))
 
 
+# A 512-bit integer dot product costs twice a 256-bit one: Zen 4 runs it in two halves.
+# Measured (native int8, 8x4 patterns, `jitvoc bench kernels`): 8x4 panels (256-bit) beat 16x4
+# panels holding the same non-zeros (512-bit) by 1.4x on R at 5% and 1.9x on GRU-A at 10%, and
+# by 1.1-1.2x on the Intel VM of issue 14.
+HALF_RATE_BITS = 256
+
+
 def _dot_cost(backend: str, dtype: str, lanes: int, gen) -> float:
-    """Rough cycles for one panel's products on this backend (plain IR for odd widths)."""
+    """Rough cycles for one panel's products on this backend (plain IR for odd widths), in
+    256-bit instructions."""
     if dtype == "float32":
         return max(1.0, lanes * 32 / isa_bits(backend))
     b = isa.Backend(backend, gen)
@@ -82,7 +96,7 @@ def _dot_cost(backend: str, dtype: str, lanes: int, gen) -> float:
         return 2.0 * lanes
     per_instr = {"accumulate": 1.0, "maddubs": 2.0, "madd": 1.0, "widen_madd": 5.0}[
         b.t[kind]["form"]]
-    return per_instr * lanes / width
+    return per_instr * lanes / width * max(1, width * 32 // HALF_RATE_BITS)
 
 
 def isa_bits(backend: str) -> int:
@@ -92,8 +106,10 @@ def isa_bits(backend: str) -> int:
 
 # Relative cost of fetching one panel's activations, measured with `jitvoc bench kernels`
 # (ns per panel, native and haswell, R at 5-100%): dense and contiguous panels read x directly,
-# gathering panels pay for their tables (or, with VBMI, for the byte-permute prologue).
-X_COST = {"dense": 0.0, "contiguous": 0.05, "permute": 0.1, "tables": 0.3}
+# gathering panels pay for their tables (or, with VBMI, for the byte-permute prologue and one
+# word load per panel: 1.3 ns per 16x1 panel against 0.72 ns per dense panel on a 1x1 pattern
+# at 10%, native int8 on Zen 4; 0.66 against 0.37 on R at 5% on Ice Lake).
+X_COST = {"dense": 0.0, "contiguous": 0.05, "permute": 0.8, "tables": 0.3}
 ROW_BLOCK_COST = 4.0   # panels' worth of work per row block (loop control, epilogue)
 
 
@@ -137,14 +153,14 @@ def permute_window(packed: Packed, dtype: str, backend: str, gen) -> int:
     return isa.Backend(backend, gen).gather_window()
 
 
-def _default_variant(mask, block, dtype, backend, gen, inline) -> str:
+def _default_variant(mask, block, dtype, backend, gen) -> str:
     """Measured (`jitvoc bench`): for sparse integer kernels the whole pattern baked into
     straight-line code wins when it is small enough to compile quickly and has the instruction
     cache to itself; else row blocks grouped by panel count. float32 keeps the index-driven loop
     (one layout for every generation)."""
     if dtype == "float32":
         return "idx"
-    if not inline and baked_products(mask, block, dtype, backend, gen) <= BAKE_LIMIT:
+    if baked_products(mask, block, dtype, backend, gen) <= BAKE_LIMIT:
         return "baked"
     return "grouped"
 
@@ -160,7 +176,7 @@ def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, 
                unroll=8, accumulators=None, x_signed=True, x_stride=0, permute=None,
                inline=False) -> Plan:
     """The untuned plan, or the one the arguments pin down. `inline`: the kernel runs inside a
-    fused loop whose other code shares the instruction cache (no straight-line baking)."""
+    fused loop (INLINE_KERNEL for a sparse integer kernel whose variant is not given)."""
     backend = isa_name or isa.best(gen)
     if block is None:
         block = default_block(mask, dtype, backend, gen)
@@ -170,8 +186,10 @@ def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, 
     block = tuple(block)
     if not dense and (len(block) != 2 or block[0] < 1 or block[1] < 1):
         raise InputError(f"block must be (rows, cols) of positive ints, got {block}")
+    if variant is None and inline and not dense and dtype != "float32":
+        variant, unroll, accumulators = INLINE_KERNEL
     if variant is None:
-        variant = "dense" if dense else _default_variant(mask, block, dtype, backend, gen, inline)
+        variant = "dense" if dense else _default_variant(mask, block, dtype, backend, gen)
     if variant in ("grouped", "baked"):
         unroll = 1  # every panel is unrolled already
     if accumulators is None:
@@ -193,13 +211,20 @@ def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, 
     return Plan(spec, packed, row_scale, w_codes)
 
 
+def fits(mask: np.ndarray, block: tuple) -> bool:
+    """Whether the pattern is made of whole blocks of this shape (no zero stored)."""
+    return int(block_mask(mask, block).sum()) * block[0] * block[1] == np.count_nonzero(mask)
+
+
 def candidates(w_codes, row_scale, mask, dtype, gen, x_signed=True) -> list[Plan]:
-    """What autotune tries: the two best blocks by the cost model x code variants (x gathers
-    by table or byte permute, where both exist), and dense."""
+    """What autotune tries: every block shape the pattern is made of, and the two best by the
+    cost model, x code variants (x gathers by table or byte permute, where both exist), and
+    dense."""
     backend = isa.best(gen)
     ranked = sorted(BLOCKS, key=lambda blk: estimate(mask, blk, dtype, backend, gen))[:2]
+    blocks = [blk for blk in BLOCKS if fits(mask, blk)]
     out = []
-    for blk in ranked:
+    for blk in blocks + [blk for blk in ranked if blk not in blocks]:
         products = baked_products(mask, blk, dtype, backend, gen)
         for variant, u, a in (("idx", 4, 2), ("idx", 8, 4), ("grouped", 1, 4),
                               ("baked", 1, BAKED_ACCUMULATORS)):

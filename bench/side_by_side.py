@@ -1,0 +1,71 @@
+"""Two source trees of jitvoc timed side by side in one process, for a machine shared with others.
+
+    python bench/side_by_side.py OLD_TREE NEW_TREE [--dtype int8,int16,float32] [--samples N]
+
+Builds JitEngines for random_model(896) at 24 kHz (the `jitvoc bench vocoder` model) from each
+tree (old first, its modules then dropped from sys.modules), then times `generate` of N samples
+from silence alternately, old then new, per dtype and round. Prints medians of the CPU time of
+this thread (time.thread_time: time the scheduler gave to other processes does not count) and
+of the wall time. Each tree keeps its own kernels (the cache key holds the emitter's sources).
+"""
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def engines(root: str, dtypes, n: int):
+    """run(dtype) -> (cpu µs, wall µs) per sample, for the tree at `root`."""
+    for name in [k for k in sys.modules if k == "jitvoc" or k.startswith("jitvoc.")]:
+        del sys.modules[name]
+    sys.path.insert(0, root)
+    try:
+        import jitvoc
+        assert jitvoc.__file__.startswith(root), jitvoc.__file__
+        from jitvoc.bench.vocoder import MODEL, conditioning_rows
+        from jitvoc.engine_jit import JitEngine
+        from jitvoc.model import random_model
+        from jitvoc.reference.vocoder import GenState
+    finally:
+        sys.path.remove(root)
+    model = random_model(**MODEL)
+    K = conditioning_rows(model, n)
+    built = {d: JitEngine(model, None, d) for d in dtypes}
+
+    def run(dtype):
+        state = GenState.initial(model.hidden)
+        c0, w0 = time.thread_time(), time.perf_counter()
+        built[dtype].generate(K, 0, n, state, 0)
+        return (time.thread_time() - c0) / n * 1e6, (time.perf_counter() - w0) / n * 1e6
+    for d in dtypes:
+        run(d)   # warm up
+    return run
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("old")
+    p.add_argument("new")
+    p.add_argument("--dtype", default="int8,int16,float32")
+    p.add_argument("--samples", type=int, default=24000)
+    p.add_argument("--rounds", type=int, default=11)
+    args = p.parse_args()
+    dtypes = args.dtype.split(",")
+    runs = {"old": engines(args.old, dtypes, args.samples),
+            "new": engines(args.new, dtypes, args.samples)}
+    times = {(tree, d): [] for tree in runs for d in dtypes}
+    for _ in range(args.rounds):
+        for d in dtypes:
+            for tree, run in runs.items():
+                times[tree, d].append(run(d))
+    rate = 24000
+    for d in dtypes:
+        (oc, ow), (nc, nw) = (np.median(times[t, d], axis=0) for t in ("old", "new"))
+        print(f"{d}: CPU µs/sample old {oc:.3f} new {nc:.3f} = x{oc / nc:.2f} "
+              f"({1e6 / oc / rate:.1f}x -> {1e6 / nc / rate:.1f}x realtime at 24 kHz); "
+              f"wall old {ow:.3f} new {nw:.3f} = x{ow / nw:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""`jitvoc bench synth`: the path a user runs, timed whole, with the engine alone beside it.
+
+On the default installed model and a held-out sentence (examples/ru_0749.wav), per dtype:
+
+- **user path**, in this process with the kernels cached: `jitvoc.load`, `read_audio`,
+  `mel_spectrogram`, `Vocoder.synthesize` (conditioning and generation) and the int16 samples
+  trimmed to the input, as `jitvoc resynth` does; no BLAS thread limit is set around it, so
+  whatever the package does about BLAS threads is what gets timed;
+- its parts: load, mel, synthesize (a loaded Vocoder: conditioning and generation, streamed as
+  users get it), conditioning alone (K for the whole sentence) and the engine alone
+  (`JitEngine.generate` over that K);
+- **cold / warm**: `python -m jitvoc resynth` as a fresh process with an empty kernel cache
+  (one run: every kernel compiled), then with that cache filled (median of repeats).
+
+Figures are wall-clock medians over rounds that time each part once; synthesize/engine and
+user/engine compare with the engine alone.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import pretrained
+from ..audio import read_audio
+from ..mel import mel_spectrogram
+from ..reference.vocoder import GenState
+from ..vocoder import _Conditioner, load
+from . import report
+
+ROOT = Path(__file__).resolve().parents[2]
+SENTENCE = ROOT / "examples" / "ru_0749.wav"
+DTYPES = ("int8", "int16", "float32")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", default=pretrained.DEFAULT,
+                   help=f"model file or installed name (default: {pretrained.DEFAULT})")
+    p.add_argument("--wav", default=str(SENTENCE),
+                   help="audio file (default: the held-out sentence examples/ru_0749.wav)")
+    p.add_argument("--dtype", default=",".join(DTYPES), help="dtypes, comma-separated")
+    p.add_argument("--repeats", type=int, default=5, help="repeats per figure (default 5)")
+    p.add_argument("--no-cold", action="store_true",
+                   help="skip the cold and warm command-line runs (they take ~10 s per dtype)")
+    p.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
+
+
+def user_path(model_path, wav, dtype: str) -> np.ndarray:
+    """What `jitvoc resynth` computes, in this process: int16 samples for the sentence."""
+    voc = load(model_path, dtype=dtype)
+    audio, rate, _ = read_audio(wav, voc.model.sample_rate)
+    mel = mel_spectrogram(audio, rate, voc.model.mel_config)
+    return voc.synthesize(mel, seed=0)[:len(audio)]
+
+
+def _median_s(fn, repeats: int) -> float:
+    return _medians({"s": fn}, repeats)["s"]
+
+
+def _medians(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function, timed in rounds (one call of each per round), so that
+    the machine's drift reaches them all alike."""
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def parts(model_path, wav, dtype: str, repeats: int) -> dict:
+    """Seconds (medians) of the user path and of its parts."""
+    user_path(model_path, wav, dtype)  # kernels compiled and cached, pages warm
+    voc = load(model_path, dtype=dtype)
+    audio, rate, _ = read_audio(wav, voc.model.sample_rate)
+    mel = mel_spectrogram(audio, rate, voc.model.mel_config)
+
+    def conditioning():
+        cond = _Conditioner(voc.model)
+        cond.push(mel)
+        K = np.concatenate(list(cond.blocks(final=True)))
+        return np.concatenate([K, K[-1:]])
+
+    K = conditioning()
+    n = len(mel) * voc.hop_length
+    engine = voc._engine
+    medians = _medians({
+        "user_s": lambda: user_path(model_path, wav, dtype),
+        "load_s": lambda: load(model_path, dtype=dtype),
+        "mel_s": lambda: mel_spectrogram(audio, rate, voc.model.mel_config),
+        "synthesize_s": lambda: voc.synthesize(mel, seed=0)[:len(audio)],
+        "conditioning_s": conditioning,
+        "engine_s": lambda: engine.generate(K, 0, n, GenState.initial(voc.model.hidden), 0)},
+        repeats)
+    return {**medians, "audio_s": len(audio) / rate, "samples": len(audio)}
+
+
+def command_line(model_path, wav, dtype: str, repeats: int) -> dict:
+    """Wall seconds of `python -m jitvoc resynth` with an empty kernel cache, then warm."""
+    with tempfile.TemporaryDirectory(prefix="jitvoc-bench-") as tmp:
+        env = {**os.environ, "JITVOC_CACHE": os.path.join(tmp, "cache")}
+        cmd = [sys.executable, "-m", "jitvoc", "resynth", str(model_path), str(wav),
+               "-o", os.path.join(tmp, "out.wav"), "--dtype", dtype]
+
+        def run():
+            subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        return {"cold_s": _median_s(run, 1), "warm_s": _median_s(run, repeats)}
+
+
+def run(args) -> int:
+    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    rows = []
+    for dtype in dtypes:
+        r = parts(args.model, args.wav, dtype, args.repeats)
+        if not args.no_cold:
+            r.update(command_line(args.model, args.wav, dtype, args.repeats))
+        a = r["audio_s"]
+        rows.append([dtype, f"{a / r['user_s']:.1f}", f"{a / r['synthesize_s']:.1f}",
+                     f"{a / r['engine_s']:.1f}", f"{r['synthesize_s'] / r['engine_s']:.2f}",
+                     f"{r['user_s'] / r['engine_s']:.2f}"]
+                    + [f"{1e3 * r[k]:.0f}" for k in ("user_s", "load_s", "mel_s", "synthesize_s",
+                                                       "conditioning_s", "engine_s")]
+                    + ([f"{r['cold_s']:.2f}", f"{r['warm_s']:.2f}",
+                        f"{r['cold_s'] / r['warm_s']:.2f}"] if not args.no_cold else []))
+    headers = ["dtype", "user x realtime", "synthesize x realtime", "engine x realtime",
+               "synthesize/engine", "user/engine", "user ms", "load ms", "mel ms",
+               "synthesize ms", "conditioning ms", "engine ms"] + \
+        ([] if args.no_cold else ["cold CLI s", "warm CLI s", "cold/warm"])
+    notes = [f"{Path(args.model).name}, {Path(args.wav).name} ({a:.2f} s of audio); medians "
+             f"of {args.repeats}; user = load + read + mel + synthesize (conditioning, "
+             "generation) + int16 trimmed; synthesize = Vocoder.synthesize on a loaded vocoder; "
+             "engine = JitEngine.generate over the whole K",
+             "cold = `python -m jitvoc resynth` with an empty JITVOC_CACHE (one run), warm = "
+             "the same command again (median)"]
+    table = report.Table("user path: jitvoc resynth", headers, rows, notes)
+    print(table.text())
+    if args.markdown:
+        Path(args.markdown).write_text(table.markdown() + "\n")
+    return 0
