@@ -68,7 +68,10 @@ def register(sub) -> None:
     bench_scan.add_arguments(s)
     s.set_defaults(func=lambda args: bench_scan.run(args) and 0)
     u = bsub.add_parser("synth", help="the whole user path (jitvoc resynth) vs the engine alone",
-                        description=bench_synth.__doc__.splitlines()[0])
+                        description="Time the path a user runs (load, mel, conditioning, "
+                                    "generation, int16 out) on the default model and a held-out "
+                                    "sentence, with the engine alone beside it, and the command "
+                                    "line's cold and warm runs.")
     bench_synth.add_arguments(u)
     u.set_defaults(func=bench_synth.run)
 
