@@ -528,10 +528,11 @@ def main(argv=None):
         old = ckpt[2]
         meta.update({k: v for k, v in old.items() if k not in ("config", "compact")})
         cfg = old["config"]     # the recipe continues as it was planned
-        if not os.path.isdir(args.resume):
+        compact = not os.path.isdir(args.resume)
+        if compact:
             meta["rewarm_from"] = meta["step"]
         log(f"resuming {args.resume} at step {meta['step']} of {cfg['total_steps']}"
-            + (" (compact: Adam restarts)" if "rewarm_from" in meta and meta["rewarm_from"] == meta["step"] else ""))
+            + (" (compact copy: Adam's moments restart)" if compact else ""))
     if args.steps:
         cfg["total_steps"] = args.steps
     torch.manual_seed(cfg["seed"] + meta["step"])
