@@ -1,5 +1,7 @@
 """JIT matrix-vector kernels against the NumPy reference: integer results bit-exact, float32 within
 the rounding bound of its sums, for every CPU generation this host can run."""
+import zlib
+
 import numpy as np
 import pytest
 
@@ -24,8 +26,8 @@ def _sparse(rng, shape, density, block=(1, 1)):
 
 
 def _case(name):
-    """Named edge cases: (W, x)."""
-    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    """Named edge cases: (W, x), the same data in every run (seeded by the name's CRC-32)."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
     if name == "ragged_37x29":            # rows and columns not multiples of any block
         w = _sparse(rng, (37, 29), 0.3)
     elif name == "empty_row_blocks":
