@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jitvoc import cache, jit
+from jitvoc import cache, config, jit
 from jitvoc.matvec import build_matvec
 from jitvoc.plan import matvec as planner
 from jitvoc.reference.matvec import matvec_quantized
@@ -235,7 +235,7 @@ def test_info_and_clear(cache_dir):
 def test_default_location_follows_xdg(monkeypatch, tmp_path):
     monkeypatch.delenv("JITVOC_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache.directory() == tmp_path / "xdg" / "jitvoc"
+    assert config.cache_dir() == tmp_path / "xdg" / "jitvoc"
 
 
 def test_cli_cache_info_and_clear(cache_dir, capsys):
