@@ -12,8 +12,9 @@ from jitvoc.errors import InputError, ISAError, UnsupportedCPU
 from jitvoc.layout import BLOCKS
 from jitvoc.matvec import build_matvec
 from jitvoc.reference.matvec import matvec_codes, matvec_float, matvec_quantized
+from jitvoc.spec import DTYPES, VARIANTS
 
-from conftest import RUNNABLE
+from conftest import RUNNABLE, diagonal
 
 EPS32 = np.finfo(np.float32).eps
 
@@ -81,18 +82,14 @@ def check(mv, w, x):
     assert np.array_equal(mv.raw(codes), matvec_codes(mv.plan.w_codes, codes)), mv.spec
 
 
-@pytest.mark.parametrize("gen", RUNNABLE)
-@pytest.mark.parametrize("dtype", ["int8", "int16", "float32"])
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"{a}x{b}" for a, b in BLOCKS])
+@pytest.mark.parametrize("gen, dtype, block", diagonal(RUNNABLE, DTYPES, BLOCKS))
 def test_every_generation_every_format(gen, dtype, block):
     for name in CASES:
         w, x = _case(name)
         check(build_matvec(w, dtype=dtype, cpu=gen, block=block), w, x)
 
 
-@pytest.mark.parametrize("gen", RUNNABLE)
-@pytest.mark.parametrize("dtype", ["int8", "int16", "float32"])
-@pytest.mark.parametrize("variant", ["idx", "grouped", "baked", "dense"])
+@pytest.mark.parametrize("gen, dtype, variant", diagonal(RUNNABLE, DTYPES, VARIANTS))
 def test_code_variants(gen, dtype, variant):
     for name in ("ragged_37x29", "empty_row_blocks", "blocks_16x1", "wide_sparse_16x1",
                  "extremes"):
