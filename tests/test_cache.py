@@ -141,7 +141,8 @@ def _sparse_w():
     return (rng.standard_normal((64, 128)) * (rng.random((64, 128)) < 0.1)).astype(np.float32)
 
 
-@pytest.mark.parametrize("how", ["edited", "edited_and_redigested"])
+@pytest.mark.parametrize("how", ["edited",
+                                 pytest.param("edited_and_redigested", marks=pytest.mark.slow)])
 def test_tampered_decision_is_a_miss(cache_dir, how):
     w = _sparse_w()
     first = build_matvec(w, "int8", autotune=True)
