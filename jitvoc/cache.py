@@ -1,7 +1,8 @@
 """The on-disk kernel cache: where it lives, who may own it, and entries that check themselves.
 
-Location: jitvoc.config.cache_dir (``$JITVOC_CACHE``, else the user cache folder). The folder is created 0700 and is used only while it belongs to
-this user and nobody else can write to it; an entry file must satisfy the same rule.
+Location: jitvoc.config.cache_dir (``$JITVOC_CACHE``, else the user cache folder). The folder
+is created 0700 and is used only while it belongs to this user and nobody else can write to it;
+an entry file must satisfy the same rule.
 
 An entry is one file: a header naming the format, the sha256 of the key it was stored under and
 the sha256 and length of its payload, then the payload. Anything that does not match exactly
