@@ -1,8 +1,8 @@
 """The on-disk kernel cache: where it lives, who may own it, and entries that check themselves.
 
-Location: ``$JITVOC_CACHE``, else platformdirs' user cache folder (``$XDG_CACHE_HOME/jitvoc`` or
-``~/.cache/jitvoc`` on Linux). The folder is created 0700 and is used only while it belongs to
-this user and nobody else can write to it; an entry file must satisfy the same rule.
+Location: jitvoc.config.cache_dir (``$JITVOC_CACHE``, else the user cache folder). The folder
+is created 0700 and is used only while it belongs to this user and nobody else can write to it;
+an entry file must satisfy the same rule.
 
 An entry is one file: a header naming the format, the sha256 of the key it was stored under and
 the sha256 and length of its payload, then the payload. Anything that does not match exactly
@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 
 from .atomic import atomic_file
+from .config import cache_dir
 from .errors import JitvocError
 
 MAGIC = b"jitvoc-cache-entry-1\n"
@@ -47,15 +48,6 @@ def warn_once(message: str) -> None:
         warnings.warn(message, CacheWarning, stacklevel=3)
 
 
-def directory() -> Path:
-    """The configured cache folder (it may not exist yet)."""
-    configured = os.environ.get("JITVOC_CACHE")
-    if configured:
-        return Path(configured)
-    import platformdirs
-    return Path(platformdirs.user_cache_dir("jitvoc", appauthor=False))
-
-
 def safety_problem(st: os.stat_result) -> str | None:
     """Why a file or folder with this stat must not be trusted, or None."""
     if st.st_uid != os.getuid():
@@ -68,7 +60,7 @@ def safety_problem(st: os.stat_result) -> str | None:
 def usable_directory() -> Path | None:
     """The cache folder, created 0700 if missing; None (after one warning) if it cannot be
     created or must not be trusted."""
-    path = directory()
+    path = cache_dir()
     try:
         if not path.exists():
             path.mkdir(parents=True, mode=0o700)
@@ -194,7 +186,7 @@ def locked(name: str):
 
 def info() -> dict:
     """What `jitvoc cache info` shows."""
-    path = directory()
+    path = cache_dir()
     files = [p for p in path.iterdir() if p.is_file()] if path.is_dir() else []
     return {"path": str(path), "exists": path.is_dir(), "entries": len(files),
             "bytes": sum(p.stat().st_size for p in files),
@@ -203,7 +195,7 @@ def info() -> dict:
 
 def clear() -> int:
     """Remove the cache folder's entries; returns how many files went."""
-    path = directory()
+    path = cache_dir()
     if not path.is_dir():
         return 0
     problem = safety_problem(path.stat())

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 from . import cpu as cpu_mod
-from . import jit, native
+from . import config, jit, native
 from .emit.loop import (CORES, MATRIX_ARRAYS, PARAMS, build_module, core_modules,
                         core_symbol_of)
 from .errors import InputError
@@ -27,7 +27,7 @@ _TEACHER = "void(float*, int64_t, float*, int32_t*, int32_t*, int32_t*, float*, 
 
 def _announce(names) -> None:
     print(f"jitvoc: compiling the vocoder for this CPU ({len(names)} modules, first run only; "
-          f"cached in {jit.cache_dir()})...", file=sys.stderr, flush=True)
+          f"cached in {config.cache_dir()})...", file=sys.stderr, flush=True)
 
 
 class JitEngine:

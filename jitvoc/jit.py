@@ -23,7 +23,6 @@ import gc
 import hashlib
 import multiprocessing
 import os
-import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -33,6 +32,7 @@ import llvmlite
 import llvmlite.binding as llvm
 
 from . import cache
+from .config import debug, debug_level
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent
 _lock = threading.Lock()
@@ -43,18 +43,6 @@ def _initialised() -> bool:
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     return True
-
-
-def debug_level() -> int:
-    try:
-        return int(os.environ.get("JITVOC_DEBUG", "0"))
-    except ValueError:
-        return 0
-
-
-def debug(level: int, *message) -> None:
-    if debug_level() >= level:
-        print("[jitvoc]", *message, file=sys.stderr)
 
 
 def host_cpu_name() -> str:
@@ -142,11 +130,6 @@ def code_fingerprint(root: str) -> str:
         h.update(str(path.relative_to(path.parents[1])).encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
-
-
-def cache_dir() -> Path:
-    """The kernel cache folder (jitvoc.cache.directory)."""
-    return cache.directory()
 
 
 def cache_key(name: str, gen, root: str) -> bytes:

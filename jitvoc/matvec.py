@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from . import cpu as cpu_mod
-from . import jit, native
+from . import config, jit, native
 from .emit.spmv import build_module, stack_bytes
 from .errors import InputError
 from .layout import padded
@@ -246,6 +246,6 @@ def tune(plans, gen, x_format=None, x=None) -> MatVec:
         mv = MatVec(plan, gen, x_format)
         xv = x if x is not None else np.random.default_rng(0).standard_normal(mv.cols)
         results.append((mv.time_call(xv.astype(np.float32)), mv))
-        jit.debug(1, f"autotune {mv.spec}: {results[-1][0]:.0f} ns")
+        config.debug(1, f"autotune {mv.spec}: {results[-1][0]:.0f} ns")
     results.sort(key=lambda r: r[0])
     return results[0][1]

@@ -1,4 +1,5 @@
 """Shared test settings: a private kernel cache, and the CPU generations this host can run."""
+import itertools
 import os
 import tempfile
 
@@ -10,6 +11,20 @@ from jitvoc import cpu
 LADDER = ["x86-64", "core2", "haswell", "skylake-avx512", "cascadelake", "alderlake",
           "icelake-server", "native"]
 RUNNABLE = [g for g in LADDER if cpu.runnable(cpu.generation(g))]
+
+
+def _id(value) -> str:
+    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def diagonal(*axes):
+    """The product of `axes` as pytest params. The cases of one diagonal (case i takes value
+    i mod len of every axis) stay in the fast subset, so every value of every axis is tested;
+    the rest are marked slow."""
+    fast = {tuple(axis[i % len(axis)] for axis in axes) for i in range(max(map(len, axes)))}
+    return [pytest.param(*case, id="-".join(map(_id, case)),
+                         marks=() if case in fast else pytest.mark.slow)
+            for case in itertools.product(*axes)]
 
 
 @pytest.fixture(autouse=True, scope="session")

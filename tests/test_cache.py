@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jitvoc import cache, jit
+from jitvoc import cache, config, jit
 from jitvoc.matvec import build_matvec
 from jitvoc.plan import matvec as planner
 from jitvoc.reference.matvec import matvec_quantized
@@ -141,7 +141,8 @@ def _sparse_w():
     return (rng.standard_normal((64, 128)) * (rng.random((64, 128)) < 0.1)).astype(np.float32)
 
 
-@pytest.mark.parametrize("how", ["edited", "edited_and_redigested"])
+@pytest.mark.parametrize("how", ["edited",
+                                 pytest.param("edited_and_redigested", marks=pytest.mark.slow)])
 def test_tampered_decision_is_a_miss(cache_dir, how):
     w = _sparse_w()
     first = build_matvec(w, "int8", autotune=True)
@@ -235,7 +236,7 @@ def test_info_and_clear(cache_dir):
 def test_default_location_follows_xdg(monkeypatch, tmp_path):
     monkeypatch.delenv("JITVOC_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache.directory() == tmp_path / "xdg" / "jitvoc"
+    assert config.cache_dir() == tmp_path / "xdg" / "jitvoc"
 
 
 def test_cli_cache_info_and_clear(cache_dir, capsys):

@@ -160,6 +160,7 @@ def tiny_bench(monkeypatch):
     monkeypatch.setattr(bench_vocoder, "MODEL", dict(bench_vocoder.MODEL, hidden=32))
 
 
+@pytest.mark.slow
 def test_bench_quick_outputs(tiny_bench, tmp_path, capsys):
     j, md, png = tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png"
     argv = ["bench", "--quick", "--cpu", "native", "--repeats", "3", "--json", str(j),

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "fuzz_worker.py"
 CASES = {"model": 1500, "mel": 500, "audio": 1500, "matvec": 80, "recurrence": 1000,
          "generation": 150}
+SLOW = {"matvec"}   # compiles a kernel per case: 12 s of the default run
 SCALE = int(os.environ.get("JITVOC_FUZZ") or 1)
 SEED = int(os.environ.get("JITVOC_FUZZ_SEED") or 0)
 SECONDS_PER_CASE = 20   # a worker silent for this long per remaining case has hung
@@ -50,7 +51,8 @@ def run_worker(target: str, count: int, tmp_path) -> tuple[list, int, str]:
     return failures, done, (r.stderr[-2000:] if r is not None else "")
 
 
-@pytest.mark.parametrize("target", CASES)
+@pytest.mark.parametrize("target", [pytest.param(t, marks=pytest.mark.slow) if t in SLOW else t
+                                    for t in CASES])
 def test_fuzz(target, tmp_path):
     count = CASES[target] * SCALE
     failures, done, stderr = run_worker(target, count, tmp_path)

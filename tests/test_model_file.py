@@ -377,6 +377,7 @@ except ModelFileError as e:
 """
 
 
+@pytest.mark.slow
 def test_zip_bomb_is_refused_without_decompressing(saved, tmp_path):
     """A 4 MB file used to reach 4.1 GB RSS before it was rejected: here 1 GB of zeros appended
     to a member compresses to about 1 MB, and the growth in peak memory is a few MiB."""

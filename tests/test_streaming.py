@@ -36,6 +36,7 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * 4096 / 2**20
 
 
+@pytest.mark.slow
 def test_an_hour_of_streaming_takes_flat_memory(model):
     """Used to keep every frame: 90 MiB per hour at 80 mels."""
     voc = jitvoc.load(model, dtype="int8")

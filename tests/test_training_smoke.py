@@ -74,6 +74,7 @@ def test_block_pruning_masks():
     assert sparsity_at(110, 0.95, 10, 100) == pytest.approx(0.95)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(WAV_DIR), reason="festvox-ru is not installed")
 def test_smoke_training_and_export(tmp_path):
     jitvoc = pytest.importorskip("jitvoc")
@@ -94,6 +95,7 @@ def test_smoke_training_and_export(tmp_path):
         assert np.all(w[mask == 0] == 0), name
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(WAV_DIR), reason="festvox-ru is not installed")
 def test_resume_is_exact(tmp_path):
     """Two runs split by --until (the second resuming from the first's checkpoint) end with the

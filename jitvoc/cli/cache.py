@@ -1,5 +1,5 @@
 """`jitvoc cache info` and `jitvoc cache clear`: the compiled-kernel cache's folder and size."""
-from .. import cache
+from .. import cache, config
 
 
 def register(sub) -> None:
@@ -14,7 +14,7 @@ def register(sub) -> None:
 
 def _cache(args) -> int:
     if args.action == "clear":
-        print(f"removed {cache.clear()} entries from {cache.directory()}")
+        print(f"removed {cache.clear()} entries from {config.cache_dir()}")
         return 0
     d = cache.info()
     state = "" if d["exists"] else " (not created yet)"

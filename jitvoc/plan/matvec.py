@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .. import cache, jit
+from .. import cache, config, jit
 from ..emit import isa
 from ..errors import InputError, JitvocError
 from ..layout import BLOCKS, Packed, block_mask, pack
@@ -203,10 +203,10 @@ def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, 
                      unroll, accumulators, x_signed,
                      0 if packed.contiguous or window else x_stride, window)
     gathers = ""
-    if window and jit.debug_level() >= 1:
+    if window and config.debug_level() >= 1:
         g = packed.permute_gathers(window)
         gathers = f", byte-permute gathers: {g.n_groups} groups, {g.passes.mean():.2f} windows each"
-    jit.debug(1, f"plan {spec.name}: {packed.n_panels} panels of {packed.bh}x{packed.group}, "
+    config.debug(1, f"plan {spec.name}: {packed.n_panels} panels of {packed.bh}x{packed.group}, "
                  f"{np.count_nonzero(mask)}/{mask.size} non-zeros{gathers}")
     return Plan(spec, packed, row_scale, w_codes)
 
@@ -290,7 +290,7 @@ def decided_plan(d, w_codes, row_scale, mask, dtype, gen, x_signed) -> Plan | No
             return None
         plan = plan_from_decision(d, w_codes, row_scale, mask, gen)
     except (JitvocError, KeyError, TypeError, ValueError) as e:
-        jit.debug(1, f"ignoring an unusable autotune decision: {type(e).__name__}: {e}")
+        config.debug(1, f"ignoring an unusable autotune decision: {type(e).__name__}: {e}")
         return None
     return plan if plan.spec == spec else None
 

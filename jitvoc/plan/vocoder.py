@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import jit
+from .. import config
 from ..errors import InputError
 from ..quant import ACTIVATION_BITS, FixedPoint
 from ..representation import Representation
@@ -90,7 +90,7 @@ def calibration(model) -> dict:
 
 
 def _measure(model) -> dict:
-    jit.debug(1, "model has no calibration: measuring relu ranges on a synthetic signal")
+    config.debug(1, "model has no calibration: measuring relu ranges on a synthetic signal")
     from ..reference.vocoder import teacher_forced_states
     from ..mel import mel_spectrogram
     sr, hop = model.sample_rate, model.hop_length
@@ -141,7 +141,7 @@ def plan_vocoder(model, dtype: str, gen, precision: dict | None = None) -> Vocod
             shared[name] = offset
     plan = VocoderPlan(dtype, gen, model.hidden, model.hop_length, model.upsample, plans,
                        formats, shared, model.representation)
-    jit.debug(1, f"vocoder plan {plan.name}: " + ", ".join(
+    config.debug(1, f"vocoder plan {plan.name}: " + ", ".join(
         f"{m} {p.spec.name}" + (f" <- {formats[m].name}" if m in formats else "")
         for m, p in plans.items()))
     return plan
