@@ -218,7 +218,9 @@ def test_signal_while_writing_leaves_no_file(model_path, mel, tmp_path, name, co
     script = textwrap.dedent(TERMINATED_WHILE_WRITING).replace("{name}", name)
     r = subprocess.run([sys.executable, "-c", script, "synth", str(model_path), str(mel), "-o",
                         str(out / "o.wav")], capture_output=True, text=True, timeout=300,
-                       cwd="/", env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                       cwd="/", env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       # a shell's background job ignores SIGINT, and its children inherit that
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert r.returncode == code, r.stderr
     assert os.listdir(out) == []
     assert "Traceback" not in r.stderr
