@@ -38,41 +38,32 @@ HOLDOUT_EVERY = 24
 SAMPLE_RATE = 16000
 FESTVOX_DIR = "/usr/share/festival/voices/russian/msu_ru_nsh_clunits/wav"
 ASTERISK_DIR = "/usr/share/asterisk/sounds"
+ASTERISK_NOTICE = "models/LICENSE.asterisk-core-sounds.txt"
+
+
+def _asterisk(lang, folder, speaker, licence) -> dict:
+    """A voice of Debian's asterisk-core-sounds-LANG-g722 package."""
+    return {"dir": f"{ASTERISK_DIR}/{folder}", "ext": ".g722",
+            "package": f"asterisk-core-sounds-{lang}-g722", "speaker": speaker,
+            "licence": licence, "notice": ASTERISK_NOTICE}
+
+
 VOICES = {
     "festvox_ru": {"dir": FESTVOX_DIR, "ext": ".wav", "package": "festvox-ru",
                    "speaker": "one male Russian speaker (msu_ru_nsh_clunits)", "licence": "BSD-like",
                    "notice": "models/LICENSE.festvox-ru.txt"},
-    "asterisk_ru": {"dir": f"{ASTERISK_DIR}/ru_RU_f_IvrvoiceRU", "ext": ".g722",
-                    "package": "asterisk-core-sounds-ru-g722", "speaker": "Russian prompts (ivrvoice.ru)",
-                    "licence": "CC-BY-3.0", "notice": "models/LICENSE.asterisk-core-sounds.txt"},
-    "asterisk_fr": {"dir": f"{ASTERISK_DIR}/fr_CA_f_June", "ext": ".g722",
-                    "package": "asterisk-core-sounds-fr-g722", "speaker": "June Wallack (French, female)",
-                    "licence": "CC-BY-SA-3.0", "notice": "models/LICENSE.asterisk-core-sounds.txt"},
-    "asterisk_es": {"dir": f"{ASTERISK_DIR}/es_MX_f_Allison", "ext": ".g722",
-                    "package": "asterisk-core-sounds-es-g722", "speaker": "Allison Smith (Spanish, female)",
-                    "licence": "CC-BY-SA-3.0", "notice": "models/LICENSE.asterisk-core-sounds.txt"},
-    "asterisk_it": {"dir": f"{ASTERISK_DIR}/it_IT_m_Carlo", "ext": ".g722",
-                    "package": "asterisk-core-sounds-it-g722", "speaker": "Carlo Flora (Italian, male)",
-                    "licence": "CC-BY-3.0", "notice": "models/LICENSE.asterisk-core-sounds.txt"},
+    "asterisk_ru": _asterisk("ru", "ru_RU_f_IvrvoiceRU", "Russian prompts (ivrvoice.ru)", "CC-BY-3.0"),
+    "asterisk_fr": _asterisk("fr", "fr_CA_f_June", "June Wallack (French, female)", "CC-BY-SA-3.0"),
+    "asterisk_es": _asterisk("es", "es_MX_f_Allison", "Allison Smith (Spanish, female)", "CC-BY-SA-3.0"),
+    "asterisk_it": _asterisk("it", "it_IT_m_Carlo", "Carlo Flora (Italian, male)", "CC-BY-3.0"),
 }
 EVAL_ONLY = {
-    "asterisk_en": {"dir": f"{ASTERISK_DIR}/en_US_f_Allison", "ext": ".g722",
-                    "package": "asterisk-core-sounds-en-g722", "speaker": "Allison Smith (English, female)",
-                    "licence": "CC-BY-SA-3.0", "notice": "models/LICENSE.asterisk-core-sounds.txt"},
+    "asterisk_en": _asterisk("en", "en_US_f_Allison", "Allison Smith (English, female)", "CC-BY-SA-3.0"),
 }
 
 
 def voice_info(voice) -> dict:
     return VOICES.get(voice) or EVAL_ONLY[voice]
-
-
-def read_wav_int16(path):
-    """int16 mono samples and the sample rate of a PCM-16 WAV."""
-    import soundfile as sf
-    x, sr = sf.read(path, dtype="int16", always_2d=False)
-    if x.ndim != 1:
-        raise ValueError(f"{path}: expected mono, got shape {x.shape}")
-    return x, int(sr)
 
 
 def read_g722(path):
@@ -85,7 +76,10 @@ def read_g722(path):
 def read_recording(voice, name):
     info = voice_info(voice)
     path = os.path.join(info["dir"], name + info["ext"])
-    return read_g722(path) if info["ext"] == ".g722" else read_wav_int16(path)
+    if info["ext"] == ".g722":
+        return read_g722(path)
+    from jitvoc.audio import read_audio
+    return read_audio(path)[:2]
 
 
 def list_recordings(voice) -> list:

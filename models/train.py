@@ -126,18 +126,19 @@ def read_shard(path_flac):
     with open(path_flac[:-5] + ".json") as f:
         index = json.load(f)
     assert sr == index["sample_rate"] and len(audio) == index["samples"], path_flac
-    return [(u.get("voice", "festvox_ru"), u["name"], audio[u["offset"]:u["offset"] + u["length"]])
+    return [(u["voice"], u["name"], audio[u["offset"]:u["offset"] + u["length"]])
             for u in index["utterances"]]
 
 
 def load_utterances(cfg, shards):
     d = cfg["data"]
     if d.get("wav_dir"):  # festvox-ru recordings read directly (smoke test)
-        from models.prepare_data import load_split, read_wav_int16, trim_silence
+        from models.prepare_data import load_split, trim_silence
+        read_audio = jitvoc_module("audio").read_audio
         names = load_split()["voices"]["festvox_ru"]["train"][:d.get("max_sentences")]
         utts = []
         for n in names:
-            x, sr = read_wav_int16(os.path.join(d["wav_dir"], n + ".wav"))
+            x, sr, _ = read_audio(os.path.join(d["wav_dir"], n + ".wav"))
             a, b = trim_silence(x, sr)
             utts.append(("festvox_ru", n, x[a:b]))
         return utts, f"{d['wav_dir']} ({len(names)} training sentences of models/split.json)"
