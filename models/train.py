@@ -299,6 +299,21 @@ def lr_at(step, cfg, total, rewarm_from=None):
     return lr
 
 
+def rescale_schedule(meta, cfg, total):
+    """Plan `total` steps instead of cfg["total_steps"], keeping the schedule's position: the
+    step counter (and the step a re-warm-up started from) move to the same fraction of the
+    plan, so the learning rate and the pruning target are where they were. A recipe change
+    that makes steps cheaper (shorter crops) is then compared with the old one at equal wall
+    time and equal schedule position."""
+    ratio = total / cfg["total_steps"]
+    meta.setdefault("rescaled", []).append({"from": [meta["step"], cfg["total_steps"]],
+                                            "to": [round(meta["step"] * ratio), total]})
+    meta["step"] = round(meta["step"] * ratio)
+    if "rewarm_from" in meta:
+        meta["rewarm_from"] = round(meta["rewarm_from"] * ratio)
+    cfg["total_steps"] = total
+
+
 def build_model(cfg, n_mels):
     from models.wavernn import WaveRNN
     return WaveRNN(cfg["hidden"], n_mels, cfg["cond_channels"], cfg["cond_layers"])
@@ -503,6 +518,11 @@ def main(argv=None):
                     help="seconds (from process start) after which to save and stop")
     ap.add_argument("--device", default=None)
     ap.add_argument("--steps", type=int, default=None, help="override total_steps")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="override one entry of the (resumed) recipe, e.g. crop_frames=4")
+    ap.add_argument("--rescale-to", type=int, default=None, metavar="TOTAL",
+                    help="plan TOTAL steps from here on, moving the step counter to the same "
+                         "fraction of the plan (learning rate and pruning continue where they were)")
     ap.add_argument("--until", type=int, default=None, help="stop at this global step")
     ap.add_argument("--export", default=None, help="also export the final model file here")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -536,6 +556,14 @@ def main(argv=None):
             + (" (compact copy: Adam's moments restart)" if compact else ""))
     if args.steps:
         cfg["total_steps"] = args.steps
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in cfg:
+            ap.error(f"--set {item}: the recipe has no entry {key!r}")
+        cfg[key] = json.loads(value)
+    if args.rescale_to:
+        rescale_schedule(meta, cfg, args.rescale_to)
+        log(f"schedule rescaled to {cfg['total_steps']} steps: now at step {meta['step']}")
     torch.manual_seed(cfg["seed"] + meta["step"])
     rep = representation(cfg)
     mel_spectrogram, mel_default = import_mel()

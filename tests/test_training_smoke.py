@@ -121,3 +121,19 @@ def test_resume_is_exact(tmp_path):
         np.testing.assert_array_equal(compact[0][k], one[0][k].astype(np.float16), err_msg=k)
     for k in one[1]:
         np.testing.assert_array_equal(compact[1][k], one[1][k], err_msg=k)
+
+
+def test_rescaled_schedule_continues_where_it_was():
+    """--rescale-to moves the step to the same fraction of the new plan: the learning rate and
+    the pruning targets at the new step are those at the old one."""
+    from models import train
+    from models.wavernn import sparsity_at
+    cfg = train.load_config(os.path.join(ROOT, "models", "configs", "multivoice.json"))
+    meta = {"step": 11802, "rewarm_from": 11000}
+    lr, z = train.lr_at(11802, cfg, 50000), sparsity_at(11802, 0.95, 10000, 22500)
+    train.rescale_schedule(meta, cfg, 100000)
+    assert (meta["step"], meta["rewarm_from"], cfg["total_steps"]) == (23604, 22000, 100000)
+    assert meta["rescaled"] == [{"from": [11802, 50000], "to": [23604, 100000]}]
+    # the 500 warm-up steps are not rescaled: the cosine's phase moves by 0.5%
+    assert train.lr_at(meta["step"], cfg, 100000) == pytest.approx(lr, rel=1e-2)
+    assert sparsity_at(meta["step"], 0.95, 20000, 45000) == pytest.approx(z, rel=1e-6)

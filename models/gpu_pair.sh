@@ -1,0 +1,29 @@
+#!/bin/bash
+# One command on a two-GPU machine: the training chain (.ckpt/full) on GPU 0 and a variant of the
+# recipe (.ckpt/var) on GPU 1, side by side on the same shard for the same time, so that their
+# held-out likelihoods compare at equal wall time (models/TRAINING.md, "Side by side").
+#
+#   bash models/gpu_pair.sh SHARD TIME_BUDGET [VARIANT ARGS FOR ITS FIRST RUN...]
+#
+# The variant starts from the chain's checkpoint with the extra arguments (for example
+# --set crop_frames=4 --rescale-to 100000) and later resumes its own. $OUT receives both
+# checkpoints (var_*.npz for the variant) and both logs: the 8 files a command may return.
+set -u
+shard=$1 budget=$2
+shift 2
+test -f .ckpt/full/weights.npz || { echo NO_CKPT; exit 3; }
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit
+export PYTHONUNBUFFERED=1
+common=(--shards "$shard" --time-budget "$budget" --eval-shard .traindata/heldout.flac --workers 16)
+if [ -f .ckpt/var/weights.npz ]; then variant=(--resume .ckpt/var); else variant=(--resume .ckpt/full "$@"); fi
+CUDA_VISIBLE_DEVICES=0 python3 -m models.train --resume .ckpt/full --out .ckpt/full "${common[@]}" \
+    >"$OUT/train.log" 2>&1 &
+CUDA_VISIBLE_DEVICES=1 python3 -m models.train "${variant[@]}" --out .ckpt/var "${common[@]}" \
+    >"$OUT/var.log" 2>&1 &
+wait
+cp .ckpt/full/*.npz "$OUT/"
+for f in .ckpt/var/*.npz; do cp "$f" "$OUT/var_$(basename "$f")"; done
+for log in train var; do
+    echo "== $log"; grep -v "step [0-9]*[1-9]00/" "$OUT/$log.log" | cut -c1-400
+done
