@@ -354,11 +354,12 @@ def save_checkpoint(out, model, pruner, optimizer, meta, gen):
     _savez(os.path.join(out, "weights.npz"), arrays)
 
 
-def save_compact(path, model, pruner, meta):
-    """fp16 weights, bit-packed masks and meta: the copy kept in the repository."""
-    arrays = {"model/" + n: p.detach().cpu().numpy().astype(np.float16) for n, p in model.state_dict().items()}
-    for n, m in pruner.masks.items():
-        mask = m.detach().cpu().numpy().astype(bool)
+def save_compact(path, state, masks, meta):
+    """fp16 weights, bit-packed masks and meta (numpy arrays by state_dict / matrix name): the
+    copy kept in the repository."""
+    arrays = {"model/" + n: np.asarray(w).astype(np.float16) for n, w in state.items()}
+    for n, m in masks.items():
+        mask = np.asarray(m).astype(bool)
         arrays["maskbits/" + n] = np.packbits(mask)
         arrays["maskshape/" + n] = np.array(mask.shape, np.int64)
     arrays["meta"] = _meta_array(dict(meta, compact=True))
@@ -514,6 +515,8 @@ def main(argv=None):
     ap.add_argument("--resume", default=None,
                     help="a checkpoint folder (exact) or a compact copy (.npz) to continue from")
     ap.add_argument("--compact", default=None, help="also write the compact copy here at the end")
+    ap.add_argument("--compact-from", default=None, metavar="DIR",
+                    help="only write the compact copy (--compact) of the checkpoint folder DIR")
     ap.add_argument("--time-budget", type=float, default=None,
                     help="seconds (from process start) after which to save and stop")
     ap.add_argument("--device", default=None)
@@ -531,6 +534,13 @@ def main(argv=None):
     ap.add_argument("--save-every", type=float, default=240.0, help="seconds between checkpoints")
     args = ap.parse_args(argv)
 
+    if args.compact_from:
+        if not args.compact:
+            ap.error("--compact-from needs --compact PATH")
+        weights, masks, meta, _, _ = read_checkpoint(args.compact_from)
+        save_compact(args.compact, weights, masks, meta)
+        log(f"compact copy {args.compact} of {args.compact_from} at step {meta['step']}")
+        return 0
     import torch
     cfg = load_config(args.config)
     device = args.device or cfg["device"]
@@ -654,7 +664,8 @@ def main(argv=None):
                                     torch.Generator(device=device).manual_seed(cfg["seed"]))
     save_checkpoint(args.out, model, pruner, optimizer, meta, gen)
     if args.compact:
-        save_compact(args.compact, model, pruner, meta)
+        save_compact(args.compact, {n: p.detach().cpu().numpy() for n, p in model.state_dict().items()},
+                     {n: m.detach().cpu().numpy() for n, m in pruner.masks.items()}, meta)
         log(f"compact copy {args.compact} ({os.path.getsize(args.compact) / 2**20:.1f} MiB)")
     log(f"saved {args.out}: " + ", ".join(f"{f} {os.path.getsize(os.path.join(args.out, f)) / 2**20:.1f} MiB"
                                          for f in ("weights.npz", *ADAM_FILES.values())))
