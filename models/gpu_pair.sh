@@ -6,8 +6,10 @@
 #   bash models/gpu_pair.sh SHARD TIME_BUDGET [VARIANT ARGS FOR ITS FIRST RUN...]
 #
 # The variant starts from the chain's checkpoint with the extra arguments (for example
-# --set crop_frames=4 --rescale-to 100000) and later resumes its own. $OUT receives both
-# checkpoints (var_*.npz for the variant) and both logs: the 8 files a command may return.
+# --set crop_frames=4 --rescale-to 100000) and later resumes its own. $OUT receives the chain's
+# checkpoint (Adam's moments too), the variant's weights, both logs and both sets of free-running
+# samples (models/score_free_running.py scores them here): the 8 files, under the 64 MiB, that a
+# command may return. The variant's Adam moments stay on the warm machine.
 set -u
 shard=$1 budget=$2
 shift 2
@@ -18,12 +20,12 @@ export PYTHONUNBUFFERED=1
 common=(--shards "$shard" --time-budget "$budget" --eval-shard .traindata/heldout.flac --workers 16)
 if [ -f .ckpt/var/weights.npz ]; then variant=(--resume .ckpt/var); else variant=(--resume .ckpt/full "$@"); fi
 CUDA_VISIBLE_DEVICES=0 python3 -m models.train --resume .ckpt/full --out .ckpt/full "${common[@]}" \
-    >"$OUT/train.log" 2>&1 &
+    --free-running "$OUT/freerun.npz" >"$OUT/train.log" 2>&1 &
 CUDA_VISIBLE_DEVICES=1 python3 -m models.train "${variant[@]}" --out .ckpt/var "${common[@]}" \
-    >"$OUT/var.log" 2>&1 &
+    --free-running "$OUT/var_freerun.npz" >"$OUT/var.log" 2>&1 &
 wait
 cp .ckpt/full/*.npz "$OUT/"
-for f in .ckpt/var/*.npz; do cp "$f" "$OUT/var_$(basename "$f")"; done
+cp .ckpt/var/weights.npz "$OUT/var_weights.npz"
 for log in train var; do
     echo "== $log"; grep -v "step [0-9]*[1-9]00/" "$OUT/$log.log" | cut -c1-400
 done

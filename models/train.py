@@ -26,7 +26,8 @@ Recipe:
   z_t = Z (1 − (1 − (t − t0)/S)^3) until (start + span)·total_steps; R's three gate matrices
   pruned separately, O1..O4 each; 16x1 blocks scored by L2 norm; pruned blocks never regrow;
   masks applied after every optimizer step, with I[coarse rows, 2] = 0 re-imposed;
-* at the end of every run: held-out teacher-forced likelihood per voice (`--eval-shard`) and
+* at the end of every run: held-out teacher-forced likelihood per voice (`--eval-shard`), free-
+  running samples of the held-out recordings for models.evaluate to score (`--free-running`), and
   activation ranges of every matrix product's input, stored for models/export.py.
 
 Checkpoints (`--out DIR`): `weights.npz` (fp32 weights, masks, generator state and a JSON `meta`:
@@ -505,6 +506,58 @@ def heldout_nll(model, utts, mels, hop, device, rep):
                 "bits_per_sample": (c + f) / n / math.log(2)} for v, (c, f, n) in sums.items()}
 
 
+def free_running(model, utts, mels, hop, device, rep, seconds, seed=0):
+    """Free-running samples of the first `seconds` of each held-out recording (int16 arrays),
+    drawn by PyTorch from the model's two softmaxes (torch.multinomial, not jitvoc's draw rule):
+    the coarse half of h_t is computed with c_t = 0 (it does not see c_t), c_t is drawn, then the
+    fine half with c_t. All recordings advance together, one batch."""
+    import torch
+    lens = [min(len(x), int(seconds * 16000)) for _, _, x in utts]
+    T = max(lens)
+    cell = torch.nn.GRUCell(model.gru.input_size, model.hidden).to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    model.eval()
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).copy_(getattr(model.gru, name + "_l0"))
+        conds = []
+        for mel, n in zip(mels, lens):
+            m = torch.from_numpy(np.asarray(mel, np.float32)).to(device).T[None]
+            a = model.condition(m)
+            a = torch.cat([a, a[:, :, -1:]], dim=2)
+            k = model.upsample_linear(a, hop)[0, :n]
+            conds.append(torch.nn.functional.pad(k, (0, 0, 0, T - n)))
+        cond = torch.stack(conds)                                    # [N, T, C]
+        N = len(utts)
+        h = torch.zeros(N, model.hidden, device=device)
+        x = torch.zeros(N, 3 + cond.shape[2], device=device)
+        prev = torch.tensor([[128.0, 0.0]], device=device).expand(N, 2)
+        codes = torch.zeros(T, 2, N, dtype=torch.long, device=device)
+        for t in range(T):
+            x[:, :2] = prev / 127.5 - 1.0
+            x[:, 2] = 0.0
+            x[:, 3:] = cond[:, t]
+            lc, _, _ = model.heads(cell(x, h))
+            c = torch.multinomial(torch.softmax(lc, -1), 1, generator=gen)[:, 0]
+            x[:, 2] = c / 127.5 - 1.0
+            h = cell(x, h)
+            _, lf, _ = model.heads(h)
+            f = torch.multinomial(torch.softmax(lf, -1), 1, generator=gen)[:, 0]
+            codes[t, 0], codes[t, 1] = c, f
+            prev = torch.stack([c, f], 1).float()
+    model.train()
+    codes = codes.cpu().numpy()
+    decode = jitvoc_module("representation").decode
+    return [decode(rep, codes[:n, 0, i], codes[:n, 1, i])[0] for i, n in enumerate(lens)]
+
+
+def save_free_running(path, utts, audio, step):
+    """`path`.npz: one int16 array per held-out recording ("voice/name") and the step."""
+    arrays = {f"{voice}/{name}": y for (voice, name, _), y in zip(utts, audio)}
+    arrays["step"] = np.array(step, np.int64)
+    _savez(path, arrays)
+
+
 # ---------------------------------------------------------------------------------------------
 
 def main(argv=None):
@@ -531,6 +584,11 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--eval-shard", default=None, help="FLAC shard of held-out recordings: "
                     "teacher-forced likelihood per voice at the end")
+    ap.add_argument("--free-running", default=None, metavar="NPZ",
+                    help="with --eval-shard: also sample the first --free-running-seconds of each "
+                         "held-out recording free-running and save them here (models.evaluate "
+                         "--free-running scores them)")
+    ap.add_argument("--free-running-seconds", type=float, default=3.0)
     ap.add_argument("--save-every", type=float, default=240.0, help="seconds between checkpoints")
     args = ap.parse_args(argv)
 
@@ -604,7 +662,9 @@ def main(argv=None):
     B, Tf, total = cfg["batch_size"], cfg["crop_frames"], cfg["total_steps"]
     step0 = step = meta["step"]
     deadline = T_START + args.time_budget if args.time_budget else None
-    reserve = 60.0  # seconds kept for the checkpoint, held-out likelihood and calibration
+    # seconds kept for the checkpoint, held-out likelihood and calibration (60), and the
+    # free-running samples (about 20 s for 20 recordings of 3 s on an H200)
+    reserve = 60.0 + (40.0 if args.free_running else 0.0)
     t_train = last_save = time.time()
     ema = None
     log(f"training: B={B} crop={Tf * hop} samples, steps {step}..{total}, noise {cfg['input_noise']}")
@@ -659,6 +719,12 @@ def main(argv=None):
         meta.setdefault("heldout", []).append(dict(step=step, **heldout_nll(model, ev, ev_m, hop, device, rep)))
         log("held-out teacher-forced bits/sample: " + json.dumps(
             {v: round(r["bits_per_sample"], 3) for v, r in meta["heldout"][-1].items() if v != "step"}))
+        if args.free_running:
+            t0 = time.time()
+            audio = free_running(model, ev, ev_m, hop, device, rep, args.free_running_seconds)
+            save_free_running(args.free_running, ev, audio, step)
+            log(f"free-running samples of {len(ev)} held-out recordings: {args.free_running} "
+                f"({time.time() - t0:.1f} s)")
     # its own generator: the checkpoint's stays where training left it
     meta["calibration"] = calibrate(model, corpus, cfg, radius,
                                     torch.Generator(device=device).manual_seed(cfg["seed"]))

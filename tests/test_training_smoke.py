@@ -137,3 +137,24 @@ def test_rescaled_schedule_continues_where_it_was():
     # the 500 warm-up steps are not rescaled: the cosine's phase moves by 0.5%
     assert train.lr_at(meta["step"], cfg, 100000) == pytest.approx(lr, rel=1e-2)
     assert sparsity_at(meta["step"], 0.95, 20000, 45000) == pytest.approx(z, rel=1e-6)
+
+
+def test_free_running_samples(tmp_path):
+    """Free-running samples: one int16 array per recording, as long as the recording or the
+    requested seconds, the same for the same seed; saved by name for score_free_running."""
+    from models import train
+    model, _, cfg = _randomized_model()
+    rep = train.representation(cfg)
+    mel_spectrogram, mel_cfg = train.import_mel()
+    rng = np.random.default_rng(0)
+    utts = [("v", "a", (rng.standard_normal(700) * 3000).astype(np.int16)),
+            ("v", "b", (rng.standard_normal(1900) * 3000).astype(np.int16))]
+    mels = [mel_spectrogram(x, 16000, mel_cfg) for _, _, x in utts]
+    one = train.free_running(model, utts, mels, mel_cfg["hop_length"], "cpu", rep, seconds=0.1)
+    two = train.free_running(model, utts, mels, mel_cfg["hop_length"], "cpu", rep, seconds=0.1)
+    assert [len(y) for y in one] == [700, 1600] and all(y.dtype == np.int16 for y in one)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+    train.save_free_running(str(tmp_path / "fr.npz"), utts, one, 7)
+    z = np.load(tmp_path / "fr.npz")
+    assert sorted(z.files) == ["step", "v/a", "v/b"] and int(z["step"]) == 7
