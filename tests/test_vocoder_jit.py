@@ -13,10 +13,11 @@ import pytest
 
 import jitvoc
 from jitvoc.audio import read_audio
+from jitvoc.cpu import resolve as cpu_resolve
 from jitvoc.engine_jit import JitEngine
 from jitvoc.errors import InputError, UnsupportedCPU
 from jitvoc.model import Model, load_model, random_model
-from jitvoc.plan.vocoder import calibration
+from jitvoc.plan.vocoder import calibration, plan_vocoder
 from jitvoc.reference.vocoder import GenState, conditioning
 from jitvoc.representation import Representation, decode
 
@@ -152,6 +153,14 @@ def test_dc_block_float32_equals_the_reference_engine(speech_like):
     model, mel = with_representation(make_model("mulaw+pre"), DC_BLOCKED), speech_like[1][:8]
     np.testing.assert_array_equal(jitvoc.load(model, dtype="float32").synthesize(mel, seed=5),
                                   jitvoc.load(model, backend="reference").synthesize(mel, seed=5))
+
+
+def test_dc_block_is_part_of_the_kernel_name():
+    """The loop's symbol is its cache key: a kernel compiled for one r never serves another."""
+    base = make_model("mulaw+pre")
+    names = {r: plan_vocoder(with_representation(base, Representation("mulaw", 0.85, r)), "int8",
+                             cpu_resolve(None)).name for r in (0.0, 0.99, 0.995)}
+    assert len(set(names.values())) == 3
 
 
 def test_dc_block_is_the_same_on_every_generation(speech_like):
