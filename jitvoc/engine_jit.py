@@ -96,20 +96,20 @@ class JitEngine:
             raise InputError(f"t0 = {t0} is not a non-negative multiple of hop {hop}")
         if state.t != t0:
             raise InputError(f"state is at sample {state.t}, not at t0 = {t0}")
-        if not np.isfinite(state.s_prev):
-            raise InputError(f"state.s_prev (de-emphasis) must be finite, got {state.s_prev}")
+        state.check_filters()
         if n_samples < 0:
             raise InputError(f"n_samples must be non-negative, got {n_samples}")
         K = self._check_k(K, n_samples)
         out = np.empty(n_samples, np.int16)
         h = np.ascontiguousarray(state.h, dtype=np.float32)
         cf = np.array([state.c_prev, state.f_prev], np.int32)
-        s = np.array([state.s_prev], np.float32)
+        s = np.array([state.s_prev, state.y_prev], np.float32)
         if n_samples:
             self._generate(native.ptr(out), n_samples, t0, native.ptr(K), native.ptr(h),
                            native.ptr(cf), native.ptr(s), int(seed) & 0xFFFFFFFF,
                            native.ptr(self._params))
         state.h, state.c_prev, state.f_prev, state.s_prev = h, int(cf[0]), int(cf[1]), float(s[0])
+        state.y_prev = float(s[1])
         state.t = t0 + n_samples
         return out
 

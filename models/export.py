@@ -6,7 +6,10 @@ PyTorch's gate order (r, z, n) becomes jitvoc's (u, r, e) = (z, r, n); `weight_i
 `gru.I` (its first 3 columns) and `cond.proj` (the rest); `bias_ih` is `gru.b`, `bias_hh` is
 `gru.bR`; the masks are stored as uint8. `meta.quantization` carries the activation ranges that
 models/train.py measured on teacher-forced training data, `meta.provenance` the data, split,
-steps, sparsity per matrix, commands and losses. Needs numpy only (not torch).
+steps, sparsity per matrix, commands and losses. `meta.representation` is the training
+config's, with its DC blocker r ("dc_block", docs/model.md "Samples") from --dc-block if given,
+else from the config, else DC_BLOCK for a model with pre-emphasis (0 without). Needs numpy only
+(not torch).
 """
 import argparse
 import datetime
@@ -19,6 +22,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+DC_BLOCK = 0.995   # docs/model.md "Samples": a −3 dB corner at 12.7 Hz (16 kHz), measured there
 
 
 def torch_to_jitvoc_rows(H):
@@ -81,7 +85,17 @@ def _data_provenance(split):
             for v, e in split.get("voices", {}).items() if v in VOICES}
 
 
-def export(ckpt, out, command=None, extra_provenance=None):
+def file_representation(cfg_rep, dc_block=None) -> dict:
+    """The model file's representation entry: the config's, with r as the module docstring says."""
+    rep = dict(cfg_rep)
+    if dc_block is not None:
+        rep["dc_block"] = dc_block
+    elif "dc_block" not in rep:
+        rep["dc_block"] = DC_BLOCK if rep.get("preemphasis") else 0.0
+    return rep
+
+
+def export(ckpt, out, command=None, extra_provenance=None, dc_block=None):
     from models.train import jitvoc_module, read_checkpoint
     weights, ckpt_masks, meta, _, _ = read_checkpoint(ckpt)
     cfg = meta["config"]
@@ -125,7 +139,7 @@ def export(ckpt, out, command=None, extra_provenance=None):
     file_meta = {"format": "jitvoc-model", "version": 1, "hidden": H,
                  "sample_rate": cfg["sample_rate"], "mel": cfg["mel"],
                  "conditioning": {"layers": layers, "upsample": "linear"},
-                 "representation": cfg["representation"],
+                 "representation": file_representation(cfg["representation"], dc_block),
                  "provenance": provenance}
     if "calibration" in meta:
         file_meta["quantization"] = meta["calibration"]
@@ -139,10 +153,14 @@ def main(argv=None):
     ap.add_argument("checkpoint")
     ap.add_argument("output")
     ap.add_argument("--note", default=None, help="free text stored as meta.provenance.note")
+    ap.add_argument("--dc-block", type=float, default=None,
+                    help=f"the DC blocker's r (default: the config's, else {DC_BLOCK} with "
+                         "pre-emphasis, 0 without)")
     args = ap.parse_args(argv)
     cmd = "python -m models.export " + " ".join(sys.argv[1:] if argv is None else argv)
     model = export(args.checkpoint, args.output, command=cmd,
-                   extra_provenance={"note": args.note} if args.note else None)
+                   extra_provenance={"note": args.note} if args.note else None,
+                   dc_block=args.dc_block)
     print(f"{args.output}: {model!r}, {os.path.getsize(args.output) / 2**20:.2f} MiB")
     print(json.dumps(model.meta["provenance"]["sparsity"]))
 

@@ -13,7 +13,7 @@ Recipe:
 * data: the shards of models/prepare_data.py; features are `jitvoc.mel_spectrogram` of each
   (silence-trimmed) recording; the audio is encoded once into coarse/fine codes with the
   config's sample representation (jitvoc/representation.py: µ-law coarse byte, linear fine
-  refinement, pre-emphasis);
+  refinement, pre-emphasis; its DC blocker r acts only on decoding, not on the codes);
 * random crops of `crop_frames` frames, the GRU starting from h = 0 at the crop, inputs
   [ĉ_{t-1}, f̂_{t-1}, ĉ_t, cond_t] teacher-forced from the recording, except that Gaussian noise
   of `input_noise` classes is added to the previous sample's codes (rounded, clipped), so that
@@ -58,7 +58,7 @@ DEFAULTS = {
     "cond_layers": [{"kernel": 5, "activation": "relu"}, {"kernel": 5, "activation": "relu"}],
     "sample_rate": 16000,
     "mel": None,                 # None: jitvoc's default mel config
-    "representation": {"code": "mulaw", "preemphasis": 0.85},
+    "representation": {"code": "mulaw", "preemphasis": 0.85, "dc_block": 0.995},
     "input_noise": {"coarse": 1.0, "fine": 8.0},
     "data": {"shards": ".traindata", "wav_dir": None, "max_sentences": None},
     "batch_size": 256,

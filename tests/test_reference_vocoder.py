@@ -126,7 +126,8 @@ def test_coarse_probabilities_do_not_see_current_coarse(model):
     assert not np.array_equal(p[t + 1, 0], q[t + 1, 0])  # and the next step sees it
 
 
-@pytest.mark.parametrize("representation", [None, Representation("mulaw", 0.85)])
+@pytest.mark.parametrize("representation", [None, Representation("mulaw", 0.85),
+                                            Representation("mulaw", 0.85, 0.995)])
 def test_generate_is_deterministic_and_split_invariant(representation):
     model = small_model(representation=representation)
     engine, K = ReferenceEngine(model), full_k(model, random_mel(6))

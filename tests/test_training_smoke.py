@@ -40,8 +40,9 @@ def _save_ckpt(tmp_path, model, pruner, cfg):
     return path
 
 
-@pytest.mark.parametrize("representation", [{"code": "linear", "preemphasis": 0.0},
-                                            {"code": "mulaw", "preemphasis": 0.85}])
+@pytest.mark.parametrize("representation", [
+    {"code": "linear", "preemphasis": 0.0}, {"code": "mulaw", "preemphasis": 0.85},
+    {"code": "mulaw", "preemphasis": 0.85, "dc_block": 0.99}])
 def test_torch_model_matches_jitvoc_reference(tmp_path, representation):
     jitvoc = pytest.importorskip("jitvoc")
     from models import train
@@ -59,6 +60,20 @@ def test_torch_model_matches_jitvoc_reference(tmp_path, representation):
     p_torch = np.stack([torch.softmax(lc, -1).numpy(), torch.softmax(lf, -1).numpy()], axis=1)
     assert p_ref.max() > 0.05  # far from uniform (1/256)
     np.testing.assert_allclose(p_torch, p_ref, atol=2e-4)
+    assert voc.model.representation.dc_block == representation.get(
+        "dc_block", 0.995 if representation["preemphasis"] else 0.0)
+
+
+def test_export_dc_block():
+    """The file's DC blocker: --dc-block, else the config's, else 0.995 with pre-emphasis."""
+    from models.export import file_representation
+    pre = {"code": "mulaw", "preemphasis": 0.85}
+    config_r = dict(pre, dc_block=0.99)
+    assert file_representation(pre) == dict(pre, dc_block=0.995)
+    assert file_representation({"code": "linear", "preemphasis": 0.0})["dc_block"] == 0.0
+    assert file_representation(config_r) == config_r
+    assert file_representation(config_r, 0.998)["dc_block"] == 0.998
+    assert file_representation(pre, 0.0)["dc_block"] == 0.0
 
 
 def test_block_pruning_masks():

@@ -13,11 +13,13 @@ import pytest
 
 import jitvoc
 from jitvoc.audio import read_audio
+from jitvoc.cpu import resolve as cpu_resolve
 from jitvoc.engine_jit import JitEngine
 from jitvoc.errors import InputError, UnsupportedCPU
 from jitvoc.model import Model, load_model, random_model
+from jitvoc.plan.vocoder import calibration, plan_vocoder
 from jitvoc.reference.vocoder import GenState, conditioning
-from jitvoc.representation import Representation
+from jitvoc.representation import Representation, decode
 
 from conftest import RUNNABLE
 
@@ -27,6 +29,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 SHIPPED = "festvox_ru_wavernn"  # the installed model, by name
 REPRESENTATIONS = {"linear": Representation(), "linear+pre": Representation("linear", 0.85),
                    "mulaw": Representation("mulaw"), "mulaw+pre": Representation("mulaw", 0.85)}
+DC_BLOCKED = Representation("mulaw", 0.85, 0.995)
 
 
 @functools.cache
@@ -125,12 +128,84 @@ def test_calls_split_at_frames_equal_one_call(speech_like, dtype):
     np.testing.assert_array_equal(np.concatenate(parts), one)
 
 
+def with_representation(model, rep):
+    """The same network with another decode and `model`'s int8/int16 calibration (measured on
+    audio encoded with its representation): the same codes are drawn, whatever the decode."""
+    ranges = {m: {"max": v} for m, v in calibration(model).items()}
+    return Model(model.weights, model.masks, dict(model.meta, representation=rep.to_meta(),
+                                                  quantization={"activation_ranges": ranges}))
+
+
+@pytest.mark.parametrize("seed", [0, 11])
+@pytest.mark.parametrize("dtype", ["int8", "int16", "float32"])
+def test_dc_block_matches_the_reference_decode(speech_like, dtype, seed):
+    """The JIT loop's DC-blocked samples are the reference decode of the codes it drew, bit for
+    bit: the codes are read back from the same network with the linear decode."""
+    model, mel = make_model("mulaw+pre"), speech_like[1][:8]
+    out = jitvoc.load(with_representation(model, DC_BLOCKED), dtype=dtype).synthesize(mel, seed)
+    linear = jitvoc.load(with_representation(model, Representation()), dtype=dtype)
+    c, f = np.divmod(linear.synthesize(mel, seed).astype(np.int64) + 32768, 256)
+    np.testing.assert_array_equal(out, decode(DC_BLOCKED, c, f)[0])
+    assert not np.array_equal(out, jitvoc.load(model, dtype=dtype).synthesize(mel, seed))
+
+
+def test_dc_block_float32_equals_the_reference_engine(speech_like):
+    model, mel = with_representation(make_model("mulaw+pre"), DC_BLOCKED), speech_like[1][:8]
+    np.testing.assert_array_equal(jitvoc.load(model, dtype="float32").synthesize(mel, seed=5),
+                                  jitvoc.load(model, backend="reference").synthesize(mel, seed=5))
+
+
+def test_dc_block_is_part_of_the_kernel_name():
+    """The loop's symbol is its cache key: a kernel compiled for one r never serves another."""
+    base = make_model("mulaw+pre")
+    names = {r: plan_vocoder(with_representation(base, Representation("mulaw", 0.85, r)), "int8",
+                             cpu_resolve(None)).name for r in (0.0, 0.99, 0.995)}
+    assert len(set(names.values())) == 3
+
+
+def test_dc_block_is_the_same_on_every_generation(speech_like):
+    model = with_representation(make_model("mulaw+pre"), DC_BLOCKED)
+    outs = {gen: jitvoc.load(model, dtype="int8", cpu=gen).synthesize(speech_like[1][:8], seed=7)
+            for gen in RUNNABLE}
+    for gen, out in outs.items():
+        assert np.array_equal(out, outs[RUNNABLE[0]]), f"{gen} differs from {RUNNABLE[0]}"
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_dc_block_streams_like_one_shot(speech_like, dtype):
+    """The DC blocker's state y carries over between blocks and generate calls."""
+    model = with_representation(make_model("mulaw+pre"), DC_BLOCKED)
+    voc, mel = jitvoc.load(model, dtype=dtype), speech_like[1][:20]
+    one = voc.synthesize(mel, seed=3)
+    for sizes in ([1] * 20, [3, 0, 7, 10]):
+        chunks = np.split(mel, np.cumsum(sizes)[:-1])
+        assert np.array_equal(np.concatenate(list(voc.stream(chunks, seed=3))), one), sizes
+    engine, hop = JitEngine(model, dtype=dtype), model.hop_length
+    K = conditioning(model, mel[:6])
+    K = np.concatenate([K, K[-1:]])
+    state = GenState.initial(model.hidden)
+    parts = [engine.generate(K[f:], f * hop, n * hop, state, 3) for f, n in ((0, 2), (2, 4))]
+    assert state.y_prev != 0
+    np.testing.assert_array_equal(np.concatenate(parts),
+                                  engine.generate(K, 0, 6 * hop, GenState.initial(model.hidden), 3))
+
+
 def test_generate_refuses_a_non_finite_deemphasis_state(speech_like):
     model = make_model("mulaw+pre")
     K = conditioning(model, speech_like[1][:2])
     state = GenState(np.zeros(model.hidden, np.float32), s_prev=float("inf"))
     with pytest.raises(InputError, match="de-emphasis"):
         JitEngine(model, dtype="float32").generate(K, 0, model.hop_length, state, 0)
+
+
+@pytest.mark.parametrize("backend", ["jit", "reference"])
+def test_generate_refuses_a_non_finite_dc_block_state(speech_like, backend):
+    model = with_representation(make_model("mulaw+pre"), DC_BLOCKED)
+    K = conditioning(model, speech_like[1][:2])
+    state = GenState(np.zeros(model.hidden, np.float32), y_prev=float("nan"))
+    engine = jitvoc.load(model, backend=backend)._engine
+    with pytest.raises(InputError, match=r"y_prev \(DC blocker\) must be finite"):
+        engine.generate(K, 0, model.hop_length, state, 0)
 
 
 def test_first_samples_draw_no_improbable_class():

@@ -9,14 +9,17 @@ function pointer in `params`, and defines two functions:
 
 Each sample runs the two passes with no Python in between: R h once for all 3H rows; the coarse
 half of the GRU; O1, relu, O2 and a draw of c_t; then ĉ_t's input to the fine half, O3, relu, O4
-and a draw of f_t. `h` (float32 [H]), `cf` (c_prev, f_prev) and `s` (the de-emphasis state
-s_{t-1}) are the caller's state, updated in place; the generator is counter-based (sample index
-t0 + i), so chunks join seamlessly. `params` is an array of pointers in the order of PARAMS.
+and a draw of f_t. `h` (float32 [H]), `cf` (c_prev, f_prev) and `s` (float32 [2]: the
+de-emphasis state s_{t-1} and the DC blocker's y_{t-1}) are the caller's state, updated in place;
+the generator is counter-based (sample index t0 + i), so chunks join seamlessly. `params` is an
+array of pointers in the order of PARAMS.
 
 The output sample: the model's representation (compiled in: its decode tables base/step as
-constants, its pre-emphasis α) maps (c_t, f_t) to e = base[c] + step[c]·((f + offset)·2⁻⁸),
-de-emphasis gives s = e + α·s_{t−1} (only when α ≠ 0), and the sample is s·32768 clamped to the
-int16 range and rounded half to even by adding and subtracting 1.5·2²³: no libm call, no FMA.
+constants, its pre-emphasis α and DC blocker r) maps (c_t, f_t) to
+e = base[c] + step[c]·((f + offset)·2⁻⁸), de-emphasis gives s = e + α·s_{t−1} (only when α ≠ 0),
+the DC blocker y = (s − s_{t−1}) + r·y_{t−1} (only when r ≠ 0; else y = s), and the sample is
+y·32768 clamped to the int16 range and rounded half to even by adding and subtracting 1.5·2²³:
+no libm call, no FMA.
 
 The draw: p = exp(l − max l) in 16 blocks of 16 classes; block sums by a fixed tree, the total
 and the prefix over blocks in order; the class is the first whose running sum exceeds ξ·Σp.
@@ -136,11 +139,13 @@ class LoopEmitter:
             r.activations(b, h, self._x_inv("gru.R"), self.xbuf["gru.R"])
         self.pbuf = alloca(b, f32, 256)
         self.prefix = alloca(b, f32, 16)
-        c_prev, f_prev, s_prev = b.alloca(i32), b.alloca(i32), b.alloca(f32)
+        c_prev, f_prev = b.alloca(i32), b.alloca(i32)
+        s_prev, self.y_prev = b.alloca(f32), b.alloca(f32)
         if not teacher:
             b.store(load(b, cf, i32, 0, align=4), c_prev)
             b.store(load(b, cf, i32, 1, align=4), f_prev)
             b.store(load(b, s_state, f32, 0, align=4), s_prev)
+            b.store(load(b, s_state, f32, 1, align=4), self.y_prev)
 
         with counted_loop(b, 0, n, name="sample") as i:
             if teacher:
@@ -171,6 +176,7 @@ class LoopEmitter:
             store(b, b.load(c_prev), cf, 0, align=4)
             store(b, b.load(f_prev), cf, 1, align=4)
             store(b, b.load(s_prev), s_state, 0, align=4)
+            store(b, b.load(self.y_prev), s_state, 1, align=4)
         b.ret_void()
 
     # --- pieces --------------------------------------------------------------------------------------
@@ -327,15 +333,24 @@ class LoopEmitter:
         return b.select(full, i32(255), cls)
 
     def _output_sample(self, c, f, s_prev):
-        """The int16 sample of classes (c, f), per the module docstring; advances s_prev."""
+        """The int16 sample of classes (c, f), per the module docstring; advances s_prev (and
+        y_prev)."""
         b, rep = self.b, self.plan.representation
         frac = b.fmul(b.fadd(b.uitofp(f, f32), f32(rep.fine_offset)), f32(2.0 ** -8))
         step = load(b, self.step, f32, b.zext(c, i64), align=4)
         s = b.fadd(load(b, self.base, f32, b.zext(c, i64), align=4), b.fmul(step, frac))
         if rep.preemphasis:
             s = b.fadd(s, b.fmul(f32(float(np.float32(rep.preemphasis))), b.load(s_prev)))
+        y = self._dc_block(s, b.load(s_prev)) if rep.dc_block else s
         b.store(s, s_prev)
-        return b.trunc(b.fptosi(_rint_int16(b, b.fmul(s, f32(32768.0))), i32), i16)
+        return b.trunc(b.fptosi(_rint_int16(b, b.fmul(y, f32(32768.0))), i32), i16)
+
+    def _dc_block(self, s, s_prev):
+        """y = (s − s_prev) + r·y_prev, stored as the new y_prev."""
+        b, r = self.b, f32(float(np.float32(self.plan.representation.dc_block)))
+        y = b.fadd(b.fsub(s, s_prev), b.fmul(r, b.load(self.y_prev)))
+        b.store(y, self.y_prev)
+        return y
 
     def _uniform(self, seed, t, k: int):
         """ξ = ((hash(2t + k + 1 XOR seed·0x9E3779B9) >> 9) + ½)·2⁻²³, per docs/model.md (uint32

@@ -53,7 +53,7 @@ class VocoderPlan:
         """The loop's symbol and cache key: the dtype plus a hash of everything compiled in."""
         rep = self.representation
         h = hashlib.sha256(f"{self.hidden}/{self.hop}/{self.upsample}/{rep.code}/"
-                           f"{rep.preemphasis!r}".encode())
+                           f"{rep.preemphasis!r}/{rep.dc_block!r}".encode())
         for m in MATRICES:
             h.update(self.plans[m].spec.name.encode())
             h.update(str(self.formats.get(m)).encode())

@@ -25,18 +25,27 @@ _M32 = 0xFFFFFFFF
 @dataclass
 class GenState:
     """Where a generation stands: the GRU state after sample t-1, the previous sample's coarse
-    and fine classes, t, the index of the next sample (from the start of the utterance), and
-    s_prev, the de-emphasised value s_{t-1} (a float32 value)."""
+    and fine classes, t, the index of the next sample (from the start of the utterance),
+    s_prev, the de-emphasised value s_{t-1}, and y_prev, the DC blocker's output y_{t-1} (float32
+    values; y_prev stays 0 without a DC blocker)."""
     h: np.ndarray  # float32 [H]
     c_prev: int = 128
     f_prev: int = 0
     t: int = 0
     s_prev: float = 0.0
+    y_prev: float = 0.0
 
     @classmethod
     def initial(cls, hidden):
-        """The state before the first sample: h = 0, silence (c = 128, f = 0) and s = 0."""
+        """The state before the first sample: h = 0, silence (c = 128, f = 0), s = y = 0."""
         return cls(np.zeros(hidden, np.float32))
+
+    def check_filters(self):
+        """InputError unless the output filters' state (s_prev, y_prev) is finite."""
+        for name, what in (("s_prev", "de-emphasis"), ("y_prev", "DC blocker")):
+            v = getattr(self, name)
+            if not np.isfinite(v):
+                raise InputError(f"state.{name} ({what}) must be finite, got {v}")
 
 
 def teacher_forced_states(model, mel, audio) -> np.ndarray:
@@ -141,7 +150,7 @@ class ReferenceEngine:
         self._hop, self._mode = model.hop_length, model.upsample
         rep = model.representation
         self._base, self._step, self._offset = segments(rep.code)
-        self._alpha = np.float32(rep.preemphasis)
+        self._alpha, self._r = np.float32(rep.preemphasis), np.float32(rep.dc_block)
 
     def generate(self, K, t0, n_samples, state: GenState, seed) -> np.ndarray:
         """Sample `n_samples` int16 samples from t0 on, two passes per sample (docs/model.md).
@@ -149,13 +158,13 @@ class ReferenceEngine:
         self._check_k(K, t0, n_samples)
         if state.t != t0:
             raise InputError(f"state is at sample {state.t}, not at t0 = {t0}")
-        if not np.isfinite(state.s_prev):
-            raise InputError(f"state.s_prev (de-emphasis) must be finite, got {state.s_prev}")
+        state.check_filters()
         H2, out = self.model.hidden // 2, np.empty(n_samples, np.int16)
         t = t0 + np.arange(n_samples)
         xi_c, xi_f = uniform(seed, t, 0), uniform(seed, t, 1)
         k_all = upsample(K, np.arange(n_samples), self._hop, self._mode)
-        h, c, f, s = state.h, state.c_prev, state.f_prev, np.float32(state.s_prev)
+        h, c, f = state.h, state.c_prev, state.f_prev
+        s, y = np.float32(state.s_prev), np.float32(state.y_prev)
         for i in range(n_samples):
             a = self._R @ h + self._w["gru.bR"]
             # Pass 1: the coarse half does not see c_t (gru.I[coarse, 2] == 0); use 0 for it.
@@ -164,17 +173,21 @@ class ReferenceEngine:
             # Pass 2: with ĉ_t; the coarse half comes out the same, bit for bit.
             h = self._cell(a, h, (_scaled(c), _scaled(f), _scaled(c_new)), k_all[i])
             c, f = c_new, int(draw(self._logits(h[H2:], "O3", "b3", "O4", "b4"), xi_f[i]))
-            out[i], s = self.output_sample(c, f, s)
+            out[i], s, y = self.output_sample(c, f, s, y)
         state.h, state.c_prev, state.f_prev, state.t = h, c, f, t0 + n_samples
-        state.s_prev = float(s)
+        state.s_prev, state.y_prev = float(s), float(y)
         return out
 
-    def output_sample(self, c, f, s_prev):
-        """(the int16 sample, s_t) for the classes (c, f) and s_{t-1}, per docs/model.md:
-        e = base[c] + step[c]·((f + offset)·2⁻⁸), s = e + α·s_prev, rint(s·32768) clipped."""
+    def output_sample(self, c, f, s_prev, y_prev):
+        """(the int16 sample, s_t, y_t) for the classes (c, f), s_{t-1} and y_{t-1}, per
+        docs/model.md: e = base[c] + step[c]·((f + offset)·2⁻⁸), s = e + α·s_prev, with a DC
+        blocker (r ≠ 0) y = (s − s_prev) + r·y_prev, else y = s (y_t returned: y_prev), and
+        rint(y·32768) clipped."""
         e = self._base[c] + self._step[c] * ((np.float32(f) + self._offset) * np.float32(2.0 ** -8))
         s = e + self._alpha * s_prev
-        return int(np.clip(np.rint(s * np.float32(32768)), -32768, 32767)), s
+        y = (s - s_prev) + self._r * y_prev if self._r else y_prev
+        sample = np.rint((y if self._r else s) * np.float32(32768))
+        return int(np.clip(sample, -32768, 32767)), s, y
 
     def teacher_forced(self, K, audio) -> np.ndarray:
         """P(c_t) and P(f_t) given the true previous samples (and the true c_t for the fine
