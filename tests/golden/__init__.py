@@ -1,4 +1,4 @@
-"""Golden IR: the LLVM IR text of a handful of small kernels and of a tiny vocoder loop, kept in
+"""Golden IR: the LLVM IR text of a handful of small kernels, a tiny vocoder loop and the scans, kept in
 tests/golden/*.ll.gz (gzip: the loop alone is 1.2 MB of text) so that any change to the emitted
 code fails test_golden.py, which shows the diff (tinygrad's process replay is the model).
 
@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 
 from jitvoc import cpu
-from jitvoc.emit import loop, spmv
+from jitvoc.emit import loop, scan, spmv
 from jitvoc.model import random_model
 from jitvoc.plan import matvec as planner
 from jitvoc.plan.vocoder import plan_vocoder
@@ -40,6 +40,13 @@ LOOP_CASES = {
     "loop_int8_icelake": ("icelake-server", "int8"),
     "loop_int16_haswell": ("haswell", "int16"),
     "loop_float32_x86-64": ("x86-64", "float32"),
+}
+
+# name: (kind, generation, non-temporal stores)
+SCAN_CASES = {
+    "scan_serial_haswell": ("serial", "haswell", False),
+    "scan_serial_nt_skylake": ("serial", "skylake-avx512", True),
+    "scan_reduce_x86-64": ("reduce", "x86-64", False),
 }
 
 
@@ -70,8 +77,15 @@ def loop_ir(name: str) -> str:
     return "\n".join(str(m) for m in modules)
 
 
+def scan_ir(name: str) -> str:
+    kind, gen_name, stream = SCAN_CASES[name]
+    return str(scan.build(scan.spec_for(kind, cpu.generation(gen_name), stream)))
+
+
 def emitted(name: str) -> str:
-    return matvec_ir(name) if name in MATVEC_CASES else loop_ir(name)
+    if name in MATVEC_CASES:
+        return matvec_ir(name)
+    return loop_ir(name) if name in LOOP_CASES else scan_ir(name)
 
 
 def path(name: str) -> pathlib.Path:
@@ -84,7 +98,7 @@ def stored(name: str) -> str | None:
 
 
 def names() -> list:
-    return [*MATVEC_CASES, *LOOP_CASES]
+    return [*MATVEC_CASES, *LOOP_CASES, *SCAN_CASES]
 
 
 def main() -> None:
