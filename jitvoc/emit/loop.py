@@ -2,16 +2,16 @@
 
 The loop calls five matrix-vector cores (gru.R, out.O1..O4, as planned), each compiled in a
 module of its own (core_modules: the compiler runs them in parallel) and reached through a
-function pointer in `params`, and defines two functions:
+function pointer in `params`, and defines two functions (contracts.LOOP_GENERATE, LOOP_TEACHER):
 
-    N_generate(out i16*, n i64, t0 i64, K f32*, h f32*, cf i32*, s f32*, seed i32, params ptr*)
+    N_generate(out i16*, n i64, t0 i64, K f32*, h f32*, cf i32*, s f32*, seed u32, params ptr*)
     N_teacher(probs f32*, n i64, K f32*, c_prev i32*, f_prev i32*, c_cur i32*, h f32*, params ptr*)
 
 Each sample runs the two passes with no Python in between: R h once for all 3H rows; the coarse
 half of the GRU; O1, relu, O2 and a draw of c_t; then ĉ_t's input to the fine half, O3, relu, O4
 and a draw of f_t. `h` (float32 [H]), `cf` (c_prev, f_prev) and `s` (the de-emphasis state
 s_{t-1}) are the caller's state, updated in place; the generator is counter-based (sample index
-t0 + i), so chunks join seamlessly. `params` is an array of pointers in the order of PARAMS.
+t0 + i), so chunks join seamlessly. `params` is the pointer table contracts.LOOP_PARAMS.
 
 The output sample: the model's representation (compiled in: its decode tables base/step as
 constants, its pre-emphasis α) maps (c_t, f_t) to e = base[c] + step[c]·((f + offset)·2⁻⁸),
@@ -27,23 +27,20 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
+from ..contracts import LOOP_GENERATE, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS, SPMV_CORE
 from ..layout import CACHE_LINE
 from ..plan.vocoder import MATRICES, VECTOR, VocoderPlan
 from . import mathfn
-from .irutil import (alloca, counted_loop, f32, function, gep, i16, i32, i64, load, ptr, splat,
-                     store, vec, void)
-from .spmv import CORE_ARGS, SpmvEmitter, core_symbol
+from .irutil import (alloca, call, counted_loop, define, f32, gep, i16, i32, i64, load, ptr,
+                     signature, splat, store, vec)
+from .spmv import SpmvEmitter, core_symbol
 
-MATRIX_ARRAYS = ("W", "index", "panel_ptr", "row_scale", "zcorr")
-VECTORS = ("gru.bR", "gru.I0", "gru.I1", "gru.I2", "out.b1", "out.b2", "out.b3", "out.b4")
-CORES = tuple(f"{m}.core" for m in MATRICES)   # the cores' addresses
-PARAMS = tuple(f"{m}.{a}" for m in MATRICES for a in MATRIX_ARRAYS) + VECTORS + CORES
 V = VECTOR
 GATE_CHUNKS = 4   # 16-row blocks of the GRU update computed together (4: 4% faster than 2)
 V16 = vec(f32, V)
 EPILOGUE = {"gru.R": (True, False), "out.O1": (True, True), "out.O2": (True, False),
             "out.O3": (True, True), "out.O4": (True, False)}   # (bias, relu)
-CORE_FN = ir.FunctionType(void, CORE_ARGS)
+CORE_FN = signature(SPMV_CORE)
 
 
 def core_symbol_of(plan: VocoderPlan, m: str) -> str:
@@ -103,16 +100,16 @@ class LoopEmitter:
 
     # --- the function ----------------------------------------------------------------------------
     def _function(self, teacher: bool):
-        name = f"{self.plan.name}_{'teacher' if teacher else 'generate'}"
+        fn, a = define(self.m, LOOP_TEACHER if teacher else LOOP_GENERATE, self.plan.name)
         if teacher:
-            fn = function(self.m, name, void, [ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr])
-            probs, n, K, c_prev_a, f_prev_a, c_cur_a, h, params = fn.args
+            probs, c_prev_a, f_prev_a, c_cur_a = a.probs, a.c_prev, a.f_prev, a.c_cur
         else:
-            fn = function(self.m, name, void, [ptr, i64, i64, ptr, ptr, ptr, ptr, i32, ptr])
-            out, n, t0, K, h, cf, s_state, seed, params = fn.args
+            out, t0, cf, s_state, seed = a.out, a.t0, a.cf, a.s, a.seed
+        n, K, h = a.n, a.K, a.h
         b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
-        self.p = {key: load(b, params, CORE_FN.as_pointer() if key in CORES else ptr, i, align=8,
-                            elem_type=ptr) for i, key in enumerate(PARAMS)}
+        self.p = {key: load(b, a.params, CORE_FN.as_pointer() if key.endswith(".core") else ptr,
+                            LOOP_PARAMS.slot(key), align=8, elem_type=ptr)
+                  for key in LOOP_PARAMS.names}
         self.h, self.K = h, K
         # scratch, allocated once
         rows = {m: p.packed.rows_padded for m, p in self.plan.plans.items()}
@@ -190,9 +187,10 @@ class LoopEmitter:
             offset = self.plan.shared.get(m, 0)
             elem = r.elem if r.codes_input else i32
             xin = gep(b, buf, elem, i64(offset)) if offset else buf
-        pr = [self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS]
+        arrays = {a: self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS}
         bias = self.bias_k if m == "gru.R" else self.p[self.biases[m]]
-        b.call(self.p[f"{m}.core"], [y, xin, *pr, f32(fmt.scale if fmt else 1.0), bias])
+        call(b, SPMV_CORE, self.p[f"{m}.core"], y=y, xin=xin, **arrays,
+             x_scale=f32(fmt.scale if fmt else 1.0), bias=bias)
 
     def _scaled(self, q):
         return load(self.b, self.scaled, f32, self.b.zext(q, i64), align=4)

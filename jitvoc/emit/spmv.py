@@ -27,10 +27,13 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from ..layout import CACHE_LINE, Packed, PermuteGathers
+from ..contracts import (PERMUTE_GROUP, PERMUTE_PASS, PERMUTE_SLOT, SPMV, SPMV_CORE,
+                         SPMV_LOOP, SPMV_RAW)
+from ..errors import ContractError
+from ..layout import CACHE_LINE, Packed
 from ..spec import KernelSpec
-from .irutil import (alloca, broadcast_load, counted_loop, f32, function, gep, i8, i16, i32, i64,
-                     load, ptr, splat, store, vec, void)
+from .irutil import (alloca, broadcast_load, byte_size, call, counted_loop, define, f32, gep, i8,
+                     i16, i32, i64, load, ptr, splat, store, vec)
 from .isa import Backend, generic_dot
 
 GROUPED_UNROLL_LIMIT = 64  # panels per row block fully unrolled by the grouped variant
@@ -50,11 +53,8 @@ def clamp(b: ir.IRBuilder, v, lo_c, hi_c):
     return b.select(b.fcmp_ordered(">", v, hi_c), hi_c, v)
 
 
-CORE_ARGS = [ptr] * 7 + [f32, ptr]
-
-
 def core_symbol(spec: KernelSpec, dequantize: bool, bias: bool = False, relu: bool = False) -> str:
-    name = f"{spec.name}_core" if dequantize else f"{spec.name}_core_acc"
+    name = SPMV_CORE.symbol(spec.name) + ("" if dequantize else "_acc")
     return name + ("_bias" if bias else "") + ("_relu" if relu else "")
 
 
@@ -99,9 +99,10 @@ class SpmvEmitter:
         name = core_symbol(s, dequantize, bias, relu)
         if name in self.module.globals:  # same spec, same code (another matrix of this layout)
             return self.module.globals[name]
-        fn = function(self.module, name, void, CORE_ARGS, internal=internal)
+        fn, a = define(self.module, SPMV_CORE, s.name, internal, symbol=name)
         fn.attributes.add("noinline")  # big loops: inlining them only costs compile time
-        y, xin, w, index, pptr, self.row_scale, self.zcorr, self.x_scale, self.bias = fn.args
+        y, xin, w, index, pptr = a.y, a.xin, a.W, a.index, a.panel_ptr
+        self.row_scale, self.zcorr, self.x_scale, self.bias = a.row_scale, a.zcorr, a.x_scale, a.bias
         for a in fn.args[:7]:
             a.add_attribute("noalias")
         self.add_bias, self.relu = bias, relu
@@ -222,37 +223,38 @@ class SpmvEmitter:
         stack array (layout.PermuteGathers): per group one byte permute of a 128-byte window of
         x, then one masked permute per extra pass. Kernels with the pattern compiled in know the
         group count; index-driven ones read it from panel_ptr."""
-        b, p, rec_size = self.b, self.p, PermuteGathers.RECORD
+        b, p, rec_size = self.b, self.p, PERMUTE_PASS.size
         bytes64 = vec(i8, 64)
         if self.spec.pattern:
             n_panels = i64(p.n_panels)
         else:
             n_panels = b.sext(load(b, pptr, i32, i64(p.row_blocks), align=4), i64)
-        n_groups = b.udiv(b.add(n_panels, i64(15)), i64(16))
-        self.words = words = alloca(b, i32, b.mul(n_groups, i64(16)), align=CACHE_LINE)
-        firsts = b.mul(n_groups, i64(64))   # the first passes follow the slots
+        n_groups = b.udiv(b.add(n_panels, i64(PERMUTE_GROUP - 1)), i64(PERMUTE_GROUP))
+        self.words = words = alloca(b, i32, b.mul(n_groups, i64(PERMUTE_GROUP)),
+                                    align=CACHE_LINE)
+        firsts = b.mul(n_groups, i64(PERMUTE_GROUP * SLOT_BYTES))   # the first passes follow
         result = b.alloca(bytes64)
 
-        def field(off, at):
-            return b.sext(load(b, gep(b, index, i8, b.add(off, i64(at))), i32, align=4), i64)
+        def field(off, name):
+            return b.sext(load(b, pass_field(b, index, off, name, i32), i32, align=4), i64)
 
         def permute(off):
-            start = field(off, 72)
+            start = field(off, "offset")
             lo = b.load(gep(b, self.xin, i8, start), typ=bytes64, align=1)
             hi = b.load(gep(b, self.xin, i8, b.add(start, i64(64))), typ=bytes64, align=1)
-            idx = b.load(gep(b, index, i8, off), typ=bytes64, align=1)
+            idx = b.load(pass_field(b, index, off, "byte_index", bytes64), typ=bytes64, align=1)
             return self.backend.permute_window(b, lo, idx, hi)
 
         with counted_loop(b, 0, n_groups, name="gather") as g:
             first = b.add(firsts, b.mul(g, i64(rec_size)))
             b.store(permute(first), result)
-            further = field(first, 80)
-            with counted_loop(b, 0, field(first, 76), name="pass") as j:
+            further = field(first, "next_at")
+            with counted_loop(b, 0, field(first, "further"), name="pass") as j:
                 off = b.add(further, b.mul(j, i64(rec_size)))
-                mask = b.bitcast(b.load(gep(b, index, i8, b.add(off, i64(64))), typ=i64,
+                mask = b.bitcast(b.load(pass_field(b, index, off, "mask", i64), typ=i64,
                                         align=4), vec(ir.IntType(1), 64))
                 b.store(b.select(mask, permute(off), b.load(result)), result)
-            b.store(b.load(result), gep(b, words, i32, b.mul(g, i64(16))), align=4)
+            b.store(b.load(result), gep(b, words, i32, b.mul(g, i64(PERMUTE_GROUP))), align=4)
 
     def _runtime_cols(self, index, q):
         """Panel q's column (contiguous panels) or table offsets (gathering panels), as i64;
@@ -341,28 +343,29 @@ class SpmvEmitter:
         core_acc, core = self.emit_core(dequantize=False), self.emit_core(dequantize=True)
         null = ir.Constant(ptr, None)
 
-        raw = function(m, f"{s.name}_raw", void, [ptr] * 5)
+        raw, a = define(m, SPMV_RAW, s.name)
         b = ir.IRBuilder(raw.append_basic_block("entry"))
-        y, x, w, index, pptr = raw.args
-        b.call(core_acc, [y, self.prepare_x(b, x), w, index, pptr, null, null, f32(0.0), null])
+        call(b, SPMV_CORE, core_acc, y=a.y, xin=self.prepare_x(b, a.x_codes), W=a.W,
+             index=a.index, panel_ptr=a.panel_ptr, row_scale=null, zcorr=null, x_scale=f32(0.0),
+             bias=null)
         b.ret_void()
 
-        fl = function(m, s.name, void, [ptr] * 7 + [f32, f32])
+        fl, a = define(m, SPMV, s.name)
         fl.attributes.add("noinline")
         b = ir.IRBuilder(fl.append_basic_block("entry"))
-        y, x, w, index, pptr, row_scale, zcorr, x_inv, x_scale = fl.args
-        xin = self.activations(b, x, x_inv)
-        out = y if p.rows_padded == p.rows else alloca(b, f32, p.rows_padded, align=CACHE_LINE)
-        b.call(core, [out, xin, w, index, pptr, row_scale, zcorr, x_scale, null])
-        if out is not y:
+        xin = self.activations(b, a.x, a.x_inv_scale)
+        out = a.y if p.rows_padded == p.rows else alloca(b, f32, p.rows_padded, align=CACHE_LINE)
+        call(b, SPMV_CORE, core, y=out, xin=xin, W=a.W, index=a.index, panel_ptr=a.panel_ptr,
+             row_scale=a.row_scale, zcorr=a.zcorr, x_scale=a.x_scale, bias=null)
+        if out is not a.y:
             with counted_loop(b, 0, p.rows, name="out") as r:
-                store(b, load(b, out, f32, r, align=4), y, r, align=4)
+                store(b, load(b, out, f32, r, align=4), a.y, r, align=4)
         b.ret_void()
 
-        lp = function(m, f"{s.name}_loop", void, [i64] + [ptr] * 7 + [f32, f32])
+        lp, a = define(m, SPMV_LOOP, s.name)
         b = ir.IRBuilder(lp.append_basic_block("entry"))
-        with counted_loop(b, 0, lp.args[0], name="rep"):
-            b.call(fl, list(lp.args[1:]))
+        with counted_loop(b, 0, a.n, name="rep"):
+            call(b, SPMV, fl, **{n: getattr(a, n) for n in SPMV.names})
         b.ret_void()
 
     def prepare_x(self, b: ir.IRBuilder, codes):
@@ -468,6 +471,18 @@ class SpmvEmitter:
         else:
             store(b, b.trunc(code, vec(self.elem, n) if n else self.elem), buf, c,
                   align=self.esize, elem_type=self.elem)
+
+
+SLOT_BYTES = np.dtype(PERMUTE_SLOT).itemsize
+
+
+def pass_field(b: ir.IRBuilder, index, off, name: str, typ):
+    """The address of field `name` of the byte-permute pass at byte `off` of `index`, read as
+    `typ` (which must have the field's size)."""
+    f = PERMUTE_PASS.field(name)
+    if byte_size(typ) != f.nbytes:
+        raise ContractError(f"permute pass field {name} has {f.nbytes} bytes, read as {typ}")
+    return gep(b, index, i8, b.add(off, i64(f.offset)) if f.offset else off)
 
 
 def stack_bytes(spec: KernelSpec, packed: Packed, gen) -> int:
