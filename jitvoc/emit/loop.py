@@ -30,10 +30,10 @@ from llvmlite import ir
 from ..contracts import LOOP_GENERATE, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS, SPMV_CORE
 from ..layout import CACHE_LINE
 from ..plan.vocoder import MATRICES, VECTOR, VocoderPlan
-from . import mathfn
+from . import mathfn, spmv
 from .irutil import (alloca, call, counted_loop, define, f32, gep, i16, i32, i64, load, ptr,
                      signature, splat, store, vec)
-from .spmv import SpmvEmitter, core_symbol
+from .spmv import core_symbol
 
 V = VECTOR
 GATE_CHUNKS = 4   # 16-row blocks of the GRU update computed together (4: 4% faster than 2)
@@ -53,8 +53,8 @@ def core_modules(plan: VocoderPlan) -> list:
     def build(m):
         p = plan.plans[m]
         module = ir.Module(name=core_symbol_of(plan, m))
-        SpmvEmitter(p.spec, p.packed, plan.gen, module).emit_core(True, *EPILOGUE[m],
-                                                                   internal=False)
+        spmv.emit_core(spmv.Kernel.of(p.spec, p.packed, plan.gen, module), True, *EPILOGUE[m],
+                       internal=False)
         return module
     firsts = {}
     for m in MATRICES:
@@ -78,7 +78,8 @@ class LoopEmitter:
         self.plan = plan
         self.m = ir.Module(name=plan.name)
         self.H, self.H2, self.G = plan.hidden, plan.hidden // 2, 3 * plan.hidden
-        self.mv = {n: SpmvEmitter(p.spec, p.packed, plan.gen, self.m) for n, p in plan.plans.items()}
+        self.mv = {n: spmv.Kernel.of(p.spec, p.packed, plan.gen, self.m)
+                   for n, p in plan.plans.items()}
         self.biases = {"out.O1": "out.b1", "out.O2": "out.b2", "out.O3": "out.b3",
                        "out.O4": "out.b4"}   # gru.R's: bias_k, see _frame_rows
         self.scaled = self._table("scaled", np.arange(256) / 127.5 - 1)
@@ -122,15 +123,15 @@ class LoopEmitter:
         self.y = {m: alloca(b, f32, rows[m], align=CACHE_LINE) for m in MATRICES[1:]}
         shared = self.plan.shared
         reach = max([0] + [off + self.mv[m].x_pad for m, off in shared.items()])
-        self.xbuf = {m: e.xin_buffer(b, reach if m == "gru.R" else 0)
+        self.xbuf = {m: spmv.xin_buffer(e, b, reach if m == "gru.R" else 0)
                      for m, e in self.mv.items() if m not in shared}
         self.quantized_h = self.plan.plans["gru.R"].spec.dtype != "float32"
         if self.quantized_h:  # codes of h for R (and O1/O3 when shared), kept up to date
             r = self.mv["gru.R"]
             if reach > r.x_pad:  # the part only O3 reads past R's own padding: zeros
                 with counted_loop(b, r.x_pad, reach, name="clear") as c:
-                    r.put_codes(b, self.xbuf["gru.R"], c, i32(0))
-            r.activations(b, h, self._x_inv("gru.R"), self.xbuf["gru.R"])
+                    spmv.put_codes(r, b, self.xbuf["gru.R"], c, i32(0))
+            spmv.activations(r, b, h, self._x_inv("gru.R"), self.xbuf["gru.R"])
         self.pbuf = alloca(b, f32, 256)
         self.prefix = alloca(b, f32, 16)
         c_prev, f_prev, s_prev = b.alloca(i32), b.alloca(i32), b.alloca(f32)
@@ -181,12 +182,9 @@ class LoopEmitter:
         b, e = self.b, self.mv[m]
         fmt = self.plan.formats.get(m)
         if not self.quantized_h or m not in ("gru.R", *self.plan.shared):
-            xin = e.activations(b, x, self._x_inv(m), self.xbuf.get(m))
+            xin = spmv.activations(e, b, x, self._x_inv(m), self.xbuf.get(m))
         else:
-            buf, r = self.xbuf["gru.R"], self.mv["gru.R"]
-            offset = self.plan.shared.get(m, 0)
-            elem = r.elem if r.codes_input else i32
-            xin = gep(b, buf, elem, i64(offset)) if offset else buf
+            xin = spmv.xin_at(self.mv["gru.R"], b, self.xbuf["gru.R"], self.plan.shared.get(m, 0))
         arrays = {a: self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS}
         bias = self.bias_k if m == "gru.R" else self.p[self.biases[m]]
         call(b, SPMV_CORE, self.p[f"{m}.core"], y=y, xin=xin, **arrays,
@@ -243,7 +241,8 @@ class LoopEmitter:
             b.store(hn, gep(b, self.h, f32, hrow), align=4)
             if self.quantized_h:  # R's codes of h_t (O1/O3 read them this very step)
                 r = self.mv["gru.R"]
-                r.put_codes(b, self.xbuf["gru.R"], hrow, r.code(b, hn, self._x_inv("gru.R")))
+                spmv.put_codes(r, b, self.xbuf["gru.R"], hrow,
+                               spmv.code(r, b, hn, self._x_inv("gru.R")))
 
     def _preactivations(self, half, j, splats, k0):
         """(a, v) of the u, r and e gates for 16 rows, a + v as docs/model.md has it: a = R h
