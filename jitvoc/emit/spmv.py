@@ -31,6 +31,7 @@ code, put_codes, xin_at).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from llvmlite import ir
@@ -73,7 +74,8 @@ DOT_KIND = {"int8": "dot4", "int16": "dot2"}
 @dataclass(frozen=True, eq=False)
 class Kernel:
     """What a spec and its packed matrix imply for the code, and the backend bound to the
-    module the code goes into (None for float32 kernels)."""
+    module the code goes into (None for float32 kernels). Derived values are computed once:
+    the emitters read them per panel."""
     spec: KernelSpec
     packed: Packed
     module: ir.Module | None
@@ -91,29 +93,29 @@ class Kernel:
         width = backend.width(DOT_KIND[spec.dtype], packed.bh)  # 0: no native width fits
         return cls(spec, packed, module, backend, width or packed.bh, bool(width), gathers)
 
-    lanes = property(lambda self: self.packed.bh)
-    group = property(lambda self: self.spec.group)
-    is_float = property(lambda self: self.spec.dtype == "float32")
-    elem = property(lambda self: ELEMENTS[self.spec.dtype][0])
-    esize = property(lambda self: ELEMENTS[self.spec.dtype][1])
-    kind = property(lambda self: DOT_KIND.get(self.spec.dtype))
-    chunks = property(lambda self: self.lanes // self.width)
-    acc_t = property(lambda self: vec(f32 if self.is_float else i32, self.width))
-    w_t = property(lambda self: vec(self.elem, self.width * self.group))
-    panel_bytes = property(lambda self: self.lanes * self.group * self.esize)
-    permute = property(lambda self: self.spec.x_permute, doc="byte-permute window (VBMI)")
+    lanes = cached_property(lambda self: self.packed.bh)
+    group = cached_property(lambda self: self.spec.group)
+    is_float = cached_property(lambda self: self.spec.dtype == "float32")
+    elem = cached_property(lambda self: ELEMENTS[self.spec.dtype][0])
+    esize = cached_property(lambda self: ELEMENTS[self.spec.dtype][1])
+    kind = cached_property(lambda self: DOT_KIND.get(self.spec.dtype))
+    chunks = cached_property(lambda self: self.lanes // self.width)
+    acc_t = cached_property(lambda self: vec(f32 if self.is_float else i32, self.width))
+    w_t = cached_property(lambda self: vec(self.elem, self.width * self.group))
+    panel_bytes = cached_property(lambda self: self.lanes * self.group * self.esize)
+    permute = cached_property(lambda self: self.spec.x_permute)   # byte-permute window (VBMI)
 
-    @property
+    @cached_property
     def stride(self) -> int:
         """The distance between shifted tables."""
         return self.spec.x_stride or self.packed.x_len
 
-    @property
+    @cached_property
     def codes_input(self) -> bool:
         """Whether xin is the plain codes (else their shifted tables)."""
         return self.packed.contiguous or bool(self.permute)
 
-    @property
+    @cached_property
     def x_pad(self) -> int:
         return self.gathers.x_pad if self.permute else self.packed.x_len
 
