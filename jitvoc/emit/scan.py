@@ -81,7 +81,8 @@ class _Emitter:
         w, nb = spec.width, spec.block
         vt = vec(f32, w) if w > 1 else f32
         # State slots (promoted to registers by SROA): [h or B] and, for reduce, [A].
-        self.slots = {(t, j, s): b.alloca(t) for t in dict.fromkeys((vt, f32)) for j in range(nb) for s in "hA"}
+        self.slots = {(t, j, s): b.alloca(t) for t in dict.fromkeys((vt, f32))
+                      for j in range(nb) for s in "hA"}
         mxcsr = self._flush_denormals() if spec.kind == "reduce" else None
         self.tile = b.select(b.icmp_signed("<", tile, i64(1)), i64(1), tile)
         with counted_loop(b, 0, self.n, self.tile, name="tile") as t0:

@@ -160,7 +160,7 @@ class Epilogue:
     relu: bool
 
 
-# --- cores -----------------------------------------------------------------------------------------
+# --- cores ----------------------------------------------------------------------------------------
 def emit_core(k: Kernel, dequantize: bool, bias: bool = False, relu: bool = False,
               internal: bool = True) -> ir.Function:
     """N_core (float y, dequantized) or N_core_acc (raw accumulators), named by core_symbol;
@@ -286,7 +286,7 @@ def _dense_step(c: Core, rb0, count: int, n_k: int, kv):
 VARIANTS = {"idx": _idx, "baked": _baked, "grouped": _grouped, "dense": _dense}
 
 
-# --- panels ----------------------------------------------------------------------------------------
+# --- panels ---------------------------------------------------------------------------------------
 def panel_loop(c: Core, index, pptr, i):
     """The index-driven loop over the i-th stored row block's panels, unrolled `unroll`
     times."""
@@ -450,7 +450,7 @@ def pass_field(b: ir.IRBuilder, index, off, name: str, typ):
     return gep(b, index, i8, b.add(off, i64(f.offset)) if f.offset else off)
 
 
-# --- entry points ----------------------------------------------------------------------------------
+# --- entry points ---------------------------------------------------------------------------------
 def emit_entries(k: Kernel) -> None:
     """N_raw, N and N_loop (see the module docstring), with the cores they call."""
     core_acc, core = emit_core(k, dequantize=False), emit_core(k, dequantize=True)
@@ -491,7 +491,7 @@ def _loop_entry(k: Kernel, fl) -> None:
     b.ret_void()
 
 
-# --- input preparation -----------------------------------------------------------------------------
+# --- input preparation ----------------------------------------------------------------------------
 def prepare_x(k: Kernel, b: ir.IRBuilder, codes):
     """What the core reads as xin, from stored codes (padded to x_len): the codes, a copy
     zero-padded to x_pad for permute windows, or their shifted tables."""

@@ -1,6 +1,6 @@
-"""Golden IR: the LLVM IR text of a handful of small kernels, a tiny vocoder loop and the scans, kept in
-tests/golden/*.ll.gz (gzip: the loop alone is 1.2 MB of text) so that any change to the emitted
-code fails test_golden.py, which shows the diff (tinygrad's process replay is the model).
+"""Golden IR: the LLVM IR text of a handful of small kernels, a tiny vocoder loop and the scans,
+kept in tests/golden/*.ll.gz (gzip: the loop alone is 1.2 MB of text) so that any change to the
+emitted code fails test_golden.py, which shows the diff (tinygrad's process replay is the model).
 
 Regenerate on purpose, after checking that a change of the IR is intended:
 
