@@ -17,10 +17,10 @@ from .emit.loop import build_module, core_modules, core_symbol_of
 from .errors import InputError
 from .layout import aligned, padded
 from .plan.matvec import kernel_index
-from .plan.vocoder import MATRICES, plan_vocoder
+from .plan.vocoder import plan_vocoder
 from .reference.matvec import zero_correction
 from .reference.vocoder import GenState
-from .wavernn import BY_NAME
+from .wavernn import BY_NAME, NAMES
 
 
 def _announce(names) -> None:
@@ -41,7 +41,7 @@ class JitEngine:
                                    + cores[1:], gen, announce=_announce)
         self._arrays = self._param_arrays()
         addresses = {f"{m}.core": self._lib.address(core_symbol_of(self.plan, m))
-                     for m in MATRICES}
+                     for m in NAMES}
         self._params = LOOP_PARAMS.pack(
             {k: a.ctypes.data for k, a in self._arrays.items()} | addresses)
         self._generate = native.function(

@@ -191,8 +191,8 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
                     x_format)
         planner.store_decision(key, best.kernel)
         return best
-    plan = planner.build_plan(w_codes, row_scale, mask, dtype, gen, block, isa, variant,
-                              x_signed=x_signed)
+    plan = planner.build_plan(w_codes, row_scale, mask, dtype, gen, block=block, isa_name=isa,
+                              variant=variant, x_signed=x_signed)
     if variant == "baked":
         products = planner.baked_products(mask, plan.spec.block, dtype, plan.spec.isa, gen)
         if products > planner.BAKE_LIMIT:

@@ -17,6 +17,11 @@ class Matrix:
     def reads_state(self) -> bool:
         return self.reads.startswith("h")
 
+    @property
+    def reads_half(self) -> bool:
+        """Reads a half of h (and can share the codes of h quantized for gru.R)."""
+        return self.reads in ("h.coarse", "h.fine")
+
     def state_offset(self, hidden: int) -> int:
         """Where in h the matrix's input starts (matrices that read the state)."""
         return hidden // 2 if self.reads == "h.fine" else 0

@@ -29,7 +29,8 @@ from llvmlite import ir
 
 from ..contracts import LOOP_GENERATE, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS, SPMV_CORE
 from ..layout import CACHE_LINE
-from ..plan.vocoder import MATRICES, VECTOR, VocoderPlan
+from ..plan.vocoder import VECTOR, VocoderPlan
+from ..wavernn import BY_NAME, NAMES
 from . import mathfn, spmv
 from .irutil import (alloca, call, counted_loop, define, f32, gep, i16, i32, i64, load, ptr,
                      signature, splat, store, vec)
@@ -38,26 +39,24 @@ from .spmv import core_symbol
 V = VECTOR
 GATE_CHUNKS = 4   # 16-row blocks of the GRU update computed together (4: 4% faster than 2)
 V16 = vec(f32, V)
-EPILOGUE = {"gru.R": (True, False), "out.O1": (True, True), "out.O2": (True, False),
-            "out.O3": (True, True), "out.O4": (True, False)}   # (bias, relu)
 CORE_FN = signature(SPMV_CORE)
 
 
 def core_symbol_of(plan: VocoderPlan, m: str) -> str:
-    return core_symbol(plan.plans[m].spec, True, *EPILOGUE[m])
+    return core_symbol(plan.plans[m].spec, True, True, BY_NAME[m].relu)
 
 
 def core_modules(plan: VocoderPlan) -> list:
-    """[(symbol, build)] of the cores the loop calls, one module each, in MATRICES order
+    """[(symbol, build)] of the cores the loop calls, one module each, in wavernn.NAMES order
     (matrices of one layout and epilogue share a core)."""
     def build(m):
         p = plan.plans[m]
         module = ir.Module(name=core_symbol_of(plan, m))
-        spmv.emit_core(spmv.Kernel.of(p.spec, p.packed, plan.gen, module), True, *EPILOGUE[m],
-                       internal=False)
+        spmv.emit_core(spmv.Kernel.of(p.spec, p.packed, plan.gen, module), True, True,
+                       BY_NAME[m].relu, internal=False)
         return module
     firsts = {}
-    for m in MATRICES:
+    for m in NAMES:
         firsts.setdefault(core_symbol_of(plan, m), m)
     return [(sym, lambda m=m: build(m)) for sym, m in firsts.items()]
 
@@ -80,8 +79,6 @@ class LoopEmitter:
         self.H, self.H2, self.G = plan.hidden, plan.hidden // 2, 3 * plan.hidden
         self.mv = {n: spmv.Kernel.of(p.spec, p.packed, plan.gen, self.m)
                    for n, p in plan.plans.items()}
-        self.biases = {"out.O1": "out.b1", "out.O2": "out.b2", "out.O3": "out.b3",
-                       "out.O4": "out.b4"}   # gru.R's: bias_k, see _frame_rows
         self.scaled = self._table("scaled", np.arange(256) / 127.5 - 1)
         base, step = plan.representation.segments()
         self.base, self.step = self._table("base", base), self._table("step", step)
@@ -120,7 +117,7 @@ class LoopEmitter:
             self.dk = alloca(b, f32, self.G, align=CACHE_LINE)          # K_f+1 − K_f
         with counted_loop(b, self.G, rows["gru.R"], name="pad_bias") as j:  # padding rows
             store(b, f32(0.0), self.bias_k, j, align=4)
-        self.y = {m: alloca(b, f32, rows[m], align=CACHE_LINE) for m in MATRICES[1:]}
+        self.y = {m: alloca(b, f32, rows[m], align=CACHE_LINE) for m in NAMES[1:]}
         shared = self.plan.shared
         reach = max([0] + [off + self.mv[m].x_pad for m, off in shared.items()])
         self.xbuf = {m: spmv.xin_buffer(e, b, reach if m == "gru.R" else 0)
@@ -186,7 +183,7 @@ class LoopEmitter:
         else:
             xin = spmv.xin_at(self.mv["gru.R"], b, self.xbuf["gru.R"], self.plan.shared.get(m, 0))
         arrays = {a: self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS}
-        bias = self.bias_k if m == "gru.R" else self.p[self.biases[m]]
+        bias = self.bias_k if m == "gru.R" else self.p[BY_NAME[m].bias]   # R's: see _frame_rows
         call(b, SPMV_CORE, self.p[f"{m}.core"], y=y, xin=xin, **arrays,
              x_scale=f32(fmt.scale if fmt else 1.0), bias=bias)
 
