@@ -69,6 +69,7 @@ def core_symbol(spec: KernelSpec, dequantize: bool, bias: bool = False, relu: bo
 
 ELEMENTS = {"int8": (i8, 1), "int16": (i16, 2), "float32": (f32, 4)}   # IR type, bytes
 DOT_KIND = {"int8": "dot4", "int16": "dot2"}
+SLOT_BYTES = np.dtype(PERMUTE_SLOT).itemsize   # a byte-permute word slot in the index
 
 
 @dataclass(frozen=True, eq=False)
@@ -436,9 +437,6 @@ def _permute_pass(c: Core, index, off):
     hi = b.load(gep(b, c.xin, i8, b.add(start, i64(64))), typ=bytes64, align=1)
     idx = b.load(pass_field(b, index, off, "byte_index", bytes64), typ=bytes64, align=1)
     return c.k.backend.permute_window(b, lo, idx, hi)
-
-
-SLOT_BYTES = np.dtype(PERMUTE_SLOT).itemsize
 
 
 def pass_field(b: ir.IRBuilder, index, off, name: str, typ):
