@@ -3,7 +3,7 @@ import difflib
 
 import pytest
 
-from tests import golden
+import golden
 
 
 @pytest.mark.parametrize("name", golden.names())
