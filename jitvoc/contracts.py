@@ -5,8 +5,8 @@
   (native.function); every function returns void.
 - Pointer tables: arrays of addresses the generated code reads by position (the loop's
   `params`), declared by name; the engine packs one from a dict.
-- Packed records: fixed-size byte records the planner packs (layout.py) and the kernels read
-  (the byte-permute passes).
+- Packed arrays and records: the element types of the per-panel arrays and the fixed-size
+  byte records (the byte-permute passes) that layout.py packs and the kernels read.
 
 A use that does not match its declaration raises ContractError while the IR is built.
 """
@@ -139,6 +139,11 @@ class Record:
             raise ContractError(f"record {self.name}: field {name} takes {f.count} values")
         record[f.offset:f.offset + f.nbytes] = data.view(np.uint8)
 
+
+# The per-panel arrays (layout.Packed.panel_ptr and kernel_index()), as NumPy dtypes.
+PANEL_PTR = "<i4"      # the first panel of each stored row block, then the panel count
+PANEL_COLUMN = "<i4"   # contiguous panels: the first column
+PANEL_OFFSET = "<u2"   # gathering panels: `group` offsets into the shifted activation tables
 
 PERMUTE_GROUP = 16   # panels per byte-permute group: 16 words of 4 bytes, one vpermi2b
 PERMUTE_SLOT = "<i4"   # a panel's word slot, PERMUTE_GROUP per group in the index's head

@@ -40,7 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .contracts import PERMUTE_GROUP, PERMUTE_PASS, PERMUTE_SLOT
+from .contracts import (PANEL_COLUMN, PANEL_OFFSET, PANEL_PTR, PERMUTE_GROUP, PERMUTE_PASS,
+                        PERMUTE_SLOT)
 from .errors import InputError
 
 BLOCKS = ((16, 1), (8, 4), (16, 4), (4, 4), (1, 1))
@@ -93,13 +94,13 @@ class Packed:
         `stride`: the distance between shifted tables when they are shared with a wider
         matrix (default x_len)."""
         if self.contiguous:
-            return aligned(self.cols_idx[:, 0], np.int32)
-        stride = stride or self.x_len
-        if stride < self.x_len or self.group * stride > 1 << 16:
+            return aligned(self.cols_idx[:, 0], PANEL_COLUMN)
+        stride, limit = stride or self.x_len, int(np.iinfo(PANEL_OFFSET).max) + 1
+        if stride < self.x_len or self.group * stride > limit:
             raise InputError(f"table stride {stride} must be in [{self.x_len}, "
-                             f"{(1 << 16) // self.group}]; use a block at least {self.group} wide")
+                             f"{limit // self.group}]; use a block at least {self.group} wide")
         offsets = self.cols_idx + np.arange(self.group, dtype=np.int64) * stride
-        return aligned(offsets, np.uint16)
+        return aligned(offsets, PANEL_OFFSET)
 
     def permute_gathers(self, window: int = 128) -> "PermuteGathers":
         """How kernels with byte permutes (AVX-512 VBMI) build the activation words of
@@ -289,7 +290,7 @@ def pack(w: np.ndarray, block: tuple, group: int, mask: np.ndarray | None = None
                else np.zeros((0, bh, group), dtype=w.dtype))
     cols_idx = np.concatenate(panels_c) if panels_c else np.zeros((0, group), dtype=np.int32)
     return Packed(rows, cols, (bh, bw), group, dense, aligned(weights), aligned(cols_idx),
-                  aligned(ptr, np.int32), order.astype(np.int32))
+                  aligned(ptr, PANEL_PTR), order.astype(np.int32))
 
 
 def unpack(p: Packed) -> np.ndarray:

@@ -8,6 +8,7 @@ from jitvoc.contracts import LOOP_PARAMS, PERMUTE_PASS, SPMV_CORE, Field, Record
 from jitvoc.emit.irutil import call, define, f32, i8, i32, i64, signature
 from jitvoc.emit.spmv import pass_field
 from jitvoc.errors import ContractError
+from jitvoc.layout import pack
 
 
 def _builder():
@@ -70,3 +71,12 @@ def test_permute_fields_read_with_their_size():
         pass_field(b, a.index, i64(0), "offset", i8)
     with pytest.raises(ContractError, match="no field"):
         pass_field(b, a.index, i64(0), "window", i32)
+
+
+def test_packed_arrays_have_the_declared_types():
+    w = np.zeros((16, 8), np.int8)
+    w[0, [1, 2, 5, 7]] = 1
+    gathering, contiguous = pack(w, (16, 1), 4), pack(w, (16, 4), 4)
+    assert gathering.kernel_index().dtype == np.dtype(contracts.PANEL_OFFSET)
+    assert contiguous.kernel_index().dtype == np.dtype(contracts.PANEL_COLUMN)
+    assert gathering.panel_ptr.dtype == np.dtype(contracts.PANEL_PTR)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import types
 
+import numpy as np
 from llvmlite import ir
 
 from ..contracts import ADDR, F32, I64, PTR, U32, EntryPoint
@@ -19,6 +20,11 @@ INT_TYPES = {"s8": i8, "u8": i8, "s16": i16, "s32": i32, "f32": f32}
 
 def vec(elem, n: int) -> ir.VectorType:
     return ir.VectorType(elem, n)
+
+
+def int_type(dtype) -> ir.IntType:
+    """The integer type of a NumPy integer dtype's width."""
+    return ir.IntType(8 * np.dtype(dtype).itemsize)
 
 
 def byte_size(typ) -> int:

@@ -36,13 +36,13 @@ from functools import cached_property
 import numpy as np
 from llvmlite import ir
 
-from ..contracts import (PERMUTE_GROUP, PERMUTE_PASS, PERMUTE_SLOT, SPMV, SPMV_CORE,
-                         SPMV_LOOP, SPMV_RAW)
+from ..contracts import (PANEL_COLUMN, PANEL_OFFSET, PANEL_PTR, PERMUTE_GROUP, PERMUTE_PASS,
+                         PERMUTE_SLOT, SPMV, SPMV_CORE, SPMV_LOOP, SPMV_RAW)
 from ..errors import ContractError
 from ..layout import CACHE_LINE, Packed, PermuteGathers
 from ..spec import KernelSpec
 from .irutil import (alloca, broadcast_load, byte_size, call, counted_loop, define, f32, gep, i8,
-                     i16, i32, i64, load, ptr, splat, store, vec)
+                     i16, i32, i64, int_type, load, ptr, splat, store, vec)
 from .isa import Backend, generic_dot
 
 GROUPED_UNROLL_LIMIT = 64  # panels per row block fully unrolled by the grouped variant
@@ -69,7 +69,9 @@ def core_symbol(spec: KernelSpec, dequantize: bool, bias: bool = False, relu: bo
 
 ELEMENTS = {"int8": (i8, 1), "int16": (i16, 2), "float32": (f32, 4)}   # IR type, bytes
 DOT_KIND = {"int8": "dot4", "int16": "dot2"}
-SLOT_BYTES = np.dtype(PERMUTE_SLOT).itemsize   # a byte-permute word slot in the index
+# what the kernels read from panel_ptr and index (contracts)
+PTR_T, COLUMN_T, OFFSET_T, SLOT_T = map(int_type, (PANEL_PTR, PANEL_COLUMN, PANEL_OFFSET,
+                                                   PERMUTE_SLOT))
 
 
 @dataclass(frozen=True, eq=False)
@@ -292,8 +294,8 @@ def panel_loop(c: Core, index, pptr, i):
     """The index-driven loop over the i-th stored row block's panels, unrolled `unroll`
     times."""
     b, s = c.b, c.k.spec
-    start = b.sext(load(b, pptr, i32, i, align=4), i64)
-    stop = b.sext(load(b, pptr, i32, b.add(i, i64(1)), align=4), i64)
+    start = b.sext(load(b, pptr, PTR_T, i, align=byte_size(PTR_T)), i64)
+    stop = b.sext(load(b, pptr, PTR_T, b.add(i, i64(1)), align=byte_size(PTR_T)), i64)
     main_end = b.add(start, b.mul(b.sdiv(b.sub(stop, start), i64(s.unroll)), i64(s.unroll)))
     with counted_loop(b, start, main_end, s.unroll, name="main") as q:
         for u in range(s.unroll):
@@ -310,11 +312,14 @@ def runtime_cols(c: Core, index, q) -> list:
     """Panel q's column (contiguous panels) or table offsets (gathering panels), as i64;
     with byte permutes, the slot of its precomputed word."""
     b, g = c.b, c.k.group
-    if c.k.permute or c.k.packed.contiguous:   # one int32 per panel
-        return [b.sext(load(b, index, i32, q, align=4), i64)]
-    word_t = ir.IntType(16 * g)  # g uint16 offsets in one load
-    packed = b.load(gep(b, index, i16, b.mul(q, i64(g))), typ=word_t, align=2)
-    return [b.zext(b.trunc(b.lshr(packed, word_t(16 * j)) if j else packed, i16), i64)
+    if c.k.permute or c.k.packed.contiguous:   # one slot or column per panel
+        t = SLOT_T if c.k.permute else COLUMN_T
+        return [b.sext(load(b, index, t, q, align=byte_size(t)), i64)]
+    bits = OFFSET_T.width
+    word_t = ir.IntType(bits * g)  # the panel's g offsets in one load
+    packed = b.load(gep(b, index, OFFSET_T, b.mul(q, i64(g))), typ=word_t,
+                    align=byte_size(OFFSET_T))
+    return [b.zext(b.trunc(b.lshr(packed, word_t(bits * j)) if j else packed, OFFSET_T), i64)
             for j in range(g)]
 
 
@@ -406,10 +411,10 @@ def permute_words(c: Core, index, pptr):
     if c.k.spec.pattern:
         n_panels = i64(p.n_panels)
     else:
-        n_panels = b.sext(load(b, pptr, i32, i64(p.row_blocks), align=4), i64)
+        n_panels = b.sext(load(b, pptr, PTR_T, i64(p.row_blocks), align=byte_size(PTR_T)), i64)
     n_groups = b.udiv(b.add(n_panels, i64(PERMUTE_GROUP - 1)), i64(PERMUTE_GROUP))
     words = alloca(b, i32, b.mul(n_groups, i64(PERMUTE_GROUP)), align=CACHE_LINE)
-    firsts = b.mul(n_groups, i64(PERMUTE_GROUP * SLOT_BYTES))   # the first passes follow
+    firsts = b.mul(n_groups, i64(PERMUTE_GROUP * byte_size(SLOT_T)))   # first passes follow
     result = b.alloca(vec(i8, 64))
     with counted_loop(b, 0, n_groups, name="gather") as g:
         first = b.add(firsts, b.mul(g, i64(rec_size)))
