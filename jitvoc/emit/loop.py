@@ -34,7 +34,6 @@ from ..wavernn import BY_NAME, NAMES
 from . import mathfn, spmv
 from .irutil import (alloca, call, counted_loop, define, f32, gep, i16, i32, i64, load, ptr,
                      signature, splat, store, vec)
-from .spmv import core_symbol
 
 V = VECTOR
 GATE_CHUNKS = 4   # 16-row blocks of the GRU update computed together (4: 4% faster than 2)
@@ -43,7 +42,7 @@ CORE_FN = signature(SPMV_CORE)
 
 
 def core_symbol_of(plan: VocoderPlan, m: str) -> str:
-    return core_symbol(plan.plans[m].spec, True, True, BY_NAME[m].relu)
+    return spmv.core_symbol(plan.plans[m].spec, True, True, BY_NAME[m].relu)
 
 
 def core_modules(plan: VocoderPlan) -> list:
