@@ -12,17 +12,15 @@ import numpy as np
 
 from . import cpu as cpu_mod
 from . import config, jit, native
-from .emit.loop import (CORES, MATRIX_ARRAYS, PARAMS, build_module, core_modules,
-                        core_symbol_of)
+from .contracts import LOOP_GENERATE, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS
+from .emit.loop import build_module, core_modules, core_symbol_of
 from .errors import InputError
 from .layout import aligned, padded
 from .plan.matvec import kernel_index
-from .plan.vocoder import MATRICES, plan_vocoder
+from .plan.vocoder import plan_vocoder
 from .reference.matvec import zero_correction
 from .reference.vocoder import GenState
-
-_GENERATE = "void(int16_t*, int64_t, int64_t, float*, float*, int32_t*, float*, uint32_t, void*)"
-_TEACHER = "void(float*, int64_t, float*, int32_t*, int32_t*, int32_t*, float*, void*)"
+from .wavernn import BY_NAME, NAMES
 
 
 def _announce(names) -> None:
@@ -42,16 +40,19 @@ class JitEngine:
         self._lib = jit.load_parts(cores[:1] + [(self.plan.name, lambda: build_module(self.plan))]
                                    + cores[1:], gen, announce=_announce)
         self._arrays = self._param_arrays()
-        self._params = np.array([a.ctypes.data for a in self._arrays]
-                                + [self._lib.address(core_symbol_of(self.plan, m))
-                                   for m in MATRICES], dtype=np.uint64)
-        self._generate = native.function(self._lib.address(self.plan.name + "_generate"), _GENERATE)
-        self._teacher = native.function(self._lib.address(self.plan.name + "_teacher"), _TEACHER)
+        addresses = {f"{m}.core": self._lib.address(core_symbol_of(self.plan, m))
+                     for m in NAMES}
+        self._params = LOOP_PARAMS.pack(
+            {k: a.ctypes.data for k, a in self._arrays.items()} | addresses)
+        self._generate = native.function(
+            self._lib.address(LOOP_GENERATE.symbol(self.plan.name)), LOOP_GENERATE)
+        self._teacher = native.function(
+            self._lib.address(LOOP_TEACHER.symbol(self.plan.name)), LOOP_TEACHER)
 
-    def _param_arrays(self) -> list:
-        """The arrays behind `params`, in emit.loop.PARAMS order (kept alive by the engine);
-        the cores' addresses follow them."""
-        w, out = self.model.weights, []
+    def _param_arrays(self) -> dict:
+        """The arrays behind `params` (contracts.LOOP_PARAMS), by name (kept alive by the
+        engine)."""
+        w, out = self.model.weights, {}
         for name, plan in self.plan.plans.items():
             p = plan.packed
             fmt = self.plan.formats.get(name)
@@ -61,16 +62,11 @@ class JitEngine:
                       "panel_ptr": p.panel_ptr,
                       "row_scale": padded(plan.row_scale, p.rows_padded, np.float32),
                       "zcorr": padded(zc, p.rows_padded, np.int32)}
-            out += [aligned(arrays[a]) for a in MATRIX_ARRAYS]
+            out |= {f"{name}.{a}": aligned(arrays[a]) for a in MATRIX_ARRAYS}
+            # the bias its epilogue reads, padded like its rows
+            out[BY_NAME[name].bias] = padded(w[BY_NAME[name].bias], p.rows_padded, np.float32)
         I = w["gru.I"]
-        vectors = {"gru.I0": I[:, 0], "gru.I1": I[:, 1], "gru.I2": I[:, 2]}
-        rows = {"gru.bR": "gru.R", "out.b1": "out.O1", "out.b2": "out.O2", "out.b3": "out.O3",
-                "out.b4": "out.O4"}   # biases read by the epilogues, padded like their rows
-        for k in PARAMS[len(out):-len(CORES)]:
-            if k in rows:
-                out.append(padded(w[k], self.plan.plans[rows[k]].packed.rows_padded, np.float32))
-            else:
-                out.append(aligned(vectors[k], np.float32))
+        out |= {f"gru.I{j}": aligned(I[:, j], np.float32) for j in range(3)}
         return out
 
     def __repr__(self):

@@ -19,3 +19,8 @@ class InputError(JitvocError, ValueError):
 
 class ISAError(JitvocError):
     """An attempt to emit an instruction that the target CPU generation lacks."""
+
+
+class ContractError(JitvocError):
+    """Generated code built or called against its declaration in jitvoc.contracts (a bug in
+    jitvoc, caught when the IR is built)."""

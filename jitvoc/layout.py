@@ -40,6 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .contracts import (PANEL_COLUMN, PANEL_OFFSET, PANEL_PTR, PERMUTE_GROUP, PERMUTE_PASS,
+                        PERMUTE_SLOT)
 from .errors import InputError
 
 BLOCKS = ((16, 1), (8, 4), (16, 4), (4, 4), (1, 1))
@@ -92,13 +94,13 @@ class Packed:
         `stride`: the distance between shifted tables when they are shared with a wider
         matrix (default x_len)."""
         if self.contiguous:
-            return aligned(self.cols_idx[:, 0], np.int32)
-        stride = stride or self.x_len
-        if stride < self.x_len or self.group * stride > 1 << 16:
+            return aligned(self.cols_idx[:, 0], PANEL_COLUMN)
+        stride, limit = stride or self.x_len, int(np.iinfo(PANEL_OFFSET).max) + 1
+        if stride < self.x_len or self.group * stride > limit:
             raise InputError(f"table stride {stride} must be in [{self.x_len}, "
-                             f"{(1 << 16) // self.group}]; use a block at least {self.group} wide")
+                             f"{limit // self.group}]; use a block at least {self.group} wide")
         offsets = self.cols_idx + np.arange(self.group, dtype=np.int64) * stride
-        return aligned(offsets, np.uint16)
+        return aligned(offsets, PANEL_OFFSET)
 
     def permute_gathers(self, window: int = 128) -> "PermuteGathers":
         """How kernels with byte permutes (AVX-512 VBMI) build the activation words of
@@ -136,21 +138,14 @@ class PermuteGathers:
     gather order, groups after sorting).
 
     ``index`` (uint8, what the kernel reads; cache-line aligned): ``slots`` as int32
-    [n_panels], zero-padded to a multiple of 64 bytes; then every group's first pass, one
-    RECORD-byte record each (group g's at a fixed place, so no group waits on another's
-    fields); then the further passes, in group order. A record::
-
-        [0:64]   byte indices: (column - offset) for the bytes this pass covers
-        [64:72]  uint64 mask: bit k set when this pass covers byte k (later passes blend by it)
-        [72:76]  int32 offset: the window is x[offset : offset + window]
-        [76:80]  int32 first passes only: how many passes follow
-        [80:84]  int32 first passes only: byte offset in ``index`` of the next of them
-        [84:128] zeros (records start on cache lines)
+    [n_panels], zero-padded to a multiple of 64 bytes; then every group's first pass, one record
+    each (group g's at a fixed place, so no group waits on another's fields); then the further
+    passes, in group order. A record is a contracts.PERMUTE_PASS (128 bytes): byte indices,
+    mask (later passes blend by it), window offset and, in first passes, how many passes follow
+    and where the next is; zeros past them (records start on cache lines).
 
     Kernels read x padded with zeros to ``x_pad = max(x_len, window)`` bytes.
     """
-    RECORD = 128
-
     index: np.ndarray       # uint8, as above
     slots: np.ndarray       # int32 [n_panels]
     passes: np.ndarray      # int32 [n_groups] passes per group, in record order
@@ -170,33 +165,34 @@ class PermuteGathers:
         own = np.array([len(_cover(c, window - PERMUTE_SLACK, x_pad)) for c in cols],
                        dtype=np.int64)
         order = np.lexsort((cols[:, 0], own)) if len(cols) else np.zeros(0, np.int64)
-        n_groups = _ceil(len(order), 16)
-        groups = [order[16 * g:16 * g + 16] for g in range(n_groups)]
+        n_groups = _ceil(len(order), PERMUTE_GROUP)
+        groups = [order[PERMUTE_GROUP * g:PERMUTE_GROUP * (g + 1)] for g in range(n_groups)]
         covers = [_cover(cols[g], window, x_pad) for g in groups]
         by_passes = sorted(range(n_groups), key=lambda g: len(covers[g]))   # stable
         slots = np.zeros(len(cols), dtype=np.int32)
-        head = _ceil(4 * len(cols), 64) * 64
-        first = np.zeros((n_groups, cls.RECORD), dtype=np.uint8)
+        slot_size = np.dtype(PERMUTE_SLOT).itemsize
+        head = _ceil(slot_size * len(cols), CACHE_LINE) * CACHE_LINE
+        first = np.zeros((n_groups, PERMUTE_PASS.size), dtype=np.uint8)
         further = []
-        next_at = head + n_groups * cls.RECORD
+        next_at = head + n_groups * PERMUTE_PASS.size
         for new_g, g in enumerate(by_passes):
-            slots[groups[g]] = 16 * new_g + np.arange(len(groups[g]), dtype=np.int32)
+            slots[groups[g]] = PERMUTE_GROUP * new_g + np.arange(len(groups[g]), dtype=np.int32)
             byte_cols = np.full(64, -1, dtype=np.int64)
             byte_cols[:4 * len(groups[g])] = cols[groups[g]].reshape(-1)
             for i, offset in enumerate(covers[g]):
                 inside = (byte_cols >= offset) & (byte_cols < offset + window)
-                rec = first[new_g] if i == 0 else np.zeros(cls.RECORD, dtype=np.uint8)
-                rec[:64] = np.where(inside, byte_cols - offset, 0)
-                rec[64:72] = np.packbits(inside, bitorder="little")
-                rec[72:76] = np.array([offset], dtype="<i4").view(np.uint8)
+                rec = first[new_g] if i == 0 else np.zeros(PERMUTE_PASS.size, dtype=np.uint8)
+                PERMUTE_PASS.put(rec, "byte_index", np.where(inside, byte_cols - offset, 0))
+                PERMUTE_PASS.put(rec, "mask", np.packbits(inside, bitorder="little").view("<u8"))
+                PERMUTE_PASS.put(rec, "offset", offset)
                 if i == 0:
-                    rec[76:84] = np.array([len(covers[g]) - 1, next_at],
-                                          dtype="<i4").view(np.uint8)
+                    PERMUTE_PASS.put(rec, "further", len(covers[g]) - 1)
+                    PERMUTE_PASS.put(rec, "next_at", next_at)
                 else:
                     further.append(rec)
-            next_at += (len(covers[g]) - 1) * cls.RECORD
+            next_at += (len(covers[g]) - 1) * PERMUTE_PASS.size
         slot_bytes = np.zeros(head, dtype=np.uint8)
-        slot_bytes[:4 * len(cols)] = slots.astype("<i4").view(np.uint8)
+        slot_bytes[:slot_size * len(cols)] = slots.astype(PERMUTE_SLOT).view(np.uint8)
         index = np.concatenate([slot_bytes, first.reshape(-1)] + further)
         passes = np.array([len(covers[g]) for g in by_passes], dtype=np.int32)
         return cls(aligned(index), slots, passes, window, x_pad)
@@ -294,7 +290,7 @@ def pack(w: np.ndarray, block: tuple, group: int, mask: np.ndarray | None = None
                else np.zeros((0, bh, group), dtype=w.dtype))
     cols_idx = np.concatenate(panels_c) if panels_c else np.zeros((0, group), dtype=np.int32)
     return Packed(rows, cols, (bh, bw), group, dense, aligned(weights), aligned(cols_idx),
-                  aligned(ptr, np.int32), order.astype(np.int32))
+                  aligned(ptr, PANEL_PTR), order.astype(np.int32))
 
 
 def unpack(p: Packed) -> np.ndarray:

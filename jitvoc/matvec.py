@@ -8,6 +8,7 @@ import numpy as np
 
 from . import cpu as cpu_mod
 from . import config, jit, native
+from .contracts import SPMV, SPMV_LOOP, SPMV_RAW
 from .emit.spmv import build_module, stack_bytes
 from .errors import InputError
 from .layout import padded
@@ -18,9 +19,6 @@ from .reference.matvec import zero_correction
 from .spec import DTYPES, VARIANTS
 
 STACK_LIMIT = 2 << 20   # bytes of stack buffers a kernel call may take (threads' stacks are small)
-
-_SIGNATURE = "void(void*, void*, void*, void*, void*, void*, void*, float, float)"
-_LOOP_SIGNATURE = "void(int64_t, void*, void*, void*, void*, void*, void*, void*, float, float)"
 
 
 class MatVec:
@@ -45,10 +43,9 @@ class MatVec:
         self._no_zcorr = np.zeros(p.rows_padded, np.int32)
         self._lib = jit.load(self.kernel.name, self._module, gen)
         self._runnable = cpu_mod.runnable(gen)
-        self._fn = native.function(self._lib.address(self.kernel.name), _SIGNATURE)
-        self._raw = native.function(self._lib.address(self.kernel.name + "_raw"),
-                                    "void(void*, void*, void*, void*, void*)")
-        self._loop = native.function(self._lib.address(self.kernel.name + "_loop"), _LOOP_SIGNATURE)
+        self._fn, self._raw, self._loop = (
+            native.function(self._lib.address(e.symbol(self.kernel.name)), e)
+            for e in (SPMV, SPMV_RAW, SPMV_LOOP))
 
     def _module(self):
         return build_module(self.kernel, self.plan.packed, self.gen)
@@ -194,8 +191,8 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
                     x_format)
         planner.store_decision(key, best.kernel)
         return best
-    plan = planner.build_plan(w_codes, row_scale, mask, dtype, gen, block, isa, variant,
-                              x_signed=x_signed)
+    plan = planner.build_plan(w_codes, row_scale, mask, dtype, gen, block=block, isa_name=isa,
+                              variant=variant, x_signed=x_signed)
     if variant == "baked":
         products = planner.baked_products(mask, plan.spec.block, dtype, plan.spec.isa, gen)
         if products > planner.BAKE_LIMIT:

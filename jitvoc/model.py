@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from . import npy, pretrained
+from . import npy, pretrained, wavernn
 from .atomic import atomic_file
 from .errors import InputError, ModelFileError
 from .mel import DEFAULT_CONFIG, check_config
@@ -16,7 +16,6 @@ from .representation import Representation
 
 FORMAT = "jitvoc-model"
 VERSION = 1
-SPARSE = ("gru.R", "out.O1", "out.O2", "out.O3", "out.O4")  # the matrices with a `.mask`
 ACTIVATIONS = ("relu", "tanh", "none")
 UPSAMPLING = ("linear", "repeat")
 # What a model file may ask for (docs/model.md, "Limits"): bounded memory and time at load and
@@ -33,9 +32,10 @@ class Model:
     """A validated, read-only model: hyperparameters, float32 weights and uint8 0/1 masks.
 
     `weights` maps file keys ("gru.R", "cond.conv0.weight", ...) to float32 arrays, `masks` maps
-    the names in SPARSE to uint8 arrays of the same shape; `meta` is the file's JSON metadata
-    (without "sha256", which `save` computes), with "representation" always spelled out (absent
-    in a file: linear, no pre-emphasis). Construction validates everything but the digest.
+    the sparse matrices' names (wavernn.NAMES) to uint8 arrays of the same shape; `meta` is the
+    file's JSON metadata (without "sha256", which `save` computes), with "representation" always
+    spelled out (absent in a file: linear, no pre-emphasis). Construction validates everything
+    but the digest.
     """
 
     def __init__(self, weights: dict, masks: dict, meta: dict):
@@ -73,7 +73,7 @@ class Model:
 
     def matrices(self) -> dict:
         """name -> (weight, mask) for the block-sparse matrices gru.R and out.O1..O4."""
-        return {k: (self._weights[k], self._masks[k]) for k in SPARSE}
+        return {k: (self._weights[k], self._masks[k]) for k in wavernn.NAMES}
 
     def __repr__(self):
         return (f"Model(hidden={self.hidden}, sample_rate={self.sample_rate}, "
@@ -105,7 +105,7 @@ def load_model(path) -> Model:
             raise ModelFileError("meta has no 'sha256' digest")
         if digest(arrays) != meta["sha256"]:
             raise ModelFileError("sha256 digest mismatch: the arrays were modified or corrupted")
-        masks = {k: arrays.pop(f"{k}.mask") for k in SPARSE}
+        masks = {k: arrays.pop(f"{k}.mask") for k in wavernn.NAMES}
         return Model(arrays, masks, meta)
     except ModelFileError as e:
         raise ModelFileError(f"model file {path}: {e}") from None
@@ -314,7 +314,7 @@ def _check_structure(arrays, meta) -> None:
     expected = {"gru.R": (3 * H, H), "gru.bR": (3 * H,), "gru.b": (3 * H,), "gru.I": (3 * H, 3),
                 "out.O1": (h2, h2), "out.O3": (h2, h2), "out.O2": (256, h2), "out.O4": (256, h2),
                 "out.b1": (h2,), "out.b3": (h2,), "out.b2": (256,), "out.b4": (256,)}
-    expected.update({f"{k}.mask": expected[k] for k in SPARSE})
+    expected.update({f"{k}.mask": expected[k] for k in wavernn.NAMES})
     conv_keys = [f"{layer['name']}.{part}" for layer in layers for part in ("weight", "bias")]
     names = set(expected) | set(conv_keys) | {"cond.proj"}
     for problem, keys in (("missing", names - set(arrays)), ("unexpected", set(arrays) - names)):
@@ -347,7 +347,7 @@ def _check_values(weights, masks, hidden) -> None:
     for key in sorted(weights):
         if not np.isfinite(weights[key]).all():
             raise ModelFileError(f"{key!r} holds NaN or infinite values")
-    for key in SPARSE:
+    for key in wavernn.NAMES:
         if not np.isin(masks[key], (0, 1)).all():
             raise ModelFileError(f"'{key}.mask' holds values other than 0 and 1")
         bad = np.count_nonzero((masks[key] == 0) & (weights[key] != 0))

@@ -4,12 +4,14 @@ from __future__ import annotations
 import cffi
 import numpy as np
 
+from .contracts import EntryPoint
+
 ffi = cffi.FFI()
 
 
-def function(address: int, signature: str):
-    """A Python callable for the C function at `address`, e.g. signature 'void(void*, int32_t)'."""
-    return ffi.cast(signature.replace("(", "(*)(", 1), address)
+def function(address: int, entry: EntryPoint):
+    """A Python callable for the entry point at `address` (see jitvoc.contracts)."""
+    return ffi.cast(entry.c_signature().replace("(", "(*)(", 1), address)
 
 
 def ptr(array: np.ndarray):

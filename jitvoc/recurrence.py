@@ -18,6 +18,7 @@ import numpy as np
 
 from . import cpu as cpu_mod
 from . import jit, native
+from .contracts import SCAN
 from .emit import scan as emit_scan
 from .errors import InputError
 from .plan import scan as plan_scan
@@ -31,7 +32,7 @@ def kernel(spec: emit_scan.ScanSpec, gen):
     """The cffi callable for `spec` compiled for `gen` (which the host must be able to run)."""
     cpu_mod.require_runnable(gen)
     lib = _libraries[(spec, gen)] = jit.load(spec.name, lambda: emit_scan.build(spec), gen)
-    return native.function(lib.address(spec.name), emit_scan.SIGNATURE)
+    return native.function(lib.address(spec.name), SCAN)
 
 
 def _workers(threads: int) -> ThreadPoolExecutor:

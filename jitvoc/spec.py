@@ -15,7 +15,7 @@ _OPERANDS = {"int8": "s8u8", "int16": "s16s16", "float32": "f32f32"}
 GROUP = {"int8": 4, "int16": 2, "float32": 1}   # products summed per int32/f32 lane
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class KernelSpec:
     dtype: str              # int8 | int16 | float32
     block: tuple            # (bh, bw); dense kernels: (bh, 0)

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from jitvoc.contracts import PERMUTE_PASS
 from jitvoc.errors import InputError
 from jitvoc.layout import BLOCKS, block_mask, pack, unpack
 
@@ -59,7 +60,7 @@ def test_kernel_index_gathering_offsets():
 def gather_words(g, x_codes: np.ndarray, n_panels: int) -> np.ndarray:
     """What a kernel's byte-permute prologue computes from PermuteGathers.index (its reading of
     the records, in NumPy): every word slot's 4 bytes."""
-    rec, idx = g.RECORD, g.index
+    rec, idx = PERMUTE_PASS.size, g.index
     x = np.zeros(g.x_pad + 64, np.uint8)   # the kernel's buffer: codes, then zeros
     x[:len(x_codes)] = x_codes
     field = lambda at: int(idx[at:at + 4].view("<i4")[0])
@@ -101,7 +102,7 @@ def test_permute_gathers_passes_follow_the_columns():
     g = pack(w, (16, 1), 4).permute_gathers(128)
     assert g.passes.tolist() == [3]    # from 1 (1, 5), from 130, from 172 (ends at x_pad: 299)
     assert g.x_pad == 300
-    records = g.index[64:].reshape(3, g.RECORD)     # after one 64-byte block of slots
+    records = g.index[64:].reshape(3, PERMUTE_PASS.size)     # after one 64-byte block of slots
     assert records[:, 72:76].copy().view("<i4").ravel().tolist() == [1, 130, 172]
 
 

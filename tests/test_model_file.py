@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from jitvoc.errors import InputError, ModelFileError
-from jitvoc.model import SPARSE, Model, digest, load_model, random_model
+from jitvoc.model import Model, digest, load_model, random_model
+from jitvoc.wavernn import NAMES
 from jitvoc.representation import Representation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -269,7 +270,7 @@ def test_random_model_structure():
     assert m.masks["out.O2"].mean() == pytest.approx(0.2, abs=0.02)
     coarse = np.r_[0:H // 2, H:H + H // 2, 2 * H:2 * H + H // 2]
     assert not m.weights["gru.I"][coarse, 2].any() and m.weights["gru.I"][:, :2].all()
-    assert set(m.masks) == set(SPARSE)
+    assert set(m.masks) == set(NAMES)
 
 
 def test_random_model_refuses_bad_block():

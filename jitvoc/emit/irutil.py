@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import types
 
+import numpy as np
 from llvmlite import ir
+
+from ..contracts import ADDR, F32, I64, PTR, U32, EntryPoint
+from ..errors import ContractError
 
 i1, i8, i16, i32, i64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
 f32 = ir.FloatType()
@@ -15,6 +20,18 @@ INT_TYPES = {"s8": i8, "u8": i8, "s16": i16, "s32": i32, "f32": f32}
 
 def vec(elem, n: int) -> ir.VectorType:
     return ir.VectorType(elem, n)
+
+
+def int_type(dtype) -> ir.IntType:
+    """The integer type of a NumPy integer dtype's width."""
+    return ir.IntType(8 * np.dtype(dtype).itemsize)
+
+
+def byte_size(typ) -> int:
+    """Bytes of an integer, float32 or vector type."""
+    if isinstance(typ, ir.VectorType):
+        return typ.count * byte_size(typ.element)
+    return 4 if typ == f32 else typ.width // 8
 
 
 def splat(b: ir.IRBuilder, value, n: int):
@@ -67,6 +84,32 @@ def function(module: ir.Module, name: str, ret, args, internal: bool = False) ->
         fn.linkage = "internal"
     fn.attributes.add("nounwind")
     return fn
+
+
+IR_TYPES = {PTR: ptr, ADDR: ptr, I64: i64, U32: i32, F32: f32}
+
+
+def signature(entry: EntryPoint) -> ir.FunctionType:
+    return ir.FunctionType(void, [IR_TYPES[t] for t in entry.types])
+
+
+def define(module: ir.Module, entry: EntryPoint, prefix: str, internal: bool = False,
+           symbol: str = "") -> tuple[ir.Function, types.SimpleNamespace]:
+    """The function `entry` declares (named `symbol`, else entry.symbol(prefix)) and its
+    arguments by name."""
+    fn = function(module, symbol or entry.symbol(prefix), void, signature(entry).args, internal)
+    return fn, types.SimpleNamespace(**dict(zip(entry.names, fn.args)))
+
+
+def call(b: ir.IRBuilder, entry: EntryPoint, callee, **values):
+    """Call a function (or function pointer) of `entry` with its arguments by name."""
+    args = entry.ordered(values)
+    for (name, kind), v in zip(entry.args, args):
+        want = IR_TYPES[kind]
+        if not (isinstance(v.type, ir.PointerType) if want == ptr else v.type == want):
+            raise ContractError(f"argument {name} of {entry.suffix or 'an entry point'} must be "
+                                f"{want}, got {v.type}")
+    return b.call(callee, args)
 
 
 def declare_intrinsic(module: ir.Module, name: str, ret, args) -> ir.Function:

@@ -2,17 +2,17 @@
 
 The loop calls five matrix-vector cores (gru.R, out.O1..O4, as planned), each compiled in a
 module of its own (core_modules: the compiler runs them in parallel) and reached through a
-function pointer in `params`, and defines two functions:
+function pointer in `params`, and defines two functions (contracts.LOOP_GENERATE, LOOP_TEACHER):
 
-    N_generate(out i16*, n i64, t0 i64, K f32*, h f32*, cf i32*, s f32*, seed i32, params ptr*)
+    N_generate(out i16*, n i64, t0 i64, K f32*, h f32*, cf i32*, s f32*, seed u32, params ptr*)
     N_teacher(probs f32*, n i64, K f32*, c_prev i32*, f_prev i32*, c_cur i32*, h f32*, params ptr*)
 
 Each sample runs the two passes with no Python in between: R h once for all 3H rows; the coarse
 half of the GRU; O1, relu, O2 and a draw of c_t; then ĉ_t's input to the fine half, O3, relu, O4
 and a draw of f_t. `h` (float32 [H]), `cf` (c_prev, f_prev) and `s` (float32 [2]: the
 de-emphasis state s_{t-1} and the DC blocker's y_{t-1}) are the caller's state, updated in place;
-the generator is counter-based (sample index t0 + i), so chunks join seamlessly. `params` is an
-array of pointers in the order of PARAMS.
+the generator is counter-based (sample index t0 + i), so chunks join seamlessly. `params` is the
+pointer table contracts.LOOP_PARAMS.
 
 The output sample: the model's representation (compiled in: its decode tables base/step as
 constants, its pre-emphasis α and DC blocker r) maps (c_t, f_t) to
@@ -30,40 +30,35 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
+from ..contracts import LOOP_GENERATE, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS, SPMV_CORE
 from ..layout import CACHE_LINE
-from ..plan.vocoder import MATRICES, VECTOR, VocoderPlan
-from . import mathfn
-from .irutil import (alloca, counted_loop, f32, function, gep, i16, i32, i64, load, ptr, splat,
-                     store, vec, void)
-from .spmv import CORE_ARGS, SpmvEmitter, core_symbol
+from ..plan.vocoder import VECTOR, VocoderPlan
+from ..wavernn import BY_NAME, NAMES
+from . import mathfn, spmv
+from .irutil import (alloca, call, counted_loop, define, f32, gep, i16, i32, i64, load, ptr,
+                     signature, splat, store, vec)
 
-MATRIX_ARRAYS = ("W", "index", "panel_ptr", "row_scale", "zcorr")
-VECTORS = ("gru.bR", "gru.I0", "gru.I1", "gru.I2", "out.b1", "out.b2", "out.b3", "out.b4")
-CORES = tuple(f"{m}.core" for m in MATRICES)   # the cores' addresses
-PARAMS = tuple(f"{m}.{a}" for m in MATRICES for a in MATRIX_ARRAYS) + VECTORS + CORES
 V = VECTOR
 GATE_CHUNKS = 4   # 16-row blocks of the GRU update computed together (4: 4% faster than 2)
 V16 = vec(f32, V)
-EPILOGUE = {"gru.R": (True, False), "out.O1": (True, True), "out.O2": (True, False),
-            "out.O3": (True, True), "out.O4": (True, False)}   # (bias, relu)
-CORE_FN = ir.FunctionType(void, CORE_ARGS)
+CORE_FN = signature(SPMV_CORE)
 
 
 def core_symbol_of(plan: VocoderPlan, m: str) -> str:
-    return core_symbol(plan.plans[m].spec, True, *EPILOGUE[m])
+    return spmv.core_symbol(plan.plans[m].spec, True, True, BY_NAME[m].relu)
 
 
 def core_modules(plan: VocoderPlan) -> list:
-    """[(symbol, build)] of the cores the loop calls, one module each, in MATRICES order
+    """[(symbol, build)] of the cores the loop calls, one module each, in wavernn.NAMES order
     (matrices of one layout and epilogue share a core)."""
     def build(m):
         p = plan.plans[m]
         module = ir.Module(name=core_symbol_of(plan, m))
-        SpmvEmitter(p.spec, p.packed, plan.gen, module).emit_core(True, *EPILOGUE[m],
-                                                                   internal=False)
+        spmv.emit_core(spmv.Kernel.of(p.spec, p.packed, plan.gen, module), True, True,
+                       BY_NAME[m].relu, internal=False)
         return module
     firsts = {}
-    for m in MATRICES:
+    for m in NAMES:
         firsts.setdefault(core_symbol_of(plan, m), m)
     return [(sym, lambda m=m: build(m)) for sym, m in firsts.items()]
 
@@ -84,9 +79,8 @@ class LoopEmitter:
         self.plan = plan
         self.m = ir.Module(name=plan.name)
         self.H, self.H2, self.G = plan.hidden, plan.hidden // 2, 3 * plan.hidden
-        self.mv = {n: SpmvEmitter(p.spec, p.packed, plan.gen, self.m) for n, p in plan.plans.items()}
-        self.biases = {"out.O1": "out.b1", "out.O2": "out.b2", "out.O3": "out.b3",
-                       "out.O4": "out.b4"}   # gru.R's: bias_k, see _frame_rows
+        self.mv = {n: spmv.Kernel.of(p.spec, p.packed, plan.gen, self.m)
+                   for n, p in plan.plans.items()}
         self.scaled = self._table("scaled", np.arange(256) / 127.5 - 1)
         base, step = plan.representation.segments()
         self.base, self.step = self._table("base", base), self._table("step", step)
@@ -106,16 +100,16 @@ class LoopEmitter:
 
     # --- the function ----------------------------------------------------------------------------
     def _function(self, teacher: bool):
-        name = f"{self.plan.name}_{'teacher' if teacher else 'generate'}"
+        fn, a = define(self.m, LOOP_TEACHER if teacher else LOOP_GENERATE, self.plan.name)
         if teacher:
-            fn = function(self.m, name, void, [ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr])
-            probs, n, K, c_prev_a, f_prev_a, c_cur_a, h, params = fn.args
+            probs, c_prev_a, f_prev_a, c_cur_a = a.probs, a.c_prev, a.f_prev, a.c_cur
         else:
-            fn = function(self.m, name, void, [ptr, i64, i64, ptr, ptr, ptr, ptr, i32, ptr])
-            out, n, t0, K, h, cf, s_state, seed, params = fn.args
+            out, t0, cf, s_state, seed = a.out, a.t0, a.cf, a.s, a.seed
+        n, K, h = a.n, a.K, a.h
         b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
-        self.p = {key: load(b, params, CORE_FN.as_pointer() if key in CORES else ptr, i, align=8,
-                            elem_type=ptr) for i, key in enumerate(PARAMS)}
+        self.p = {key: load(b, a.params, CORE_FN.as_pointer() if key.endswith(".core") else ptr,
+                            LOOP_PARAMS.slot(key), align=8, elem_type=ptr)
+                  for key in LOOP_PARAMS.names}
         self.h, self.K = h, K
         # scratch, allocated once
         rows = {m: p.packed.rows_padded for m, p in self.plan.plans.items()}
@@ -125,18 +119,18 @@ class LoopEmitter:
             self.dk = alloca(b, f32, self.G, align=CACHE_LINE)          # K_f+1 − K_f
         with counted_loop(b, self.G, rows["gru.R"], name="pad_bias") as j:  # padding rows
             store(b, f32(0.0), self.bias_k, j, align=4)
-        self.y = {m: alloca(b, f32, rows[m], align=CACHE_LINE) for m in MATRICES[1:]}
+        self.y = {m: alloca(b, f32, rows[m], align=CACHE_LINE) for m in NAMES[1:]}
         shared = self.plan.shared
         reach = max([0] + [off + self.mv[m].x_pad for m, off in shared.items()])
-        self.xbuf = {m: e.xin_buffer(b, reach if m == "gru.R" else 0)
+        self.xbuf = {m: spmv.xin_buffer(e, b, reach if m == "gru.R" else 0)
                      for m, e in self.mv.items() if m not in shared}
         self.quantized_h = self.plan.plans["gru.R"].spec.dtype != "float32"
         if self.quantized_h:  # codes of h for R (and O1/O3 when shared), kept up to date
             r = self.mv["gru.R"]
             if reach > r.x_pad:  # the part only O3 reads past R's own padding: zeros
                 with counted_loop(b, r.x_pad, reach, name="clear") as c:
-                    r.put_codes(b, self.xbuf["gru.R"], c, i32(0))
-            r.activations(b, h, self._x_inv("gru.R"), self.xbuf["gru.R"])
+                    spmv.put_codes(r, b, self.xbuf["gru.R"], c, i32(0))
+            spmv.activations(r, b, h, self._x_inv("gru.R"), self.xbuf["gru.R"])
         self.pbuf = alloca(b, f32, 256)
         self.prefix = alloca(b, f32, 16)
         c_prev, f_prev = b.alloca(i32), b.alloca(i32)
@@ -190,15 +184,13 @@ class LoopEmitter:
         b, e = self.b, self.mv[m]
         fmt = self.plan.formats.get(m)
         if not self.quantized_h or m not in ("gru.R", *self.plan.shared):
-            xin = e.activations(b, x, self._x_inv(m), self.xbuf.get(m))
+            xin = spmv.activations(e, b, x, self._x_inv(m), self.xbuf.get(m))
         else:
-            buf, r = self.xbuf["gru.R"], self.mv["gru.R"]
-            offset = self.plan.shared.get(m, 0)
-            elem = r.elem if r.codes_input else i32
-            xin = gep(b, buf, elem, i64(offset)) if offset else buf
-        pr = [self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS]
-        bias = self.bias_k if m == "gru.R" else self.p[self.biases[m]]
-        b.call(self.p[f"{m}.core"], [y, xin, *pr, f32(fmt.scale if fmt else 1.0), bias])
+            xin = spmv.xin_at(self.mv["gru.R"], b, self.xbuf["gru.R"], self.plan.shared.get(m, 0))
+        arrays = {a: self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS}
+        bias = self.bias_k if m == "gru.R" else self.p[BY_NAME[m].bias]   # R's: see _frame_rows
+        call(b, SPMV_CORE, self.p[f"{m}.core"], y=y, xin=xin, **arrays,
+             x_scale=f32(fmt.scale if fmt else 1.0), bias=bias)
 
     def _scaled(self, q):
         return load(self.b, self.scaled, f32, self.b.zext(q, i64), align=4)
@@ -251,7 +243,8 @@ class LoopEmitter:
             b.store(hn, gep(b, self.h, f32, hrow), align=4)
             if self.quantized_h:  # R's codes of h_t (O1/O3 read them this very step)
                 r = self.mv["gru.R"]
-                r.put_codes(b, self.xbuf["gru.R"], hrow, r.code(b, hn, self._x_inv("gru.R")))
+                spmv.put_codes(r, b, self.xbuf["gru.R"], hrow,
+                               spmv.code(r, b, hn, self._x_inv("gru.R")))
 
     def _preactivations(self, half, j, splats, k0):
         """(a, v) of the u, r and e gates for 16 rows, a + v as docs/model.md has it: a = R h

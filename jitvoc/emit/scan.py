@@ -1,6 +1,6 @@
 """Emit the linear-recurrence kernels ``h_t = λ_t ⊙ h_{t-1} + x_t`` (ScanSpec -> llvmlite.ir).
 
-Both kinds share one C signature (SIGNATURE); rows are ``stride`` floats apart (negative strides
+Both kinds share one signature (contracts.SCAN); rows are ``stride`` floats apart (negative strides
 walk backwards in time, which the backward pass uses):
 
 - ``serial(lam, x, h, state, n, ncols, stride, tile)``: ``h[t] = lam[t]·h[t-1] + x[t]`` for
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .irutil import (counted_loop, declare_intrinsic, f32, function, gep, i32, i64, ptr, vec,
+from ..contracts import SCAN
+from .irutil import (counted_loop, declare_intrinsic, define, f32, gep, i32, i64, ptr, vec,
                      void)
 
 KINDS = ("serial", "reduce")
@@ -34,7 +35,6 @@ VECTOR_TABLE = (
 )
 BLOCK = 4  # vectors per register block
 MXCSR_FTZ_DAZ = 0x8040
-SIGNATURE = "void(uintptr_t, uintptr_t, uintptr_t, uintptr_t, int64_t, int64_t, int64_t, int64_t)"
 
 
 @dataclass(frozen=True)
@@ -71,16 +71,18 @@ def spec_for(kind: str, gen, stream: bool = False) -> ScanSpec:
 class _Emitter:
     def __init__(self, spec: ScanSpec, module: ir.Module):
         self.spec = spec
-        fn = function(module, spec.name, void, [ptr] * 4 + [i64] * 4)
-        for a in fn.args[:4]:
-            a.add_attribute("noalias")
-        self.lam, self.x, self.out, self.init, self.n, self.ncols, self.stride, tile = fn.args
+        fn, a = define(module, SCAN, spec.name)
+        for arg in fn.args[:4]:
+            arg.add_attribute("noalias")
+        self.lam, self.x, self.out, self.init = a.lam, a.x, a.h, a.state
+        self.n, self.ncols, self.stride, tile = a.n, a.ncols, a.stride, a.tile
         self.module = module
         b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         w, nb = spec.width, spec.block
         vt = vec(f32, w) if w > 1 else f32
         # State slots (promoted to registers by SROA): [h or B] and, for reduce, [A].
-        self.slots = {(t, j, s): b.alloca(t) for t in {vt, f32} for j in range(nb) for s in "hA"}
+        self.slots = {(t, j, s): b.alloca(t) for t in dict.fromkeys((vt, f32))
+                      for j in range(nb) for s in "hA"}
         mxcsr = self._flush_denormals() if spec.kind == "reduce" else None
         self.tile = b.select(b.icmp_signed("<", tile, i64(1)), i64(1), tile)
         with counted_loop(b, 0, self.n, self.tile, name="tile") as t0:

@@ -30,7 +30,7 @@ BAKED_ACCUMULATORS = 2     # R at 3-5%, O1/O3, GRU-A: 2 beat 4 by 3-7% (fewer to
 INLINE_KERNEL = ("idx", 4, 2)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Plan:
     """Everything a kernel needs besides its machine code."""
     spec: KernelSpec
@@ -137,15 +137,6 @@ def default_block(mask: np.ndarray, dtype: str, backend: str, gen):
     return min(costs, key=costs.get)
 
 
-def make_spec(packed_shape, dtype, block, backend, variant, pattern="", unroll=4, acc=2,
-              x_signed=True, x_stride=0, x_permute=0) -> KernelSpec:
-    rows, cols = packed_shape
-    blk = (block[0], 0) if variant == "dense" else tuple(block)
-    return KernelSpec(dtype, blk, backend, variant, rows, cols, unroll, acc,
-                      pattern if variant in ("baked", "grouped") else "", x_signed, x_stride,
-                      x_permute)
-
-
 def permute_window(packed: Packed, dtype: str, backend: str, gen) -> int:
     """The byte-permute window for gathering int8 panels of 16 rows, if the CPU has one."""
     if dtype != "int8" or packed.contiguous or packed.bh != 16:
@@ -172,11 +163,13 @@ def baked_products(mask, block, dtype, backend, gen) -> int:
     return panel_count(mask, block, GROUP[dtype]) * max(1, block[0] // max(width, 1))
 
 
-def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, variant=None,
-               unroll=8, accumulators=None, x_signed=True, x_stride=0, permute=None,
-               inline=False) -> Plan:
+def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None = None,
+               isa_name: str | None = None, variant: str | None = None, unroll: int = 8,
+               accumulators: int | None = None, x_signed: bool = True, x_stride: int = 0,
+               permute: bool | None = None, inline: bool = False) -> Plan:
     """The untuned plan, or the one the arguments pin down. `inline`: the kernel runs inside a
-    fused loop (INLINE_KERNEL for a sparse integer kernel whose variant is not given)."""
+    fused loop (INLINE_KERNEL for a sparse integer kernel whose variant is not given).
+    `permute`: byte-permute gathers where the CPU has them (None, True) or never (False)."""
     backend = isa_name or isa.best(gen)
     if block is None:
         block = default_block(mask, dtype, backend, gen)
@@ -199,16 +192,19 @@ def build_plan(w_codes, row_scale, mask, dtype, gen, block=None, isa_name=None, 
     window = permute_window(packed, dtype, backend, gen) if permute in (None, True) else 0
     if permute and not window:
         raise InputError("byte-permute gathers need AVX-512 VBMI, int8 and 16-row blocks")
-    spec = make_spec(w_codes.shape, dtype, block, backend, variant, packed.pattern_hash(),
-                     unroll, accumulators, x_signed,
-                     0 if packed.contiguous or window else x_stride, window)
+    spec = KernelSpec(dtype=dtype, block=(block[0], 0) if variant == "dense" else block,
+                      isa=backend, variant=variant, rows=w_codes.shape[0], cols=w_codes.shape[1],
+                      unroll=unroll, accumulators=accumulators,
+                      pattern=packed.pattern_hash() if variant in ("baked", "grouped") else "",
+                      x_signed=x_signed, x_stride=0 if packed.contiguous or window else x_stride,
+                      x_permute=window)
     gathers = ""
     if window and config.debug_level() >= 1:
         g = packed.permute_gathers(window)
         gathers = f", byte-permute gathers: {g.n_groups} groups, {g.passes.mean():.2f} windows each"
     config.debug(1, f"plan {spec.name}: {packed.n_panels} panels of {packed.bh}x{packed.group}, "
                  f"{np.count_nonzero(mask)}/{mask.size} non-zeros{gathers}")
-    return Plan(spec, packed, row_scale, w_codes)
+    return Plan(spec=spec, packed=packed, row_scale=row_scale, w_codes=w_codes)
 
 
 def fits(mask: np.ndarray, block: tuple) -> bool:
@@ -230,15 +226,16 @@ def candidates(w_codes, row_scale, mask, dtype, gen, x_signed=True) -> list[Plan
                               ("baked", 1, BAKED_ACCUMULATORS)):
             if variant == "baked" and products > BAKE_LIMIT:
                 continue
-            plan = build_plan(w_codes, row_scale, mask, dtype, gen, blk, backend, variant, u, a,
-                              x_signed)
+            options = dict(block=blk, isa_name=backend, variant=variant, unroll=u,
+                           accumulators=a, x_signed=x_signed)
+            plan = build_plan(w_codes, row_scale, mask, dtype, gen, **options)
             out.append(plan)
             if plan.spec.x_permute:  # the same kernel with table gathers
-                out.append(build_plan(w_codes, row_scale, mask, dtype, gen, blk, backend,
-                                      variant, u, a, x_signed, permute=False))
+                out.append(build_plan(w_codes, row_scale, mask, dtype, gen, **options,
+                                      permute=False))
     for u, a in ((4, 2), (4, 4), (8, 4)):
-        out.append(build_plan(w_codes, row_scale, mask, dtype, gen, None, backend, "dense",
-                              u, a, x_signed))
+        out.append(build_plan(w_codes, row_scale, mask, dtype, gen, isa_name=backend,
+                              variant="dense", unroll=u, accumulators=a, x_signed=x_signed))
     return out
 
 
@@ -298,6 +295,7 @@ def decided_plan(d, w_codes, row_scale, mask, dtype, gen, x_signed) -> Plan | No
 def plan_from_decision(d: dict, w_codes, row_scale, mask, gen) -> Plan:
     variant = d["variant"]
     block = None if variant == "dense" else tuple(d["block"])
-    return build_plan(w_codes, row_scale, mask, d["dtype"], gen, block, d["isa"], variant,
-                      d["unroll"], d["accumulators"], d["x_signed"], d["x_stride"],
-                      bool(d["x_permute"]))
+    return build_plan(w_codes, row_scale, mask, d["dtype"], gen, block=block, isa_name=d["isa"],
+                      variant=variant, unroll=d["unroll"], accumulators=d["accumulators"],
+                      x_signed=d["x_signed"], x_stride=d["x_stride"],
+                      permute=bool(d["x_permute"]))

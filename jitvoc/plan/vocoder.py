@@ -25,18 +25,18 @@ from .. import config
 from ..errors import InputError
 from ..quant import ACTIVATION_BITS, FixedPoint
 from ..representation import Representation
+from ..wavernn import BY_NAME, MATRICES, NAMES
 from . import matvec as mv_plan
 
-MATRICES = ("gru.R", "out.O1", "out.O2", "out.O3", "out.O4")
 VECTOR = 16  # logical vector width of the element-wise code
 FLOAT_ACCUMULATORS = 4  # float32 partial sums per row block, the same on every generation
 # Kernel dtype per matrix for each engine dtype.
-PRECISION = {d: {m: d for m in MATRICES} for d in ("int8", "int16", "float32")}
+PRECISION = {d: {m: d for m in NAMES} for d in ("int8", "int16", "float32")}
 CALIBRATION_FRAMES = 16  # frames of a synthetic chirp for models without a calibration,
 CALIBRATION_SAMPLES = 4800  # fewer (2 at least) where that many frames exceed these samples
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class VocoderPlan:
     dtype: str
     gen: object
@@ -54,7 +54,7 @@ class VocoderPlan:
         rep = self.representation
         h = hashlib.sha256(f"{self.hidden}/{self.hop}/{self.upsample}/{rep.code}/"
                            f"{rep.preemphasis!r}/{rep.dc_block!r}".encode())
-        for m in MATRICES:
+        for m in NAMES:
             h.update(self.plans[m].spec.name.encode())
             h.update(str(self.formats.get(m)).encode())
         return f"wavernn_h{self.hidden}_{self.dtype}_{self.plans['gru.R'].spec.isa}_{h.hexdigest()[:10]}"
@@ -68,7 +68,7 @@ def input_formats(model, precision: dict) -> dict:
         if dtype == "float32":
             continue
         bits = ACTIVATION_BITS[dtype]
-        if m in ("gru.R", "out.O1", "out.O3"):
+        if BY_NAME[m].reads_state:
             fmts[m] = FixedPoint(bits, bits - 1, signed=True)
         else:
             ranges = ranges or calibration(model)
@@ -79,11 +79,14 @@ def input_formats(model, precision: dict) -> dict:
 _measured = weakref.WeakKeyDictionary()  # model -> calibration measured here
 
 
+RELU_READERS = tuple(m.name for m in MATRICES if not m.reads_state)   # O2, O4
+
+
 def calibration(model) -> dict:
-    """max |input| of O2 and O4 (relu outputs)."""
+    """max |input| of the matrices that read relu outputs (O2 and O4)."""
     q = model.meta.get("quantization", {}).get("activation_ranges", {})
-    if all(m in q for m in ("out.O2", "out.O4")):
-        return {m: float(q[m]["max"]) for m in ("out.O2", "out.O4")}
+    if all(m in q for m in RELU_READERS):
+        return {m: float(q[m]["max"]) for m in RELU_READERS}
     if model not in _measured:
         _measured[model] = _measure(model)
     return _measured[model]
@@ -123,24 +126,24 @@ def plan_vocoder(model, dtype: str, gen, precision: dict | None = None) -> Vocod
         signed = formats[name].signed if name in formats else True
         if kind == "float32":  # one layout for every generation: identical float results
             block = mv_plan.default_block(mask, kind, "sse2", gen)
-            plans[name] = mv_plan.build_plan(codes, scale, mask, kind, gen, block,
+            plans[name] = mv_plan.build_plan(codes, scale, mask, kind, gen, block=block,
                                              variant="dense" if block is None else "idx",
                                              unroll=4, accumulators=FLOAT_ACCUMULATORS)
             continue
         plans[name] = mv_plan.build_plan(codes, scale, mask, kind, gen, x_signed=signed,
                                          inline=True)
-        offset = {"out.O1": 0, "out.O3": model.hidden // 2}.get(name)
         r = plans["gru.R"]
-        if offset is not None and _input_kind(plans[name]) == _input_kind(r):
+        if BY_NAME[name].reads_half and _input_kind(plans[name]) == _input_kind(r):
             # read the codes of h that the GRU update writes for R (one quantization of h);
             # shifted tables are then laid out with R's stride
             if not (r.packed.contiguous or r.spec.x_permute):
                 plans[name] = mv_plan.build_plan(codes, scale, mask, kind, gen,
                                                  x_signed=signed, x_stride=r.packed.x_len,
                                                  inline=True)
-            shared[name] = offset
-    plan = VocoderPlan(dtype, gen, model.hidden, model.hop_length, model.upsample, plans,
-                       formats, shared, model.representation)
+            shared[name] = BY_NAME[name].state_offset(model.hidden)
+    plan = VocoderPlan(dtype=dtype, gen=gen, hidden=model.hidden, hop=model.hop_length,
+                       upsample=model.upsample, plans=plans, formats=formats, shared=shared,
+                       representation=model.representation)
     config.debug(1, f"vocoder plan {plan.name}: " + ", ".join(
         f"{m} {p.spec.name}" + (f" <- {formats[m].name}" if m in formats else "")
         for m, p in plans.items()))

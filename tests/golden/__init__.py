@@ -1,0 +1,113 @@
+"""Golden IR: the LLVM IR text of a handful of small kernels, a tiny vocoder loop and the scans,
+kept in tests/golden/*.ll.gz (gzip: the loop alone is 1.2 MB of text) so that any change to the
+emitted code fails test_golden.py, which shows the diff (tinygrad's process replay is the model).
+
+Regenerate on purpose, after checking that a change of the IR is intended:
+
+    python -m tests.golden --update
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import pathlib
+
+import numpy as np
+
+from jitvoc import cpu
+from jitvoc.emit import loop, scan, spmv
+from jitvoc.model import random_model
+from jitvoc.plan import matvec as planner
+from jitvoc.plan.vocoder import plan_vocoder
+
+FOLDER = pathlib.Path(__file__).parent
+
+# name: (generation, dtype, block (None: dense), variant); one matrix of 40x72 at 25% density
+MATVEC_CASES = {
+    "int8_16x1_idx_haswell": ("haswell", "int8", (16, 1), "idx"),
+    "int8_16x1_idx_icelake": ("icelake-server", "int8", (16, 1), "idx"),
+    "int8_16x1_baked_cascadelake": ("cascadelake", "int8", (16, 1), "baked"),
+    "int8_8x4_grouped_skylake": ("skylake-avx512", "int8", (8, 4), "grouped"),
+    "int8_1x1_grouped_core2": ("core2", "int8", (1, 1), "grouped"),
+    "int8_dense_alderlake": ("alderlake", "int8", None, "dense"),
+    "int16_16x1_idx_x86-64": ("x86-64", "int16", (16, 1), "idx"),
+    "int16_4x4_baked_haswell": ("haswell", "int16", (4, 4), "baked"),
+    "float32_16x1_idx_haswell": ("haswell", "float32", (16, 1), "idx"),
+    "float32_dense_skylake": ("skylake-avx512", "float32", None, "dense"),
+}
+# name: (generation, engine dtype); random_model(hidden=32)
+LOOP_CASES = {
+    "loop_int8_icelake": ("icelake-server", "int8"),
+    "loop_int16_haswell": ("haswell", "int16"),
+    "loop_float32_x86-64": ("x86-64", "float32"),
+}
+
+# name: (kind, generation, non-temporal stores)
+SCAN_CASES = {
+    "scan_serial_haswell": ("serial", "haswell", False),
+    "scan_serial_nt_skylake": ("serial", "skylake-avx512", True),
+    "scan_reduce_x86-64": ("reduce", "x86-64", False),
+}
+
+
+def _matrix(block, seed: int = 12):
+    """A 40x72 matrix and its mask: 25% of its (block or 16x1) blocks present."""
+    rng = np.random.default_rng(seed)
+    bh, bw = block or (16, 1)
+    keep = rng.random((-(-40 // bh), -(-72 // bw))) < 0.25
+    mask = np.kron(keep, np.ones((bh, bw), bool))[:40, :72]
+    return np.where(mask, rng.standard_normal((40, 72)), 0).astype(np.float32), mask
+
+
+def matvec_ir(name: str) -> str:
+    gen_name, dtype, block, variant = MATVEC_CASES[name]
+    gen = cpu.generation(gen_name)
+    w, mask = _matrix(block)
+    codes, scale = planner.quantize_weights(w, dtype)
+    plan = planner.build_plan(codes, scale, mask, dtype, gen, block=block, variant=variant)
+    return str(spmv.build_module(plan.spec, plan.packed, gen))
+
+
+def loop_ir(name: str) -> str:
+    """The loop module and its core modules, one after another."""
+    gen_name, dtype = LOOP_CASES[name]
+    plan = plan_vocoder(random_model(hidden=32, density=0.25, output_density=0.25), dtype,
+                        cpu.generation(gen_name))
+    modules = [build() for _, build in loop.core_modules(plan)] + [loop.build_module(plan)]
+    return "\n".join(str(m) for m in modules)
+
+
+def scan_ir(name: str) -> str:
+    kind, gen_name, stream = SCAN_CASES[name]
+    return str(scan.build(scan.spec_for(kind, cpu.generation(gen_name), stream)))
+
+
+def emitted(name: str) -> str:
+    if name in MATVEC_CASES:
+        return matvec_ir(name)
+    return loop_ir(name) if name in LOOP_CASES else scan_ir(name)
+
+
+def path(name: str) -> pathlib.Path:
+    return FOLDER / f"{name}.ll.gz"
+
+
+def stored(name: str) -> str | None:
+    """The golden IR of a case, None if it has none yet."""
+    return gzip.decompress(path(name).read_bytes()).decode() if path(name).exists() else None
+
+
+def names() -> list:
+    return [*MATVEC_CASES, *LOOP_CASES, *SCAN_CASES]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.golden", description=__doc__)
+    parser.add_argument("--update", action="store_true", help="rewrite every golden file")
+    args = parser.parse_args()
+    changed = [n for n in names() if stored(n) != emitted(n)]
+    if args.update:
+        for n in changed:
+            path(n).write_bytes(gzip.compress(emitted(n).encode(), compresslevel=9, mtime=0))
+    print(f"{len(changed)} of {len(names())} golden IR files "
+          f"{'rewritten' if args.update else 'differ'}: {', '.join(changed) or '-'}")
