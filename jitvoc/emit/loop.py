@@ -74,6 +74,23 @@ def _tree(b, v, combine):
     return b.extract_element(v, i32(0))
 
 
+def _tree_sums(b, vs):
+    """The vector of [_tree(b, v, b.fadd) for v in vs] (as many vectors as lanes): the same
+    additions, done for two vectors at once. Before each level a vector holds the partial sums
+    of k vectors, w lanes each; the level adds their low and high halves for the vectors of a
+    pair, giving 2k partial sums of w/2 lanes. Needs len(vs) == lanes (a power of two)."""
+    n = vs[0].type.count
+    while len(vs) > 1:
+        w = len(vs)          # lanes per partial sum (n vectors at the start)
+        k = n // w
+        half = [g * w + i for g in range(k) for i in range(w // 2)]
+        lo = ir.Constant(vec(i32, n), half + [n + x for x in half])
+        hi = ir.Constant(vec(i32, n), [x + w // 2 for x in half] + [n + x + w // 2 for x in half])
+        vs = [b.fadd(b.shuffle_vector(x, y, lo), b.shuffle_vector(x, y, hi))
+              for x, y in zip(vs[::2], vs[1::2])]
+    return vs[0]
+
+
 class LoopEmitter:
     def __init__(self, plan: VocoderPlan):
         self.plan = plan
@@ -231,12 +248,13 @@ class LoopEmitter:
         (r ∘ a_e with r = σ(x_r)), E_e = e^-2z, then the blend (mathfn.gru_blend), stage by
         stage over the chunks so that their dependency chains overlap."""
         b, H2 = self.b, self.H2
+        poly = mathfn.GATE_POLY[self.plan.plans["gru.R"].spec.dtype]
         pre = [self._preactivations(half, j, splats, k0) for j in js]
-        e_u = [mathfn.gate_exp(b, b.fadd(au, vu), -1.0) for (au, vu), _, _ in pre]
-        e_r = [mathfn.gate_exp(b, b.fadd(ar, vr), -1.0) for _, (ar, vr), _ in pre]
+        e_u = [mathfn.gate_exp(b, b.fadd(au, vu), -1.0, poly) for (au, vu), _, _ in pre]
+        e_r = [mathfn.gate_exp(b, b.fadd(ar, vr), -1.0, poly) for _, (ar, vr), _ in pre]
         one = ir.Constant(V16, [1.0] * V)
         z = [b.fadd(b.fdiv(ae, b.fadd(one, er)), ve) for (_, _, (ae, ve)), er in zip(pre, e_r)]
-        e_e = [mathfn.gate_exp(b, zc, -2.0) for zc in z]
+        e_e = [mathfn.gate_exp(b, zc, -2.0, poly) for zc in z]
         for j, eu, ee in zip(js, e_u, e_e):
             hrow = b.add(j, i64(half * H2))
             hn = mathfn.gru_blend(b, self._vload(self.h, hrow), eu, ee)
@@ -281,15 +299,15 @@ class LoopEmitter:
         """p = exp(l − max l) into pbuf; returns the 16 block sums (scalars) and their total."""
         b = self.b
         blocks = [self._vload(logits, i64(V * j)) for j in range(256 // V)]
-        mx = blocks[0]
-        for v in blocks[1:]:
-            mx = mathfn.fmax(b, mx, v)
-        mxv = splat(b, _tree(b, mx, lambda x, y: mathfn.fmax(b, x, y)), V)
-        sums = []
-        for j, v in enumerate(blocks):
-            p = mathfn.exp(b, b.fsub(v, mxv))
+        mx = blocks
+        while len(mx) > 1:   # a tree (max is exact): a shorter chain than one by one
+            mx = [mathfn.fmax(b, x, y) for x, y in zip(mx[::2], mx[1::2])]
+        mxv = splat(b, _tree(b, mx[0], lambda x, y: mathfn.fmax(b, x, y)), V)
+        ps = [mathfn.exp_nonpositive(b, b.fsub(v, mxv)) for v in blocks]
+        for j, p in enumerate(ps):
             b.store(p, gep(b, self.pbuf, f32, i64(V * j)), align=4)
-            sums.append(_tree(b, p, b.fadd))
+        block_sums = _tree_sums(b, ps)
+        sums = [b.extract_element(block_sums, i32(j)) for j in range(len(ps))]
         total = sums[0]
         for s in sums[1:]:
             total = b.fadd(total, s)
