@@ -24,3 +24,9 @@ class ISAError(JitvocError):
 class ContractError(JitvocError):
     """Generated code built or called against its declaration in jitvoc.contracts (a bug in
     jitvoc, caught when the IR is built)."""
+
+
+class CellError(JitvocError, ValueError):
+    """A cell graph (jitvoc.cells) that is ill-formed: a shape or dtype mismatch, an unknown or
+    duplicate name, a cycle not through declared state, or weights and inputs that do not match
+    the cell's declarations."""
