@@ -60,7 +60,8 @@ class Node:
     def __getitem__(self, key):
         if not isinstance(key, slice) or key.step not in (None, 1):
             raise CellError(f"{self!r}: only contiguous slices x[a:b] are supported, got {key!r}")
-        return take(self, *key.indices(_length(self))[:2])
+        start = 0 if key.start is None else key.start
+        return take(self, start, _length(self) if key.stop is None else key.stop)
 
 
 def const(value) -> Node:

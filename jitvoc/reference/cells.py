@@ -120,8 +120,8 @@ def _initial(cell, state) -> dict:
     out = {}
     for name, node in cell.states.items():
         value = np.asarray(state.get(name, 0), _DTYPES[node.dtype])
-        if value.shape != node.shape:
-            value = np.broadcast_to(value, node.shape).copy() if value.shape == () else value
+        if value.shape == () and node.shape:          # a scalar fills a vector state
+            value = np.full(node.shape, value)
         if value.shape != node.shape:
             raise CellError(f"{cell.name}: state {name!r} must have shape {node.shape}, "
                             f"got {value.shape}")
