@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jitvoc import cells
-from jitvoc.cells import CellBuilder, concat, const, lookup, sample, sigmoid, split, tanh
+from jitvoc.cells import CellBuilder, schedule, concat, const, lookup, sample, sigmoid, split, tanh
 from jitvoc.errors import CellError, JitvocError
 from jitvoc.model import random_model
 from jitvoc.reference import scan
@@ -249,3 +249,38 @@ def test_wavernn_cell_matches_the_reference_vocoder_bit_for_bit(rep):
     np.testing.assert_array_equal(end["h"], state.h)
     assert (end["c"], end["f"]) == (state.c_prev, state.f_prev)
     assert (float(end["s"]), float(end["y"])) == (state.s_prev, state.y_prev)
+
+
+# ---- the scheduler's analysis ----
+
+def test_products_of_one_input_stack_and_input_projections_hoist():
+    sru = cells.sru(8)
+    (stack,) = schedule.stacks(sru)
+    assert [n.args[0].name for n in stack] == ["W_f", "W", "W_r"]
+    assert {n for n in schedule.hoisted(sru) if n.op == "matvec"} == set(stack)
+
+    gru = cells.gru(4, 8)
+    assert schedule.stacks(gru) == []
+    assert [n.args[0].name for n in schedule.hoisted(gru) if n.op == "matvec"] == ["weight_ih"]
+    assert [kind for kind, _ in schedule.step(gru)] == ["barrier", "pass"]
+
+
+def test_the_wavernn_step_is_two_passes_of_products_and_a_draw():
+    cell = cells.wavernn(32)
+    assert not [n for n in schedule.hoisted(cell) if n.op == "matvec"]
+    barriers = [[n.args[0].name if n.op == "matvec" else f"draw {n.attr('stream')}" for n in nodes]
+                for kind, nodes in schedule.step(cell) if kind == "barrier"]
+    assert barriers == [["gru.R"], ["out.O1"], ["out.O2"], ["draw 0"],
+                        ["out.O3"], ["out.O4"], ["draw 1"]]
+    text = schedule.describe(cell)
+    assert "then: gru.R @ h" in text and text.count("pass:") == 7
+
+
+@pytest.mark.parametrize("make", [lambda: cells.gru(4, 8), lambda: cells.lstm(4, 8),
+                                  lambda: cells.gilr(4, 8), lambda: cells.wavernn(16)])
+def test_every_computed_node_is_scheduled_once(make):
+    cell = make()
+    looped = [n for _, nodes in schedule.step(cell) for n in nodes]
+    placed = looped + schedule.hoisted(cell)
+    assert len(placed) == len(set(placed))
+    assert set(placed) == {n for n in cell.nodes if n.op not in schedule.DATA}
