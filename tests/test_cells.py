@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jitvoc import cells
-from jitvoc.cells import CellBuilder, schedule, concat, const, lookup, sample, sigmoid, split, tanh
+from jitvoc.cells import CellBuilder, schedule, concat, lookup, sample, sigmoid, split, tanh
 from jitvoc.errors import CellError, JitvocError
 from jitvoc.model import random_model
 from jitvoc.reference import scan
@@ -28,8 +28,8 @@ def tolerance(weights, x, steps, terms):
     sign or bias would make) on the float32 difference of two evaluations in different orders:
     a dot product of n terms is within n·ε·Σ|w·x| (Higham, γ_n); σ' ≤ ¼ and tanh' ≤ 1 do not
     amplify it, and the state carries each step's error on with gain at most about 1, so the
-    errors of `steps` steps add up. Σ|w·x| ≤ the largest row sum of |W| times max(|x|, |h| ≤ 1)
-    plus |b|, over all the weights."""
+    errors of `steps` steps add up. Σ|w·x| ≤ the largest row sum of |W| times
+    max(|x|, |h| ≤ 1) plus |b|, over all the weights."""
     scale = max(1.0, float(np.abs(x).max()))
     row_sums = sum(np.abs(w).sum(axis=-1).max() if w.ndim == 2 else np.abs(w).max()
                    for w in weights.values())
@@ -229,7 +229,8 @@ def to_int16(value):
     return np.clip(np.rint(value * np.float32(32768)), -32768, 32767).astype(np.int16)
 
 
-@pytest.mark.parametrize("rep", REPRESENTATIONS, ids=lambda r: f"{r.code}-{r.preemphasis}-{r.dc_block}")
+@pytest.mark.parametrize("rep", REPRESENTATIONS,
+                         ids=lambda r: f"{r.code}-{r.preemphasis}-{r.dc_block}")
 def test_wavernn_cell_matches_the_reference_vocoder_bit_for_bit(rep):
     H, n, seed = 32, 300, 5
     model = random_model(hidden=H, density=0.25, sample_rate=16000, n_mels=8, cond_channels=8,

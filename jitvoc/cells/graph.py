@@ -22,8 +22,6 @@ from ..errors import CellError
 
 FLOAT, INDEX = "float32", "int32"
 DECLARED = ("input", "state", "weight", "ref")   # leaves with a name
-UNARY = ("sigmoid", "tanh", "relu", "exp", "neg")
-BINARY = ("add", "sub", "mul")
 DRAW_STREAMS = (0, 1)   # the counter-based generator gives two draws per step (docs/model.md)
 
 

@@ -82,7 +82,8 @@ def describe(cell: Cell) -> str:
     ahead = hoisted(cell)
     lines = [f"cell {cell.name}: {len(cell.nodes)} nodes"]
     for group in stacks(cell):
-        lines.append(f"  stack: {', '.join(_product(n) for n in group)} on {_label(group[0].args[1])}")
+        products = ", ".join(_product(n) for n in group)
+        lines.append(f"  stack: {products} on {_label(group[0].args[1])}")
     products = [_product(n) for n in ahead if n.op == "matvec"]
     lines.append(f"  hoisted: {len(ahead)} nodes, products {', '.join(products) or 'none'}")
     for kind, nodes in step(cell):
