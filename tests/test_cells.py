@@ -48,6 +48,8 @@ def test_a_cell_is_frozen_data_in_argument_order():
         seen.add(node)
     with pytest.raises(AttributeError):
         cell.nodes[0].op = "exp"
+    with pytest.raises(TypeError):
+        cell.update["h"] = cell.nodes[0]
 
 
 def test_shape_mismatches_are_cell_errors():
@@ -98,6 +100,8 @@ def test_unknown_and_duplicate_names_are_cell_errors():
         b.build(update={"h": h[0:1]}, outputs={"h": h})
     with pytest.raises(CellError, match="no declared ref"):
         b.let("h", h)
+    with pytest.raises(CellError, match="all nodes"):
+        b.build(update={"h": h}, outputs={"h": 1.0})
     other = CellBuilder("other").state("g", 2)
     with pytest.raises(CellError, match="another builder"):
         b.build(update={"h": h + other}, outputs={"h": h})

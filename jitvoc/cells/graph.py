@@ -15,6 +15,7 @@ docs/cells.md. This module sits below the stages and imports only numpy and jitv
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -226,8 +227,9 @@ def lookup(table, index) -> Node:
 @dataclass(frozen=True, eq=False)
 class Cell:
     """A recurrent cell: its declared leaves (by name), the next value of every state, the
-    named outputs of a step, the values bound to forward references, and every node reachable
-    from the update and outputs in an order where each node follows its arguments."""
+    named outputs of a step, the values bound to forward references (read-only mappings), and
+    every node reachable from the update and outputs in an order where each node follows its
+    arguments."""
     name: str
     inputs: dict
     states: dict
@@ -287,7 +289,7 @@ class CellBuilder:
 
     def let(self, name: str, value: Node) -> Node:
         """Binds the forward reference `name` to `value` (same shape and dtype)."""
-        ref = self._leaves.get(name)
+        ref, value = self._leaves.get(name), _node(value)
         if ref is None or ref.op != "ref":
             raise CellError(f"{self.name}: let({name!r}) names no declared ref")
         if name in self._bindings:
@@ -316,15 +318,17 @@ class CellBuilder:
         unbound = [k for k, v in leaves.items() if v.op == "ref" and k not in self._bindings]
         if unbound:
             raise CellError(f"{self.name}: refs {unbound} are never bound with let()")
-        if not outputs:
-            raise CellError(f"{self.name}: a cell needs at least one output")
+        if not outputs or not all(isinstance(v, Node) for v in outputs.values()):
+            raise CellError(f"{self.name}: a cell needs one or more outputs, all nodes: "
+                            f"{outputs!r}")
         nodes = _ordered([*update.values(), *outputs.values()], self._bindings, self.name)
         foreign = [n for n in nodes if n.op in DECLARED and leaves.get(n.name) is not n]
         if foreign:
             raise CellError(f"{self.name}: {foreign[0]!r} was declared by another builder")
-        by_op = lambda op: {k: v for k, v in leaves.items() if v.op == op}
-        return Cell(self.name, by_op("input"), states, by_op("weight"), dict(update),
-                    dict(outputs), dict(self._bindings), nodes)
+        by_op = lambda op: MappingProxyType({k: v for k, v in leaves.items() if v.op == op})
+        return Cell(self.name, by_op("input"), by_op("state"), by_op("weight"),
+                    MappingProxyType(dict(update)), MappingProxyType(dict(outputs)),
+                    MappingProxyType(dict(self._bindings)), nodes)
 
 
 def _shape(shape) -> tuple:
