@@ -136,6 +136,17 @@ def test_forward_references_and_state_cycles_are_fine():
 
 # ---- the interpreter ----
 
+def test_a_cell_without_inputs_runs_for_the_given_steps():
+    b = CellBuilder("counter")
+    n = b.state("n")
+    cell = b.build(update={"n": n + 1.0}, outputs={"n": n})
+    out, state = run(cell, {}, {}, {"n": 5.0}, steps=3)
+    np.testing.assert_array_equal(out["n"], [5, 6, 7])
+    assert state["n"] == 8
+    with pytest.raises(CellError, match="needs steps="):
+        run(cell, {}, {})
+
+
 def test_every_elementwise_op_is_float32_numpy():
     b = CellBuilder("ops")
     x, W = b.input("x", 4), b.weight("W", (3, 4))
