@@ -65,7 +65,9 @@ def wavernn(hidden: int, representation: Representation = Representation(), bloc
 
     Pass 1 finishes the coarse half of h (it does not see c_t) and draws c_t from stream 0;
     pass 2 adds I[:, 2] ĉ_t to the fine rows, finishes the fine half and draws f_t (stream 1).
-    The operations are the reference vocoder's, in its order.
+    The operations are the reference vocoder's, in its order, except that pass 1 leaves out
+    the term I[coarse rows, 2] ĉ_t, zero in every model file (the reference adds I[:, 2] · 0
+    there: the same float, but for the sign of an exact zero).
     """
     H, H2 = hidden, hidden // 2
     b = CellBuilder("wavernn")
