@@ -14,12 +14,12 @@ from . import cpu as cpu_mod
 from . import config, jit, native
 from .contracts import LOOP_GENERATE, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS
 from .emit.loop import build_module, core_modules, core_symbol_of
+from .engine import GenState
 from .errors import InputError
 from .layout import aligned, padded
 from .plan.matvec import kernel_index
 from .plan.vocoder import plan_vocoder
-from .reference.matvec import zero_correction
-from .reference.vocoder import GenState
+from .quant import zero_correction
 from .wavernn import BY_NAME, NAMES
 
 

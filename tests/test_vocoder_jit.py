@@ -15,11 +15,11 @@ import pytest
 import jitvoc
 from jitvoc.audio import read_audio
 from jitvoc.cpu import resolve as cpu_resolve
+from jitvoc.engine import GenState, conditioning
 from jitvoc.engine_jit import JitEngine
 from jitvoc.errors import InputError, UnsupportedCPU
 from jitvoc.model import Model, load_model, random_model
 from jitvoc.plan.vocoder import calibration, plan_vocoder
-from jitvoc.reference.vocoder import GenState, conditioning
 from jitvoc.representation import Representation, decode
 
 from conftest import RUNNABLE
