@@ -30,6 +30,8 @@ class KernelSpec:
     x_signed: bool = True   # int8: activations carry a zero point of 128
     x_stride: int = 0       # gathering panels: stride of the shared activation tables (0: x_len)
     x_permute: int = 0      # gathering panels: byte-permute window (VBMI) instead of tables
+    grouped_unroll: int = 0  # grouped: row blocks of up to this many panels are fully unrolled
+    # (set by the planner from one constant, so it is not part of the name)
 
     def __post_init__(self):
         if self.dtype not in DTYPES:

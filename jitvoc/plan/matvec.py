@@ -17,6 +17,7 @@ from ..layout import BLOCKS, Packed, block_mask, pack
 from ..quant import WEIGHT_FORMATS, check_accumulators
 from ..spec import GROUP, KernelSpec
 
+GROUPED_UNROLL_LIMIT = 64  # panels per row block fully unrolled by the grouped variant
 BAKE_LIMIT = 2500          # vector products: beyond this, straight-line code compiles slowly
 BAKED_ACCUMULATORS = 2     # R at 3-5%, O1/O3, GRU-A: 2 beat 4 by 3-7% (fewer to zero and sum)
 # (variant, unroll, accumulators) of sparse integer kernels inside the fused loop: the index-
@@ -188,7 +189,8 @@ def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None
                       unroll=unroll, accumulators=accumulators,
                       pattern=packed.pattern_hash() if variant in ("baked", "grouped") else "",
                       x_signed=x_signed, x_stride=0 if packed.contiguous or window else x_stride,
-                      x_permute=window)
+                      x_permute=window,
+                      grouped_unroll=GROUPED_UNROLL_LIMIT if variant == "grouped" else 0)
     gathers = ""
     if window and config.debug_level() >= 1:
         g = packed.permute_gathers(window)
