@@ -7,11 +7,11 @@ The engine interface (ReferenceEngine here, JitEngine in jitvoc/engine_jit.py):
     engine.generate(K, t0, n_samples, state, seed) -> int16 [n_samples]
     engine.teacher_forced(K, audio) -> float32 [T, 2, 256]
 
-`K` holds conditioning rows (see `conditioning`) starting at the frame of sample `t0`; it must
-cover frame `(t0 + n - 1) // hop` plus one more row, the next frame for linear interpolation
-(past the last frame of an utterance the caller repeats the last row). `state` is a GenState
-(jitvoc.engine), advanced in place. Splitting a generation into several calls
-at frame boundaries must not change a single sample.
+`K` holds conditioning rows (jitvoc.engine.conditioning) starting at the frame of sample `t0`;
+it must cover frame `(t0 + n - 1) // hop` plus one more row, the next frame for linear
+interpolation (past the last frame of an utterance the caller repeats the last row). `state` is a
+jitvoc.engine.GenState, advanced in place. Splitting a generation into several calls at frame
+boundaries must not change a single sample.
 """
 import numpy as np
 
