@@ -14,7 +14,8 @@ def _meta_array(meta):
     return np.frombuffer(json.dumps(meta).encode(), np.uint8)
 
 
-def _savez(path, arrays):
+def save_npz(path, arrays):
+    """A compressed .npz written atomically (no partial file on failure)."""
     with atomic_file(path, OSError) as f:
         np.savez_compressed(f, **arrays)
 
@@ -37,8 +38,8 @@ def save_checkpoint(out, model, pruner, optimizer, meta, gen):
         meta["adam_step"] = float(st["step"])
     arrays["meta"] = _meta_array(meta)
     for key, f in ADAM_FILES.items():
-        _savez(os.path.join(out, f), moments[key])
-    _savez(os.path.join(out, "weights.npz"), arrays)
+        save_npz(os.path.join(out, f), moments[key])
+    save_npz(os.path.join(out, "weights.npz"), arrays)
 
 
 def save_compact(path, state, masks, meta):
@@ -51,7 +52,7 @@ def save_compact(path, state, masks, meta):
         arrays["maskshape/" + n] = np.array(mask.shape, np.int64)
     arrays["meta"] = _meta_array(dict(meta, compact=True))
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    _savez(path, arrays)
+    save_npz(path, arrays)
 
 
 def read_checkpoint(path):

@@ -49,8 +49,8 @@ import numpy as np
 
 from jitvoc.audio import read_audio
 from jitvoc.mel import DEFAULT_CONFIG, mel_spectrogram
-from jitvoc.representation import Representation
-from models.checkpoint import ADAM_FILES, read_checkpoint, save_checkpoint, save_compact
+from jitvoc.representation import Representation, decode
+from models.checkpoint import ADAM_FILES, read_checkpoint, save_checkpoint, save_compact, save_npz
 
 T_START = time.time()
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -464,7 +464,6 @@ def free_running(model, utts, mels, hop, device, rep, seconds, seed=0):
             prev = torch.stack([c, f], 1).float()
     model.train()
     codes = codes.cpu().numpy()
-    decode = jitvoc_module("representation").decode
     return [decode(rep, codes[:n, 0, i], codes[:n, 1, i])[0] for i, n in enumerate(lens)]
 
 
@@ -472,7 +471,7 @@ def save_free_running(path, utts, audio, step):
     """`path`.npz: one int16 array per held-out recording ("voice/name") and the step."""
     arrays = {f"{voice}/{name}": y for (voice, name, _), y in zip(utts, audio)}
     arrays["step"] = np.array(step, np.int64)
-    _savez(path, arrays)
+    save_npz(path, arrays)
 
 
 # ---------------------------------------------------------------------------------------------
