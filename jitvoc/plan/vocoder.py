@@ -25,7 +25,7 @@ from .. import config
 from ..errors import InputError
 from ..quant import ACTIVATION_BITS, FixedPoint
 from ..representation import Representation
-from ..wavernn import BY_NAME, MATRICES, NAMES
+from ..wavernn import BY_NAME, NAMES
 from . import matvec as mv_plan
 
 VECTOR = 16  # logical vector width of the element-wise code
