@@ -22,7 +22,7 @@ from jitvoc.bench.vocoder import MODEL, conditioning_rows
 from jitvoc.emit import loop
 from jitvoc.engine_jit import JitEngine
 from jitvoc.model import random_model
-from jitvoc.reference.vocoder import GenState
+from jitvoc.engine import GenState
 
 PARTS = ("GRU update", "draws", "O1..O4")
 

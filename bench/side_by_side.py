@@ -26,7 +26,7 @@ def engines(root: str, dtypes, n: int):
         from jitvoc.bench.vocoder import MODEL, conditioning_rows
         from jitvoc.engine_jit import JitEngine
         from jitvoc.model import random_model
-        from jitvoc.reference.vocoder import GenState
+        from jitvoc.engine import GenState
     finally:
         sys.path.remove(root)
     model = random_model(**MODEL)

@@ -1,4 +1,5 @@
-"""CPU generations: what each LLVM CPU name offers, what this host offers, and which can run here.
+"""CPU generations: what each LLVM CPU name offers (the table is jitvoc.isa.GENERATIONS), what this
+host offers, and which can run here.
 
 A generation is an LLVM CPU name (``x86-64-v3``, ``cascadelake``, ``znver4``, ... or ``native``).
 Kernels can be compiled for any generation; running one is allowed only when the host has every
@@ -13,43 +14,9 @@ import os
 from dataclasses import dataclass
 
 from . import jit
-from .optional import require
 from .errors import UnsupportedCPU
-
-# The SIMD features the kernels care about, as LLVM names them.
-SIMD_FEATURES = ("sse2", "ssse3", "sse4.1", "avx", "avx2", "fma",
-                 "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512vbmi", "avxvnni")
-
-_V1 = {"sse2"}
-_V2 = _V1 | {"ssse3", "sse4.1"}
-_V3 = _V2 | {"avx", "avx2", "fma"}
-_V4 = _V3 | {"avx512f", "avx512bw", "avx512vl"}
-_VNNI = _V4 | {"avx512vnni"}
-_ICL = _VNNI | {"avx512vbmi"}
-
-# LLVM CPU name -> the SIMD features (of SIMD_FEATURES) it implies.
-GENERATIONS: dict[str, frozenset[str]] = {name: frozenset(f) for name, f in {
-    "x86-64": _V1,
-    "x86-64-v2": _V2,
-    "x86-64-v3": _V3,
-    "x86-64-v4": _V4,
-    "core2": {"sse2", "ssse3"},
-    "nehalem": _V2,
-    "sandybridge": _V2 | {"avx"},
-    "haswell": _V3,
-    "skylake": _V3,
-    "skylake-avx512": _V4,
-    "cascadelake": _VNNI,
-    "icelake-client": _ICL,
-    "icelake-server": _ICL,
-    "tigerlake": _ICL,
-    "rocketlake": _ICL,
-    "alderlake": _V3 | {"avxvnni"},
-    "sapphirerapids": _ICL | {"avxvnni"},
-    "znver2": _V3,
-    "znver3": _V3,
-    "znver4": _ICL,
-}.items()}
+from .isa import GENERATIONS, SIMD_FEATURES
+from .optional import require
 
 # The default benchmark ladder, oldest first; `native` is appended.
 LADDER = ("x86-64", "x86-64-v2", "haswell", "skylake-avx512", "cascadelake", "alderlake")

@@ -7,6 +7,7 @@ and cached (jit) once per (model, dtype, CPU generation).
 from __future__ import annotations
 
 import sys
+import weakref
 
 import numpy as np
 
@@ -14,13 +15,47 @@ from . import cpu as cpu_mod
 from . import config, jit, native
 from .contracts import LOOP_GENERATE, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS
 from .emit.loop import build_module, core_modules, core_symbol_of
+from .engine import GenState
 from .errors import InputError
 from .layout import aligned, padded
+from .mel import mel_spectrogram
 from .plan.matvec import kernel_index
 from .plan.vocoder import plan_vocoder
-from .reference.matvec import zero_correction
-from .reference.vocoder import GenState
-from .wavernn import BY_NAME, NAMES
+from .quant import zero_correction
+from .wavernn import BY_NAME, MATRICES, NAMES
+
+
+CALIBRATION_FRAMES = 16  # frames of a synthetic chirp for models without a calibration,
+CALIBRATION_SAMPLES = 4800  # fewer (2 at least) where that many frames exceed these samples
+_measured = weakref.WeakKeyDictionary()  # model -> activation ranges measured here
+RELU_READERS = tuple(m.name for m in MATRICES if not m.reads_state)   # O2, O4
+
+
+def activation_ranges(model) -> dict:
+    """max |input| of the matrices that read relu outputs (O2 and O4), which the planner needs
+    for their fixed-point formats: the model's calibration, else measured once on a synthetic
+    signal."""
+    q = model.meta.get("quantization", {}).get("activation_ranges", {})
+    if all(m in q for m in RELU_READERS):
+        return {m: float(q[m]["max"]) for m in RELU_READERS}
+    if model not in _measured:
+        _measured[model] = _measure(model)
+    return _measured[model]
+
+
+def _measure(model) -> dict:
+    """The ranges on a short teacher-forced run of the float oracle over a chirp, with margin."""
+    config.debug(1, "model has no calibration: measuring relu ranges on a synthetic signal")
+    from .reference.vocoder import teacher_forced_states
+    sr, hop = model.sample_rate, model.hop_length
+    frames = min(CALIBRATION_FRAMES, max(2, CALIBRATION_SAMPLES // hop))   # bounded time
+    t = np.arange(frames * hop) / sr
+    audio = (8000 * np.sin(2 * np.pi * (100 + 3000 * t) * t)).astype(np.int16)
+    h = teacher_forced_states(model, mel_spectrogram(audio, sr, model.mel_config), audio)
+    w, H2 = model.weights, model.hidden // 2
+    z1 = np.maximum(h[:, :H2] @ w["out.O1"].T + w["out.b1"], 0)
+    z3 = np.maximum(h[:, H2:] @ w["out.O3"].T + w["out.b3"], 0)
+    return {"out.O2": float(z1.max()) * 1.5, "out.O4": float(z3.max()) * 1.5}
 
 
 def _announce(names) -> None:
@@ -35,7 +70,8 @@ class JitEngine:
         gen = cpu_mod.resolve(cpu)
         cpu_mod.require_runnable(gen)
         self.model, self.dtype, self.cpu, self.gen = model, dtype, gen.name, gen
-        self.plan = plan_vocoder(model, dtype, gen, precision)
+        ranges = None if dtype == "float32" else activation_ranges(model)
+        self.plan = plan_vocoder(model, dtype, gen, ranges, precision)
         cores = core_modules(self.plan)   # gru.R's first: the biggest
         self._lib = jit.load_parts(cores[:1] + [(self.plan.name, lambda: build_module(self.plan))]
                                    + cores[1:], gen, announce=_announce)

@@ -31,7 +31,7 @@ from pathlib import Path
 import llvmlite
 import llvmlite.binding as llvm
 
-from . import cache
+from . import cache, isa
 from .config import debug, debug_level
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -124,9 +124,8 @@ def code_closure(root: str) -> tuple[Path, ...]:
 def code_fingerprint(root: str) -> str:
     """A hash of the code that shapes objects built by module `root` (code_closure) and of the
     kernel templates, so editing any of it invalidates their cache entries."""
-    from . import templates
     h = hashlib.sha256(llvmlite.__version__.encode())
-    for path in list(code_closure(root)) + templates.files():
+    for path in list(code_closure(root)) + isa.template_files():
         h.update(str(path.relative_to(path.parents[1])).encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()

@@ -7,15 +7,14 @@ import time
 import numpy as np
 
 from . import cpu as cpu_mod
-from . import config, jit, native
+from . import config, decisions, jit, native
 from .contracts import SPMV, SPMV_LOOP, SPMV_RAW
 from .emit.spmv import build_module, stack_bytes
 from .errors import InputError
 from .layout import padded
 from .plan import matvec as planner
 from .plan.matvec import kernel_index
-from .quant import ACTIVATION_BITS, FixedPoint
-from .reference.matvec import zero_correction
+from .quant import ACTIVATION_BITS, FixedPoint, zero_correction
 from .spec import DTYPES, VARIANTS
 
 STACK_LIMIT = 2 << 20   # bytes of stack buffers a kernel call may take (threads' stacks are small)
@@ -181,15 +180,15 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
     x_signed = True if x_format is None else x_format.signed
     if autotune:
         cpu_mod.require_runnable(gen)
-        key = planner.matrix_key(w_codes, mask, dtype, gen, x_signed)
-        decision = planner.cached_decision(key)
+        key = decisions.matrix_key(w_codes, mask, dtype, gen, x_signed)
+        decision = decisions.cached_decision(key)
         plan = decision and planner.decided_plan(decision, w_codes, row_scale, mask, dtype, gen,
                                                  x_signed)
         if plan:
             return MatVec(plan, gen, x_format)
         best = tune(planner.candidates(w_codes, row_scale, mask, dtype, gen, x_signed), gen,
                     x_format)
-        planner.store_decision(key, best.kernel)
+        decisions.store_decision(key, best.kernel)
         return best
     plan = planner.build_plan(w_codes, row_scale, mask, dtype, gen, block=block, isa_name=isa,
                               variant=variant, x_signed=x_signed)

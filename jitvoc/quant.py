@@ -124,6 +124,12 @@ class RowScaled:
         return codes.astype(self.dtype), scale
 
 
+def zero_correction(w_codes: np.ndarray, fmt: FixedPoint) -> np.ndarray:
+    """Per row, zero_point · Σ_c w_codes[r, c]: what an integer kernel subtracts from its
+    accumulator for activations stored with `fmt`'s zero point."""
+    return (fmt.zero_point * w_codes.astype(np.int64).sum(axis=1)).astype(np.int32)
+
+
 def check_accumulators(codes: np.ndarray, dtype: str) -> None:
     """Refuse integer weights whose int32 accumulator could overflow for some input:
     |Σ_c w[r, c] · x[c]| ≤ Σ_c |w[r, c]| · max|x code| must stay ≤ 2³¹ − 1 in every row."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -22,13 +24,14 @@ from .contracts import SCAN
 from .emit import scan as emit_scan
 from .errors import InputError
 from .plan import scan as plan_scan
+from .spec import ScanSpec
 
 _pool: ThreadPoolExecutor | None = None
 _libraries: dict = {}   # keeps the machine code of every kernel handed out alive
 
 
 @functools.lru_cache(maxsize=None)
-def kernel(spec: emit_scan.ScanSpec, gen):
+def kernel(spec: ScanSpec, gen):
     """The cffi callable for `spec` compiled for `gen` (which the host must be able to run)."""
     cpu_mod.require_runnable(gen)
     lib = _libraries[(spec, gen)] = jit.load(spec.name, lambda: emit_scan.build(spec), gen)
@@ -145,11 +148,48 @@ def _require_finite(fn: str, **arrays) -> None:
             raise InputError(f"{fn}: {name} holds NaN or inf (first at index {where})")
 
 
+CALIBRATION_SHAPE = (1 << 16, 256)  # the scan timed serial and parallel by parallel_speedup
+
+
+@functools.lru_cache(maxsize=None)
+def parallel_speedup(threads: int) -> float:
+    """How much faster the chunked parallel scan runs on `threads` threads than the serial
+    kernel, measured once on this host (best of 5, a [65536, 256] scan, ~0.2 s;
+    $JITVOC_SCAN_SPEEDUP overrides). Large scans are bound by memory, and whether the threads
+    bring the bandwidth that pays for the extra pass differs from machine to machine."""
+    if os.environ.get("JITVOC_SCAN_SPEEDUP"):
+        return float(os.environ["JITVOC_SCAN_SPEEDUP"])
+    gen = cpu_mod.resolve("native")
+    T, D = CALIBRATION_SHAPE
+    lam, x = np.full((T, D), 0.5, np.float32), np.ones((T, D), np.float32)
+    out, h0 = empty((T, D)), np.zeros(D, np.float32)
+
+    def best(p):
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            run(p, gen, lam.ctypes.data, x.ctypes.data, out.ctypes.data, h0, D)
+            times.append(time.perf_counter() - t)
+        return min(times)
+    serial = plan_scan.plan(T, D, gen, 1, "serial")
+    parallel = plan_scan.plan(T, D, gen, threads, "parallel")
+    best(parallel)  # warm up: compile, start the threads
+    return best(serial) / best(parallel)
+
+
+def auto_plan(T: int, D: int, gen, threads: int | None = None) -> plan_scan.ScanPlan:
+    """The planner's choice for [T, D], with this host's parallel speedup measured where the
+    choice depends on it."""
+    threads = max(1, threads or plan_scan.available_threads())
+    speedup = parallel_speedup(threads) if plan_scan.may_go_parallel(T, D, threads) else None
+    return plan_scan.plan(T, D, gen, threads, speedup=speedup)
+
+
 def _setup(cpu, T: int, D: int, threads, plan):
     gen = cpu_mod.resolve(cpu)
     cpu_mod.require_runnable(gen)
     if plan is None:
-        plan = plan_scan.plan(T, D, gen, threads)
+        plan = auto_plan(T, D, gen, threads)
     elif (plan.T, plan.D) != (T, D):
         raise InputError(f"plan is for [{plan.T}, {plan.D}], inputs are [{T}, {D}]")
     return gen, plan

@@ -1,4 +1,5 @@
-"""KernelSpec: one frozen, hashable description per matrix-vector kernel.
+"""The specs the planners hand to the emitters: KernelSpec (one per matrix-vector kernel) and
+ScanSpec (one per linear-recurrence kernel), frozen and hashable.
 
 Its `name` is the LLVM symbol, the cache key, the pytest id and the benchmark label, e.g.
 ``spmv_s8u8_16x1_avx512vnni_idx_u4a2_2688x896`` (a block-sparse int8 kernel with uint8
@@ -29,6 +30,8 @@ class KernelSpec:
     x_signed: bool = True   # int8: activations carry a zero point of 128
     x_stride: int = 0       # gathering panels: stride of the shared activation tables (0: x_len)
     x_permute: int = 0      # gathering panels: byte-permute window (VBMI) instead of tables
+    grouped_unroll: int = 0  # grouped: row blocks of up to this many panels are fully unrolled
+    # (set by the planner from one constant, so it is not part of the name)
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -70,3 +73,25 @@ class KernelSpec:
 
     def __str__(self) -> str:
         return self.name
+
+
+SCAN_KINDS = ("serial", "reduce")
+SCAN_BLOCK = 4  # vectors per register block of a scan kernel
+
+
+@dataclass(frozen=True)
+class ScanSpec:
+    """One scan kernel; ``name`` is its symbol, cache key, test id and benchmark label."""
+    kind: str      # "serial" | "reduce"
+    width: int     # floats per vector
+    isa: str       # tag of the jitvoc.isa.SCAN_VECTORS row
+    block: int = SCAN_BLOCK
+    stream: bool = False   # serial only: non-temporal (cache-bypassing) vector stores of h
+
+    def __post_init__(self):
+        if self.kind not in SCAN_KINDS or (self.stream and self.kind != "serial"):
+            raise ValueError(f"no scan kernel {self.kind!r} (stream={self.stream})")
+
+    @property
+    def name(self) -> str:
+        return f"scan_f32_{self.kind}_v{self.width}_{self.isa}" + ("_nt" if self.stream else "")

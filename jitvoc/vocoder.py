@@ -1,7 +1,7 @@
 """The user-facing vocoder: mel in, int16 audio out, one-shot or streamed.
 
 The conditioning K is computed here, in NumPy, in fixed blocks of COND_BLOCK frames aligned to
-frame 0 (reference.vocoder.conditioning), for every backend and both paths: `stream` and
+frame 0 (jitvoc.engine.conditioning), for every backend and both paths: `stream` and
 `synthesize` therefore feed the engine the same K, bit for bit, however the mel is chunked.
 Its matrix products run on one BLAS thread: a second OpenBLAS thread, once woken, spun on the
 other core through the whole synthesis (shipped model, int8: 3.9x realtime against 8.1x with
@@ -14,7 +14,7 @@ import numpy as np
 from .errors import InputError
 from .blas import blas_threads
 from .model import Model, load_model
-from .reference.vocoder import GenState, ReferenceEngine, conditioning, receptive_radius
+from .engine import GenState, conditioning, receptive_radius
 
 COND_BLOCK = 16  # frames of K per block; streaming latency is COND_BLOCK + look-ahead frames
 DTYPES = ("int8", "int16", "float32")
@@ -42,6 +42,7 @@ def load(path_or_model, cpu=None, dtype=None, backend="jit") -> "Vocoder":
         raise InputError(f"expected a model file path, an installed model name or a Model, "
                          f"got {type(path_or_model).__name__}")
     if backend == "reference":
+        from .reference.vocoder import ReferenceEngine   # the oracle, as a backend users pick
         engine = ReferenceEngine(model, cpu=cpu, dtype=dtype or "float32")
     else:
         from .engine_jit import JitEngine

@@ -1,1 +1,1 @@
-"""Per-ISA kernel templates (TOML), instantiated by jitvoc.emit.isa. Data only."""
+"""Per-ISA kernel templates (TOML), read through jitvoc.isa. Data only."""

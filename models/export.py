@@ -20,6 +20,9 @@ import sys
 
 import numpy as np
 
+from jitvoc.model import Model
+from models.checkpoint import read_checkpoint
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DC_BLOCK = 0.995   # docs/model.md "Samples": a −3 dB corner at 12.7 Hz (16 kHz), measured there
@@ -31,7 +34,7 @@ def torch_to_jitvoc_rows(H):
 
 
 def convert(weights, ckpt_masks, meta):
-    """Checkpoint arrays (models.train.read_checkpoint) -> (weights, masks) with the file's keys."""
+    """Checkpoint arrays (models.checkpoint.read_checkpoint) -> (weights, masks) with the file's keys."""
     cfg = meta["config"]
     H = cfg["hidden"]
     m = lambda k: np.asarray(weights[k], np.float32)
@@ -96,7 +99,6 @@ def file_representation(cfg_rep, dc_block=None) -> dict:
 
 
 def export(ckpt, out, command=None, extra_provenance=None, dc_block=None):
-    from models.train import jitvoc_module, read_checkpoint
     weights, ckpt_masks, meta, _, _ = read_checkpoint(ckpt)
     cfg = meta["config"]
     w, masks = convert(weights, ckpt_masks, meta)
@@ -143,7 +145,7 @@ def export(ckpt, out, command=None, extra_provenance=None, dc_block=None):
                  "provenance": provenance}
     if "calibration" in meta:
         file_meta["quantization"] = meta["calibration"]
-    model = jitvoc_module("model").Model(w, masks, file_meta)
+    model = Model(w, masks, file_meta)
     model.save(out)
     return model
 

@@ -47,9 +47,13 @@ import time
 
 import numpy as np
 
+from jitvoc.audio import read_audio
+from jitvoc.mel import DEFAULT_CONFIG, mel_spectrogram
+from jitvoc.representation import Representation, decode
+from models.checkpoint import ADAM_FILES, read_checkpoint, save_checkpoint, save_compact, save_npz
+
 T_START = time.time()
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
 DEFAULTS = {
     "name": "wavernn",
@@ -94,27 +98,8 @@ def load_config(path):
     return cfg
 
 
-def jitvoc_module(name):
-    """A numpy-only jitvoc submodule (mel, representation, model), also where jitvoc's compiled
-    parts cannot load (the GPU machine has no cffi)."""
-    import importlib
-    try:
-        import jitvoc  # noqa: F401
-    except ImportError:
-        import types
-        pkg = types.ModuleType("jitvoc")
-        pkg.__path__ = [os.path.join(ROOT, "jitvoc")]
-        sys.modules["jitvoc"] = pkg
-    return importlib.import_module("jitvoc." + name)
-
-
-def import_mel():
-    mel = jitvoc_module("mel")
-    return mel.mel_spectrogram, dict(mel.DEFAULT_CONFIG)
-
-
 def representation(cfg):
-    return jitvoc_module("representation").Representation.from_meta(cfg["representation"])
+    return Representation.from_meta(cfg["representation"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,7 +120,6 @@ def load_utterances(cfg, shards):
     d = cfg["data"]
     if d.get("wav_dir"):  # festvox-ru recordings read directly (smoke test)
         from models.prepare_data import load_split, trim_silence
-        read_audio = jitvoc_module("audio").read_audio
         names = load_split()["voices"]["festvox_ru"]["train"][:d.get("max_sentences")]
         utts = []
         for n in names:
@@ -154,7 +138,6 @@ def load_utterances(cfg, shards):
 
 def _mel_job(args):
     x, sr, mel_cfg = args
-    mel_spectrogram, _ = import_mel()
     return mel_spectrogram(x, sr, mel_cfg)
 
 
@@ -323,72 +306,6 @@ def build_model(cfg, n_mels):
 # ---------------------------------------------------------------------------------------------
 # checkpoints
 
-def _meta_array(meta):
-    return np.frombuffer(json.dumps(meta).encode(), np.uint8)
-
-
-def _savez(path, arrays):
-    atomic_file = jitvoc_module("atomic").atomic_file
-    with atomic_file(path, OSError) as f:
-        np.savez_compressed(f, **arrays)
-
-
-ADAM_FILES = {"exp_avg": "adam_m.npz", "exp_avg_sq": "adam_v.npz"}
-
-
-def save_checkpoint(out, model, pruner, optimizer, meta, gen):
-    """`out`/weights.npz, adam_m.npz and adam_v.npz (fp32, about 14 MB each for H = 896: each
-    under the 16 MiB one file may take back from the GPU machine): an exact resume."""
-    os.makedirs(out, exist_ok=True)
-    arrays = {"model/" + n: p.detach().float().cpu().numpy() for n, p in model.state_dict().items()}
-    arrays.update({"mask/" + n: m.detach().cpu().numpy().astype(np.uint8) for n, m in pruner.masks.items()})
-    arrays["rng"] = gen.get_state().cpu().numpy()
-    names = {id(p): n for n, p in model.named_parameters()}
-    moments = {key: {} for key in ADAM_FILES}
-    for p, st in optimizer.state.items():
-        for key in ADAM_FILES:
-            moments[key][names[id(p)]] = st[key].detach().cpu().numpy()
-        meta["adam_step"] = float(st["step"])
-    arrays["meta"] = _meta_array(meta)
-    for key, f in ADAM_FILES.items():
-        _savez(os.path.join(out, f), moments[key])
-    _savez(os.path.join(out, "weights.npz"), arrays)
-
-
-def save_compact(path, state, masks, meta):
-    """fp16 weights, bit-packed masks and meta (numpy arrays by state_dict / matrix name): the
-    copy kept in the repository."""
-    arrays = {"model/" + n: np.asarray(w).astype(np.float16) for n, w in state.items()}
-    for n, m in masks.items():
-        mask = np.asarray(m).astype(bool)
-        arrays["maskbits/" + n] = np.packbits(mask)
-        arrays["maskshape/" + n] = np.array(mask.shape, np.int64)
-    arrays["meta"] = _meta_array(dict(meta, compact=True))
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    _savez(path, arrays)
-
-
-def read_checkpoint(path):
-    """(float32 weights by state_dict name, uint8 masks by matrix name, meta, rng or None,
-    Adam's moments as float32 by '<param>/<key>', empty for a compact copy)."""
-    full = os.path.isdir(path)
-    z = np.load(os.path.join(path, "weights.npz") if full else path, allow_pickle=False)
-    meta = json.loads(bytes(z["meta"]).decode())
-    weights = {k[6:]: z[k].astype(np.float32) for k in z.files if k.startswith("model/")}
-    masks = {k[5:]: z[k] for k in z.files if k.startswith("mask/")}
-    for k in z.files:
-        if k.startswith("maskbits/"):
-            n = k[9:]
-            shape = tuple(z["maskshape/" + n])
-            masks[n] = np.unpackbits(z[k], count=int(np.prod(shape))).reshape(shape)
-    rng = z["rng"] if "rng" in z.files else None
-    adam = {}
-    for key, f in ADAM_FILES.items() if full else ():
-        a = np.load(os.path.join(path, f), allow_pickle=False)
-        adam.update({f"{n}/{key}": a[n] for n in a.files})
-    return weights, masks, meta, rng, adam
-
-
 def restore(model, pruner, optimizer, ckpt, device):
     import torch
     weights, masks, meta, _, adam = ckpt
@@ -547,7 +464,6 @@ def free_running(model, utts, mels, hop, device, rep, seconds, seed=0):
             prev = torch.stack([c, f], 1).float()
     model.train()
     codes = codes.cpu().numpy()
-    decode = jitvoc_module("representation").decode
     return [decode(rep, codes[:n, 0, i], codes[:n, 1, i])[0] for i, n in enumerate(lens)]
 
 
@@ -555,7 +471,7 @@ def save_free_running(path, utts, audio, step):
     """`path`.npz: one int16 array per held-out recording ("voice/name") and the step."""
     arrays = {f"{voice}/{name}": y for (voice, name, _), y in zip(utts, audio)}
     arrays["step"] = np.array(step, np.int64)
-    _savez(path, arrays)
+    save_npz(path, arrays)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -634,7 +550,7 @@ def main(argv=None):
         log(f"schedule rescaled to {cfg['total_steps']} steps: now at step {meta['step']}")
     torch.manual_seed(cfg["seed"] + meta["step"])
     rep = representation(cfg)
-    mel_spectrogram, mel_default = import_mel()
+    mel_default = dict(DEFAULT_CONFIG)
     mel_cfg = cfg["mel"] = cfg["mel"] or mel_default
     hop = mel_cfg["hop_length"]
     shards = [int(s) for s in args.shards.split(",")] if args.shards else None

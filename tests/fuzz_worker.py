@@ -20,7 +20,7 @@ import numpy as np
 
 import jitvoc
 import jitvoc.audio
-from jitvoc import cpu as cpu_mod
+from jitvoc import isa
 from jitvoc.errors import InputError, JitvocError, ModelFileError, UnsupportedCPU
 from jitvoc.layout import BLOCKS
 from jitvoc.model import digest, random_model
@@ -354,11 +354,11 @@ class Generations:
     X = np.random.default_rng(1).standard_normal(33).astype(np.float32)
 
     def case(self, rng):
-        names = sorted(cpu_mod.GENERATIONS) + ["native", "pentium9", "", "x86-64 ", "znver99"]
+        names = sorted(isa.GENERATIONS) + ["native", "pentium9", "", "x86-64 ", "znver99"]
         name = names[rng.integers(len(names))]
         if rng.random() < 0.5:
             return f"generation {name!r}", lambda: self.check(name)
-        feats = frozenset(rng.choice(cpu_mod.SIMD_FEATURES + ("bogus",),
+        feats = frozenset(rng.choice(isa.SIMD_FEATURES + ("bogus",),
                                      int(rng.integers(0, 6)), replace=False).tolist())
         flags = ",".join(f"{'+-'[rng.integers(2)]}{f}" for f in sorted(feats))
         gen = jitvoc.Generation("custom", name or "x86-64", flags if rng.random() < 0.5 else "",

@@ -15,7 +15,7 @@ import pytest
 
 from jitvoc import cache, config, jit
 from jitvoc.matvec import build_matvec
-from jitvoc.plan import matvec as planner
+from jitvoc import decisions
 from jitvoc.reference.matvec import matvec_quantized
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,8 +146,8 @@ def _sparse_w():
 def test_tampered_decision_is_a_miss(cache_dir, how):
     w = _sparse_w()
     first = build_matvec(w, "int8", autotune=True)
-    path = cache_dir / planner.DECISIONS
-    key = planner._decisions_key()
+    path = cache_dir / decisions.DECISIONS
+    key = decisions._decisions_key()
     table = json.loads(cache.parse_entry(path.read_bytes(), key))
     for d in table.values():
         d["dtype"] = "float32"
@@ -221,8 +221,8 @@ def test_two_processes_compiling_at_once(cache_dir):
 
 def test_stored_decisions_accumulate(cache_dir):
     for i in range(3):
-        planner.store_decision(f"k{i}", build_matvec(W, "int8").kernel)
-    assert sorted(planner._decisions()) == ["k0", "k1", "k2"]
+        decisions.store_decision(f"k{i}", build_matvec(W, "int8").kernel)
+    assert sorted(decisions._decisions()) == ["k0", "k1", "k2"]
 
 
 def test_info_and_clear(cache_dir):

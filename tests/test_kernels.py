@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import jitvoc
-from jitvoc import cpu
-from jitvoc.emit import isa
+from jitvoc import cpu, isa
+from jitvoc.emit.isa import Backend
 from jitvoc.errors import InputError, ISAError, UnsupportedCPU
 from jitvoc.layout import BLOCKS
 from jitvoc.matvec import build_matvec
@@ -130,7 +130,7 @@ def test_spec_name_and_strings():
 def test_isa_missing_feature_is_an_error_not_a_crash():
     import llvmlite.ir as ir
     with pytest.raises(ISAError, match="avx512vnni"):
-        isa.Backend("avx512vnni", cpu.generation("haswell"), ir.Module())
+        Backend("avx512vnni", cpu.generation("haswell"), ir.Module())
     assert isa.best(cpu.generation("x86-64")) == "sse2"
     assert isa.best(cpu.generation("alderlake")) == "avxvnni"
 

@@ -1,4 +1,5 @@
 """Packaging: the kernel templates, the installed models and their data notices ship in the wheel, and the ISA tables agree with each other."""
+import copy
 import subprocess
 import sys
 import zipfile
@@ -6,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jitvoc import cpu, pretrained, templates
-from jitvoc.emit import isa
+from jitvoc import cpu, isa, pretrained
+from jitvoc.errors import ISAError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,21 +30,24 @@ def test_wheel_ships_kernel_templates_and_models(tmp_path):
         assert f"jitvoc-0.1.0.dist-info/licenses/models/{notice.name}" in names
 
 
-def test_every_template_intrinsic_has_a_feature_entry():
-    for t in templates.load_all().values():
-        for section in ("dot4", "dot2", "gather"):
-            for value in t.get(section, {}).values():
-                names = value.values() if isinstance(value, dict) else [value]
-                for name in names:
-                    if isinstance(name, str) and name.startswith("llvm."):
-                        assert name in isa.INTRINSIC_FEATURES, (t["name"], name)
+def test_templates_follow_the_schema():
+    assert set(isa.templates()) == {"sse2", "ssse3", "avx2", "avxvnni", "avx512bw", "avx512vnni"}
 
 
-def test_templates_only_need_known_features():
-    for t in templates.load_all().values():
-        assert set(t["requires"]) <= set(cpu.SIMD_FEATURES), t["name"]
+@pytest.mark.parametrize("broken, message", [
+    (lambda t: t.pop("vector_bits"), "needs 'vector_bits'"),
+    (lambda t: t["dot4"].pop("maddubs"), r"\[dot4\] form 'maddubs' takes the tables"),
+    (lambda t: t["dot2"]["madd_wd"].update({"8": "llvm.x86.nothing"}), "llvm.x86.nothing"),
+    (lambda t: t.update(requires=["sse2", "avx9"]), "unknown features"),
+    (lambda t: t.update(gather="permute3"), "gather 'permute3'"),
+])
+def test_a_broken_template_fails_at_load(broken, message):
+    t = copy.deepcopy(isa.templates()["avx512bw"])
+    broken(t)
+    with pytest.raises(ISAError, match=message):
+        isa.check_template(t, "avx512bw.toml")
 
 
 def test_every_generation_has_a_backend():
-    for name in cpu.GENERATIONS:
+    for name in isa.GENERATIONS:
         assert isa.best(cpu.generation(name))

@@ -4,8 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from jitvoc import cpu
-from jitvoc.emit import scan as emit_scan
+from jitvoc import cpu, isa
 from jitvoc.errors import InputError, UnsupportedCPU
 from jitvoc.plan import scan as plan_scan
 from jitvoc.recurrence import kernel, linear_recurrence, linear_recurrence_backward
@@ -25,7 +24,7 @@ def make_plan(g, mode, T, D):
     if mode == "parallel":
         return plan_scan.plan(T, D, gen, 2, "parallel")
     serial = plan_scan.plan(T, D, gen, 1, "serial")
-    return dataclasses.replace(serial, serial=emit_scan.spec_for("serial", gen, mode == "stream"))
+    return dataclasses.replace(serial, serial=plan_scan.spec_for("serial", gen, mode == "stream"))
 
 
 def _variant_id(g, mode):
@@ -96,10 +95,10 @@ def test_chunks_not_multiple_and_planner():
 
 
 def test_vector_width_table():
-    widths = {g: emit_scan.vector_width(cpu.generation(g))[0]
+    widths = {g: isa.scan_vector(cpu.generation(g))[0]
               for g in ("x86-64", "sandybridge", "haswell", "skylake-avx512")}
     assert widths == {"x86-64": 4, "sandybridge": 8, "haswell": 8, "skylake-avx512": 16}
-    assert emit_scan.spec_for("serial", cpu.generation("skylake-avx512")).name == \
+    assert plan_scan.spec_for("serial", cpu.generation("skylake-avx512")).name == \
         "scan_f32_serial_v16_avx512"
 
 
@@ -192,4 +191,4 @@ def test_gradients_against_finite_differences():
 def test_refuses_generation_the_host_cannot_run():
     fake = cpu.Generation("future", "x86-64", "", frozenset({"sse2", "no-such-feature"}))
     with pytest.raises(UnsupportedCPU):
-        kernel(emit_scan.spec_for("serial", fake), fake)
+        kernel(plan_scan.spec_for("serial", fake), fake)

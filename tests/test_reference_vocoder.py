@@ -8,8 +8,8 @@ import jitvoc
 from jitvoc.errors import InputError
 from jitvoc.model import Model, random_model
 from jitvoc.representation import Representation
-from jitvoc.reference.vocoder import (GenState, ReferenceEngine, conditioning, draw,
-                                      receptive_radius, uniform, upsample)
+from jitvoc.engine import GenState, conditioning, receptive_radius
+from jitvoc.reference.vocoder import ReferenceEngine, draw, uniform, upsample
 from jitvoc.vocoder import COND_BLOCK
 
 H, N_MELS, HOP = 32, 8, 25

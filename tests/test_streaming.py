@@ -5,7 +5,7 @@ import pytest
 
 import jitvoc
 from jitvoc.model import random_model
-from jitvoc.reference.vocoder import conditioning
+from jitvoc.engine import conditioning
 from jitvoc.vocoder import COND_BLOCK, _Conditioner
 
 SR = 16000

@@ -15,11 +15,11 @@ import pytest
 import jitvoc
 from jitvoc.audio import read_audio
 from jitvoc.cpu import resolve as cpu_resolve
-from jitvoc.engine_jit import JitEngine
+from jitvoc.engine import GenState, conditioning
+from jitvoc.engine_jit import JitEngine, activation_ranges
 from jitvoc.errors import InputError, UnsupportedCPU
 from jitvoc.model import Model, load_model, random_model
-from jitvoc.plan.vocoder import calibration, plan_vocoder
-from jitvoc.reference.vocoder import GenState, conditioning
+from jitvoc.plan.vocoder import plan_vocoder
 from jitvoc.representation import Representation, decode
 
 from conftest import RUNNABLE
@@ -132,7 +132,7 @@ def test_calls_split_at_frames_equal_one_call(speech_like, dtype):
 def with_representation(model, rep):
     """The same network with another decode and `model`'s int8/int16 calibration (measured on
     audio encoded with its representation): the same codes are drawn, whatever the decode."""
-    ranges = {m: {"max": v} for m, v in calibration(model).items()}
+    ranges = {m: {"max": v} for m, v in activation_ranges(model).items()}
     return Model(model.weights, model.masks, dict(model.meta, representation=rep.to_meta(),
                                                   quantization={"activation_ranges": ranges}))
 
@@ -159,8 +159,9 @@ def test_dc_block_float32_equals_the_reference_engine(speech_like):
 def test_dc_block_is_part_of_the_kernel_name():
     """The loop's symbol is its cache key: a kernel compiled for one r never serves another."""
     base = make_model("mulaw+pre")
+    ranges = activation_ranges(base)
     names = {r: plan_vocoder(with_representation(base, Representation("mulaw", 0.85, r)), "int8",
-                             cpu_resolve(None)).name for r in (0.0, 0.99, 0.995)}
+                             cpu_resolve(None), ranges).name for r in (0.0, 0.99, 0.995)}
     assert len(set(names.values())) == 3
 
 

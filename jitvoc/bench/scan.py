@@ -19,7 +19,7 @@ from .. import cpu as cpu_mod
 from ..errors import JitvocError
 from ..layers import GILR
 from ..plan import scan as plan_scan
-from ..recurrence import empty
+from ..recurrence import auto_plan, empty, parallel_speedup
 from ..recurrence import run as run_plan
 
 T_FULL, D_FULL = (1 << 10, 1 << 13, 1 << 16, 1 << 20), (32, 256, 1024)
@@ -80,7 +80,7 @@ def scan_cell(T: int, D: int, gen, threads: int, repeats: int) -> list[dict]:
         "serial": plan_scan.plan(T, D, gen, 1, "serial"),
         "parallel_1": plan_scan.plan(T, D, gen, threads, "parallel").with_threads(1),
         f"parallel_{threads}": plan_scan.plan(T, D, gen, threads, "parallel"),
-        "auto": plan_scan.plan(T, D, gen, threads),
+        "auto": auto_plan(T, D, gen, threads),
     }
     records = []
     for kernel, plan in variants.items():
@@ -169,7 +169,7 @@ def _print(records, skipped, threads, bandwidth) -> None:
                       f"({base / r['ns']:.2f}x of 1 thread)")
     big = max(table["serial"].values(), key=lambda r: r["T"] * r["D"])
     share = big["gb_per_s"] * 1e9 / bandwidth
-    print(f"planner: parallel_speedup({threads}) = {plan_scan.parallel_speedup(threads):.2f} "
+    print(f"planner: parallel_speedup({threads}) = {parallel_speedup(threads):.2f} "
           f"(parallel when > {1 / plan_scan.PARALLEL_MARGIN:.2f})")
     print(f"memory: numpy copy moves {bandwidth / 1e9:.1f} GB/s; the serial scan at "
           f"T={big['T']}, D={big['D']} moves {big['gb_per_s']:.1f} GB/s (12 B/element) = "

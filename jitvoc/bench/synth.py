@@ -28,8 +28,8 @@ import numpy as np
 
 from .. import pretrained
 from ..audio import read_audio
+from ..engine import GenState
 from ..mel import mel_spectrogram
-from ..reference.vocoder import GenState
 from ..vocoder import _Conditioner, load
 from . import report
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine import GenState, conditioning
 from ..engine_jit import JitEngine
 from ..mel import mel_spectrogram
 from ..model import random_model
-from ..reference.vocoder import GenState, ReferenceEngine, conditioning, upsample
+from ..reference.vocoder import ReferenceEngine, upsample
 from ..progress import Steps
 from . import report
 

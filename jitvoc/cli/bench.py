@@ -8,6 +8,7 @@ import sys
 import time
 
 from .. import cpu as cpu_mod
+from .. import isa
 from ..bench import kernels as bench_kernels
 from ..bench import report
 from ..bench import scan as bench_scan
@@ -104,7 +105,7 @@ def select_generations(spec: str | None, quick: bool) -> tuple[list, list[str]]:
         for g in gens:
             cpu_mod.require_runnable(g)
         return _unique(gens), []
-    names = (list(cpu_mod.GENERATIONS) + ["native"] if spec
+    names = (list(isa.GENERATIONS) + ["native"] if spec
              else list(QUICK_LADDER if quick else cpu_mod.LADDER + ("native",)))
     gens, skipped = [], []
     for n in names:

@@ -17,6 +17,7 @@ from .. import cpu as cpu_mod
 from .. import jit, npy, pretrained
 from ..emit import loop as emit_loop
 from ..emit import spmv as emit_spmv
+from ..engine_jit import activation_ranges
 from ..errors import JitvocError
 from ..model import load_model
 from ..plan import matvec as mv_plan
@@ -114,7 +115,8 @@ def _kernels(args) -> int:
     arrays = _read_npz(args.model)
     if arrays is None:
         model = load_model(args.model)   # validates the file as a model
-        vplan = plan_vocoder(model, args.dtype, gen)
+        ranges = None if args.dtype == "float32" else activation_ranges(model)
+        vplan = plan_vocoder(model, args.dtype, gen, ranges)
         plans = vplan.plans
         masks = {m: mk for m, (_, mk) in model.matrices().items()}
         doc["kind"], doc["hidden"] = "model", model.hidden

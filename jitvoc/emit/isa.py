@@ -1,4 +1,5 @@
-"""ISA backends: instantiate a kernels_templates/*.toml template for one CPU generation.
+"""ISA backends: a kernels_templates/*.toml template (read through jitvoc.isa) bound to one CPU
+generation and an llvmlite module.
 
 A backend emits one step of a panel product: ``acc[lanes] += Σ_g x[g] · w[lane, g]`` for
 ``g`` = 4 (u8 · s8, `dot4`) or 2 (s16 · s16, `dot2`), over as many native vectors as the panel
@@ -11,84 +12,36 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from .. import templates
+from .. import isa
 from ..errors import ISAError
 from .irutil import declare_intrinsic, i16, i32, vec
 
-# intrinsic -> alternative feature sets, any of which allows it
-INTRINSIC_FEATURES = {
-    "llvm.x86.sse2.pmadd.wd": [{"sse2"}],
-    "llvm.x86.ssse3.pmadd.ub.sw.128": [{"ssse3"}],
-    "llvm.x86.avx2.pmadd.ub.sw": [{"avx2"}],
-    "llvm.x86.avx2.pmadd.wd": [{"avx2"}],
-    "llvm.x86.avx512.pmaddubs.w.512": [{"avx512bw"}],
-    "llvm.x86.avx512.pmaddw.d.512": [{"avx512bw"}],
-    "llvm.x86.avx512.vpdpbusd.512": [{"avx512vnni"}],
-    "llvm.x86.avx512.vpdpbusd.256": [{"avx512vnni", "avx512vl"}, {"avxvnni"}],
-    "llvm.x86.avx512.vpdpbusd.128": [{"avx512vnni", "avx512vl"}, {"avxvnni"}],
-    "llvm.x86.avx512.vpdpwssd.512": [{"avx512vnni"}],
-    "llvm.x86.avx512.vpdpwssd.256": [{"avx512vnni", "avx512vl"}, {"avxvnni"}],
-    "llvm.x86.avx512.vpdpwssd.128": [{"avx512vnni", "avx512vl"}, {"avxvnni"}],
-    "llvm.x86.avx512.vpermi2var.qi.512": [{"avx512vbmi"}],
-}
-
 _PER_LANE = {"dot4": 4, "dot2": 2}
-
-
-def available(gen) -> list[str]:
-    """Names of the templates whose features `gen` has, best (highest preference) first."""
-    ok = [t for t in templates.load_all().values() if set(t["requires"]) <= gen.features]
-    return [t["name"] for t in sorted(ok, key=lambda t: -t["preference"])]
-
-
-def best(gen) -> str:
-    names = available(gen)
-    if not names:
-        raise ISAError(f"no kernel template fits CPU generation {gen.name!r}")
-    return names[0]
 
 
 class Backend:
     """A template bound to a generation and an llvmlite module."""
 
-    def __init__(self, name: str, gen, module: ir.Module | None = None):
-        """module: where intrinsics are declared; None for a backend only asked about widths."""
-        all_t = templates.load_all()
-        if name not in all_t:
-            raise ISAError(f"unknown ISA backend {name!r}; templates: {', '.join(all_t)}")
-        self.t = all_t[name]
-        missing = set(self.t["requires"]) - gen.features
-        if missing:
-            raise ISAError(f"ISA backend {name!r} needs {', '.join(sorted(missing))}, "
-                           f"which CPU generation {gen.name!r} lacks")
+    def __init__(self, name: str, gen, module: ir.Module):
+        """module: where intrinsics are declared."""
+        self.t = isa.template(name, gen)
         self.name, self.gen, self.module = name, gen, module
         self.vector_bits = self.t["vector_bits"]
 
-    # --- widths -------------------------------------------------------------------------------
     def width(self, kind: str, lanes: int) -> int:
         """The native int32 lanes per instruction for a panel of `lanes` rows (0: plain IR)."""
-        table = self.t[kind]
-        key = "dot" if "dot" in table else "madd_wd"
-        widths = sorted((int(k) for k in table[key]), reverse=True)
-        return next((w for w in widths if w <= lanes and lanes % w == 0), 0)
-
-    def gather_window(self) -> int:
-        """Bytes per window of the byte-permute gather, or 0 if this backend/CPU has none."""
-        g = self.t.get("gather")
-        if not g or not set(g["requires"]) <= self.gen.features:
-            return 0
-        return g["window"]
+        return isa.dot_width(self.name, self.gen, kind, lanes)
 
     def permute_window(self, b: ir.IRBuilder, lo, idx, hi):
         """64 bytes picked from the 128 bytes lo:hi by the low 7 bits of idx."""
-        g = self.t["gather"]
+        g = isa.gather(self.name, self.gen)
         t = lo.type
         return b.call(self._intrinsic(g["permute"], t, [t, t, t]), [lo, idx, hi])
 
     def _intrinsic(self, name: str, ret, args):
-        allowed = INTRINSIC_FEATURES.get(name)
+        allowed = isa.INTRINSIC_FEATURES.get(name)
         if allowed is None:
-            raise ISAError(f"intrinsic {name} has no feature entry in jitvoc.emit.isa")
+            raise ISAError(f"intrinsic {name} has no feature entry in jitvoc.isa")
         if not any(s <= self.gen.features for s in allowed):
             raise ISAError(f"{name} needs {' or '.join('+'.join(sorted(s)) for s in allowed)}, "
                            f"which CPU generation {self.gen.name!r} lacks")

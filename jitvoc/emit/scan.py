@@ -1,4 +1,5 @@
-"""Emit the linear-recurrence kernels ``h_t = λ_t ⊙ h_{t-1} + x_t`` (ScanSpec -> llvmlite.ir).
+"""Emit the linear-recurrence kernels ``h_t = λ_t ⊙ h_{t-1} + x_t`` (jitvoc.spec.ScanSpec ->
+llvmlite.ir; jitvoc.plan.scan picks the vector width).
 
 Both kinds share one signature (contracts.SCAN); rows are ``stride`` floats apart (negative strides
 walk backwards in time, which the backward pass uses):
@@ -17,55 +18,14 @@ The reduce kernel flushes denormals to zero (Πλ of a long chunk underflows).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from llvmlite import ir
 
 from ..contracts import SCAN
+from ..spec import ScanSpec
 from .irutil import (counted_loop, declare_intrinsic, define, f32, gep, i32, i64, ptr, vec,
                      void)
 
-KINDS = ("serial", "reduce")
-# (features needed, floats per vector, ISA tag): the first row the generation has wins.
-VECTOR_TABLE = (
-    (("avx512f",), 16, "avx512"),
-    (("avx2", "fma"), 8, "avx2"),
-    (("avx",), 8, "avx"),
-    (("sse2",), 4, "sse2"),
-)
-BLOCK = 4  # vectors per register block
 MXCSR_FTZ_DAZ = 0x8040
-
-
-@dataclass(frozen=True)
-class ScanSpec:
-    """One scan kernel; ``name`` is its symbol, cache key, test id and benchmark label."""
-    kind: str      # "serial" | "reduce"
-    width: int     # floats per vector
-    isa: str       # tag of the VECTOR_TABLE row
-    block: int = BLOCK
-    stream: bool = False   # serial only: non-temporal (cache-bypassing) vector stores of h
-
-    def __post_init__(self):
-        if self.kind not in KINDS or (self.stream and self.kind != "serial"):
-            raise ValueError(f"no scan kernel {self.kind!r} (stream={self.stream})")
-
-    @property
-    def name(self) -> str:
-        return f"scan_f32_{self.kind}_v{self.width}_{self.isa}" + ("_nt" if self.stream else "")
-
-
-def vector_width(gen) -> tuple[int, str]:
-    """(floats per vector, ISA tag) for a generation, from VECTOR_TABLE."""
-    for features, width, tag in VECTOR_TABLE:
-        if gen.has(*features):
-            return width, tag
-    return 1, "scalar"
-
-
-def spec_for(kind: str, gen, stream: bool = False) -> ScanSpec:
-    width, tag = vector_width(gen)
-    return ScanSpec(kind, width, tag, stream=stream)
 
 
 class _Emitter:

@@ -45,7 +45,6 @@ from .irutil import (alloca, broadcast_load, byte_size, call, counted_loop, defi
                      i16, i32, i64, int_type, load, ptr, splat, store, vec)
 from .isa import Backend, generic_dot
 
-GROUPED_UNROLL_LIMIT = 64  # panels per row block fully unrolled by the grouped variant
 ROUND_MAGIC = 12582912.0  # 1.5 * 2**23: (v + M) - M rounds |v| < 2**22 half to even
 
 
@@ -226,7 +225,7 @@ def _grouped(c: Core, ep: Epilogue, y, index, pptr):
         with counted_loop(b, start, stop, name=f"count{n}") as i:
             rb = b.sext(load(b, table, i32, i, align=4), i64)
             zero(c)
-            if n <= GROUPED_UNROLL_LIMIT:
+            if n <= c.k.spec.grouped_unroll:
                 first = b.add(i64(base), b.mul(b.sub(i, i64(start)), i64(n)))
                 for u in range(n):
                     q = b.add(first, i64(u))

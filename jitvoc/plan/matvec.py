@@ -1,25 +1,23 @@
 """Plan one matrix-vector kernel: look at a matrix's sparsity, block structure and size, and at the
 CPU generation, and pick format, block, ISA backend and code variant.
 
-The untuned choice comes from a cost model (panels x instructions per panel); ``autotune=True``
-compiles the candidates, times them in native loops and keeps the fastest. Decisions are cached on
-disk next to the object code, keyed by the matrix's hash, the CPU and the LLVM version.
+The untuned choice comes from a cost model (panels x instructions per panel). Autotuning (the
+run stage: jitvoc.matvec.tune) compiles the `candidates` and times them; its decisions, kept by
+jitvoc.decisions, come back here as data (`decided_plan`).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from .. import cache, config, jit
-from ..emit import isa
+from .. import config, isa
 from ..errors import InputError, JitvocError
 from ..layout import BLOCKS, Packed, block_mask, pack
 from ..quant import WEIGHT_FORMATS, check_accumulators
 from ..spec import GROUP, KernelSpec
 
+GROUPED_UNROLL_LIMIT = 64  # panels per row block fully unrolled by the grouped variant
 BAKE_LIMIT = 2500          # vector products: beyond this, straight-line code compiles slowly
 BAKED_ACCUMULATORS = 2     # R at 3-5%, O1/O3, GRU-A: 2 beat 4 by 3-7% (fewer to zero and sum)
 # (variant, unroll, accumulators) of sparse integer kernels inside the fused loop: the index-
@@ -88,20 +86,14 @@ def _dot_cost(backend: str, dtype: str, lanes: int, gen) -> float:
     """Rough cycles for one panel's products on this backend (plain IR for odd widths), in
     256-bit instructions."""
     if dtype == "float32":
-        return max(1.0, lanes * 32 / isa_bits(backend))
-    b = isa.Backend(backend, gen)
+        return max(1.0, lanes * 32 / isa.vector_bits(backend))
     kind = "dot4" if dtype == "int8" else "dot2"
-    width = b.width(kind, lanes)
+    width = isa.dot_width(backend, gen, kind, lanes)
     if not width:
         return 2.0 * lanes
     per_instr = {"accumulate": 1.0, "maddubs": 2.0, "madd": 1.0, "widen_madd": 5.0}[
-        b.t[kind]["form"]]
+        isa.dot_form(backend, gen, kind)]
     return per_instr * lanes / width * max(1, width * 32 // HALF_RATE_BITS)
-
-
-def isa_bits(backend: str) -> int:
-    from .. import templates
-    return templates.load_all()[backend]["vector_bits"]
 
 
 # Relative cost of fetching one panel's activations, measured with `jitvoc bench kernels`
@@ -124,7 +116,7 @@ def estimate(mask: np.ndarray, block, dtype: str, backend: str, gen, dense: bool
         panels = panel_count(mask, block, group)
         gather = block[1] % group != 0
         can_permute = (gather and dtype == "int8" and lanes == 16
-                       and isa.Backend(backend, gen).gather_window())
+                       and isa.gather_window(backend, gen))
         fetch = X_COST["permute" if can_permute else "tables" if gather else "contiguous"]
     return (panels * _dot_cost(backend, dtype, lanes, gen) * (1 + fetch)
             + ROW_BLOCK_COST * -(-rows // lanes))
@@ -141,7 +133,7 @@ def permute_window(packed: Packed, dtype: str, backend: str, gen) -> int:
     """The byte-permute window for gathering int8 panels of 16 rows, if the CPU has one."""
     if dtype != "int8" or packed.contiguous or packed.bh != 16:
         return 0
-    return isa.Backend(backend, gen).gather_window()
+    return isa.gather_window(backend, gen)
 
 
 def _default_variant(mask, block, dtype, backend, gen) -> str:
@@ -158,8 +150,8 @@ def _default_variant(mask, block, dtype, backend, gen) -> str:
 
 def baked_products(mask, block, dtype, backend, gen) -> int:
     """How many vector products a baked kernel would unroll."""
-    width = 16 if dtype == "float32" else isa.Backend(backend, gen).width(
-        "dot4" if dtype == "int8" else "dot2", block[0])
+    width = 16 if dtype == "float32" else isa.dot_width(
+        backend, gen, "dot4" if dtype == "int8" else "dot2", block[0])
     return panel_count(mask, block, GROUP[dtype]) * max(1, block[0] // max(width, 1))
 
 
@@ -197,7 +189,8 @@ def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None
                       unroll=unroll, accumulators=accumulators,
                       pattern=packed.pattern_hash() if variant in ("baked", "grouped") else "",
                       x_signed=x_signed, x_stride=0 if packed.contiguous or window else x_stride,
-                      x_permute=window)
+                      x_permute=window,
+                      grouped_unroll=GROUPED_UNROLL_LIMIT if variant == "grouped" else 0)
     gathers = ""
     if window and config.debug_level() >= 1:
         g = packed.permute_gathers(window)
@@ -237,45 +230,6 @@ def candidates(w_codes, row_scale, mask, dtype, gen, x_signed=True) -> list[Plan
         out.append(build_plan(w_codes, row_scale, mask, dtype, gen, isa_name=backend,
                               variant="dense", unroll=u, accumulators=a, x_signed=x_signed))
     return out
-
-
-# --- the on-disk decision cache -------------------------------------------------------------------
-def matrix_key(w_codes, mask, dtype, gen, x_signed) -> str:
-    h = hashlib.sha256(np.ascontiguousarray(w_codes).tobytes())
-    h.update(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
-    h.update(f"{w_codes.shape}{dtype}{x_signed}{gen.llvm_cpu}{gen.llvm_features}"
-             f"{jit.llvm_version()}".encode())
-    return h.hexdigest()[:24]
-
-
-DECISIONS = "autotune-decisions"   # the decision table's cache entry
-
-
-def _decisions_key() -> bytes:
-    return b"autotune decisions\0" + jit.code_fingerprint(__name__).encode()
-
-
-def _decisions() -> dict:
-    table = cache.read(DECISIONS, _decisions_key())
-    if table is None:
-        return {}
-    try:
-        decoded = json.loads(table)
-    except ValueError:
-        return {}
-    return decoded if isinstance(decoded, dict) else {}
-
-
-def cached_decision(key: str) -> dict | None:
-    return _decisions().get(key)
-
-
-def store_decision(key: str, spec: KernelSpec) -> None:
-    """Add a decision to the table, under a lock so concurrent tuners do not lose entries."""
-    with cache.locked(DECISIONS):
-        table = _decisions()
-        table[key] = asdict(spec)
-        cache.write(DECISIONS, _decisions_key(), json.dumps(table, indent=1).encode())
 
 
 def decided_plan(d, w_codes, row_scale, mask, dtype, gen, x_signed) -> Plan | None:

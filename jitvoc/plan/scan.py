@@ -6,18 +6,17 @@ state from zero); phase 2 scans the carries; phase 3 re-runs chunks 1.. from the
 Chunk 0 is made longer than the rest so that phase 1 is balanced (a reduction costs about
 REDUCE_COST of a serial pass). Large scans are bound by memory bandwidth and the parallel scan
 makes ~1.5 passes over memory, so "auto" goes parallel only where it measured faster on this
-host (parallel_speedup, once per process): on a small VM one core may already saturate memory.
+host: on a small VM one core may already saturate memory. The planner runs nothing; the run stage
+measures the speedup (jitvoc.recurrence.parallel_speedup, once per process) where
+`may_go_parallel` says it matters, and passes it in.
 """
 from __future__ import annotations
 
-import functools
 import os
-import time
 from dataclasses import dataclass
 
-import numpy as np
-
-from ..emit.scan import ScanSpec, spec_for
+from .. import isa
+from ..spec import ScanSpec
 
 TILE_BYTES = 48 << 10          # λ, x and h rows of one time tile (large D) fit about in L1+L2
 PARALLEL_MIN_ELEMENTS = 1 << 22  # below this, thread hand-offs cost more than they save (measured)
@@ -25,7 +24,6 @@ MIN_CHUNK_ROWS = 16
 REDUCE_COST = 0.9               # a reduction pass relative to a serial pass, per row (measured)
 PARALLEL_MARGIN = 0.9           # go parallel only when predicted at least 10% faster
 STREAM_MIN_BYTES = 16 << 20    # h larger than this is written with non-temporal stores
-CALIBRATION_SHAPE = (1 << 16, 256)  # the scan timed serial and parallel by parallel_speedup
 
 
 def available_threads() -> int:
@@ -33,33 +31,6 @@ def available_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-@functools.lru_cache(maxsize=None)
-def parallel_speedup(threads: int) -> float:
-    """How much faster the chunked parallel scan runs on `threads` threads than the serial
-    kernel, measured once on this host (best of 5, a [65536, 256] scan, ~0.2 s;
-    $JITVOC_SCAN_SPEEDUP overrides). Large scans are bound by memory, and whether the threads
-    bring the bandwidth that pays for the extra pass differs from machine to machine."""
-    if os.environ.get("JITVOC_SCAN_SPEEDUP"):
-        return float(os.environ["JITVOC_SCAN_SPEEDUP"])
-    from .. import cpu
-    from ..recurrence import empty, run   # the run stage, used here only to calibrate
-    gen = cpu.resolve("native")
-    T, D = CALIBRATION_SHAPE
-    lam, x = np.full((T, D), 0.5, np.float32), np.ones((T, D), np.float32)
-    out, h0 = empty((T, D)), np.zeros(D, np.float32)
-
-    def best(p):
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            run(p, gen, lam.ctypes.data, x.ctypes.data, out.ctypes.data, h0, D)
-            times.append(time.perf_counter() - t)
-        return min(times)
-    serial, parallel = plan(T, D, gen, 1, "serial"), plan(T, D, gen, threads, "parallel")
-    best(parallel)  # warm up: compile, start the threads
-    return best(serial) / best(parallel)
 
 
 @dataclass(frozen=True)
@@ -90,6 +61,12 @@ class ScanPlan:
                         max(1, threads))
 
 
+def spec_for(kind: str, gen, stream: bool = False) -> ScanSpec:
+    """The scan kernel of `kind` for a generation: its widest float vector (isa.SCAN_VECTORS)."""
+    width, tag = isa.scan_vector(gen)
+    return ScanSpec(kind, width, tag, stream=stream)
+
+
 def tile_rows(D: int, spec: ScanSpec) -> int:
     """Rows per time tile: λ, x and h rows of about TILE_BYTES (kept in cache across the tile's
     column blocks)."""
@@ -106,12 +83,16 @@ def chunk_bounds(T: int, threads: int) -> tuple:
     return tuple(sorted(set(edges)))
 
 
-def _parallel_pays(T: int, threads: int) -> bool:
-    return parallel_speedup(threads) * PARALLEL_MARGIN > 1
+def may_go_parallel(T: int, D: int, threads: int) -> bool:
+    """Whether "auto" could choose the parallel scan: then it needs the measured speedup."""
+    return threads > 1 and T * D >= PARALLEL_MIN_ELEMENTS and T >= MIN_CHUNK_ROWS * (threads + 1)
 
 
-def plan(T: int, D: int, gen, threads: int | None = None, mode: str = "auto") -> ScanPlan:
-    """mode: "auto" (the planner's choice), "serial" or "parallel" (chunked for `threads`)."""
+def plan(T: int, D: int, gen, threads: int | None = None, mode: str = "auto",
+         speedup: float | None = None) -> ScanPlan:
+    """mode: "auto" (the planner's choice), "serial" or "parallel" (chunked for `threads`).
+    `speedup`: how much faster the parallel scan ran on `threads` threads than the serial one
+    on this host (None: not measured, so "auto" stays serial)."""
     if mode not in ("auto", "serial", "parallel"):
         raise ValueError(f"unknown scan mode {mode!r}")
     threads = max(1, threads or available_threads())
@@ -120,8 +101,8 @@ def plan(T: int, D: int, gen, threads: int | None = None, mode: str = "auto") ->
     serial = spec_for("serial", gen, stream)
     tile = tile_rows(D, serial)
     if mode == "auto":
-        big = T * D >= PARALLEL_MIN_ELEMENTS and T >= MIN_CHUNK_ROWS * (threads + 1)
-        mode = "parallel" if threads > 1 and big and _parallel_pays(T, threads) else "serial"
+        pays = speedup is not None and speedup * PARALLEL_MARGIN > 1
+        mode = "parallel" if may_go_parallel(T, D, threads) and pays else "serial"
     if mode == "serial" or T < 2:
         return ScanPlan(T, D, serial, reduce, tile, (0, T), 1)
     bounds = chunk_bounds(T, max(2, threads))

@@ -7,8 +7,9 @@ their layouts are of the same kind, so h is quantized once per sample.
 Input formats: the GRU state is a convex mix of h and tanh, so |h| < 1 and R, O1 and O3 read it
 as s8q7 (int8) or s16q15 (int16). O2 and O4 read relu outputs, unsigned, whose range comes from
 the model's calibration (``meta.quantization.activation_ranges[matrix].max``, max |x| of the
-matrix's input measured on training data), or,
-for a model without one, from a short teacher-forced run of the reference on a synthetic signal.
+matrix's input measured on training data), or, for a model without one, from a short
+teacher-forced run on a synthetic signal: the run stage measures them
+(jitvoc.engine_jit.activation_ranges) and passes them in.
 
 float32 plans are the same on every CPU generation (idx variant, same unroll and accumulators),
 so the float engine gives the same bits everywhere.
@@ -16,7 +17,6 @@ so the float engine gives the same bits everywhere.
 from __future__ import annotations
 
 import hashlib
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,15 +25,13 @@ from .. import config
 from ..errors import InputError
 from ..quant import ACTIVATION_BITS, FixedPoint
 from ..representation import Representation
-from ..wavernn import BY_NAME, MATRICES, NAMES
+from ..wavernn import BY_NAME, NAMES
 from . import matvec as mv_plan
 
 VECTOR = 16  # logical vector width of the element-wise code
 FLOAT_ACCUMULATORS = 4  # float32 partial sums per row block, the same on every generation
 # Kernel dtype per matrix for each engine dtype.
 PRECISION = {d: {m: d for m in NAMES} for d in ("int8", "int16", "float32")}
-CALIBRATION_FRAMES = 16  # frames of a synthetic chirp for models without a calibration,
-CALIBRATION_SAMPLES = 4800  # fewer (2 at least) where that many frames exceed these samples
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -60,9 +58,9 @@ class VocoderPlan:
         return f"wavernn_h{self.hidden}_{self.dtype}_{self.plans['gru.R'].spec.isa}_{h.hexdigest()[:10]}"
 
 
-def input_formats(model, precision: dict) -> dict:
-    """The fixed-point format of each integer matrix's input."""
-    ranges = None
+def input_formats(precision: dict, ranges: dict | None) -> dict:
+    """The fixed-point format of each integer matrix's input; `ranges`: max |input| of O2 and
+    O4 (jitvoc.engine_jit.activation_ranges), needed when either is an integer matrix."""
     fmts = {}
     for m, dtype in precision.items():
         if dtype == "float32":
@@ -70,46 +68,18 @@ def input_formats(model, precision: dict) -> dict:
         bits = ACTIVATION_BITS[dtype]
         if BY_NAME[m].reads_state:
             fmts[m] = FixedPoint(bits, bits - 1, signed=True)
+        elif ranges is None:
+            raise ValueError(f"planning {m} in {dtype} needs the model's activation ranges")
         else:
-            ranges = ranges or calibration(model)
             fmts[m] = FixedPoint.covering(ranges[m], bits, signed=(bits == 16))
     return fmts
 
 
-_measured = weakref.WeakKeyDictionary()  # model -> calibration measured here
-
-
-RELU_READERS = tuple(m.name for m in MATRICES if not m.reads_state)   # O2, O4
-
-
-def calibration(model) -> dict:
-    """max |input| of the matrices that read relu outputs (O2 and O4)."""
-    q = model.meta.get("quantization", {}).get("activation_ranges", {})
-    if all(m in q for m in RELU_READERS):
-        return {m: float(q[m]["max"]) for m in RELU_READERS}
-    if model not in _measured:
-        _measured[model] = _measure(model)
-    return _measured[model]
-
-
-def _measure(model) -> dict:
-    config.debug(1, "model has no calibration: measuring relu ranges on a synthetic signal")
-    from ..reference.vocoder import teacher_forced_states
-    from ..mel import mel_spectrogram
-    sr, hop = model.sample_rate, model.hop_length
-    frames = min(CALIBRATION_FRAMES, max(2, CALIBRATION_SAMPLES // hop))   # bounded time
-    t = np.arange(frames * hop) / sr
-    audio = (8000 * np.sin(2 * np.pi * (100 + 3000 * t) * t)).astype(np.int16)
-    h = teacher_forced_states(model, mel_spectrogram(audio, sr, model.mel_config), audio)
-    w, H2 = model.weights, model.hidden // 2
-    z1 = np.maximum(h[:, :H2] @ w["out.O1"].T + w["out.b1"], 0)
-    z3 = np.maximum(h[:, H2:] @ w["out.O3"].T + w["out.b3"], 0)
-    return {"out.O2": float(z1.max()) * 1.5, "out.O4": float(z3.max()) * 1.5}
-
-
-def plan_vocoder(model, dtype: str, gen, precision: dict | None = None) -> VocoderPlan:
-    """Plan the loop for `dtype`; `precision` may override the kernel dtype per matrix (by
-    default PRECISION[dtype])."""
+def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
+                 precision: dict | None = None) -> VocoderPlan:
+    """Plan the loop for `dtype`; `ranges`: max |input| of O2 and O4 (integer dtypes need them,
+    see input_formats); `precision` may override the kernel dtype per matrix (by default
+    PRECISION[dtype])."""
     if dtype not in PRECISION:
         raise InputError(f"dtype must be int8, int16 or float32, got {dtype!r}")
     if model.hidden % (2 * VECTOR):
@@ -118,7 +88,7 @@ def plan_vocoder(model, dtype: str, gen, precision: dict | None = None) -> Vocod
     precision = {**PRECISION[dtype], **(precision or {})}
     if dtype == "float32" and set(precision.values()) != {"float32"}:
         raise InputError("the float32 engine computes every matrix in float32")
-    formats = input_formats(model, precision)
+    formats = input_formats(precision, ranges)
     plans, shared = {}, {}
     for name, (w, mask) in model.matrices().items():
         mask, kind = mask != 0, precision[name]

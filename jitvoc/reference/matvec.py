@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..quant import INT32_MAX, FixedPoint
+from ..quant import INT32_MAX, FixedPoint, zero_correction
 
 
 def matvec_codes(w_codes: np.ndarray, x_codes: np.ndarray) -> np.ndarray:
@@ -19,10 +19,6 @@ def matvec_codes(w_codes: np.ndarray, x_codes: np.ndarray) -> np.ndarray:
     if np.abs(acc).max(initial=0) > INT32_MAX:
         raise InputError("int32 accumulator overflow: the quantization ranges were violated")
     return acc.astype(np.int32)
-
-
-def zero_correction(w_codes: np.ndarray, fmt: FixedPoint) -> np.ndarray:
-    return (fmt.zero_point * w_codes.astype(np.int64).sum(axis=1)).astype(np.int32)
 
 
 def dequantize(acc: np.ndarray, zcorr: np.ndarray, row_scale: np.ndarray,

@@ -7,45 +7,18 @@ The engine interface (ReferenceEngine here, JitEngine in jitvoc/engine_jit.py):
     engine.generate(K, t0, n_samples, state, seed) -> int16 [n_samples]
     engine.teacher_forced(K, audio) -> float32 [T, 2, 256]
 
-`K` holds conditioning rows (see `conditioning`) starting at the frame of sample `t0`; it must
-cover frame `(t0 + n - 1) // hop` plus one more row, the next frame for linear interpolation
-(past the last frame of an utterance the caller repeats the last row). `state` is a GenState
-(also exported by jitvoc.vocoder), advanced in place. Splitting a generation into several calls
-at frame boundaries must not change a single sample.
+`K` holds conditioning rows (jitvoc.engine.conditioning) starting at the frame of sample `t0`;
+it must cover frame `(t0 + n - 1) // hop` plus one more row, the next frame for linear
+interpolation (past the last frame of an utterance the caller repeats the last row). `state` is a
+jitvoc.engine.GenState, advanced in place. Splitting a generation into several calls at frame
+boundaries must not change a single sample.
 """
-from dataclasses import dataclass
-
 import numpy as np
 
+from ..engine import GenState, conditioning
 from ..errors import InputError
 
 _M32 = 0xFFFFFFFF
-
-
-@dataclass
-class GenState:
-    """Where a generation stands: the GRU state after sample t-1, the previous sample's coarse
-    and fine classes, t, the index of the next sample (from the start of the utterance),
-    s_prev, the de-emphasised value s_{t-1}, and y_prev, the DC blocker's output y_{t-1} (float32
-    values; y_prev stays 0 without a DC blocker)."""
-    h: np.ndarray  # float32 [H]
-    c_prev: int = 128
-    f_prev: int = 0
-    t: int = 0
-    s_prev: float = 0.0
-    y_prev: float = 0.0
-
-    @classmethod
-    def initial(cls, hidden):
-        """The state before the first sample: h = 0, silence (c = 128, f = 0), s = y = 0."""
-        return cls(np.zeros(hidden, np.float32))
-
-    def check_filters(self):
-        """InputError unless the output filters' state (s_prev, y_prev) is finite."""
-        for name, what in (("s_prev", "de-emphasis"), ("y_prev", "DC blocker")):
-            v = getattr(self, name)
-            if not np.isfinite(v):
-                raise InputError(f"state.{name} ({what}) must be finite, got {v}")
 
 
 def teacher_forced_states(model, mel, audio) -> np.ndarray:
@@ -53,40 +26,6 @@ def teacher_forced_states(model, mel, audio) -> np.ndarray:
     K = conditioning(model, mel)
     K = np.concatenate([K, K[-1:]])
     return ReferenceEngine(model).states(K, np.asarray(audio, np.int16))
-
-
-def receptive_radius(model) -> int:
-    """How many frames of look-ahead (and look-back) one row of K needs."""
-    return sum((layer["kernel"] - 1) // 2 for layer in model.conditioning_layers)
-
-
-def conditioning(model, mel, start=0, stop=None) -> np.ndarray:
-    """Rows [start, stop) of K = conv_stack(mel) · Pᵀ + b: float32 [stop - start, 3H].
-
-    `mel` is float32 [F, n_mels], the utterance's frames so far; every layer treats frames
-    outside [0, F) as zero padding. The rows depend only on mel[start - R : stop + R]
-    (R = receptive_radius(model)) and on whether that range reaches past the end, and the
-    arithmetic depends only on (stop - start): the same call on a longer mel holding the same
-    frames up to stop + R returns the same bits.
-    """
-    n = len(mel)
-    stop = n if stop is None else stop
-    radius = receptive_radius(model)
-    w = model.weights
-    lo, hi = start - radius, stop + radius          # positions of x's first and past-last rows
-    x = np.zeros((hi - lo, mel.shape[1]), np.float32)
-    x[max(lo, 0) - lo:min(hi, n) - lo] = mel[max(lo, 0):min(hi, n)]
-    for layer in model.conditioning_layers:
-        weight, bias = w[layer["name"] + ".weight"], w[layer["name"] + ".bias"]
-        r, rows = (layer["kernel"] - 1) // 2, x.shape[0] - (layer["kernel"] - 1)
-        y = np.broadcast_to(bias, (rows, len(bias))).copy()
-        for j in range(layer["kernel"]):         # y[p] += W[:, :, j] · x[p - r + j]
-            y += x[j:j + rows] @ weight[:, :, j].T
-        x = _activation(y, layer["activation"])
-        lo, hi = lo + r, hi - r
-        x[:max(0, -lo)] = 0                      # zero padding for the next layer
-        x[max(0, n - lo):] = 0
-    return x @ w["cond.proj"].T + w["gru.b"]
 
 
 def upsample(K, t, hop, mode) -> np.ndarray:
@@ -260,11 +199,3 @@ def _sigmoid(x):
 def _softmax(logits):
     p = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return p / p.sum(axis=-1, keepdims=True)
-
-
-def _activation(x, name):
-    if name == "relu":
-        return np.maximum(x, np.float32(0))
-    if name == "tanh":
-        return np.tanh(x)
-    return x

@@ -16,8 +16,10 @@ import numpy as np
 
 from jitvoc import cpu
 from jitvoc.emit import loop, scan, spmv
+from jitvoc.engine_jit import activation_ranges
 from jitvoc.model import random_model
 from jitvoc.plan import matvec as planner
+from jitvoc.plan import scan as plan_scan
 from jitvoc.plan.vocoder import plan_vocoder
 
 FOLDER = pathlib.Path(__file__).parent
@@ -71,15 +73,16 @@ def matvec_ir(name: str) -> str:
 def loop_ir(name: str) -> str:
     """The loop module and its core modules, one after another."""
     gen_name, dtype = LOOP_CASES[name]
-    plan = plan_vocoder(random_model(hidden=32, density=0.25, output_density=0.25), dtype,
-                        cpu.generation(gen_name))
+    model = random_model(hidden=32, density=0.25, output_density=0.25)
+    ranges = None if dtype == "float32" else activation_ranges(model)
+    plan = plan_vocoder(model, dtype, cpu.generation(gen_name), ranges)
     modules = [build() for _, build in loop.core_modules(plan)] + [loop.build_module(plan)]
     return "\n".join(str(m) for m in modules)
 
 
 def scan_ir(name: str) -> str:
     kind, gen_name, stream = SCAN_CASES[name]
-    return str(scan.build(scan.spec_for(kind, cpu.generation(gen_name), stream)))
+    return str(scan.build(plan_scan.spec_for(kind, cpu.generation(gen_name), stream)))
 
 
 def emitted(name: str) -> str:

@@ -1,0 +1,218 @@
+"""What each CPU generation and instruction-set backend can do: jitvoc's one source of ISA facts,
+below every stage (it imports only jitvoc.errors). cpu.py, the planners and the emitters read it.
+
+- GENERATIONS: the SIMD features each LLVM CPU name implies (of SIMD_FEATURES).
+- The backend templates, ``kernels_templates/*.toml`` (installed as jitvoc.kernels_templates):
+  per backend the features it needs, its vector width, its preference, and the intrinsics of
+  each dot-product form per vector width. They are checked against TEMPLATE_SCHEMA when read,
+  so a missing or unknown key is an error at load, not a KeyError at emission.
+- GATHERS: the byte-permute gathers a template may name (``gather = "permute2"``).
+- INTRINSIC_FEATURES: the features each intrinsic needs.
+- SCAN_VECTORS: the float vectors of the linear-recurrence kernels.
+"""
+from __future__ import annotations
+
+import functools
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from .errors import ISAError
+
+# The SIMD features the kernels care about, as LLVM names them.
+SIMD_FEATURES = ("sse2", "ssse3", "sse4.1", "avx", "avx2", "fma",
+                 "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512vbmi", "avxvnni")
+
+_V1 = {"sse2"}
+_V2 = _V1 | {"ssse3", "sse4.1"}
+_V3 = _V2 | {"avx", "avx2", "fma"}
+_V4 = _V3 | {"avx512f", "avx512bw", "avx512vl"}
+_VNNI = _V4 | {"avx512vnni"}
+_ICL = _VNNI | {"avx512vbmi"}
+
+# LLVM CPU name -> the SIMD features (of SIMD_FEATURES) it implies.
+GENERATIONS: dict[str, frozenset[str]] = {name: frozenset(f) for name, f in {
+    "x86-64": _V1,
+    "x86-64-v2": _V2,
+    "x86-64-v3": _V3,
+    "x86-64-v4": _V4,
+    "core2": {"sse2", "ssse3"},
+    "nehalem": _V2,
+    "sandybridge": _V2 | {"avx"},
+    "haswell": _V3,
+    "skylake": _V3,
+    "skylake-avx512": _V4,
+    "cascadelake": _VNNI,
+    "icelake-client": _ICL,
+    "icelake-server": _ICL,
+    "tigerlake": _ICL,
+    "rocketlake": _ICL,
+    "alderlake": _V3 | {"avxvnni"},
+    "sapphirerapids": _ICL | {"avxvnni"},
+    "znver2": _V3,
+    "znver3": _V3,
+    "znver4": _ICL,
+}.items()}
+
+# intrinsic -> alternative feature sets, any of which allows it
+INTRINSIC_FEATURES = {
+    "llvm.x86.sse2.pmadd.wd": [{"sse2"}],
+    "llvm.x86.ssse3.pmadd.ub.sw.128": [{"ssse3"}],
+    "llvm.x86.avx2.pmadd.ub.sw": [{"avx2"}],
+    "llvm.x86.avx2.pmadd.wd": [{"avx2"}],
+    "llvm.x86.avx512.pmaddubs.w.512": [{"avx512bw"}],
+    "llvm.x86.avx512.pmaddw.d.512": [{"avx512bw"}],
+    "llvm.x86.avx512.vpdpbusd.512": [{"avx512vnni"}],
+    "llvm.x86.avx512.vpdpbusd.256": [{"avx512vnni", "avx512vl"}, {"avxvnni"}],
+    "llvm.x86.avx512.vpdpbusd.128": [{"avx512vnni", "avx512vl"}, {"avxvnni"}],
+    "llvm.x86.avx512.vpdpwssd.512": [{"avx512vnni"}],
+    "llvm.x86.avx512.vpdpwssd.256": [{"avx512vnni", "avx512vl"}, {"avxvnni"}],
+    "llvm.x86.avx512.vpdpwssd.128": [{"avx512vnni", "avx512vl"}, {"avxvnni"}],
+    "llvm.x86.avx512.vpermi2var.qi.512": [{"avx512vbmi"}],
+}
+
+# Gathering panels (16x1 blocks): build 16 panels' activation words at once from `window`-byte
+# windows of the uint8 codes (jitvoc.layout.PermuteGathers), with the `permute` intrinsic.
+GATHERS = {
+    "permute2": {"requires": frozenset({"avx512vbmi"}),
+                 "permute": "llvm.x86.avx512.vpermi2var.qi.512", "window": 128},
+}
+
+# (features needed, floats per vector, ISA tag) of the scan kernels: the first row a
+# generation has wins; without any, scalar code.
+SCAN_VECTORS = (
+    (("avx512f",), 16, "avx512"),
+    (("avx2", "fma"), 8, "avx2"),
+    (("avx",), 8, "avx"),
+    (("sse2",), 4, "sse2"),
+)
+
+# dot-product form -> the intrinsic tables (vector width -> intrinsic) a template must give
+FORMS = {"accumulate": ("dot",), "maddubs": ("maddubs", "madd_wd"), "madd": ("madd_wd",),
+         "widen_madd": ("madd_wd",)}
+# key -> type of every template; dot4 (u8 · s8) and dot2 (s16 · s16) are checked by _check_dot
+TEMPLATE_SCHEMA = {"name": str, "requires": list, "vector_bits": int, "preference": int,
+                   "dot4": dict, "dot2": dict}
+OPTIONAL_KEYS = {"gather": str}
+
+
+# --- templates -------------------------------------------------------------------------------------
+def _root() -> Path:
+    """Installed: the package jitvoc.kernels_templates. Run from a source checkout without
+    installing: the checkout's kernels_templates/ folder."""
+    try:
+        return Path(str(resources.files("jitvoc.kernels_templates")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "kernels_templates"
+
+
+def template_files() -> list[Path]:
+    paths = sorted(_root().glob("*.toml"))
+    if not paths:
+        raise FileNotFoundError(f"no kernel templates (*.toml) in {_root()}")
+    return paths
+
+
+@functools.lru_cache(maxsize=None)
+def templates() -> dict[str, dict]:
+    """Backend name -> its template, checked, in file-name order."""
+    out = {}
+    for path in template_files():
+        with open(path, "rb") as f:
+            t = tomllib.load(f)
+        check_template(t, path.name)
+        out[t["name"]] = t
+    return out
+
+
+def check_template(t: dict, source: str) -> None:
+    """ISAError naming `source` unless `t` follows TEMPLATE_SCHEMA."""
+    def fail(what):
+        raise ISAError(f"kernel template {source}: {what}")
+    for key, typ in TEMPLATE_SCHEMA.items():
+        if not isinstance(t.get(key), typ):
+            fail(f"needs {key!r} ({typ.__name__})")
+    unknown = set(t) - set(TEMPLATE_SCHEMA) - set(OPTIONAL_KEYS)
+    if unknown:
+        fail(f"unknown keys {sorted(unknown)}")
+    if not set(t["requires"]) <= set(SIMD_FEATURES):
+        fail(f"requires unknown features {sorted(set(t['requires']) - set(SIMD_FEATURES))}")
+    if "gather" in t and t["gather"] not in GATHERS:
+        fail(f"gather {t['gather']!r} is none of {sorted(GATHERS)}")
+    for kind in ("dot4", "dot2"):
+        _check_dot(t[kind], f"[{kind}]", fail)
+
+
+def _check_dot(table: dict, where: str, fail) -> None:
+    form = table.get("form")
+    if form not in FORMS:
+        fail(f"{where} form {form!r} is none of {sorted(FORMS)}")
+    if set(table) != {"form", *FORMS[form]}:
+        fail(f"{where} form {form!r} takes the tables {list(FORMS[form])}, got {sorted(table)}")
+    for key in FORMS[form]:
+        for width, name in table[key].items():
+            if not width.isdigit() or name not in INTRINSIC_FEATURES:
+                fail(f"{where} {key}: {width} = {name!r} is not a vector width and an "
+                     f"intrinsic of INTRINSIC_FEATURES")
+
+
+def template(name: str, gen) -> dict:
+    """The template of backend `name`, which generation `gen` must be able to run."""
+    all_t = templates()
+    if name not in all_t:
+        raise ISAError(f"unknown ISA backend {name!r}; templates: {', '.join(all_t)}")
+    missing = set(all_t[name]["requires"]) - gen.features
+    if missing:
+        raise ISAError(f"ISA backend {name!r} needs {', '.join(sorted(missing))}, "
+                       f"which CPU generation {gen.name!r} lacks")
+    return all_t[name]
+
+
+def available(gen) -> list[str]:
+    """Names of the templates whose features `gen` has, best (highest preference) first."""
+    ok = [t for t in templates().values() if set(t["requires"]) <= gen.features]
+    return [t["name"] for t in sorted(ok, key=lambda t: -t["preference"])]
+
+
+def best(gen) -> str:
+    names = available(gen)
+    if not names:
+        raise ISAError(f"no kernel template fits CPU generation {gen.name!r}")
+    return names[0]
+
+
+def vector_bits(name: str) -> int:
+    return templates()[name]["vector_bits"]
+
+
+def dot_form(name: str, gen, kind: str) -> str:
+    return template(name, gen)[kind]["form"]
+
+
+def dot_width(name: str, gen, kind: str, lanes: int) -> int:
+    """The native int32 lanes per instruction of backend `name` for a panel of `lanes` rows
+    (0: plain IR)."""
+    table = template(name, gen)[kind]
+    key = "dot" if table["form"] == "accumulate" else "madd_wd"
+    widths = sorted((int(k) for k in table[key]), reverse=True)
+    return next((w for w in widths if w <= lanes and lanes % w == 0), 0)
+
+
+def gather(name: str, gen) -> dict | None:
+    """The byte-permute gather of backend `name` on `gen`, or None where there is none."""
+    g = GATHERS.get(template(name, gen).get("gather"))
+    return g if g and g["requires"] <= gen.features else None
+
+
+def gather_window(name: str, gen) -> int:
+    """Bytes per window of the byte-permute gather, or 0 if this backend/CPU has none."""
+    g = gather(name, gen)
+    return g["window"] if g else 0
+
+
+def scan_vector(gen) -> tuple[int, str]:
+    """(floats per vector, ISA tag) of the scan kernels for a generation, from SCAN_VECTORS."""
+    for features, width, tag in SCAN_VECTORS:
+        if gen.has(*features):
+            return width, tag
+    return 1, "scalar"

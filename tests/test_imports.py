@@ -1,0 +1,169 @@
+"""Imports follow the stages of docs/layout.md: read statically (ast) from every module of jitvoc/
+and models/, each arrow must point down the stage order, the oracle (jitvoc/reference/) is
+imported only by the tools and the few backends that offer it, and nothing imports in a circle.
+A synthetic wrong graph proves the checker fails."""
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Stages, lowest first; a module may import its own stage and those below it. The first prefix
+# that matches a module names its stage.
+STAGES = [
+    ("base", ["jitvoc", "jitvoc.config", "jitvoc.isa", "jitvoc.errors", "jitvoc.spec",
+              "jitvoc.atomic", "jitvoc.optional", "jitvoc.progress", "jitvoc.blas",
+              "jitvoc.npy", "jitvoc.contracts", "jitvoc.wavernn"]),
+    ("data", ["jitvoc.quant", "jitvoc.layout", "jitvoc.mel", "jitvoc.representation",
+              "jitvoc.model", "jitvoc.pretrained", "jitvoc.audio"]),
+    ("plan", ["jitvoc.plan"]),
+    ("emit", ["jitvoc.emit"]),
+    ("jit", ["jitvoc.jit", "jitvoc.cache", "jitvoc.cpu"]),
+    ("run", ["jitvoc.native", "jitvoc.matvec", "jitvoc.decisions", "jitvoc.engine",
+             "jitvoc.engine_jit", "jitvoc.vocoder", "jitvoc.recurrence", "jitvoc.layers"]),
+    ("oracle", ["jitvoc.reference"]),
+    ("tools", ["jitvoc.cli", "jitvoc.bench", "jitvoc.__main__", "models"]),
+]
+LEVEL = {name: level for level, (name, _) in enumerate(STAGES)}
+
+# Production modules that import the oracle, and why: each offers it as a backend or needs a
+# float run of it. Everything else reaches jitvoc/reference/ only from tools and tests.
+ORACLE_USERS = {
+    "jitvoc.vocoder": "load(backend='reference') runs the oracle",
+    "jitvoc.layers": "forward(reference=True) runs the oracle's scan",
+    "jitvoc.engine_jit": "measures the activation ranges of a model without calibration",
+}
+# Third-party modules only one stage may import.
+OWNED = {"llvmlite.binding": "jitvoc.jit", "cffi": "jitvoc.native"}
+
+
+def stage(module: str) -> str:
+    for name, prefixes in reversed(STAGES):
+        if any(module == p or module.startswith(p + ".") for p in prefixes if p != "jitvoc"):
+            return name
+    if module == "jitvoc":
+        return "base"
+    raise AssertionError(f"{module} has no stage in tests/test_imports.py")
+
+
+def source_modules() -> dict[str, Path]:
+    """Module name -> source file, for every module of jitvoc/ and models/."""
+    out = {}
+    for top in ("jitvoc", "models"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def imported_names(module: str, path: Path) -> set[str]:
+    """Every module name an import statement of `path` names, anywhere in it, relative imports
+    resolved; `from a import b` yields a.b as well as a (the caller keeps the modules)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0]
+                base = f"{anchor}.{base}" if base else anchor
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)
+    return names
+
+
+def import_graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(module -> the jitvoc/models modules it imports, module -> every name it imports)."""
+    modules = source_modules()
+    graph, names = {}, {}
+    for module, path in modules.items():
+        names[module] = imported_names(module, path)
+        graph[module] = {n for n in names[module] if n in modules and n != module}
+    return graph, names
+
+
+def violations(graph: dict[str, set[str]]) -> list[str]:
+    """Arrows against the stages, imports of the oracle from outside the tools and
+    ORACLE_USERS, and import cycles."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            here, there = stage(module), stage(target)
+            if there == "oracle" and here not in ("oracle", "tools") and module not in ORACLE_USERS:
+                found.append(f"{module} ({here}) imports the oracle {target}")
+            elif there != "oracle" and LEVEL[there] > LEVEL[here]:
+                found.append(f"{module} ({here}) imports {target} ({there}), a later stage")
+    found += [f"import cycle among {', '.join(group)}" for group in cycles(graph)]
+    return found
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other in a circle (strongly connected
+    components of more than one module, Tarjan)."""
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+                on_stack.discard(group[-1])
+            if len(group) > 1:
+                groups.append(sorted(group))
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return groups
+
+
+def test_every_module_has_a_stage():
+    for module in source_modules():
+        stage(module)
+
+
+def test_imports_follow_the_stages():
+    graph, _ = import_graph()
+    assert violations(graph) == []
+
+
+def test_the_checker_fails_on_wrong_arrows():
+    wrong = {"jitvoc.plan.matvec": {"jitvoc.jit", "jitvoc.layout"},
+             "jitvoc.matvec": {"jitvoc.reference.matvec"},
+             "models.export": {"models.train"}, "models.train": {"models.export"}}
+    assert violations(wrong) == [
+        "jitvoc.matvec (run) imports the oracle jitvoc.reference.matvec",
+        "jitvoc.plan.matvec (plan) imports jitvoc.jit (jit), a later stage",
+        "import cycle among models.export, models.train"]
+
+
+def test_only_their_owners_import_llvmlite_binding_and_cffi():
+    _, names = import_graph()
+    for module, imported in names.items():
+        for owned, owner in OWNED.items():
+            if any(n == owned or n.startswith(owned + ".") for n in imported):
+                assert module == owner, f"{module} imports {owned}, which only {owner} may"
+
+
+def test_importing_the_numpy_parts_loads_no_compiler():
+    code = ("import sys, jitvoc.mel, jitvoc.representation, jitvoc.model\n"
+            "print(sorted(m for m in ('llvmlite', 'cffi') if m in sys.modules))\n"
+            "import jitvoc, jitvoc.vocoder\n"
+            "assert jitvoc.load is jitvoc.vocoder.load and jitvoc.cpu.generation('haswell')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd="/")
+    assert out.stdout.split() == ["[]"]
