@@ -17,7 +17,7 @@ STAGES = [
               "jitvoc.atomic", "jitvoc.optional", "jitvoc.progress", "jitvoc.blas",
               "jitvoc.npy", "jitvoc.contracts", "jitvoc.wavernn"]),
     ("data", ["jitvoc.quant", "jitvoc.layout", "jitvoc.mel", "jitvoc.representation",
-              "jitvoc.model", "jitvoc.pretrained", "jitvoc.audio"]),
+              "jitvoc.model", "jitvoc.pretrained", "jitvoc.audio", "jitvoc.cells"]),
     ("plan", ["jitvoc.plan"]),
     ("emit", ["jitvoc.emit"]),
     ("jit", ["jitvoc.jit", "jitvoc.cache", "jitvoc.cpu"]),
