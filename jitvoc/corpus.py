@@ -269,12 +269,12 @@ def run(model, items, out_dir, settings=Settings(), jobs=None, report=None, **lo
     jitvoc.load takes them. The model is loaded here first: the kernels are compiled (once)
     and cached before any worker starts, and the workers load them from the cache."""
     report = report or (lambda result: None)
-    jobs = min(jobs or usable_cores(), len(items))
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise JitvocError(f"--jobs must be at least 1, got {jobs}")
+    jobs = min(jobs or usable_cores(), len(items))
     prepare_output(out_dir)
     vocoder = load(model, **load_args)
-    if jobs == 1:
+    if jobs <= 1:
         for item in items:
             report(process(vocoder, item, out_dir, settings))
         return
@@ -312,6 +312,8 @@ def _run_processes(spec, items, out_dir, settings, jobs, report) -> None:
             if isinstance(message, Result):
                 report(message)
                 remaining -= 1
+            elif isinstance(message, JitvocError):
+                raise message
             else:
                 log.debug(message)
         for w in workers:   # done: each exits at its None
@@ -351,7 +353,11 @@ def _worker(spec, out_dir, settings, tasks, results) -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     model, load_args = spec
     start = time.perf_counter()
-    vocoder = load(model, **load_args)
+    try:
+        vocoder = load(model, **load_args)
+    except Exception as e:   # the parent loaded it: only a changed file or cache gets here
+        results.put(JitvocError(f"a worker process could not load the model: {e}"))
+        return
     results.put(f"worker {os.getpid()}: model loaded in {time.perf_counter() - start:.2f} s")
     while (item := tasks.get()) is not None:
         results.put(process(vocoder, item, out_dir, settings))
@@ -392,8 +398,11 @@ def pipeline(model, items, settings=Settings(), workers=None, **load_args):
     # would never be scheduled.
     kinds = {os.path.abspath(item.source): item.kind for item in items}
     files = ray.data.read_binary_files(list(kinds), include_paths=True, num_cpus=0)
+    # A fixed pool of one-CPU actors, each sent one file at a time: files take seconds, so
+    # balance matters more than prefetching. (`concurrency=` is deprecated since Ray 2.51.)
+    actors = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)
     return files.map_batches(RayVocoder, fn_constructor_args=(model, kinds, settings, load_args),
-                             batch_size=1, batch_format="numpy", concurrency=workers, num_cpus=1)
+                             batch_size=1, batch_format="numpy", compute=actors, num_cpus=1)
 
 
 def run_ray(model, items, out_dir, settings=Settings(), workers=None, report=None,

@@ -127,6 +127,15 @@ def test_bad_options(model_path, inputs, tmp_path, capsys, argv, message):
     assert re.search(message, capsys.readouterr().err)
 
 
+def test_one_input_into_a_folder(model_path, inputs, tmp_path, capsys):
+    """-o naming a folder (existing, or ending in '/') makes even one input a corpus run."""
+    want = single(model_path, "resynth", inputs / "a0.wav", tmp_path / "single.wav")
+    assert cli("resynth", model_path, inputs / "a0.wav", "-o", f"{tmp_path / 'new'}/") == 0
+    assert (tmp_path / "new" / "a0.wav").read_bytes() == want
+    assert cli("resynth", model_path, inputs / "a0.wav", "-", "-o", tmp_path / "new") == 2
+    assert "'-' (stdin) is for a single input" in capsys.readouterr().err
+
+
 def test_output_folder_must_be_a_folder(model_path, inputs, tmp_path, capsys):
     (tmp_path / "file").write_bytes(b"x")
     assert cli("resynth", model_path, inputs, "-o", tmp_path / "file") == 2
