@@ -121,9 +121,10 @@ def test_a_default_model_and_the_model_first(model_path, inputs, tmp_path, capsy
     (["--batch", "4"], "--batch 4: batched generation .* is not implemented yet"),
     (["--batch", "0"], "--batch must be at least 1"),
     (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--address", "auto"], "--address names a Ray cluster: it needs --ray"),
 ])
 def test_bad_options(model_path, inputs, tmp_path, capsys, argv, message):
-    assert cli("resynth", model_path, inputs, "-o", tmp_path / "o", *argv) == 2
+    assert cli("corpus", model_path, inputs, "-o", tmp_path / "o", *argv) == 2
     assert re.search(message, capsys.readouterr().err)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from .. import corpus, pretrained
 from ..audio import SUBTYPES, check_output, write_audio
 from ..errors import JitvocError
+from ..optional import require
 from ..progress import progress_bar
 from ..vocoder import BACKENDS, DTYPES, MEL_LAYOUTS, load
 
@@ -92,6 +93,8 @@ def _main(args) -> int:
                           f"process) is not implemented yet; use --batch 1 and --jobs")
     if args.jobs is not None and args.jobs < 1:
         raise JitvocError(f"--jobs must be at least 1, got {args.jobs}")
+    if getattr(args, "address", None) and not args.ray:
+        raise JitvocError("--address names a Ray cluster: it needs --ray")
     model, inputs = _model_and_inputs(args)
     if not _is_corpus(args, inputs):
         if not inputs:
@@ -156,7 +159,7 @@ def _corpus(args, model, items) -> int:
 def _quiet_ray(verbose: int) -> None:
     """Ray Data's own progress bars and execution notes off: the corpus bar is shown instead
     (-v keeps the notes)."""
-    corpus.require("ray.data", "running on Ray", "'jitvoc[ray]'")
+    require("ray.data", "running on Ray", "'jitvoc[ray]'")
     import ray.data
     ray.data.DataContext.get_current().enable_progress_bars = False
     if not verbose:
