@@ -49,7 +49,8 @@ def register(sub) -> None:
         p = sub.add_parser(name, help=summary, description=description)
         p.add_argument("model", nargs="?", metavar="MODEL",
                        help=f"the model file (.npz) or an installed model's name (`jitvoc "
-                            f"models`; default {pretrained.DEFAULT})")
+                            f"models`; default {pretrained.DEFAULT}). A lone argument is the "
+                            f"input; of several, the first is the model if it names one")
         p.add_argument("inputs", nargs="*", metavar="INPUT", help=input_help)
         p.add_argument("-o", "--output", required=True,
                        help="the WAV file to write, or '-' for stdout; with several inputs the "
