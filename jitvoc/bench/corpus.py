@@ -12,6 +12,7 @@ yet, so B = 1 only.
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -113,6 +114,7 @@ def _start_ray() -> None:
         ray.init(num_cpus=min(2, corpus.usable_cores()), include_dashboard=False,
                  log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)   # no notes per execution
 
 
 def _table(speeds, args):
