@@ -23,15 +23,28 @@ def read_audio(path, sample_rate=None) -> tuple[np.ndarray, int, list[str]]:
     """(int16 mono samples, their rate, notes on what was changed) of an audio file or "-".
 
     With `sample_rate`, other rates are resampled to it (soxr, high quality)."""
-    sf = require("soundfile", "reading and writing audio")
-    name = "stdin" if path == "-" else os.fspath(path)
-    source = io.BytesIO(sys.stdin.buffer.read()) if path == "-" else name
-    if path != "-" and not os.path.exists(name):
+    if path == "-":
+        return decode_audio(sys.stdin.buffer.read(), "stdin", sample_rate)
+    name = os.fspath(path)
+    if not os.path.exists(name):
         raise JitvocError(f"{name}: no such file")
+    try:
+        with open(name, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise JitvocError(f"{name}: cannot read it: {e}") from None
+    return decode_audio(data, name, sample_rate)
+
+
+def decode_audio(data: bytes, name: str, sample_rate=None) -> tuple[np.ndarray, int, list[str]]:
+    """read_audio for the bytes of an audio file; `name` names it in errors."""
+    sf = require("soundfile", "reading and writing audio")
+    source = io.BytesIO(data)
     try:
         data, rate = sf.read(source, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError) as e:
-        raise JitvocError(f"{name}: not a readable audio file ({e})") from None
+        why = str(e).replace(repr(source), repr(name))   # name the file, not the buffer
+        raise JitvocError(f"{name}: not a readable audio file ({why})") from None
     notes = []
     if data.shape[1] > 1:
         notes.append(f"mixed {data.shape[1]} channels down to mono")
@@ -72,6 +85,17 @@ def check_output(path, inputs=()) -> None:
 def write_audio(path, audio, sample_rate, sample_format="int16") -> None:
     """Write mono `audio` as WAV to `path` (atomically) or to stdout for "-": int16 input as
     16-bit PCM, or, with sample_format "float32", as float32 samples in [-1, 1]."""
+    data = wav_bytes(audio, sample_rate, sample_format)
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    with atomic_file(path, JitvocError) as f:
+        f.write(data)
+
+
+def wav_bytes(audio, sample_rate, sample_format="int16") -> bytes:
+    """The WAV file that write_audio writes, as bytes."""
     audio = np.asarray(audio)
     if audio.dtype != np.int16 or audio.ndim != 1:
         raise InputError(f"audio must be 1-D int16, got {audio.dtype} {audio.shape}")
@@ -83,9 +107,4 @@ def write_audio(path, audio, sample_rate, sample_format="int16") -> None:
     sf = require("soundfile", "reading and writing audio")
     buf = io.BytesIO()
     sf.write(buf, data, int(sample_rate), format="WAV", subtype=SUBTYPES[sample_format])
-    if path == "-":
-        sys.stdout.buffer.write(buf.getvalue())
-        sys.stdout.buffer.flush()
-        return
-    with atomic_file(path, JitvocError) as f:
-        f.write(buf.getvalue())
+    return buf.getvalue()

@@ -22,7 +22,8 @@ STAGES = [
     ("emit", ["jitvoc.emit"]),
     ("jit", ["jitvoc.jit", "jitvoc.cache", "jitvoc.cpu"]),
     ("run", ["jitvoc.native", "jitvoc.matvec", "jitvoc.decisions", "jitvoc.engine",
-             "jitvoc.engine_jit", "jitvoc.vocoder", "jitvoc.recurrence", "jitvoc.layers"]),
+             "jitvoc.engine_jit", "jitvoc.vocoder", "jitvoc.recurrence", "jitvoc.layers",
+             "jitvoc.corpus"]),
     ("oracle", ["jitvoc.reference"]),
     ("tools", ["jitvoc.cli", "jitvoc.bench", "jitvoc.__main__", "models"]),
 ]

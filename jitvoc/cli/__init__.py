@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import JitvocError
 from . import bench
 
-SUBCOMMANDS = ("info", "models", "kernels", "synth", "bench", "cache")  # modules of this package
+SUBCOMMANDS = ("info", "models", "kernels", "synth", "bench", "cache")  # synth: synth, resynth, corpus  # modules of this package
 DESCRIPTION = ("Run pruned, quantized WaveRNN vocoders compiled into machine code for this CPU: "
                "turn mel spectrograms into audio, list the installed models, dump the kernels "
                "jitvoc writes, benchmark them, and show or empty the cache of compiled code.")

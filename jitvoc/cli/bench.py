@@ -1,4 +1,4 @@
-"""`jitvoc bench [all|kernels|vocoder|scan|synth]`: benchmarks, one thread, on every CPU generation this
+"""`jitvoc bench [all|kernels|vocoder|scan|synth|corpus]`: benchmarks, one thread, on every CPU generation this
 host can run (the ladder x86-64 ... native by default), with NumPy, SciPy and PyTorch as peers."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 from .. import cpu as cpu_mod
 from .. import isa
+from ..bench import corpus as bench_corpus
 from ..bench import kernels as bench_kernels
 from ..bench import report
 from ..bench import scan as bench_scan
@@ -49,7 +50,7 @@ def register(sub) -> None:
                            "its own options, which come after 'scan'."))
     _common(p, suppress=False)
     p.set_defaults(func=_run, what="all")
-    bsub = p.add_subparsers(dest="bench_command", metavar="{all,kernels,vocoder,scan,synth}")
+    bsub = p.add_subparsers(dest="bench_command", metavar="{all,kernels,vocoder,scan,synth,corpus}")
     for name, summary, description in (
             ("all", "kernels and vocoder (the default)",
              "Run the kernel and the vocoder benchmarks."),
@@ -75,13 +76,19 @@ def register(sub) -> None:
                                     "line's cold and warm runs.")
     bench_synth.add_arguments(u)
     u.set_defaults(func=bench_synth.run)
+    c = bsub.add_parser("corpus", help="a corpus on 1 and 2 processes and on Ray",
+                        description="Vocode one generated corpus with 1 and 2 worker processes "
+                                    "and through Ray Data with 1 and 2 workers, and compare "
+                                    "their realtime factors.")
+    bench_corpus.add_arguments(c)
+    c.set_defaults(func=bench_corpus.run)
 
 
 OPTIONS = ("--cpu", "--dtype", "--quick", "--repeats", "--json", "--markdown", "--plot",
            "--no-progress")
 
 
-OWN_OPTIONS = ("scan", "synth")   # subcommands that take their own options, after them
+OWN_OPTIONS = ("scan", "synth", "corpus")   # subcommands that take their own options, after them
 
 
 def refuse_options_before(command, argv) -> None:

@@ -1,16 +1,17 @@
-"""`jitvoc synth [MODEL] MEL.npy -o out.wav` and `jitvoc resynth [MODEL] in.wav -o out.wav`
-(MODEL: a file or an installed model's name; default: the installed default model)."""
-import io
+"""`jitvoc synth [MODEL] MEL.npy -o out.wav`, `jitvoc resynth [MODEL] in.wav -o out.wav` and
+`jitvoc corpus [MODEL] INPUT... -o OUTDIR [--ray]` (MODEL: a file or an installed model's name;
+default: the installed default model). With several inputs, a folder or a list file, synth and
+resynth write one WAV per input into the folder -o names, on --jobs processes (jitvoc.corpus)."""
 import logging
-import sys
+import os
 import time
 
 import numpy as np
 
-from .. import npy, pretrained
-from ..audio import SUBTYPES, check_output, read_audio, write_audio
+from .. import corpus, pretrained
+from ..audio import SUBTYPES, check_output, write_audio
 from ..errors import JitvocError
-from ..mel import mel_spectrogram
+from ..optional import require
 from ..progress import progress_bar
 from ..vocoder import BACKENDS, DTYPES, MEL_LAYOUTS, load
 
@@ -24,58 +25,159 @@ RESYNTH = ("Re-synthesize an audio file through its log-mel spectrogram: a round
            "shows what the model makes of real audio. Any format soundfile reads is accepted "
            "(WAV of any common bit depth, FLAC, OGG); several channels are mixed down and other "
            "sample rates resampled to the model's, each with a one-line note.")
+MANY = ("Several inputs, folders (searched recursively) or --list make a corpus run: one WAV "
+        "per input goes into the folder -o names, keeping each input's path relative to its "
+        "folder or list, on --jobs processes, with a progress bar over the corpus; a file that "
+        "fails is reported and the others go on (exit status 1 at the end).")
+CORPUS = ("Vocode a corpus: .npy log-mels as jitvoc synth does and audio files as jitvoc "
+          "resynth does, one WAV each into the folder -o names, on every core of this machine "
+          "or, with --ray, on a Ray cluster (pip install 'jitvoc[ray]'; docs/corpus.md).")
+KINDS = {"synth": ("mel",), "resynth": ("audio",), "corpus": ("mel", "audio")}
+BATCH_NOTE = ("streams vocoded together per process; only 1 is implemented (batched generation "
+              "is not built yet)")
 
 
 def register(sub) -> None:
-    for name, func, summary, description, input_help in (
-            ("synth", _synth, "vocode a log-mel spectrogram (.npy) into a WAV file", SYNTH,
-             "the log-mel spectrogram (.npy), or '-' to read it from stdin"),
-            ("resynth", _resynth, "re-synthesize an audio file through its log-mel spectrogram",
-             RESYNTH, "the audio file, or '-' to read it from stdin")):
+    for name, summary, description, input_help in (
+            ("synth", "vocode a log-mel spectrogram (.npy) into a WAV file", f"{SYNTH} {MANY}",
+             "the log-mel spectrograms (.npy) or folders of them; '-' reads one from stdin"),
+            ("resynth", "re-synthesize an audio file through its log-mel spectrogram",
+             f"{RESYNTH} {MANY}",
+             "the audio files or folders of them; '-' reads one from stdin"),
+            ("corpus", "vocode a corpus of mels and audio files, here or on Ray", CORPUS,
+             "the .npy mels, audio files and folders of them")):
         p = sub.add_parser(name, help=summary, description=description)
-        p.add_argument("model", nargs="?", default=pretrained.DEFAULT,
+        p.add_argument("model", nargs="?", metavar="MODEL",
                        help=f"the model file (.npz) or an installed model's name (`jitvoc "
-                            f"models`; default {pretrained.DEFAULT})")
-        p.add_argument("input", help=input_help)
+                            f"models`; default {pretrained.DEFAULT}). A lone argument is the "
+                            f"input; of several, the first is the model if it names one")
+        p.add_argument("inputs", nargs="*", metavar="INPUT", help=input_help)
         p.add_argument("-o", "--output", required=True,
-                       help="the WAV file to write, or '-' for stdout. A file is written "
-                            "atomically and only a regular file other than the input is "
-                            "replaced")
+                       help="the WAV file to write, or '-' for stdout; with several inputs the "
+                            "folder to write into. A file is written atomically and only a "
+                            "regular file other than the input is replaced")
+        p.add_argument("--list", metavar="FILE",
+                       help="a file naming inputs, one path a line, relative to its folder")
+        p.add_argument("--jobs", type=int, metavar="N",
+                       help="processes for several inputs (default: the usable cores, "
+                            f"{corpus.usable_cores()} here); with --ray, Ray workers")
+        p.add_argument("--batch", type=int, default=1, metavar="B", help=BATCH_NOTE)
         p.add_argument("--cpu", help="the CPU generation to compile for (default: this host)")
         p.add_argument("--dtype", choices=DTYPES,
                        help="the arithmetic of the JIT engine (default int8); the reference "
                             "backend takes float32 only")
-        p.add_argument("--seed", type=int, default=0, help="the sampling seed (default 0)")
+        p.add_argument("--seed", type=int, default=0,
+                       help="the sampling seed of every file (default 0)")
         p.add_argument("--backend", choices=BACKENDS, default="jit",
                        help="jit (the default) or reference (the slow float32 NumPy oracle)")
         p.add_argument("--format", choices=tuple(SUBTYPES), default="int16",
                        help="the output samples: 16-bit PCM (int16, the default) or float32 "
                             "in [-1, 1]")
-        if name == "synth":
+        if name != "resynth":
             p.add_argument("--mel-layout", choices=MEL_LAYOUTS, default=MEL_LAYOUTS[0],
                            help="frames-mels: [frames, n_mels] (the default); mels-frames: "
                                 "[n_mels, frames] as librosa and torchaudio return it")
-        p.set_defaults(func=func)
+        if name == "corpus":
+            p.add_argument("--ray", action="store_true",
+                           help="run on Ray (a local instance, or the cluster --address names)")
+            p.add_argument("--address", metavar="ADDR",
+                           help="the Ray cluster to join, as ray.init(address=...) takes it "
+                                "(default: $RAY_ADDRESS, else a new local instance)")
+        p.set_defaults(func=_main, kinds=KINDS[name], command=name)
 
 
-def _synth(args) -> int:
-    check_output(args.output, [args.input])
-    vocoder = load(args.model, cpu=args.cpu, dtype=args.dtype, backend=args.backend)
-    mel = vocoder.frames_first(_read_mel(args.input), args.mel_layout)
-    _vocode(vocoder, mel, args, n_samples=len(mel) * vocoder.hop_length)
-    return 0
+def _main(args) -> int:
+    if args.batch < 1:
+        raise JitvocError(f"--batch must be at least 1, got {args.batch}")
+    if args.batch > 1:
+        raise JitvocError(f"--batch {args.batch}: batched generation (several streams per "
+                          f"process) is not implemented yet; use --batch 1 and --jobs")
+    if args.jobs is not None and args.jobs < 1:
+        raise JitvocError(f"--jobs must be at least 1, got {args.jobs}")
+    if getattr(args, "address", None) and not args.ray:
+        raise JitvocError("--address names a Ray cluster: it needs --ray")
+    model, inputs = _model_and_inputs(args)
+    if not _is_corpus(args, inputs):
+        if not inputs:
+            raise JitvocError("no input given")
+        return _single(args, model, inputs[0])
+    if "-" in inputs:
+        raise JitvocError("'-' (stdin) is for a single input, not for a corpus")
+    return _corpus(args, model, corpus.collect(inputs, args.kinds, args.list))
 
 
-def _resynth(args) -> int:
-    check_output(args.output, [args.input])
-    vocoder = load(args.model, cpu=args.cpu, dtype=args.dtype, backend=args.backend)
-    audio, rate, notes = read_audio(args.input, vocoder.sample_rate)
+def _model_and_inputs(args) -> tuple[str, list]:
+    """The model and the inputs among the positional arguments. With one, it is the input;
+    with more, the first is the model if it names one (an .npz file, an installed model, or a
+    bare name that is no file and has no input's suffix), else every one is an input."""
+    paths = ([args.model] if args.model else []) + args.inputs
+    if paths and (len(paths) > 1 or args.list) and _names_model(paths[0]):
+        return paths[0], paths[1:]
+    return pretrained.DEFAULT, paths
+
+
+def _names_model(path) -> bool:
+    suffixes = corpus.MEL_SUFFIXES + corpus.AUDIO_SUFFIXES
+    return (path.endswith(pretrained.SUFFIX) or path in pretrained.names()
+            or (pretrained.is_name(path) and not os.path.exists(path)
+                and not path.lower().endswith(suffixes)))
+
+
+def _is_corpus(args, inputs) -> bool:
+    return (args.command == "corpus" or len(inputs) > 1 or args.list is not None
+            or any(os.path.isdir(i) for i in inputs) or args.output.endswith(os.sep)
+            or os.path.isdir(args.output))
+
+
+def _load_args(args) -> dict:
+    return {"cpu": args.cpu, "dtype": args.dtype, "backend": args.backend}
+
+
+def _settings(args) -> corpus.Settings:
+    return corpus.Settings(args.seed, args.format, getattr(args, "mel_layout", MEL_LAYOUTS[0]))
+
+
+def _corpus(args, model, items) -> int:
+    """Vocode every item into the folder args.output; 1 if any file failed."""
+    on_ray = getattr(args, "ray", False)
+    tally = corpus.Tally(len(items))
+    from tqdm.contrib.logging import logging_redirect_tqdm
+    with logging_redirect_tqdm():   # messages above the bar, not through it
+        if on_ray:
+            _quiet_ray(args.verbose)
+            corpus.run_ray(model, items, args.output, _settings(args), args.jobs, tally.add,
+                           address=args.address, **_load_args(args))
+            how = f"Ray, {args.jobs or 'one per CPU'} workers"
+        else:
+            jobs = min(args.jobs or corpus.usable_cores(), len(items))
+            corpus.run(model, items, args.output, _settings(args), jobs, tally.add,
+                       **_load_args(args))
+            how = f"{jobs} process{'es' if jobs > 1 else ''}"
+        return tally.finish(args.output, f"{how}, {args.backend} backend, "
+                                         f"{args.dtype or 'int8'}")
+
+
+def _quiet_ray(verbose: int) -> None:
+    """Ray Data's own progress bars and execution notes off: the corpus bar is shown instead
+    (-v keeps the notes)."""
+    require("ray.data", "running on Ray", "'jitvoc[ray]'")
+    import ray.data
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    if not verbose:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def _single(args, model, source) -> int:
+    """One input to one file (or stdout), streamed with a progress bar over its samples."""
+    kind = args.kinds[0]   # corpus runs are never single
+    check_output(args.output, [source])
+    vocoder = load(model, **_load_args(args))
+    name = "stdin" if source == "-" else source
+    mel, n_samples, notes = corpus.prepare(vocoder, kind, corpus.read_bytes(source), name,
+                                           _settings(args).mel_layout)
     if notes:
-        log.info(f"note: {args.input}: {', '.join(notes)}")
-    if len(audio) == 0:
-        raise JitvocError(f"{args.input} holds no samples")
-    mel = mel_spectrogram(audio, rate, vocoder.model.mel_config)
-    _vocode(vocoder, mel, args, n_samples=len(audio))  # trimmed to the input's length
+        log.info(f"note: {source}: {', '.join(notes)}")
+    _vocode(vocoder, mel, args, n_samples)
     return 0
 
 
@@ -97,23 +199,3 @@ def _vocode(vocoder, mel, args, n_samples) -> None:
              f"({args.format}), synthesized in {wall:.2f} s = {duration / wall:.1f}x realtime "
              f"(real-time factor {wall / duration:.3f}; {args.backend} backend, "
              f"{vocoder.dtype}{'' if vocoder.cpu is None else ', cpu ' + str(vocoder.cpu)})")
-
-
-def _read_mel(path) -> np.ndarray:
-    """The .npy array in `path` (or stdin), its header checked before anything is allocated."""
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as f:
-                data = f.read()
-    except FileNotFoundError:
-        raise JitvocError(f"{path}: no such file") from None
-    except OSError as e:
-        raise JitvocError(f"{path}: cannot read it: {e}") from None
-    stream = io.BytesIO(data)
-    try:
-        header = npy.read_header(stream)
-        return npy.array_from(data[header.offset:], header)
-    except npy.NpyError as e:
-        raise JitvocError(f"{path}: not a readable .npy array: {e}") from None

@@ -1,0 +1,147 @@
+"""`jitvoc bench corpus`: one generated corpus vocoded by `jitvoc.corpus` with 1 and 2 worker
+processes and through Ray Data with 1 and 2 workers (a local instance), in one run.
+
+The corpus is --files audio files of --seconds each (noise at the model's rate) and the model
+a random_model(--hidden) at 24 kHz, saved with its activation ranges as exported models are
+(else every load measures them: 10 s at hidden 896). Two figures per setup, x realtime:
+"whole", the corpus's audio over the wall time of a whole run (model load, worker start-up,
+every file written), and "marginal", that of the corpus's second half, which the fixed costs
+do not reach; medians of rounds that time each setup once. Targets (issue 15): 2 processes at least 1.9x one, Ray on 2 workers
+within 15% of 2 processes. Batched generation (--batch, items 1-3 of the issue) is not built
+yet, so B = 1 only.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import corpus
+from ..audio import write_audio
+from ..model import random_model
+from ..optional import require
+from ..vocoder import load
+from . import report
+
+SETUPS = (("processes", 1), ("processes", 2), ("ray", 1), ("ray", 2))
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--files", type=int, default=16, help="files in the corpus (default 16)")
+    p.add_argument("--seconds", type=float, default=3.0,
+                   help="seconds of audio per file (default 3)")
+    p.add_argument("--hidden", type=int, default=896, help="the model's hidden size (default 896)")
+    p.add_argument("--dtype", default="int8", help="int8 (default), int16 or float32")
+    p.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
+    p.add_argument("--no-ray", action="store_true", help="leave the Ray setups out")
+    p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
+
+
+def make_corpus(folder: Path, files: int, seconds: float, sample_rate: int) -> list:
+    """`files` WAVs of `seconds` of noise each, in `folder`."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        noise = rng.standard_normal(int(seconds * sample_rate)) * 3000
+        write_audio(folder / f"f{i:03d}.wav", noise.astype(np.int16), sample_rate)
+    return corpus.collect([folder], ("audio",))
+
+
+def _time_run(setup, workers, model, items, out, dtype) -> float:
+    """Wall seconds of one whole corpus run; every file must succeed."""
+    failed = []
+
+    def report_(result):
+        if result.error:
+            failed.append(result.error)
+    start = time.perf_counter()
+    if setup == "processes":
+        corpus.run(model, items, out, jobs=workers, report=report_, dtype=dtype)
+    else:
+        corpus.run_ray(model, items, out, workers=workers, report=report_, dtype=dtype)
+    wall = time.perf_counter() - start
+    if failed:
+        raise RuntimeError(f"bench corpus: files failed: {failed[:3]}")
+    return wall
+
+
+def measure(model, items, seconds, setups, repeats, dtype, tmp) -> dict:
+    """{(setup, workers): {"whole": [...], "marginal": [...]}}, x realtime per round: "whole"
+    of the whole corpus, "marginal" of its second half (the runs of all of it and of its
+    first half differ by that half alone: start-up, load and the first files cancel)."""
+    half = len(items) // 2
+    speeds = {s: {"whole": [], "marginal": []} for s in setups}
+    for r in range(repeats):
+        for setup, workers in setups:
+            walls = [_time_run(setup, workers, model, part, tmp / f"out-{setup}{workers}-{r}-{i}",
+                               dtype) for i, part in enumerate((items[:half], items))]
+            speeds[(setup, workers)]["whole"].append(len(items) * seconds / walls[1])
+            speeds[(setup, workers)]["marginal"].append(
+                (len(items) - half) * seconds / (walls[1] - walls[0]))
+    return speeds
+
+
+def run(args) -> int:
+    setups = [s for s in SETUPS if not (args.no_ray and s[0] == "ray")]
+    with tempfile.TemporaryDirectory(prefix="jitvoc-bench-corpus-") as name:
+        tmp = Path(name)
+        model = tmp / "model.npz"   # with its activation ranges, as exported models have
+        corpus.calibrated(load(random_model(hidden=args.hidden, sample_rate=24000),
+                               dtype=args.dtype)).save(model)
+        items = make_corpus(tmp / "in", args.files, args.seconds, 24000)
+        corpus.run(model, items[:1], tmp / "warm", jobs=1, dtype=args.dtype)  # kernels cached
+        if not args.no_ray:
+            _start_ray()
+        speeds = measure(model, items, args.seconds, setups, args.repeats, args.dtype, tmp)
+    table, figures = _table(speeds, args)
+    print(table.text())
+    if args.markdown:
+        Path(args.markdown).write_text(table.markdown() + "\n")
+    if args.json:
+        report.write_json(args.json, {"figures": figures, "speeds": {
+            f"{s} {w}": runs for (s, w), runs in speeds.items()}})
+    return 0
+
+
+def _start_ray() -> None:
+    ray = require("ray", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
+    require("ray.data", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
+    if not ray.is_initialized():
+        ray.init(num_cpus=min(2, corpus.usable_cores()), include_dashboard=False,
+                 log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)   # no notes per execution
+
+
+def _table(speeds, args):
+    med = {k: {kind: float(np.median(v)) for kind, v in runs.items()} for k, runs in
+           speeds.items()}
+    base = med[("processes", 1)]
+    rows, figures = [], {}
+    for (setup, workers), m in med.items():
+        spread = report.summary(speeds[(setup, workers)]["marginal"])[1]
+        rows.append([setup, workers, f"{m['whole']:.2f}", f"{m['whole'] / base['whole']:.2f}",
+                     f"{m['marginal']:.2f}", f"{m['marginal'] / base['marginal']:.2f}",
+                     f"{100 * spread:.0f}%"])
+        figures[f"{setup} {workers}"] = m
+    notes = [f"{args.files} files x {args.seconds:g} s of noise, random_model({args.hidden}) at "
+             f"24 kHz, {args.dtype}, native; medians of {args.repeats} rounds; "
+             f"{corpus.usable_cores()} usable cores",
+             "whole: the corpus's audio over the wall time of a whole run (load, worker "
+             "start-up, files written); marginal: the second half's audio over the difference "
+             "between a run of the whole corpus and one of its first half (fixed costs cancel)"]
+    for kind in ("marginal", "whole"):
+        if ("processes", 2) in med:
+            notes.append(f"{kind}: 2 processes / 1: "
+                         f"{med[('processes', 2)][kind] / base[kind]:.2f}x (target >= 1.9x)")
+        if ("ray", 2) in med:
+            ratio = med[("ray", 2)][kind] / med[("processes", 2)][kind]
+            notes.append(f"{kind}: Ray 2 workers / 2 processes: {ratio:.2f} (target >= 0.85)")
+    headers = ["setup", "workers", "whole x realtime", "vs 1 process", "marginal x realtime",
+               "vs 1 process", "spread"]
+    return report.Table("corpus: jitvoc.corpus on processes and on Ray", headers, rows,
+                        notes), figures

@@ -1,0 +1,458 @@
+"""Corpus mode: many files vocoded on every core of this machine or on a Ray cluster.
+
+Inputs (files, folders searched recursively, list files) become Items: a source, the kind of
+input (a .npy log-mel or an audio file) and the output's name under the output folder. Every
+file is vocoded exactly as `jitvoc synth` / `jitvoc resynth` vocode one file, so each output
+equals the single-file result. Outputs are written atomically; a file that fails is reported
+and the run goes on.
+
+Locally the parent loads the model first, so the kernels are compiled once and the verified
+kernel cache is warm; worker processes (spawned, one per core) then load them from the cache.
+On Ray (`run_ray`) a Ray Data pipeline reads the files, vocodes them in actors that each load
+the model once (`RayVocoder`), and the driver writes the WAVs (docs/corpus.md).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import npy
+from .audio import check_output, decode_audio, wav_bytes
+from .atomic import atomic_file
+from .engine_jit import activation_ranges
+from .errors import JitvocError
+from .mel import mel_spectrogram
+from .model import Model
+from .optional import require
+from .progress import progress_bar
+from .vocoder import load
+
+MEL_SUFFIXES = (".npy",)
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
+                  ".au", ".caf", ".w64", ".rf64")
+KINDS = {"mel": MEL_SUFFIXES, "audio": AUDIO_SUFFIXES}
+log = logging.getLogger("jitvoc")
+
+
+@dataclass(frozen=True)
+class Item:
+    source: str    # the input file
+    name: str      # the output's path under the output folder
+    kind: str      # "mel" or "audio"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How every file is vocoded: the command line's --seed, --format and --mel-layout."""
+    seed: int = 0
+    format: str = "int16"
+    mel_layout: str = "frames-mels"
+
+
+@dataclass(frozen=True)
+class Result:
+    item: Item
+    audio_s: float = 0.0          # seconds of audio written
+    error: str | None = None      # why the file failed
+    notes: tuple = ()             # what reading changed (channels mixed down, resampled)
+
+
+# --- the corpus -------------------------------------------------------------------------------
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def collect(inputs, kinds=("mel", "audio"), list_file=None) -> list[Item]:
+    """Items for input paths (files; folders, searched recursively for files of `kinds`) and the
+    lines of `list_file` (one path a line, relative to the list's folder; '#' comments).
+    A file's output keeps its path relative to the folder or list it came from."""
+    found = []
+    if list_file is not None:
+        found += _listed(list_file, kinds)
+    for path in map(os.fspath, inputs):
+        if os.path.isdir(path):
+            found += _walk(path, kinds)
+        else:
+            found.append(_item(path, os.path.dirname(path), kinds))
+    if not found:
+        raise JitvocError(f"no input files found (looked for {', '.join(_suffixes(kinds))})")
+    _check_unique(found)
+    return found
+
+
+def _suffixes(kinds) -> tuple:
+    return tuple(s for k in kinds for s in KINDS[k])
+
+
+def _item(path, root, kinds) -> Item:
+    """The Item of `path`, its output named by its path relative to `root` (else its name)."""
+    rel = os.path.relpath(path, root or ".")
+    if rel.startswith(os.pardir):
+        rel = os.path.basename(path)
+    suffix = os.path.splitext(path)[1].lower()
+    kind = next((k for k in kinds if suffix in KINDS[k]), kinds[-1])
+    return Item(path, os.path.splitext(rel)[0] + ".wav", kind)
+
+
+def _walk(folder, kinds) -> list[Item]:
+    suffixes = _suffixes(kinds)
+    items = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        items += [_item(os.path.join(root, f), folder, kinds) for f in sorted(files)
+                  if f.lower().endswith(suffixes) and not f.startswith(".")]
+    return items
+
+
+def _listed(list_file, kinds) -> list[Item]:
+    try:
+        with open(list_file, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+    except FileNotFoundError:
+        raise JitvocError(f"{list_file}: no such list file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise JitvocError(f"{list_file}: cannot read the list: {e}") from None
+    base = os.path.dirname(os.fspath(list_file))
+    return [_item(os.path.join(base, line), base, kinds)
+            for line in lines if line and not line.startswith("#")]
+
+
+def _check_unique(items) -> None:
+    seen = {}
+    for item in items:
+        other = seen.setdefault(item.name, item.source)
+        if other != item.source:
+            raise JitvocError(f"{other} and {item.source} would both be written to "
+                              f"{item.name}: rename one, or give them in separate runs")
+
+
+def prepare_output(out_dir) -> None:
+    """Create the output folder; refuse a path that exists and is not a folder."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise JitvocError(f"{out_dir} is not a folder: with several inputs -o names the folder "
+                          f"the outputs go to")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise JitvocError(f"cannot create the output folder {out_dir}: {e}") from None
+
+
+# --- one file ---------------------------------------------------------------------------------
+def read_bytes(path) -> bytes:
+    """The bytes of a file, or of stdin for '-'."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise JitvocError(f"{path}: no such file") from None
+    except OSError as e:
+        raise JitvocError(f"{path}: cannot read it: {e}") from None
+
+
+def decode_mel(data: bytes, name: str) -> np.ndarray:
+    """The .npy array in `data`, its header checked before anything is allocated."""
+    try:
+        header = npy.read_header(io.BytesIO(data))
+        return npy.array_from(data[header.offset:], header)
+    except npy.NpyError as e:
+        raise JitvocError(f"{name}: not a readable .npy array: {e}") from None
+
+
+def prepare(vocoder, kind, data: bytes, name: str, mel_layout: str):
+    """(mel [frames, n_mels], samples to keep, notes) for the bytes of an input of `kind`:
+    a .npy mel in `mel_layout`, or an audio file (its mel; its length is kept)."""
+    if kind == "mel":
+        mel = vocoder.frames_first(decode_mel(data, name), mel_layout)
+        return mel, len(mel) * vocoder.hop_length, []
+    audio, rate, notes = decode_audio(data, name, vocoder.sample_rate)
+    if len(audio) == 0:
+        raise JitvocError(f"{name} holds no samples")
+    return mel_spectrogram(audio, rate, vocoder.model.mel_config), len(audio), notes
+
+
+def vocode(vocoder, kind, data: bytes, name: str, settings: Settings):
+    """(WAV bytes, seconds of audio, notes) for the bytes of one input."""
+    mel, n_samples, notes = prepare(vocoder, kind, data, name, settings.mel_layout)
+    audio = vocoder.synthesize(mel, seed=settings.seed)[:n_samples]
+    return (wav_bytes(audio, vocoder.sample_rate, settings.format),
+            len(audio) / vocoder.sample_rate, tuple(notes))
+
+
+def _failure(item, error) -> Result:
+    """A Result for a file that failed; the message names the file."""
+    message = str(error) if isinstance(error, JitvocError) else \
+        f"internal error: {type(error).__name__}: {error}"
+    if item.source not in message:
+        message = f"{item.source}: {message}"
+    return Result(item, error=message)
+
+
+def write_output(out_dir, item, data: bytes) -> None:
+    path = os.path.join(out_dir, item.name)
+    check_output(path, [item.source])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_file(path, JitvocError) as f:
+        f.write(data)
+
+
+def process(vocoder, item, out_dir, settings) -> Result:
+    """Vocode one file into the output folder; a failure comes back as a Result."""
+    try:
+        data, seconds, notes = vocode(vocoder, item.kind, read_bytes(item.source),
+                                      item.source, settings)
+        write_output(out_dir, item, data)
+        return Result(item, seconds, notes=notes)
+    except Exception as e:   # every failure of one file is reported, the run goes on
+        return _failure(item, e)
+
+
+# --- progress and the summary ----------------------------------------------------------------
+class Tally:
+    """Counts results, moves the bar (files, seconds of audio, x realtime), logs failures."""
+
+    def __init__(self, total: int, progress: bool = True):
+        self.total, self.start = total, time.perf_counter()
+        self.audio_s, self.done, self.failed, self.noted = 0.0, 0, [], 0
+        self.bar = progress_bar(total, unit="file", enabled=progress)
+
+    def add(self, result: Result) -> None:
+        self.done += 1
+        if result.error:
+            self.failed.append(result)
+            log.error(f"error: {result.error}")
+        else:
+            self.audio_s += result.audio_s
+        if result.notes:
+            self.noted += 1
+            log.debug(f"note: {result.item.source}: {', '.join(result.notes)}")
+        self.bar.set_postfix_str(f"{self.audio_s:.1f} s of audio, {self.speed():.1f}x realtime",
+                                 refresh=False)
+        self.bar.update(1)
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.start
+
+    def speed(self) -> float:
+        """Seconds of audio per second of wall time."""
+        return self.audio_s / max(self.wall(), 1e-9)
+
+    def finish(self, out_dir, how: str) -> int:
+        """Close the bar, log the summary; the exit status: 1 if any file failed."""
+        self.bar.close()
+        written = self.done - len(self.failed)
+        log.info(f"wrote {written} of {self.total} files to {out_dir}: {self.audio_s:.2f} s of "
+                 f"audio in {self.wall():.2f} s = {self.speed():.1f}x realtime ({how})")
+        if self.noted:
+            log.info(f"note: {self.noted} input{'s were' if self.noted > 1 else ' was'} mixed "
+                     f"down or resampled (-v names them)")
+        if self.failed:
+            log.error(f"{len(self.failed)} of {self.total} files failed: "
+                      + ", ".join(r.item.source for r in self.failed[:5])
+                      + (", ..." if len(self.failed) > 5 else ""))
+            return 1
+        return 0
+
+
+# --- every core of this machine ------------------------------------------------------------------
+def run(model, items, out_dir, settings=Settings(), jobs=None, report=None, **load_args):
+    """Vocode `items` into `out_dir` with `jobs` processes (default: the usable cores); each
+    Result goes to `report` as it arrives. `model` and `load_args` (cpu, dtype, backend) as
+    jitvoc.load takes them. The model is loaded here first: the kernels are compiled (once)
+    and cached before any worker starts, and the workers load them from the cache."""
+    report = report or (lambda result: None)
+    if jobs is not None and jobs < 1:
+        raise JitvocError(f"--jobs must be at least 1, got {jobs}")
+    jobs = min(jobs or usable_cores(), len(items))
+    prepare_output(out_dir)
+    vocoder = load(model, **load_args)
+    if jobs <= 1:
+        for item in items:
+            report(process(vocoder, item, out_dir, settings))
+        return
+    spec = (calibrated(vocoder), load_args)
+    del vocoder
+    _run_processes(spec, _longest_first(items), out_dir, settings, jobs, report)
+
+
+def calibrated(vocoder) -> Model:
+    """The vocoder's model with the activation ranges its integer plan used in its meta, so
+    that a model without them is measured once, here, not again in every worker (10 s for a
+    random hidden-896 model)."""
+    if vocoder.backend != "jit" or vocoder.dtype == "float32":
+        return vocoder.model   # no integer activations: nothing measured
+    model = vocoder.model
+    ranges = activation_ranges(model)   # measured, and remembered, by the load above
+    meta = model.meta   # a copy
+    q = meta.setdefault("quantization", {})
+    q["activation_ranges"] = {**q.get("activation_ranges", {}),
+                              **{name: {"max": peak} for name, peak in ranges.items()}}
+    return Model(model.weights, model.masks, meta)
+
+
+def _longest_first(items) -> list[Item]:
+    """Items by decreasing file size, so that no long file starts last (better balance)."""
+    def size(item):
+        try:
+            return os.path.getsize(item.source)
+        except OSError:
+            return 0
+    return sorted(items, key=size, reverse=True)
+
+
+def _run_processes(spec, items, out_dir, settings, jobs, report) -> None:
+    ctx = multiprocessing.get_context("spawn")   # no forked copy of LLVM, threads or locks
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for item in items + [None] * jobs:
+        tasks.put(item)
+    workers = [ctx.Process(target=_worker, args=(spec, out_dir, settings, tasks, results),
+                           daemon=True) for _ in range(jobs)]
+    for w in workers:
+        w.start()
+    try:
+        remaining = len(items)
+        while remaining:
+            try:
+                message = results.get(timeout=0.5)
+            except queue.Empty:
+                _check_alive(workers)
+                continue
+            if isinstance(message, Result):
+                report(message)
+                remaining -= 1
+            elif isinstance(message, JitvocError):
+                raise message
+            else:
+                log.debug(message)
+        for w in workers:   # done: each exits at its None
+            w.join(timeout=10)
+        while not results.empty():   # the load times of workers that started late
+            log.debug(results.get())
+    finally:
+        _stop(workers)
+
+
+def _check_alive(workers) -> None:
+    for w in workers:
+        if w.exitcode not in (None, 0):
+            raise JitvocError(f"a worker process died (exit status {w.exitcode}); the outputs "
+                              f"written so far are complete")
+
+
+def _stop(workers) -> None:
+    """Stop the workers: SIGTERM lets one that is writing remove its temporary file."""
+    for w in workers:
+        if w.is_alive():
+            w.terminate()
+    for w in workers:
+        w.join(timeout=2)
+        if w.is_alive():
+            w.kill()
+            w.join()
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _worker(spec, out_dir, settings, tasks, results) -> None:
+    """A worker process: load the model (kernels from the cache), vocode items until None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C and stops us
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    model, load_args = spec
+    start = time.perf_counter()
+    try:
+        vocoder = load(model, **load_args)
+    except Exception as e:   # the parent loaded it: only a changed file or cache gets here
+        results.put(JitvocError(f"a worker process could not load the model: {e}"))
+        return
+    results.put(f"worker {os.getpid()}: model loaded in {time.perf_counter() - start:.2f} s")
+    while (item := tasks.get()) is not None:
+        results.put(process(vocoder, item, out_dir, settings))
+
+
+# --- many machines: Ray Data ---------------------------------------------------------------------
+class RayVocoder:
+    """The Ray Data actor: loads the model once, then vocodes batches of rows {bytes, path}
+    into rows {path, wav, audio_s, notes, error} (batch_format "numpy")."""
+
+    def __init__(self, model, kinds: dict, settings: Settings, load_args: dict):
+        self.vocoder = load(model, **load_args)
+        self.kinds, self.settings = kinds, settings
+
+    def __call__(self, batch: dict) -> dict:
+        out = {"path": [], "wav": [], "audio_s": [], "notes": [], "error": []}
+        for data, path in zip(batch["bytes"], batch["path"]):
+            try:
+                wav, seconds, notes = vocode(self.vocoder, self.kinds[path], bytes(data), path,
+                                             self.settings)
+                error = ""
+            except Exception as e:   # reported per file; the pipeline goes on
+                wav, seconds, notes = b"", 0.0, ()
+                error = _failure(Item(path, "", ""), e).error
+            for key, value in zip(out, (path, wav, seconds, "; ".join(notes), error)):
+                out[key].append(value)
+        return {k: np.array(v, dtype=object if k != "audio_s" else np.float64)
+                for k, v in out.items()}
+
+
+def pipeline(model, items, settings=Settings(), workers=None, **load_args):
+    """The Ray Data pipeline (lazy): read the files, vocode them in `workers` RayVocoder
+    actors of one CPU each (default: the cluster's CPUs). Ray must be initialised."""
+    ray = require("ray", "running on Ray", "'jitvoc[ray]'")
+    require("ray.data", "running on Ray", "'jitvoc[ray]'")
+    workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    # Reading takes no CPU of its own: with every CPU held by an actor, reads needing one
+    # would never be scheduled.
+    kinds = {os.path.abspath(item.source): item.kind for item in items}
+    files = ray.data.read_binary_files(list(kinds), include_paths=True, num_cpus=0)
+    # A fixed pool of one-CPU actors, each sent one file at a time: files take seconds, so
+    # balance matters more than prefetching. (`concurrency=` is deprecated since Ray 2.51.)
+    actors = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)
+    return files.map_batches(RayVocoder, fn_constructor_args=(model, kinds, settings, load_args),
+                             batch_size=1, batch_format="numpy", compute=actors, num_cpus=1)
+
+
+def run_ray(model, items, out_dir, settings=Settings(), workers=None, report=None,
+            address=None, **load_args) -> None:
+    """`run` on Ray: the pipeline's results come back to this process, which writes them.
+    Ray is started here (ray.init(address=address)) unless it is already initialised."""
+    ray = require("ray", "running on Ray", "'jitvoc[ray]'")
+    report = report or (lambda result: None)
+    prepare_output(out_dir)
+    # A bad model or CPU fails here, not in every actor; the actors get the Model itself, so
+    # that the machines of a cluster need no copy of its file.
+    model = calibrated(load(model, **load_args))
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    readable = []
+    for item in items:
+        if os.path.isfile(item.source):
+            readable.append(item)
+        else:
+            report(_failure(item, JitvocError(f"{item.source}: no such file")))
+    if not readable:
+        return
+    by_path = {os.path.abspath(item.source): item for item in readable}
+    ds = pipeline(model, readable, settings, workers, **load_args)
+    for row in ds.iter_rows():
+        item = by_path[row["path"]]
+        if row["error"]:
+            report(Result(item, error=row["error"]))
+            continue
+        try:
+            write_output(out_dir, item, row["wav"])
+            notes = tuple(row["notes"].split("; ")) if row["notes"] else ()
+            report(Result(item, row["audio_s"], notes=notes))
+        except JitvocError as e:
+            report(_failure(item, e))

@@ -1,0 +1,194 @@
+"""Corpus mode (issue 15, items 4 and 5): many inputs on every core, per-file errors, atomic
+outputs, kernels compiled once, and the Ray Data pipeline on a local Ray instance."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from jitvoc import corpus
+from jitvoc.cli import main
+from jitvoc.errors import JitvocError
+from jitvoc.model import random_model
+
+ROOT = Path(__file__).resolve().parent.parent
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "m.npz"
+    random_model(hidden=32, density=0.25, sample_rate=SR, n_mels=8, cond_channels=8).save(path)
+    return path
+
+
+def _corpus(folder: Path) -> Path:
+    """Five short inputs: audio of several formats and rates in a nested folder, and mels."""
+    rng = np.random.default_rng(0)
+    (folder / "sub").mkdir(parents=True)
+    for i, n in enumerate((2000, 4100, 1500)):
+        sf.write(folder / f"a{i}.wav", rng.standard_normal(n) * 0.1, SR, subtype="PCM_16")
+    sf.write(folder / "sub" / "b.flac", rng.standard_normal(3000) * 0.1, 22050)
+    np.save(folder / "sub" / "m.npy", rng.normal(-4, 2, (7, 8)).astype(np.float32))
+    return folder
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    return _corpus(tmp_path / "in")
+
+
+def cli(*argv) -> int:
+    return main([str(a) for a in argv])
+
+
+def single(model_path, command, source, out) -> bytes:
+    """The single-file result: `jitvoc synth|resynth MODEL source -o out`."""
+    assert cli(command, model_path, source, "-o", out) == 0
+    return Path(out).read_bytes()
+
+
+def test_collect_walks_folders_and_lists(inputs, tmp_path):
+    items = corpus.collect([inputs])
+    assert [(i.name, i.kind) for i in items] == [
+        ("a0.wav", "audio"), ("a1.wav", "audio"), ("a2.wav", "audio"),
+        ("sub/b.wav", "audio"), ("sub/m.wav", "mel")]
+    assert [i.name for i in corpus.collect([inputs], kinds=("mel",))] == ["sub/m.wav"]
+    (inputs / "list.txt").write_text("# two files\nsub/b.flac\n\na0.wav\n")
+    listed = corpus.collect([], ("audio",), list_file=inputs / "list.txt")
+    assert [(i.source, i.name) for i in listed] == [(str(inputs / "sub/b.flac"), "sub/b.wav"),
+                                                    (str(inputs / "a0.wav"), "a0.wav")]
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: ([d / "x" / "a.wav", d / "y" / "a.wav"], None), "would both be written to a.wav"),
+    (lambda d: ([d / "empty"], None), "no input files found"),
+    (lambda d: ([], d / "missing.txt"), "missing.txt: no such list file"),
+])
+def test_collect_refuses(tmp_path, make, message):
+    (tmp_path / "empty").mkdir()
+    paths, list_file = make(tmp_path)
+    with pytest.raises(JitvocError, match=message):
+        corpus.collect(paths, list_file=list_file)
+
+
+@pytest.mark.parametrize("jobs", [pytest.param(1, marks=pytest.mark.slow), 2])
+def test_each_output_equals_the_single_file_result(model_path, inputs, tmp_path, jobs, capsys):
+    out = tmp_path / "out"
+    assert cli("corpus", model_path, inputs, "-o", out, "--jobs", jobs) == 0
+    err = capsys.readouterr().err
+    assert f"wrote 5 of 5 files to {out}" in err and "x realtime" in err
+    assert "note: 1 input was mixed down or resampled" in err
+    for source, name, command in (("a1.wav", "a1.wav", "resynth"),
+                                  ("sub/b.flac", "sub/b.wav", "resynth"),
+                                  ("sub/m.npy", "sub/m.wav", "synth")):
+        want = single(model_path, command, inputs / source, tmp_path / "single.wav")
+        assert (out / name).read_bytes() == want, name
+    assert sorted(p.name for p in out.rglob("*")) == sorted(
+        ["a0.wav", "a1.wav", "a2.wav", "sub", "b.wav", "m.wav"])   # no temporary files
+
+
+def test_resynth_takes_many_files_and_reports_failures(model_path, inputs, tmp_path, capsys):
+    (inputs / "bad.wav").write_bytes(b"not audio")
+    (inputs / "empty.wav").write_bytes(b"")
+    out = tmp_path / "out"
+    code = cli("resynth", model_path, inputs / "a0.wav", inputs / "bad.wav", inputs / "gone.wav",
+               inputs / "a2.wav", inputs / "empty.wav", "-o", out, "--jobs", 2)
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert f"error: {inputs / 'bad.wav'}: not a readable audio file (Error opening " \
+           f"'{inputs / 'bad.wav'}'" in err
+    assert f"error: {inputs / 'gone.wav'}: no such file" in err
+    assert f"{inputs / 'empty.wav'}: not a readable audio file" in err
+    assert "wrote 2 of 5 files" in err and "3 of 5 files failed" in err
+    assert sorted(os.listdir(out)) == ["a0.wav", "a2.wav"]
+
+
+def test_a_default_model_and_the_model_first(model_path, inputs, tmp_path, capsys):
+    """With several inputs the first is the model only if it names one."""
+    args = ["a0.wav", "a2.wav", "-o", tmp_path / "o", "--jobs", 1]
+    os.chdir(inputs)
+    assert cli("resynth", model_path, *args) == 0
+    assert cli("resynth", "no_such_model", *args) == 2
+    assert "unknown model name 'no_such_model'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--batch", "4"], "--batch 4: batched generation .* is not implemented yet"),
+    (["--batch", "0"], "--batch must be at least 1"),
+    (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--address", "auto"], "--address names a Ray cluster: it needs --ray"),
+])
+def test_bad_options(model_path, inputs, tmp_path, capsys, argv, message):
+    assert cli("corpus", model_path, inputs, "-o", tmp_path / "o", *argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_one_input_into_a_folder(model_path, inputs, tmp_path, capsys):
+    """-o naming a folder (existing, or ending in '/') makes even one input a corpus run."""
+    want = single(model_path, "resynth", inputs / "a0.wav", tmp_path / "single.wav")
+    assert cli("resynth", model_path, inputs / "a0.wav", "-o", f"{tmp_path / 'new'}/") == 0
+    assert (tmp_path / "new" / "a0.wav").read_bytes() == want
+    assert cli("resynth", model_path, inputs / "a0.wav", "-", "-o", tmp_path / "new") == 2
+    assert "'-' (stdin) is for a single input" in capsys.readouterr().err
+
+
+def test_output_folder_must_be_a_folder(model_path, inputs, tmp_path, capsys):
+    (tmp_path / "file").write_bytes(b"x")
+    assert cli("resynth", model_path, inputs, "-o", tmp_path / "file") == 2
+    assert "file is not a folder" in capsys.readouterr().err
+    assert (tmp_path / "file").read_bytes() == b"x"
+
+
+def test_an_input_is_never_overwritten(model_path, inputs, capsys):
+    before = (inputs / "a0.wav").read_bytes()
+    assert cli("resynth", model_path, inputs, "-o", inputs, "--jobs", 1) == 1
+    assert "it is the input file" in capsys.readouterr().err
+    assert (inputs / "a0.wav").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_workers_load_the_kernels_compiled_once(model_path, inputs, tmp_path):
+    """With an empty kernel cache the parent compiles each module once; both workers load
+    them from the cache (a recompiling worker would print its own 'compiled' lines)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JITVOC_CACHE=str(tmp_path / "cache"),
+               JITVOC_DEBUG="2")
+    r = subprocess.run([sys.executable, "-m", "jitvoc", "-v", "corpus", str(model_path),
+                        str(inputs), "-o", str(tmp_path / "out"), "--jobs", "2"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    compiled = re.findall(r"compiled (\S+) for", r.stderr)
+    assert compiled and len(compiled) == len(set(compiled)), compiled
+    assert len(re.findall(r"worker \d+: model loaded", r.stderr)) == 2, r.stderr
+
+
+# --- Ray ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'jitvoc[ray]'")
+    pytest.importorskip("ray.data", reason="ray.data is not installed: pip install 'ray[data]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_outputs_equal_the_single_process_result(local_ray, model_path, inputs, tmp_path,
+                                                    capsys):
+    (inputs / "bad.wav").write_bytes(b"not audio")
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    assert cli("corpus", model_path, inputs, "-o", local, "--jobs", 1) == 1
+    assert cli("corpus", model_path, inputs, "-o", on_ray, "--ray", "--jobs", 2) == 1
+    err = capsys.readouterr().err
+    assert f"error: {inputs / 'bad.wav'}: not a readable audio file" in err
+    assert "wrote 5 of 6 files" in err and "Ray, 2 workers" in err
+    names = sorted(str(p.relative_to(local)) for p in local.rglob("*.wav"))
+    assert len(names) == 5
+    assert sorted(str(p.relative_to(on_ray)) for p in on_ray.rglob("*.wav")) == names
+    for name in names:
+        assert (on_ray / name).read_bytes() == (local / name).read_bytes(), name
