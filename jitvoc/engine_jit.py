@@ -52,10 +52,18 @@ def _measure(model) -> dict:
     t = np.arange(frames * hop) / sr
     audio = (8000 * np.sin(2 * np.pi * (100 + 3000 * t) * t)).astype(np.int16)
     h = teacher_forced_states(model, mel_spectrogram(audio, sr, model.mel_config), audio)
-    w, H2 = model.weights, model.hidden // 2
-    z1 = np.maximum(h[:, :H2] @ w["out.O1"].T + w["out.b1"], 0)
-    z3 = np.maximum(h[:, H2:] @ w["out.O3"].T + w["out.b3"], 0)
-    return {"out.O2": float(z1.max()) * 1.5, "out.O4": float(z3.max()) * 1.5}
+    return {m: float(_output(model, h, BY_NAME[BY_NAME[m].reads]).max()) * 1.5
+            for m in RELU_READERS}
+
+
+def _output(model, h, matrix) -> np.ndarray:
+    """What a matrix that reads the state computes over the states h: bias added, relu'd if it
+    has one."""
+    w, half = model.weights, model.hidden // 2
+    lo = matrix.state_offset(model.hidden)
+    x = h[:, lo:lo + half] if matrix.reads_half else h
+    z = x @ w[matrix.name].T + w[matrix.bias]
+    return np.maximum(z, 0) if matrix.relu else z
 
 
 def _announce(names) -> None:

@@ -193,9 +193,9 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
     plan = planner.build_plan(w_codes, row_scale, mask, dtype, gen, block=block, isa_name=isa,
                               variant=variant, x_signed=x_signed)
     if variant == "baked":
-        products = planner.baked_products(mask, plan.spec.block, dtype, plan.spec.isa, gen)
-        if products > planner.BAKE_LIMIT:
-            raise InputError(f"variant='baked' would unroll {products} vector products, over the "
+        size = planner.baked_instructions(mask, plan.spec.block, dtype, plan.spec.isa, gen)
+        if size > planner.BAKE_LIMIT:
+            raise InputError(f"variant='baked' would unroll about {size} instructions, over the "
                              f"compile budget of {planner.BAKE_LIMIT}; use 'grouped' or 'idx'")
     return MatVec(plan, gen, x_format)
 

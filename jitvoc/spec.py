@@ -79,7 +79,7 @@ SCAN_KINDS = ("serial", "reduce")
 SCAN_BLOCK = 4  # vectors per register block of a scan kernel
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScanSpec:
     """One scan kernel; ``name`` is its symbol, cache key, test id and benchmark label."""
     kind: str      # "serial" | "reduce"

@@ -138,7 +138,7 @@ def test_full_disk_compiles_without_caching_and_leaves_nothing(cache_dir, compil
 
 def _sparse_w():
     rng = np.random.default_rng(3)
-    return (rng.standard_normal((64, 128)) * (rng.random((64, 128)) < 0.1)).astype(np.float32)
+    return (rng.standard_normal((32, 64)) * (rng.random((32, 64)) < 0.1)).astype(np.float32)
 
 
 @pytest.mark.parametrize("how", ["edited",
@@ -160,7 +160,7 @@ def test_tampered_decision_is_a_miss(cache_dir, how):
         path.write_bytes(cache.entry_bytes(key, payload))
     second = build_matvec(w, "int8", autotune=True)
     assert second.kernel.dtype == "int8"
-    x = np.random.default_rng(4).standard_normal(128).astype(np.float32)
+    x = np.random.default_rng(4).standard_normal(64).astype(np.float32)
     _check(second, w, x)
     _check(first, w, x)
 

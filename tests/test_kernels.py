@@ -172,12 +172,12 @@ def test_cpu_from_environment(monkeypatch):
 
 def test_autotune_caches_decision_and_code(monkeypatch):
     from jitvoc import jit
-    w = _sparse(np.random.default_rng(3), (64, 128), 0.1, (16, 1))
+    w = _sparse(np.random.default_rng(3), (32, 64), 0.1, (16, 1))
     first = build_matvec(w, "int8", autotune=True)
     compiled = []
     real = jit.compile_object
     monkeypatch.setattr(jit, "compile_object", lambda *a: compiled.append(a) or real(*a))
     second = build_matvec(w, "int8", autotune=True)
     assert second.kernel == first.kernel and compiled == []
-    x = np.random.default_rng(4).standard_normal(128).astype(np.float32)
+    x = np.random.default_rng(4).standard_normal(64).astype(np.float32)
     check(second, w, x)

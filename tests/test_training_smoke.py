@@ -156,6 +156,7 @@ def test_rescaled_schedule_continues_where_it_was():
     assert sparsity_at(meta["step"], 0.95, 20000, 45000) == pytest.approx(z, rel=1e-6)
 
 
+@pytest.mark.slow   # 20-30 s of torch sampling
 def test_free_running_samples(tmp_path):
     """Free-running samples: one int16 array per recording, as long as the recording or the
     requested seconds, the same for the same seed; saved by name for score_free_running."""

@@ -22,7 +22,7 @@ from jitvoc.model import Model, load_model, random_model
 from jitvoc.plan.vocoder import plan_vocoder
 from jitvoc.representation import Representation, decode
 
-from conftest import RUNNABLE
+from conftest import RUNNABLE, diagonal
 
 KL_BOUND = {"int16": 1e-6, "int8": 2e-3}
 SR = 16000
@@ -79,7 +79,8 @@ def test_float32_samples_match_reference(any_model, speech_like):
                                   ref)
 
 
-@pytest.mark.parametrize("dtype", ["int16", "int8"])
+@pytest.mark.parametrize("any_model, dtype", diagonal(list(REPRESENTATIONS), ["int16", "int8"]),
+                         indirect=["any_model"])
 def test_quantized_kl_is_bounded(any_model, speech_like, reference_probs, dtype):
     p = jitvoc.load(any_model, dtype=dtype).teacher_forced(*speech_like)
     r = reference_probs

@@ -117,18 +117,31 @@ class LoopEmitter:
 
     # --- the function ----------------------------------------------------------------------------
     def _function(self, teacher: bool):
+        """One entry point: generate (sampling) or teacher_forced (the given samples)."""
         fn, a = define(self.m, LOOP_TEACHER if teacher else LOOP_GENERATE, self.plan.name)
-        if teacher:
-            probs, c_prev_a, f_prev_a, c_cur_a = a.probs, a.c_prev, a.f_prev, a.c_cur
-        else:
-            out, t0, cf, s_state, seed = a.out, a.t0, a.cf, a.s, a.seed
-        n, K, h = a.n, a.K, a.h
         b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.p = {key: load(b, a.params, CORE_FN.as_pointer() if key.endswith(".core") else ptr,
                             LOOP_PARAMS.slot(key), align=8, elem_type=ptr)
                   for key in LOOP_PARAMS.names}
-        self.h, self.K = h, K
-        # scratch, allocated once
+        self.h, self.K = a.h, a.K
+        self._scratch()
+        self.pbuf = alloca(b, f32, 256)
+        self.prefix = alloca(b, f32, 16)
+        c_prev, f_prev = b.alloca(i32), b.alloca(i32)
+        s_prev, self.y_prev = b.alloca(f32), b.alloca(f32)
+        slots = (c_prev, f_prev, s_prev)
+        if not teacher:
+            self._load_state(a, slots)
+        with counted_loop(b, 0, a.n, name="sample") as i:
+            self._sample(a, i, teacher, slots)
+        if not teacher:
+            self._store_state(a, slots)
+        b.ret_void()
+
+    def _scratch(self):
+        """The buffers of one call, allocated once: R's output, the bias (+ K) of the gates,
+        the other matrices' outputs and the activation buffers (codes of h, kept up to date)."""
+        b = self.b
         rows = {m: p.packed.rows_padded for m, p in self.plan.plans.items()}
         self.a = alloca(b, f32, rows["gru.R"], align=CACHE_LINE)
         self.bias_k = alloca(b, f32, rows["gru.R"], align=CACHE_LINE)   # bR (+ K_f: u, r)
@@ -142,53 +155,67 @@ class LoopEmitter:
         self.xbuf = {m: spmv.xin_buffer(e, b, reach if m == "gru.R" else 0)
                      for m, e in self.mv.items() if m not in shared}
         self.quantized_h = self.plan.plans["gru.R"].spec.dtype != "float32"
-        if self.quantized_h:  # codes of h for R (and O1/O3 when shared), kept up to date
-            r = self.mv["gru.R"]
-            if reach > r.x_pad:  # the part only O3 reads past R's own padding: zeros
-                with counted_loop(b, r.x_pad, reach, name="clear") as c:
-                    spmv.put_codes(r, b, self.xbuf["gru.R"], c, i32(0))
-            spmv.activations(r, b, h, self._x_inv("gru.R"), self.xbuf["gru.R"])
-        self.pbuf = alloca(b, f32, 256)
-        self.prefix = alloca(b, f32, 16)
-        c_prev, f_prev = b.alloca(i32), b.alloca(i32)
-        s_prev, self.y_prev = b.alloca(f32), b.alloca(f32)
-        if not teacher:
-            b.store(load(b, cf, i32, 0, align=4), c_prev)
-            b.store(load(b, cf, i32, 1, align=4), f_prev)
-            b.store(load(b, s_state, f32, 0, align=4), s_prev)
-            b.store(load(b, s_state, f32, 1, align=4), self.y_prev)
+        if self.quantized_h:
+            self._h_codes(reach)
 
-        with counted_loop(b, 0, n, name="sample") as i:
-            if teacher:
-                b.store(load(b, c_prev_a, i32, i, align=4), c_prev)
-                b.store(load(b, f_prev_a, i32, i, align=4), f_prev)
-            alpha, k0 = self._frame_rows(i)
-            self._matvec("gru.R", h, self.a)
-            x0, x1 = self._scaled(b.load(c_prev)), self._scaled(b.load(f_prev))
-            # pass 1: coarse half (ĉ_t does not reach it), O1, O2, c_t
-            self._gates(0, x0, x1, f32(0.0), alpha, k0)
-            logits = self._output("out.O1", "out.O2", h)
-            if teacher:
-                c = load(b, c_cur_a, i32, i, align=4)
-                self._softmax_into(logits, probs, b.mul(i, i64(2)))
-            else:
-                c = self._draw(logits, self._uniform(seed, b.add(t0, i), 0))
-            # pass 2: the fine half with ĉ_t, O3, O4, f_t
-            self._gates(1, x0, x1, self._scaled(c), alpha, k0)
-            logits = self._output("out.O3", "out.O4", gep(b, h, f32, i64(self.H2)))
-            if teacher:
-                self._softmax_into(logits, probs, b.add(b.mul(i, i64(2)), i64(1)))
-            else:
-                f = self._draw(logits, self._uniform(seed, b.add(t0, i), 1))
-                store(b, self._output_sample(c, f, s_prev), out, i, align=2)
-                b.store(c, c_prev)
-                b.store(f, f_prev)
+    def _h_codes(self, reach: int):
+        """The codes of h for R (and O1/O3 when shared) at the start of a call."""
+        b, r = self.b, self.mv["gru.R"]
+        if reach > r.x_pad:  # the part only O3 reads past R's own padding: zeros
+            with counted_loop(b, r.x_pad, reach, name="clear") as c:
+                spmv.put_codes(r, b, self.xbuf["gru.R"], c, i32(0))
+        spmv.activations(r, b, self.h, self._x_inv("gru.R"), self.xbuf["gru.R"])
+
+    def _load_state(self, a, slots):
+        """The previous samples (cf) and the output filter's state (s) of a generate call."""
+        b, (c_prev, f_prev, s_prev) = self.b, slots
+        b.store(load(b, a.cf, i32, 0, align=4), c_prev)
+        b.store(load(b, a.cf, i32, 1, align=4), f_prev)
+        b.store(load(b, a.s, f32, 0, align=4), s_prev)
+        b.store(load(b, a.s, f32, 1, align=4), self.y_prev)
+
+    def _store_state(self, a, slots):
+        b, (c_prev, f_prev, s_prev) = self.b, slots
+        store(b, b.load(c_prev), a.cf, 0, align=4)
+        store(b, b.load(f_prev), a.cf, 1, align=4)
+        store(b, b.load(s_prev), a.s, 0, align=4)
+        store(b, b.load(self.y_prev), a.s, 1, align=4)
+
+    def _sample(self, a, i, teacher: bool, slots):
+        """Sample i: R, then pass 1 (coarse half, O1, O2, c_t; ĉ_t does not reach it) and
+        pass 2 (the fine half with ĉ_t, O3, O4, f_t)."""
+        b, (c_prev, f_prev, _) = self.b, slots
+        if teacher:
+            b.store(load(b, a.c_prev, i32, i, align=4), c_prev)
+            b.store(load(b, a.f_prev, i32, i, align=4), f_prev)
+        alpha, k0 = self._frame_rows(i)
+        self._matvec("gru.R", self.h, self.a)
+        x0, x1 = self._scaled(b.load(c_prev)), self._scaled(b.load(f_prev))
+        self._gates(0, x0, x1, f32(0.0), alpha, k0)
+        c = self._coarse(a, i, teacher, self._output("out.O1", "out.O2", self.h))
+        self._gates(1, x0, x1, self._scaled(c), alpha, k0)
+        logits = self._output("out.O3", "out.O4", gep(b, self.h, f32, i64(self.H2)))
+        self._fine(a, i, teacher, logits, c, slots)
+
+    def _coarse(self, a, i, teacher: bool, logits):
+        """c_t: the given one (its probabilities stored), else drawn."""
+        b = self.b
         if not teacher:
-            store(b, b.load(c_prev), cf, 0, align=4)
-            store(b, b.load(f_prev), cf, 1, align=4)
-            store(b, b.load(s_prev), s_state, 0, align=4)
-            store(b, b.load(self.y_prev), s_state, 1, align=4)
-        b.ret_void()
+            return self._draw(logits, self._uniform(a.seed, b.add(a.t0, i), 0))
+        c = load(b, a.c_cur, i32, i, align=4)
+        self._softmax_into(logits, a.probs, b.mul(i, i64(2)))
+        return c
+
+    def _fine(self, a, i, teacher: bool, logits, c, slots):
+        """f_t: its probabilities stored, else drawn, and the output sample written."""
+        b, (c_prev, f_prev, s_prev) = self.b, slots
+        if teacher:
+            self._softmax_into(logits, a.probs, b.add(b.mul(i, i64(2)), i64(1)))
+            return
+        f = self._draw(logits, self._uniform(a.seed, b.add(a.t0, i), 1))
+        store(b, self._output_sample(c, f, s_prev), a.out, i, align=2)
+        b.store(c, c_prev)
+        b.store(f, f_prev)
 
     # --- pieces --------------------------------------------------------------------------------------
     def _x_inv(self, m):

@@ -18,7 +18,16 @@ from ..quant import WEIGHT_FORMATS, check_accumulators
 from ..spec import GROUP, KernelSpec
 
 GROUPED_UNROLL_LIMIT = 64  # panels per row block fully unrolled by the grouped variant
-BAKE_LIMIT = 2500          # vector products: beyond this, straight-line code compiles slowly
+# The most instructions (baked_instructions) a baked kernel may unroll. Measured baked vs grouped
+# (build_matvec(variant=...), MatVec.time_call; this 2-core Zen 4 VM, loaded; int8 unless noted;
+# "estimate: baked vs grouped ns/call (compile s)"):
+# - baked wins below it: O1/O3 cascadelake 1635: 333 vs 451, x86-64-v3 1962: 449 vs 547;
+#   O2/O4 int16 x86-64 2172: 734 vs 1127 (1.8 vs 1.2 s); 1x1..8x4 blocks native 106-1264: by 20-35%;
+# - a tie near it: O1/O3 x86-64 2616: 1894 vs 1814 (6.1 vs 1.8 s); O1/O3 int16 x86-64-v3 2536:
+#   565 vs 572; 32x64 1x1 at 60% 2504: 635 vs 627 (1.9 vs 0.5 s);
+# - grouped wins above it: R 5% cascadelake 9675: 9172 vs 7847 (8.4 vs 1.4 s); GRU-A int16 native
+#   4200: 1579 vs 1017. Issue 12's 32x64 1x1 matrix (4096; 2.2 MB of IR) is no longer baked.
+BAKE_LIMIT = 2500
 BAKED_ACCUMULATORS = 2     # R at 3-5%, O1/O3, GRU-A: 2 beat 4 by 3-7% (fewer to zero and sum)
 # (variant, unroll, accumulators) of sparse integer kernels inside the fused loop: the index-
 # driven loop runs as fast there as row blocks grouped by panel count (random_model(896) at
@@ -115,11 +124,15 @@ def estimate(mask: np.ndarray, block, dtype: str, backend: str, gen, dense: bool
     else:
         panels = panel_count(mask, block, group)
         gather = block[1] % group != 0
-        can_permute = (gather and dtype == "int8" and lanes == 16
-                       and isa.gather_window(backend, gen))
+        can_permute = gather and permute_capable(dtype, block, backend, gen)
         fetch = X_COST["permute" if can_permute else "tables" if gather else "contiguous"]
     return (panels * _dot_cost(backend, dtype, lanes, gen) * (1 + fetch)
             + ROW_BLOCK_COST * -(-rows // lanes))
+
+
+def permute_capable(dtype: str, block, backend: str, gen) -> bool:
+    """Whether panels of this block can gather their activations by byte permutes (VBMI)."""
+    return dtype == "int8" and block[0] == 16 and bool(isa.gather_window(backend, gen))
 
 
 def default_block(mask: np.ndarray, dtype: str, backend: str, gen):
@@ -143,16 +156,24 @@ def _default_variant(mask, block, dtype, backend, gen) -> str:
     (one layout for every generation)."""
     if dtype == "float32":
         return "idx"
-    if baked_products(mask, block, dtype, backend, gen) <= BAKE_LIMIT:
+    if baked_instructions(mask, block, dtype, backend, gen) <= BAKE_LIMIT:
         return "baked"
     return "grouped"
 
 
-def baked_products(mask, block, dtype, backend, gen) -> int:
-    """How many vector products a baked kernel would unroll."""
-    width = 16 if dtype == "float32" else isa.dot_width(
-        backend, gen, "dot4" if dtype == "int8" else "dot2", block[0])
-    return panel_count(mask, block, GROUP[dtype]) * max(1, block[0] // max(width, 1))
+def baked_instructions(mask, block, dtype, backend, gen) -> int:
+    """Estimated instructions of a baked kernel's straight-line code: per panel its products
+    over the lanes of the backend's widest fitting vector (one per product in plain IR, where
+    no vector width fits), plus one load per shifted table its activations are gathered from."""
+    group = GROUP[dtype]
+    if dtype == "float32":
+        width = min(block[0], isa.vector_bits(backend) // 32)
+    else:
+        width = isa.dot_width(backend, gen, "dot4" if dtype == "int8" else "dot2", block[0])
+    products = block[0] * group
+    dots = -(-block[0] // width) if width else products
+    tables = group if block[1] % group and not permute_capable(dtype, block, backend, gen) else 0
+    return panel_count(mask, block, group) * (dots + tables)
 
 
 def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None = None,
@@ -214,10 +235,10 @@ def candidates(w_codes, row_scale, mask, dtype, gen, x_signed=True) -> list[Plan
     blocks = [blk for blk in BLOCKS if fits(mask, blk)]
     out = []
     for blk in blocks + [blk for blk in ranked if blk not in blocks]:
-        products = baked_products(mask, blk, dtype, backend, gen)
+        instructions = baked_instructions(mask, blk, dtype, backend, gen)
         for variant, u, a in (("idx", 4, 2), ("idx", 8, 4), ("grouped", 1, 4),
                               ("baked", 1, BAKED_ACCUMULATORS)):
-            if variant == "baked" and products > BAKE_LIMIT:
+            if variant == "baked" and instructions > BAKE_LIMIT:
                 continue
             options = dict(block=blk, isa_name=backend, variant=variant, unroll=u,
                            accumulators=a, x_signed=x_signed)

@@ -64,7 +64,7 @@ class ScanPlan:
 def spec_for(kind: str, gen, stream: bool = False) -> ScanSpec:
     """The scan kernel of `kind` for a generation: its widest float vector (isa.SCAN_VECTORS)."""
     width, tag = isa.scan_vector(gen)
-    return ScanSpec(kind, width, tag, stream=stream)
+    return ScanSpec(kind=kind, width=width, isa=tag, stream=stream)
 
 
 def tile_rows(D: int, spec: ScanSpec) -> int:
