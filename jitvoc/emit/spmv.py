@@ -13,6 +13,14 @@ Every kernel module defines, for ``N = spec.name``:
   ``y = (acc − zcorr) · (row_scale · x_scale)`` (row_scale, zcorr padded to whole row blocks);
 - ``N_loop(n, …)`` the float entry called n times (benchmarks time this, not Python).
 
+A kernel for B > 1 vectors (``spec.vectors``, contracts.SPMV_VECTORS) has the same entry points
+over B rows of y and x (one activation format for all B). Its xin holds the B vectors
+interleaved, so that a panel finds all B activation words side by side: contiguous panels read
+the words ``xin[(c / group) · B + v]`` (int32 words of `group` codes, or floats), gathering
+panels the tables ``T_j[c · B + v]``. Each panel's weights are loaded once and multiplied into B
+accumulators (one set per vector; B independent chains need no extra sets). B = 1 emits exactly
+the single-vector code.
+
 ``index`` is ``Packed.kernel_index()``, or ``Packed.permute_gathers().index`` for byte-permute
 gathers (see jitvoc.layout): those kernels first build every panel's x word into a stack array
 (``permute_words``), then read each panel's word from its slot.
@@ -37,7 +45,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..contracts import (PANEL_COLUMN, PANEL_OFFSET, PANEL_PTR, PERMUTE_GROUP, PERMUTE_PASS,
-                         PERMUTE_SLOT, SPMV, SPMV_CORE, SPMV_LOOP, SPMV_RAW)
+                         PERMUTE_SLOT, SPMV, SPMV_CORE, SPMV_LOOP, SPMV_RAW, SPMV_VECTORS)
 from ..errors import ContractError
 from ..layout import CACHE_LINE, Packed, PermuteGathers
 from ..spec import KernelSpec
@@ -106,6 +114,11 @@ class Kernel:
     w_t = cached_property(lambda self: vec(self.elem, self.width * self.group))
     panel_bytes = cached_property(lambda self: self.lanes * self.group * self.esize)
     permute = cached_property(lambda self: self.spec.x_permute)   # byte-permute window (VBMI)
+    vectors = cached_property(lambda self: self.spec.vectors)
+
+    def entry(self, single):
+        """The declaration of an entry point (contracts) for this kernel's vector count."""
+        return single if self.vectors == 1 else SPMV_VECTORS[single]
 
     @cached_property
     def stride(self) -> int:
@@ -125,14 +138,16 @@ class Kernel:
     def stack_bytes(self) -> int:
         """The most stack the entry points allocate: the xin buffer or tables (xin_buffer,
         prepare_x), the padded output (emit_entries) and the permute words (permute_words)."""
-        p = self.packed
+        p, n = self.packed, self.vectors
         if self.is_float:
-            xin = 0 if p.x_len == p.cols else 4 * p.x_len
+            xin = 0 if p.x_len == p.cols and n == 1 else 4 * p.x_len * n
         elif not self.codes_input:
-            xin = 4 * self.group * self.stride
+            xin = 4 * self.group * self.stride * n
         else:
-            xin = self.esize * self.x_pad
-        out = 4 * p.rows_padded if p.rows_padded != p.rows else 0
+            xin = self.esize * self.x_pad * n
+        if n > 1 and not self.is_float:   # the quantized codes before interleaving
+            xin += self.esize * p.x_len * n
+        out = 4 * p.rows_padded * n if p.rows_padded != p.rows else 0
         words = (4 * (p.n_panels + PERMUTE_GROUP - 1) // PERMUTE_GROUP * PERMUTE_GROUP + 64
                  if self.permute else 0)
         return xin + out + words
@@ -141,7 +156,7 @@ class Kernel:
 @dataclass
 class Core:
     """A core being written: its kernel, builder, activations, weights and accumulator sets
-    ([set][chunk] stack slots); `words` holds the byte-permute words once built."""
+    ([vector][set][chunk] stack slots); `words` holds the byte-permute words once built."""
     k: Kernel
     b: ir.IRBuilder
     xin: ir.Value
@@ -172,12 +187,13 @@ def emit_core(k: Kernel, dequantize: bool, bias: bool = False, relu: bool = Fals
     name = core_symbol(s, dequantize, bias, relu)
     if name in k.module.globals:  # same spec, same code (another matrix of this layout)
         return k.module.globals[name]
-    fn, a = define(k.module, SPMV_CORE, s.name, internal, symbol=name)
+    fn, a = define(k.module, k.entry(SPMV_CORE), s.name, internal, symbol=name)
     fn.attributes.add("noinline")  # big loops: inlining them only costs compile time
     for arg in fn.args[:7]:
         arg.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    accs = [[b.alloca(k.acc_t) for _ in range(k.chunks)] for _ in range(s.accumulators)]
+    accs = [[[b.alloca(k.acc_t) for _ in range(k.chunks)] for _ in range(s.accumulators)]
+            for _ in range(k.vectors)]
     c = Core(k, b, a.xin, a.W, accs)
     ep = Epilogue(dequantize and not k.is_float, a.row_scale, a.zcorr, a.x_scale,
                   a.bias if bias else None, relu)
@@ -193,7 +209,7 @@ def _idx(c: Core, ep: Epilogue, y, index, pptr):
     with counted_loop(c.b, 0, c.k.packed.row_blocks, name="rb") as rb:
         zero(c)
         panel_loop(c, index, pptr, rb)
-        store_rows(c, ep, y, rb, c.accs)
+        store_rows(c, ep, y, rb, range(c.k.spec.accumulators))
 
 
 def _baked(c: Core, ep: Epilogue, y, index, pptr):
@@ -206,7 +222,7 @@ def _baked(c: Core, ep: Epilogue, y, index, pptr):
             col = ([int(k.gathers.slots[q])] if k.permute
                    else [int(v) for v in p.cols_idx[q]])
             panel(c, q, col, (q - lo) % k.spec.accumulators)
-        store_rows(c, ep, y, rb, c.accs)
+        store_rows(c, ep, y, rb, range(c.k.spec.accumulators))
 
 
 def _grouped(c: Core, ep: Epilogue, y, index, pptr):
@@ -232,7 +248,7 @@ def _grouped(c: Core, ep: Epilogue, y, index, pptr):
                     panel(c, q, runtime_cols(c, index, q), u % n_sets)
             else:
                 panel_loop(c, index, pptr, i)
-            store_rows(c, ep, y, rb, c.accs)
+            store_rows(c, ep, y, rb, range(c.k.spec.accumulators))
         start = stop
 
 
@@ -274,13 +290,13 @@ def _dense_rows(c: Core, ep: Epilogue, y, rb0, count: int):
     for kv in range(k_main, n_k):
         _dense_step(c, rb0, count, n_k, i64(kv))
     for r in range(count):
-        store_rows(c, ep, y, b.add(rb0, i64(r)), [c.accs[r]])
+        store_rows(c, ep, y, b.add(rb0, i64(r)), [r])
 
 
 def _dense_step(c: Core, rb0, count: int, n_k: int, kv):
     """Panel column kv of each of the row blocks, sharing one broadcast of x."""
     b = c.b
-    xw = xword(c, [b.mul(kv, i64(c.k.group))])
+    xw = xwords(c, [b.mul(kv, i64(c.k.group))])
     for r in range(count):
         panel(c, b.add(b.mul(b.add(rb0, i64(r)), i64(n_k)), kv), None, r, xw)
 
@@ -323,17 +339,43 @@ def runtime_cols(c: Core, index, q) -> list:
 
 
 def rotate(c: Core):
-    for n in range(c.k.chunks):
-        vals = [c.b.load(acc_set[n]) for acc_set in c.accs]
-        for acc_set, v in zip(c.accs, vals[1:] + vals[:1]):
-            c.b.store(v, acc_set[n])
+    for sets in c.accs:
+        for n in range(c.k.chunks):
+            vals = [c.b.load(acc_set[n]) for acc_set in sets]
+            for acc_set, v in zip(sets, vals[1:] + vals[:1]):
+                c.b.store(v, acc_set[n])
 
 
 def zero(c: Core):
     zero_v = ir.Constant(c.k.acc_t, [0.0 if c.k.is_float else 0] * c.k.width)
-    for acc_set in c.accs:
-        for a in acc_set:
-            c.b.store(zero_v, a)
+    for sets in c.accs:
+        for acc_set in sets:
+            for a in acc_set:
+                c.b.store(zero_v, a)
+
+
+def xwords(c: Core, col) -> list:
+    """The broadcast activations of one panel for each of the B vectors (see xword)."""
+    b, k = c.b, c.k
+    if k.vectors == 1:
+        return [xword(c, col)]
+    n = k.vectors
+    as_i64 = [i64(v) if isinstance(v, int) else v for v in col]
+    if k.packed.contiguous:   # B words side by side at word (col / group) · B
+        shift = k.group.bit_length() - 1
+        base = b.mul(b.lshr(as_i64[0], i64(shift)) if shift else as_i64[0], i64(n))
+        typ = f32 if k.is_float else i32
+        return [broadcast_load(b, c.xin, typ, b.add(base, i64(v)) if v else base, k.width,
+                               align=4) for v in range(n)]
+    word = None   # OR of the tables at the panel's offsets, all B vectors at once
+    for j, v in enumerate(as_i64):
+        if isinstance(col[j], int):   # baked: the table offset is a constant
+            v = i64(col[j] + j * k.stride)
+        t = b.load(gep(b, c.xin, i32, b.mul(v, i64(n))), typ=vec(i32, n), align=4)
+        word = t if word is None else b.or_(word, t)
+    undef = ir.Constant(word.type, ir.Undefined)
+    return [b.shuffle_vector(word, undef, ir.Constant(vec(i32, k.width), [v] * k.width))
+            for v in range(n)]
 
 
 def xword(c: Core, col):
@@ -355,36 +397,42 @@ def xword(c: Core, col):
 
 
 def panel(c: Core, q, col, acc_index: int, xw=None):
-    """Panel q's products into accumulator set acc_index (x from `col`, or xw given)."""
+    """Panel q's products into accumulator set acc_index of every vector (x from `col`, or the
+    vectors' words xw given): each chunk of weights loaded once for all."""
     b, k = c.b, c.k
-    xw = xword(c, col) if xw is None else xw
+    xws = xwords(c, col) if xw is None else xw
     base = q * k.panel_bytes if isinstance(q, int) else b.mul(q, i64(k.panel_bytes))
     for n in range(k.chunks):
         off = n * k.width * k.group * k.esize
         idx = i64(base + off) if isinstance(base, int) else b.add(base, i64(off))
         wv = b.load(gep(b, c.w, i8, idx), typ=k.w_t, align=1)
-        acc = b.load(c.accs[acc_index][n])
-        if k.is_float:
-            new = b.fadd(acc, b.fmul(wv, xw))
-        elif k.native:
-            new = k.backend.dot(b, k.kind, acc, xw, wv)
-        else:
-            new = generic_dot(b, k.kind, acc, xw, wv)
-        b.store(new, c.accs[acc_index][n])
+        for xw, sets in zip(xws, c.accs):
+            acc = b.load(sets[acc_index][n])
+            if k.is_float:
+                new = b.fadd(acc, b.fmul(wv, xw))
+            elif k.native:
+                new = k.backend.dot(b, k.kind, acc, xw, wv)
+            else:
+                new = generic_dot(b, k.kind, acc, xw, wv)
+            b.store(new, sets[acc_index][n])
 
 
-def store_rows(c: Core, ep: Epilogue, y, rb, acc_sets):
-    """Sum the accumulator sets of row block rb, apply the epilogue and store the rows."""
+def store_rows(c: Core, ep: Epilogue, y, rb, set_indices):
+    """Sum the accumulator sets `set_indices` of row block rb, apply the epilogue and store
+    the rows (of vector v at y + v · rows_padded)."""
     b, k = c.b, c.k
-    for n in range(k.chunks):
-        total = b.load(acc_sets[0][n])
-        for acc_set in acc_sets[1:]:
-            v = b.load(acc_set[n])
-            total = b.fadd(total, v) if k.is_float else b.add(total, v)
-        row = (i64(rb * k.lanes + n * k.width) if isinstance(rb, int)
-               else b.add(b.mul(rb, i64(k.lanes)), i64(n * k.width)))
-        total = _epilogue(b, k, ep, total, row)
-        b.store(total, gep(b, y, total.type.element, row), align=4)
+    set_indices = list(set_indices)
+    for v, sets in enumerate(c.accs):
+        for n in range(k.chunks):
+            total = b.load(sets[set_indices[0]][n])
+            for i in set_indices[1:]:
+                a = b.load(sets[i][n])
+                total = b.fadd(total, a) if k.is_float else b.add(total, a)
+            row = (i64(rb * k.lanes + n * k.width) if isinstance(rb, int)
+                   else b.add(b.mul(rb, i64(k.lanes)), i64(n * k.width)))
+            total = _epilogue(b, k, ep, total, row)
+            out = b.add(row, i64(v * k.packed.rows_padded)) if v else row
+            b.store(total, gep(b, y, total.type.element, out), align=4)
 
 
 def _epilogue(b: ir.IRBuilder, k: Kernel, ep: Epilogue, total, row):
@@ -462,41 +510,47 @@ def emit_entries(k: Kernel) -> None:
 
 def _raw_entry(k: Kernel, core_acc) -> None:
     null = ir.Constant(ptr, None)
-    raw, a = define(k.module, SPMV_RAW, k.spec.name)
+    raw, a = define(k.module, k.entry(SPMV_RAW), k.spec.name)
     b = ir.IRBuilder(raw.append_basic_block("entry"))
-    call(b, SPMV_CORE, core_acc, y=a.y, xin=prepare_x(k, b, a.x_codes), W=a.W, index=a.index,
+    call(b, k.entry(SPMV_CORE), core_acc, y=a.y, xin=prepare_x(k, b, a.x_codes), W=a.W, index=a.index,
          panel_ptr=a.panel_ptr, row_scale=null, zcorr=null, x_scale=f32(0.0), bias=null)
     b.ret_void()
 
 
 def _float_entry(k: Kernel, core) -> ir.Function:
-    p = k.packed
-    fl, a = define(k.module, SPMV, k.spec.name)
+    p, n = k.packed, k.vectors
+    fl, a = define(k.module, k.entry(SPMV), k.spec.name)
     fl.attributes.add("noinline")
     b = ir.IRBuilder(fl.append_basic_block("entry"))
-    xin = activations(k, b, a.x, a.x_inv_scale)
-    out = a.y if p.rows_padded == p.rows else alloca(b, f32, p.rows_padded, align=CACHE_LINE)
-    call(b, SPMV_CORE, core, y=out, xin=xin, W=a.W, index=a.index, panel_ptr=a.panel_ptr,
+    xin = activations(k, b, a.x, a.x_inv_scale) if n == 1 else vector_activations(k, b, a.x,
+                                                                                   a.x_inv_scale)
+    out = a.y if p.rows_padded == p.rows else alloca(b, f32, p.rows_padded * n,
+                                                     align=CACHE_LINE)
+    call(b, k.entry(SPMV_CORE), core, y=out, xin=xin, W=a.W, index=a.index, panel_ptr=a.panel_ptr,
          row_scale=a.row_scale, zcorr=a.zcorr, x_scale=a.x_scale, bias=ir.Constant(ptr, None))
-    if out is not a.y:
+    for v in range(n if out is not a.y else 0):   # vector v's rows, unpadded
         with counted_loop(b, 0, p.rows, name="out") as r:
-            store(b, load(b, out, f32, r, align=4), a.y, r, align=4)
+            src, dst = (b.add(r, i64(v * rows)) if v else r for rows in (p.rows_padded, p.rows))
+            store(b, load(b, out, f32, src, align=4), a.y, dst, align=4)
     b.ret_void()
     return fl
 
 
 def _loop_entry(k: Kernel, fl) -> None:
-    lp, a = define(k.module, SPMV_LOOP, k.spec.name)
+    lp, a = define(k.module, k.entry(SPMV_LOOP), k.spec.name)
     b = ir.IRBuilder(lp.append_basic_block("entry"))
     with counted_loop(b, 0, a.n, name="rep"):
-        call(b, SPMV, fl, **{n: getattr(a, n) for n in SPMV.names})
+        call(b, k.entry(SPMV), fl, **{n: getattr(a, n) for n in SPMV.names})
     b.ret_void()
 
 
 # --- input preparation ----------------------------------------------------------------------------
 def prepare_x(k: Kernel, b: ir.IRBuilder, codes):
     """What the core reads as xin, from stored codes (padded to x_len): the codes, a copy
-    zero-padded to x_pad for permute windows, or their shifted tables."""
+    zero-padded to x_pad for permute windows, or their shifted tables; B vectors of codes
+    interleaved."""
+    if k.vectors > 1:
+        return interleave(k, b, codes, k.packed.x_len)
     if k.is_float or k.packed.contiguous:
         return codes
     if k.permute:
@@ -512,14 +566,57 @@ def prepare_x(k: Kernel, b: ir.IRBuilder, codes):
     return table
 
 
-def _store_shifted(k: Kernel, b: ir.IRBuilder, table, c, code):
-    """T_j[c] = code << (bits · j) for every table j; `code` an i32 or an i32 vector."""
+def _store_shifted(k: Kernel, b: ir.IRBuilder, table, c, code, scale: int = 1):
+    """T_j[c] = code << (bits · j) for every table j; `code` an i32 or an i32 vector (stored at
+    (c + j · stride) · scale, scale = B: the B vectors' codes of column c)."""
     for j in range(k.group):
         shift = i32(8 * k.esize * j)
         if isinstance(code.type, ir.VectorType):
             shift = ir.Constant(code.type, [8 * k.esize * j] * code.type.count)
         v = b.shl(code, shift) if j else code
-        store(b, v, table, b.add(c, i64(j * k.stride)), align=4, elem_type=i32)
+        at = b.add(c, i64(j * k.stride))
+        store(b, v, table, b.mul(at, i64(scale)) if scale > 1 else at, align=4, elem_type=i32)
+
+
+def interleave(k: Kernel, b: ir.IRBuilder, src, src_len: int):
+    """xin of a B-vector kernel (module docstring) from B rows of src_len codes (or floats),
+    zero-padded to x_len: per word (contiguous panels) or column (tables) B loads, then one
+    vector store per word or table."""
+    n, p = k.vectors, k.packed
+    per = 1 if k.is_float or not k.codes_input else k.group   # columns per word
+    typ = f32 if k.is_float else i32
+    size = (p.x_len // per if k.codes_input else k.group * k.stride) * n
+    buf = alloca(b, typ, size, align=CACHE_LINE)
+    with counted_loop(b, 0, p.x_len // per, name="interleave") as w:
+        inside = b.icmp_signed("<", w, i64(src_len // per))
+        first = b.select(inside, b.mul(w, i64(per)), i64(0))   # no read past src
+        words = ir.Constant(vec(typ, n), ir.Undefined)
+        for v in range(n):
+            at = b.add(first, i64(v * src_len)) if v else first
+            if per > 1 or k.is_float:
+                x = load(b, gep(b, src, k.elem, at), typ, align=1)
+            else:   # one code, zero-extended for the tables
+                x = b.zext(load(b, src, k.elem, at, align=k.esize), i32)
+            words = b.insert_element(words, x, i32(v))
+        words = b.select(inside, words, ir.Constant(words.type, None))
+        if k.codes_input:
+            store(b, words, buf, b.mul(w, i64(n)), align=4, elem_type=typ)
+        else:
+            _store_shifted(k, b, buf, w, words, scale=n)
+    return buf
+
+
+def vector_activations(k: Kernel, b: ir.IRBuilder, x, x_inv):
+    """xin of a B-vector kernel for float x [B, cols]: each row quantized as `activations`
+    does, into a [B, x_len] buffer of codes, then interleaved."""
+    p = k.packed
+    if k.is_float:
+        return interleave(k, b, x, p.cols)
+    codes = alloca(b, k.elem, p.x_len * k.vectors, align=CACHE_LINE)
+    with counted_loop(b, 0, k.vectors, name="vector") as v:
+        row = gep(b, x, f32, b.mul(v, i64(p.cols)))
+        quantize(k, b, row, x_inv, gep(b, codes, k.elem, b.mul(v, i64(p.x_len))), put=_put_stored)
+    return interleave(k, b, codes, p.x_len)
 
 
 def xin_buffer(k: Kernel, b: ir.IRBuilder, length: int = 0):
@@ -553,16 +650,22 @@ def activations(k: Kernel, b: ir.IRBuilder, x, x_inv, buf=None):
         with counted_loop(b, p.cols, p.x_len, name="pad") as c:
             store(b, f32(0.0), buf, c, align=4)
         return buf
+    return quantize(k, b, x, x_inv, buf, put_codes)
+
+
+def quantize(k: Kernel, b: ir.IRBuilder, x, x_inv, buf, put):
+    """The codes of float x [cols], zero-padded to x_pad, written by put(k, b, buf, c, codes)."""
+    p = k.packed
     n = k.backend.vector_bits // 32   # floats per vector: quantize n at a time
     main = p.cols // n * n
     if main:
         with counted_loop(b, 0, main, n, name="quant") as c:
             v = b.load(gep(b, x, f32, c), typ=vec(f32, n), align=4)
-            put_codes(k, b, buf, c, code(k, b, v, x_inv))
+            put(k, b, buf, c, code(k, b, v, x_inv))
     with counted_loop(b, main, p.cols, name="quant_tail") as c:
-        put_codes(k, b, buf, c, code(k, b, load(b, x, f32, c, align=4), x_inv))
+        put(k, b, buf, c, code(k, b, load(b, x, f32, c, align=4), x_inv))
     with counted_loop(b, p.cols, k.x_pad, name="pad") as c:
-        put_codes(k, b, buf, c, i32(0))
+        put(k, b, buf, c, i32(0))
     return buf
 
 
@@ -592,6 +695,13 @@ def put_codes(k: Kernel, b: ir.IRBuilder, buf, c, codes):
         _store_shifted(k, b, buf, c, b.zext(narrow, codes.type))
     else:
         store(b, narrow, buf, c, align=k.esize, elem_type=k.elem)
+
+
+def _put_stored(k: Kernel, b: ir.IRBuilder, buf, c, codes):
+    """Store code(s) for column c on as stored codes (the rows a B-vector kernel interleaves)."""
+    n = codes.type.count if isinstance(codes.type, ir.VectorType) else 0
+    store(b, b.trunc(codes, vec(k.elem, n) if n else k.elem), buf, c, align=k.esize,
+          elem_type=k.elem)
 
 
 def stack_bytes(spec: KernelSpec, packed: Packed, gen) -> int:
