@@ -143,10 +143,11 @@ def _default_variant(mask, block, dtype, backend, gen, vectors: int = 1) -> str:
     """Measured (`jitvoc bench`): for sparse integer kernels the whole pattern baked into
     straight-line code wins when it is small enough to compile quickly and has the instruction
     cache to itself; else row blocks grouped by panel count. float32 keeps the index-driven loop
-    (one layout for every generation)."""
+    (one layout for every generation). B > 1 vectors: grouped (native int8, 1152x384 at 10%, B
+    = 2: baked 2470 ns, grouped 1550, idx 1770; on R at 5%, B = 8: grouped 12.2 µs, idx 12.9)."""
     if dtype == "float32":
         return "idx"
-    if baked_products(mask, block, dtype, backend, gen) * vectors <= BAKE_LIMIT:
+    if vectors == 1 and baked_products(mask, block, dtype, backend, gen) <= BAKE_LIMIT:
         return "baked"
     return "grouped"
 
