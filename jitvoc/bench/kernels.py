@@ -49,7 +49,7 @@ AUTOTUNE_MATRICES = (WAVERNN_R[1],      # 2688x896 at 5%, 16x1
                      Matrix("WaveRNN R 10% 1x1", 2688, 896, 0.10, (1, 1)),
                      Matrix("WaveRNN R 50% 1x1", 2688, 896, 0.50, (1, 1)))
 VECTORS = (1, 2, 4, 8, 16)
-VECTORS_MATRICES = (WAVERNN_R[1], MATRICES[6])   # R 2688x896 at 5%, 1152x384 at 10% (16x1)
+VECTORS_MATRICES = (WAVERNN_R[1], MATRICES[6], MATRICES[8])   # R at 5%, O1/O3, GRU-A 1152x384
 SHAPES = ("16x1", "8x4", "16x4", "4x4", "1x1", "dense")   # columns of the autotune table
 ROOFLINE_SHAPE = (512, 512)
 ROOFLINE_ACCUMULATORS = (2, 4, 8)

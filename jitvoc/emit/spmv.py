@@ -578,32 +578,59 @@ def _store_shifted(k: Kernel, b: ir.IRBuilder, table, c, code, scale: int = 1):
         store(b, v, table, b.mul(at, i64(scale)) if scale > 1 else at, align=4, elem_type=i32)
 
 
+INTERLEAVE_TILE = 16   # words (or columns) per vector transposed at once: with one at a time
+# (B loads and inserts per word), interleaving took 1.8 µs of R 448x448's 3.2 µs at B = 8
+
+
 def interleave(k: Kernel, b: ir.IRBuilder, src, src_len: int):
     """xin of a B-vector kernel (module docstring) from B rows of src_len codes (or floats),
-    zero-padded to x_len: per word (contiguous panels) or column (tables) B loads, then one
-    vector store per word or table."""
+    zero-padded to x_len: a tile of words (contiguous panels) or columns (tables) of every
+    row at a time, transposed by one shuffle, then stored (per table)."""
     n, p = k.vectors, k.packed
     per = 1 if k.is_float or not k.codes_input else k.group   # columns per word
     typ = f32 if k.is_float else i32
     size = (p.x_len // per if k.codes_input else k.group * k.stride) * n
     buf = alloca(b, typ, size, align=CACHE_LINE)
-    with counted_loop(b, 0, p.x_len // per, name="interleave") as w:
-        inside = b.icmp_signed("<", w, i64(src_len // per))
-        first = b.select(inside, b.mul(w, i64(per)), i64(0))   # no read past src
-        words = ir.Constant(vec(typ, n), ir.Undefined)
-        for v in range(n):
-            at = b.add(first, i64(v * src_len)) if v else first
-            if per > 1 or k.is_float:
-                x = load(b, gep(b, src, k.elem, at), typ, align=1)
-            else:   # one code, zero-extended for the tables
-                x = b.zext(load(b, src, k.elem, at, align=k.esize), i32)
-            words = b.insert_element(words, x, i32(v))
-        words = b.select(inside, words, ir.Constant(words.type, None))
-        if k.codes_input:
-            store(b, words, buf, b.mul(w, i64(n)), align=4, elem_type=typ)
-        else:
-            _store_shifted(k, b, buf, w, words, scale=n)
+    tile, have = INTERLEAVE_TILE, src_len // per
+    with counted_loop(b, 0, have // tile * tile, tile, name="interleave") as w:
+        _put_interleaved(k, b, buf, w, _transposed(k, b, src, src_len, w, tile, typ))
+    with counted_loop(b, have // tile * tile, p.x_len // per, name="interleave_tail") as w:
+        inside = b.icmp_signed("<", w, i64(have))
+        words = _transposed(k, b, src, src_len, b.select(inside, w, i64(0)), 1, typ)
+        _put_interleaved(k, b, buf, w, b.select(inside, words, ir.Constant(words.type, None)))
     return buf
+
+
+def _transposed(k: Kernel, b: ir.IRBuilder, src, src_len: int, w, count: int, typ):
+    """Words w .. w + count - 1 of the B rows of src, as <count · B x typ> ordered by word,
+    then row (codes zero-extended to i32 for the tables)."""
+    n, per = k.vectors, (1 if k.is_float or not k.codes_input else k.group)
+    rows = []
+    for v in range(n):
+        at = b.add(b.mul(w, i64(per)), i64(v * src_len)) if v else b.mul(w, i64(per))
+        if per > 1 or k.is_float:
+            rows.append(b.load(gep(b, src, k.elem, at), typ=vec(typ, count), align=1))
+        else:
+            codes = b.load(gep(b, src, k.elem, at), typ=vec(k.elem, count), align=k.esize)
+            rows.append(b.zext(codes, vec(i32, count)))
+    while len(rows) > 1:   # concatenate pairwise (zeros fill an odd count)
+        if len(rows) % 2:
+            rows.append(ir.Constant(rows[0].type, None))
+        m = rows[0].type.count
+        mask = ir.Constant(vec(i32, 2 * m), list(range(2 * m)))
+        rows = [b.shuffle_vector(rows[i], rows[i + 1], mask) for i in range(0, len(rows), 2)]
+    order = [v * count + c for c in range(count) for v in range(n)]
+    return b.shuffle_vector(rows[0], ir.Constant(rows[0].type, ir.Undefined),
+                            ir.Constant(vec(i32, len(order)), order))
+
+
+def _put_interleaved(k: Kernel, b: ir.IRBuilder, buf, w, words):
+    """Store the interleaved words of word (or column) w on: as they are, or into every
+    shifted table."""
+    if k.codes_input:
+        store(b, words, buf, b.mul(w, i64(k.vectors)), align=4, elem_type=words.type.element)
+    else:
+        _store_shifted(k, b, buf, w, words, scale=k.vectors)
 
 
 def vector_activations(k: Kernel, b: ir.IRBuilder, x, x_inv):
