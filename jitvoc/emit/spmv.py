@@ -17,7 +17,8 @@ A kernel for B > 1 vectors (``spec.vectors``, contracts.SPMV_VECTORS) has the sa
 over B rows of y and x (one activation format for all B). Its xin holds the B vectors
 interleaved, so that a panel finds all B activation words side by side: contiguous panels read
 the words ``xin[(c / group) · B + v]`` (int32 words of `group` codes, or floats), gathering
-panels the tables ``T_j[c · B + v]``. Each panel's weights are loaded once and multiplied into B
+panels the codes ``xin[c · B + v]`` of their `group` columns (no shifted tables: one shuffle
+of the `group` loads makes the B words). Each panel's weights are loaded once and multiplied into B
 accumulators (one set per vector; B independent chains need no extra sets). B = 1 emits exactly
 the single-vector code.
 
@@ -141,8 +142,8 @@ class Kernel:
         p, n = self.packed, self.vectors
         if self.is_float:
             xin = 0 if p.x_len == p.cols and n == 1 else 4 * p.x_len * n
-        elif not self.codes_input:
-            xin = 4 * self.group * self.stride * n
+        elif not self.codes_input and n == 1:
+            xin = 4 * self.group * self.stride
         else:
             xin = self.esize * self.x_pad * n
         if n > 1 and not self.is_float:   # the quantized codes before interleaving
@@ -354,6 +355,21 @@ def zero(c: Core):
                 c.b.store(zero_v, a)
 
 
+def interleaved(b: ir.IRBuilder, parts: list):
+    """The elements of equal-length vectors, alternating: part j's element i at i · len(parts)
+    + j (one shuffle after pairwise concatenation)."""
+    m, rows = parts[0].type.count, list(parts)
+    while len(rows) > 1:   # concatenate pairwise (zeros fill an odd count)
+        if len(rows) % 2:
+            rows.append(ir.Constant(rows[0].type, None))
+        w = rows[0].type.count
+        mask = ir.Constant(vec(i32, 2 * w), list(range(2 * w)))
+        rows = [b.shuffle_vector(rows[i], rows[i + 1], mask) for i in range(0, len(rows), 2)]
+    order = [j * m + i for i in range(m) for j in range(len(parts))]
+    return b.shuffle_vector(rows[0], ir.Constant(rows[0].type, ir.Undefined),
+                            ir.Constant(vec(i32, len(order)), order))
+
+
 def xwords(c: Core, col) -> list:
     """The broadcast activations of one panel for each of the B vectors (see xword)."""
     b, k = c.b, c.k
@@ -367,12 +383,12 @@ def xwords(c: Core, col) -> list:
         typ = f32 if k.is_float else i32
         return [broadcast_load(b, c.xin, typ, b.add(base, i64(v)) if v else base, k.width,
                                align=4) for v in range(n)]
-    word = None   # OR of the tables at the panel's offsets, all B vectors at once
+    codes = []   # the B codes of each of the panel's columns
     for j, v in enumerate(as_i64):
-        if isinstance(col[j], int):   # baked: the table offset is a constant
-            v = i64(col[j] + j * k.stride)
-        t = b.load(gep(b, c.xin, i32, b.mul(v, i64(n))), typ=vec(i32, n), align=4)
-        word = t if word is None else b.or_(word, t)
+        column = i64(col[j]) if isinstance(col[j], int) else b.sub(v, i64(j * k.stride))
+        codes.append(b.load(gep(b, c.xin, k.elem, b.mul(column, i64(n))), typ=vec(k.elem, n),
+                            align=k.esize))
+    word = b.bitcast(interleaved(b, codes), vec(i32, n))   # vector v's codes in one i32
     undef = ir.Constant(word.type, ir.Undefined)
     return [b.shuffle_vector(word, undef, ir.Constant(vec(i32, k.width), [v] * k.width))
             for v in range(n)]
@@ -566,71 +582,57 @@ def prepare_x(k: Kernel, b: ir.IRBuilder, codes):
     return table
 
 
-def _store_shifted(k: Kernel, b: ir.IRBuilder, table, c, code, scale: int = 1):
-    """T_j[c] = code << (bits · j) for every table j; `code` an i32 or an i32 vector (stored at
-    (c + j · stride) · scale, scale = B: the B vectors' codes of column c)."""
+def _store_shifted(k: Kernel, b: ir.IRBuilder, table, c, code):
+    """T_j[c] = code << (bits · j) for every table j; `code` an i32 or an i32 vector."""
     for j in range(k.group):
         shift = i32(8 * k.esize * j)
         if isinstance(code.type, ir.VectorType):
             shift = ir.Constant(code.type, [8 * k.esize * j] * code.type.count)
         v = b.shl(code, shift) if j else code
-        at = b.add(c, i64(j * k.stride))
-        store(b, v, table, b.mul(at, i64(scale)) if scale > 1 else at, align=4, elem_type=i32)
+        store(b, v, table, b.add(c, i64(j * k.stride)), align=4, elem_type=i32)
 
 
-INTERLEAVE_TILE = 16   # words (or columns) per vector transposed at once: with one at a time
-# (B loads and inserts per word), interleaving took 1.8 µs of R 448x448's 3.2 µs at B = 8
+INTERLEAVE_TILE = 16   # words (or codes) per vector transposed at once: one at a time (B loads
+# and inserts each, into shifted tables), interleaving 8 int8 vectors of 448 took 1.8 µs; 0.4 µs
+# now (native, Zen 4)
 
 
 def interleave(k: Kernel, b: ir.IRBuilder, src, src_len: int):
     """xin of a B-vector kernel (module docstring) from B rows of src_len codes (or floats),
-    zero-padded to x_len: a tile of words (contiguous panels) or columns (tables) of every
-    row at a time, transposed by one shuffle, then stored (per table)."""
+    zero-padded to x_len: a tile of words (or codes) of every row at a time, transposed by one
+    shuffle."""
     n, p = k.vectors, k.packed
-    per = 1 if k.is_float or not k.codes_input else k.group   # columns per word
-    typ = f32 if k.is_float else i32
-    size = (p.x_len // per if k.codes_input else k.group * k.stride) * n
-    buf = alloca(b, typ, size, align=CACHE_LINE)
+    per, unit = _interleave_unit(k)
+    buf = alloca(b, unit, p.x_len // per * n, align=CACHE_LINE)
     tile, have = INTERLEAVE_TILE, src_len // per
     with counted_loop(b, 0, have // tile * tile, tile, name="interleave") as w:
-        _put_interleaved(k, b, buf, w, _transposed(k, b, src, src_len, w, tile, typ))
+        words = _transposed(k, b, src, src_len, w, tile)
+        store(b, words, buf, b.mul(w, i64(n)), align=4, elem_type=unit)
     with counted_loop(b, have // tile * tile, p.x_len // per, name="interleave_tail") as w:
         inside = b.icmp_signed("<", w, i64(have))
-        words = _transposed(k, b, src, src_len, b.select(inside, w, i64(0)), 1, typ)
-        _put_interleaved(k, b, buf, w, b.select(inside, words, ir.Constant(words.type, None)))
+        words = _transposed(k, b, src, src_len, b.select(inside, w, i64(0)), 1)
+        words = b.select(inside, words, ir.Constant(words.type, None))
+        store(b, words, buf, b.mul(w, i64(n)), align=4, elem_type=unit)
     return buf
 
 
-def _transposed(k: Kernel, b: ir.IRBuilder, src, src_len: int, w, count: int, typ):
-    """Words w .. w + count - 1 of the B rows of src, as <count · B x typ> ordered by word,
-    then row (codes zero-extended to i32 for the tables)."""
-    n, per = k.vectors, (1 if k.is_float or not k.codes_input else k.group)
+def _interleave_unit(k: Kernel):
+    """(columns, type) of what a B-vector kernel interleaves: int32 words of `group` codes
+    (contiguous integer panels), floats, or single codes (gathering panels)."""
+    if k.is_float:
+        return 1, f32
+    return (k.group, i32) if k.codes_input else (1, k.elem)
+
+
+def _transposed(k: Kernel, b: ir.IRBuilder, src, src_len: int, w, count: int):
+    """Words w .. w + count - 1 of the B rows of src, as one vector ordered by word, then
+    row."""
+    per, unit = _interleave_unit(k)
     rows = []
-    for v in range(n):
+    for v in range(k.vectors):
         at = b.add(b.mul(w, i64(per)), i64(v * src_len)) if v else b.mul(w, i64(per))
-        if per > 1 or k.is_float:
-            rows.append(b.load(gep(b, src, k.elem, at), typ=vec(typ, count), align=1))
-        else:
-            codes = b.load(gep(b, src, k.elem, at), typ=vec(k.elem, count), align=k.esize)
-            rows.append(b.zext(codes, vec(i32, count)))
-    while len(rows) > 1:   # concatenate pairwise (zeros fill an odd count)
-        if len(rows) % 2:
-            rows.append(ir.Constant(rows[0].type, None))
-        m = rows[0].type.count
-        mask = ir.Constant(vec(i32, 2 * m), list(range(2 * m)))
-        rows = [b.shuffle_vector(rows[i], rows[i + 1], mask) for i in range(0, len(rows), 2)]
-    order = [v * count + c for c in range(count) for v in range(n)]
-    return b.shuffle_vector(rows[0], ir.Constant(rows[0].type, ir.Undefined),
-                            ir.Constant(vec(i32, len(order)), order))
-
-
-def _put_interleaved(k: Kernel, b: ir.IRBuilder, buf, w, words):
-    """Store the interleaved words of word (or column) w on: as they are, or into every
-    shifted table."""
-    if k.codes_input:
-        store(b, words, buf, b.mul(w, i64(k.vectors)), align=4, elem_type=words.type.element)
-    else:
-        _store_shifted(k, b, buf, w, words, scale=k.vectors)
+        rows.append(b.load(gep(b, src, k.elem, at), typ=vec(unit, count), align=k.esize))
+    return interleaved(b, rows)
 
 
 def vector_activations(k: Kernel, b: ir.IRBuilder, x, x_inv):
