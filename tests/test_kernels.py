@@ -229,7 +229,11 @@ def test_vectors_code_variants(gen, dtype, variant):
                               "wide_sparse_16x1", "extremes")):
         w, x = _case(name)
         n = VECTORS[i % len(VECTORS)]
-        mv = build_matvec(w, dtype=dtype, cpu=gen, block=(16, 1), variant=variant, vectors=n)
+        try:
+            mv = build_matvec(w, dtype=dtype, cpu=gen, block=(16, 1), variant=variant, vectors=n)
+        except InputError as e:   # baked B x products over the budget (generations without
+            assert variant == "baked" and "compile budget" in str(e)   # a native dot width)
+            continue
         check_vectors(mv, w, _vectors(w, x, n))
 
 
