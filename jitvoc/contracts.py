@@ -32,6 +32,7 @@ class EntryPoint:
     """A native function `prefix + suffix` returning void."""
     suffix: str
     args: tuple   # (name, type) pairs, in call order
+    vectors: bool = False   # y and x (x_codes, xin) hold B vectors (see SPMV_VECTORS)
 
     @property
     def names(self) -> tuple:
@@ -64,6 +65,12 @@ SPMV_RAW = EntryPoint("_raw", _ptrs("y", "x_codes") + _MATRIX)
 SPMV_LOOP = EntryPoint("_loop", (("n", I64),) + SPMV.args)
 SPMV_CORE = EntryPoint("_core", _ptrs("y", "xin") + _MATRIX + _ptrs("row_scale", "zcorr")
                        + (("x_scale", F32), ("bias", PTR)))
+# The same entry points of a kernel for B > 1 vectors (KernelSpec.vectors): one activation
+# format for all B; the float entry point's y is [B, rows] and x [B, cols], row-major; the raw
+# one's y is [B, rows_padded] and x_codes [B, x_len]; the core's y is [B, rows_padded] and xin
+# holds the B vectors interleaved (see emit.spmv).
+SPMV_VECTORS = {e: EntryPoint(e.suffix, e.args, vectors=True)
+                for e in (SPMV, SPMV_RAW, SPMV_LOOP, SPMV_CORE)}
 # The generation loop of a vocoder plan named N (see emit.loop).
 LOOP_GENERATE = EntryPoint("_generate", (("out", PTR), ("n", I64), ("t0", I64))
                            + _ptrs("K", "h", "cf", "s") + (("seed", U32), ("params", PTR)))

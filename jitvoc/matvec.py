@@ -8,7 +8,7 @@ import numpy as np
 
 from . import cpu as cpu_mod
 from . import config, decisions, jit, native
-from .contracts import SPMV, SPMV_LOOP, SPMV_RAW
+from .contracts import SPMV, SPMV_LOOP, SPMV_RAW, SPMV_VECTORS
 from .emit.spmv import build_module, stack_bytes
 from .errors import InputError
 from .layout import padded
@@ -17,11 +17,15 @@ from .plan.matvec import kernel_index
 from .quant import ACTIVATION_BITS, FixedPoint, zero_correction
 from .spec import DTYPES, VARIANTS
 
+MAX_VECTORS = 64   # B: the kernel unrolls its vectors, and its stack buffers grow with B
 STACK_LIMIT = 2 << 20   # bytes of stack buffers a kernel call may take (threads' stacks are small)
 
 
 class MatVec:
-    """A compiled matrix-vector product. Call it with a float32 vector.
+    """A compiled matrix-vector product. Call it with a float32 vector, or for a kernel of
+    B > 1 vectors (``vectors``) with x of shape [B, cols] (one vector per row): y is then
+    [B, rows], ``y[v] ≈ W @ x[v]``, and one activation format (from max |x| over all B,
+    unless x_format is given) serves every vector.
 
     Attributes: ``spec`` (the kernel's name, e.g. ``spmv_s8u8_16x1_avx512vnni_idx_u8a4_...``:
     its LLVM symbol, cache key and benchmark label), ``kernel`` (the KernelSpec it names),
@@ -33,6 +37,7 @@ class MatVec:
         self.plan, self.kernel, self.gen = plan, plan.spec, gen
         self.spec = plan.spec.name   # the kernel's name: symbol, cache key, benchmark label
         self.rows, self.cols = plan.w_codes.shape
+        self.vectors = plan.spec.vectors
         self.x_format = x_format   # None: chosen per call from max |x| (int kernels)
         _check_stack(plan, gen)
         p = plan.packed
@@ -44,7 +49,8 @@ class MatVec:
         self._runnable = cpu_mod.runnable(gen)
         self._fn, self._raw, self._loop = (
             native.function(self._lib.address(e.symbol(self.kernel.name)), e)
-            for e in (SPMV, SPMV_RAW, SPMV_LOOP))
+            for e in ((SPMV, SPMV_RAW, SPMV_LOOP) if self.vectors == 1 else
+                      (SPMV_VECTORS[SPMV], SPMV_VECTORS[SPMV_RAW], SPMV_VECTORS[SPMV_LOOP])))
 
     def _module(self):
         return build_module(self.kernel, self.plan.packed, self.gen)
@@ -71,10 +77,16 @@ class MatVec:
         bits = ACTIVATION_BITS[self.kernel.dtype]
         return FixedPoint.covering(float(np.abs(x).max()), bits, signed=self.kernel.x_signed)
 
+    @property
+    def _x_shape(self) -> tuple:
+        return (self.cols,) if self.vectors == 1 else (self.vectors, self.cols)
+
     def _check_x(self, x) -> np.ndarray:
         x = np.asarray(x)
-        if x.ndim != 1 or x.shape[0] != self.cols:
-            raise InputError(f"x must be a vector of length {self.cols}, got shape {x.shape}")
+        if x.shape != self._x_shape:
+            what = (f"a vector of length {self.cols}" if self.vectors == 1
+                    else f"of shape {self._x_shape} ({self.vectors} vectors)")
+            raise InputError(f"x must be {what}, got shape {x.shape}")
         x = np.ascontiguousarray(x, dtype=np.float32)
         if not np.isfinite(x).all():
             raise InputError("x holds NaN or infinite values")
@@ -102,7 +114,7 @@ class MatVec:
     def __call__(self, x) -> np.ndarray:
         self._require_runnable()
         x = self._check_x(x)
-        y = np.empty(self.rows, dtype=np.float32)
+        y = np.empty(self._x_shape[:-1] + (self.rows,), dtype=np.float32)
         keep, ptrs, inv, scale = self._args(x)
         self._fn(native.ptr(y), *ptrs, inv, scale)
         del keep
@@ -112,26 +124,29 @@ class MatVec:
         return y
 
     def raw(self, x_codes) -> np.ndarray:
-        """Accumulators (int32, or float32 for float kernels) for stored activation codes."""
+        """Accumulators (int32, or float32 for float kernels) for stored activation codes
+        (shaped as x: [cols], or [B, cols])."""
         self._require_runnable()
         p = self.plan.packed
         dtype = {"int8": np.uint8, "int16": np.int16, "float32": np.float32}[self.kernel.dtype]
         x_codes = np.asarray(x_codes)
-        if x_codes.shape != (self.cols,) or x_codes.dtype != dtype:
-            raise InputError(f"raw() takes {dtype.__name__} codes of shape ({self.cols},), "
+        if x_codes.shape != self._x_shape or x_codes.dtype != dtype:
+            raise InputError(f"raw() takes {dtype.__name__} codes of shape {self._x_shape}, "
                              f"got {x_codes.dtype} {x_codes.shape}")
-        xp = np.zeros(p.x_len, dtype=dtype)
-        xp[:self.cols] = x_codes
-        acc = np.empty(p.rows_padded, dtype=np.float32 if dtype is np.float32 else np.int32)
+        lead = self._x_shape[:-1]
+        xp = np.zeros(lead + (p.x_len,), dtype=dtype)
+        xp[..., :self.cols] = x_codes
+        acc = np.empty(lead + (p.rows_padded,),
+                       dtype=np.float32 if dtype is np.float32 else np.int32)
         self._raw(native.ptr(acc), native.ptr(xp), native.ptr(self._w), native.ptr(self._cols),
                   native.ptr(self._ptr))
-        return acc[:self.rows]
+        return acc[..., :self.rows]
 
     def time_call(self, x, repeats: int = 7, min_seconds: float = 0.02) -> float:
         """Median ns per call of the float entry point, timed in a native loop."""
         self._require_runnable()
         x = self._check_x(x)
-        y = np.empty(self.rows, dtype=np.float32)
+        y = np.empty(self._x_shape[:-1] + (self.rows,), dtype=np.float32)
         keep, ptrs, inv, scale = self._args(x)
         args = [native.ptr(y), *ptrs, inv, scale]
         n = 1
@@ -154,7 +169,7 @@ class MatVec:
 
 def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = False,
                  mask=None, x_format: FixedPoint | None = None, variant=None,
-                 isa=None) -> MatVec:
+                 isa=None, vectors: int = 1) -> MatVec:
     """Compile y ≈ W @ x for float32 vectors x on a CPU generation.
 
     dtype: "int8" (int8 weights with per-row scales, uint8 activations), "int16" or "float32".
@@ -162,8 +177,14 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
     block: (rows, cols) of the sparse blocks, or None to let the planner choose.
     autotune: time the candidate kernels and keep the fastest (the decision is cached on disk).
     x_format: a fixed activation format; by default each call picks one from max |x|.
+    vectors: B, the vectors per call (x [B, cols] -> y [B, rows], each weight loaded once for
+    all B); autotune takes B = 1.
     """
     _check_arguments(dtype, block, autotune, x_format, variant, isa)
+    if not (isinstance(vectors, (int, np.integer)) and not isinstance(vectors, bool)
+            and 1 <= vectors <= MAX_VECTORS) or (autotune and vectors != 1):
+        raise InputError(f"vectors must be an int in [1, {MAX_VECTORS}] (1 with autotune), "
+                         f"got {vectors!r}")
     gen = cpu_mod.resolve(cpu)
     w = planner.check_matrix(W)
     if mask is None:
@@ -191,9 +212,10 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
         decisions.store_decision(key, best.kernel)
         return best
     plan = planner.build_plan(w_codes, row_scale, mask, dtype, gen, block=block, isa_name=isa,
-                              variant=variant, x_signed=x_signed)
+                              variant=variant, x_signed=x_signed, vectors=int(vectors))
     if variant == "baked":
-        size = planner.baked_instructions(mask, plan.spec.block, dtype, plan.spec.isa, gen)
+        size = planner.baked_instructions(mask, plan.spec.block, dtype, plan.spec.isa,
+                                          gen) * vectors
         if size > planner.BAKE_LIMIT:
             raise InputError(f"variant='baked' would unroll about {size} instructions, over the "
                              f"compile budget of {planner.BAKE_LIMIT}; use 'grouped' or 'idx'")

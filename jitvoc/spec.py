@@ -5,6 +5,7 @@ Its `name` is the LLVM symbol, the cache key, the pytest id and the benchmark la
 ``spmv_s8u8_16x1_avx512vnni_idx_u4a2_2688x896`` (a block-sparse int8 kernel with uint8
 activations, 16x1 blocks, AVX-512 VNNI, index-driven loop unrolled 4 times into 2 accumulators).
 Kernels with the sparsity pattern compiled in (baked, grouped) end with the pattern's hash.
+A kernel for B > 1 vectors (one weight load for all B) ends with ``_b{B}``.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class KernelSpec:
     x_permute: int = 0      # gathering panels: byte-permute window (VBMI) instead of tables
     grouped_unroll: int = 0  # grouped: row blocks of up to this many panels are fully unrolled
     # (set by the planner from one constant, so it is not part of the name)
+    vectors: int = 1        # B: the kernel multiplies the matrix by B vectors per call
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -42,6 +44,8 @@ class KernelSpec:
             raise ValueError("baked and grouped kernels, and only they, carry a pattern hash")
         if self.unroll < 1 or self.accumulators < 1:
             raise ValueError("unroll and accumulators must be positive")
+        if self.vectors < 1 or (self.vectors > 1 and self.x_permute):
+            raise ValueError("vectors must be positive; byte-permute gathers take one vector")
 
     @property
     def group(self) -> int:
@@ -69,6 +73,8 @@ class KernelSpec:
             n += f"_s{self.x_stride}"
         if self.x_permute:
             n += f"_perm{self.x_permute}"
+        if self.vectors > 1:
+            n += f"_b{self.vectors}"
         return n
 
     def __str__(self) -> str:

@@ -156,6 +156,7 @@ def tiny_bench(monkeypatch):
     tiny = bench_kernels.Matrix("tiny", 64, 32, 0.25)
     monkeypatch.setattr(bench_kernels, "QUICK_MATRICES", (tiny,))
     monkeypatch.setattr(bench_kernels, "AUTOTUNE_MATRICES", (tiny,))
+    monkeypatch.setattr(bench_kernels, "VECTORS_MATRICES", (tiny,))
     monkeypatch.setattr(bench_kernels, "ROOFLINE_SHAPE", (64, 64))
     monkeypatch.setattr(bench_vocoder, "MODEL", dict(bench_vocoder.MODEL, hidden=32))
 
@@ -180,6 +181,9 @@ def test_bench_quick_outputs(tiny_bench, tmp_path, capsys):
     assert kern[0]["cpu"] == "native" and kern[0]["ns_per_call"] > 0
     assert [r["bench"] for r in recs].count("roofline") == 1
     assert [r["bench"] for r in recs].count("autotune") == 1
+    vectors = [r for r in recs if r["bench"] == "vectors"]
+    assert len(vectors) == 1 and sorted(map(int, vectors[0]["by_vectors"])) == [1, 2, 4, 8, 16]
+    assert "kernels for B vectors" in out
     jit = [r for r in recs if r["bench"] == "vocoder" and r["engine"] == "jit"]
     assert len(jit) == 1 and jit[0]["realtime"] == pytest.approx(jit[0]["samples_per_s"] / 24000)
     assert any(r["engine"] == "numpy_reference" for r in recs if r["bench"] == "vocoder")

@@ -181,3 +181,89 @@ def test_autotune_caches_decision_and_code(monkeypatch):
     assert second.kernel == first.kernel and compiled == []
     x = np.random.default_rng(4).standard_normal(64).astype(np.float32)
     check(second, w, x)
+
+
+# --- kernels for B vectors -------------------------------------------------------------------------
+VECTORS = (2, 3, 8, 16)
+
+
+def _vectors(w, x, n):
+    """n vectors for the case: its own x first, then seeded ones of the same magnitude."""
+    rng = np.random.default_rng(n)
+    rest = rng.standard_normal((n - 1, w.shape[1])).astype(np.float32) * np.abs(x).max()
+    return np.vstack([x[None], rest]).astype(np.float32)
+
+
+def check_vectors(mv, w, xs):
+    """Every vector of a B-vector kernel as the reference computes it alone, bit for bit
+    (one activation format for all B)."""
+    ys = mv(xs)
+    assert ys.shape == (len(xs), w.shape[0])
+    if mv.kernel.dtype == "float32":
+        for x, y in zip(xs, ys):
+            bound = (w.shape[1] + 2) * EPS32 * (np.abs(w) @ np.abs(x)) + 1e-30
+            assert np.all(np.abs(y - matvec_float(w, x)) <= bound), mv.spec
+        return
+    fmt = mv.format_for(xs)
+    codes = fmt.stored(xs)
+    raw = mv.raw(codes)
+    for v, x in enumerate(xs):
+        assert np.array_equal(ys[v], matvec_quantized(mv.plan.w_codes, mv.plan.row_scale, x,
+                                                      fmt)), (mv.spec, v)
+        assert np.array_equal(raw[v], matvec_codes(mv.plan.w_codes, codes[v])), (mv.spec, v)
+
+
+@pytest.mark.parametrize("gen, dtype, block", diagonal(RUNNABLE, DTYPES, BLOCKS + (None,)))
+def test_vectors_every_generation_every_format(gen, dtype, block):
+    for i, name in enumerate(CASES):   # every B in VECTORS, over the cases
+        w, x = _case(name)
+        n = VECTORS[i % len(VECTORS)]
+        mv = build_matvec(w, dtype=dtype, cpu=gen, block=block, vectors=n)
+        assert mv.spec.endswith(f"_b{n}") and mv.kernel.x_permute == 0
+        check_vectors(mv, w, _vectors(w, x, n))
+
+
+@pytest.mark.parametrize("gen, dtype, variant", diagonal(RUNNABLE, DTYPES, VARIANTS))
+def test_vectors_code_variants(gen, dtype, variant):
+    for i, name in enumerate(("ragged_37x29", "empty_row_blocks", "blocks_16x1",
+                              "wide_sparse_16x1", "extremes")):
+        w, x = _case(name)
+        n = VECTORS[i % len(VECTORS)]
+        try:
+            mv = build_matvec(w, dtype=dtype, cpu=gen, block=(16, 1), variant=variant, vectors=n)
+        except InputError as e:   # baked B x products over the budget (generations without
+            assert variant == "baked" and "compile budget" in str(e)   # a native dot width)
+            continue
+        check_vectors(mv, w, _vectors(w, x, n))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_vector_is_the_single_vector_kernel(dtype):
+    """vectors=1 plans, names and emits exactly the single-vector kernel; an integer B-vector
+    kernel's rows equal the single-vector kernel's results in the same format (float32 sums in
+    another order: check_vectors bounds them)."""
+    w, x = _case("blocks_16x1")
+    one, single = build_matvec(w, dtype, vectors=1), build_matvec(w, dtype)
+    assert one.kernel == single.kernel and one.ir == single.ir
+    if dtype == "float32":
+        return
+    fmt = single.format_for(x)
+    many = build_matvec(w, dtype, vectors=4, x_format=fmt)
+    xs = _vectors(w, x, 4)
+    xs *= np.abs(x).max() / np.abs(xs).max()   # within the shared format's range
+    fixed = build_matvec(w, dtype, x_format=fmt)
+    assert np.array_equal(many(xs), np.stack([fixed(v) for v in xs]))
+
+
+def test_vectors_bad_arguments():
+    w = np.ones((16, 8), np.float32)
+    for bad in (0, -1, 2.0, True, 65):
+        with pytest.raises(InputError, match="vectors"):
+            build_matvec(w, vectors=bad)
+    with pytest.raises(InputError, match="vectors"):
+        build_matvec(w, autotune=True, vectors=2)
+    mv = build_matvec(w, vectors=3)
+    with pytest.raises(InputError, match=r"shape \(3, 8\)"):
+        mv(np.ones(8, np.float32))
+    with pytest.raises(InputError, match=r"shape \(3, 8\)"):
+        mv.raw(np.ones((2, 8), np.uint8))

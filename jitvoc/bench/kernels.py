@@ -6,7 +6,8 @@ GMAC/s = non-zeros / ns. The roofline is jitvoc's best dense int8 kernel on an L
 matrices: NumPy dense `W @ x`, scipy.sparse CSR `csr @ x`, and with torch installed an eager
 `nn.Linear` and a dynamic-quantized int8 `nn.Linear`. On AUTOTUNE_MATRICES (patterns of 16x1,
 8x4 and 1x1 blocks) the planner's untuned choice is compared with every autotune candidate, the
-best of each block shape in a column of its own.
+best of each block shape in a column of its own. Kernels for B vectors (VECTORS_MATRICES, native):
+effective GMAC/s = B · non-zeros / ns per call for B in VECTORS, timed in interleaved rounds.
 """
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ AUTOTUNE_MATRICES = (WAVERNN_R[1],      # 2688x896 at 5%, 16x1
                      Matrix("LPCNet GRU-A 8x4", 1152, 384, 0.10, (8, 4)),
                      Matrix("WaveRNN R 10% 1x1", 2688, 896, 0.10, (1, 1)),
                      Matrix("WaveRNN R 50% 1x1", 2688, 896, 0.50, (1, 1)))
+VECTORS = (1, 2, 4, 8, 16)
+VECTORS_MATRICES = (WAVERNN_R[1], MATRICES[6], MATRICES[8])   # R at 5%, O1/O3, GRU-A 1152x384
 SHAPES = ("16x1", "8x4", "16x4", "4x4", "1x1", "dense")   # columns of the autotune table
 ROOFLINE_SHAPE = (512, 512)
 ROOFLINE_ACCUMULATORS = (2, 4, 8)
@@ -176,6 +179,25 @@ def autotune_record(m: Matrix, w, mask, dtype, gen, repeats, baked: bool = True)
                               for sh in set(shape.values())}}
 
 
+def vectors_record(m: Matrix, w, mask, dtype, gen, repeats) -> dict:
+    """The planner's kernel for each B in VECTORS, compiled first, then timed in interleaved
+    rounds (as autotune_record), so that ratios between B are measured alike."""
+    kernels = {n: _compiled(_plan(w, mask, dtype, gen, vectors=n), gen)[0] for n in VECTORS}
+    xs = {n: np.random.default_rng(n).standard_normal((n, m.cols) if n > 1 else m.cols)
+          .astype(np.float32) for n in VECTORS}
+    samples = {n: [] for n in VECTORS}
+    for _ in range(repeats):
+        for n, mv in kernels.items():
+            samples[n] += report.time_native(mv, xs[n], 1)
+    nnz = int(np.count_nonzero(mask))
+    per = {n: report.summary(v) for n, v in samples.items()}
+    return {"bench": "vectors", "label": f"{gen.name} {dtype} vectors {m.label}",
+            "matrix": m.label, "cpu": gen.name, "rows": m.rows, "cols": m.cols,
+            "density": m.density, "dtype": dtype, "nnz": nnz,
+            "by_vectors": {n: {"spec": kernels[n].spec, "ns_per_call": ns, "ns_spread": sp,
+                               "gmacs": n * nnz / ns} for n, (ns, sp) in per.items()}}
+
+
 @dataclass
 class Config:
     gens: list            # runnable Generation objects
@@ -185,6 +207,7 @@ class Config:
     autotune: dict        # generation name -> dtypes to autotune
     autotune_matrices: tuple
     baked: bool           # autotune includes the (slow to compile) baked candidates
+    vectors: tuple        # dtypes of the B-vector kernels (native)
 
     @classmethod
     def make(cls, gens, quick: bool, dtypes=None, repeats=None) -> "Config":
@@ -195,12 +218,15 @@ class Config:
                     else dtypes}
         return cls(list(gens), dtypes, QUICK_MATRICES if quick else MATRICES,
                    repeats or (5 if quick else 7), autotune,
-                   AUTOTUNE_MATRICES[:1] if quick else AUTOTUNE_MATRICES, baked=not quick)
+                   AUTOTUNE_MATRICES[:1] if quick else AUTOTUNE_MATRICES, baked=not quick,
+                   vectors=autotune["native"])
 
     def steps(self) -> int:
         n_auto = len(self.autotune_matrices) * sum(len(d) for g, d in self.autotune.items()
                                                    if any(x.name == g for x in self.gens))
-        return 1 + len(self.matrices) * (1 + len(self.gens) * len(self.dtypes)) + n_auto
+        n_vec = len(VECTORS_MATRICES) * len(self.vectors) * any(g.name == "native"
+                                                                for g in self.gens)
+        return 1 + len(self.matrices) * (1 + len(self.gens) * len(self.dtypes)) + n_auto + n_vec
 
 
 def run(cfg: Config, progress: Steps) -> list[dict]:
@@ -222,6 +248,12 @@ def run(cfg: Config, progress: Steps) -> list[dict]:
             for dtype in cfg.autotune.get(gen.name, ()):
                 progress.step(f"kernels {gen.name} {dtype} autotune {m.label}")
                 records.append(autotune_record(m, w, mask, dtype, gen, cfg.repeats, cfg.baked))
+    for m in VECTORS_MATRICES:
+        w, mask = make_matrix(m)
+        for gen in (g for g in cfg.gens if g.name == "native"):
+            for dtype in cfg.vectors:
+                progress.step(f"kernels {gen.name} {dtype} {m.label}, B = {VECTORS}")
+                records.append(vectors_record(m, w, mask, dtype, gen, cfg.repeats))
     return records
 
 
@@ -269,6 +301,7 @@ def tables(records: list[dict]) -> list[report.Table]:
         out.append(report.Table("peers, ns per call (float32 unless noted, one thread)",
                                 ["matrix", "shape", "nnz", "numpy dense", "scipy CSR",
                                  "torch Linear", "torch dyn-int8 Linear"], peer_rows))
+    out += _vectors_tables(records)
     auto = [r for r in records if r["bench"] == "autotune"]
     if auto:
         rows = [[r["matrix"], f"{r['rows']}x{r['cols']}", r["cpu"], r["dtype"],
@@ -285,3 +318,22 @@ def tables(records: list[dict]) -> list[report.Table]:
                                  "best candidate", "ns", "untuned/best", "candidates"]
                                 + [f"best {sh}" for sh in SHAPES], rows, notes))
     return out
+
+
+def _vectors_tables(records: list[dict]) -> list[report.Table]:
+    recs = [r for r in records if r["bench"] == "vectors"]
+    if not recs:
+        return []
+    rows = []
+    for r in recs:
+        by = {int(n): v for n, v in r["by_vectors"].items()}   # JSON keys come back as str
+        for n, v in sorted(by.items()):
+            rows.append([r["cpu"], r["dtype"], r["matrix"], f"{r['rows']}x{r['cols']}", n,
+                         _short(v["spec"]), report.fmt(v["ns_per_call"]),
+                         report.fmt(v["ns_per_call"] / n), report.fmt(v["gmacs"]),
+                         report.fmt(v["gmacs"] / by[1]["gmacs"]), report.pct(v["ns_spread"])])
+    return [report.Table("kernels for B vectors (one weight load for all B, one thread)",
+                         ["cpu", "dtype", "matrix", "shape", "B", "kernel", "ns/call",
+                          "ns/vector", "GMAC/s", "x B=1", "spread"], rows,
+                         ["GMAC/s = B x non-zeros / ns per call; the B kernels timed in "
+                          "interleaved rounds"])]

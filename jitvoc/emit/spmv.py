@@ -13,6 +13,15 @@ Every kernel module defines, for ``N = spec.name``:
   ``y = (acc − zcorr) · (row_scale · x_scale)`` (row_scale, zcorr padded to whole row blocks);
 - ``N_loop(n, …)`` the float entry called n times (benchmarks time this, not Python).
 
+A kernel for B > 1 vectors (``spec.vectors``, contracts.SPMV_VECTORS) has the same entry points
+over B rows of y and x (one activation format for all B). Its xin holds the B vectors
+interleaved, so that a panel finds all B activation words side by side: contiguous panels read
+the words ``xin[(c / group) · B + v]`` (int32 words of `group` codes, or floats), gathering
+panels the codes ``xin[c · B + v]`` of their `group` columns (no shifted tables: one shuffle
+of the `group` loads makes the B words). Each panel's weights are loaded once and multiplied into B
+accumulators (one set per vector; B independent chains need no extra sets). B = 1 emits exactly
+the single-vector code.
+
 ``index`` is ``Packed.kernel_index()``, or ``Packed.permute_gathers().index`` for byte-permute
 gathers (see jitvoc.layout): those kernels first build every panel's x word into a stack array
 (``permute_words``), then read each panel's word from its slot.
@@ -37,7 +46,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..contracts import (PANEL_COLUMN, PANEL_OFFSET, PANEL_PTR, PERMUTE_GROUP, PERMUTE_PASS,
-                         PERMUTE_SLOT, SPMV, SPMV_CORE, SPMV_LOOP, SPMV_RAW)
+                         PERMUTE_SLOT, SPMV, SPMV_CORE, SPMV_LOOP, SPMV_RAW, SPMV_VECTORS)
 from ..errors import ContractError
 from ..layout import CACHE_LINE, Packed, PermuteGathers
 from ..spec import KernelSpec
@@ -106,6 +115,11 @@ class Kernel:
     w_t = cached_property(lambda self: vec(self.elem, self.width * self.group))
     panel_bytes = cached_property(lambda self: self.lanes * self.group * self.esize)
     permute = cached_property(lambda self: self.spec.x_permute)   # byte-permute window (VBMI)
+    vectors = cached_property(lambda self: self.spec.vectors)
+
+    def entry(self, single):
+        """The declaration of an entry point (contracts) for this kernel's vector count."""
+        return single if self.vectors == 1 else SPMV_VECTORS[single]
 
     @cached_property
     def stride(self) -> int:
@@ -125,14 +139,16 @@ class Kernel:
     def stack_bytes(self) -> int:
         """The most stack the entry points allocate: the xin buffer or tables (xin_buffer,
         prepare_x), the padded output (emit_entries) and the permute words (permute_words)."""
-        p = self.packed
+        p, n = self.packed, self.vectors
         if self.is_float:
-            xin = 0 if p.x_len == p.cols else 4 * p.x_len
-        elif not self.codes_input:
+            xin = 0 if p.x_len == p.cols and n == 1 else 4 * p.x_len * n
+        elif not self.codes_input and n == 1:
             xin = 4 * self.group * self.stride
         else:
-            xin = self.esize * self.x_pad
-        out = 4 * p.rows_padded if p.rows_padded != p.rows else 0
+            xin = self.esize * self.x_pad * n
+        if n > 1 and not self.is_float:   # the quantized codes before interleaving
+            xin += self.esize * p.x_len * n
+        out = 4 * p.rows_padded * n if p.rows_padded != p.rows else 0
         words = (4 * (p.n_panels + PERMUTE_GROUP - 1) // PERMUTE_GROUP * PERMUTE_GROUP + 64
                  if self.permute else 0)
         return xin + out + words
@@ -141,7 +157,7 @@ class Kernel:
 @dataclass
 class Core:
     """A core being written: its kernel, builder, activations, weights and accumulator sets
-    ([set][chunk] stack slots); `words` holds the byte-permute words once built."""
+    ([vector][set][chunk] stack slots); `words` holds the byte-permute words once built."""
     k: Kernel
     b: ir.IRBuilder
     xin: ir.Value
@@ -172,12 +188,13 @@ def emit_core(k: Kernel, dequantize: bool, bias: bool = False, relu: bool = Fals
     name = core_symbol(s, dequantize, bias, relu)
     if name in k.module.globals:  # same spec, same code (another matrix of this layout)
         return k.module.globals[name]
-    fn, a = define(k.module, SPMV_CORE, s.name, internal, symbol=name)
+    fn, a = define(k.module, k.entry(SPMV_CORE), s.name, internal, symbol=name)
     fn.attributes.add("noinline")  # big loops: inlining them only costs compile time
     for arg in fn.args[:7]:
         arg.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    accs = [[b.alloca(k.acc_t) for _ in range(k.chunks)] for _ in range(s.accumulators)]
+    accs = [[[b.alloca(k.acc_t) for _ in range(k.chunks)] for _ in range(s.accumulators)]
+            for _ in range(k.vectors)]
     c = Core(k, b, a.xin, a.W, accs)
     ep = Epilogue(dequantize and not k.is_float, a.row_scale, a.zcorr, a.x_scale,
                   a.bias if bias else None, relu)
@@ -193,7 +210,7 @@ def _idx(c: Core, ep: Epilogue, y, index, pptr):
     with counted_loop(c.b, 0, c.k.packed.row_blocks, name="rb") as rb:
         zero(c)
         panel_loop(c, index, pptr, rb)
-        store_rows(c, ep, y, rb, c.accs)
+        store_rows(c, ep, y, rb, range(c.k.spec.accumulators))
 
 
 def _baked(c: Core, ep: Epilogue, y, index, pptr):
@@ -206,7 +223,7 @@ def _baked(c: Core, ep: Epilogue, y, index, pptr):
             col = ([int(k.gathers.slots[q])] if k.permute
                    else [int(v) for v in p.cols_idx[q]])
             panel(c, q, col, (q - lo) % k.spec.accumulators)
-        store_rows(c, ep, y, rb, c.accs)
+        store_rows(c, ep, y, rb, range(c.k.spec.accumulators))
 
 
 def _grouped(c: Core, ep: Epilogue, y, index, pptr):
@@ -232,7 +249,7 @@ def _grouped(c: Core, ep: Epilogue, y, index, pptr):
                     panel(c, q, runtime_cols(c, index, q), u % n_sets)
             else:
                 panel_loop(c, index, pptr, i)
-            store_rows(c, ep, y, rb, c.accs)
+            store_rows(c, ep, y, rb, range(c.k.spec.accumulators))
         start = stop
 
 
@@ -274,13 +291,13 @@ def _dense_rows(c: Core, ep: Epilogue, y, rb0, count: int):
     for kv in range(k_main, n_k):
         _dense_step(c, rb0, count, n_k, i64(kv))
     for r in range(count):
-        store_rows(c, ep, y, b.add(rb0, i64(r)), [c.accs[r]])
+        store_rows(c, ep, y, b.add(rb0, i64(r)), [r])
 
 
 def _dense_step(c: Core, rb0, count: int, n_k: int, kv):
     """Panel column kv of each of the row blocks, sharing one broadcast of x."""
     b = c.b
-    xw = xword(c, [b.mul(kv, i64(c.k.group))])
+    xw = xwords(c, [b.mul(kv, i64(c.k.group))])
     for r in range(count):
         panel(c, b.add(b.mul(b.add(rb0, i64(r)), i64(n_k)), kv), None, r, xw)
 
@@ -323,17 +340,58 @@ def runtime_cols(c: Core, index, q) -> list:
 
 
 def rotate(c: Core):
-    for n in range(c.k.chunks):
-        vals = [c.b.load(acc_set[n]) for acc_set in c.accs]
-        for acc_set, v in zip(c.accs, vals[1:] + vals[:1]):
-            c.b.store(v, acc_set[n])
+    for sets in c.accs:
+        for n in range(c.k.chunks):
+            vals = [c.b.load(acc_set[n]) for acc_set in sets]
+            for acc_set, v in zip(sets, vals[1:] + vals[:1]):
+                c.b.store(v, acc_set[n])
 
 
 def zero(c: Core):
     zero_v = ir.Constant(c.k.acc_t, [0.0 if c.k.is_float else 0] * c.k.width)
-    for acc_set in c.accs:
-        for a in acc_set:
-            c.b.store(zero_v, a)
+    for sets in c.accs:
+        for acc_set in sets:
+            for a in acc_set:
+                c.b.store(zero_v, a)
+
+
+def interleaved(b: ir.IRBuilder, parts: list):
+    """The elements of equal-length vectors, alternating: part j's element i at i · len(parts)
+    + j (one shuffle after pairwise concatenation)."""
+    m, rows = parts[0].type.count, list(parts)
+    while len(rows) > 1:   # concatenate pairwise (zeros fill an odd count)
+        if len(rows) % 2:
+            rows.append(ir.Constant(rows[0].type, None))
+        w = rows[0].type.count
+        mask = ir.Constant(vec(i32, 2 * w), list(range(2 * w)))
+        rows = [b.shuffle_vector(rows[i], rows[i + 1], mask) for i in range(0, len(rows), 2)]
+    order = [j * m + i for i in range(m) for j in range(len(parts))]
+    return b.shuffle_vector(rows[0], ir.Constant(rows[0].type, ir.Undefined),
+                            ir.Constant(vec(i32, len(order)), order))
+
+
+def xwords(c: Core, col) -> list:
+    """The broadcast activations of one panel for each of the B vectors (see xword)."""
+    b, k = c.b, c.k
+    if k.vectors == 1:
+        return [xword(c, col)]
+    n = k.vectors
+    as_i64 = [i64(v) if isinstance(v, int) else v for v in col]
+    if k.packed.contiguous:   # B words side by side at word (col / group) · B
+        shift = k.group.bit_length() - 1
+        base = b.mul(b.lshr(as_i64[0], i64(shift)) if shift else as_i64[0], i64(n))
+        typ = f32 if k.is_float else i32
+        return [broadcast_load(b, c.xin, typ, b.add(base, i64(v)) if v else base, k.width,
+                               align=4) for v in range(n)]
+    codes = []   # the B codes of each of the panel's columns
+    for j, v in enumerate(as_i64):
+        column = i64(col[j]) if isinstance(col[j], int) else b.sub(v, i64(j * k.stride))
+        codes.append(b.load(gep(b, c.xin, k.elem, b.mul(column, i64(n))), typ=vec(k.elem, n),
+                            align=k.esize))
+    word = b.bitcast(interleaved(b, codes), vec(i32, n))   # vector v's codes in one i32
+    undef = ir.Constant(word.type, ir.Undefined)
+    return [b.shuffle_vector(word, undef, ir.Constant(vec(i32, k.width), [v] * k.width))
+            for v in range(n)]
 
 
 def xword(c: Core, col):
@@ -355,36 +413,42 @@ def xword(c: Core, col):
 
 
 def panel(c: Core, q, col, acc_index: int, xw=None):
-    """Panel q's products into accumulator set acc_index (x from `col`, or xw given)."""
+    """Panel q's products into accumulator set acc_index of every vector (x from `col`, or the
+    vectors' words xw given): each chunk of weights loaded once for all."""
     b, k = c.b, c.k
-    xw = xword(c, col) if xw is None else xw
+    xws = xwords(c, col) if xw is None else xw
     base = q * k.panel_bytes if isinstance(q, int) else b.mul(q, i64(k.panel_bytes))
     for n in range(k.chunks):
         off = n * k.width * k.group * k.esize
         idx = i64(base + off) if isinstance(base, int) else b.add(base, i64(off))
         wv = b.load(gep(b, c.w, i8, idx), typ=k.w_t, align=1)
-        acc = b.load(c.accs[acc_index][n])
-        if k.is_float:
-            new = b.fadd(acc, b.fmul(wv, xw))
-        elif k.native:
-            new = k.backend.dot(b, k.kind, acc, xw, wv)
-        else:
-            new = generic_dot(b, k.kind, acc, xw, wv)
-        b.store(new, c.accs[acc_index][n])
+        for xw, sets in zip(xws, c.accs):
+            acc = b.load(sets[acc_index][n])
+            if k.is_float:
+                new = b.fadd(acc, b.fmul(wv, xw))
+            elif k.native:
+                new = k.backend.dot(b, k.kind, acc, xw, wv)
+            else:
+                new = generic_dot(b, k.kind, acc, xw, wv)
+            b.store(new, sets[acc_index][n])
 
 
-def store_rows(c: Core, ep: Epilogue, y, rb, acc_sets):
-    """Sum the accumulator sets of row block rb, apply the epilogue and store the rows."""
+def store_rows(c: Core, ep: Epilogue, y, rb, set_indices):
+    """Sum the accumulator sets `set_indices` of row block rb, apply the epilogue and store
+    the rows (of vector v at y + v · rows_padded)."""
     b, k = c.b, c.k
-    for n in range(k.chunks):
-        total = b.load(acc_sets[0][n])
-        for acc_set in acc_sets[1:]:
-            v = b.load(acc_set[n])
-            total = b.fadd(total, v) if k.is_float else b.add(total, v)
-        row = (i64(rb * k.lanes + n * k.width) if isinstance(rb, int)
-               else b.add(b.mul(rb, i64(k.lanes)), i64(n * k.width)))
-        total = _epilogue(b, k, ep, total, row)
-        b.store(total, gep(b, y, total.type.element, row), align=4)
+    set_indices = list(set_indices)
+    for v, sets in enumerate(c.accs):
+        for n in range(k.chunks):
+            total = b.load(sets[set_indices[0]][n])
+            for i in set_indices[1:]:
+                a = b.load(sets[i][n])
+                total = b.fadd(total, a) if k.is_float else b.add(total, a)
+            row = (i64(rb * k.lanes + n * k.width) if isinstance(rb, int)
+                   else b.add(b.mul(rb, i64(k.lanes)), i64(n * k.width)))
+            total = _epilogue(b, k, ep, total, row)
+            out = b.add(row, i64(v * k.packed.rows_padded)) if v else row
+            b.store(total, gep(b, y, total.type.element, out), align=4)
 
 
 def _epilogue(b: ir.IRBuilder, k: Kernel, ep: Epilogue, total, row):
@@ -462,41 +526,47 @@ def emit_entries(k: Kernel) -> None:
 
 def _raw_entry(k: Kernel, core_acc) -> None:
     null = ir.Constant(ptr, None)
-    raw, a = define(k.module, SPMV_RAW, k.spec.name)
+    raw, a = define(k.module, k.entry(SPMV_RAW), k.spec.name)
     b = ir.IRBuilder(raw.append_basic_block("entry"))
-    call(b, SPMV_CORE, core_acc, y=a.y, xin=prepare_x(k, b, a.x_codes), W=a.W, index=a.index,
+    call(b, k.entry(SPMV_CORE), core_acc, y=a.y, xin=prepare_x(k, b, a.x_codes), W=a.W, index=a.index,
          panel_ptr=a.panel_ptr, row_scale=null, zcorr=null, x_scale=f32(0.0), bias=null)
     b.ret_void()
 
 
 def _float_entry(k: Kernel, core) -> ir.Function:
-    p = k.packed
-    fl, a = define(k.module, SPMV, k.spec.name)
+    p, n = k.packed, k.vectors
+    fl, a = define(k.module, k.entry(SPMV), k.spec.name)
     fl.attributes.add("noinline")
     b = ir.IRBuilder(fl.append_basic_block("entry"))
-    xin = activations(k, b, a.x, a.x_inv_scale)
-    out = a.y if p.rows_padded == p.rows else alloca(b, f32, p.rows_padded, align=CACHE_LINE)
-    call(b, SPMV_CORE, core, y=out, xin=xin, W=a.W, index=a.index, panel_ptr=a.panel_ptr,
+    xin = activations(k, b, a.x, a.x_inv_scale) if n == 1 else vector_activations(k, b, a.x,
+                                                                                   a.x_inv_scale)
+    out = a.y if p.rows_padded == p.rows else alloca(b, f32, p.rows_padded * n,
+                                                     align=CACHE_LINE)
+    call(b, k.entry(SPMV_CORE), core, y=out, xin=xin, W=a.W, index=a.index, panel_ptr=a.panel_ptr,
          row_scale=a.row_scale, zcorr=a.zcorr, x_scale=a.x_scale, bias=ir.Constant(ptr, None))
-    if out is not a.y:
+    for v in range(n if out is not a.y else 0):   # vector v's rows, unpadded
         with counted_loop(b, 0, p.rows, name="out") as r:
-            store(b, load(b, out, f32, r, align=4), a.y, r, align=4)
+            src, dst = (b.add(r, i64(v * rows)) if v else r for rows in (p.rows_padded, p.rows))
+            store(b, load(b, out, f32, src, align=4), a.y, dst, align=4)
     b.ret_void()
     return fl
 
 
 def _loop_entry(k: Kernel, fl) -> None:
-    lp, a = define(k.module, SPMV_LOOP, k.spec.name)
+    lp, a = define(k.module, k.entry(SPMV_LOOP), k.spec.name)
     b = ir.IRBuilder(lp.append_basic_block("entry"))
     with counted_loop(b, 0, a.n, name="rep"):
-        call(b, SPMV, fl, **{n: getattr(a, n) for n in SPMV.names})
+        call(b, k.entry(SPMV), fl, **{n: getattr(a, n) for n in SPMV.names})
     b.ret_void()
 
 
 # --- input preparation ----------------------------------------------------------------------------
 def prepare_x(k: Kernel, b: ir.IRBuilder, codes):
     """What the core reads as xin, from stored codes (padded to x_len): the codes, a copy
-    zero-padded to x_pad for permute windows, or their shifted tables."""
+    zero-padded to x_pad for permute windows, or their shifted tables; B vectors of codes
+    interleaved."""
+    if k.vectors > 1:
+        return interleave(k, b, codes, k.packed.x_len)
     if k.is_float or k.packed.contiguous:
         return codes
     if k.permute:
@@ -520,6 +590,62 @@ def _store_shifted(k: Kernel, b: ir.IRBuilder, table, c, code):
             shift = ir.Constant(code.type, [8 * k.esize * j] * code.type.count)
         v = b.shl(code, shift) if j else code
         store(b, v, table, b.add(c, i64(j * k.stride)), align=4, elem_type=i32)
+
+
+INTERLEAVE_TILE = 16   # words (or codes) per vector transposed at once: one at a time (B loads
+# and inserts each, into shifted tables), interleaving 8 int8 vectors of 448 took 1.8 µs; 0.4 µs
+# now (native, Zen 4)
+
+
+def interleave(k: Kernel, b: ir.IRBuilder, src, src_len: int):
+    """xin of a B-vector kernel (module docstring) from B rows of src_len codes (or floats),
+    zero-padded to x_len: a tile of words (or codes) of every row at a time, transposed by one
+    shuffle."""
+    n, p = k.vectors, k.packed
+    per, unit = _interleave_unit(k)
+    buf = alloca(b, unit, p.x_len // per * n, align=CACHE_LINE)
+    tile, have = INTERLEAVE_TILE, src_len // per
+    with counted_loop(b, 0, have // tile * tile, tile, name="interleave") as w:
+        words = _transposed(k, b, src, src_len, w, tile)
+        store(b, words, buf, b.mul(w, i64(n)), align=4, elem_type=unit)
+    with counted_loop(b, have // tile * tile, p.x_len // per, name="interleave_tail") as w:
+        inside = b.icmp_signed("<", w, i64(have))
+        words = _transposed(k, b, src, src_len, b.select(inside, w, i64(0)), 1)
+        words = b.select(inside, words, ir.Constant(words.type, None))
+        store(b, words, buf, b.mul(w, i64(n)), align=4, elem_type=unit)
+    return buf
+
+
+def _interleave_unit(k: Kernel):
+    """(columns, type) of what a B-vector kernel interleaves: int32 words of `group` codes
+    (contiguous integer panels), floats, or single codes (gathering panels)."""
+    if k.is_float:
+        return 1, f32
+    return (k.group, i32) if k.codes_input else (1, k.elem)
+
+
+def _transposed(k: Kernel, b: ir.IRBuilder, src, src_len: int, w, count: int):
+    """Words w .. w + count - 1 of the B rows of src, as one vector ordered by word, then
+    row."""
+    per, unit = _interleave_unit(k)
+    rows = []
+    for v in range(k.vectors):
+        at = b.add(b.mul(w, i64(per)), i64(v * src_len)) if v else b.mul(w, i64(per))
+        rows.append(b.load(gep(b, src, k.elem, at), typ=vec(unit, count), align=k.esize))
+    return interleaved(b, rows)
+
+
+def vector_activations(k: Kernel, b: ir.IRBuilder, x, x_inv):
+    """xin of a B-vector kernel for float x [B, cols]: each row quantized as `activations`
+    does, into a [B, x_len] buffer of codes, then interleaved."""
+    p = k.packed
+    if k.is_float:
+        return interleave(k, b, x, p.cols)
+    codes = alloca(b, k.elem, p.x_len * k.vectors, align=CACHE_LINE)
+    with counted_loop(b, 0, k.vectors, name="vector") as v:
+        row = gep(b, x, f32, b.mul(v, i64(p.cols)))
+        quantize(k, b, row, x_inv, gep(b, codes, k.elem, b.mul(v, i64(p.x_len))), put=_put_stored)
+    return interleave(k, b, codes, p.x_len)
 
 
 def xin_buffer(k: Kernel, b: ir.IRBuilder, length: int = 0):
@@ -553,16 +679,22 @@ def activations(k: Kernel, b: ir.IRBuilder, x, x_inv, buf=None):
         with counted_loop(b, p.cols, p.x_len, name="pad") as c:
             store(b, f32(0.0), buf, c, align=4)
         return buf
+    return quantize(k, b, x, x_inv, buf, put_codes)
+
+
+def quantize(k: Kernel, b: ir.IRBuilder, x, x_inv, buf, put):
+    """The codes of float x [cols], zero-padded to x_pad, written by put(k, b, buf, c, codes)."""
+    p = k.packed
     n = k.backend.vector_bits // 32   # floats per vector: quantize n at a time
     main = p.cols // n * n
     if main:
         with counted_loop(b, 0, main, n, name="quant") as c:
             v = b.load(gep(b, x, f32, c), typ=vec(f32, n), align=4)
-            put_codes(k, b, buf, c, code(k, b, v, x_inv))
+            put(k, b, buf, c, code(k, b, v, x_inv))
     with counted_loop(b, main, p.cols, name="quant_tail") as c:
-        put_codes(k, b, buf, c, code(k, b, load(b, x, f32, c, align=4), x_inv))
+        put(k, b, buf, c, code(k, b, load(b, x, f32, c, align=4), x_inv))
     with counted_loop(b, p.cols, k.x_pad, name="pad") as c:
-        put_codes(k, b, buf, c, i32(0))
+        put(k, b, buf, c, i32(0))
     return buf
 
 
@@ -592,6 +724,13 @@ def put_codes(k: Kernel, b: ir.IRBuilder, buf, c, codes):
         _store_shifted(k, b, buf, c, b.zext(narrow, codes.type))
     else:
         store(b, narrow, buf, c, align=k.esize, elem_type=k.elem)
+
+
+def _put_stored(k: Kernel, b: ir.IRBuilder, buf, c, codes):
+    """Store code(s) for column c on as stored codes (the rows a B-vector kernel interleaves)."""
+    n = codes.type.count if isinstance(codes.type, ir.VectorType) else 0
+    store(b, b.trunc(codes, vec(k.elem, n) if n else k.elem), buf, c, align=k.esize,
+          elem_type=k.elem)
 
 
 def stack_bytes(spec: KernelSpec, packed: Packed, gen) -> int:
