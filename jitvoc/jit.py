@@ -16,7 +16,6 @@ themselves (jitvoc.cache): a bad one is a miss, never a crash.
 """
 from __future__ import annotations
 
-import ast
 import contextlib
 import functools
 import gc
@@ -33,6 +32,7 @@ import llvmlite.binding as llvm
 
 from . import cache, isa
 from .config import debug, debug_level
+from .sources import imported_names
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent
 _lock = threading.Lock()
@@ -83,18 +83,7 @@ def _module_path(name: str) -> Path | None:
 def _imported_modules(name: str, path: Path) -> set[str]:
     """The jitvoc modules that module `name`'s source imports (anywhere in it), with the
     packages that importing them runs."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{anchor}.{base}" if base else anchor
-            found.add(base)
-            found.update(f"{base}.{a.name}" for a in node.names)
+    found = imported_names(name, path)
     modules = set()
     for module in found:
         if module.split(".")[0] != "jitvoc":

@@ -2,11 +2,12 @@
 and models/, each arrow must point down the stage order, the oracle (jitvoc/reference/) is
 imported only by the tools and the few backends that offer it, and nothing imports in a circle.
 A synthetic wrong graph proves the checker fails."""
-import ast
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from jitvoc.sources import imported_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = [
     ("base", ["jitvoc", "jitvoc.config", "jitvoc.isa", "jitvoc.errors", "jitvoc.spec",
               "jitvoc.atomic", "jitvoc.optional", "jitvoc.progress", "jitvoc.blas",
-              "jitvoc.npy", "jitvoc.contracts", "jitvoc.wavernn"]),
+              "jitvoc.npy", "jitvoc.contracts", "jitvoc.wavernn", "jitvoc.sources"]),
     ("data", ["jitvoc.quant", "jitvoc.layout", "jitvoc.mel", "jitvoc.representation",
               "jitvoc.model", "jitvoc.pretrained", "jitvoc.audio", "jitvoc.cells"]),
     ("plan", ["jitvoc.plan"]),
@@ -59,24 +60,6 @@ def source_modules() -> dict[str, Path]:
                 parts.pop()
             out[".".join(parts)] = path
     return out
-
-
-def imported_names(module: str, path: Path) -> set[str]:
-    """Every module name an import statement of `path` names, anywhere in it, relative imports
-    resolved; `from a import b` yields a.b as well as a (the caller keeps the modules)."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    names = set()
-    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.rsplit(".", node.level - 1)[0]
-                base = f"{anchor}.{base}" if base else anchor
-            names.add(base)
-            names.update(f"{base}.{a.name}" for a in node.names)
-    return names
 
 
 def import_graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:

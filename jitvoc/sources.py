@@ -1,0 +1,25 @@
+"""What a jitvoc source file imports, read statically: the kernel cache's code fingerprint
+(jit.code_closure) and the stage check (tests/test_imports.py) both walk imports with it."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+
+def imported_names(module: str, path: Path) -> set[str]:
+    """Every module name an import statement of `path` (the source of `module`) names, anywhere
+    in it, relative imports resolved; `from a import b` yields a.b as well as a (the caller
+    keeps the names that are modules)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0]
+                base = f"{anchor}.{base}" if base else anchor
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)
+    return names
