@@ -15,18 +15,16 @@ import numpy as np
 from models.evaluate import pesq_wb, stoi
 from models.train import read_shard
 
-SR = 16000
-
-
 def score(path, recordings):
     """voice -> {"pesq_wb", "stoi", "dc"} means over the recordings in `path`, and the step."""
     z = np.load(path, allow_pickle=False)
+    sr = int(z["sample_rate"])
     per_voice = {}
     for voice, name, x in recordings:
         y = z[f"{voice}/{name}"]
         ref = x[:len(y)]
-        p, _ = pesq_wb(ref, y, SR)
-        s, _ = stoi(ref, y, SR)
+        p, _ = pesq_wb(ref, y, sr)
+        s, _ = stoi(ref, y, sr)
         for key in (voice, "all"):
             per_voice.setdefault(key, []).append((p, s, float(y.mean())))
     means = {}

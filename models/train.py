@@ -423,13 +423,13 @@ def heldout_nll(model, utts, mels, hop, device, rep):
                 "bits_per_sample": (c + f) / n / math.log(2)} for v, (c, f, n) in sums.items()}
 
 
-def free_running(model, utts, mels, hop, device, rep, seconds, seed=0):
+def free_running(model, utts, mels, hop, device, rep, seconds, sample_rate, seed=0):
     """Free-running samples of the first `seconds` of each held-out recording (int16 arrays),
     drawn by PyTorch from the model's two softmaxes (torch.multinomial, not jitvoc's draw rule):
     the coarse half of h_t is computed with c_t = 0 (it does not see c_t), c_t is drawn, then the
     fine half with c_t. All recordings advance together, one batch."""
     import torch
-    lens = [min(len(x), int(seconds * 16000)) for _, _, x in utts]
+    lens = [min(len(x), int(seconds * sample_rate)) for _, _, x in utts]
     T = max(lens)
     cell = torch.nn.GRUCell(model.gru.input_size, model.hidden).to(device)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -467,10 +467,12 @@ def free_running(model, utts, mels, hop, device, rep, seconds, seed=0):
     return [decode(rep, codes[:n, 0, i], codes[:n, 1, i])[0] for i, n in enumerate(lens)]
 
 
-def save_free_running(path, utts, audio, step):
-    """`path`.npz: one int16 array per held-out recording ("voice/name") and the step."""
+def save_free_running(path, utts, audio, step, sample_rate):
+    """`path`.npz: one int16 array per held-out recording ("voice/name"), the step and the
+    sample rate."""
     arrays = {f"{voice}/{name}": y for (voice, name, _), y in zip(utts, audio)}
     arrays["step"] = np.array(step, np.int64)
+    arrays["sample_rate"] = np.array(sample_rate, np.int64)
     save_npz(path, arrays)
 
 
@@ -637,8 +639,9 @@ def main(argv=None):
             {v: round(r["bits_per_sample"], 3) for v, r in meta["heldout"][-1].items() if v != "step"}))
         if args.free_running:
             t0 = time.time()
-            audio = free_running(model, ev, ev_m, hop, device, rep, args.free_running_seconds)
-            save_free_running(args.free_running, ev, audio, step)
+            audio = free_running(model, ev, ev_m, hop, device, rep, args.free_running_seconds,
+                                 cfg["sample_rate"])
+            save_free_running(args.free_running, ev, audio, step, cfg["sample_rate"])
             log(f"free-running samples of {len(ev)} held-out recordings: {args.free_running} "
                 f"({time.time() - t0:.1f} s)")
     # its own generator: the checkpoint's stays where training left it

@@ -168,11 +168,13 @@ def test_free_running_samples(tmp_path):
     utts = [("v", "a", (rng.standard_normal(700) * 3000).astype(np.int16)),
             ("v", "b", (rng.standard_normal(1900) * 3000).astype(np.int16))]
     mels = [mel_spectrogram(x, 16000, mel_cfg) for _, _, x in utts]
-    one = train.free_running(model, utts, mels, mel_cfg["hop_length"], "cpu", rep, seconds=0.1)
-    two = train.free_running(model, utts, mels, mel_cfg["hop_length"], "cpu", rep, seconds=0.1)
+    one = train.free_running(model, utts, mels, mel_cfg["hop_length"], "cpu", rep, seconds=0.1,
+                               sample_rate=16000)
+    two = train.free_running(model, utts, mels, mel_cfg["hop_length"], "cpu", rep, seconds=0.1,
+                               sample_rate=16000)
     assert [len(y) for y in one] == [700, 1600] and all(y.dtype == np.int16 for y in one)
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
-    train.save_free_running(str(tmp_path / "fr.npz"), utts, one, 7)
+    train.save_free_running(str(tmp_path / "fr.npz"), utts, one, 7, 16000)
     z = np.load(tmp_path / "fr.npz")
-    assert sorted(z.files) == ["step", "v/a", "v/b"] and int(z["step"]) == 7
+    assert sorted(z.files) == ["sample_rate", "step", "v/a", "v/b"] and int(z["step"]) == 7
