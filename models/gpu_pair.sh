@@ -10,16 +10,20 @@
 # checkpoint (Adam's moments too), the variant's weights, both logs and both sets of free-running
 # samples (models/score_free_running.py scores them here): the 8 files, under the 64 MiB, that a
 # command may return. The variant's Adam moments stay on the warm machine.
+#
+# A chain that starts from weights alone (a variant that won, or the compact copy) sets
+# CHAIN_START=FILE: the chain resumes it with Adam's moments restarted and writes .ckpt/full.
 set -u
 shard=$1 budget=$2
 shift 2
-test -f .ckpt/full/weights.npz || { echo NO_CKPT; exit 3; }
+if [ -f .ckpt/full/weights.npz ]; then start=.ckpt/full; else start=${CHAIN_START:-}; fi
+test -n "$start" && test -e "$start" || { echo "NO_CKPT: neither .ckpt/full nor CHAIN_START"; exit 3; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit
 export PYTHONUNBUFFERED=1
 common=(--shards "$shard" --time-budget "$budget" --eval-shard .traindata/heldout.flac --workers 16)
-if [ -f .ckpt/var/weights.npz ]; then variant=(--resume .ckpt/var); else variant=(--resume .ckpt/full "$@"); fi
-CUDA_VISIBLE_DEVICES=0 python3 -m models.train --resume .ckpt/full --out .ckpt/full "${common[@]}" \
+if [ -f .ckpt/var/weights.npz ]; then variant=(--resume .ckpt/var); else variant=(--resume "$start" "$@"); fi
+CUDA_VISIBLE_DEVICES=0 python3 -m models.train --resume "$start" --out .ckpt/full "${common[@]}" \
     --free-running "$OUT/freerun.npz" >"$OUT/train.log" 2>&1 &
 CUDA_VISIBLE_DEVICES=1 python3 -m models.train "${variant[@]}" --out .ckpt/var "${common[@]}" \
     --free-running "$OUT/var_freerun.npz" >"$OUT/var.log" 2>&1 &

@@ -179,6 +179,12 @@ def main(argv=None):
             seconds[voice] = seconds.get(voice, 0.0) + (b - a) / sr
     order = np.random.default_rng(0).permutation(len(items))
     items = [items[i] for i in order]
+    # an empty recording (asterisk_ru "is" has no samples) has no mel: dropped after the
+    # shuffle, so every shard keeps the contents the training chain has already seen
+    empty = [f"{v}/{n}" for v, n, x, _ in items if len(x) == 0]
+    if empty:
+        print("empty recordings left out:", ", ".join(empty))
+    items = [it for it in items if len(it[2])]
     # FLAC of this speech takes about 1.1 MiB per minute: cut by samples, then check the size
     per_shard = int(args.shard_mib / 1.1 * 60 * SAMPLE_RATE)
     os.makedirs(args.out, exist_ok=True)
