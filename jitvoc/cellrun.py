@@ -5,11 +5,14 @@
     y, state = runner.step({"x": x[0]}, state)               # one step: outputs without T
 
 The schedule comes from jitvoc.plan.cell, the loop from jitvoc.emit.cell. Products are
-build_matvec kernels chosen by the planner per stacked matrix: the in-loop ones in the cell's
-dtype (their input vector quantized in the plan's fixed format), the hoisted ones float32, a
-B-vector kernel over HOIST_VECTORS steps at a time and the one-vector kernel for the rest (the
-same bits per vector). One native call runs the whole sequence. Semantics and bounds:
-docs/cells.md; the oracle is jitvoc.reference.cells.run.
+build_matvec kernels in the cell's dtype, chosen by the planner per stacked matrix. In-loop
+products quantize their input vector in the plan's fixed format. Hoisted products run before the
+loop, a B-vector kernel over HOIST_VECTORS steps at a time and the one-vector kernel for the
+rest (the same bits per vector); integer ones quantize each step's input in its own format
+(covering its max |x|) and hand the loop their raw accumulators, which it dequantizes as the
+kernels' epilogue does, so a step's result does not depend on the other steps in its call:
+step() and run() agree bit for bit. One native call runs the whole sequence. Semantics and bounds: docs/cells.md; the oracle is
+jitvoc.reference.cells.run.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from .emit import cell as emit_cell
 from .errors import CellError
 from .matvec import build_matvec
 from .plan import cell as plan_cell
+from .quant import ACTIVATION_BITS, FixedPoint, covering_fracs
 
 HOIST_VECTORS = 16   # steps per call of a hoisted product's B-vector kernel
 
@@ -47,15 +51,15 @@ class CompiledCell:
         config.debug(1, self.describe())
 
     def _matvecs(self, product, weights) -> tuple:
-        """The kernels of one stacked product: in-loop, (one kernel in the cell's dtype,); hoisted,
-        (the float32 B-vector kernel, the one-vector kernel)."""
+        """The kernels of one stacked product: in-loop, (the kernel,); hoisted, (the B-vector
+        kernel, the one-vector kernel)."""
         W = product.stacked(weights)
         blocks = {self.cell.weights[w].attr("block") for w in product.weights}
         block = blocks.pop() if len(blocks) == 1 else None
         if not product.hoisted:
             return (build_matvec(W, self.dtype, cpu=self.gen, block=block,
                                  x_format=self.plan.x_format),)
-        return tuple(build_matvec(W, "float32", cpu=self.gen, block=block, vectors=v)
+        return tuple(build_matvec(W, self.dtype, cpu=self.gen, block=block, vectors=v)
                      for v in (HOIST_VECTORS, 1))
 
     def _fixed_addresses(self) -> dict:
@@ -89,7 +93,9 @@ class CompiledCell:
         states = _initial(self.cell, state or {})
         outputs = {k: np.empty((T, *n.shape), np.float32) for k, n in self.cell.outputs.items()}
         if T:
-            hoisted = {p.label: self._hoist(p, xs[p.source.name]) for p in self.plan.hoisted}
+            hoisted = {}
+            for p in self.plan.hoisted:
+                hoisted.update(self._hoist(p, xs[p.source.name]))
             self._call(T, xs, hoisted, outputs, states)
         return outputs, {k: v.reshape(self.cell.states[k].shape) for k, v in states.items()}
 
@@ -100,16 +106,20 @@ class CompiledCell:
         outputs, states = self.run({k: np.asarray(v)[None] for k, v in inputs.items()}, state)
         return {k: v[0] for k, v in outputs.items()}, states
 
-    def _hoist(self, product, x: np.ndarray) -> np.ndarray:
-        """The hoisted product for every step: [T, rows]."""
+    def _hoist(self, product, x: np.ndarray) -> dict:
+        """The params arrays of a hoisted product over every step: its values [T, rows], or
+        for an integer cell its accumulators and what dequantizes them."""
         many, one = self._hoisted[product.label]
+        key = f"hoist.{product.label}"
+        if self.dtype != "float32":
+            return {f"{key}{k}": v for k, v in _integer_rows(many, one, x).items()}
         T, B = len(x), HOIST_VECTORS
         y = np.empty((T, product.rows), np.float32)
         for t in range(0, T - T % B, B):
             y[t:t + B] = many(x[t:t + B])
         for t in range(T - T % B, T):
             y[t] = one(x[t])
-        return y
+        return {key: y}
 
     def _call(self, T, xs, hoisted, outputs, states):
         scratch = np.zeros(self.plan.scratch, np.float32)
@@ -118,13 +128,33 @@ class CompiledCell:
                   **{f"output.{k}": v for k, v in outputs.items()},
                   **{f"state.{k}": v for k, v in states.items()},
                   **{f"next.{k}": v for k, v in following.items()},
-                  **{f"hoist.{k}": v for k, v in hoisted.items()}, "scratch": scratch}
+                  **hoisted, "scratch": scratch}
         table = self.plan.params.pack({**self._fixed,
                                        **{k: a.ctypes.data for k, a in arrays.items()}})
         self._run(T, native.ptr(table))
         if not all(np.isfinite(v).all() for v in states.values()):
             raise CellError(f"{self.cell.name}: the state overflowed float32 (NaN or inf); "
                             f"check the weights and inputs")
+
+
+def _integer_rows(many, one, x: np.ndarray) -> dict:
+    """The raw accumulators of W x_t for every row of x ("": int32 [T, rows]), each row
+    quantized in the format covering its own max |x_t| (all share the zero point), and what
+    the loop dequantizes them with (".row_scale", ".zcorr", ".x_scale" [T])."""
+    bits = ACTIVATION_BITS[one.kernel.dtype]
+    fracs = covering_fracs(np.abs(x).max(axis=1), bits)
+    fmt = FixedPoint(bits, 0)
+    codes = np.rint(np.clip(x * np.exp2(fracs, dtype=np.float32)[:, None], fmt.qmin, fmt.qmax))
+    codes = (codes + fmt.zero_point).astype(np.uint8 if bits == 8 else np.int16)
+    T, B = len(x), HOIST_VECTORS
+    acc = np.empty((T, one.rows), np.int32)
+    for t in range(0, T - T % B, B):
+        acc[t:t + B] = many.raw(codes[t:t + B])
+    for t in range(T - T % B, T):
+        acc[t] = one.raw(codes[t])
+    return {"": acc, ".row_scale": np.ascontiguousarray(one.plan.row_scale, np.float32),
+            ".zcorr": np.ascontiguousarray(one.zcorr(fmt)[:one.rows]),
+            ".x_scale": np.exp2(-fracs, dtype=np.float32)}
 
 
 def _weights(cell: Cell, weights: dict) -> dict:

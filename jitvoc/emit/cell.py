@@ -5,7 +5,9 @@
 runs n steps. `params` is the plan's pointer table: per-step arrays (inputs, hoisted products,
 outputs) at row 0, each row one step further per step; the states (updated in place after the
 last step), their next values, vector weights, the scratch slots and, per in-loop product, its
-kernel's float entry point (contracts.SPMV, a function pointer) and arrays.
+kernel's float entry point (contracts.SPMV, a function pointer) and arrays. An integer cell's
+hoisted products come as int32 accumulators, dequantized where they are read as the kernels'
+epilogue does: float(acc − zcorr) · (row_scale · x_scale_t).
 
 Each step: the plan's items in order. A product calls its kernel on the vector it reads in
 place (a state, a kept node, a slice of a product) into its scratch slot; integer kernels
@@ -27,7 +29,8 @@ from ..cells.graph import Node
 from ..contracts import CELL_RUN, SPMV
 from ..plan.cell import MATRIX_PARAMS, CellPlan
 from . import mathfn
-from .irutil import call, counted_loop, define, f32, gep, i64, load, ptr, signature, splat, vec
+from .irutil import (call, counted_loop, define, f32, gep, i32, i64, load, ptr, signature, splat,
+                     vec)
 
 V = 16   # lanes of the element-wise sweeps
 ENTRY_FN = signature(SPMV)
@@ -63,6 +66,9 @@ class CellEmitter:
         self.rows.update({f"hoist.{p.label}": gep(b, self.p[f"hoist.{p.label}"], f32,
                                                   b.mul(t, i64(p.rows)))
                           for p in self.plan.hoisted})
+        if self.plan.dtype != "float32":
+            self.rows.update({f"hoist.{p.label}.x_scale": load(
+                b, self.p[f"hoist.{p.label}.x_scale"], f32, t, align=4) for p in self.plan.hoisted})
         for kind, content in self.plan.items:
             if kind == "products":
                 for product in content:
@@ -167,6 +173,22 @@ class CellEmitter:
             return load(self.b, base, f32, 0, align=4)
         return self._load(base, shift)
 
+    def _matvec(self, node: Node, shift: int):
+        """A product's elements: from its slot, or an integer cell's hoisted accumulators
+        dequantized."""
+        product, offset = self.plan.product_of(node)
+        if not product.hoisted or self.plan.dtype == "float32":
+            return self._read(self._product_at(node), shift, node)
+        b, key, shift = self.b, f"hoist.{product.label}", shift + offset
+        it = vec(i32, self.width) if self.width > 1 else i32
+        at = b.add(self.i, i64(shift))
+        acc = b.load(gep(b, self.rows[key], i32, at), typ=it, align=4)
+        zcorr = b.load(gep(b, self.p[f"{key}.zcorr"], i32, at), typ=it, align=4)
+        x_scale = self.rows[f"{key}.x_scale"]
+        scale = b.fmul(self._load(self.p[f"{key}.row_scale"], shift),
+                       splat(b, x_scale, self.width) if self.width > 1 else x_scale)
+        return b.fmul(b.sitofp(b.sub(acc, zcorr), scale.type), scale)
+
     def _const(self, node: Node, shift: int):
         values = node.attr("value")
         if node.shape == ():
@@ -189,7 +211,7 @@ LEAVES = {
     "state": lambda e, n, s: e._read(e.p[f"state.{n.name}"], s, n),
     "input": lambda e, n, s: e._read(e.rows[f"input.{n.name}"], s, n),
     "weight": lambda e, n, s: e._read(e.p[f"weight.{n.name}"], s, n),
-    "matvec": lambda e, n, s: e._read(e._product_at(n), s, n),
+    "matvec": CellEmitter._matvec,
 }
 
 

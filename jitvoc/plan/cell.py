@@ -34,6 +34,10 @@ COMPILED_OPS = ("input", "state", "weight", "const", "ref", "add", "sub", "mul",
                 "affine", "sigmoid", "tanh", "relu", "exp", "matvec", "take", "concat")
 ALIGN = 16   # floats: every scratch slot starts on a 64-byte line
 MATRIX_PARAMS = ("fn", "W", "index", "panel_ptr", "row_scale", "zcorr")   # per in-loop product
+# Per hoisted product of an integer cell: its accumulators (int32 [T, rows]), what the loop
+# dequantizes them with (the kernel's row scales and zero-point corrections, [rows]) and each
+# step's activation scale (float32 [T]).
+HOISTED_INTEGER = ("", ".row_scale", ".zcorr", ".x_scale")
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,8 +148,8 @@ def _stacks(cell: Cell, products: list, hoisted: bool, first: int) -> list:
 
 
 def plan(cell: Cell, dtype: str = "float32") -> CellPlan:
-    """The schedule of `cell` with its recurrent products in `dtype` (float32, int8, int16;
-    the hoisted ones stay float32: see docs/cells.md, "Compiling a cell")."""
+    """The schedule of `cell` with its products in `dtype` (float32, int8, int16; see
+    docs/cells.md, "Compiling a cell")."""
     check_compilable(cell)
     if dtype not in ("float32", *ACTIVATION_BITS):
         raise CellError(f"a cell's dtype is float32, int8 or int16, got {dtype!r}")
@@ -169,7 +173,8 @@ def plan(cell: Cell, dtype: str = "float32") -> CellPlan:
     slots, scratch = _slots([p for kind, x in items if kind == "products" for p in x], keep)
     x_format = (None if dtype == "float32"
                 else FixedPoint.covering(1.0, ACTIVATION_BITS[dtype], signed=True))
-    params = _params(cell, hoisted, [p for kind, x in items if kind == "products" for p in x])
+    params = _params(cell, hoisted, [p for kind, x in items if kind == "products" for p in x],
+                     dtype != "float32")
     return CellPlan(cell, dtype, tuple(hoisted), tuple(items), slots, scratch, params, x_format,
                     f"cell_{cell.name}_{_fingerprint(cell, dtype)}")
 
@@ -240,11 +245,12 @@ def _slots(products: list, keep: set) -> tuple:
     return slots, max(at, ALIGN)
 
 
-def _params(cell: Cell, hoisted: list, products: list) -> PointerTable:
+def _params(cell: Cell, hoisted: list, products: list, integer: bool) -> PointerTable:
     names = [f"input.{n}" for n in cell.inputs] + [f"output.{n}" for n in cell.outputs]
     names += [f"{k}.{n}" for n in cell.states for k in ("state", "next")]
     names += [f"weight.{n}" for n, w in cell.weights.items() if len(w.shape) < 2]
-    names += [f"hoist.{p.label}" for p in hoisted] + ["scratch"]
+    names += [f"hoist.{p.label}{a}" for p in hoisted for a in (HOISTED_INTEGER if integer
+                                                                 else ("",))] + ["scratch"]
     names += [f"{p.label}.{a}" for p in products for a in MATRIX_PARAMS]
     return PointerTable(tuple(names))
 
