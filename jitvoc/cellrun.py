@@ -143,8 +143,9 @@ def _integer_rows(many, one, x: np.ndarray) -> dict:
     the loop dequantizes them with (".row_scale", ".zcorr", ".x_scale" [T])."""
     bits = ACTIVATION_BITS[one.kernel.dtype]
     fracs = covering_fracs(np.abs(x).max(axis=1), bits)
-    fmt = FixedPoint(bits, 0)
-    codes = np.rint(np.clip(x * np.exp2(fracs, dtype=np.float32)[:, None], fmt.qmin, fmt.qmax))
+    fmt = FixedPoint(bits, 0)   # the zero point and code type every row's format shares
+    # x_t · 2^frac_t is exact and within ±qmax (the format covers max |x_t|): no clipping
+    codes = np.rint(x * np.exp2(fracs, dtype=np.float32)[:, None])
     codes = (codes + fmt.zero_point).astype(np.uint8 if bits == 8 else np.int16)
     T, B = len(x), HOIST_VECTORS
     acc = np.empty((T, one.rows), np.int32)

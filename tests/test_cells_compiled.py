@@ -9,10 +9,23 @@ from jitvoc import cells
 from jitvoc.cells import CellBuilder, sample, sigmoid
 from jitvoc.errors import CellError, JitvocError
 from jitvoc.quant import ACTIVATION_BITS, WEIGHT_FORMATS, FixedPoint
+from jitvoc.emit.cell import POLY
 from jitvoc.reference.cells import run as reference
 
 U = 2.0 ** -24               # unit roundoff of float32
-EXP_EPS = 2.1e-7             # relative error of the loop's e^x polynomial (jitvoc.emit.mathfn)
+
+
+def poly_error(poly) -> float:
+    """The largest relative error of q(g) ≈ 2^(g−1) on [1, 2) (Horner in float32, as the loop
+    evaluates it), measured on a fine grid plus a margin: the e^x polynomial's error."""
+    g = np.linspace(1, 2, 1 << 16, endpoint=False, dtype=np.float32)
+    q = np.full_like(g, poly[0])
+    for c in poly[1:]:
+        q = q * g + np.float32(c)
+    return float(np.abs(q / np.exp2(g.astype(np.float64) - 1) - 1).max()) + 4 * U
+
+
+EXP_EPS = {dtype: poly_error(poly) for dtype, poly in POLY.items()}
 LN2, LOG2E = np.log(2.0), 1.4426950408889634
 CELLS = {"gru": lambda: cells.gru(24, 40), "lstm": lambda: cells.lstm(24, 40),
          "sru": lambda: cells.sru(40), "gilr": lambda: cells.gilr(24, 40)}
@@ -38,21 +51,21 @@ def inputs_of(cell, T, seed=1):
 
 
 # ---- the derived bound ----
-def _exp_error(x, scale):
+def _exp_error(x, scale, dtype):
     """Relative error bound of the loop's e^(scale·x) against the exact one: the polynomial,
     the rounding of scale·x·log2(e)·2²³ and its truncation to an integer (mathfn)."""
     t = np.abs(scale * LOG2E * x)
-    return EXP_EPS + LN2 * (t * 2 * U + 2.0 ** -23) + 2 * U
+    return EXP_EPS[dtype] + LN2 * (t * 2 * U + 2.0 ** -23) + 2 * U
 
 
-def _sigmoid(x, e):
+def _sigmoid(x, e, dtype):
     E = np.exp(-x)
-    return 1 / (1 + E), e / 4 + E / (1 + E) ** 2 * (_exp_error(x, -1) + U) + 6 * U
+    return 1 / (1 + E), e / 4 + E / (1 + E) ** 2 * (_exp_error(x, -1, dtype) + U) + 6 * U
 
 
-def _tanh(x, e):
+def _tanh(x, e, dtype):
     E = np.exp(-2 * x)
-    return np.tanh(x), e + 2 * E / (1 + E) ** 2 * (_exp_error(x, -2) + U) + 8 * U
+    return np.tanh(x), e + 2 * E / (1 + E) ** 2 * (_exp_error(x, -2, dtype) + U) + 8 * U
 
 
 def _matvec(W, x, ew, ex):
@@ -64,13 +77,13 @@ def _matvec(W, x, ew, ex):
     return y, np.abs(W) @ ex + ew @ (np.abs(x) + ex) + 2 * gamma * (np.abs(W) @ np.abs(x))
 
 
-BOUND_OPS = {
-    "add": lambda v, e: (v[0] + v[1], e[0] + e[1] + 2 * U * np.abs(v[0] + v[1])),
-    "sub": lambda v, e: (v[0] - v[1], e[0] + e[1] + 2 * U * np.abs(v[0] - v[1])),
-    "mul": lambda v, e: (v[0] * v[1], np.abs(v[0]) * e[1] + np.abs(v[1]) * e[0] + e[0] * e[1]
-                         + 2 * U * np.abs(v[0] * v[1])),
-    "sigmoid": lambda v, e: _sigmoid(v[0], e[0]),
-    "tanh": lambda v, e: _tanh(v[0], e[0]),
+BOUND_OPS = {   # (values, their error bounds, the cell's dtype) -> value, error bound
+    "add": lambda v, e, d: (v[0] + v[1], e[0] + e[1] + 2 * U * np.abs(v[0] + v[1])),
+    "sub": lambda v, e, d: (v[0] - v[1], e[0] + e[1] + 2 * U * np.abs(v[0] - v[1])),
+    "mul": lambda v, e, d: (v[0] * v[1], np.abs(v[0]) * e[1] + np.abs(v[1]) * e[0] + e[0] * e[1]
+                            + 2 * U * np.abs(v[0] * v[1])),
+    "sigmoid": lambda v, e, d: _sigmoid(v[0], e[0], d),
+    "tanh": lambda v, e, d: _tanh(v[0], e[0], d),
 }
 
 
@@ -102,7 +115,8 @@ def bound(cell, weights, x, state, weight_errors=None, bits=0):
             val[node], err[node] = _matvec(val[W], val[v], ew, err[v] + step / 2)
         else:
             val[node], err[node] = BOUND_OPS[node.op]([val[a] for a in node.args],
-                                                      [err[a] for a in node.args])
+                                                      [err[a] for a in node.args],
+                                                      {0: "float32", 8: "int8", 16: "int16"}[bits])
     return ({k: err[n] for k, n in cell.outputs.items()},
             {k: err[n] for k, n in cell.update.items()})
 

@@ -17,8 +17,9 @@ from what earlier items stored (a `take` is an offset, a node used twice in a sw
 computed once) and stored. Then every state takes its next value.
 
 Element-wise arithmetic is plain IEEE float32 in the graph's order, no FMA; sigmoid, tanh and
-exp go through jitvoc.emit.mathfn's exponential (e^x of the same bits at every vector width),
-so a sweep's lanes and its tail agree bit for bit and so does every CPU generation.
+exp go through jitvoc.emit.mathfn's exponential (e^x of the same bits at every vector width,
+its polynomial per dtype: POLY), so a sweep's lanes and its tail agree bit for bit and so does
+every CPU generation. exp saturates where mathfn's gate exponential does (|x| ≳ 41.6).
 """
 from __future__ import annotations
 
@@ -34,7 +35,11 @@ from .irutil import (call, counted_loop, define, f32, gep, i32, i64, load, ptr, 
 
 V = 16   # lanes of the element-wise sweeps
 ENTRY_FN = signature(SPMV)
-POLY = mathfn.EXP2_POLY   # e^x within 2.1e-7 relative (mathfn): float32 cells near rounding
+# The e^x polynomial per dtype (jitvoc.emit.mathfn): float32 cells the softmax's (2.1e-7
+# relative, near float rounding); integer cells the vocoder's gate polynomial of that dtype,
+# whose error stays well below their activation codes' step.
+POLY = {"float32": mathfn.EXP2_POLY, "int8": mathfn.GATE_POLY["int8"],
+        "int16": mathfn.GATE_POLY["int16"]}
 
 
 class CellEmitter:
@@ -165,6 +170,8 @@ class CellEmitter:
         if op == "ref":
             return self._value(self.cell.bindings[node.name], shift)
         args = [self._value(a, shift) for a in node.args]
+        if op in TRANSCENDENTAL:
+            return TRANSCENDENTAL[op](b, *args, POLY[self.plan.dtype])
         return ARITHMETIC[op](b, *args)
 
     def _read(self, base, shift: int, node: Node):
@@ -220,14 +227,14 @@ def _c(like, value: float):
             if isinstance(like.type, ir.VectorType) else ir.Constant(like.type, value))
 
 
-def _sigmoid(b, x):
+def _sigmoid(b, x, poly):
     """1 / (1 + e^−x)."""
-    return b.fdiv(_c(x, 1.0), b.fadd(_c(x, 1.0), mathfn.gate_exp(b, x, -1.0, POLY)))
+    return b.fdiv(_c(x, 1.0), b.fadd(_c(x, 1.0), mathfn.gate_exp(b, x, -1.0, poly)))
 
 
-def _tanh(b, x):
+def _tanh(b, x, poly):
     """(1 − e^−2x) / (1 + e^−2x)."""
-    e = mathfn.gate_exp(b, x, -2.0, POLY)
+    e = mathfn.gate_exp(b, x, -2.0, poly)
     return b.fdiv(b.fsub(_c(x, 1.0), e), b.fadd(_c(x, 1.0), e))
 
 
@@ -238,9 +245,11 @@ ARITHMETIC = {
     "neg": lambda b, x: b.fsub(_c(x, -0.0), x),
     "affine": lambda b, x, a, c: b.fadd(b.fmul(a, x), c),
     "relu": lambda b, x: mathfn.fmax(b, x, _c(x, 0.0)),
+}
+TRANSCENDENTAL = {
     "sigmoid": _sigmoid,
     "tanh": _tanh,
-    "exp": lambda b, x: mathfn.gate_exp(b, x, 1.0, POLY),
+    "exp": lambda b, x, poly: mathfn.gate_exp(b, x, 1.0, poly),
 }
 
 
