@@ -6,7 +6,7 @@ import pytest
 
 import jitvoc
 from jitvoc import cells
-from jitvoc.cells import CellBuilder, sample, sigmoid
+from jitvoc.cells import CellBuilder, affine, concat, exp, relu, sample, sigmoid, split, tanh
 from jitvoc.errors import CellError, JitvocError
 from jitvoc.quant import ACTIVATION_BITS, WEIGHT_FORMATS, FixedPoint
 from jitvoc.emit.cell import POLY
@@ -82,6 +82,14 @@ BOUND_OPS = {   # (values, their error bounds, the cell's dtype) -> value, error
     "sub": lambda v, e, d: (v[0] - v[1], e[0] + e[1] + 2 * U * np.abs(v[0] - v[1])),
     "mul": lambda v, e, d: (v[0] * v[1], np.abs(v[0]) * e[1] + np.abs(v[1]) * e[0] + e[0] * e[1]
                             + 2 * U * np.abs(v[0] * v[1])),
+    "neg": lambda v, e, d: (-v[0], e[0]),
+    "affine": lambda v, e, d: (v[1] * v[0] + v[2], np.abs(v[1]) * e[0] + np.abs(v[0]) * e[1]
+                               + e[2] + 2 * U * (np.abs(v[1] * v[0]) + np.abs(v[1] * v[0] + v[2]))),
+    "relu": lambda v, e, d: (np.maximum(v[0], 0), e[0]),
+    "exp": lambda v, e, d: (np.exp(v[0]), np.exp(v[0]) * (np.exp(e[0]) - 1 + _exp_error(
+        v[0], 1, d) + U)),
+    "concat": lambda v, e, d: (np.concatenate([np.atleast_1d(a) for a in v]),
+                               np.concatenate([np.atleast_1d(a) for a in e])),
     "sigmoid": lambda v, e, d: _sigmoid(v[0], e[0], d),
     "tanh": lambda v, e, d: _tanh(v[0], e[0], d),
 }
@@ -197,6 +205,38 @@ def test_sparse_cells(dtype):
     assert np.abs(got["h"] - reference(cell, w, xs)[0]["h"]).max() <= SEQUENCE_BOUND[dtype]
 
 
+def mixed_cell():
+    """Every compiled op, two passes, a scalar state, a product of a computed vector, values
+    kept from one pass for the next, a concat update and a product as an output."""
+    b = CellBuilder("mixed")
+    x, h, s = b.input("x", 24), b.state("h", 40), b.state("s")
+    g = b.weight("G", (40, 40)) @ h + b.weight("A", (40, 24)) @ x + b.weight("bg", 40)
+    u = sigmoid(g)
+    z = b.weight("O", (20, 40)) @ relu(affine(g, 0.5, -0.1))
+    top, bottom = split(z, 2)
+    s_new = affine(s, 0.9, 0.05)
+    h_new = concat(tanh(top + s), -sigmoid(bottom) * exp(-relu(top)), u[0:20] * s_new)
+    return b.build(update={"h": h_new, "s": s_new}, outputs={"h": h_new, "z": z, "s": s_new})
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_a_cell_of_every_compiled_op(dtype):
+    cell = mixed_cell()
+    w, xs = weights_of(cell, seed=5), inputs_of(cell, 21)
+    runner = jitvoc.compile_cell(cell, w, dtype=dtype)
+    passes = [x for kind, x in runner.plan.items if kind == "pass"]
+    assert len(passes) == 2 and len(runner.plan.products) == 2
+    check_steps(cell, w, xs, runner, *(quantization(cell, w, dtype) if dtype != "float32"
+                                       else ({}, 0)))
+    got, state = runner.run(xs, {"s": 0.3})
+    want, want_state = reference(cell, w, xs, {"s": 0.3})
+    assert got["s"].shape == (21,) and state["s"].shape == ()
+    for k in want:
+        assert np.abs(got[k] - want[k]).max() <= SEQUENCE_BOUND[dtype]
+    rows = [runner.step({"x": xs["x"][0]}, {"s": 0.3})[0]["z"]]
+    assert np.array_equal(rows[0], got["z"][0])
+
+
 def test_the_bound_catches_a_wrong_cell():
     """A GRU with its r and n gates' recurrent rows swapped is outside the bound: the check
     can fail."""
@@ -289,5 +329,10 @@ def test_bad_cells_weights_and_dtypes_are_clear_errors():
     drawn = b.build(update={"h": sigmoid(h)}, outputs={"c": sample(h, 0)})
     with pytest.raises(CellError, match=r"<sample: int32\[\]> \(sample\) is not compiled yet"):
         jitvoc.compile_cell(drawn, {})
+    b = CellBuilder("joined")
+    h = b.state("h", 4)
+    joined = b.build(update={"h": tanh(concat(h[2:4], h[0:2]))}, outputs={"h": h})
+    with pytest.raises(CellError, match="is used element-wise in its own pass"):
+        jitvoc.compile_cell(joined, {})
     with pytest.raises(JitvocError, match="takes a jitvoc.cells.Cell"):
         jitvoc.compile_cell("gru", w)

@@ -210,9 +210,12 @@ def _materialized(cell: Cell, groups: list, pass_of: dict) -> set:
         for p in stacks if kind == "products" else ():
             keep.update(_unaddressable(cell, p.source))
     for node in cell.nodes:
-        if node.op == "concat" and node in pass_of and node not in keep:
-            raise CellError(f"cell {cell.name}: {node!r} is used element-wise; a concat is "
-                            f"compiled only as a product's input, a state update or an output")
+        for arg in _args(cell, node):
+            later = arg in keep and pass_of.get(node, -1) > pass_of[arg]
+            if arg.op == "concat" and node.op not in ("matvec", "concat") and not later:
+                raise CellError(f"cell {cell.name}: {arg!r} is used element-wise in its own "
+                                f"pass; a concat is compiled as a product's input, a state "
+                                f"update, an output or a later pass's operand")
     return keep
 
 
