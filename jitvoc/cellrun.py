@@ -11,8 +11,8 @@ loop, a B-vector kernel over HOIST_VECTORS steps at a time and the one-vector ke
 rest (the same bits per vector); integer ones quantize each step's input in its own format
 (covering its max |x|) and hand the loop their raw accumulators, which it dequantizes as the
 kernels' epilogue does, so a step's result does not depend on the other steps in its call:
-step() and run() agree bit for bit. One native call runs the whole sequence. Semantics and bounds: docs/cells.md; the oracle is
-jitvoc.reference.cells.run.
+step() and run() agree bit for bit. One native call runs the whole sequence. Semantics and
+bounds: docs/cells.md; the oracle is jitvoc.reference.cells.run.
 """
 from __future__ import annotations
 

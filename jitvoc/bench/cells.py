@@ -162,7 +162,8 @@ def _torch():
 def _print(records, gen, steps) -> None:
     print(f"cells on {gen.name}, {steps} steps, one thread: CPU µs per step (median), "
           f"speedup against PyTorch eager float32")
-    print(f"{'cell':<5} {'hidden':>6} {'density':>7}  {'engine':<20} {'µs/step':>9} {'vs eager':>8}")
+    print(f"{'cell':<5} {'hidden':>6} {'density':>7}  {'engine':<20} {'µs/step':>9} "
+          f"{'vs eager':>8}")
     for r in records:
         eager = [e for e in records if e["engine"] == "torch eager float32" and
                  (e["cell"], e["hidden"], e["density"]) == (r["cell"], r["hidden"], r["density"])]

@@ -28,7 +28,7 @@ from llvmlite import ir
 
 from ..cells.graph import Node
 from ..contracts import CELL_RUN, SPMV
-from ..plan.cell import MATRIX_PARAMS, CellPlan
+from ..plan.cell import MATRIX_PARAMS, CellPlan, size_of
 from . import mathfn
 from .irutil import (call, counted_loop, define, f32, gep, i32, i64, load, ptr, signature, splat,
                      vec)
@@ -66,7 +66,7 @@ class CellEmitter:
         b, cell = self.b, self.cell
         sizes = {**{f"input.{k}": n for k, n in cell.inputs.items()},
                  **{f"output.{k}": n for k, n in cell.outputs.items()}}
-        self.rows = {key: gep(b, self.p[key], f32, b.mul(t, i64(_size(n))))
+        self.rows = {key: gep(b, self.p[key], f32, b.mul(t, i64(size_of(n))))
                      for key, n in sizes.items()}
         self.rows.update({f"hoist.{p.label}": gep(b, self.p[f"hoist.{p.label}"], f32,
                                                   b.mul(t, i64(p.rows)))
@@ -83,7 +83,7 @@ class CellEmitter:
                 for length, roots in content.sweeps().items():
                     self._sweep(length, roots)
         for name, state in cell.states.items():
-            with counted_loop(b, 0, _size(state), name=f"commit_{name}") as i:
+            with counted_loop(b, 0, size_of(state), name=f"commit_{name}") as i:
                 value = load(b, self.p[f"next.{name}"], f32, i, align=4)
                 self._put(value, self.p[f"state.{name}"], i)
 
@@ -207,10 +207,6 @@ class CellEmitter:
             table.global_constant, table.linkage = True, "internal"
             self.tables[node] = table
         return self._load(self.tables[node], shift)
-
-
-def _size(node: Node) -> int:
-    return node.shape[0] if node.shape else 1
 
 
 LEAVES = {

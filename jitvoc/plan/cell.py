@@ -74,7 +74,7 @@ class Pass:
         """length -> the roots of that length, in graph order (a sweep computes them together)."""
         out = {}
         for root in self.roots:
-            out.setdefault(_size(root[0]), []).append(root)
+            out.setdefault(size_of(root[0]), []).append(root)
         return out
 
 
@@ -113,12 +113,9 @@ class CellPlan:
         raise CellError(f"{node!r} is computed by no product")
 
 
-def _size(node: Node) -> int:
+def size_of(node: Node) -> int:
+    """Floats a node's value takes: its length, 1 for a scalar."""
     return node.shape[0] if node.shape else 1
-
-
-def _args(cell: Cell, node: Node) -> tuple:
-    return (cell.bindings[node.name],) if node.op == "ref" else node.args
 
 
 def check_compilable(cell: Cell) -> None:
@@ -170,7 +167,8 @@ def plan(cell: Cell, dtype: str = "float32") -> CellPlan:
     finals = [r for name, n in cell.update.items() for r in _pieces(n, ("next", name), 0)]
     finals += [r for name, n in cell.outputs.items() for r in _pieces(n, ("output", name), 0)]
     items[-1] = ("pass", Pass(last.index, last.roots + tuple(finals)))
-    slots, scratch = _slots([p for kind, x in items if kind == "products" for p in x], keep)
+    slots, scratch = _slots([p for kind, x in items if kind == "products" for p in x],
+                            [n for n in cell.nodes if n in keep])
     x_format = (None if dtype == "float32"
                 else FixedPoint.covering(1.0, ACTIVATION_BITS[dtype], signed=True))
     params = _params(cell, hoisted, [p for kind, x in items if kind == "products" for p in x],
@@ -202,7 +200,7 @@ def _materialized(cell: Cell, groups: list, pass_of: dict) -> set:
     that cannot read them in place. Every other node is computed where it is used."""
     keep = set()
     for node in cell.nodes:
-        for arg in _args(cell, node):
+        for arg in schedule.arguments(cell, node):
             later = node.op == "matvec" or pass_of.get(node, -1) > pass_of.get(arg, -1)
             if arg in pass_of and later:
                 keep.add(arg)
@@ -210,7 +208,7 @@ def _materialized(cell: Cell, groups: list, pass_of: dict) -> set:
         for p in stacks if kind == "products" else ():
             keep.update(_unaddressable(cell, p.source))
     for node in cell.nodes:
-        for arg in _args(cell, node):
+        for arg in schedule.arguments(cell, node):
             later = arg in keep and pass_of.get(node, -1) > pass_of[arg]
             if arg.op == "concat" and node.op not in ("matvec", "concat") and not later:
                 raise CellError(f"cell {cell.name}: {arg!r} is used element-wise in its own "
@@ -223,7 +221,7 @@ def _unaddressable(cell: Cell, source: Node) -> list:
     """The node to keep in a slot so that a product can read `source` in place (none when it
     is a state, an input, a product's output or a slice of one)."""
     while source.op in ("take", "ref"):
-        source = _args(cell, source)[0]
+        source = schedule.arguments(cell, source)[0]
     return [] if source.op in ("state", "input", "matvec") else [source]
 
 
@@ -234,15 +232,15 @@ def _pieces(node: Node, where: tuple, offset: int) -> list:
     out = []
     for arg in node.args:
         out += _pieces(arg, where, offset)
-        offset += _size(arg)
+        offset += size_of(arg)
     return out
 
 
-def _slots(products: list, keep: set) -> tuple:
+def _slots(products: list, keep: list) -> tuple:
     """Scratch offsets (floats, ALIGN-aligned) of in-loop products and kept nodes, and the
     scratch size."""
     slots, at = {}, 0
-    for key, size in [(p.label, p.rows) for p in products] + [(n, _size(n)) for n in keep]:
+    for key, size in [(p.label, p.rows) for p in products] + [(n, size_of(n)) for n in keep]:
         slots[key] = at
         at += -(-size // ALIGN) * ALIGN
     return slots, max(at, ALIGN)
@@ -265,7 +263,7 @@ def _fingerprint(cell: Cell, dtype: str) -> str:
     for node in cell.nodes:
         attrs = [(k, v.tobytes().hex() if isinstance(v, np.ndarray) else v)
                  for k, v in node.attrs]
-        args = [index[a] for a in _args(cell, node)]
+        args = [index[a] for a in schedule.arguments(cell, node)]
         h.update(repr((node.op, args, node.shape, node.dtype, attrs)).encode())
     h.update(repr((list(cell.update), list(cell.outputs))).encode())
     return h.hexdigest()[:16]
@@ -281,7 +279,7 @@ def fused(plan: CellPlan, roots) -> list:
         if node in seen or node.op in schedule.DATA + ("matvec",) or node in stop:
             return
         seen.add(node)
-        for arg in _args(cell, node):
+        for arg in schedule.arguments(cell, node):
             visit(arg)
     for root in roots:
         visit(root[0])
@@ -313,11 +311,12 @@ def describe(plan: CellPlan, kernels: dict | None = None) -> str:
 
 
 def _product_line(p: Product, kernels: dict) -> str:
-    what = " + ".join(f"{w}" for w in p.weights)
+    what = " + ".join(p.weights)
     stacked = f" ({len(p.nodes)} stacked)" if len(p.nodes) > 1 else ""
     names = kernels.get(p.label)
     using = f", kernel {' / '.join(names)}" if names else ""
-    return f"{p.label} = [{what}] @ {p.source.name or p.source.op} [{p.rows}x{p.cols}]{stacked}{using}"
+    source = p.source.name or p.source.op
+    return f"{p.label} = [{what}] @ {source} [{p.rows}x{p.cols}]{stacked}{using}"
 
 
 def _where(where) -> str:
