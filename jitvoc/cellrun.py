@@ -5,13 +5,13 @@
     y, state = runner.step({"x": x[0]}, state)               # one step: outputs without T
 
 The schedule comes from jitvoc.plan.cell, the loop from jitvoc.emit.cell. Products are
-build_matvec kernels in the cell's dtype, chosen by the planner per stacked matrix. In-loop
-products quantize their input vector in the plan's fixed format. Hoisted products run before the
-loop, a B-vector kernel over HOIST_VECTORS steps at a time and the one-vector kernel for the
-rest (the same bits per vector); integer ones quantize each step's input in its own format
-(covering its max |x|) and hand the loop their raw accumulators, which it dequantizes as the
-kernels' epilogue does, so a step's result does not depend on the other steps in its call:
-step() and run() agree bit for bit. One native call runs the whole sequence. Semantics and
+build_matvec kernels in the cell's dtype, chosen by the planner per stacked matrix; the loop
+calls them. In-loop products quantize their input vector in the plan's fixed format. Hoisted
+products run per chunk of HOIST_VECTORS steps, a B-vector kernel for a whole chunk and the
+one-vector kernel per step for a shorter one (the same bits per vector); integer ones quantize
+each step's input in its own format (covering its max |x|: the row is scaled here by a power of
+two into the kernels' fixed format, the loop scales the product back), so a step's result does
+not depend on the other steps in its call: step() and run() agree bit for bit. One native call runs the whole sequence. Semantics and
 bounds: docs/cells.md; the oracle is jitvoc.reference.cells.run.
 """
 from __future__ import annotations
@@ -26,10 +26,8 @@ from .emit import cell as emit_cell
 from .errors import CellError
 from .matvec import build_matvec
 from .plan import cell as plan_cell
-from .quant import ACTIVATION_BITS, FixedPoint, covering_fracs
-
-HOIST_VECTORS = 16   # steps per call of a hoisted product's B-vector kernel
-
+from .plan.cell import HOIST_VECTORS
+from .quant import ACTIVATION_BITS, covering_fracs
 
 class CompiledCell:
     """A cell compiled for one CPU generation with its weights; see the module docstring.
@@ -59,16 +57,20 @@ class CompiledCell:
         if not product.hoisted:
             return (build_matvec(W, self.dtype, cpu=self.gen, block=block,
                                  x_format=self.plan.x_format),)
-        return tuple(build_matvec(W, self.dtype, cpu=self.gen, block=block, vectors=v)
+        return tuple(build_matvec(W, self.dtype, cpu=self.gen, block=block, vectors=v,
+                                  x_format=self.plan.hoisted_format)
                      for v in (HOIST_VECTORS, 1))
 
     def _fixed_addresses(self) -> dict:
         """The params entries that do not change between calls: weights and kernels."""
         out = {f"weight.{k}": v.ctypes.data for k, v in self._vectors.items()}
-        for label, mv in self._products.items():
-            address, arrays = mv.entry(self.plan.x_format)
-            out[f"{label}.fn"] = address
-            out.update({f"{label}.{k}": a.ctypes.data for k, a in arrays.items()})
+        kernels = [(label, mv, self.plan.x_format) for label, mv in self._products.items()]
+        kernels += [(f"{label}.{k}", mv, self.plan.hoisted_format)
+                    for label, pair in self._hoisted.items() for k, mv in zip("B1", pair)]
+        for key, mv, fmt in kernels:
+            address, arrays = mv.entry(fmt)
+            out[f"{key}.fn"] = address
+            out.update({f"{key}.{k}": a.ctypes.data for k, a in arrays.items()})
         return out
 
     def kernels(self) -> dict:
@@ -95,7 +97,7 @@ class CompiledCell:
         if T:
             hoisted = {}
             for p in self.plan.hoisted:
-                hoisted.update(self._hoist(p, xs[p.source.name]))
+                hoisted.update(self._hoisted_rows(p, xs[p.source.name]))
             self._call(T, xs, hoisted, outputs, states)
         return outputs, {k: v.reshape(self.cell.states[k].shape) for k, v in states.items()}
 
@@ -106,20 +108,17 @@ class CompiledCell:
         outputs, states = self.run({k: np.asarray(v)[None] for k, v in inputs.items()}, state)
         return {k: v[0] for k, v in outputs.items()}, states
 
-    def _hoist(self, product, x: np.ndarray) -> dict:
-        """The params arrays of a hoisted product over every step: its values [T, rows], or
-        for an integer cell its accumulators and what dequantizes them."""
-        many, one = self._hoisted[product.label]
+    def _hoisted_rows(self, product, x: np.ndarray) -> dict:
+        """The params arrays of a hoisted product's input over every step: its rows, for an
+        integer cell each scaled by the power of two 2^frac_t that makes it cover its own max
+        |x_t| in the kernels' format with no fractional bits, and the 2^−frac_t."""
         key = f"hoist.{product.label}"
-        if self.dtype != "float32":
-            return {f"{key}{k}": v for k, v in _integer_rows(many, one, x).items()}
-        T, B = len(x), HOIST_VECTORS
-        y = np.empty((T, product.rows), np.float32)
-        for t in range(0, T - T % B, B):
-            y[t:t + B] = many(x[t:t + B])
-        for t in range(T - T % B, T):
-            y[t] = one(x[t])
-        return {key: y}
+        if self.dtype == "float32":
+            return {f"{key}.x": x}
+        fracs = covering_fracs(np.maximum(x.max(axis=1), -x.min(axis=1)),
+                               ACTIVATION_BITS[self.dtype])
+        scaled = np.multiply(x, np.exp2(fracs, dtype=np.float32)[:, None], dtype=np.float32)
+        return {f"{key}.x": scaled, f"{key}.x_scale": np.exp2(-fracs, dtype=np.float32)}
 
     def _call(self, T, xs, hoisted, outputs, states):
         scratch = np.zeros(self.plan.scratch, np.float32)
@@ -135,27 +134,6 @@ class CompiledCell:
         if not all(np.isfinite(v).all() for v in states.values()):
             raise CellError(f"{self.cell.name}: the state overflowed float32 (NaN or inf); "
                             f"check the weights and inputs")
-
-
-def _integer_rows(many, one, x: np.ndarray) -> dict:
-    """The raw accumulators of W x_t for every row of x ("": int32 [T, rows]), each row
-    quantized in the format covering its own max |x_t| (all share the zero point), and what
-    the loop dequantizes them with (".row_scale", ".zcorr", ".x_scale" [T])."""
-    bits = ACTIVATION_BITS[one.kernel.dtype]
-    fracs = covering_fracs(np.abs(x).max(axis=1), bits)
-    fmt = FixedPoint(bits, 0)   # the zero point and code type every row's format shares
-    # x_t · 2^frac_t is exact and within ±qmax (the format covers max |x_t|): no clipping
-    codes = np.rint(x * np.exp2(fracs, dtype=np.float32)[:, None])
-    codes = (codes + fmt.zero_point).astype(np.uint8 if bits == 8 else np.int16)
-    T, B = len(x), HOIST_VECTORS
-    acc = np.empty((T, one.rows), np.int32)
-    for t in range(0, T - T % B, B):
-        acc[t:t + B] = many.raw(codes[t:t + B])
-    for t in range(T - T % B, T):
-        acc[t] = one.raw(codes[t])
-    return {"": acc, ".row_scale": np.ascontiguousarray(one.plan.row_scale, np.float32),
-            ".zcorr": np.ascontiguousarray(one.zcorr(fmt)[:one.rows]),
-            ".x_scale": np.exp2(-fracs, dtype=np.float32)}
 
 
 def _weights(cell: Cell, weights: dict) -> dict:

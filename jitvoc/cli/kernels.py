@@ -19,7 +19,6 @@ from .. import cells
 from .. import cpu as cpu_mod
 from .. import jit, npy, pretrained
 from ..bench.cells import random_weights
-from ..cellrun import HOIST_VECTORS
 from ..emit import cell as emit_cell
 from ..emit import loop as emit_loop
 from ..emit import spmv as emit_spmv
@@ -27,6 +26,7 @@ from ..engine_jit import activation_ranges
 from ..errors import JitvocError
 from ..model import load_model
 from ..plan import cell as plan_cell
+from ..plan.cell import HOIST_VECTORS
 from ..plan import matvec as mv_plan
 from ..plan.vocoder import plan_vocoder
 from ..spec import DTYPES

@@ -2,12 +2,14 @@
 
     N_run(n i64, params ptr*)        (contracts.CELL_RUN)
 
-runs n steps. `params` is the plan's pointer table: per-step arrays (inputs, hoisted products,
-outputs) at row 0, each row one step further per step; the states (updated in place after the
-last step), their next values, vector weights, the scratch slots and, per in-loop product, its
-kernel's float entry point (contracts.SPMV, a function pointer) and arrays. An integer cell's
-hoisted products come as int32 accumulators, dequantized where they are read as the kernels'
-epilogue does: float(acc − zcorr) · (row_scale · x_scale_t).
+runs n steps. `params` is the plan's pointer table: per-step arrays (inputs, the hoisted
+products' input rows, outputs) at row 0, each row one step further per step; the states
+(updated in place after the last step), their next values, vector weights, the scratch slots
+and, per product, its kernels' float entry points (contracts.SPMV, function pointers) and
+arrays. Steps run in chunks of HOIST_VECTORS: first the chunk's hoisted products (the B-vector
+kernel once, or for a shorter last chunk the one-vector kernel per step, the same bits per
+vector), then its steps. An integer cell's hoisted products come for inputs scaled by 2^frac_t
+and are multiplied by x_scale_t = 2^−frac_t where they are read (exact: a power of two).
 
 Each step: the plan's items in order. A product calls its kernel on the vector it reads in
 place (a state, a kept node, a slice of a product) into its scratch slot; integer kernels
@@ -28,10 +30,9 @@ from llvmlite import ir
 
 from ..cells.graph import Node
 from ..contracts import CELL_RUN, SPMV
-from ..plan.cell import MATRIX_PARAMS, CellPlan, size_of
+from ..plan.cell import HOIST_VECTORS, MATRIX_PARAMS, CellPlan, size_of
 from . import mathfn
-from .irutil import (call, counted_loop, define, f32, gep, i32, i64, load, ptr, signature, splat,
-                     vec)
+from .irutil import call, counted_loop, define, f32, gep, i64, load, ptr, signature, splat, vec
 
 V = 16   # lanes of the element-wise sweeps
 ENTRY_FN = signature(SPMV)
@@ -56,20 +57,51 @@ class CellEmitter:
         self.p = {key: load(b, a.params, ENTRY_FN.as_pointer() if key.endswith(".fn") else ptr,
                             self.plan.params.slot(key), align=8, elem_type=ptr)
                   for key in names}
-        with counted_loop(b, 0, a.n, name="step") as t:
-            self._step(t)
+        with counted_loop(b, 0, a.n, HOIST_VECTORS, name="chunk") as c0:
+            end = b.add(c0, i64(HOIST_VECTORS))
+            end = b.select(b.icmp_signed("<", end, a.n), end, a.n)
+            self._hoist(c0, end)
+            with counted_loop(b, c0, end, name="step") as t:
+                self._step(t, b.sub(t, c0))
         b.ret_void()
         return self.m
 
-    def _step(self, t):
-        """One step: row pointers of step t, the plan's items, the states' next values."""
+    def _hoist(self, c0, end):
+        """The hoisted products of steps c0 .. end − 1 into their slots: one call of the
+        B-vector kernel for a whole chunk, else the one-vector kernel per step."""
+        b = self.b
+        whole = b.icmp_signed("==", b.sub(end, c0), i64(HOIST_VECTORS))
+        with b.if_else(whole) as (then, otherwise):
+            with then:
+                for p in self.plan.hoisted:
+                    self._hoisted_call(p, "B", c0, i64(0))
+            with otherwise:
+                with counted_loop(b, c0, end, name="hoist_tail") as t:
+                    for p in self.plan.hoisted:
+                        self._hoisted_call(p, "1", t, b.sub(t, c0))
+
+    def _hoisted_call(self, product, kernel: str, t, row):
+        """Kernel `kernel` ("B" or "1") of a hoisted product on input rows from step t, into
+        its slot from row `row`."""
+        b, fmt = self.b, self.plan.hoisted_format
+        key = f"{product.label}.{kernel}"
+        arrays = {a: self.p[f"{key}.{a}"] for a in MATRIX_PARAMS if a != "fn"}
+        x = gep(b, self.p[f"hoist.{product.label}.x"], f32, b.mul(t, i64(product.cols)))
+        y = gep(b, self._slot(product.label), f32, b.mul(row, i64(product.rows)))
+        call(b, SPMV, self.p[f"{key}.fn"], y=y, x=x, **arrays,
+             x_inv_scale=f32(2.0 ** fmt.frac if fmt else 1.0),
+             x_scale=f32(fmt.scale if fmt else 1.0))
+
+    def _step(self, t, row):
+        """One step: row pointers of step t (row `row` of the hoisted slots), the plan's
+        items, the states' next values."""
         b, cell = self.b, self.cell
         sizes = {**{f"input.{k}": n for k, n in cell.inputs.items()},
                  **{f"output.{k}": n for k, n in cell.outputs.items()}}
         self.rows = {key: gep(b, self.p[key], f32, b.mul(t, i64(size_of(n))))
                      for key, n in sizes.items()}
-        self.rows.update({f"hoist.{p.label}": gep(b, self.p[f"hoist.{p.label}"], f32,
-                                                  b.mul(t, i64(p.rows)))
+        self.rows.update({f"hoist.{p.label}": gep(b, self._slot(p.label), f32,
+                                                  b.mul(row, i64(p.rows)))
                           for p in self.plan.hoisted})
         if self.plan.dtype != "float32":
             self.rows.update({f"hoist.{p.label}.x_scale": load(
@@ -181,20 +213,15 @@ class CellEmitter:
         return self._load(base, shift)
 
     def _matvec(self, node: Node, shift: int):
-        """A product's elements: from its slot, or an integer cell's hoisted accumulators
-        dequantized."""
-        product, offset = self.plan.product_of(node)
+        """A product's elements: from its slot or hoisted row (an integer cell's scaled back
+        by this step's x_scale)."""
+        value = self._read(self._product_at(node), shift, node)
+        product, _ = self.plan.product_of(node)
         if not product.hoisted or self.plan.dtype == "float32":
-            return self._read(self._product_at(node), shift, node)
-        b, key, shift = self.b, f"hoist.{product.label}", shift + offset
-        it = vec(i32, self.width) if self.width > 1 else i32
-        at = b.add(self.i, i64(shift))
-        acc = b.load(gep(b, self.rows[key], i32, at), typ=it, align=4)
-        zcorr = b.load(gep(b, self.p[f"{key}.zcorr"], i32, at), typ=it, align=4)
-        x_scale = self.rows[f"{key}.x_scale"]
-        scale = b.fmul(self._load(self.p[f"{key}.row_scale"], shift),
-                       splat(b, x_scale, self.width) if self.width > 1 else x_scale)
-        return b.fmul(b.sitofp(b.sub(acc, zcorr), scale.type), scale)
+            return value
+        x_scale = self.rows[f"hoist.{product.label}.x_scale"]
+        return self.b.fmul(value, splat(self.b, x_scale, self.width) if self.width > 1
+                           else x_scale)
 
     def _const(self, node: Node, shift: int):
         values = node.attr("value")

@@ -6,8 +6,8 @@ The three optimizations of issue 13, applied to the analysis of jitvoc.cells.sch
 - products that share an input vector are *stacked*: their matrices joined by rows into one
   matrix, one kernel (a `Product`; the planner chooses that kernel per stacked matrix, as for
   any matrix, when the runner builds it with build_matvec);
-- products of per-step inputs are *hoisted*: computed for all timesteps before the loop, one
-  B-vector product per stack, and read by the loop one row per step;
+- products of per-step inputs are *hoisted*: computed for HOIST_VECTORS steps at a time before
+  those steps, by one B-vector product per stack, and read by the loop one row per step;
 - the element-wise nodes of a step are *fused* into the passes of schedule.step: a pass is one
   sweep per vector length over its roots (values needed after the pass: inputs of products,
   values of later passes, state updates, outputs), every other node evaluated in registers.
@@ -34,10 +34,10 @@ COMPILED_OPS = ("input", "state", "weight", "const", "ref", "add", "sub", "mul",
                 "affine", "sigmoid", "tanh", "relu", "exp", "matvec", "take", "concat")
 ALIGN = 16   # floats: every scratch slot starts on a 64-byte line
 MATRIX_PARAMS = ("fn", "W", "index", "panel_ptr", "row_scale", "zcorr")   # per in-loop product
-# Per hoisted product of an integer cell: its accumulators (int32 [T, rows]), what the loop
-# dequantizes them with (the kernel's row scales and zero-point corrections, [rows]) and each
-# step's activation scale (float32 [T]).
-HOISTED_INTEGER = ("", ".row_scale", ".zcorr", ".x_scale")
+HOIST_VECTORS = 16   # B: steps per call of a hoisted product's B-vector kernel, one chunk
+# Per hoisted product: its input rows ([T, cols]; an integer cell's scaled by 2^frac_t), and for
+# an integer cell each step's 2^−frac_t ([T]), which the loop multiplies the product by.
+HOISTED_ROWS = {False: (".x",), True: (".x", ".x_scale")}
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,10 +80,13 @@ class Pass:
 
 @dataclass(frozen=True, eq=False)
 class CellPlan:
-    """The schedule of a cell: hoisted products, then per step `items` (("products", [Product]),
-    ("pass", Pass)) in order; scratch slots (float offsets, by product label or node) of
-    in-loop products and materialized nodes; the `params` pointer table the loop reads; the
-    fixed activation format of the in-loop products' inputs (integer dtypes: [−1, 1])."""
+    """The schedule of a cell: hoisted products (per chunk of HOIST_VECTORS steps), then per
+    step `items` (("products", [Product]), ("pass", Pass)) in order; scratch slots (float
+    offsets, by product label or node) of products and kept nodes; the `params` pointer table
+    the loop reads; the
+    fixed activation formats (integer dtypes) of the in-loop products' inputs (covering
+    [−1, 1]) and of the hoisted ones' (no fractional bits: each step's input comes scaled by
+    the power of two that makes it cover its max |x_t|)."""
     cell: Cell
     dtype: str
     hoisted: tuple
@@ -92,6 +95,7 @@ class CellPlan:
     scratch: int
     params: PointerTable
     x_format: FixedPoint | None
+    hoisted_format: FixedPoint | None
     name: str
 
     def pass_of(self, node: Node) -> int | None:
@@ -167,14 +171,15 @@ def plan(cell: Cell, dtype: str = "float32") -> CellPlan:
     finals = [r for name, n in cell.update.items() for r in _pieces(n, ("next", name), 0)]
     finals += [r for name, n in cell.outputs.items() for r in _pieces(n, ("output", name), 0)]
     items[-1] = ("pass", Pass(last.index, last.roots + tuple(finals)))
-    slots, scratch = _slots([p for kind, x in items if kind == "products" for p in x],
-                            [n for n in cell.nodes if n in keep])
-    x_format = (None if dtype == "float32"
-                else FixedPoint.covering(1.0, ACTIVATION_BITS[dtype], signed=True))
+    slots, scratch = _slots([*hoisted, *(p for kind, x in items if kind == "products"
+                                          for p in x)], [n for n in cell.nodes if n in keep])
+    bits = ACTIVATION_BITS.get(dtype)
+    x_format = bits and FixedPoint.covering(1.0, bits, signed=True)
+    hoisted_format = bits and FixedPoint(bits, 0, signed=True)
     params = _params(cell, hoisted, [p for kind, x in items if kind == "products" for p in x],
                      dtype != "float32")
     return CellPlan(cell, dtype, tuple(hoisted), tuple(items), slots, scratch, params, x_format,
-                    f"cell_{cell.name}_{_fingerprint(cell, dtype)}")
+                    hoisted_format, f"cell_{cell.name}_{_fingerprint(cell, dtype)}")
 
 
 def _groups(cell: Cell, first: int) -> tuple:
@@ -237,10 +242,11 @@ def _pieces(node: Node, where: tuple, offset: int) -> list:
 
 
 def _slots(products: list, keep: list) -> tuple:
-    """Scratch offsets (floats, ALIGN-aligned) of in-loop products and kept nodes, and the
-    scratch size."""
+    """Scratch offsets (floats, ALIGN-aligned) of products (a hoisted one: HOIST_VECTORS
+    steps) and kept nodes, and the scratch size."""
     slots, at = {}, 0
-    for key, size in [(p.label, p.rows) for p in products] + [(n, size_of(n)) for n in keep]:
+    sizes = [(p.label, p.rows * (HOIST_VECTORS if p.hoisted else 1)) for p in products]
+    for key, size in sizes + [(n, size_of(n)) for n in keep]:
         slots[key] = at
         at += -(-size // ALIGN) * ALIGN
     return slots, max(at, ALIGN)
@@ -250,9 +256,9 @@ def _params(cell: Cell, hoisted: list, products: list, integer: bool) -> Pointer
     names = [f"input.{n}" for n in cell.inputs] + [f"output.{n}" for n in cell.outputs]
     names += [f"{k}.{n}" for n in cell.states for k in ("state", "next")]
     names += [f"weight.{n}" for n, w in cell.weights.items() if len(w.shape) < 2]
-    names += [f"hoist.{p.label}{a}" for p in hoisted for a in (HOISTED_INTEGER if integer
-                                                                 else ("",))] + ["scratch"]
-    names += [f"{p.label}.{a}" for p in products for a in MATRIX_PARAMS]
+    names += [f"hoist.{p.label}{a}" for p in hoisted for a in HOISTED_ROWS[integer]]
+    names += ["scratch"] + [f"{p.label}.{a}" for p in products for a in MATRIX_PARAMS]
+    names += [f"{p.label}.{k}.{a}" for p in hoisted for k in ("B", "1") for a in MATRIX_PARAMS]
     return PointerTable(tuple(names))
 
 
