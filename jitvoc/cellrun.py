@@ -29,6 +29,7 @@ from .plan import cell as plan_cell
 from .plan.cell import HOIST_VECTORS
 from .quant import ACTIVATION_BITS, covering_fracs
 
+
 class CompiledCell:
     """A cell compiled for one CPU generation with its weights; see the module docstring.
     `plan` is its schedule, `describe()` says what was stacked, hoisted and fused."""
@@ -43,6 +44,7 @@ class CompiledCell:
         self._hoisted = {p.label: self._matvecs(p, weights) for p in self.plan.hoisted}
         self._products = {p.label: self._matvecs(p, weights)[0] for p in self.plan.products}
         cpu_mod.require_runnable(self.gen)
+        # the Library keeps the loop's machine code alive as long as this runner
         lib = self._lib = jit.load(self.plan.name, lambda: emit_cell.build(self.plan), self.gen)
         self._run = native.function(lib.address(CELL_RUN.symbol(self.plan.name)), CELL_RUN)
         self._fixed = self._fixed_addresses()

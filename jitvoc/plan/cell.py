@@ -205,9 +205,8 @@ def _materialized(cell: Cell, groups: list, pass_of: dict) -> set:
     that cannot read them in place. Every other node is computed where it is used."""
     keep = set()
     for node in cell.nodes:
-        for arg in schedule.arguments(cell, node):
-            later = node.op == "matvec" or pass_of.get(node, -1) > pass_of.get(arg, -1)
-            if arg in pass_of and later:
+        for arg in schedule.arguments(cell, node) if node.op != "matvec" else ():
+            if arg in pass_of and pass_of.get(node, -1) > pass_of[arg]:
                 keep.add(arg)
     for kind, stacks in groups:
         for p in stacks if kind == "products" else ():
