@@ -16,6 +16,8 @@ bounds: docs/cells.md; the oracle is jitvoc.reference.cells.run.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from . import config, jit, native
@@ -48,6 +50,7 @@ class CompiledCell:
         lib = self._lib = jit.load(self.plan.name, lambda: emit_cell.build(self.plan), self.gen)
         self._run = native.function(lib.address(CELL_RUN.symbol(self.plan.name)), CELL_RUN)
         self._fixed = self._fixed_addresses()
+        self._local = threading.local()
         config.debug(1, self.describe())
 
     def _matvecs(self, product, weights) -> tuple:
@@ -122,8 +125,16 @@ class CompiledCell:
         scaled = np.multiply(x, np.exp2(fracs, dtype=np.float32)[:, None], dtype=np.float32)
         return {f"{key}.x": scaled, f"{key}.x_scale": np.exp2(-fracs, dtype=np.float32)}
 
+    def _scratch(self) -> np.ndarray:
+        """This thread's scratch slots (every slot is written before it is read in a step, so
+        calls of one thread can share them; threads need their own)."""
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = np.empty(self.plan.scratch, np.float32)
+        return scratch
+
     def _call(self, T, xs, hoisted, outputs, states):
-        scratch = np.zeros(self.plan.scratch, np.float32)
+        scratch = self._scratch()
         following = {k: np.empty_like(v) for k, v in states.items()}
         arrays = {**{f"input.{k}": v for k, v in xs.items()},
                   **{f"output.{k}": v for k, v in outputs.items()},
