@@ -41,11 +41,11 @@ class CompiledCell:
             raise CellError(f"compile_cell takes a jitvoc.cells.Cell, got {cell!r}")
         self.cell, self.dtype = cell, dtype
         self.gen = cpu_mod.resolve(cpu)
+        cpu_mod.require_runnable(self.gen)   # compile_cell runs what it compiles
         self.plan = plan_cell.plan(cell, dtype)
         self._vectors = _weights(cell, weights)
         self._hoisted = {p.label: self._matvecs(p, weights) for p in self.plan.hoisted}
         self._products = {p.label: self._matvecs(p, weights)[0] for p in self.plan.products}
-        cpu_mod.require_runnable(self.gen)
         # the Library keeps the loop's machine code alive as long as this runner
         lib = self._lib = jit.load(self.plan.name, lambda: emit_cell.build(self.plan), self.gen)
         self._run = native.function(lib.address(CELL_RUN.symbol(self.plan.name)), CELL_RUN)

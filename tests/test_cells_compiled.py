@@ -336,3 +336,19 @@ def test_bad_cells_weights_and_dtypes_are_clear_errors():
         jitvoc.compile_cell(joined, {})
     with pytest.raises(JitvocError, match="takes a jitvoc.cells.Cell"):
         jitvoc.compile_cell("gru", w)
+
+
+def test_integer_cells_give_the_same_bits_on_every_generation():
+    """Integer products are exact and the element-wise code is the same IEEE operations at any
+    vector width: x86-64 (SSE2) and the host agree bit for bit."""
+    cell = cells.lstm(24, 40)
+    w, xs = weights_of(cell, seed=6), inputs_of(cell, 19)
+    host = jitvoc.compile_cell(cell, w, dtype="int8").run(xs)[0]["h"]
+    base = jitvoc.compile_cell(cell, w, dtype="int8", cpu="x86-64").run(xs)[0]["h"]
+    assert np.array_equal(host, base)
+
+
+def test_unknown_generation_is_refused():
+    cell = cells.gru(8, 16)
+    with pytest.raises(JitvocError, match="pentium9"):
+        jitvoc.compile_cell(cell, weights_of(cell), cpu="pentium9")
