@@ -1,4 +1,5 @@
-"""The scheduler's analysis of a cell, as pure functions over its graph (no code generation yet):
+"""The scheduler's analysis of a cell, as pure functions over its graph (jitvoc.plan.cell turns
+it into the schedule the code is generated from):
 
 - stacks(cell):  products that share an input vector, which one kernel can compute together;
 - hoisted(cell): nodes whose values are known before the loop (they depend on no state and no
