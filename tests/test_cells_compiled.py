@@ -352,3 +352,16 @@ def test_unknown_generation_is_refused():
     cell = cells.gru(8, 16)
     with pytest.raises(JitvocError, match="pentium9"):
         jitvoc.compile_cell(cell, weights_of(cell), cpu="pentium9")
+
+
+def test_threads_running_one_runner_get_the_bits_of_one_thread():
+    """Each thread has its own scratch slots: concurrent runs (the call releases the GIL)
+    give what sequential ones do."""
+    from concurrent.futures import ThreadPoolExecutor
+    cell = cells.gru(24, 40)
+    runner = jitvoc.compile_cell(cell, weights_of(cell), dtype="int8")
+    inputs = [inputs_of(cell, 50, seed=s) for s in range(8)]
+    alone = [runner.run(x)[0]["h"] for x in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda x: runner.run(x)[0]["h"], inputs))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
