@@ -120,8 +120,7 @@ class CompiledCell:
         key = f"hoist.{product.label}"
         if self.dtype == "float32":
             return {f"{key}.x": x}
-        fracs = covering_fracs(np.maximum(x.max(axis=1), -x.min(axis=1)),
-                               ACTIVATION_BITS[self.dtype])
+        fracs = covering_fracs(np.abs(x).max(axis=1), ACTIVATION_BITS[self.dtype])
         scaled = np.multiply(x, np.exp2(fracs, dtype=np.float32)[:, None], dtype=np.float32)
         return {f"{key}.x": scaled, f"{key}.x_scale": np.exp2(-fracs, dtype=np.float32)}
 
