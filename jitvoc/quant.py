@@ -19,6 +19,7 @@ Every narrowing conversion (float → code) rounds half to even and saturates; n
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,14 +77,24 @@ class FixedPoint:
 
     @classmethod
     def covering(cls, max_abs: float, bits: int, signed: bool = True) -> "FixedPoint":
-        """The format with the most fractional bits whose range still covers ±max_abs."""
-        return cls(bits, int(covering_fracs(np.array([max_abs]), bits, signed)[0]), signed)
+        """The format with the most fractional bits whose range still covers ±max_abs (one
+        value; covering_fracs does many at once, by the same rule)."""
+        if not math.isfinite(max_abs):
+            raise InputError(f"cannot choose a fixed-point format for a range of {max_abs}")
+        qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+        if max_abs <= 0:
+            return cls(bits, bits - 1 if signed else bits, signed)
+        frac = math.floor(math.log2(qmax / max_abs))
+        if frac < -32:
+            raise InputError(f"values up to {max_abs:.3g} exceed the widest {bits}-bit format "
+                             f"(±{qmax * 2.0 ** 32:.3g}); scale them down or use float32")
+        return cls(bits, min(32, frac), signed)
 
 
 def covering_fracs(max_abs: np.ndarray, bits: int, signed: bool = True) -> np.ndarray:
-    """FixedPoint.covering's fractional bits for many ranges at once (int64, one per value):
-    the most whose range still covers ±max_abs, at most 32; a range of 0 gets bits − 1
-    (signed) or bits."""
+    """FixedPoint.covering's fractional bits for many ranges at once (int64, one per value;
+    tests/test_quant.py checks they agree): the most whose range still covers ±max_abs, at
+    most 32; a range of 0 gets bits − 1 (signed) or bits."""
     max_abs = np.asarray(max_abs, np.float64)
     bad = ~np.isfinite(max_abs)
     if bad.any():
@@ -91,8 +102,7 @@ def covering_fracs(max_abs: np.ndarray, bits: int, signed: bool = True) -> np.nd
                          f"{max_abs[bad][0]}")
     qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
     positive = max_abs > 0
-    with np.errstate(divide="ignore"):
-        frac = np.floor(np.log2(qmax / np.where(positive, max_abs, 1.0))).astype(np.int64)
+    frac = np.floor(np.log2(qmax / np.where(positive, max_abs, 1.0))).astype(np.int64)
     if (frac[positive] < -32).any():
         worst = float(max_abs.max())
         raise InputError(f"values up to {worst:.3g} exceed the widest {bits}-bit format "
