@@ -76,6 +76,9 @@ LOOP_GENERATE = EntryPoint("_generate", (("out", PTR), ("n", I64), ("t0", I64))
                            + _ptrs("K", "h", "cf", "s") + (("seed", U32), ("params", PTR)))
 LOOP_TEACHER = EntryPoint("_teacher", (("probs", PTR), ("n", I64))
                           + _ptrs("K", "c_prev", "f_prev", "c_cur", "h", "params"))
+# The loop of a compiled cell named N (see emit.cell): n steps; `params` is the cell plan's
+# pointer table (plan.cell.CellPlan.params: inputs, outputs, states, weights, scratch, kernels).
+CELL_RUN = EntryPoint("_run", (("n", I64), ("params", PTR)))
 # A scan kernel (see emit.scan): addresses as integers, as the parallel scan computes them.
 SCAN = EntryPoint("", tuple((n, ADDR) for n in ("lam", "x", "h", "state"))
                   + tuple((n, I64) for n in ("n", "ncols", "stride", "tile")))

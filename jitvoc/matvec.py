@@ -142,6 +142,15 @@ class MatVec:
                   native.ptr(self._ptr))
         return acc[..., :self.rows]
 
+    def entry(self, x_format: FixedPoint | None = None) -> tuple[int, dict]:
+        """For generated code that calls this kernel (jitvoc.cellrun): the float entry point's
+        address (contracts.SPMV) and its arrays by argument name (W, index, panel_ptr,
+        row_scale, zcorr for `x_format`), alive as long as this MatVec."""
+        zcorr = self._no_zcorr if x_format is None else self.zcorr(x_format)
+        arrays = {"W": self._w, "index": self._cols, "panel_ptr": self._ptr,
+                  "row_scale": self._row_scale, "zcorr": zcorr}
+        return self._lib.address(self.kernel.name), arrays
+
     def time_call(self, x, repeats: int = 7, min_seconds: float = 0.02) -> float:
         """Median ns per call of the float entry point, timed in a native loop."""
         self._require_runnable()

@@ -77,7 +77,8 @@ class FixedPoint:
 
     @classmethod
     def covering(cls, max_abs: float, bits: int, signed: bool = True) -> "FixedPoint":
-        """The format with the most fractional bits whose range still covers ±max_abs."""
+        """The format with the most fractional bits whose range still covers ±max_abs (one
+        value; covering_fracs does many at once, by the same rule)."""
         if not math.isfinite(max_abs):
             raise InputError(f"cannot choose a fixed-point format for a range of {max_abs}")
         qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
@@ -88,6 +89,25 @@ class FixedPoint:
             raise InputError(f"values up to {max_abs:.3g} exceed the widest {bits}-bit format "
                              f"(±{qmax * 2.0 ** 32:.3g}); scale them down or use float32")
         return cls(bits, min(32, frac), signed)
+
+
+def covering_fracs(max_abs: np.ndarray, bits: int, signed: bool = True) -> np.ndarray:
+    """FixedPoint.covering's fractional bits for many ranges at once (int64, one per value;
+    tests/test_quant.py checks they agree): the most whose range still covers ±max_abs, at
+    most 32; a range of 0 gets bits − 1 (signed) or bits."""
+    max_abs = np.asarray(max_abs, np.float64)
+    bad = ~np.isfinite(max_abs)
+    if bad.any():
+        raise InputError(f"cannot choose a fixed-point format for a range of "
+                         f"{max_abs[bad][0]}")
+    qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    positive = max_abs > 0
+    frac = np.floor(np.log2(qmax / np.where(positive, max_abs, 1.0))).astype(np.int64)
+    if (frac[positive] < -32).any():
+        worst = float(max_abs.max())
+        raise InputError(f"values up to {worst:.3g} exceed the widest {bits}-bit format "
+                         f"(±{qmax * 2.0 ** 32:.3g}); scale them down or use float32")
+    return np.where(positive, np.minimum(32, frac), bits - 1 if signed else bits)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jitvoc import cpu as cpu_mod
+from jitvoc.bench import cells as bench_cells
 from jitvoc.bench import kernels as bench_kernels
 from jitvoc.bench import report
 from jitvoc.bench import vocoder as bench_vocoder
@@ -119,6 +120,32 @@ def test_kernels_unknown_cpu(model_file, tmp_path, capsys):
     assert "unknown CPU generation 'pentium9'" in capsys.readouterr().err
 
 
+def test_kernels_cell(tmp_path, capsys):
+    """--cell: the cell's fused loop, its products' kernels (hoisted: B-vector and one-vector)
+    and the schedule, compiled only."""
+    out = tmp_path / "k"
+    assert main(["kernels", "--cell", "lstm:24:40", "--dtype", "int8", "--density", "0.5",
+                 "--emit", "both", "--out", str(out)]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["loop"].startswith("cell_lstm_") and set(plan["products"]) == {"p0", "p1"}
+    assert len(plan["products"]["p0"]) == 2 and len(plan["products"]["p1"]) == 1
+    assert f'define void @"{plan["loop"]}_run"' in (out / f"{plan['loop']}.ll").read_text()
+    assert sorted(plan["files"]) == sorted(os.listdir(out))
+    schedule = (out / "schedule.txt").read_text()
+    assert "hoisted p0 = [weight_ih] @ x [160x24]" in schedule
+    assert "pass 0, sweep of 40: 16 nodes fused" in schedule and schedule in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cell", "rnn:4"], "a cell is NAME:HIDDEN"),
+    (["--cell", "gru:4", "--density", "0"], "--density must be in (0, 1]"),
+    ([], "give a MODEL or --cell"),
+])
+def test_kernels_cell_bad_input(tmp_path, capsys, argv, message):
+    assert main(["kernels", *argv, "--out", str(tmp_path / "k")]) == 2
+    assert message in capsys.readouterr().err
+
+
 # --- bench ---------------------------------------------------------------------------------------
 def test_select_generations(sse2_only):
     gens, skipped = select_generations(None, quick=False)
@@ -215,3 +242,27 @@ def test_table_text_and_markdown():
     t = report.Table("T", ["x", "y"], [["a", 1], ["bb", 22]], ["note"])
     assert t.text().splitlines()[0] == "T" and "note" in t.text()
     assert "| x | y |" in t.markdown() and "| bb | 22 |" in t.markdown()
+
+
+def test_bench_cells_without_torch(monkeypatch, tmp_path, capsys):
+    """Tiny cells; without torch its rows are skipped with a message."""
+    monkeypatch.setattr(bench_cells, "HIDDEN_QUICK", (32,))
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)
+    assert main(["bench", "cells", "--quick", "--steps", "20", "--repeats", "1",
+                 "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "torch is not installed: the PyTorch and TorchScript rows are skipped" in out
+    records = json.loads((tmp_path / "c.json").read_text())["records"]
+    assert {r["engine"] for r in records} == {"jitvoc float32", "jitvoc int8"}
+    assert {(r["cell"], r["density"]) for r in records} == {
+        (c, d) for c in ("lstm", "gru") for d in (1.0, 0.1)}
+    assert all(r["us_per_step"] > 0 for r in records)
+
+
+def test_bench_cells_with_torch(monkeypatch, capsys):
+    pytest.importorskip("torch")
+    monkeypatch.setattr(bench_cells, "HIDDEN_QUICK", (32,))
+    monkeypatch.setattr(bench_cells, "DENSITIES", (0.5,))
+    assert main(["bench", "cells", "--quick", "--steps", "20", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "torch eager float32" in out and "torchscript float32" in out

@@ -24,7 +24,7 @@ STAGES = [
     ("jit", ["jitvoc.jit", "jitvoc.cache", "jitvoc.cpu"]),
     ("run", ["jitvoc.native", "jitvoc.matvec", "jitvoc.decisions", "jitvoc.engine",
              "jitvoc.engine_jit", "jitvoc.vocoder", "jitvoc.recurrence", "jitvoc.layers",
-             "jitvoc.corpus"]),
+             "jitvoc.corpus", "jitvoc.cellrun"]),
     ("oracle", ["jitvoc.reference"]),
     ("tools", ["jitvoc.cli", "jitvoc.bench", "jitvoc.__main__", "models"]),
 ]

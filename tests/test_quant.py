@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from jitvoc.errors import InputError
-from jitvoc.quant import INT8_WEIGHTS, INT16_WEIGHTS, INT32_MAX, FixedPoint, RowScaled
+from jitvoc.quant import (INT8_WEIGHTS, INT16_WEIGHTS, INT32_MAX, FixedPoint, RowScaled,
+                          covering_fracs)
 
 
 def test_fixed_point_validates():
@@ -28,6 +29,22 @@ def test_covering_format():
     assert f.qmax * f.scale >= 0.9 and f.qmax * f.scale / 2 < 0.9
     with pytest.raises(InputError):
         FixedPoint.covering(float("nan"), 8)
+
+
+@pytest.mark.parametrize("bits, signed", [(8, True), (8, False), (16, True)])
+def test_covering_fracs_agree_with_covering(bits, signed):
+    """The vectorised rule gives FixedPoint.covering's format for every value, powers of two
+    and the edges of each format's range included."""
+    g = np.random.default_rng(0)
+    values = np.concatenate([[0.0, 2.0 ** -40, 1.0, 127.0, 128.0, 255.0, 32767.0, 1e9],
+                             2.0 ** np.arange(-30, 30), np.nextafter(2.0 ** np.arange(-30, 30), 0),
+                             10.0 ** g.uniform(-6, 8, 4000)])
+    fracs = covering_fracs(values, bits, signed)
+    assert fracs.tolist() == [FixedPoint.covering(v, bits, signed).frac for v in values]
+    with pytest.raises(InputError, match="range of inf"):
+        covering_fracs(np.array([1.0, np.inf]), bits, signed)
+    with pytest.raises(InputError, match="exceed the widest"):
+        covering_fracs(np.array([1e30]), bits, signed)
 
 
 def test_int8_pairs_never_saturate_int16():

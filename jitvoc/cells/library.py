@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import CellError
 from ..representation import Representation
-from .graph import (INDEX, CellBuilder, Node, column, concat, const, lookup, relu, sample,
+from .graph import (INDEX, Cell, CellBuilder, Node, column, concat, const, lookup, relu, sample,
                     sigmoid, split, tanh)
 
 
@@ -125,3 +126,23 @@ def _decode(rep, c, f, s, y):
         return s_new, y, s_new
     y_new = rep.dc_block * y + (s_new - s)
     return s_new, y_new, y_new
+
+
+SIZED = {"gru": gru, "lstm": lstm, "sru": sru, "gilr": gilr}   # cells made from sizes alone
+
+
+def named(spec: str) -> Cell:
+    """A library cell from text: "gru:512" or "gru:80:512" (input size, hidden; the input size
+    is the hidden size when left out), the same for lstm and gilr, "sru:512"."""
+    name, *sizes = str(spec).split(":")
+    usage = (f"a cell is NAME:HIDDEN or NAME:INPUT:HIDDEN with NAME one of {sorted(SIZED)} "
+             f"(sru:SIZE), got {spec!r}")
+    if name not in SIZED or not 1 <= len(sizes) <= (1 if name == "sru" else 2):
+        raise CellError(usage)
+    try:
+        sizes = [int(v) for v in sizes]
+    except ValueError:
+        raise CellError(usage) from None
+    if min(sizes) <= 0:
+        raise CellError(usage)
+    return SIZED[name](*sizes) if name == "sru" else SIZED[name](sizes[0], sizes[-1])

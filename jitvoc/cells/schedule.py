@@ -1,4 +1,5 @@
-"""The scheduler's analysis of a cell, as pure functions over its graph (no code generation yet):
+"""The scheduler's analysis of a cell, as pure functions over its graph (jitvoc.plan.cell turns
+it into the schedule the code is generated from):
 
 - stacks(cell):  products that share an input vector, which one kernel can compute together;
 - hoisted(cell): nodes whose values are known before the loop (they depend on no state and no
@@ -19,7 +20,7 @@ def recurrent(cell: Cell) -> set:
     """The nodes that depend on a state or a draw: they must run inside the loop."""
     inside = set()
     for node in cell.nodes:
-        if node.op in ("state", "sample") or any(a in inside for a in _args(cell, node)):
+        if node.op in ("state", "sample") or any(a in inside for a in arguments(cell, node)):
             inside.add(node)
     return inside
 
@@ -51,7 +52,7 @@ def step(cell: Cell) -> list:
     inside = recurrent(cell)
     depth, users = {}, {}
     for node in cell.nodes:
-        args = _args(cell, node)
+        args = arguments(cell, node)
         depth[node] = max((depth[a] + (a.op in BARRIERS and a in inside) for a in args), default=0)
         for arg in args:
             users.setdefault(arg, []).append(node)
@@ -73,7 +74,8 @@ def passes(cell: Cell) -> list:
     return [nodes for kind, nodes in step(cell) if kind == "pass"]
 
 
-def _args(cell, node) -> tuple:
+def arguments(cell, node) -> tuple:
+    """A node's arguments; a ref's is the value bound to it."""
     return (cell.bindings[node.name],) if node.op == "ref" else node.args
 
 

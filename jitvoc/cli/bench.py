@@ -1,4 +1,4 @@
-"""`jitvoc bench [all|kernels|vocoder|scan|synth|corpus]`: benchmarks, one thread, on every CPU generation this
+"""`jitvoc bench [all|kernels|vocoder|scan|synth|corpus|cells]`: benchmarks, one thread, on every CPU generation this
 host can run (the ladder x86-64 ... native by default), with NumPy, SciPy and PyTorch as peers."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 from .. import cpu as cpu_mod
 from .. import isa
+from ..bench import cells as bench_cells
 from ..bench import corpus as bench_corpus
 from ..bench import kernels as bench_kernels
 from ..bench import report
@@ -50,7 +51,7 @@ def register(sub) -> None:
                            "its own options, which come after 'scan'."))
     _common(p, suppress=False)
     p.set_defaults(func=_run, what="all")
-    bsub = p.add_subparsers(dest="bench_command", metavar="{all,kernels,vocoder,scan,synth,corpus}")
+    bsub = p.add_subparsers(dest="bench_command", metavar="{all,kernels,vocoder,scan,synth,corpus,cells}")
     for name, summary, description in (
             ("all", "kernels and vocoder (the default)",
              "Run the kernel and the vocoder benchmarks."),
@@ -82,13 +83,21 @@ def register(sub) -> None:
                                     "their realtime factors.")
     bench_corpus.add_arguments(c)
     c.set_defaults(func=bench_corpus.run)
+    e = bsub.add_parser("cells", help="compiled LSTM and GRU cells vs PyTorch eager and "
+                                      "TorchScript",
+                        description="Time compiled LSTM and GRU cells (hidden 512 and 1024, "
+                                    "dense and 90%% block-sparse, float32 and int8, 1,000 "
+                                    "steps, one thread) against PyTorch eager and TorchScript "
+                                    "with the same weights.")
+    bench_cells.add_arguments(e)
+    e.set_defaults(func=lambda args: bench_cells.run(args) and 0)
 
 
 OPTIONS = ("--cpu", "--dtype", "--quick", "--repeats", "--json", "--markdown", "--plot",
            "--no-progress")
 
 
-OWN_OPTIONS = ("scan", "synth", "corpus")   # subcommands that take their own options, after them
+OWN_OPTIONS = ("scan", "synth", "corpus", "cells")   # subcommands that take their own options, after them
 
 
 def refuse_options_before(command, argv) -> None:

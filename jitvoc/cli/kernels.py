@@ -1,5 +1,7 @@
 """`jitvoc kernels MODEL --cpu GEN --emit ll|asm|both --out DIR`: dump every kernel a model would
 use, as LLVM IR and/or assembly named by spec, with the plan as plan.json.
+`jitvoc kernels --cell gru:512 ...`: the same for a library cell (jitvoc.cells.named): its fused
+loop, the kernels of its stacked and hoisted products, and its schedule (schedule.txt).
 
 MODEL is a jitvoc model file (.npz with a `meta` key: the five matrix kernels and the fused
 generation loop) or an installed model's name, or an .npz of named 2-D matrices (one kernel per matrix). Works for any known
@@ -13,13 +15,18 @@ from dataclasses import asdict
 
 import numpy as np
 
+from .. import cells
 from .. import cpu as cpu_mod
 from .. import jit, npy, pretrained
+from ..bench.cells import random_weights
+from ..emit import cell as emit_cell
 from ..emit import loop as emit_loop
 from ..emit import spmv as emit_spmv
 from ..engine_jit import activation_ranges
 from ..errors import JitvocError
 from ..model import load_model
+from ..plan import cell as plan_cell
+from ..plan.cell import HOIST_VECTORS
 from ..plan import matvec as mv_plan
 from ..plan.vocoder import plan_vocoder
 from ..spec import DTYPES
@@ -33,8 +40,14 @@ def register(sub) -> None:
         "installed model's name (the five matrix kernels and the fused generation loop) or an "
         ".npz of named 2-D matrices (one kernel per matrix). Any known CPU generation works, "
         "also one this host cannot run: the kernels are compiled, never run."))
-    p.add_argument("model", help="jitvoc model file (.npz with meta) or installed model name, "
-                                  "or an .npz of 2-D matrices")
+    p.add_argument("model", nargs="?", help="jitvoc model file (.npz with meta) or installed "
+                                             "model name, or an .npz of 2-D matrices")
+    p.add_argument("--cell", metavar="NAME:HIDDEN", help="instead of a model, a library cell: "
+                   "gru, lstm or gilr as NAME:HIDDEN or NAME:INPUT:HIDDEN, sru as sru:SIZE "
+                   "(its fused loop, its products' kernels and schedule.txt)")
+    p.add_argument("--density", type=float, default=1.0,
+                   help="with --cell: the share of 16x1 blocks of its random matrices kept "
+                        "(default 1: dense)")
     p.add_argument("--cpu", help="CPU generation to compile for (default: $JITVOC_CPU or native);"
                                  " need not be runnable here")
     p.add_argument("--dtype", choices=DTYPES, default="int8", help="arithmetic (default int8)")
@@ -105,6 +118,10 @@ def _matrix_entry(plan, mask) -> dict:
 
 
 def _kernels(args) -> int:
+    if (args.model is None) == (args.cell is None):
+        raise JitvocError("give a MODEL or --cell NAME:HIDDEN (one of them)")
+    if args.cell is not None:
+        return _cell_kernels(args)
     args.model = pretrained.resolve(args.model)
     gen = cpu_mod.resolve(args.cpu)
     os.makedirs(args.out, exist_ok=True)
@@ -147,4 +164,37 @@ def _kernels(args) -> int:
         print(f"  {name:<12} {e['name']}  {e['panels']} panels, density {e['density']:.3f}")
     if vplan is not None:
         print(f"  loop         {vplan.name}")
+    return 0
+
+
+def _cell_kernels(args) -> int:
+    """--cell: the cell's loop, the kernels of its products (in-loop: one; hoisted: the
+    B-vector and one-vector kernels) for random weights of --density, and its schedule."""
+    if not 0 < args.density <= 1:
+        raise JitvocError(f"--density must be in (0, 1], got {args.density}")
+    gen = cpu_mod.resolve(args.cpu)
+    cell = cells.named(args.cell)
+    plan = plan_cell.plan(cell, args.dtype)
+    weights = random_weights(cell, args.density)
+    os.makedirs(args.out, exist_ok=True)
+    files, kernels, doc = [], {}, {}
+    for product in (*plan.hoisted, *plan.products):
+        W = product.stacked(weights)
+        codes, scale = mv_plan.quantize_weights(W, args.dtype)
+        kernels[product.label] = []
+        for vectors in (HOIST_VECTORS, 1) if product.hoisted else (1,):
+            kp = mv_plan.build_plan(codes, scale, W != 0, args.dtype, gen, vectors=vectors)
+            kernels[product.label].append(kp.spec.name)
+            doc[kp.spec.name] = _matrix_entry(kp, W != 0)
+            files += _write(args.out, kp.spec.name,
+                            emit_spmv.build_module(kp.spec, kp.packed, gen), gen, args.emit)
+    files += _write(args.out, plan.name, emit_cell.build(plan), gen, args.emit)
+    schedule = plan_cell.describe(plan, kernels)
+    files.append(_put(args.out, "schedule.txt", schedule + "\n"))
+    files.append(_put(args.out, "plan.json", json.dumps({
+        "cell": args.cell, "cpu": gen.name, "dtype": args.dtype, "density": args.density,
+        "loop": plan.name, "products": kernels, "kernels": doc, "files": files + ["plan.json"]},
+        indent=1) + "\n"))
+    print(f"wrote {len(files)} files to {args.out} for {gen.name} ({args.dtype})")
+    print(schedule)
     return 0

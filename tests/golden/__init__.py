@@ -1,6 +1,7 @@
-"""Golden IR: the LLVM IR text of a handful of small kernels, a tiny vocoder loop and the scans,
-kept in tests/golden/*.ll.gz (gzip: the loop alone is 1.2 MB of text) so that any change to the
-emitted code fails test_golden.py, which shows the diff (tinygrad's process replay is the model).
+"""Golden IR: the LLVM IR text of a handful of small kernels, a tiny vocoder loop, the scans and
+the loops of three small compiled cells, kept in tests/golden/*.ll.gz (gzip: the vocoder loop
+alone is 1.2 MB of text) so that any change to the emitted code fails test_golden.py, which
+shows the diff (tinygrad's process replay is the model).
 
 Regenerate on purpose, after checking that a change of the IR is intended:
 
@@ -14,10 +15,12 @@ import pathlib
 
 import numpy as np
 
-from jitvoc import cpu
+from jitvoc import cells, cpu
+from jitvoc.emit import cell as emit_cell
 from jitvoc.emit import loop, scan, spmv
 from jitvoc.engine_jit import activation_ranges
 from jitvoc.model import random_model
+from jitvoc.plan import cell as plan_cell
 from jitvoc.plan import matvec as planner
 from jitvoc.plan import scan as plan_scan
 from jitvoc.plan.vocoder import plan_vocoder
@@ -49,6 +52,13 @@ SCAN_CASES = {
     "scan_serial_haswell": ("serial", "haswell", False),
     "scan_serial_nt_skylake": ("serial", "skylake-avx512", True),
     "scan_reduce_x86-64": ("reduce", "x86-64", False),
+}
+
+# name: (library cell, dtype); a cell's loop does not depend on the generation
+CELL_CASES = {
+    "cell_gru_float32": ("gru:24:40", "float32"),
+    "cell_lstm_int8": ("lstm:24:40", "int8"),
+    "cell_sru_int16": ("sru:40", "int16"),
 }
 
 
@@ -85,9 +95,16 @@ def scan_ir(name: str) -> str:
     return str(scan.build(plan_scan.spec_for(kind, cpu.generation(gen_name), stream)))
 
 
+def cell_ir(name: str) -> str:
+    spec, dtype = CELL_CASES[name]
+    return str(emit_cell.build(plan_cell.plan(cells.named(spec), dtype)))
+
+
 def emitted(name: str) -> str:
     if name in MATVEC_CASES:
         return matvec_ir(name)
+    if name in CELL_CASES:
+        return cell_ir(name)
     return loop_ir(name) if name in LOOP_CASES else scan_ir(name)
 
 
@@ -101,7 +118,7 @@ def stored(name: str) -> str | None:
 
 
 def names() -> list:
-    return [*MATVEC_CASES, *LOOP_CASES, *SCAN_CASES]
+    return [*MATVEC_CASES, *LOOP_CASES, *SCAN_CASES, *CELL_CASES]
 
 
 def main() -> None:

@@ -1,0 +1,222 @@
+"""Compiled cells (the run stage): jitvoc.compile_cell(cell, weights, dtype, cpu) -> CompiledCell.
+
+    runner = jitvoc.compile_cell(jitvoc.cells.gru(80, 512), weights, dtype="int8")
+    outputs, state = runner.run({"x": x}, {"h": h0})        # x [T, 80] -> outputs["h"] [T, 512]
+    y, state = runner.step({"x": x[0]}, state)               # one step: outputs without T
+
+The schedule comes from jitvoc.plan.cell, the loop from jitvoc.emit.cell. Products are
+build_matvec kernels in the cell's dtype, chosen by the planner per stacked matrix; the loop
+calls them. In-loop products quantize their input vector in the plan's fixed format. Hoisted
+products run per chunk of HOIST_VECTORS steps, a B-vector kernel for a whole chunk and the
+one-vector kernel per step for a shorter one (the same bits per vector); integer ones quantize
+each step's input in its own format (covering its max |x|: the row is scaled here by a power of
+two into the kernels' fixed format, the loop scales the product back), so a step's result does
+not depend on the other steps in its call: step() and run() agree bit for bit. One native call runs the whole sequence. Semantics and
+bounds: docs/cells.md; the oracle is jitvoc.reference.cells.run.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from . import config, jit, native
+from . import cpu as cpu_mod
+from .cells import Cell
+from .contracts import CELL_RUN
+from .emit import cell as emit_cell
+from .errors import CellError
+from .matvec import build_matvec
+from .plan import cell as plan_cell
+from .plan.cell import HOIST_VECTORS
+from .quant import ACTIVATION_BITS, covering_fracs
+
+
+class CompiledCell:
+    """A cell compiled for one CPU generation with its weights; see the module docstring.
+    `plan` is its schedule, `describe()` says what was stacked, hoisted and fused."""
+
+    def __init__(self, cell: Cell, weights: dict, dtype: str = "float32", cpu=None):
+        if not isinstance(cell, Cell):
+            raise CellError(f"compile_cell takes a jitvoc.cells.Cell, got {cell!r}")
+        self.cell, self.dtype = cell, dtype
+        self.gen = cpu_mod.resolve(cpu)
+        cpu_mod.require_runnable(self.gen)   # compile_cell runs what it compiles
+        self.plan = plan_cell.plan(cell, dtype)
+        self._vectors = _weights(cell, weights)
+        self._hoisted = {p.label: self._matvecs(p, weights) for p in self.plan.hoisted}
+        self._products = {p.label: self._matvecs(p, weights)[0] for p in self.plan.products}
+        # the Library keeps the loop's machine code alive as long as this runner
+        lib = self._lib = jit.load(self.plan.name, lambda: emit_cell.build(self.plan), self.gen)
+        self._run = native.function(lib.address(CELL_RUN.symbol(self.plan.name)), CELL_RUN)
+        self._fixed = self._fixed_addresses()
+        self._local = threading.local()
+        config.debug(1, self.describe())
+
+    def _matvecs(self, product, weights) -> tuple:
+        """The kernels of one stacked product: in-loop, (the kernel,); hoisted, (the B-vector
+        kernel, the one-vector kernel)."""
+        W = product.stacked(weights)
+        blocks = {self.cell.weights[w].attr("block") for w in product.weights}
+        block = blocks.pop() if len(blocks) == 1 else None
+        if not product.hoisted:
+            return (build_matvec(W, self.dtype, cpu=self.gen, block=block,
+                                 x_format=self.plan.x_format),)
+        return tuple(build_matvec(W, self.dtype, cpu=self.gen, block=block, vectors=v,
+                                  x_format=self.plan.hoisted_format)
+                     for v in (HOIST_VECTORS, 1))
+
+    def _fixed_addresses(self) -> dict:
+        """The params entries that do not change between calls: weights and kernels."""
+        out = {f"weight.{k}": v.ctypes.data for k, v in self._vectors.items()}
+        kernels = [(label, mv, self.plan.x_format) for label, mv in self._products.items()]
+        kernels += [(f"{label}.{k}", mv, self.plan.hoisted_format)
+                    for label, pair in self._hoisted.items() for k, mv in zip("B1", pair)]
+        for key, mv, fmt in kernels:
+            address, arrays = mv.entry(fmt)
+            out[f"{key}.fn"] = address
+            out.update({f"{key}.{k}": a.ctypes.data for k, a in arrays.items()})
+        return out
+
+    def kernels(self) -> dict:
+        """product label -> the MatVec (or, hoisted, the B-vector and one-vector MatVecs)."""
+        return {**self._hoisted, **{k: (v,) for k, v in self._products.items()}}
+
+    def describe(self) -> str:
+        """The schedule as text (printed at JITVOC_DEBUG=1): what was stacked and hoisted,
+        with the kernel of every product, and which nodes each pass fused."""
+        return plan_cell.describe(self.plan, {k: [m.spec for m in v]
+                                              for k, v in self.kernels().items()})
+
+    @property
+    def ir(self) -> str:
+        """The loop's LLVM IR (the products' kernels are separate: kernels())."""
+        return str(emit_cell.build(self.plan))
+
+    def run(self, inputs: dict, state: dict | None = None) -> tuple[dict, dict]:
+        """(outputs [T, *shape] per output, the states after the last step) for inputs
+        [T, *shape] per input; a state left out starts at zero (a scalar fills a vector)."""
+        xs, T = _inputs(self.cell, inputs)
+        states = _initial(self.cell, state or {})
+        outputs = {k: np.empty((T, *n.shape), np.float32) for k, n in self.cell.outputs.items()}
+        if T:
+            hoisted = {}
+            for p in self.plan.hoisted:
+                hoisted.update(self._hoisted_rows(p, xs[p.source.name]))
+            self._call(T, xs, hoisted, outputs, states)
+        return outputs, {k: v.reshape(self.cell.states[k].shape) for k, v in states.items()}
+
+    def step(self, inputs: dict, state: dict | None = None) -> tuple[dict, dict]:
+        """One step: inputs and outputs without the T axis; the same bits as run()."""
+        if not isinstance(inputs, dict):
+            raise CellError(f"{self.cell.name}: step() takes a dict of input arrays")
+        outputs, states = self.run({k: np.asarray(v)[None] for k, v in inputs.items()}, state)
+        return {k: v[0] for k, v in outputs.items()}, states
+
+    def _hoisted_rows(self, product, x: np.ndarray) -> dict:
+        """The params arrays of a hoisted product's input over every step: its rows, for an
+        integer cell each scaled by the power of two 2^frac_t that makes it cover its own max
+        |x_t| in the kernels' format with no fractional bits, and the 2^−frac_t."""
+        key = f"hoist.{product.label}"
+        if self.dtype == "float32":
+            return {f"{key}.x": x}
+        fracs = covering_fracs(np.abs(x).max(axis=1), ACTIVATION_BITS[self.dtype])
+        scaled = np.multiply(x, np.exp2(fracs, dtype=np.float32)[:, None], dtype=np.float32)
+        return {f"{key}.x": scaled, f"{key}.x_scale": np.exp2(-fracs, dtype=np.float32)}
+
+    def _scratch(self) -> np.ndarray:
+        """This thread's scratch slots (every slot is written before it is read in a step, so
+        calls of one thread can share them; threads need their own)."""
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = np.empty(self.plan.scratch, np.float32)
+        return scratch
+
+    def _call(self, T, xs, hoisted, outputs, states):
+        scratch = self._scratch()
+        following = {k: np.empty_like(v) for k, v in states.items()}
+        arrays = {**{f"input.{k}": v for k, v in xs.items()},
+                  **{f"output.{k}": v for k, v in outputs.items()},
+                  **{f"state.{k}": v for k, v in states.items()},
+                  **{f"next.{k}": v for k, v in following.items()},
+                  **hoisted, "scratch": scratch}
+        table = self.plan.params.pack({**self._fixed,
+                                       **{k: a.ctypes.data for k, a in arrays.items()}})
+        self._run(T, native.ptr(table))
+        if not all(np.isfinite(v).all() for v in states.values()):
+            raise CellError(f"{self.cell.name}: the state overflowed float32 (NaN or inf); "
+                            f"check the weights and inputs")
+
+
+def _weights(cell: Cell, weights: dict) -> dict:
+    """The vector weights (biases) as float32 arrays; every declared weight checked."""
+    if not isinstance(weights, dict):
+        raise CellError(f"{cell.name}: weights must be a dict of arrays by name")
+    out = {}
+    for name, node in cell.weights.items():
+        if name not in weights:
+            raise CellError(f"{cell.name}: no weight {name!r} given")
+        w = np.ascontiguousarray(weights[name], np.float32)
+        if w.shape != node.shape:
+            raise CellError(f"{cell.name}: weight {name!r} is declared {node.shape}, "
+                            f"got {w.shape}")
+        if not np.isfinite(w).all():
+            raise CellError(f"{cell.name}: weight {name!r} holds NaN or infinite values")
+        if len(node.shape) < 2:
+            out[name] = w.reshape(-1)
+    return out
+
+
+def _float_array(cell: Cell, what: str, value, shape: tuple) -> np.ndarray:
+    """`value` as a C-contiguous float32 array of `shape`: CellError for other shapes,
+    non-numeric dtypes and NaN/inf."""
+    array = np.asarray(value)
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise CellError(f"{cell.name}: {what} must be numeric, got dtype {array.dtype}")
+    if array.shape != shape:
+        raise CellError(f"{cell.name}: {what} must have shape {list(shape)}, "
+                        f"got {list(array.shape)}")
+    array = np.ascontiguousarray(array, np.float32)
+    if not np.isfinite(array).all():
+        raise CellError(f"{cell.name}: {what} holds NaN or infinite values")
+    return array
+
+
+def _inputs(cell: Cell, inputs: dict) -> tuple:
+    """Every input as float32 [T, *shape], and T."""
+    if not isinstance(inputs, dict):
+        raise CellError(f"{cell.name}: inputs must be a dict of arrays by name")
+    unknown, missing = set(inputs) - set(cell.inputs), set(cell.inputs) - set(inputs)
+    if unknown or missing:
+        raise CellError(f"{cell.name}: inputs {sorted(cell.inputs)} expected; unknown "
+                        f"{sorted(unknown)}, missing {sorted(missing)}")
+    lengths = {len(np.asarray(v)) if np.ndim(v) else -1 for v in inputs.values()}
+    if len(lengths) != 1 or -1 in lengths:
+        raise CellError(f"{cell.name}: every input needs the same number of steps T as its "
+                        f"first axis, got shapes {[np.shape(v) for v in inputs.values()]}")
+    T = lengths.pop()
+    return {k: _float_array(cell, f"input {k!r}", inputs[k], (T, *n.shape))
+            for k, n in cell.inputs.items()}, T
+
+
+def _initial(cell: Cell, state: dict) -> dict:
+    """Every state as a fresh float32 array (flat): given, or zero; a scalar fills a vector."""
+    if not isinstance(state, dict):
+        raise CellError(f"{cell.name}: state must be a dict of arrays by name")
+    unknown = set(state) - set(cell.states)
+    if unknown:
+        raise CellError(f"{cell.name}: unknown states {sorted(unknown)}")
+    out = {}
+    for name, node in cell.states.items():
+        value = state.get(name, 0)
+        if np.shape(value) == () and node.shape:
+            value = np.full(node.shape, value)
+        out[name] = _float_array(cell, f"state {name!r}", value, node.shape).reshape(-1).copy()
+    return out
+
+
+def compile_cell(cell: Cell, weights: dict, dtype: str = "float32", cpu=None) -> CompiledCell:
+    """A cell compiled into one loop over the sequence: `run(inputs, state)` over a whole
+    sequence, `step(inputs, state)` for one step (docs/cells.md, "Compiling a cell")."""
+    return CompiledCell(cell, weights, dtype, cpu)
+

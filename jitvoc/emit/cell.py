@@ -1,0 +1,281 @@
+"""Emit the loop of a compiled cell (jitvoc.plan.cell.CellPlan -> llvmlite.ir), one function:
+
+    N_run(n i64, params ptr*)        (contracts.CELL_RUN)
+
+runs n steps. `params` is the plan's pointer table: per-step arrays (inputs, the hoisted
+products' input rows, outputs) at row 0, each row one step further per step; the states
+(updated in place after the last step), their next values, vector weights, the scratch slots
+and, per product, its kernels' float entry points (contracts.SPMV, function pointers) and
+arrays. Steps run in chunks of HOIST_VECTORS: first the chunk's hoisted products (the B-vector
+kernel once, or for a shorter last chunk the one-vector kernel per step, the same bits per
+vector), then its steps. An integer cell's hoisted products come for inputs scaled by 2^frac_t
+and are multiplied by x_scale_t = 2^−frac_t where they are read (exact: a power of two).
+
+Each step: the plan's items in order. A product calls its kernel on the vector it reads in
+place (a state, a kept node, a slice of a product) into its scratch slot; integer kernels
+quantize that vector in the plan's fixed format. A pass runs one sweep per vector length over
+its roots: 16 lanes at a time, then one at a time, every root's value computed in registers
+from what earlier items stored (a `take` is an offset, a node used twice in a sweep is
+computed once) and stored. Then every state takes its next value.
+
+Element-wise arithmetic is plain IEEE float32 in the graph's order, no FMA; sigmoid, tanh and
+exp go through jitvoc.emit.mathfn's exponential (e^x of the same bits at every vector width,
+its polynomial per dtype: POLY), so a sweep's lanes and its tail agree bit for bit and so does
+every CPU generation. exp saturates where mathfn's gate exponential does (|x| ≳ 41.6).
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+
+from ..cells.graph import Node
+from ..contracts import CELL_RUN, SPMV
+from ..plan.cell import HOIST_VECTORS, MATRIX_PARAMS, CellPlan, size_of
+from . import mathfn
+from .irutil import call, counted_loop, define, f32, gep, i64, load, ptr, signature, splat, vec
+
+V = 16   # lanes of the element-wise sweeps
+ENTRY_FN = signature(SPMV)
+# The e^x polynomial per dtype (jitvoc.emit.mathfn): float32 cells the softmax's (2.1e-7
+# relative, near float rounding); integer cells the vocoder's gate polynomial of that dtype,
+# whose error stays well below their activation codes' step.
+POLY = {"float32": mathfn.EXP2_POLY, "int8": mathfn.GATE_POLY["int8"],
+        "int16": mathfn.GATE_POLY["int16"]}
+
+
+class CellEmitter:
+    def __init__(self, plan: CellPlan):
+        self.plan, self.cell = plan, plan.cell
+        self.m = ir.Module(name=plan.name)
+        self.tables = {}
+        self.kept = {n: plan.pass_of(n) for n in plan.slots if isinstance(n, Node)}
+
+    def build(self) -> ir.Module:
+        fn, a = define(self.m, CELL_RUN, self.plan.name)
+        b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+        names = self.plan.params.names
+        self.p = {key: load(b, a.params, ENTRY_FN.as_pointer() if key.endswith(".fn") else ptr,
+                            self.plan.params.slot(key), align=8, elem_type=ptr)
+                  for key in names}
+        with counted_loop(b, 0, a.n, HOIST_VECTORS, name="chunk") as c0:
+            end = b.add(c0, i64(HOIST_VECTORS))
+            end = b.select(b.icmp_signed("<", end, a.n), end, a.n)
+            self._hoist(c0, end)
+            with counted_loop(b, c0, end, name="step") as t:
+                self._step(t, b.sub(t, c0))
+        b.ret_void()
+        return self.m
+
+    def _hoist(self, c0, end):
+        """The hoisted products of steps c0 .. end − 1 into their slots: one call of the
+        B-vector kernel for a whole chunk, else the one-vector kernel per step."""
+        b = self.b
+        whole = b.icmp_signed("==", b.sub(end, c0), i64(HOIST_VECTORS))
+        with b.if_else(whole) as (then, otherwise):
+            with then:
+                for p in self.plan.hoisted:
+                    self._hoisted_call(p, "B", c0, i64(0))
+            with otherwise:
+                with counted_loop(b, c0, end, name="hoist_tail") as t:
+                    for p in self.plan.hoisted:
+                        self._hoisted_call(p, "1", t, b.sub(t, c0))
+
+    def _hoisted_call(self, product, kernel: str, t, row):
+        """Kernel `kernel` ("B" or "1") of a hoisted product on input rows from step t, into
+        its slot from row `row`."""
+        b, fmt = self.b, self.plan.hoisted_format
+        key = f"{product.label}.{kernel}"
+        arrays = {a: self.p[f"{key}.{a}"] for a in MATRIX_PARAMS if a != "fn"}
+        x = gep(b, self.p[f"hoist.{product.label}.x"], f32, b.mul(t, i64(product.cols)))
+        y = gep(b, self._slot(product.label), f32, b.mul(row, i64(product.rows)))
+        call(b, SPMV, self.p[f"{key}.fn"], y=y, x=x, **arrays,
+             x_inv_scale=f32(2.0 ** fmt.frac if fmt else 1.0),
+             x_scale=f32(fmt.scale if fmt else 1.0))
+
+    def _step(self, t, row):
+        """One step: row pointers of step t (row `row` of the hoisted slots), the plan's
+        items, the states' next values."""
+        b, cell = self.b, self.cell
+        sizes = {**{f"input.{k}": n for k, n in cell.inputs.items()},
+                 **{f"output.{k}": n for k, n in cell.outputs.items()}}
+        self.rows = {key: gep(b, self.p[key], f32, b.mul(t, i64(size_of(n))))
+                     for key, n in sizes.items()}
+        self.rows.update({f"hoist.{p.label}": gep(b, self._slot(p.label), f32,
+                                                  b.mul(row, i64(p.rows)))
+                          for p in self.plan.hoisted})
+        if self.plan.dtype != "float32":
+            self.rows.update({f"hoist.{p.label}.x_scale": load(
+                b, self.p[f"hoist.{p.label}.x_scale"], f32, t, align=4) for p in self.plan.hoisted})
+        for kind, content in self.plan.items:
+            if kind == "products":
+                for product in content:
+                    self._product(product)
+            else:
+                self.current = content.index
+                for length, roots in content.sweeps().items():
+                    self._sweep(length, roots)
+        for name, state in cell.states.items():
+            with counted_loop(b, 0, size_of(state), name=f"commit_{name}") as i:
+                value = load(b, self.p[f"next.{name}"], f32, i, align=4)
+                self._put(value, self.p[f"state.{name}"], i)
+
+    # --- products ------------------------------------------------------------------------------
+    def _product(self, product):
+        """y = W x of one stacked product, by its kernel's float entry point."""
+        b, fmt = self.b, self.plan.x_format
+        arrays = {a: self.p[f"{product.label}.{a}"] for a in MATRIX_PARAMS if a != "fn"}
+        y = self._slot(product.label)
+        call(b, SPMV, self.p[f"{product.label}.fn"], y=y, x=self._address(product.source),
+             **arrays, x_inv_scale=f32(2.0 ** fmt.frac if fmt else 1.0),
+             x_scale=f32(fmt.scale if fmt else 1.0))
+
+    def _slot(self, key, offset: int = 0):
+        return gep(self.b, self.p["scratch"], f32, i64(self.plan.slots[key] + offset))
+
+    def _address(self, node: Node):
+        """Where a product's input vector lies (plan.cell._unaddressable keeps the others)."""
+        if node.op == "take":
+            return gep(self.b, self._address(node.args[0]), f32, i64(node.attr("start")))
+        if node.op == "ref":
+            return self._address(self.cell.bindings[node.name])
+        if node.op == "state":
+            return self.p[f"state.{node.name}"]
+        if node.op == "matvec":
+            return self._product_at(node)
+        return self._slot(node)
+
+    def _product_at(self, node: Node):
+        """Row 0 of a product's output: its stack's slot (or hoisted row) plus its offset."""
+        product, offset = self.plan.product_of(node)
+        if product.hoisted:
+            return gep(self.b, self.rows[f"hoist.{product.label}"], f32, i64(offset))
+        return self._slot(product.label, offset)
+
+    # --- passes --------------------------------------------------------------------------------
+    def _sweep(self, length: int, roots: list):
+        """The roots of one length: V lanes at a time, then the tail one at a time."""
+        b, main = self.b, length // V * V
+        for start, stop, width in ((0, main, V), (main, length, 1)):
+            if start == stop:
+                continue
+            with counted_loop(b, start, stop, width, name=f"sweep{length}_{width}") as i:
+                self.i, self.width, self.memo = i, width, {}
+                for node, where, offset in roots:
+                    self._put(self._value(node, 0), self._destination(where),
+                              b.add(i, i64(offset)))
+
+    def _destination(self, where):
+        kind, key = where
+        if kind == "slot":
+            return self._slot(key)
+        return self.rows[f"output.{key}"] if kind == "output" else self.p[f"next.{key}"]
+
+    def _put(self, value, base, index):
+        self.b.store(value, gep(self.b, base, f32, index), align=4)
+
+    def _load(self, base, shift: int):
+        b = self.b
+        typ = vec(f32, self.width) if self.width > 1 else f32
+        return b.load(gep(b, base, f32, b.add(self.i, i64(shift))), typ=typ, align=4)
+
+    def _value(self, node: Node, shift: int):
+        """`node`'s elements i + shift .. (the sweep's lanes) as a float or a vector; a scalar
+        node's value splat."""
+        if node.shape == ():
+            shift = 0
+        key = (node, shift)
+        if key not in self.memo:
+            value = self._compute(node, shift)
+            if node.shape == () and self.width > 1 and not isinstance(value.type, ir.VectorType):
+                value = splat(self.b, value, self.width)
+            self.memo[key] = value
+        return self.memo[key]
+
+    def _compute(self, node: Node, shift: int):
+        op, b = node.op, self.b
+        if node in self.kept and self.kept[node] < self.current:
+            return self._read(self._slot(node), shift, node)
+        if op in LEAVES:
+            return LEAVES[op](self, node, shift)
+        if op == "take":
+            return self._value(node.args[0], shift + node.attr("start"))
+        if op == "ref":
+            return self._value(self.cell.bindings[node.name], shift)
+        args = [self._value(a, shift) for a in node.args]
+        if op in TRANSCENDENTAL:
+            return TRANSCENDENTAL[op](b, *args, POLY[self.plan.dtype])
+        return ARITHMETIC[op](b, *args)
+
+    def _read(self, base, shift: int, node: Node):
+        """Element i + shift of an array (a scalar node: element 0)."""
+        if node.shape == ():
+            return load(self.b, base, f32, 0, align=4)
+        return self._load(base, shift)
+
+    def _matvec(self, node: Node, shift: int):
+        """A product's elements: from its slot or hoisted row (an integer cell's scaled back
+        by this step's x_scale)."""
+        value = self._read(self._product_at(node), shift, node)
+        product, _ = self.plan.product_of(node)
+        if not product.hoisted or self.plan.dtype == "float32":
+            return value
+        x_scale = self.rows[f"hoist.{product.label}.x_scale"]
+        return self.b.fmul(value, splat(self.b, x_scale, self.width) if self.width > 1
+                           else x_scale)
+
+    def _const(self, node: Node, shift: int):
+        values = node.attr("value")
+        if node.shape == ():
+            return f32(float(values))
+        if node not in self.tables:
+            typ = ir.ArrayType(f32, values.size)
+            table = ir.GlobalVariable(self.m, typ, name=f"{self.plan.name}_c{len(self.tables)}")
+            table.initializer = ir.Constant(typ, [float(v) for v in values.astype(np.float32)])
+            table.global_constant, table.linkage = True, "internal"
+            self.tables[node] = table
+        return self._load(self.tables[node], shift)
+
+
+LEAVES = {
+    "const": CellEmitter._const,
+    "state": lambda e, n, s: e._read(e.p[f"state.{n.name}"], s, n),
+    "input": lambda e, n, s: e._read(e.rows[f"input.{n.name}"], s, n),
+    "weight": lambda e, n, s: e._read(e.p[f"weight.{n.name}"], s, n),
+    "matvec": CellEmitter._matvec,
+}
+
+
+def _c(like, value: float):
+    return (ir.Constant(like.type, [value] * like.type.count)
+            if isinstance(like.type, ir.VectorType) else ir.Constant(like.type, value))
+
+
+def _sigmoid(b, x, poly):
+    """1 / (1 + e^−x)."""
+    return b.fdiv(_c(x, 1.0), b.fadd(_c(x, 1.0), mathfn.gate_exp(b, x, -1.0, poly)))
+
+
+def _tanh(b, x, poly):
+    """(1 − e^−2x) / (1 + e^−2x)."""
+    e = mathfn.gate_exp(b, x, -2.0, poly)
+    return b.fdiv(b.fsub(_c(x, 1.0), e), b.fadd(_c(x, 1.0), e))
+
+
+ARITHMETIC = {
+    "add": lambda b, x, y: b.fadd(x, y),
+    "sub": lambda b, x, y: b.fsub(x, y),
+    "mul": lambda b, x, y: b.fmul(x, y),
+    "neg": lambda b, x: b.fsub(_c(x, -0.0), x),
+    "affine": lambda b, x, a, c: b.fadd(b.fmul(a, x), c),
+    "relu": lambda b, x: mathfn.fmax(b, x, _c(x, 0.0)),
+}
+TRANSCENDENTAL = {
+    "sigmoid": _sigmoid,
+    "tanh": _tanh,
+    "exp": lambda b, x, poly: mathfn.gate_exp(b, x, 1.0, poly),
+}
+
+
+def build(plan: CellPlan) -> ir.Module:
+    """An llvmlite module holding the one function `plan.name + "_run"`."""
+    return CellEmitter(plan).build()

@@ -1,0 +1,329 @@
+"""Schedule a cell (jitvoc.cells) for one compiled loop over a sequence: the data the emitter
+(jitvoc.emit.cell) writes code from and the runner (jitvoc.cellrun) feeds.
+
+The three optimizations of issue 13, applied to the analysis of jitvoc.cells.schedule:
+
+- products that share an input vector are *stacked*: their matrices joined by rows into one
+  matrix, one kernel (a `Product`; the planner chooses that kernel per stacked matrix, as for
+  any matrix, when the runner builds it with build_matvec);
+- products of per-step inputs are *hoisted*: computed for HOIST_VECTORS steps at a time before
+  those steps, by one B-vector product per stack, and read by the loop one row per step;
+- the element-wise nodes of a step are *fused* into the passes of schedule.step: a pass is one
+  sweep per vector length over its roots (values needed after the pass: inputs of products,
+  values of later passes, state updates, outputs), every other node evaluated in registers.
+  Slices (`take`) are offsets, not copies, and nodes known before the loop (a bias added to a
+  hoisted product) are computed where they are used.
+
+What is not compiled yet (draws, lookups, columns, int32 values: the WaveRNN step) is refused
+with a CellError when the cell is planned.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cells import schedule
+from ..cells.graph import FLOAT, Cell, Node
+from ..contracts import PointerTable
+from ..errors import CellError
+from ..quant import ACTIVATION_BITS, FixedPoint
+
+COMPILED_OPS = ("input", "state", "weight", "const", "ref", "add", "sub", "mul", "neg",
+                "affine", "sigmoid", "tanh", "relu", "exp", "matvec", "take", "concat")
+ALIGN = 16   # floats: every scratch slot starts on a 64-byte line
+MATRIX_PARAMS = ("fn", "W", "index", "panel_ptr", "row_scale", "zcorr")   # per in-loop product
+HOIST_VECTORS = 16   # B: steps per call of a hoisted product's B-vector kernel, one chunk
+# Per hoisted product: its input rows ([T, cols]; an integer cell's scaled by 2^frac_t), and for
+# an integer cell each step's 2^−frac_t ([T]), which the loop multiplies the product by.
+HOISTED_ROWS = {False: (".x",), True: (".x", ".x_scale")}
+
+
+@dataclass(frozen=True, eq=False)
+class Product:
+    """One kernel: the products `nodes` of one input vector `source`, their matrices (named
+    `weights`) stacked by rows; node i's rows start at offsets[i] of the stacked output."""
+    label: str
+    nodes: tuple
+    source: Node
+    weights: tuple
+    offsets: tuple
+    rows: int
+    hoisted: bool
+
+    @property
+    def cols(self) -> int:
+        return self.source.shape[0]
+
+    def stacked(self, weights: dict) -> np.ndarray:
+        """The stacked float32 matrix [rows, cols] from the cell's weights."""
+        return np.concatenate([np.asarray(weights[w], np.float32) for w in self.weights])
+
+
+@dataclass(frozen=True, eq=False)
+class Pass:
+    """Element-wise roots of one pass: (node, where, offset) stores, where ("slot", node) is
+    the node's scratch slot, ("next", state) a state's next value and ("output", name) an
+    output's row (the last pass), at `offset` floats (a concat's operands); one sweep per
+    length."""
+    index: int
+    roots: tuple
+
+    def sweeps(self) -> dict:
+        """length -> the roots of that length, in graph order (a sweep computes them together)."""
+        out = {}
+        for root in self.roots:
+            out.setdefault(size_of(root[0]), []).append(root)
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class CellPlan:
+    """The schedule of a cell: hoisted products (per chunk of HOIST_VECTORS steps), then per
+    step `items` (("products", [Product]), ("pass", Pass)) in order; scratch slots (float
+    offsets, by product label or node) of products and kept nodes; the `params` pointer table
+    the loop reads; the
+    fixed activation formats (integer dtypes) of the in-loop products' inputs (covering
+    [−1, 1]) and of the hoisted ones' (no fractional bits: each step's input comes scaled by
+    the power of two that makes it cover its max |x_t|)."""
+    cell: Cell
+    dtype: str
+    hoisted: tuple
+    items: tuple
+    slots: dict
+    scratch: int
+    params: PointerTable
+    x_format: FixedPoint | None
+    hoisted_format: FixedPoint | None
+    name: str
+
+    def pass_of(self, node: Node) -> int | None:
+        """The pass whose roots store `node` in its scratch slot (None: not kept)."""
+        for kind, x in self.items:
+            if kind == "pass" and any(w == ("slot", node) for _, w, _ in x.roots):
+                return x.index
+        return None
+
+    @property
+    def products(self) -> list:
+        return [p for kind, x in self.items if kind == "products" for p in x]
+
+    def product_of(self, node: Node) -> tuple:
+        """(the Product computing matvec `node`, its row offset there)."""
+        for p in (*self.hoisted, *self.products):
+            if node in p.nodes:
+                return p, p.offsets[p.nodes.index(node)]
+        raise CellError(f"{node!r} is computed by no product")
+
+
+def size_of(node: Node) -> int:
+    """Floats a node's value takes: its length, 1 for a scalar."""
+    return node.shape[0] if node.shape else 1
+
+
+def check_compilable(cell: Cell) -> None:
+    """CellError for what the compiler does not do yet (the WaveRNN step's draws, lookups,
+    columns and int32 states)."""
+    for node in cell.nodes:
+        if node.op not in COMPILED_OPS or node.dtype != FLOAT:
+            raise CellError(f"cell {cell.name}: {node!r} ({node.op}) is not compiled yet; "
+                            f"jitvoc.reference.cells.run interprets it")
+
+
+def _stacks(cell: Cell, products: list, hoisted: bool, first: int) -> list:
+    """Products grouped by input vector, in graph order, labelled p<first>, p<first+1>, ..."""
+    by_source = {}
+    for node in products:
+        by_source.setdefault(node.args[1], []).append(node)
+    out = []
+    for i, (source, nodes) in enumerate(by_source.items()):
+        if hoisted and source.op != "input":
+            raise CellError(f"cell {cell.name}: the hoisted product {nodes[0].args[0].name} @ "
+                            f"{source!r} must read a declared input (not compiled yet)")
+        rows = [n.shape[0] for n in nodes]
+        offsets = tuple(int(v) for v in np.cumsum([0] + rows[:-1]))
+        out.append(Product(f"p{first + i}", tuple(nodes), source,
+                           tuple(n.args[0].name for n in nodes), offsets, sum(rows), hoisted))
+    return out
+
+
+def plan(cell: Cell, dtype: str = "float32") -> CellPlan:
+    """The schedule of `cell` with its products in `dtype` (float32, int8, int16; see
+    docs/cells.md, "Compiling a cell")."""
+    check_compilable(cell)
+    if dtype not in ("float32", *ACTIVATION_BITS):
+        raise CellError(f"a cell's dtype is float32, int8 or int16, got {dtype!r}")
+    inside = schedule.recurrent(cell)
+    hoisted = _stacks(cell, [n for n in cell.nodes if n.op == "matvec" and n not in inside],
+                      True, 0)
+    groups, pass_of = _groups(cell, len(hoisted))
+    keep = _materialized(cell, groups, pass_of)
+    items, count = [], 0
+    for kind, content in groups:
+        if kind == "products":
+            items.append((kind, tuple(content)))
+            continue
+        roots = [root for n in content if n in keep for root in _pieces(n, ("slot", n), 0)]
+        items.append(("pass", Pass(count, tuple(roots))))
+        count += 1
+    last = items[-1][1]
+    finals = [r for name, n in cell.update.items() for r in _pieces(n, ("next", name), 0)]
+    finals += [r for name, n in cell.outputs.items() for r in _pieces(n, ("output", name), 0)]
+    items[-1] = ("pass", Pass(last.index, last.roots + tuple(finals)))
+    slots, scratch = _slots([*hoisted, *(p for kind, x in items if kind == "products"
+                                          for p in x)], [n for n in cell.nodes if n in keep])
+    bits = ACTIVATION_BITS.get(dtype)
+    x_format = bits and FixedPoint.covering(1.0, bits, signed=True)
+    hoisted_format = bits and FixedPoint(bits, 0, signed=True)
+    params = _params(cell, hoisted, [p for kind, x in items if kind == "products" for p in x],
+                     dtype != "float32")
+    return CellPlan(cell, dtype, tuple(hoisted), tuple(items), slots, scratch, params, x_format,
+                    hoisted_format, f"cell_{cell.name}_{_fingerprint(cell, dtype)}")
+
+
+def _groups(cell: Cell, first: int) -> tuple:
+    """schedule.step as [("products", [Product]) | ("pass", nodes)], ending with a pass; and
+    the pass index of every in-loop element-wise node."""
+    groups, pass_of = [], {}
+    for kind, nodes in schedule.step(cell):
+        if kind == "barrier":
+            stacks = _stacks(cell, nodes, False, first)
+            first += len(stacks)
+            groups.append(("products", stacks))
+        else:
+            index = sum(k == "pass" for k, _ in groups)
+            pass_of.update((n, index) for n in nodes)
+            groups.append(("pass", nodes))
+    if not groups or groups[-1][0] != "pass":
+        groups.append(("pass", []))
+    return groups, pass_of
+
+
+def _materialized(cell: Cell, groups: list, pass_of: dict) -> set:
+    """In-loop element-wise nodes kept in a scratch slot: used by a later pass, or by a product
+    that cannot read them in place. Every other node is computed where it is used."""
+    keep = set()
+    for node in cell.nodes:
+        for arg in schedule.arguments(cell, node) if node.op != "matvec" else ():
+            if arg in pass_of and pass_of.get(node, -1) > pass_of[arg]:
+                keep.add(arg)
+    for kind, stacks in groups:
+        for p in stacks if kind == "products" else ():
+            keep.update(_unaddressable(cell, p.source))
+    for node in cell.nodes:
+        for arg in schedule.arguments(cell, node):
+            later = arg in keep and pass_of.get(node, -1) > pass_of[arg]
+            if arg.op == "concat" and node.op not in ("matvec", "concat") and not later:
+                raise CellError(f"cell {cell.name}: {arg!r} is used element-wise in its own "
+                                f"pass; a concat is compiled as a product's input, a state "
+                                f"update, an output or a later pass's operand")
+    return keep
+
+
+def _unaddressable(cell: Cell, source: Node) -> list:
+    """The node to keep in a slot so that a product can read `source` in place (none when it
+    is a state, an input, a product's output or a slice of one)."""
+    while source.op in ("take", "ref"):
+        source = schedule.arguments(cell, source)[0]
+    return [] if source.op in ("state", "input", "matvec") else [source]
+
+
+def _pieces(node: Node, where: tuple, offset: int) -> list:
+    """A root's (node, where, offset) stores: a concat as its operands at their offsets."""
+    if node.op != "concat":
+        return [(node, where, offset)]
+    out = []
+    for arg in node.args:
+        out += _pieces(arg, where, offset)
+        offset += size_of(arg)
+    return out
+
+
+def _slots(products: list, keep: list) -> tuple:
+    """Scratch offsets (floats, ALIGN-aligned) of products (a hoisted one: HOIST_VECTORS
+    steps) and kept nodes, and the scratch size."""
+    slots, at = {}, 0
+    sizes = [(p.label, p.rows * (HOIST_VECTORS if p.hoisted else 1)) for p in products]
+    for key, size in sizes + [(n, size_of(n)) for n in keep]:
+        slots[key] = at
+        at += -(-size // ALIGN) * ALIGN
+    return slots, max(at, ALIGN)
+
+
+def _params(cell: Cell, hoisted: list, products: list, integer: bool) -> PointerTable:
+    names = [f"input.{n}" for n in cell.inputs] + [f"output.{n}" for n in cell.outputs]
+    names += [f"{k}.{n}" for n in cell.states for k in ("state", "next")]
+    names += [f"weight.{n}" for n, w in cell.weights.items() if len(w.shape) < 2]
+    names += [f"hoist.{p.label}{a}" for p in hoisted for a in HOISTED_ROWS[integer]]
+    names += ["scratch"] + [f"{p.label}.{a}" for p in products for a in MATRIX_PARAMS]
+    names += [f"{p.label}.{k}.{a}" for p in hoisted for k in ("B", "1") for a in MATRIX_PARAMS]
+    return PointerTable(tuple(names))
+
+
+def _fingerprint(cell: Cell, dtype: str) -> str:
+    """A hash of everything the loop's code depends on: the nodes and the dtype."""
+    index = {n: i for i, n in enumerate(cell.nodes)}
+    h = hashlib.sha256(dtype.encode())
+    for node in cell.nodes:
+        attrs = [(k, v.tobytes().hex() if isinstance(v, np.ndarray) else v)
+                 for k, v in node.attrs]
+        args = [index[a] for a in schedule.arguments(cell, node)]
+        h.update(repr((node.op, args, node.shape, node.dtype, attrs)).encode())
+    h.update(repr((list(cell.update), list(cell.outputs))).encode())
+    return h.hexdigest()[:16]
+
+
+def fused(plan: CellPlan, roots) -> list:
+    """The element-wise nodes one sweep over `roots` computes in registers (in graph order):
+    everything between its roots and what earlier items stored."""
+    cell, seen = plan.cell, set()
+    stop = {n for n in plan.slots if isinstance(n, Node)} - {r[0] for r in roots}
+
+    def visit(node):
+        if node in seen or node.op in schedule.DATA + ("matvec",) or node in stop:
+            return
+        seen.add(node)
+        for arg in schedule.arguments(cell, node):
+            visit(arg)
+    for root in roots:
+        visit(root[0])
+    return [n for n in cell.nodes if n in seen]
+
+
+def describe(plan: CellPlan, kernels: dict | None = None) -> str:
+    """The schedule as text: stacked and hoisted products (with `kernels`: label -> kernel
+    names, when built), then per step the products and the passes' sweeps with the nodes each
+    fuses and where its roots go."""
+    kernels = kernels or {}
+    lines = [f"cell {plan.cell.name} ({plan.dtype}): {len(plan.cell.nodes)} nodes, "
+             f"loop {plan.name}"]
+    for p in plan.hoisted:
+        lines.append(f"  hoisted {_product_line(p, kernels)}: before the loop, all steps")
+    lines.append("  each step:")
+    for kind, content in plan.items:
+        if kind == "products":
+            lines += [f"    product {_product_line(p, kernels)}" for p in content]
+            continue
+        for length, roots in content.sweeps().items():
+            nodes = fused(plan, roots)
+            ops = ", ".join(f"{op} x{sum(n.op == op for n in nodes)}"
+                            for op in sorted({n.op for n in nodes}))
+            stores = ", ".join(sorted({_where(w) for _, w, _ in roots}))
+            lines.append(f"    pass {content.index}, sweep of {length}: {len(nodes)} nodes "
+                         f"fused ({ops or 'copies'}) -> {stores}")
+    return "\n".join(lines)
+
+
+def _product_line(p: Product, kernels: dict) -> str:
+    what = " + ".join(p.weights)
+    stacked = f" ({len(p.nodes)} stacked)" if len(p.nodes) > 1 else ""
+    names = kernels.get(p.label)
+    using = f", kernel {' / '.join(names)}" if names else ""
+    source = p.source.name or p.source.op
+    return f"{p.label} = [{what}] @ {source} [{p.rows}x{p.cols}]{stacked}{using}"
+
+
+def _where(where) -> str:
+    kind, key = where
+    return f"slot of {key!r}" if kind == "slot" else f"{kind} {key}"

@@ -1,0 +1,367 @@
+"""Compiled cells (jitvoc.compile_cell): GRU, LSTM, SRU and GILR against the NumPy interpreter
+within a bound derived from the graph itself, run against step bit for bit, the schedule the
+planner prints, and clear errors for bad input."""
+import numpy as np
+import pytest
+
+import jitvoc
+from jitvoc import cells
+from jitvoc.cells import CellBuilder, affine, concat, exp, relu, sample, sigmoid, split, tanh
+from jitvoc.errors import CellError, JitvocError
+from jitvoc.quant import ACTIVATION_BITS, WEIGHT_FORMATS, FixedPoint
+from jitvoc.emit.cell import POLY
+from jitvoc.reference.cells import run as reference
+
+U = 2.0 ** -24               # unit roundoff of float32
+
+
+def poly_error(poly) -> float:
+    """The largest relative error of q(g) ≈ 2^(g−1) on [1, 2) (Horner in float32, as the loop
+    evaluates it), measured on a fine grid plus a margin: the e^x polynomial's error."""
+    g = np.linspace(1, 2, 1 << 16, endpoint=False, dtype=np.float32)
+    q = np.full_like(g, poly[0])
+    for c in poly[1:]:
+        q = q * g + np.float32(c)
+    return float(np.abs(q / np.exp2(g.astype(np.float64) - 1) - 1).max()) + 4 * U
+
+
+EXP_EPS = {dtype: poly_error(poly) for dtype, poly in POLY.items()}
+LN2, LOG2E = np.log(2.0), 1.4426950408889634
+CELLS = {"gru": lambda: cells.gru(24, 40), "lstm": lambda: cells.lstm(24, 40),
+         "sru": lambda: cells.sru(40), "gilr": lambda: cells.gilr(24, 40)}
+
+
+def weights_of(cell, seed=0, scale=0.25, sparse=0.0):
+    """Random weights; with `sparse`, that share of the matrices' 16x1 blocks zero."""
+    g = np.random.default_rng(seed)
+    out = {}
+    for name, node in cell.weights.items():
+        w = (scale * g.standard_normal(node.shape)).astype(np.float32)
+        if sparse and w.ndim == 2:
+            keep = g.random((w.shape[0] // 16, w.shape[1])) >= sparse
+            w *= np.repeat(keep, 16, axis=0)
+        out[name] = w
+    return out
+
+
+def inputs_of(cell, T, seed=1):
+    g = np.random.default_rng(seed)
+    return {k: g.standard_normal((T, *n.shape)).astype(np.float32)
+            for k, n in cell.inputs.items()}
+
+
+# ---- the derived bound ----
+def _exp_error(x, scale, dtype):
+    """Relative error bound of the loop's e^(scale·x) against the exact one: the polynomial,
+    the rounding of scale·x·log2(e)·2²³ and its truncation to an integer (mathfn)."""
+    t = np.abs(scale * LOG2E * x)
+    return EXP_EPS[dtype] + LN2 * (t * 2 * U + 2.0 ** -23) + 2 * U
+
+
+def _sigmoid(x, e, dtype):
+    E = np.exp(-x)
+    return 1 / (1 + E), e / 4 + E / (1 + E) ** 2 * (_exp_error(x, -1, dtype) + U) + 6 * U
+
+
+def _tanh(x, e, dtype):
+    E = np.exp(-2 * x)
+    return np.tanh(x), e + 2 * E / (1 + E) ** 2 * (_exp_error(x, -2, dtype) + U) + 8 * U
+
+
+def _matvec(W, x, ew, ex):
+    """W x of two engines: each within γ_n Σ|W||x| of the exact sum, plus the weights' and
+    the input's own errors (ew: |quantization error| of W; ex: of x)."""
+    n = W.shape[1]
+    gamma = n * U / (1 - n * U)
+    y = W.astype(np.float64) @ x
+    return y, np.abs(W) @ ex + ew @ (np.abs(x) + ex) + 2 * gamma * (np.abs(W) @ np.abs(x))
+
+
+BOUND_OPS = {   # (values, their error bounds, the cell's dtype) -> value, error bound
+    "add": lambda v, e, d: (v[0] + v[1], e[0] + e[1] + 2 * U * np.abs(v[0] + v[1])),
+    "sub": lambda v, e, d: (v[0] - v[1], e[0] + e[1] + 2 * U * np.abs(v[0] - v[1])),
+    "mul": lambda v, e, d: (v[0] * v[1], np.abs(v[0]) * e[1] + np.abs(v[1]) * e[0] + e[0] * e[1]
+                            + 2 * U * np.abs(v[0] * v[1])),
+    "neg": lambda v, e, d: (-v[0], e[0]),
+    "affine": lambda v, e, d: (v[1] * v[0] + v[2], np.abs(v[1]) * e[0] + np.abs(v[0]) * e[1]
+                               + e[2] + 2 * U * (np.abs(v[1] * v[0]) + np.abs(v[1] * v[0] + v[2]))),
+    "relu": lambda v, e, d: (np.maximum(v[0], 0), e[0]),
+    "exp": lambda v, e, d: (np.exp(v[0]), np.exp(v[0]) * (np.exp(e[0]) - 1 + _exp_error(
+        v[0], 1, d) + U)),
+    "concat": lambda v, e, d: (np.concatenate([np.atleast_1d(a) for a in v]),
+                               np.concatenate([np.atleast_1d(a) for a in e])),
+    "sigmoid": lambda v, e, d: _sigmoid(v[0], e[0], d),
+    "tanh": lambda v, e, d: _tanh(v[0], e[0], d),
+}
+
+
+def bound(cell, weights, x, state, weight_errors=None, bits=0):
+    """A first-order bound on |compiled − interpreted| for one step from the same inputs and
+    state, for every output and state update: the graph evaluated in float64 with, per node, a
+    bound on how far the two float32 engines can be apart (both round every operation; their
+    sums run in other orders; the loop's e^x has the error above; integer kernels (`bits`-bit
+    activations) add their weights' quantization error and half the activation code step: of
+    the fixed format covering [−1, 1] in the loop, of the one covering max |x_t| hoisted).
+    Carried through a whole sequence, such a worst-case bound grows by the row sums of |W| per
+    step; sequences are checked against the stated bounds instead."""
+    weight_errors = weight_errors or {}
+    val, err = {}, {}
+    leaves = {"input": lambda n: x[n.name], "weight": lambda n: weights[n.name],
+              "const": lambda n: n.attr("value"), "state": lambda n: state[n.name]}
+    for node in cell.nodes:
+        if node.op in leaves:
+            val[node] = np.asarray(leaves[node.op](node), np.float64)
+            err[node] = np.zeros(node.shape)
+        elif node.op == "take":
+            a, lo, hi = node.args[0], node.attr("start"), node.attr("stop")
+            val[node], err[node] = val[a][lo:hi], err[a][lo:hi]
+        elif node.op == "matvec":
+            W, v = node.args
+            ew = weight_errors.get(W.name, np.zeros(W.shape))
+            step = FixedPoint.covering(1.0 if v.op != "input" else float(np.abs(val[v]).max()),
+                                       bits).scale if bits else 0.0
+            val[node], err[node] = _matvec(val[W], val[v], ew, err[v] + step / 2)
+        else:
+            val[node], err[node] = BOUND_OPS[node.op]([val[a] for a in node.args],
+                                                      [err[a] for a in node.args],
+                                                      {0: "float32", 8: "int8", 16: "int16"}[bits])
+    return ({k: err[n] for k, n in cell.outputs.items()},
+            {k: err[n] for k, n in cell.update.items()})
+
+
+def check_steps(cell, w, xs, runner, weight_errors=None, bits=0):
+    """Every step of the compiled cell, from the interpreter's state, within the bound; the
+    largest difference seen."""
+    state, worst = {k: np.zeros(n.shape, np.float32) for k, n in cell.states.items()}, 0.0
+    for t in range(len(next(iter(xs.values())))):
+        x = {k: v[t] for k, v in xs.items()}
+        got, got_state = runner.step(x, state)
+        want, want_state = reference(cell, w, {k: v[None] for k, v in x.items()}, state)
+        out_bound, state_bound = bound(cell, w, x, state, weight_errors, bits)
+        for k in want:
+            diff = np.abs(got[k] - want[k][0])
+            assert (diff <= out_bound[k]).all(), (t, k, diff.max(), out_bound[k].max())
+            worst = max(worst, diff.max())
+        for k in want_state:
+            assert (np.abs(got_state[k] - want_state[k]) <= state_bound[k]).all(), (t, k)
+        state = want_state
+    return worst
+
+
+def quantization(cell, weights, dtype):
+    """(|W − dequantized codes| per matrix, the activation bits) of an integer cell."""
+    errors = {}
+    for name, node in cell.weights.items():
+        if len(node.shape) == 2:
+            codes, scale = WEIGHT_FORMATS[dtype].quantize(weights[name])
+            errors[name] = np.abs(weights[name] - codes * scale[:, None]).astype(np.float64)
+    return errors, ACTIVATION_BITS[dtype]
+
+
+# ---- against the interpreter ----
+SEQUENCE_BOUND = {"float32": 1e-5, "int8": 1e-1, "int16": 1e-3}   # docs/cells.md
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_float32_cells_match_the_interpreter(name):
+    """Each step within the derived bound; the whole sequence within the stated one."""
+    cell = CELLS[name]()
+    w, xs = weights_of(cell), inputs_of(cell, 37)
+    runner = jitvoc.compile_cell(cell, w)
+    assert check_steps(cell, w, xs, runner) > 0   # the engines differ: the bound is exercised
+    got, state = runner.run(xs)
+    want, want_state = reference(cell, w, xs)
+    for k in want:
+        assert np.abs(got[k] - want[k]).max() <= SEQUENCE_BOUND["float32"]
+    for k in want_state:
+        assert np.abs(state[k] - want_state[k]).max() <= SEQUENCE_BOUND["float32"]
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16"])
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_integer_cells_within_the_quantization_bound(name, dtype):
+    """Products in int8/int16 (h quantized in [−1, 1] in the loop, x_t in its own format
+    hoisted): each step within the derived bound with the weights' quantization error and the
+    activation steps, the sequence within the stated bound, and really quantized."""
+    cell = CELLS[name]()
+    w, xs = weights_of(cell, seed=2), inputs_of(cell, 37)
+    runner = jitvoc.compile_cell(cell, w, dtype=dtype)
+    check_steps(cell, w, xs, runner, *quantization(cell, w, dtype))
+    got, _ = runner.run(xs)
+    diff = np.abs(got["h"] - reference(cell, w, xs)[0]["h"]).max()
+    assert {"int8": 1e-4, "int16": 1e-6}[dtype] < diff <= SEQUENCE_BOUND[dtype]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_sparse_cells(dtype):
+    """90% of 16x1 blocks zero: the planner's sparse kernels, same bounds."""
+    cell = cells.gru(32, 64)
+    w, xs = weights_of(cell, seed=3, scale=0.5, sparse=0.9), inputs_of(cell, 20)
+    runner = jitvoc.compile_cell(cell, w, dtype=dtype)
+    assert all("dense" not in m.spec for ms in runner.kernels().values() for m in ms)
+    check_steps(cell, w, xs, runner, *(quantization(cell, w, dtype) if dtype != "float32"
+                                       else ({}, 0)))
+    got, _ = runner.run(xs)
+    assert np.abs(got["h"] - reference(cell, w, xs)[0]["h"]).max() <= SEQUENCE_BOUND[dtype]
+
+
+def mixed_cell():
+    """Every compiled op, two passes, a scalar state, a product of a computed vector, values
+    kept from one pass for the next, a concat update and a product as an output."""
+    b = CellBuilder("mixed")
+    x, h, s = b.input("x", 24), b.state("h", 40), b.state("s")
+    g = b.weight("G", (40, 40)) @ h + b.weight("A", (40, 24)) @ x + b.weight("bg", 40)
+    u = sigmoid(g)
+    z = b.weight("O", (20, 40)) @ relu(affine(g, 0.5, -0.1))
+    top, bottom = split(z, 2)
+    s_new = affine(s, 0.9, 0.05)
+    h_new = concat(tanh(top + s), -sigmoid(bottom) * exp(-relu(top)), u[0:20] * s_new)
+    return b.build(update={"h": h_new, "s": s_new}, outputs={"h": h_new, "z": z, "s": s_new})
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_a_cell_of_every_compiled_op(dtype):
+    cell = mixed_cell()
+    w, xs = weights_of(cell, seed=5), inputs_of(cell, 21)
+    runner = jitvoc.compile_cell(cell, w, dtype=dtype)
+    passes = [x for kind, x in runner.plan.items if kind == "pass"]
+    assert len(passes) == 2 and len(runner.plan.products) == 2
+    check_steps(cell, w, xs, runner, *(quantization(cell, w, dtype) if dtype != "float32"
+                                       else ({}, 0)))
+    got, state = runner.run(xs, {"s": 0.3})
+    want, want_state = reference(cell, w, xs, {"s": 0.3})
+    assert got["s"].shape == (21,) and state["s"].shape == ()
+    for k in want:
+        assert np.abs(got[k] - want[k]).max() <= SEQUENCE_BOUND[dtype]
+    rows = [runner.step({"x": xs["x"][0]}, {"s": 0.3})[0]["z"]]
+    assert np.array_equal(rows[0], got["z"][0])
+
+
+def test_the_bound_catches_a_wrong_cell():
+    """A GRU with its r and n gates' recurrent rows swapped is outside the bound: the check
+    can fail."""
+    cell = cells.gru(24, 40)
+    w, xs = weights_of(cell), inputs_of(cell, 3)
+    r, z, n = np.split(w["weight_hh"], 3)
+    runner = jitvoc.compile_cell(cell, dict(w, weight_hh=np.concatenate([n, z, r])))
+    with pytest.raises(AssertionError):
+        check_steps(cell, w, xs, runner)
+
+
+# ---- run and step ----
+@pytest.mark.parametrize("dtype", ["float32", "int8", "int16"])
+def test_step_and_pieces_give_the_bits_of_one_run(dtype):
+    cell = cells.lstm(24, 40)
+    w, xs = weights_of(cell, seed=4), inputs_of(cell, 37)
+    runner = jitvoc.compile_cell(cell, w, dtype=dtype)
+    h0 = {"h": np.full(40, 0.1, np.float32), "c": np.zeros(40, np.float32)}
+    whole, final = runner.run(xs, h0)
+    state, rows = h0, []
+    for t in range(37):
+        y, state = runner.step({"x": xs["x"][t]}, state)
+        rows.append(y["h"])
+    assert np.array_equal(np.array(rows), whole["h"])
+    first, mid = runner.run({"x": xs["x"][:20]}, h0)
+    second, end = runner.run({"x": xs["x"][20:]}, mid)
+    assert np.array_equal(np.concatenate([first["h"], second["h"]]), whole["h"])
+    for k in final:
+        assert np.array_equal(state[k], final[k]) and np.array_equal(end[k], final[k])
+
+
+def test_empty_sequence_returns_the_state():
+    cell = cells.gru(8, 16)
+    runner = jitvoc.compile_cell(cell, weights_of(cell))
+    out, state = runner.run({"x": np.zeros((0, 8), np.float32)}, {"h": 0.5})
+    assert out["h"].shape == (0, 16) and (state["h"] == 0.5).all()
+
+
+# ---- the schedule ----
+def test_the_schedule_is_printed_at_debug_1(monkeypatch, capsys):
+    monkeypatch.setenv("JITVOC_DEBUG", "1")
+    cell = cells.sru(40)
+    jitvoc.compile_cell(cell, weights_of(cell))
+    text = capsys.readouterr().err
+    assert "hoisted p0 = [W_f + W + W_r] @ x [120x40] (3 stacked)" in text
+    assert "pass 0, sweep of 40:" in text and "sigmoid x2" in text and "next c" in text
+
+
+def test_products_are_stacked_hoisted_and_passes_fused():
+    plan = jitvoc.compile_cell(cells.gru(24, 40), weights_of(cells.gru(24, 40))).plan
+    assert [p.weights for p in plan.hoisted] == [("weight_ih",)]
+    assert [p.weights for p in plan.products] == [("weight_hh",)]
+    passes = [x for kind, x in plan.items if kind == "pass"]
+    assert len(passes) == 1 and list(passes[0].sweeps()) == [40]   # one sweep: all of h
+
+
+# ---- bad input ----
+def test_bad_inputs_are_clear_errors():
+    cell = cells.gru(8, 16)
+    w = weights_of(cell)
+    runner = jitvoc.compile_cell(cell, w)
+    x = np.zeros((5, 8), np.float32)
+    cases = [({"x": np.zeros((5, 9))}, None, "input 'x' must have shape [5, 8]"),
+             ({}, None, "missing ['x']"),
+             ({"x": x, "y": x}, None, "unknown ['y']"),
+             ({"x": x}, {"g": 0}, "unknown states ['g']"),
+             ({"x": x}, {"h": np.zeros(15)}, "state 'h' must have shape [16]"),
+             ({"x": np.full((5, 8), np.nan)}, None, "NaN"),
+             ({"x": np.array([["a"] * 8] * 5)}, None, "must be numeric")]
+    for inputs, state, message in cases:
+        with pytest.raises(CellError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            runner.run(inputs, state)
+    with pytest.raises(CellError, match="step"):
+        runner.step([x[0]])
+
+
+def test_bad_cells_weights_and_dtypes_are_clear_errors():
+    cell = cells.gru(8, 16)
+    w = weights_of(cell)
+    with pytest.raises(CellError, match="no weight 'bias_hh'"):
+        jitvoc.compile_cell(cell, {k: v for k, v in w.items() if k != "bias_hh"})
+    with pytest.raises(CellError, match=r"declared \(48, 16\)"):
+        jitvoc.compile_cell(cell, dict(w, weight_hh=np.zeros((16, 48))))
+    with pytest.raises(CellError, match="dtype is float32, int8 or int16"):
+        jitvoc.compile_cell(cell, w, dtype="int4")
+    with pytest.raises(CellError, match="not compiled yet"):
+        jitvoc.compile_cell(cells.wavernn(32), {})
+    b = CellBuilder("drawn")
+    h = b.state("h", 4)
+    drawn = b.build(update={"h": sigmoid(h)}, outputs={"c": sample(h, 0)})
+    with pytest.raises(CellError, match=r"<sample: int32\[\]> \(sample\) is not compiled yet"):
+        jitvoc.compile_cell(drawn, {})
+    b = CellBuilder("joined")
+    h = b.state("h", 4)
+    joined = b.build(update={"h": tanh(concat(h[2:4], h[0:2]))}, outputs={"h": h})
+    with pytest.raises(CellError, match="is used element-wise in its own pass"):
+        jitvoc.compile_cell(joined, {})
+    with pytest.raises(JitvocError, match="takes a jitvoc.cells.Cell"):
+        jitvoc.compile_cell("gru", w)
+
+
+def test_integer_cells_give_the_same_bits_on_every_generation():
+    """Integer products are exact and the element-wise code is the same IEEE operations at any
+    vector width: x86-64 (SSE2) and the host agree bit for bit."""
+    cell = cells.lstm(24, 40)
+    w, xs = weights_of(cell, seed=6), inputs_of(cell, 19)
+    host = jitvoc.compile_cell(cell, w, dtype="int8").run(xs)[0]["h"]
+    base = jitvoc.compile_cell(cell, w, dtype="int8", cpu="x86-64").run(xs)[0]["h"]
+    assert np.array_equal(host, base)
+
+
+def test_unknown_generation_is_refused():
+    cell = cells.gru(8, 16)
+    with pytest.raises(JitvocError, match="pentium9"):
+        jitvoc.compile_cell(cell, weights_of(cell), cpu="pentium9")
+
+
+def test_threads_running_one_runner_get_the_bits_of_one_thread():
+    """Each thread has its own scratch slots: concurrent runs (the call releases the GIL)
+    give what sequential ones do."""
+    from concurrent.futures import ThreadPoolExecutor
+    cell = cells.gru(24, 40)
+    runner = jitvoc.compile_cell(cell, weights_of(cell), dtype="int8")
+    inputs = [inputs_of(cell, 50, seed=s) for s in range(8)]
+    alone = [runner.run(x)[0]["h"] for x in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda x: runner.run(x)[0]["h"], inputs))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
