@@ -151,3 +151,25 @@ def test_importing_the_numpy_parts_loads_no_compiler():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd="/")
     assert out.stdout.split() == ["[]"]
+
+
+def test_the_compiler_version_comes_from_config_without_llvm(monkeypatch):
+    """config.compiler_version names the llvmlite release without loading LLVM, and the kernel
+    cache keys and autotune decisions change with it."""
+    code = ("import sys, jitvoc.config\n"
+            "print(jitvoc.config.compiler_version(), 'llvmlite.binding' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd="/")
+    import llvmlite
+    assert out.stdout.split() == ["llvmlite", llvmlite.__version__, "False"]
+    import numpy as np
+    from jitvoc import config, cpu, decisions, jit
+    gen = cpu.generation("haswell")
+    w, mask = np.ones((4, 4), np.int8), np.ones((4, 4), bool)
+    keys = (jit.cache_key("k", gen, "jitvoc.matvec"),
+            decisions.matrix_key(w, mask, "int8", gen, True))
+    monkeypatch.setattr(config, "compiler_version", lambda: "llvmlite 0.0.1")
+    monkeypatch.setattr(jit, "compiler_version", config.compiler_version)
+    monkeypatch.setattr(decisions, "compiler_version", config.compiler_version)
+    assert jit.cache_key("k", gen, "jitvoc.matvec") != keys[0]
+    assert decisions.matrix_key(w, mask, "int8", gen, True) != keys[1]

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import cpu as cpu_mod
 from .. import jit, npy, pretrained
+from ..config import compiler_version
 from ..emit import loop as emit_loop
 from ..emit import spmv as emit_spmv
 from ..engine_jit import activation_ranges
@@ -110,8 +111,9 @@ def _kernels(args) -> int:
     os.makedirs(args.out, exist_ok=True)
     doc = {"source": os.path.abspath(args.model), "cpu": gen.name, "llvm_cpu": gen.llvm_cpu,
            "llvm_features": gen.llvm_features, "dtype": args.dtype,
-           "runnable_here": cpu_mod.runnable(gen), "llvm_version": ".".join(
-               map(str, jit.llvm_version())), "matrices": {}, "loop": None, "files": []}
+           "runnable_here": cpu_mod.runnable(gen), "compiler": compiler_version(),
+           "llvm_version": ".".join(map(str, jit.llvm_version())), "matrices": {}, "loop": None,
+           "files": []}
     arrays = _read_npz(args.model)
     if arrays is None:
         model = load_model(args.model)   # validates the file as a model
