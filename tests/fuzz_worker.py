@@ -343,7 +343,7 @@ class Recurrence:
             got = layer.forward(x, threads=threads)
         except InputError:
             return
-        want = layer.forward(x, reference=True)
+        want = ref_scan.layer_forward(layer, x)
         expect(np.allclose(got, want, rtol=1e-4, atol=2e-5) or not np.isfinite(want).all(),
                "layer differs from its reference")
 
