@@ -267,7 +267,7 @@ class Tally:
 # --- every core of this machine ------------------------------------------------------------------
 def run(model, items, out_dir, settings=Settings(), jobs=None, report=None, **load_args):
     """Vocode `items` into `out_dir` with `jobs` processes (default: the usable cores); each
-    Result goes to `report` as it arrives. `model` and `load_args` (cpu, dtype, backend) as
+    Result goes to `report` as it arrives. `model` and `load_args` (cpu, dtype, engine) as
     jitvoc.load takes them. The model is loaded here first: the kernels are compiled (once)
     and cached before any worker starts, and the workers load them from the cache."""
     report = report or (lambda result: None)

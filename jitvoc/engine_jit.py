@@ -73,6 +73,7 @@ def _announce(names) -> None:
 
 class JitEngine:
     """The compiled WaveRNN loop for one model, dtype and CPU generation."""
+    backend = "jit"
 
     def __init__(self, model, cpu=None, dtype="int8", precision=None):
         gen = cpu_mod.resolve(cpu)

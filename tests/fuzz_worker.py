@@ -26,6 +26,7 @@ from jitvoc.layout import BLOCKS
 from jitvoc.model import digest, random_model
 from jitvoc.reference import scan as ref_scan
 from jitvoc.reference.matvec import matvec_float, matvec_quantized
+from jitvoc.reference.vocoder import ReferenceEngine
 
 EPS32 = float(np.finfo(np.float32).eps)
 TINY = dict(hidden=32, density=0.25, sample_rate=16000, n_mels=8, cond_channels=8)
@@ -94,7 +95,7 @@ class ModelFiles:
             model = jitvoc.load_model(path)
         except ModelFileError:
             return
-        voc = jitvoc.load(model, backend="reference")
+        voc = jitvoc.load(model, engine=ReferenceEngine)
         mel = np.full((1, model.n_mels), -5.0, np.float32)
         out = voc.synthesize(mel, seed=0)
         expect(out.dtype == np.int16 and len(out) == model.hop_length, "wrong output")

@@ -20,6 +20,7 @@ from jitvoc.engine_jit import JitEngine, activation_ranges
 from jitvoc.errors import InputError, UnsupportedCPU
 from jitvoc.model import Model, load_model, random_model
 from jitvoc.plan.vocoder import plan_vocoder
+from jitvoc.reference.vocoder import ReferenceEngine
 from jitvoc.representation import Representation, decode
 
 from conftest import RUNNABLE, diagonal
@@ -61,7 +62,7 @@ def speech_like(model):
 @pytest.fixture(scope="module")
 def reference_probs(any_model, speech_like):
     audio, mel = speech_like
-    return jitvoc.load(any_model, backend="reference").teacher_forced(audio, mel)
+    return jitvoc.load(any_model, engine=ReferenceEngine).teacher_forced(audio, mel)
 
 
 def test_float32_matches_reference(any_model, speech_like, reference_probs):
@@ -74,7 +75,7 @@ def test_float32_samples_match_reference(any_model, speech_like):
     """The same draws (they could differ only where a partial sum lands within rounding of
     ξ·Σp, which these 1,600 samples never do), so the same decoded, de-emphasised samples."""
     mel = speech_like[1][:8]
-    ref = jitvoc.load(any_model, backend="reference").synthesize(mel, seed=5)
+    ref = jitvoc.load(any_model, engine=ReferenceEngine).synthesize(mel, seed=5)
     np.testing.assert_array_equal(jitvoc.load(any_model, dtype="float32").synthesize(mel, seed=5),
                                   ref)
 
@@ -153,8 +154,9 @@ def test_dc_block_matches_the_reference_decode(speech_like, dtype, seed):
 
 def test_dc_block_float32_equals_the_reference_engine(speech_like):
     model, mel = with_representation(make_model("mulaw+pre"), DC_BLOCKED), speech_like[1][:8]
+    reference = jitvoc.load(model, engine=ReferenceEngine)
     np.testing.assert_array_equal(jitvoc.load(model, dtype="float32").synthesize(mel, seed=5),
-                                  jitvoc.load(model, backend="reference").synthesize(mel, seed=5))
+                                  reference.synthesize(mel, seed=5))
 
 
 def test_dc_block_is_part_of_the_kernel_name():
@@ -201,12 +203,12 @@ def test_generate_refuses_a_non_finite_deemphasis_state(speech_like):
         JitEngine(model, dtype="float32").generate(K, 0, model.hop_length, state, 0)
 
 
-@pytest.mark.parametrize("backend", ["jit", "reference"])
-def test_generate_refuses_a_non_finite_dc_block_state(speech_like, backend):
+@pytest.mark.parametrize("engine", [None, ReferenceEngine], ids=["jit", "reference"])
+def test_generate_refuses_a_non_finite_dc_block_state(speech_like, engine):
     model = with_representation(make_model("mulaw+pre"), DC_BLOCKED)
     K = conditioning(model, speech_like[1][:2])
     state = GenState(np.zeros(model.hidden, np.float32), y_prev=float("nan"))
-    engine = jitvoc.load(model, backend=backend)._engine
+    engine = jitvoc.load(model, engine=engine)._engine
     with pytest.raises(InputError, match=r"y_prev \(DC blocker\) must be finite"):
         engine.generate(K, 0, model.hop_length, state, 0)
 

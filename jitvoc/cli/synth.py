@@ -13,7 +13,8 @@ from ..audio import SUBTYPES, check_output, write_audio
 from ..errors import JitvocError
 from ..optional import require
 from ..progress import progress_bar
-from ..vocoder import BACKENDS, DTYPES, MEL_LAYOUTS, load
+from ..reference.vocoder import ReferenceEngine
+from ..vocoder import DTYPES, MEL_LAYOUTS, load
 
 CHUNK_FRAMES = 16  # mel frames streamed at a time; the progress bar moves per chunk
 log = logging.getLogger("jitvoc")
@@ -33,6 +34,7 @@ CORPUS = ("Vocode a corpus: .npy log-mels as jitvoc synth does and audio files a
           "resynth does, one WAV each into the folder -o names, on every core of this machine "
           "or, with --ray, on a Ray cluster (pip install 'jitvoc[ray]'; docs/corpus.md).")
 KINDS = {"synth": ("mel",), "resynth": ("audio",), "corpus": ("mel", "audio")}
+ENGINES = {"jit": None, "reference": ReferenceEngine}   # --backend -> load(engine=); None: JIT
 BATCH_NOTE = ("streams vocoded together per process; only 1 is implemented (batched generation "
               "is not built yet)")
 
@@ -68,7 +70,7 @@ def register(sub) -> None:
                             "backend takes float32 only")
         p.add_argument("--seed", type=int, default=0,
                        help="the sampling seed of every file (default 0)")
-        p.add_argument("--backend", choices=BACKENDS, default="jit",
+        p.add_argument("--backend", choices=tuple(ENGINES), default="jit",
                        help="jit (the default) or reference (the slow float32 NumPy oracle)")
         p.add_argument("--format", choices=tuple(SUBTYPES), default="int16",
                        help="the output samples: 16-bit PCM (int16, the default) or float32 "
@@ -130,7 +132,7 @@ def _is_corpus(args, inputs) -> bool:
 
 
 def _load_args(args) -> dict:
-    return {"cpu": args.cpu, "dtype": args.dtype, "backend": args.backend}
+    return {"cpu": args.cpu, "dtype": args.dtype, "engine": ENGINES[args.backend]}
 
 
 def _settings(args) -> corpus.Settings:
