@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 # public name -> the submodule defining it
 _EXPORTS = {
+    "calibrate": "calibration",
     "Generation": "cpu", "describe_host": "cpu",
     "InputError": "errors", "ISAError": "errors", "JitvocError": "errors",
     "ModelFileError": "errors", "UnsupportedCPU": "errors",

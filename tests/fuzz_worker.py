@@ -197,7 +197,7 @@ def _set(node, path, value):
 # --- mel arrays ------------------------------------------------------------------------------------
 class Mels:
     def __init__(self):
-        self.voc = jitvoc.load(random_model(**TINY), dtype="int8")
+        self.voc = jitvoc.load(jitvoc.calibrate(random_model(**TINY)), dtype="int8")
 
     def case(self, rng):
         frames = int(rng.integers(0, 40))

@@ -17,6 +17,7 @@ from jitvoc.audio import read_audio
 from jitvoc.cpu import resolve as cpu_resolve
 from jitvoc.engine import GenState, conditioning
 from jitvoc.engine_jit import JitEngine, activation_ranges
+from jitvoc.calibration import calibrate
 from jitvoc.errors import InputError, UnsupportedCPU
 from jitvoc.model import Model, load_model, random_model
 from jitvoc.plan.vocoder import plan_vocoder
@@ -36,8 +37,8 @@ DC_BLOCKED = Representation("mulaw", 0.85, 0.995)
 
 @functools.cache
 def make_model(representation="linear"):
-    return random_model(hidden=64, density=0.25, output_density=0.5, sample_rate=SR, seed=1,
-                        representation=REPRESENTATIONS[representation])
+    return calibrate(random_model(hidden=64, density=0.25, output_density=0.5, sample_rate=SR,
+                                  seed=1, representation=REPRESENTATIONS[representation]))
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +257,18 @@ def test_generation_the_host_cannot_run(model, monkeypatch):
 
 
 def test_hidden_size_must_fit_the_vector_width():
-    odd = random_model(hidden=48, density=0.5, output_density=0.5, sample_rate=SR,
-                       block=(8, 1))
+    odd = calibrate(random_model(hidden=48, density=0.5, output_density=0.5, sample_rate=SR,
+                                 block=(8, 1)))
     with pytest.raises(InputError, match="multiple of 32"):
         jitvoc.load(odd, dtype="int8")
+
+
+def test_a_model_without_calibration_is_refused_until_calibrated():
+    """The integer dtypes read the activation ranges as data; the run stage measures nothing."""
+    raw = random_model(hidden=32, density=0.25, sample_rate=SR, n_mels=8, cond_channels=8)
+    with pytest.raises(InputError, match="no calibration.*jitvoc.calibrate"):
+        jitvoc.load(raw, dtype="int8")
+    calibrated = jitvoc.calibrate(raw)
+    assert jitvoc.calibrate(calibrated) is calibrated and "quantization" not in raw.meta
+    ranges = calibrated.meta["quantization"]["activation_ranges"]
+    assert sorted(ranges) == ["out.O2", "out.O4"] and all(r["max"] > 0 for r in ranges.values())

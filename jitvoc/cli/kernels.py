@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import cpu as cpu_mod
 from .. import jit, npy, pretrained
+from ..calibration import calibrate
 from ..config import compiler_version
 from ..emit import loop as emit_loop
 from ..emit import spmv as emit_spmv
@@ -117,7 +118,7 @@ def _kernels(args) -> int:
     arrays = _read_npz(args.model)
     if arrays is None:
         model = load_model(args.model)   # validates the file as a model
-        ranges = None if args.dtype == "float32" else activation_ranges(model)
+        ranges = None if args.dtype == "float32" else activation_ranges(calibrate(model))
         vplan = plan_vocoder(model, args.dtype, gen, ranges)
         plans = vplan.plans
         masks = {m: mk for m, (_, mk) in model.matrices().items()}

@@ -10,7 +10,9 @@ import numpy as np
 
 from .. import corpus, pretrained
 from ..audio import SUBTYPES, check_output, write_audio
+from ..calibration import calibrate
 from ..errors import JitvocError
+from ..model import load_model
 from ..optional import require
 from ..progress import progress_bar
 from ..reference.vocoder import ReferenceEngine
@@ -135,6 +137,14 @@ def _load_args(args) -> dict:
     return {"cpu": args.cpu, "dtype": args.dtype, "engine": ENGINES[args.backend]}
 
 
+def _calibrated(args, model):
+    """The model (a path or name) as a Model calibrated for the JIT engine's integer dtypes
+    when it has no calibration (measured once, here, not in every worker), else as given."""
+    if args.backend != "jit" or args.dtype == "float32":
+        return model
+    return calibrate(load_model(model))
+
+
 def _settings(args) -> corpus.Settings:
     return corpus.Settings(args.seed, args.format, getattr(args, "mel_layout", MEL_LAYOUTS[0]))
 
@@ -147,13 +157,13 @@ def _corpus(args, model, items) -> int:
     with logging_redirect_tqdm():   # messages above the bar, not through it
         if on_ray:
             _quiet_ray(args.verbose)
-            corpus.run_ray(model, items, args.output, _settings(args), args.jobs, tally.add,
-                           address=args.address, **_load_args(args))
+            corpus.run_ray(_calibrated(args, model), items, args.output, _settings(args),
+                           args.jobs, tally.add, address=args.address, **_load_args(args))
             how = f"Ray, {args.jobs or 'one per CPU'} workers"
         else:
             jobs = min(args.jobs or corpus.usable_cores(), len(items))
-            corpus.run(model, items, args.output, _settings(args), jobs, tally.add,
-                       **_load_args(args))
+            corpus.run(_calibrated(args, model), items, args.output, _settings(args), jobs,
+                       tally.add, **_load_args(args))
             how = f"{jobs} process{'es' if jobs > 1 else ''}"
         return tally.finish(args.output, f"{how}, {args.backend} backend, "
                                          f"{args.dtype or 'int8'}")
@@ -173,7 +183,7 @@ def _single(args, model, source) -> int:
     """One input to one file (or stdout), streamed with a progress bar over its samples."""
     kind = args.kinds[0]   # corpus runs are never single
     check_output(args.output, [source])
-    vocoder = load(model, **_load_args(args))
+    vocoder = load(_calibrated(args, model), **_load_args(args))
     name = "stdin" if source == "-" else source
     mel, n_samples, notes = corpus.prepare(vocoder, kind, corpus.read_bytes(source), name,
                                            _settings(args).mel_layout)
