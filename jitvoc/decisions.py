@@ -1,8 +1,8 @@
 """Autotune decisions on disk (the run stage): which kernel won for a matrix on a generation.
 
 The table is one cache entry (jitvoc.cache), keyed by the matrix's hash, the CPU and the compiler
-version (jitvoc.config), and invalidated by any edit to the planner's code; jitvoc.plan.matvec.decided_plan turns
-an entry back into a plan.
+version (jitvoc.config), and invalidated by any edit to the planner's code;
+jitvoc.plan.matvec.decided_plan turns an entry back into a plan.
 """
 from __future__ import annotations
 
