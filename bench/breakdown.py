@@ -19,6 +19,7 @@ import numpy as np
 
 from jitvoc.bench import kernels as bench_kernels
 from jitvoc.bench.vocoder import MODEL, conditioning_rows
+from jitvoc.calibration import calibrate
 from jitvoc.emit import loop
 from jitvoc.engine_jit import JitEngine
 from jitvoc.model import random_model
@@ -51,7 +52,7 @@ def main():
     p.add_argument("--rounds", type=int, default=11)
     args = p.parse_args()
     dtypes = args.dtype.split(",")
-    model = random_model(**MODEL)
+    model = calibrate(random_model(**MODEL))
     engines = {(d, part): variant(model, d, part) for d in dtypes for part in (None,) + PARTS}
     K = conditioning_rows(model, args.samples)
     roof = bench_kernels.roofline(5)

@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 # public name -> the submodule defining it
 _EXPORTS = {
     "CompiledCell": "cellrun", "compile_cell": "cellrun",
+    "calibrate": "calibration",
     "Generation": "cpu", "describe_host": "cpu",
     "InputError": "errors", "ISAError": "errors", "JitvocError": "errors",
     "ModelFileError": "errors", "UnsupportedCPU": "errors",

@@ -28,10 +28,8 @@ import numpy as np
 from . import npy
 from .audio import check_output, decode_audio, wav_bytes
 from .atomic import atomic_file
-from .engine_jit import activation_ranges
 from .errors import JitvocError
 from .mel import mel_spectrogram
-from .model import Model
 from .optional import require
 from .progress import progress_bar
 from .vocoder import load
@@ -267,7 +265,7 @@ class Tally:
 # --- every core of this machine ------------------------------------------------------------------
 def run(model, items, out_dir, settings=Settings(), jobs=None, report=None, **load_args):
     """Vocode `items` into `out_dir` with `jobs` processes (default: the usable cores); each
-    Result goes to `report` as it arrives. `model` and `load_args` (cpu, dtype, backend) as
+    Result goes to `report` as it arrives. `model` and `load_args` (cpu, dtype, engine) as
     jitvoc.load takes them. The model is loaded here first: the kernels are compiled (once)
     and cached before any worker starts, and the workers load them from the cache."""
     report = report or (lambda result: None)
@@ -280,24 +278,9 @@ def run(model, items, out_dir, settings=Settings(), jobs=None, report=None, **lo
         for item in items:
             report(process(vocoder, item, out_dir, settings))
         return
-    spec = (calibrated(vocoder), load_args)
+    spec = (vocoder.model, load_args)
     del vocoder
     _run_processes(spec, _longest_first(items), out_dir, settings, jobs, report)
-
-
-def calibrated(vocoder) -> Model:
-    """The vocoder's model with the activation ranges its integer plan used in its meta, so
-    that a model without them is measured once, here, not again in every worker (10 s for a
-    random hidden-896 model)."""
-    if vocoder.backend != "jit" or vocoder.dtype == "float32":
-        return vocoder.model   # no integer activations: nothing measured
-    model = vocoder.model
-    ranges = activation_ranges(model)   # measured, and remembered, by the load above
-    meta = model.meta   # a copy
-    q = meta.setdefault("quantization", {})
-    q["activation_ranges"] = {**q.get("activation_ranges", {}),
-                              **{name: {"max": peak} for name, peak in ranges.items()}}
-    return Model(model.weights, model.masks, meta)
 
 
 def _longest_first(items) -> list[Item]:
@@ -432,7 +415,7 @@ def run_ray(model, items, out_dir, settings=Settings(), workers=None, report=Non
     prepare_output(out_dir)
     # A bad model or CPU fails here, not in every actor; the actors get the Model itself, so
     # that the machines of a cluster need no copy of its file.
-    model = calibrated(load(model, **load_args))
+    model = load(model, **load_args).model
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
     readable = []

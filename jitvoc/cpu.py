@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from . import jit
+from .config import compiler_version
 from .errors import UnsupportedCPU
 from .isa import GENERATIONS, SIMD_FEATURES
 from .optional import require
@@ -122,6 +123,7 @@ def describe_host() -> dict:
         "brand": info.get("brand_raw", "unknown"),
         "llvm_cpu": jit.host_cpu_name(),
         "llvm_version": ".".join(map(str, jit.llvm_version())),
+        "compiler": compiler_version(),
         "llvm_simd_features": sorted(host_features()),
         "cpuinfo_simd_flags": cpuinfo_flags(),
         "runnable_generations": runnable_generations(),

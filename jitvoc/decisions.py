@@ -1,8 +1,8 @@
 """Autotune decisions on disk (the run stage): which kernel won for a matrix on a generation.
 
-The table is one cache entry (jitvoc.cache), keyed by the matrix's hash, the CPU and the LLVM
-version, and invalidated by any edit to the planner's code; jitvoc.plan.matvec.decided_plan turns
-an entry back into a plan.
+The table is one cache entry (jitvoc.cache), keyed by the matrix's hash, the CPU and the compiler
+version (jitvoc.config), and invalidated by any edit to the planner's code;
+jitvoc.plan.matvec.decided_plan turns an entry back into a plan.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import asdict
 import numpy as np
 
 from . import cache, jit
+from .config import compiler_version
 from .spec import KernelSpec
 
 DECISIONS = "autotune-decisions"   # the decision table's cache entry
@@ -22,7 +23,7 @@ def matrix_key(w_codes, mask, dtype, gen, x_signed) -> str:
     h = hashlib.sha256(np.ascontiguousarray(w_codes).tobytes())
     h.update(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
     h.update(f"{w_codes.shape}{dtype}{x_signed}{gen.llvm_cpu}{gen.llvm_features}"
-             f"{jit.llvm_version()}".encode())
+             f"{compiler_version()}".encode())
     return h.hexdigest()[:24]
 
 

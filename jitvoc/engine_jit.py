@@ -7,7 +7,6 @@ and cached (jit) once per (model, dtype, CPU generation).
 from __future__ import annotations
 
 import sys
-import weakref
 
 import numpy as np
 
@@ -18,52 +17,34 @@ from .emit.loop import build_module, core_modules, core_symbol_of
 from .engine import GenState
 from .errors import InputError
 from .layout import aligned, padded
-from .mel import mel_spectrogram
 from .plan.matvec import kernel_index
 from .plan.vocoder import plan_vocoder
 from .quant import zero_correction
 from .wavernn import BY_NAME, MATRICES, NAMES
 
 
-CALIBRATION_FRAMES = 16  # frames of a synthetic chirp for models without a calibration,
-CALIBRATION_SAMPLES = 4800  # fewer (2 at least) where that many frames exceed these samples
-_measured = weakref.WeakKeyDictionary()  # model -> activation ranges measured here
 RELU_READERS = tuple(m.name for m in MATRICES if not m.reads_state)   # O2, O4
 
 
-def activation_ranges(model) -> dict:
-    """max |input| of the matrices that read relu outputs (O2 and O4), which the planner needs
-    for their fixed-point formats: the model's calibration, else measured once on a synthetic
-    signal."""
+def calibration_of(model) -> dict | None:
+    """max |input| of the matrices that read relu outputs (O2 and O4), from the model's
+    calibration (meta quantization.activation_ranges), or None if it lacks any."""
     q = model.meta.get("quantization", {}).get("activation_ranges", {})
-    if all(m in q for m in RELU_READERS):
-        return {m: float(q[m]["max"]) for m in RELU_READERS}
-    if model not in _measured:
-        _measured[model] = _measure(model)
-    return _measured[model]
+    if not all(m in q for m in RELU_READERS):
+        return None
+    return {m: float(q[m]["max"]) for m in RELU_READERS}
 
 
-def _measure(model) -> dict:
-    """The ranges on a short teacher-forced run of the float oracle over a chirp, with margin."""
-    config.debug(1, "model has no calibration: measuring relu ranges on a synthetic signal")
-    from .reference.vocoder import teacher_forced_states
-    sr, hop = model.sample_rate, model.hop_length
-    frames = min(CALIBRATION_FRAMES, max(2, CALIBRATION_SAMPLES // hop))   # bounded time
-    t = np.arange(frames * hop) / sr
-    audio = (8000 * np.sin(2 * np.pi * (100 + 3000 * t) * t)).astype(np.int16)
-    h = teacher_forced_states(model, mel_spectrogram(audio, sr, model.mel_config), audio)
-    return {m: float(_output(model, h, BY_NAME[BY_NAME[m].reads]).max()) * 1.5
-            for m in RELU_READERS}
-
-
-def _output(model, h, matrix) -> np.ndarray:
-    """What a matrix that reads the state computes over the states h: bias added, relu'd if it
-    has one."""
-    w, half = model.weights, model.hidden // 2
-    lo = matrix.state_offset(model.hidden)
-    x = h[:, lo:lo + half] if matrix.reads_half else h
-    z = x @ w[matrix.name].T + w[matrix.bias]
-    return np.maximum(z, 0) if matrix.relu else z
+def activation_ranges(model) -> dict:
+    """The model's calibration, which the planner needs for the fixed-point formats of O2 and
+    O4 in the integer dtypes; a clear error if it has none."""
+    ranges = calibration_of(model)
+    if ranges is None:
+        raise InputError("the model has no calibration (meta quantization.activation_ranges "
+                         "for out.O2 and out.O4), which the integer dtypes need: calibrate it "
+                         "first (jitvoc.calibrate(model), once; save the result to keep it), "
+                         "or load it with dtype='float32'")
+    return ranges
 
 
 def _announce(names) -> None:
@@ -73,6 +54,7 @@ def _announce(names) -> None:
 
 class JitEngine:
     """The compiled WaveRNN loop for one model, dtype and CPU generation."""
+    backend = "jit"
 
     def __init__(self, model, cpu=None, dtype="int8", precision=None):
         gen = cpu_mod.resolve(cpu)

@@ -6,7 +6,8 @@ code in an on-disk cache, and loads it into the process:
     lib = jit.load(name, build_ir, gen)   # compiles on a cache miss, else only loads
     lib.address("spmv_s8u8_16x1_avx512vnni")
 
-The cache key is the kernel name, the generation's LLVM CPU and features, the LLVM version and a
+The cache key is the kernel name, the generation's LLVM CPU and features, the compiler version
+(jitvoc.config.compiler_version: the llvmlite release, which pins its LLVM) and a
 fingerprint of every jitvoc module the kernel's builder imports (derived from the import
 statements, templates included), so a second load of the same model compiles nothing and an
 edit to any code that reaches the IR or the packed layout recompiles. Entries verify
@@ -27,11 +28,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import llvmlite
 import llvmlite.binding as llvm
 
 from . import cache, isa
-from .config import debug, debug_level
+from .config import compiler_version, debug, debug_level
 from .sources import imported_names
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -57,6 +57,7 @@ def host_feature_map() -> dict[str, bool]:
 
 
 def llvm_version() -> tuple:
+    """The LLVM llvmlite runs, for display (the cache keys use config.compiler_version)."""
     return tuple(llvm.llvm_version_info)
 
 
@@ -113,7 +114,7 @@ def code_closure(root: str) -> tuple[Path, ...]:
 def code_fingerprint(root: str) -> str:
     """A hash of the code that shapes objects built by module `root` (code_closure) and of the
     kernel templates, so editing any of it invalidates their cache entries."""
-    h = hashlib.sha256(llvmlite.__version__.encode())
+    h = hashlib.sha256()
     for path in list(code_closure(root)) + isa.template_files():
         h.update(str(path.relative_to(path.parents[1])).encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
@@ -122,9 +123,9 @@ def code_fingerprint(root: str) -> str:
 
 def cache_key(name: str, gen, root: str) -> bytes:
     """Everything that shapes the object code for `name`: the kernel name, the generation's
-    LLVM CPU and features, the LLVM version and the fingerprint of `root`'s code."""
-    return "\0".join([name, gen.llvm_cpu, gen.llvm_features,
-                      ".".join(map(str, llvm_version())), code_fingerprint(root)]).encode()
+    LLVM CPU and features, the compiler version and the fingerprint of `root`'s code."""
+    return "\0".join([name, gen.llvm_cpu, gen.llvm_features, compiler_version(),
+                      code_fingerprint(root)]).encode()
 
 
 def _entry_name(name: str, key: bytes) -> str:

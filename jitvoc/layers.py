@@ -2,7 +2,7 @@
 
     layer = GILR.init(d_in, d, seed=0)
     h = layer.forward(x, threads=None)            # x: float32 [T, ..., d_in] -> [T, ..., d]
-    h_ref = layer.forward(x, reference=True)      # jitvoc.reference.scan, one step at a time
+    h_ref = jitvoc.reference.scan.layer_forward(layer, x)   # the oracle, one step at a time
 
 The input projections are matrix-matrix products over all timesteps: one per thread, each over
 that thread's share of T with single-threaded BLAS, followed by the share's gates in
@@ -21,7 +21,6 @@ from .blas import blas_threads
 from .errors import InputError
 from .plan.scan import available_threads
 from .recurrence import empty, linear_recurrence
-from .reference import scan as ref
 
 _pool: ThreadPoolExecutor | None = None
 
@@ -131,12 +130,10 @@ class GILR(_Layer):
         self._project_then(x2, self._W, threads, rows)
         return g, imp
 
-    def forward(self, x, h0=None, threads=None, reference=False, out=None):
+    def forward(self, x, h0=None, threads=None, out=None):
         """h [T, ..., d]. `out`: a float32 C-contiguous array of that shape to write h into;
         reusing one between calls saves faulting in fresh memory (a third of the time here)."""
         _check(x, self.U.shape[0])
-        if reference:
-            return ref.gilr(x, self.U, self.V, self.b_g, self.b_i, h0)
         threads = threads or available_threads()
         shape = x.shape[:-1] + (self.U.shape[1],)
         if out is not None and (out.shape != shape or out.dtype != np.float32
@@ -166,11 +163,9 @@ class SRU(_Layer):
     def _Wall(self):
         return np.ascontiguousarray(np.concatenate([self.W, self.W_f, self.W_r], axis=1))
 
-    def forward(self, x, c0=None, threads=None, reference=False):
+    def forward(self, x, c0=None, threads=None):
         d = self.W.shape[1]
         x2 = _check(x, d)
-        if reference:
-            return ref.sru(x, self.W, self.W_f, self.W_r, self.b_f, self.b_r, c0)
         threads = threads or available_threads()
         T = len(x2)
         f, imp = self._buffer("f", (T, d)), self._buffer("impulse", (T, d))
@@ -213,11 +208,9 @@ class LSLSTM(_Layer):
     def _surrogate(self):
         return GILR(self.U, self.V, self.b_g, self.b_i)
 
-    def forward(self, x, c0=None, threads=None, reference=False):
+    def forward(self, x, c0=None, threads=None):
         d_in, d = self.U.shape
         x2 = _check(x, d_in)
-        if reference:
-            return ref.ls_lstm(x, self.U, self.V, self.b_g, self.b_i, self.W, self.b, c0)
         threads = threads or available_threads()
         s = self._surrogate.forward(x, threads=threads)
         s_prev = np.zeros(s.shape, np.float32)

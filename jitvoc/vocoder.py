@@ -19,19 +19,20 @@ from .engine import GenState, conditioning, receptive_radius
 COND_BLOCK = 16  # frames of K per block; streaming latency is COND_BLOCK + look-ahead frames
 DTYPES = ("int8", "int16", "float32")
 MEL_LAYOUTS = ("frames-mels", "mels-frames")   # jitvoc's [frames, n_mels]; librosa's transpose
-BACKENDS = ("jit", "reference")
 
 
-def load(path_or_model, cpu=None, dtype=None, backend="jit") -> "Vocoder":
+def load(path_or_model, cpu=None, dtype=None, engine=None) -> "Vocoder":
     """A Vocoder for a model: a file path, an installed model's name (jitvoc.pretrained, e.g.
     "festvox_ru_wavernn"), or a Model.
 
-    backend "jit" runs the JIT engine with `dtype` ("int8" when None, or "int16", "float32")
-    on `cpu` (a CPU generation name; None: this host). backend "reference" runs the float32
-    NumPy oracle: slow, for tests; it accepts dtype None or "float32" only and ignores `cpu`.
+    It runs the JIT engine (jitvoc.engine_jit.JitEngine) with `dtype` ("int8" when None, or
+    "int16", "float32") on `cpu` (a CPU generation name; None: this host). `engine` is another
+    engine class to run instead, given the model, cpu and dtype (its default when None), e.g.
+    the float32 NumPy oracle jitvoc.reference.vocoder.ReferenceEngine (slow; for tests).
     """
-    if backend not in BACKENDS:
-        raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if engine is not None and not (isinstance(engine, type) and hasattr(engine, "generate")):
+        raise InputError(f"engine must be an engine class (such as jitvoc.reference.vocoder."
+                         f"ReferenceEngine), got {engine!r}")
     if dtype is not None and dtype not in DTYPES:
         raise InputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if isinstance(path_or_model, Model):
@@ -41,21 +42,18 @@ def load(path_or_model, cpu=None, dtype=None, backend="jit") -> "Vocoder":
     else:
         raise InputError(f"expected a model file path, an installed model name or a Model, "
                          f"got {type(path_or_model).__name__}")
-    if backend == "reference":
-        from .reference.vocoder import ReferenceEngine   # the oracle, as a backend users pick
-        engine = ReferenceEngine(model, cpu=cpu, dtype=dtype or "float32")
-    else:
-        from .engine_jit import JitEngine
-        engine = JitEngine(model, cpu=cpu, dtype=dtype or "int8")
-    return Vocoder(model, engine, backend)
+    if engine is None:
+        from .engine_jit import JitEngine as engine
+    return Vocoder(model, engine(model, cpu=cpu, **({} if dtype is None else {"dtype": dtype})))
 
 
 class Vocoder:
     """Synthesis with one model and one engine. Attributes: model, sample_rate, n_mels,
-    hop_length, dtype, cpu (None for the reference backend), backend."""
+    hop_length, dtype, cpu (None for the reference engine), backend (the engine's: "jit",
+    "reference")."""
 
-    def __init__(self, model: Model, engine, backend: str):
-        self.model, self.backend, self._engine = model, backend, engine
+    def __init__(self, model: Model, engine):
+        self.model, self.backend, self._engine = model, engine.backend, engine
         self.sample_rate, self.n_mels = model.sample_rate, model.n_mels
         self.hop_length = model.hop_length
         self.dtype, self.cpu = engine.dtype, engine.cpu

@@ -26,6 +26,7 @@ from jitvoc.layout import BLOCKS
 from jitvoc.model import digest, random_model
 from jitvoc.reference import scan as ref_scan
 from jitvoc.reference.matvec import matvec_float, matvec_quantized
+from jitvoc.reference.vocoder import ReferenceEngine
 
 EPS32 = float(np.finfo(np.float32).eps)
 TINY = dict(hidden=32, density=0.25, sample_rate=16000, n_mels=8, cond_channels=8)
@@ -94,7 +95,7 @@ class ModelFiles:
             model = jitvoc.load_model(path)
         except ModelFileError:
             return
-        voc = jitvoc.load(model, backend="reference")
+        voc = jitvoc.load(model, engine=ReferenceEngine)
         mel = np.full((1, model.n_mels), -5.0, np.float32)
         out = voc.synthesize(mel, seed=0)
         expect(out.dtype == np.int16 and len(out) == model.hop_length, "wrong output")
@@ -196,7 +197,7 @@ def _set(node, path, value):
 # --- mel arrays ------------------------------------------------------------------------------------
 class Mels:
     def __init__(self):
-        self.voc = jitvoc.load(random_model(**TINY), dtype="int8")
+        self.voc = jitvoc.load(jitvoc.calibrate(random_model(**TINY)), dtype="int8")
 
     def case(self, rng):
         frames = int(rng.integers(0, 40))
@@ -343,7 +344,7 @@ class Recurrence:
             got = layer.forward(x, threads=threads)
         except InputError:
             return
-        want = layer.forward(x, reference=True)
+        want = ref_scan.layer_forward(layer, x)
         expect(np.allclose(got, want, rtol=1e-4, atol=2e-5) or not np.isfinite(want).all(),
                "layer differs from its reference")
 

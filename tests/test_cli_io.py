@@ -18,6 +18,7 @@ from jitvoc.audio import check_output, read_audio, write_audio
 from jitvoc.cli import build_parser, main
 from jitvoc.errors import InputError, JitvocError
 from jitvoc.model import random_model
+from jitvoc.reference.vocoder import ReferenceEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 16000
@@ -150,7 +151,7 @@ def test_synth_and_resynth(model_path, mel, tmp_path, capsys):
     out = tmp_path / "out.wav"
     assert cli("synth", model_path, mel, "-o", out, "--backend", "reference", "--seed", "2") == 0
     samples, rate, _ = read_audio(out)
-    voc = jitvoc.load(model_path, backend="reference")
+    voc = jitvoc.load(model_path, engine=ReferenceEngine)
     np.testing.assert_array_equal(samples, voc.synthesize(np.load(mel), 2))
     assert "x realtime" in capsys.readouterr().err
     sf.write(tmp_path / "in.flac", samples[:-7], 24000, subtype="PCM_16")

@@ -1,7 +1,7 @@
 """Imports follow the stages of docs/layout.md: read statically (ast) from every module of jitvoc/
-and models/, each arrow must point down the stage order, the oracle (jitvoc/reference/) is
-imported only by the tools and the few backends that offer it, and nothing imports in a circle.
-A synthetic wrong graph proves the checker fails."""
+and models/, each arrow must point down the stage order (so the oracle, jitvoc/reference/, a
+stage above run, is imported by no production module, only by the tools), and nothing imports
+in a circle. A synthetic wrong graph proves the checker fails."""
 import os
 import subprocess
 import sys
@@ -12,7 +12,8 @@ from jitvoc.sources import imported_names
 ROOT = Path(__file__).resolve().parent.parent
 
 # Stages, lowest first; a module may import its own stage and those below it. The first prefix
-# that matches a module names its stage.
+# that matches a module names its stage. The oracle sits above every production stage: it may
+# use production types, and only the tools (and tests) may run it.
 STAGES = [
     ("base", ["jitvoc", "jitvoc.config", "jitvoc.isa", "jitvoc.errors", "jitvoc.spec",
               "jitvoc.atomic", "jitvoc.optional", "jitvoc.progress", "jitvoc.blas",
@@ -26,17 +27,11 @@ STAGES = [
              "jitvoc.engine_jit", "jitvoc.vocoder", "jitvoc.recurrence", "jitvoc.layers",
              "jitvoc.corpus", "jitvoc.cellrun"]),
     ("oracle", ["jitvoc.reference"]),
-    ("tools", ["jitvoc.cli", "jitvoc.bench", "jitvoc.__main__", "models"]),
+    ("tools", ["jitvoc.cli", "jitvoc.bench", "jitvoc.__main__", "jitvoc.calibration",
+               "models"]),
 ]
 LEVEL = {name: level for level, (name, _) in enumerate(STAGES)}
 
-# Production modules that import the oracle, and why: each offers it as a backend or needs a
-# float run of it. Everything else reaches jitvoc/reference/ only from tools and tests.
-ORACLE_USERS = {
-    "jitvoc.vocoder": "load(backend='reference') runs the oracle",
-    "jitvoc.layers": "forward(reference=True) runs the oracle's scan",
-    "jitvoc.engine_jit": "measures the activation ranges of a model without calibration",
-}
 # Third-party modules only one stage may import.
 OWNED = {"llvmlite.binding": "jitvoc.jit", "cffi": "jitvoc.native"}
 
@@ -73,15 +68,12 @@ def import_graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
 
 
 def violations(graph: dict[str, set[str]]) -> list[str]:
-    """Arrows against the stages, imports of the oracle from outside the tools and
-    ORACLE_USERS, and import cycles."""
+    """Arrows against the stages (the oracle's included) and import cycles."""
     found = []
     for module, targets in sorted(graph.items()):
         for target in sorted(targets):
             here, there = stage(module), stage(target)
-            if there == "oracle" and here not in ("oracle", "tools") and module not in ORACLE_USERS:
-                found.append(f"{module} ({here}) imports the oracle {target}")
-            elif there != "oracle" and LEVEL[there] > LEVEL[here]:
+            if LEVEL[there] > LEVEL[here]:
                 found.append(f"{module} ({here}) imports {target} ({there}), a later stage")
     found += [f"import cycle among {', '.join(group)}" for group in cycles(graph)]
     return found
@@ -130,7 +122,7 @@ def test_the_checker_fails_on_wrong_arrows():
              "jitvoc.matvec": {"jitvoc.reference.matvec"},
              "models.export": {"models.train"}, "models.train": {"models.export"}}
     assert violations(wrong) == [
-        "jitvoc.matvec (run) imports the oracle jitvoc.reference.matvec",
+        "jitvoc.matvec (run) imports jitvoc.reference.matvec (oracle), a later stage",
         "jitvoc.plan.matvec (plan) imports jitvoc.jit (jit), a later stage",
         "import cycle among models.export, models.train"]
 
@@ -151,3 +143,25 @@ def test_importing_the_numpy_parts_loads_no_compiler():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd="/")
     assert out.stdout.split() == ["[]"]
+
+
+def test_the_compiler_version_comes_from_config_without_llvm(monkeypatch):
+    """config.compiler_version names the llvmlite release without loading LLVM, and the kernel
+    cache keys and autotune decisions change with it."""
+    code = ("import sys, jitvoc.config\n"
+            "print(jitvoc.config.compiler_version(), 'llvmlite.binding' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd="/")
+    import llvmlite
+    assert out.stdout.split() == ["llvmlite", llvmlite.__version__, "False"]
+    import numpy as np
+    from jitvoc import config, cpu, decisions, jit
+    gen = cpu.generation("haswell")
+    w, mask = np.ones((4, 4), np.int8), np.ones((4, 4), bool)
+    keys = (jit.cache_key("k", gen, "jitvoc.matvec"),
+            decisions.matrix_key(w, mask, "int8", gen, True))
+    monkeypatch.setattr(config, "compiler_version", lambda: "llvmlite 0.0.1")
+    monkeypatch.setattr(jit, "compiler_version", config.compiler_version)
+    monkeypatch.setattr(decisions, "compiler_version", config.compiler_version)
+    assert jit.cache_key("k", gen, "jitvoc.matvec") != keys[0]
+    assert decisions.matrix_key(w, mask, "int8", gen, True) != keys[1]

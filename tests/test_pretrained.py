@@ -10,6 +10,7 @@ from jitvoc import pretrained
 from jitvoc.audio import read_audio, write_audio
 from jitvoc.cli import main
 from jitvoc.model import random_model
+from jitvoc.reference.vocoder import ReferenceEngine
 
 
 def same(a, b) -> bool:
@@ -39,7 +40,7 @@ def test_the_shipped_default_is_installed_and_loads_by_name():
 
 def test_load_by_name_and_by_path(installed, tmp_path):
     assert pretrained.names() == ["tiny"]
-    assert same(jitvoc.load("tiny", backend="reference").model, installed)
+    assert same(jitvoc.load("tiny", engine=ReferenceEngine).model, installed)
     installed.save(tmp_path / "own.npz")
     for path in (str(tmp_path / "own.npz"), tmp_path / "own.npz"):
         assert same(jitvoc.load_model(path), installed)
@@ -68,7 +69,7 @@ def test_resynth_uses_the_default_model(installed, tmp_path, capsys):
     write_audio(tmp_path / "in.wav", audio, 16000)
     assert main(["resynth", str(tmp_path / "in.wav"), "-o", str(tmp_path / "out.wav"),
                  "--backend", "reference"]) == 0
-    voc = jitvoc.load(installed, backend="reference")
+    voc = jitvoc.load(installed, engine=ReferenceEngine)
     expected = voc.synthesize(jitvoc.mel_spectrogram(audio, 16000, voc.model.mel_config))
     np.testing.assert_array_equal(read_audio(tmp_path / "out.wav")[0], expected[:len(audio)])
     assert main(["resynth", "nosuch", str(tmp_path / "in.wav"), "-o", str(tmp_path / "x.wav")]) == 2

@@ -32,7 +32,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def vocoder(model):
-    return jitvoc.load(model, backend="reference")
+    return jitvoc.load(model, engine=ReferenceEngine)
 
 
 def random_mel(frames, seed=0):
@@ -182,7 +182,7 @@ def test_vocoder_conditioning_matches_definition(model, vocoder):
 @pytest.mark.parametrize("upsample_mode", ["linear", "repeat"])
 def test_stream_equals_synthesize(sizes, upsample_mode, model):
     vocoder = jitvoc.load(model if upsample_mode == "linear" else small_model("repeat"),
-                          backend="reference")
+                          engine=ReferenceEngine)
     mel = random_mel(2 * COND_BLOCK + 5, seed=4)
     bounds = np.cumsum(sizes * (len(mel) // sum(sizes) + 1))
     chunks = np.split(mel, bounds[bounds < len(mel)])
@@ -220,11 +220,11 @@ def test_bad_mel(vocoder, mel, problem):
 
 
 def test_load_arguments(model, tmp_path):
-    with pytest.raises(InputError, match="backend must be one of"):
-        jitvoc.load(model, backend="gpu")
+    with pytest.raises(InputError, match="engine must be an engine class"):
+        jitvoc.load(model, engine="reference")
     with pytest.raises(InputError, match="dtype must be one of"):
         jitvoc.load(model, dtype="int4")
     with pytest.raises(InputError, match="float32, not int16"):
-        jitvoc.load(model, dtype="int16", backend="reference")
+        jitvoc.load(model, dtype="int16", engine=ReferenceEngine)
     model.save(tmp_path / "m.npz")
-    assert jitvoc.load(tmp_path / "m.npz", backend="reference").model.meta == model.meta
+    assert jitvoc.load(tmp_path / "m.npz", engine=ReferenceEngine).model.meta == model.meta

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jitvoc.mel import DEFAULT_CONFIG, mel_spectrogram
+from jitvoc.reference.vocoder import ReferenceEngine
 
 torch = pytest.importorskip("torch")
 
@@ -53,7 +54,7 @@ def test_torch_model_matches_jitvoc_reference(tmp_path, representation):
     cfg["representation"] = representation
     out = str(tmp_path / "m.npz")
     export(_save_ckpt(tmp_path, model, pruner, cfg), out)
-    voc = jitvoc.load(jitvoc.load_model(out), backend="reference")
+    voc = jitvoc.load(jitvoc.load_model(out), engine=ReferenceEngine)
     rng = np.random.default_rng(0)
     audio = (np.cumsum(rng.normal(0, 900, 700)) % 20000 - 10000).astype(np.int16)
     mel = jitvoc.mel_spectrogram(audio, 16000)

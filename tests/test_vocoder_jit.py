@@ -17,9 +17,11 @@ from jitvoc.audio import read_audio
 from jitvoc.cpu import resolve as cpu_resolve
 from jitvoc.engine import GenState, conditioning
 from jitvoc.engine_jit import JitEngine, activation_ranges
+from jitvoc.calibration import calibrate
 from jitvoc.errors import InputError, UnsupportedCPU
 from jitvoc.model import Model, load_model, random_model
 from jitvoc.plan.vocoder import plan_vocoder
+from jitvoc.reference.vocoder import ReferenceEngine
 from jitvoc.representation import Representation, decode
 
 from conftest import RUNNABLE, diagonal
@@ -35,8 +37,8 @@ DC_BLOCKED = Representation("mulaw", 0.85, 0.995)
 
 @functools.cache
 def make_model(representation="linear"):
-    return random_model(hidden=64, density=0.25, output_density=0.5, sample_rate=SR, seed=1,
-                        representation=REPRESENTATIONS[representation])
+    return calibrate(random_model(hidden=64, density=0.25, output_density=0.5, sample_rate=SR,
+                                  seed=1, representation=REPRESENTATIONS[representation]))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def speech_like(model):
 @pytest.fixture(scope="module")
 def reference_probs(any_model, speech_like):
     audio, mel = speech_like
-    return jitvoc.load(any_model, backend="reference").teacher_forced(audio, mel)
+    return jitvoc.load(any_model, engine=ReferenceEngine).teacher_forced(audio, mel)
 
 
 def test_float32_matches_reference(any_model, speech_like, reference_probs):
@@ -74,7 +76,7 @@ def test_float32_samples_match_reference(any_model, speech_like):
     """The same draws (they could differ only where a partial sum lands within rounding of
     ξ·Σp, which these 1,600 samples never do), so the same decoded, de-emphasised samples."""
     mel = speech_like[1][:8]
-    ref = jitvoc.load(any_model, backend="reference").synthesize(mel, seed=5)
+    ref = jitvoc.load(any_model, engine=ReferenceEngine).synthesize(mel, seed=5)
     np.testing.assert_array_equal(jitvoc.load(any_model, dtype="float32").synthesize(mel, seed=5),
                                   ref)
 
@@ -153,8 +155,9 @@ def test_dc_block_matches_the_reference_decode(speech_like, dtype, seed):
 
 def test_dc_block_float32_equals_the_reference_engine(speech_like):
     model, mel = with_representation(make_model("mulaw+pre"), DC_BLOCKED), speech_like[1][:8]
+    reference = jitvoc.load(model, engine=ReferenceEngine)
     np.testing.assert_array_equal(jitvoc.load(model, dtype="float32").synthesize(mel, seed=5),
-                                  jitvoc.load(model, backend="reference").synthesize(mel, seed=5))
+                                  reference.synthesize(mel, seed=5))
 
 
 def test_dc_block_is_part_of_the_kernel_name():
@@ -201,12 +204,12 @@ def test_generate_refuses_a_non_finite_deemphasis_state(speech_like):
         JitEngine(model, dtype="float32").generate(K, 0, model.hop_length, state, 0)
 
 
-@pytest.mark.parametrize("backend", ["jit", "reference"])
-def test_generate_refuses_a_non_finite_dc_block_state(speech_like, backend):
+@pytest.mark.parametrize("engine", [None, ReferenceEngine], ids=["jit", "reference"])
+def test_generate_refuses_a_non_finite_dc_block_state(speech_like, engine):
     model = with_representation(make_model("mulaw+pre"), DC_BLOCKED)
     K = conditioning(model, speech_like[1][:2])
     state = GenState(np.zeros(model.hidden, np.float32), y_prev=float("nan"))
-    engine = jitvoc.load(model, backend=backend)._engine
+    engine = jitvoc.load(model, engine=engine)._engine
     with pytest.raises(InputError, match=r"y_prev \(DC blocker\) must be finite"):
         engine.generate(K, 0, model.hop_length, state, 0)
 
@@ -254,7 +257,18 @@ def test_generation_the_host_cannot_run(model, monkeypatch):
 
 
 def test_hidden_size_must_fit_the_vector_width():
-    odd = random_model(hidden=48, density=0.5, output_density=0.5, sample_rate=SR,
-                       block=(8, 1))
+    odd = calibrate(random_model(hidden=48, density=0.5, output_density=0.5, sample_rate=SR,
+                                 block=(8, 1)))
     with pytest.raises(InputError, match="multiple of 32"):
         jitvoc.load(odd, dtype="int8")
+
+
+def test_a_model_without_calibration_is_refused_until_calibrated():
+    """The integer dtypes read the activation ranges as data; the run stage measures nothing."""
+    raw = random_model(hidden=32, density=0.25, sample_rate=SR, n_mels=8, cond_channels=8)
+    with pytest.raises(InputError, match="no calibration.*jitvoc.calibrate"):
+        jitvoc.load(raw, dtype="int8")
+    calibrated = jitvoc.calibrate(raw)
+    assert jitvoc.calibrate(calibrated) is calibrated and "quantization" not in raw.meta
+    ranges = calibrated.meta["quantization"]["activation_ranges"]
+    assert sorted(ranges) == ["out.O2", "out.O4"] and all(r["max"] > 0 for r in ranges.values())

@@ -2,8 +2,8 @@
 processes and through Ray Data with 1 and 2 workers (a local instance), in one run.
 
 The corpus is --files audio files of --seconds each (noise at the model's rate) and the model
-a random_model(--hidden) at 24 kHz, saved with its activation ranges as exported models are
-(else every load measures them: 10 s at hidden 896). Two figures per setup, x realtime:
+a random_model(--hidden) at 24 kHz, saved with its activation ranges (jitvoc.calibrate) as
+exported models are. Two figures per setup, x realtime:
 "whole", the corpus's audio over the wall time of a whole run (model load, worker start-up,
 every file written), and "marginal", that of the corpus's second half, which the fixed costs
 do not reach; medians of rounds that time each setup once. Targets (issue 15): 2 processes at least 1.9x one, Ray on 2 workers
@@ -21,9 +21,9 @@ import numpy as np
 
 from .. import corpus
 from ..audio import write_audio
+from ..calibration import calibrate
 from ..model import random_model
 from ..optional import require
-from ..vocoder import load
 from . import report
 
 SETUPS = (("processes", 1), ("processes", 2), ("ray", 1), ("ray", 2))
@@ -90,8 +90,7 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="jitvoc-bench-corpus-") as name:
         tmp = Path(name)
         model = tmp / "model.npz"   # with its activation ranges, as exported models have
-        corpus.calibrated(load(random_model(hidden=args.hidden, sample_rate=24000),
-                               dtype=args.dtype)).save(model)
+        calibrate(random_model(hidden=args.hidden, sample_rate=24000)).save(model)
         items = make_corpus(tmp / "in", args.files, args.seconds, 24000)
         corpus.run(model, items[:1], tmp / "warm", jobs=1, dtype=args.dtype)  # kernels cached
         if not args.no_ray:

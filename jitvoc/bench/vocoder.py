@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..calibration import calibrate
 from ..engine import GenState, conditioning
 from ..engine_jit import JitEngine
 from ..mel import mel_spectrogram
@@ -140,7 +141,7 @@ def time_torch(torch, model, K, n: int, repeats: int) -> list[float]:
 
 
 def run(cfg: Config, progress: Steps) -> list[dict]:
-    model = random_model(**cfg.model)
+    model = calibrate(random_model(**cfg.model))   # as exported models come
     K = conditioning_rows(model, max(cfg.samples, cfg.torch_samples, cfg.numpy_samples))
     records = []
     progress.step("vocoder numpy reference (float32)")

@@ -28,7 +28,7 @@ def _info(args) -> int:
         print(json.dumps(d, indent=1))
         return 0
     print(f"CPU:               {d['brand']}")
-    print(f"LLVM host CPU:     {d['llvm_cpu']} (LLVM {d['llvm_version']})")
+    print(f"LLVM host CPU:     {d['llvm_cpu']} (LLVM {d['llvm_version']}, {d['compiler']})")
     print(f"SIMD (LLVM):       {' '.join(d['llvm_simd_features'])}")
     print(f"SIMD (py-cpuinfo): {' '.join(d['cpuinfo_simd_flags'])}")
     print(f"can run:           native, {', '.join(d['runnable_generations'])}")

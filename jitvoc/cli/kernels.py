@@ -19,6 +19,8 @@ from .. import cells
 from .. import cpu as cpu_mod
 from .. import jit, npy, pretrained
 from ..bench.cells import random_weights
+from ..calibration import calibrate
+from ..config import compiler_version
 from ..emit import cell as emit_cell
 from ..emit import loop as emit_loop
 from ..emit import spmv as emit_spmv
@@ -127,12 +129,13 @@ def _kernels(args) -> int:
     os.makedirs(args.out, exist_ok=True)
     doc = {"source": os.path.abspath(args.model), "cpu": gen.name, "llvm_cpu": gen.llvm_cpu,
            "llvm_features": gen.llvm_features, "dtype": args.dtype,
-           "runnable_here": cpu_mod.runnable(gen), "llvm_version": ".".join(
-               map(str, jit.llvm_version())), "matrices": {}, "loop": None, "files": []}
+           "runnable_here": cpu_mod.runnable(gen), "compiler": compiler_version(),
+           "llvm_version": ".".join(map(str, jit.llvm_version())), "matrices": {}, "loop": None,
+           "files": []}
     arrays = _read_npz(args.model)
     if arrays is None:
         model = load_model(args.model)   # validates the file as a model
-        ranges = None if args.dtype == "float32" else activation_ranges(model)
+        ranges = None if args.dtype == "float32" else activation_ranges(calibrate(model))
         vplan = plan_vocoder(model, args.dtype, gen, ranges)
         plans = vplan.plans
         masks = {m: mk for m, (_, mk) in model.matrices().items()}

@@ -10,10 +10,13 @@ import numpy as np
 
 from .. import corpus, pretrained
 from ..audio import SUBTYPES, check_output, write_audio
+from ..calibration import calibrate
 from ..errors import JitvocError
+from ..model import load_model
 from ..optional import require
 from ..progress import progress_bar
-from ..vocoder import BACKENDS, DTYPES, MEL_LAYOUTS, load
+from ..reference.vocoder import ReferenceEngine
+from ..vocoder import DTYPES, MEL_LAYOUTS, load
 
 CHUNK_FRAMES = 16  # mel frames streamed at a time; the progress bar moves per chunk
 log = logging.getLogger("jitvoc")
@@ -33,6 +36,7 @@ CORPUS = ("Vocode a corpus: .npy log-mels as jitvoc synth does and audio files a
           "resynth does, one WAV each into the folder -o names, on every core of this machine "
           "or, with --ray, on a Ray cluster (pip install 'jitvoc[ray]'; docs/corpus.md).")
 KINDS = {"synth": ("mel",), "resynth": ("audio",), "corpus": ("mel", "audio")}
+ENGINES = {"jit": None, "reference": ReferenceEngine}   # --backend -> load(engine=); None: JIT
 BATCH_NOTE = ("streams vocoded together per process; only 1 is implemented (batched generation "
               "is not built yet)")
 
@@ -68,7 +72,7 @@ def register(sub) -> None:
                             "backend takes float32 only")
         p.add_argument("--seed", type=int, default=0,
                        help="the sampling seed of every file (default 0)")
-        p.add_argument("--backend", choices=BACKENDS, default="jit",
+        p.add_argument("--backend", choices=tuple(ENGINES), default="jit",
                        help="jit (the default) or reference (the slow float32 NumPy oracle)")
         p.add_argument("--format", choices=tuple(SUBTYPES), default="int16",
                        help="the output samples: 16-bit PCM (int16, the default) or float32 "
@@ -130,7 +134,15 @@ def _is_corpus(args, inputs) -> bool:
 
 
 def _load_args(args) -> dict:
-    return {"cpu": args.cpu, "dtype": args.dtype, "backend": args.backend}
+    return {"cpu": args.cpu, "dtype": args.dtype, "engine": ENGINES[args.backend]}
+
+
+def _calibrated(args, model):
+    """The model (a path or name) as a Model calibrated for the JIT engine's integer dtypes
+    when it has no calibration (measured once, here, not in every worker), else as given."""
+    if args.backend != "jit" or args.dtype == "float32":
+        return model
+    return calibrate(load_model(model))
 
 
 def _settings(args) -> corpus.Settings:
@@ -145,13 +157,13 @@ def _corpus(args, model, items) -> int:
     with logging_redirect_tqdm():   # messages above the bar, not through it
         if on_ray:
             _quiet_ray(args.verbose)
-            corpus.run_ray(model, items, args.output, _settings(args), args.jobs, tally.add,
-                           address=args.address, **_load_args(args))
+            corpus.run_ray(_calibrated(args, model), items, args.output, _settings(args),
+                           args.jobs, tally.add, address=args.address, **_load_args(args))
             how = f"Ray, {args.jobs or 'one per CPU'} workers"
         else:
             jobs = min(args.jobs or corpus.usable_cores(), len(items))
-            corpus.run(model, items, args.output, _settings(args), jobs, tally.add,
-                       **_load_args(args))
+            corpus.run(_calibrated(args, model), items, args.output, _settings(args), jobs,
+                       tally.add, **_load_args(args))
             how = f"{jobs} process{'es' if jobs > 1 else ''}"
         return tally.finish(args.output, f"{how}, {args.backend} backend, "
                                          f"{args.dtype or 'int8'}")
@@ -171,7 +183,7 @@ def _single(args, model, source) -> int:
     """One input to one file (or stdout), streamed with a progress bar over its samples."""
     kind = args.kinds[0]   # corpus runs are never single
     check_output(args.output, [source])
-    vocoder = load(model, **_load_args(args))
+    vocoder = load(_calibrated(args, model), **_load_args(args))
     name = "stdin" if source == "-" else source
     mel, n_samples, notes = corpus.prepare(vocoder, kind, corpus.read_bytes(source), name,
                                            _settings(args).mel_layout)

@@ -7,9 +7,8 @@ their layouts are of the same kind, so h is quantized once per sample.
 Input formats: the GRU state is a convex mix of h and tanh, so |h| < 1 and R, O1 and O3 read it
 as s8q7 (int8) or s16q15 (int16). O2 and O4 read relu outputs, unsigned, whose range comes from
 the model's calibration (``meta.quantization.activation_ranges[matrix].max``, max |x| of the
-matrix's input measured on training data), or, for a model without one, from a short
-teacher-forced run on a synthetic signal: the run stage measures them
-(jitvoc.engine_jit.activation_ranges) and passes them in.
+matrix's input measured on training data, or by jitvoc.calibrate on a synthetic signal), which
+the run stage reads (jitvoc.engine_jit.activation_ranges) and passes in.
 
 float32 plans are the same on every CPU generation (idx variant, same unroll and accumulators),
 so the float engine gives the same bits everywhere.

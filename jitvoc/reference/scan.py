@@ -10,8 +10,12 @@ Layers (Martin & Cundy 2018), x: [T, ..., D_in], weights as the jitvoc.layers cl
 - LS-LSTM:  the LSTM whose gates see a linear surrogate s (a GILR of x) instead of h:
             [f, i, o, z] = [x_t, s_{t-1}] W + b,  c_t = σ(f) ⊙ c_{t-1} + σ(i) ⊙ tanh(z),
             h_t = σ(o) ⊙ tanh(c_t),  s_{-1} = 0.
+
+`layer_forward(layer, x, state0)` is what a jitvoc.layers layer's forward(x, state0) computes.
 """
 from __future__ import annotations
+
+from dataclasses import fields
 
 import numpy as np
 
@@ -83,3 +87,10 @@ def ls_lstm(x, U, V, b_g, b_i, W, b, c0=None):
         out.append(sigmoid(o) * np.tanh(c))
         s = st
     return _stacked(out, x, D)
+
+
+def layer_forward(layer, x, state0=None):
+    """What `layer.forward(x, state0)` computes, for a jitvoc.layers GILR, SRU or LSLSTM, one
+    timestep at a time: the layer's fields, in order, are the arguments of its function here."""
+    function = {"GILR": gilr, "SRU": sru, "LSLSTM": ls_lstm}[type(layer).__name__]
+    return function(x, *(getattr(layer, f.name) for f in fields(layer)), state0)

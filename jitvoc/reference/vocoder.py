@@ -3,7 +3,7 @@ other engine is tested against.
 
 The engine interface (ReferenceEngine here, JitEngine in jitvoc/engine_jit.py):
 
-    Engine(model, cpu=None, dtype=...)           attributes: model, cpu, dtype
+    Engine(model, cpu=None, dtype=...)           attributes: model, cpu, dtype, backend (a name)
     engine.generate(K, t0, n_samples, state, seed) -> int16 [n_samples]
     engine.teacher_forced(K, audio) -> float32 [T, 2, 256]
 
@@ -78,7 +78,8 @@ def draw(logits, xi) -> np.ndarray:
 
 class ReferenceEngine:
     """float32 NumPy engine, one Python step per sample. `cpu` is ignored (it runs anywhere);
-    `dtype` must be "float32"."""
+    `dtype` must be "float32". jitvoc.load(model, engine=ReferenceEngine) makes a Vocoder of it."""
+    backend = "reference"
 
     def __init__(self, model, cpu=None, dtype="float32"):
         if dtype != "float32":

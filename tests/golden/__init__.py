@@ -16,6 +16,7 @@ import pathlib
 import numpy as np
 
 from jitvoc import cells, cpu
+from jitvoc.calibration import calibrate
 from jitvoc.emit import cell as emit_cell
 from jitvoc.emit import loop, scan, spmv
 from jitvoc.engine_jit import activation_ranges
@@ -84,7 +85,7 @@ def loop_ir(name: str) -> str:
     """The loop module and its core modules, one after another."""
     gen_name, dtype = LOOP_CASES[name]
     model = random_model(hidden=32, density=0.25, output_density=0.25)
-    ranges = None if dtype == "float32" else activation_ranges(model)
+    ranges = None if dtype == "float32" else activation_ranges(calibrate(model))
     plan = plan_vocoder(model, dtype, cpu.generation(gen_name), ranges)
     modules = [build() for _, build in loop.core_modules(plan)] + [loop.build_module(plan)]
     return "\n".join(str(m) for m in modules)
