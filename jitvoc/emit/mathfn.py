@@ -36,6 +36,10 @@ EXP_MIN = -87.3   # e^x of the softmax: x ≥ EXP_MIN keeps n ≥ −126, 2^n a 
 # |t| of the gates' 2^t: σ(±60/log2 e = ±41.6) and tanh(±20.8) are 0, ±1 in float32, and
 # (1 + 2^61)² stays finite
 GATE_T = 60.0
+# The gates' unit: y = GATE_UNIT·x is t·2²³ of e^-x = 2^t. The loop forms the gates'
+# pre-activations in this unit (the factor rides on R's dequantization scale, bR + K_f, the
+# inputs' table and K_f+1 − K_f), so no exponential starts with a multiplication.
+GATE_UNIT = -LOG2E * 2.0 ** 23
 
 
 def _c(like, value):
@@ -68,11 +72,14 @@ def _horner(b, g, poly):
 def _pow2_scaled(b, y, poly):
     """2^(y·2⁻²³) for float y in [−126·2²³, 127·2²³] (the caller clamps), per the module
     docstring: one conversion, a polynomial and integer operations."""
-    it = _int_type(y)
-    i = b.fptosi(y, it)
-    g = b.bitcast(b.or_(b.and_(i, _c(i, 0x7FFFFF)), _c(i, 0x3F800000)), y.type)
-    q = b.bitcast(_horner(b, g, poly), it)
-    return b.bitcast(b.add(q, b.and_(i, _c(i, -0x800000))), y.type)
+    return _pow2_bits(b, b.fptosi(y, _int_type(y)), y.type, poly)
+
+
+def _pow2_bits(b, i, ftype, poly):
+    """2^(i·2⁻²³) for int32 i in [−126·2²³, 127·2²³]: the low 23 bits make g, the rest 2^n."""
+    g = b.bitcast(b.or_(b.and_(i, _c(i, 0x7FFFFF)), _c(i, 0x3F800000)), ftype)
+    q = b.bitcast(_horner(b, g, poly), i.type)
+    return b.bitcast(b.add(q, b.and_(i, _c(i, -0x800000))), ftype)
 
 
 def exp_nonpositive(b: ir.IRBuilder, x):
@@ -82,10 +89,13 @@ def exp_nonpositive(b: ir.IRBuilder, x):
     return _pow2_scaled(b, b.fmul(x, _c(x, LOG2E * 2.0 ** 23)), EXP2_POLY)
 
 
-def gate_exp(b: ir.IRBuilder, x, scale, poly):
-    """e^(scale·x) for the gates, scale·x·log2(e) clamped to ±GATE_T."""
-    y = b.fmul(x, _c(x, scale * LOG2E * 2.0 ** 23))
-    return _pow2_scaled(b, clamp(b, y, -GATE_T * 2.0 ** 23, GATE_T * 2.0 ** 23), poly)
+def gate_exp(b: ir.IRBuilder, y, poly, squared: bool = False):
+    """E = 2^(y·2⁻²³) for the gates, y in gate units (GATE_UNIT·x gives e^-x) clamped to
+    ±GATE_T·2²³; squared: E² = 2^(2y·2⁻²³), y clamped to ±GATE_T/2·2²³ and the integer
+    trunc(y) doubled (one shift instead of a float multiplication)."""
+    lim = (GATE_T / 2 if squared else GATE_T) * 2.0 ** 23
+    i = b.fptosi(clamp(b, y, -lim, lim), _int_type(y))
+    return _pow2_bits(b, b.shl(i, _c(i, 1)) if squared else i, y.type, poly)
 
 
 def gru_blend(b: ir.IRBuilder, h, e_u, e_e):
