@@ -349,7 +349,8 @@ class LoopEmitter:
         while len(mx) > 1:   # a tree (max is exact): a shorter chain than one by one
             mx = [mathfn.fmax(b, x, y) for x, y in zip(mx[::2], mx[1::2])]
         mxv = splat(b, _tree(b, mx[0], lambda x, y: mathfn.fmax(b, x, y)), V)
-        ps = [mathfn.exp_nonpositive(b, b.fsub(v, mxv)) for v in blocks]
+        poly = mathfn.SOFTMAX_POLY[self.plan.dtype]
+        ps = [mathfn.exp_nonpositive(b, b.fsub(v, mxv), poly) for v in blocks]
         for j, p in enumerate(ps):
             b.store(p, gep(b, self.pbuf, f32, i64(V * j)), align=4)
         block_sums = _tree_sums(b, ps)
