@@ -18,7 +18,7 @@ from .spmv import clamp as _clamp
 LOG2E = 1.44269504088896341
 # q(g) = 2^(g−1) on g in [1, 2), relative-error fits evaluated by Horner in float32
 # (coefficients highest degree first), with their maximum error ε over every float32 g.
-# Degree 5, ε = 2.1e-7: the softmax of the draws.
+# Degree 5, ε = 2.1e-7: the softmax of float32 draws (SOFTMAX_POLY).
 EXP2_POLY = (0.0018775946227833629, -0.00039860172546468675, 0.03864467144012451,
              0.10783534497022629, 0.35375478863716125, 0.4982861280441284)
 # The gates', per dtype of h. An error ε of e^-x moves σ by at most ε/4 and tanh by ε/2: kept
