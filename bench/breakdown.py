@@ -1,6 +1,6 @@
 """Where a sample's time goes in the fused loop, and how far it is from the dense roofline.
 
-    python bench/breakdown.py [--dtype int8,int16]
+    python bench/breakdown.py [--dtype int8,int16] [--trees OLD_TREE NEW_TREE ...]
 
 For random_model(896) at 24 kHz (the `jitvoc bench vocoder` model) it builds, besides the loop,
 variants with one part emitted as nothing: the GRU update (both halves), the two draws (a fixed
@@ -8,6 +8,8 @@ class), O1..O4. All are timed alternately (CPU time of this thread, medians of r
 costs the full loop's time minus its variant's. "R and the rest" is what remains: the R product,
 the conditioning rows, the quantization of h, the loop itself. The bound is the non-zero MACs
 per sample over the dense int8 roofline of `jitvoc bench kernels`, measured in the same run.
+With --trees, the variants of every source tree are built (bench/side_by_side.py's
+import_tree) and all timed alternately in one process: old and new parts side by side.
 Each variant compiles into a cache folder of its own (they share the loop's name).
 """
 import argparse
@@ -17,32 +19,43 @@ import time
 
 import numpy as np
 
-from jitvoc.bench import kernels as bench_kernels
-from jitvoc.bench.vocoder import MODEL, conditioning_rows
-from jitvoc.calibration import calibrate
-from jitvoc.emit import loop
-from jitvoc.engine_jit import JitEngine
-from jitvoc.model import random_model
-from jitvoc.engine import GenState
+from side_by_side import import_tree
 
 PARTS = ("GRU update", "draws", "O1..O4")
 
 
-def variant(model, dtype: str, omit: str | None) -> JitEngine:
-    L = loop.LoopEmitter
+def variant(jv, model, dtype: str, omit: str | None):
+    """The JitEngine of the tree's modules `jv` with part `omit` emitted as nothing."""
+    L = jv.loop.LoopEmitter
     saved = {k: getattr(L, k) for k in ("_gates", "_draw", "_matvec")}
     if omit == "GRU update":
         L._gates = lambda self, *a: None
     elif omit == "draws":
-        L._draw = lambda self, logits, xi: loop.i32(7)
+        L._draw = lambda self, logits, xi: jv.loop.i32(7)
     elif omit == "O1..O4":
         L._matvec = lambda self, m, x, y: saved["_matvec"](self, m, x, y) if m == "gru.R" else None
     os.environ["JITVOC_CACHE"] = tempfile.mkdtemp(prefix="jitvoc-breakdown-")
     try:
-        return JitEngine(model, None, dtype)
+        return jv.JitEngine(model, None, dtype)
     finally:
         for k, v in saved.items():
             setattr(L, k, v)
+
+
+def timers(jv, dtypes, n: int) -> dict:
+    """{(dtype, part or None): run() -> CPU µs per sample} for the tree's modules `jv`."""
+    model = jv.calibrate(jv.random_model(**jv.MODEL))
+    K = jv.conditioning_rows(model, n)
+
+    def timer(engine):
+        def run():
+            state = jv.GenState.initial(model.hidden)
+            t0 = time.thread_time()
+            engine.generate(K, 0, n, state, 0)
+            return (time.thread_time() - t0) / n * 1e6
+        return run
+    return {(d, part): timer(variant(jv, model, d, part)) for d in dtypes
+            for part in (None,) + PARTS}
 
 
 def main():
@@ -50,30 +63,33 @@ def main():
     p.add_argument("--dtype", default="int8,int16")
     p.add_argument("--samples", type=int, default=12000)
     p.add_argument("--rounds", type=int, default=11)
+    p.add_argument("--trees", nargs="+", default=[None])
     args = p.parse_args()
     dtypes = args.dtype.split(",")
-    model = calibrate(random_model(**MODEL))
-    engines = {(d, part): variant(model, d, part) for d in dtypes for part in (None,) + PARTS}
-    K = conditioning_rows(model, args.samples)
-    roof = bench_kernels.roofline(5)
-    times = {key: [] for key in engines}
+    runs, roof, model = {}, None, None
+    for tree in args.trees:
+        jv = import_tree(tree)
+        runs[tree] = timers(jv, dtypes, args.samples)
+        if roof is None:   # measured while this tree's modules are the imported ones
+            roof, model = jv.kernels.roofline(5), jv.random_model(**jv.MODEL)
+    times = {(tree, key): [] for tree in runs for key in runs[tree]}
     for _ in range(args.rounds):
-        for key, engine in engines.items():
-            state = GenState.initial(model.hidden)
-            t0 = time.thread_time()
-            engine.generate(K, 0, args.samples, state, 0)
-            times[key].append((time.thread_time() - t0) / args.samples * 1e6)
+        for tree, keyed in runs.items():
+            for key, run in keyed.items():
+                times[tree, key].append(run())
     nnz = sum(int(np.count_nonzero(mask)) for _, mask in model.matrices().values())
     bound = nnz / roof["gmacs"] / 1e3
     rate = model.sample_rate
     print(f"dense roofline {roof['gmacs']:.1f} GMAC/s ({roof['spec']}); {nnz} non-zero MACs per "
           f"sample: bound {bound:.3f} µs/sample = {1e6 / bound / rate:.1f}x realtime")
-    for d in dtypes:
-        full = float(np.median(times[d, None]))
-        cost = {part: full - float(np.median(times[d, part])) for part in PARTS}
-        print(f"{d}: {full:.3f} µs/sample ({1e6 / full / rate:.1f}x realtime, {bound / full:.0%} "
-              f"of the bound): " + ", ".join(f"{k} {v:.3f}" for k, v in cost.items())
-              + f", R and the rest {full - sum(cost.values()):.3f}")
+    for tree in runs:
+        for d in dtypes:
+            full = float(np.median(times[tree, (d, None)]))
+            cost = {part: full - float(np.median(times[tree, (d, part)])) for part in PARTS}
+            print(f"{tree + ' ' if tree else ''}{d}: {full:.3f} µs/sample "
+                  f"({1e6 / full / rate:.1f}x realtime, {bound / full:.0%} of the bound): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in cost.items())
+                  + f", R and the rest {full - sum(cost.values()):.3f}")
 
 
 if __name__ == "__main__":

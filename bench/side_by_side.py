@@ -11,30 +11,46 @@ of the wall time. Each tree keeps its own kernels (the cache key holds the emitt
 import argparse
 import sys
 import time
+import types
 
 import numpy as np
 
 
-def engines(root: str, dtypes, n: int):
-    """run(dtype) -> (cpu µs, wall µs) per sample, for the tree at `root`."""
-    for name in [k for k in sys.modules if k == "jitvoc" or k.startswith("jitvoc.")]:
-        del sys.modules[name]
-    sys.path.insert(0, root)
+def import_tree(root: str | None) -> types.SimpleNamespace:
+    """The jitvoc modules a benchmark needs, imported from the source tree at `root` (the
+    jitvoc modules imported before are dropped first), or from sys.path as it is (None)."""
+    if root is not None:
+        for name in [k for k in sys.modules if k == "jitvoc" or k.startswith("jitvoc.")]:
+            del sys.modules[name]
+        sys.path.insert(0, root)
     try:
         import jitvoc
-        assert jitvoc.__file__.startswith(root), jitvoc.__file__
+        assert root is None or jitvoc.__file__.startswith(root), jitvoc.__file__
+        from jitvoc.bench import kernels
         from jitvoc.bench.vocoder import MODEL, conditioning_rows
+        from jitvoc.emit import loop
+        from jitvoc.engine import GenState
         from jitvoc.engine_jit import JitEngine
         from jitvoc.model import random_model
-        from jitvoc.engine import GenState
         try:
             from jitvoc.calibration import calibrate
-        except ImportError:   # a tree from before it, whose engines measured at load
+        except ImportError:   # a tree from before it, whose engines measured the ranges at load
             def calibrate(model):
                 return model
     finally:
-        sys.path.remove(root)
-    model = calibrate(random_model(**MODEL))
+        if root is not None:
+            sys.path.remove(root)
+    return types.SimpleNamespace(kernels=kernels, MODEL=MODEL, conditioning_rows=conditioning_rows,
+                                 loop=loop, GenState=GenState, JitEngine=JitEngine,
+                                 random_model=random_model, calibrate=calibrate)
+
+
+def engines(root: str, dtypes, n: int):
+    """run(dtype) -> (cpu µs, wall µs) per sample, for the tree at `root`."""
+    jv = import_tree(root)
+    MODEL, conditioning_rows, JitEngine = jv.MODEL, jv.conditioning_rows, jv.JitEngine
+    random_model, GenState = jv.random_model, jv.GenState
+    model = jv.calibrate(random_model(**MODEL))
     K = conditioning_rows(model, n)
     built = {d: JitEngine(model, None, d) for d in dtypes}
 

@@ -98,7 +98,8 @@ class LoopEmitter:
         self.H, self.H2, self.G = plan.hidden, plan.hidden // 2, 3 * plan.hidden
         self.mv = {n: spmv.Kernel.of(p.spec, p.packed, plan.gen, self.m)
                    for n, p in plan.plans.items()}
-        self.scaled = self._table("scaled", np.arange(256) / 127.5 - 1)
+        # the network inputs x̂ = q/127.5 − 1 of the classes, in gate units (mathfn.GATE_UNIT)
+        self.scaled = self._table("scaled", (np.arange(256) / 127.5 - 1) * mathfn.GATE_UNIT)
         base, step = plan.representation.segments()
         self.base, self.step = self._table("base", base), self._table("step", step)
 
@@ -145,6 +146,7 @@ class LoopEmitter:
         rows = {m: p.packed.rows_padded for m, p in self.plan.plans.items()}
         self.a = alloca(b, f32, rows["gru.R"], align=CACHE_LINE)
         self.bias_k = alloca(b, f32, rows["gru.R"], align=CACHE_LINE)   # bR (+ K_f: u, r)
+        self.ke = alloca(b, f32, self.H, align=CACHE_LINE)              # K_f of the e rows
         if self.plan.upsample == "linear":
             self.dk = alloca(b, f32, self.G, align=CACHE_LINE)          # K_f+1 − K_f
         with counted_loop(b, self.G, rows["gru.R"], name="pad_bias") as j:  # padding rows
@@ -155,6 +157,9 @@ class LoopEmitter:
         self.xbuf = {m: spmv.xin_buffer(e, b, reach if m == "gru.R" else 0)
                      for m, e in self.mv.items() if m not in shared}
         self.quantized_h = self.plan.plans["gru.R"].spec.dtype != "float32"
+        # R h + bR in gate units straight from R's epilogue: its dequantization scale carries
+        # the factor (float32 kernels have none: the gates multiply)
+        self.a_unit = self.quantized_h
         if self.quantized_h:
             self._h_codes(reach)
 
@@ -227,6 +232,9 @@ class LoopEmitter:
         gru.R and shared O1/O3 read the codes of h kept by the GRU update instead of x."""
         b, e = self.b, self.mv[m]
         fmt = self.plan.formats.get(m)
+        x_scale = fmt.scale if fmt else 1.0
+        if m == "gru.R" and self.a_unit:
+            x_scale *= mathfn.GATE_UNIT
         if not self.quantized_h or m not in ("gru.R", *self.plan.shared):
             xin = spmv.activations(e, b, x, self._x_inv(m), self.xbuf.get(m))
         else:
@@ -234,29 +242,37 @@ class LoopEmitter:
         arrays = {a: self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS}
         bias = self.bias_k if m == "gru.R" else self.p[BY_NAME[m].bias]   # R's: see _frame_rows
         call(b, SPMV_CORE, self.p[f"{m}.core"], y=y, xin=xin, **arrays,
-             x_scale=f32(fmt.scale if fmt else 1.0), bias=bias)
+             x_scale=f32(x_scale), bias=bias)
 
     def _scaled(self, q):
         return load(self.b, self.scaled, f32, self.b.zext(q, i64), align=4)
 
     def _frame_rows(self, i):
-        """α of sample i (float32) and its frame's row K_f. At a frame's first sample, the rows
-        R's epilogue adds, bR + K_f for the u and r gates (bR alone for e: r multiplies only
-        R h + bR there), and K_f+1 − K_f: k_t is K_f + α (K_f+1 − K_f). 5 additions fewer per
+        """α of sample i (float32) and its frame's K_f of the e rows in gate units (ke). At a
+        frame's first sample, in gate units (mathfn.GATE_UNIT): the rows R's epilogue adds,
+        bR + K_f for the u and r gates (bR alone for e: r multiplies only R h + bR there; for
+        float32, whose R output is multiplied into gate units by the gates, bR + K_f as is),
+        K_f of the e rows and K_f+1 − K_f: k_t is K_f + α (K_f+1 − K_f). 5 additions fewer per
         16 gate rows: the whole loop 3% (int8) and 7% (int16) faster, timed side by side."""
         b, hop, G, H = self.b, self.plan.hop, self.G, self.H
         frame, rem = b.udiv(i, i64(hop)), b.urem(i, i64(hop))
         k0 = gep(b, self.K, f32, b.mul(frame, i64(G)))
+        unit = splat(b, f32(mathfn.GATE_UNIT), V)
         with b.if_then(b.icmp_unsigned("==", rem, i64(0))):
             k1 = gep(b, self.K, f32, b.mul(b.add(frame, i64(1)), i64(G)))
             with counted_loop(b, 0, G, V, name="frame") as j:
                 bias, ka = self._vload(self.p["gru.bR"], j), self._vload(k0, j)
                 ur = b.icmp_signed("<", j, i64(2 * H))
-                b.store(b.select(ur, b.fadd(bias, ka), bias), gep(b, self.bias_k, f32, j),
-                        align=4)
+                rows = b.select(ur, b.fadd(bias, ka), bias)
+                b.store(b.fmul(rows, unit) if self.a_unit else rows,
+                        gep(b, self.bias_k, f32, j), align=4)
                 if self.plan.upsample == "linear":
-                    b.store(b.fsub(self._vload(k1, j), ka), gep(b, self.dk, f32, j), align=4)
-        return b.fdiv(b.uitofp(rem, f32), f32(float(hop))), k0
+                    b.store(b.fmul(b.fsub(self._vload(k1, j), ka), unit),
+                            gep(b, self.dk, f32, j), align=4)
+            with counted_loop(b, 0, H, V, name="frame_e") as j:
+                ka = self._vload(k0, b.add(j, i64(2 * H)))
+                b.store(b.fmul(ka, unit), gep(b, self.ke, f32, j), align=4)
+        return b.fdiv(b.uitofp(rem, f32), f32(float(hop))), self.ke
 
     def _gates(self, half: int, x0, x1, x2, alpha, k0):
         """The GRU update of one half of h, in place, per docs/model.md: GATE_CHUNKS blocks of
@@ -273,15 +289,16 @@ class LoopEmitter:
     def _gate_rows(self, half, js, splats, k0):
         """Rows js .. js + 15 of each chunk: E_u = e^-x_u, E_r = e^-x_r, z = a_e / (1 + E_r) + v_e
         (r ∘ a_e with r = σ(x_r)), E_e = e^-2z, then the blend (mathfn.gru_blend), stage by
-        stage over the chunks so that their dependency chains overlap."""
+        stage over the chunks so that their dependency chains overlap. x_u, x_r and z are
+        formed in gate units (mathfn.GATE_UNIT), so the exponentials take them as they are."""
         b, H2 = self.b, self.H2
         poly = mathfn.GATE_POLY[self.plan.plans["gru.R"].spec.dtype]
         pre = [self._preactivations(half, j, splats, k0) for j in js]
-        e_u = [mathfn.gate_exp(b, b.fadd(au, vu), -1.0, poly) for (au, vu), _, _ in pre]
-        e_r = [mathfn.gate_exp(b, b.fadd(ar, vr), -1.0, poly) for _, (ar, vr), _ in pre]
+        e_u = [mathfn.gate_exp(b, b.fadd(au, vu), poly) for (au, vu), _, _ in pre]
+        e_r = [mathfn.gate_exp(b, b.fadd(ar, vr), poly) for _, (ar, vr), _ in pre]
         one = ir.Constant(V16, [1.0] * V)
         z = [b.fadd(b.fdiv(ae, b.fadd(one, er)), ve) for (_, _, (ae, ve)), er in zip(pre, e_r)]
-        e_e = [mathfn.gate_exp(b, zc, -2.0, poly) for zc in z]
+        e_e = [mathfn.gate_exp(b, zc, poly, squared=True) for zc in z]
         for j, eu, ee in zip(js, e_u, e_e):
             hrow = b.add(j, i64(half * H2))
             hn = mathfn.gru_blend(b, self._vload(self.h, hrow), eu, ee)
@@ -292,9 +309,10 @@ class LoopEmitter:
                                spmv.code(r, b, hn, self._x_inv("gru.R")))
 
     def _preactivations(self, half, j, splats, k0):
-        """(a, v) of the u, r and e gates for 16 rows, a + v as docs/model.md has it: a = R h
-        + bR + K_f and v = I x + α (K_f+1 − K_f) for u and r, a = R h + bR and v = I x + k_t for
-        e. The coarse half leaves out I[:, 2] ĉ_t (zero there)."""
+        """(a, v) of the u, r and e gates for 16 rows in gate units, a + v as docs/model.md has
+        it: a = R h + bR + K_f and v = I x + α (K_f+1 − K_f) for u and r, a = R h + bR and
+        v = I x + k_t for e (k0: K_f of the e rows). The coarse half leaves out I[:, 2] ĉ_t
+        (zero there)."""
         b, H, H2 = self.b, self.H, self.H2
         x0v, x1v, x2v, av = splats
         out = []
@@ -305,10 +323,11 @@ class LoopEmitter:
             if half:
                 v = b.fadd(v, b.fmul(self._vload(self.p["gru.I2"], row), x2v))
             if g == 2:
-                v = b.fadd(v, self._vload(k0, row))
+                v = b.fadd(v, self._vload(k0, b.add(j, i64(half * H2))))
             if self.plan.upsample == "linear":
                 v = b.fadd(v, b.fmul(av, self._vload(self.dk, row)))
-            out.append((self._vload(self.a, row), v))
+            a = self._vload(self.a, row)
+            out.append((a if self.a_unit else b.fmul(a, splat(b, f32(mathfn.GATE_UNIT), V)), v))
         return out
 
     def _output(self, o_hidden, o_out, y_half):
@@ -330,7 +349,8 @@ class LoopEmitter:
         while len(mx) > 1:   # a tree (max is exact): a shorter chain than one by one
             mx = [mathfn.fmax(b, x, y) for x, y in zip(mx[::2], mx[1::2])]
         mxv = splat(b, _tree(b, mx[0], lambda x, y: mathfn.fmax(b, x, y)), V)
-        ps = [mathfn.exp_nonpositive(b, b.fsub(v, mxv)) for v in blocks]
+        poly = mathfn.SOFTMAX_POLY[self.plan.dtype]
+        ps = [mathfn.exp_nonpositive(b, b.fsub(v, mxv), poly) for v in blocks]
         for j, p in enumerate(ps):
             b.store(p, gep(b, self.pbuf, f32, i64(V * j)), align=4)
         block_sums = _tree_sums(b, ps)

@@ -54,14 +54,9 @@ from .irutil import (alloca, broadcast_load, byte_size, call, counted_loop, defi
                      i16, i32, i64, int_type, load, ptr, splat, store, vec)
 from .isa import Backend, generic_dot
 
-ROUND_MAGIC = 12582912.0  # 1.5 * 2**23: (v + M) - M rounds |v| < 2**22 half to even
-
-
-def round_half_even(b: ir.IRBuilder, v):
-    """Round float(s) to the nearest integer value, ties to even (IEEE default), exactly."""
-    m = ir.Constant(v.type, ROUND_MAGIC) if not isinstance(v.type, ir.VectorType) else \
-        ir.Constant(v.type, [ROUND_MAGIC] * v.type.count)
-    return b.fsub(b.fadd(v, m), m)
+ROUND_MAGIC = 12582912.0  # 1.5 * 2**23: v + M has the integer nearest v (ties to even) + 2**22
+#                          in its low 23 mantissa bits, for |v| < 2**22
+ROUND_BITS = int(np.float32(ROUND_MAGIC).view(np.int32))
 
 
 def clamp(b: ir.IRBuilder, v, lo_c, hi_c):
@@ -700,7 +695,10 @@ def quantize(k: Kernel, b: ir.IRBuilder, x, x_inv, buf, put):
 
 def code(k: Kernel, b: ir.IRBuilder, v, x_inv):
     """The stored code (as i32, zero point added) of float v (scalar or vector): v · x_inv
-    saturated to the format's range and rounded half to even."""
+    saturated to the format's range and rounded half to even. The rounding and the zero point
+    are one addition: v + (M + zp) (M = ROUND_MAGIC, IEEE round to nearest even) holds
+    round(v) + zp + 2²² in its low mantissa bits, so the code is its bits minus M's (the stores
+    keep only the low 8 or 16 bits: no float-to-int conversion, no separate rounding)."""
     s = k.spec
     if s.dtype == "int8":
         lo, hi, zp = (-128.0, 127.0, 128) if s.x_signed else (0.0, 255.0, 0)
@@ -712,7 +710,8 @@ def code(k: Kernel, b: ir.IRBuilder, v, x_inv):
     x_inv = splat(b, x_inv, n) if n else x_inv
     v = clamp(b, b.fmul(v, x_inv), const(vt, lo), const(vt, hi))
     it = vec(i32, n) if n else i32
-    return b.add(b.fptosi(round_half_even(b, v), it), const(it, zp))
+    magic = b.bitcast(b.fadd(v, const(vt, ROUND_MAGIC + zp)), it)
+    return b.sub(magic, const(it, ROUND_BITS))
 
 
 def put_codes(k: Kernel, b: ir.IRBuilder, buf, c, codes):
