@@ -16,7 +16,7 @@ from . import config, jit, native
 from .contracts import LOOP_GENERATE, LOOP_GENERATE_BATCH, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS
 from .emit import batch as batch_loop
 from .emit.loop import build_module, core_modules, core_symbol_of
-from .engine import GenState
+from .engine import MAX_STREAMS, GenState
 from .errors import InputError
 from .layout import aligned, padded
 from .mel import mel_spectrogram
@@ -30,7 +30,6 @@ CALIBRATION_FRAMES = 16  # frames of a synthetic chirp for models without a cali
 CALIBRATION_SAMPLES = 4800  # fewer (2 at least) where that many frames exceed these samples
 _measured = weakref.WeakKeyDictionary()  # model -> activation ranges measured here
 RELU_READERS = tuple(m.name for m in MATRICES if not m.reads_state)   # O2, O4
-MAX_STREAMS = 64   # streams of a batched loop (B-vector kernels go to 64)
 
 
 def activation_ranges(model) -> dict:
