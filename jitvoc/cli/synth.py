@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import corpus, pretrained
 from ..audio import SUBTYPES, check_output, write_audio
+from ..engine import MAX_STREAMS
 from ..errors import JitvocError
 from ..optional import require
 from ..progress import progress_bar
@@ -33,8 +34,9 @@ CORPUS = ("Vocode a corpus: .npy log-mels as jitvoc synth does and audio files a
           "resynth does, one WAV each into the folder -o names, on every core of this machine "
           "or, with --ray, on a Ray cluster (pip install 'jitvoc[ray]'; docs/corpus.md).")
 KINDS = {"synth": ("mel",), "resynth": ("audio",), "corpus": ("mel", "audio")}
-BATCH_NOTE = ("streams vocoded together per process; only 1 is implemented (batched generation "
-              "is not built yet)")
+BATCH_NOTE = ("files generated together per process (default 1): B streams per step of one "
+              "compiled loop share every weight load, the same outputs faster; a batch's files "
+              "are of similar sizes (longest first)")
 
 
 def register(sub) -> None:
@@ -89,9 +91,8 @@ def register(sub) -> None:
 def _main(args) -> int:
     if args.batch < 1:
         raise JitvocError(f"--batch must be at least 1, got {args.batch}")
-    if args.batch > 1:
-        raise JitvocError(f"--batch {args.batch}: batched generation (several streams per "
-                          f"process) is not implemented yet; use --batch 1 and --jobs")
+    if args.batch > MAX_STREAMS:
+        raise JitvocError(f"--batch must be at most {MAX_STREAMS}, got {args.batch}")
     if args.jobs is not None and args.jobs < 1:
         raise JitvocError(f"--jobs must be at least 1, got {args.jobs}")
     if getattr(args, "address", None) and not args.ray:
@@ -134,7 +135,8 @@ def _load_args(args) -> dict:
 
 
 def _settings(args) -> corpus.Settings:
-    return corpus.Settings(args.seed, args.format, getattr(args, "mel_layout", MEL_LAYOUTS[0]))
+    return corpus.Settings(args.seed, args.format, getattr(args, "mel_layout", MEL_LAYOUTS[0]),
+                           args.batch)
 
 
 def _corpus(args, model, items) -> int:
