@@ -39,7 +39,6 @@ class BatchLoopEmitter(LoopEmitter):
         b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.args, self.n_streams = a, self.plan.vectors
         self.p = self._params(a.params)
-        self.quantized_h = False   # the products quantize their inputs: no codes of h kept
         self._batch_scratch()
         with counted_loop(b, 0, a.n, name="sample") as i:
             self._step(i)
@@ -63,11 +62,31 @@ class BatchLoopEmitter(LoopEmitter):
         self.y_all = {m: alloca(b, f32, B * rows[m], align=CACHE_LINE) for m in NAMES[1:]}
         self.rows = rows
         self.vbufs = {m: spmv.vector_buffers(e, b) for m, e in self.mv.items()}
+        self.quantized_h = self.plan.plans["gru.R"].spec.dtype != "float32"
+        if self.quantized_h:
+            self._h_codes_all()
         self.pbuf = alloca(b, f32, 256)
         self.prefix = alloca(b, f32, 16)
         self.alpha = b.alloca(f32)
         self.k0s = alloca(b, ptr, B, align=8)
         self.cs = alloca(b, i32, B, align=4)
+
+    def _h_codes_all(self):
+        """R's codes of every stream's h ([B, x_len] rows, as the GRU update keeps them), and
+        the products that read them: R, and O1/O3 when their input format is R's."""
+        b, r = self.b, self.mv["gru.R"]
+        self.hcodes = alloca(b, r.elem, self.n_streams * r.packed.x_len, align=CACHE_LINE)
+        with counted_loop(b, 0, self.n_streams, name="h_codes") as v:
+            spmv.quantize(r, b, gep(b, self.args.h, f32, b.mul(v, i64(self.H))),
+                          self._x_inv("gru.R"), self._codes_row(v), spmv.put_codes)
+        spec, fmt = r.spec, self.plan.formats["gru.R"]
+        self.read_codes = {m for m in ("gru.R", "out.O1", "out.O3")
+                           if (self.mv[m].spec.dtype, self.mv[m].spec.x_signed,
+                               self.plan.formats[m]) == (spec.dtype, spec.x_signed, fmt)}
+
+    def _codes_row(self, v):
+        r = self.mv["gru.R"]
+        return gep(self.b, self.hcodes, r.elem, self.b.mul(v, i64(r.packed.x_len)))
 
     # --- one step --------------------------------------------------------------------------------
     def _step(self, i):
@@ -103,6 +122,8 @@ class BatchLoopEmitter(LoopEmitter):
         self.bias_k, self.K = at(self.bias_all, f32, self.rows_r), load(b, a.K, ptr, v, align=8)
         if self.plan.upsample == "linear":
             self.dk = at(self.dk_all, f32, self.G)
+        if self.quantized_h:   # the GRU update keeps the stream's codes of h
+            self.xbuf = {"gru.R": self._codes_row(v)}
         cf, s = at(a.cf, i32, 2), at(a.s, f32, 2)
         self.y_prev = gep(b, s, f32, i64(1))
         return types.SimpleNamespace(v=v, i=i, c_prev=cf, f_prev=gep(b, cf, i32, i64(1)),
@@ -154,8 +175,13 @@ class BatchLoopEmitter(LoopEmitter):
         O3; the previous product's padded rows for O2 and O4), per LoopEmitter._matvec."""
         b, e = self.b, self.mv[m]
         fmt = self.plan.formats.get(m)
-        stride = self.H if BY_NAME[m].reads_state else self.rows[BY_NAME[m].reads]
-        xin = spmv.vector_activations(e, b, x, self._x_inv(m), stride, self.vbufs[m])
+        if self.quantized_h and m in self.read_codes:   # h's codes, from the column m reads
+            r = self.mv["gru.R"]
+            codes = gep(b, self.hcodes, r.elem, i64(BY_NAME[m].state_offset(self.H)))
+            xin = spmv.interleave(e, b, codes, e.packed.cols, r.packed.x_len, self.vbufs[m][1])
+        else:
+            stride = self.H if BY_NAME[m].reads_state else self.rows[BY_NAME[m].reads]
+            xin = spmv.vector_activations(e, b, x, self._x_inv(m), stride, self.vbufs[m])
         arrays = {a: self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS}
         bias = self.bias_all if m == "gru.R" else self.p[BY_NAME[m].bias]
         call(b, SPMV_VECTORS[SPMV_CORE], self.p[f"{m}.core"], y=y, xin=xin, **arrays,

@@ -656,7 +656,7 @@ def vector_activations(k: Kernel, b: ir.IRBuilder, x, x_inv, stride: int | None 
         return interleave(k, b, x, p.cols, stride, buf)
     with counted_loop(b, 0, k.vectors, name="vector") as v:
         row = gep(b, x, f32, b.mul(v, i64(stride or p.cols)))
-        quantize(k, b, row, x_inv, gep(b, codes, k.elem, b.mul(v, i64(p.x_len))), put=_put_stored)
+        quantize(k, b, row, x_inv, gep(b, codes, k.elem, b.mul(v, i64(p.x_len))), put=put_codes)
     return interleave(k, b, codes, p.x_len, buf=buf)
 
 
@@ -736,21 +736,16 @@ def code(k: Kernel, b: ir.IRBuilder, v, x_inv):
 
 
 def put_codes(k: Kernel, b: ir.IRBuilder, buf, c, codes):
-    """Store code(s) for column c on: into the shifted tables (gathering panels, as the
-    unsigned 8/16-bit pattern) or as stored codes."""
+    """Store code(s) for column c on: into the shifted tables (gathering panels of one vector,
+    as the unsigned 8/16-bit pattern) or as stored codes (what `interleave` reads for a
+    B-vector kernel)."""
     n = codes.type.count if isinstance(codes.type, ir.VectorType) else 0
     narrow = b.trunc(codes, vec(k.elem, n) if n else k.elem)
-    if not k.codes_input:
+    if not k.codes_input and k.vectors == 1:
         _store_shifted(k, b, buf, c, b.zext(narrow, codes.type))
     else:
         store(b, narrow, buf, c, align=k.esize, elem_type=k.elem)
 
-
-def _put_stored(k: Kernel, b: ir.IRBuilder, buf, c, codes):
-    """Store code(s) for column c on as stored codes (the rows a B-vector kernel interleaves)."""
-    n = codes.type.count if isinstance(codes.type, ir.VectorType) else 0
-    store(b, b.trunc(codes, vec(k.elem, n) if n else k.elem), buf, c, align=k.esize,
-          elem_type=k.elem)
 
 
 def stack_bytes(spec: KernelSpec, packed: Packed, gen) -> int:
