@@ -129,6 +129,11 @@ class JitEngine:
     def __repr__(self):
         return f"<JitEngine {self.plan.name} on {self.cpu}>"
 
+    def _single_stream(self, what: str) -> None:
+        if self.vectors > 1:
+            raise InputError(f"{what} runs on a single-stream engine; this one is batched "
+                             f"(vectors = {self.vectors}): use generate_batch")
+
     def _check_k(self, K, n_samples) -> np.ndarray:
         H3, hop = 3 * self.model.hidden, self.model.hop_length
         if not (isinstance(K, np.ndarray) and K.dtype == np.float32 and K.ndim == 2
@@ -144,6 +149,7 @@ class JitEngine:
 
     def generate(self, K, t0, n_samples, state: GenState, seed) -> np.ndarray:
         """int16 samples t0 .. t0 + n_samples − 1; `state` is advanced in place."""
+        self._single_stream("generate")
         hop = self.model.hop_length
         if t0 < 0 or t0 % hop:
             raise InputError(f"t0 = {t0} is not a non-negative multiple of hop {hop}")
@@ -169,6 +175,7 @@ class JitEngine:
     def teacher_forced(self, K, audio) -> np.ndarray:
         """P(c_t), P(f_t) given the true samples, encoded with the model's representation:
         float32 [T, 2, 256] (K starts at sample 0)."""
+        self._single_stream("teacher_forced")
         audio = np.asarray(audio)
         if audio.dtype != np.int16 or audio.ndim != 1 or audio.size == 0:
             raise InputError(f"audio must be non-empty 1-D int16, got {audio.dtype} {audio.shape}")

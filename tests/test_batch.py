@@ -91,6 +91,8 @@ def test_batched_engine_errors():
         engine.generate_batch([K] * 2, [10] * 2, st[:2], [0] * 2)
     with pytest.raises(InputError, match="vectors > 1"):
         voc._engine.generate_batch([K], [10], st[:1], [0])
+    with pytest.raises(InputError, match="use generate_batch"):
+        engine.generate(K, 0, 10, GenState.initial(64), 0)
     with pytest.raises(InputError, match="vectors"):
         JitEngine(voc.model, dtype="int8", vectors=0)
     with pytest.raises(InputError, match="batch must be"):
