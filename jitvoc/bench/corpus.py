@@ -1,13 +1,14 @@
-"""`jitvoc bench corpus`: one generated corpus vocoded by `jitvoc.corpus` with 1 and 2 worker
-processes and through Ray Data with 1 and 2 workers (a local instance), in one run.
+"""`jitvoc bench corpus`: one generated corpus vocoded with the batched engine for several B,
+then by `jitvoc.corpus` with 1 and 2 worker processes and through Ray Data with 1 and 2
+workers (a local instance), in one run.
 
 The corpus is --files audio files of --seconds each (noise at the model's rate) and the model
 a random_model(--hidden) at 24 kHz, saved with its activation ranges as exported models are
 (else every load measures them: 10 s at hidden 896). Two figures per setup, x realtime:
 "whole", the corpus's audio over the wall time of a whole run (model load, worker start-up,
 every file written), and "marginal", that of the corpus's second half, which the fixed costs
-do not reach; medians of rounds that time each setup once. Targets (issue 15): 2 processes at least 1.9x one, Ray on 2 workers
-within 15% of 2 processes.
+do not reach; medians of rounds that time each setup once. Targets (issue 15): 2 processes at
+least 1.9x one, Ray on 2 workers within 15% of 2 processes.
 
 Batched generation first: the corpus's mels vocoded in this process by
 Vocoder.synthesize_batch for each B of --batches (B = 1: synthesize per mel), samples/s of

@@ -5,11 +5,13 @@ vectors = B -> llvmlite.ir), one function (contracts.LOOP_GENERATE_BATCH):
                      seeds u32*, params ptr*)
 
 Each step runs the single-stream loop's sample (emit.loop) for every stream: the five products
-as B-vector kernels (each weight panel loaded once for all B; each product quantizes its own
-input, stream by stream, then interleaves the B vectors), and between them, stream by stream,
-the frame rows, the GRU update, the draws and the output sample, by the single-stream emitters
-pointed at the stream's buffers (`_view`). So stream v computes exactly what the single-stream
-loop computes for it alone: the products are bit-exact per vector, the rest is the same code.
+as B-vector kernels (each weight panel loaded once for all B; their input, the B vectors
+interleaved: the codes of h that the GRU update keeps per stream, as the single loop does,
+for R and for O1/O3 when their format is R's, else quantized stream by stream), and between
+them, stream by stream, the frame rows, the GRU update, the draws and the output sample, by
+the single-stream emitters pointed at the stream's buffers (`_view`). So stream v computes
+exactly what the single-stream loop computes for it alone: the products are bit-exact per
+vector, the rest is the same code.
 
 Streams share t0 and the step (sample t0 + i of every stream at step i, so frames start
 together); each has its own K (the table `K`), state (h, cf, s rows, as the single loop's),
@@ -169,7 +171,7 @@ class BatchLoopEmitter(LoopEmitter):
     def _stream_rows(self, base, m, v):
         return gep(self.b, base, f32, self.b.mul(v, i64(self.rows[m])))
 
-    # --- the products ------------------------------------------------------------------------------
+    # --- the products --------------------------------------------------------------------------
     def _products(self, m: str, x, y):
         """y[v] = epilogue(W_m x[v]) for the B streams (x rows: h's (stride H) for R, O1 and
         O3; the previous product's padded rows for O2 and O4), per LoopEmitter._matvec."""
