@@ -82,8 +82,8 @@ def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
                  precision: dict | None = None, vectors: int = 1) -> VocoderPlan:
     """Plan the loop for `dtype`; `ranges`: max |input| of O2 and O4 (integer dtypes need them,
     see input_formats); `precision` may override the kernel dtype per matrix (by default
-    PRECISION[dtype]); `vectors`: B > 1 plans the batched loop (B-vector kernels, each
-    product quantizing its own input: nothing shared)."""
+    PRECISION[dtype]); `vectors`: B > 1 plans the batched loop (B-vector kernels;
+    `shared` stays empty: emit.batch decides which products read the codes of h)."""
     if dtype not in PRECISION:
         raise InputError(f"dtype must be int8, int16 or float32, got {dtype!r}")
     if model.hidden % (2 * VECTOR):
