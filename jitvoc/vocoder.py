@@ -148,7 +148,7 @@ class Vocoder:
 
     def _generate_batches(self, Ks, lengths, seeds, batch) -> list:
         """The streams (K, length, seed) generated B = `batch` at a time, longest first."""
-        if batch == 1 or self.backend != "jit":
+        if batch == 1 or self.backend != "jit" or len(Ks) == 1:
             return [self._engine.generate(K, 0, n, GenState.initial(self.model.hidden), sd)
                     for K, n, sd in zip(Ks, lengths, seeds)]
         engine = self._batch_engine(batch)

@@ -144,6 +144,14 @@ def test_folded_has_no_click():
     np.testing.assert_array_equal(folded[:6 * hop], whole[:6 * hop])
 
 
+def test_folded_short_mel_is_synthesize():
+    """A mel no longer than one segment is one stream from silence: synthesize's samples."""
+    voc = vocoder("int8")
+    mel = mels_of(voc.model, (6,))[0]
+    np.testing.assert_array_equal(voc.synthesize_folded(mel, seed=4, segment_frames=8),
+                                  voc.synthesize(mel, seed=4))
+
+
 def test_folded_errors():
     voc = vocoder("int8")
     mel = mels_of(voc.model, (20,))[0]
