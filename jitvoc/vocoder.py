@@ -118,8 +118,8 @@ class Vocoder:
         `overlap_frames` (O) early, from silence with seed + j. Where segment j+1 overlaps
         segment j's end, its first O/2 frames (the warm-up from silence) are dropped and the
         next O − O/2 frames crossfade at equal power (gains √(½(1 ± t)), squares summing to 1),
-        as fatchord's WaveRNN folds: no click, but each seam is the meeting of two streams
-        that did not hear each other, audibly smoother than a cut, not identical to one
+        as fatchord's WaveRNN folds: no click (tests/test_batch.py), but each seam is the
+        meeting of two streams that did not hear each other: not the samples of one
         stream."""
         _check_batch(batch)
         mel = self._check_mel(self.frames_first(mel, layout))
