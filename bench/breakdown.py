@@ -1,6 +1,6 @@
 """Where a sample's time goes in the fused loop, and how far it is from the dense roofline.
 
-    python bench/breakdown.py [--dtype int8,int16] [--trees OLD_TREE NEW_TREE ...]
+    python bench/breakdown.py [--dtype int8,int16] [--trees OLD_TREE NEW_TREE ...] [--batch B]
 
 For random_model(896) at 24 kHz (the `jitvoc bench vocoder` model) it builds, besides the loop,
 variants with one part emitted as nothing: the GRU update (both halves), the two draws (a fixed
@@ -11,6 +11,9 @@ per sample over the dense int8 roofline of `jitvoc bench kernels`, measured in t
 With --trees, the variants of every source tree are built (bench/side_by_side.py's
 import_tree) and all timed alternately in one process: old and new parts side by side.
 Each variant compiles into a cache folder of its own (they share the loop's name).
+With --batch B > 1 the batched loop (emit.batch) is taken apart the same way, B streams of
+--samples each, and the figures are per stream-sample ("R and the rest" then includes the
+interleaving of each product's input).
 """
 import argparse
 import os
@@ -24,37 +27,46 @@ from side_by_side import import_tree
 PARTS = ("GRU update", "draws", "O1..O4")
 
 
-def variant(jv, model, dtype: str, omit: str | None):
+def variant(jv, model, dtype: str, omit: str | None, streams: int = 1):
     """The JitEngine of the tree's modules `jv` with part `omit` emitted as nothing."""
-    L = jv.loop.LoopEmitter
-    saved = {k: getattr(L, k) for k in ("_gates", "_draw", "_matvec")}
+    L = jv.loop.LoopEmitter if streams == 1 else jv.batch.BatchLoopEmitter
+    product = "_matvec" if streams == 1 else "_products"
+    own = {k: vars(L).get(k) for k in ("_gates", "_draw", product)}   # None: inherited
+    full_product = getattr(L, product)
     if omit == "GRU update":
         L._gates = lambda self, *a: None
     elif omit == "draws":
         L._draw = lambda self, logits, xi: jv.loop.i32(7)
     elif omit == "O1..O4":
-        L._matvec = lambda self, m, x, y: saved["_matvec"](self, m, x, y) if m == "gru.R" else None
+        setattr(L, product, lambda self, m, x, y: full_product(self, m, x, y)
+                if m == "gru.R" else None)
     os.environ["JITVOC_CACHE"] = tempfile.mkdtemp(prefix="jitvoc-breakdown-")
     try:
-        return jv.JitEngine(model, None, dtype)
+        return jv.JitEngine(model, None, dtype, **({"vectors": streams} if streams > 1 else {}))
     finally:
-        for k, v in saved.items():
-            setattr(L, k, v)
+        for k, v in own.items():
+            if v is not None:
+                setattr(L, k, v)
+            elif k in vars(L):
+                delattr(L, k)
 
 
-def timers(jv, dtypes, n: int) -> dict:
-    """{(dtype, part or None): run() -> CPU µs per sample} for the tree's modules `jv`."""
+def timers(jv, dtypes, n: int, streams: int) -> dict:
+    """{(dtype, part or None): run() -> CPU µs per stream-sample} for the tree's modules `jv`."""
     model = jv.calibrate(jv.random_model(**jv.MODEL))
     K = jv.conditioning_rows(model, n)
 
     def timer(engine):
         def run():
-            state = jv.GenState.initial(model.hidden)
+            states = [jv.GenState.initial(model.hidden) for _ in range(streams)]
             t0 = time.thread_time()
-            engine.generate(K, 0, n, state, 0)
-            return (time.thread_time() - t0) / n * 1e6
+            if streams == 1:
+                engine.generate(K, 0, n, states[0], 0)
+            else:
+                engine.generate_batch([K] * streams, [n] * streams, states, list(range(streams)))
+            return (time.thread_time() - t0) / n / streams * 1e6
         return run
-    return {(d, part): timer(variant(jv, model, d, part)) for d in dtypes
+    return {(d, part): timer(variant(jv, model, d, part, streams)) for d in dtypes
             for part in (None,) + PARTS}
 
 
@@ -64,12 +76,13 @@ def main():
     p.add_argument("--samples", type=int, default=12000)
     p.add_argument("--rounds", type=int, default=11)
     p.add_argument("--trees", nargs="+", default=[None])
+    p.add_argument("--batch", type=int, default=1, help="B streams: the batched loop")
     args = p.parse_args()
     dtypes = args.dtype.split(",")
     runs, roof, model = {}, None, None
     for tree in args.trees:
         jv = import_tree(tree)
-        runs[tree] = timers(jv, dtypes, args.samples)
+        runs[tree] = timers(jv, dtypes, args.samples, args.batch)
         if roof is None:   # measured while this tree's modules are the imported ones
             roof, model = jv.kernels.roofline(5), jv.random_model(**jv.MODEL)
     times = {(tree, key): [] for tree in runs for key in runs[tree]}

@@ -33,6 +33,10 @@ def import_tree(root: str | None) -> types.SimpleNamespace:
         from jitvoc.engine_jit import JitEngine
         from jitvoc.model import random_model
         try:
+            from jitvoc.emit import batch
+        except ImportError:   # a tree from before the batched loop
+            batch = None
+        try:
             from jitvoc.calibration import calibrate
         except ImportError:   # a tree from before it, whose engines measured the ranges at load
             def calibrate(model):
@@ -42,7 +46,7 @@ def import_tree(root: str | None) -> types.SimpleNamespace:
             sys.path.remove(root)
     return types.SimpleNamespace(kernels=kernels, MODEL=MODEL, conditioning_rows=conditioning_rows,
                                  loop=loop, GenState=GenState, JitEngine=JitEngine,
-                                 random_model=random_model, calibrate=calibrate)
+                                 random_model=random_model, calibrate=calibrate, batch=batch)
 
 
 def engines(root: str, dtypes, n: int):

@@ -67,13 +67,18 @@ SPMV_CORE = EntryPoint("_core", _ptrs("y", "xin") + _MATRIX + _ptrs("row_scale",
                        + (("x_scale", F32), ("bias", PTR)))
 # The same entry points of a kernel for B > 1 vectors (KernelSpec.vectors): one activation
 # format for all B; the float entry point's y is [B, rows] and x [B, cols], row-major; the raw
-# one's y is [B, rows_padded] and x_codes [B, x_len]; the core's y is [B, rows_padded] and xin
-# holds the B vectors interleaved (see emit.spmv).
+# one's y is [B, rows_padded] and x_codes [B, x_len]; the core's y and bias are [B, rows_padded]
+# and xin holds the B vectors interleaved (see emit.spmv).
 SPMV_VECTORS = {e: EntryPoint(e.suffix, e.args, vectors=True)
                 for e in (SPMV, SPMV_RAW, SPMV_LOOP, SPMV_CORE)}
 # The generation loop of a vocoder plan named N (see emit.loop).
 LOOP_GENERATE = EntryPoint("_generate", (("out", PTR), ("n", I64), ("t0", I64))
                            + _ptrs("K", "h", "cf", "s") + (("seed", U32), ("params", PTR)))
+# The batched loop of a vocoder plan for B streams (see emit.batch): out int16 [B, n], lens
+# int64 [B] (samples of each stream, at most n), K a table of B addresses of float32 [rows, 3H],
+# h float32 [B, H], cf int32 [B, 2], s float32 [B, 2], seeds uint32 [B].
+LOOP_GENERATE_BATCH = EntryPoint("_generate_batch", (("out", PTR), ("n", I64), ("t0", I64))
+                                 + _ptrs("lens", "K", "h", "cf", "s", "seeds", "params"))
 LOOP_TEACHER = EntryPoint("_teacher", (("probs", PTR), ("n", I64))
                           + _ptrs("K", "c_prev", "f_prev", "c_cur", "h", "params"))
 # The loop of a compiled cell named N (see emit.cell): n steps; `params` is the cell plan's
@@ -104,7 +109,9 @@ class PointerTable:
 
 MATRIX_ARRAYS = ("W", "index", "panel_ptr", "row_scale", "zcorr")   # per matrix, as SPMV_CORE
 LOOP_VECTORS = ("gru.bR", "gru.I0", "gru.I1", "gru.I2", "out.b1", "out.b2", "out.b3", "out.b4")
-# The loop's `params`: every matrix's arrays, the vectors, then every matrix's core.
+# The loop's `params`: every matrix's arrays, the vectors, then every matrix's core. A batched
+# loop's out.b1 .. out.b4 hold B copies of the bias, each padded to rows_padded (a B-vector
+# core reads the bias of vector v at v · rows_padded).
 LOOP_PARAMS = PointerTable(tuple(f"{m}.{a}" for m in NAMES for a in MATRIX_ARRAYS)
                            + LOOP_VECTORS + tuple(f"{m}.core" for m in NAMES))
 

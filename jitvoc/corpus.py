@@ -50,10 +50,12 @@ class Item:
 
 @dataclass(frozen=True)
 class Settings:
-    """How every file is vocoded: the command line's --seed, --format and --mel-layout."""
+    """How every file is vocoded: the command line's --seed, --format, --mel-layout and
+    --batch (files generated together, Vocoder.synthesize_batch: the same outputs)."""
     seed: int = 0
     format: str = "int16"
     mel_layout: str = "frames-mels"
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -181,10 +183,37 @@ def prepare(vocoder, kind, data: bytes, name: str, mel_layout: str):
 
 def vocode(vocoder, kind, data: bytes, name: str, settings: Settings):
     """(WAV bytes, seconds of audio, notes) for the bytes of one input."""
-    mel, n_samples, notes = prepare(vocoder, kind, data, name, settings.mel_layout)
-    audio = vocoder.synthesize(mel, seed=settings.seed)[:n_samples]
-    return (wav_bytes(audio, vocoder.sample_rate, settings.format),
-            len(audio) / vocoder.sample_rate, tuple(notes))
+    result = vocode_many(vocoder, [(kind, data, name)], settings)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def vocode_many(vocoder, inputs, settings: Settings) -> list:
+    """For inputs [(kind, bytes, name)], each one's (WAV bytes, seconds of audio, notes) or
+    the exception it raised; the mels generated settings.batch at a time
+    (Vocoder.synthesize_batch: each output as `vocode` gives it alone). If the batch fails,
+    each mel is vocoded alone, so that a bad one fails by itself."""
+    out, prepared = [None] * len(inputs), []
+    for j, (kind, data, name) in enumerate(inputs):
+        try:
+            prepared.append((j, *prepare(vocoder, kind, data, name, settings.mel_layout)))
+        except Exception as e:   # reported per file
+            out[j] = e
+    try:
+        audios = vocoder.synthesize_batch([p[1] for p in prepared], seeds=settings.seed,
+                                          batch=settings.batch)
+    except Exception:
+        audios = [None] * len(prepared)
+    for (j, mel, n_samples, notes), audio in zip(prepared, audios):
+        try:
+            audio = (vocoder.synthesize(mel, seed=settings.seed) if audio is None
+                     else audio)[:n_samples]
+            out[j] = (wav_bytes(audio, vocoder.sample_rate, settings.format),
+                      len(audio) / vocoder.sample_rate, tuple(notes))
+        except Exception as e:
+            out[j] = e
+    return out
 
 
 def _failure(item, error) -> Result:
@@ -204,11 +233,27 @@ def write_output(out_dir, item, data: bytes) -> None:
         f.write(data)
 
 
-def process(vocoder, item, out_dir, settings) -> Result:
-    """Vocode one file into the output folder; a failure comes back as a Result."""
+def process(vocoder, items, out_dir, settings) -> list[Result]:
+    """Vocode files (settings.batch at a time) into the output folder, a Result each; a
+    failure comes back as a Result."""
+    read = {}
+    for item in items:
+        try:
+            read[item] = read_bytes(item.source)
+        except Exception as e:
+            read[item] = e
+    readable = [item for item in items if not isinstance(read[item], Exception)]
+    done = dict(zip(readable, vocode_many(vocoder, [(i.kind, read[i], i.source)
+                                                    for i in readable], settings)))
+    return [_written(item, out_dir, done.get(item, read[item])) for item in items]
+
+
+def _written(item, out_dir, vocoded) -> Result:
+    """The Result of one file, its WAV written (vocoded: vocode's triple, or an exception)."""
     try:
-        data, seconds, notes = vocode(vocoder, item.kind, read_bytes(item.source),
-                                      item.source, settings)
+        if isinstance(vocoded, Exception):
+            raise vocoded
+        data, seconds, notes = vocoded
         write_output(out_dir, item, data)
         return Result(item, seconds, notes=notes)
     except Exception as e:   # every failure of one file is reported, the run goes on
@@ -274,13 +319,21 @@ def run(model, items, out_dir, settings=Settings(), jobs=None, report=None, **lo
     jobs = min(jobs or usable_cores(), len(items))
     prepare_output(out_dir)
     vocoder = load(model, **load_args)
+    groups = _groups(_longest_first(items), settings.batch)
     if jobs <= 1:
-        for item in items:
-            report(process(vocoder, item, out_dir, settings))
+        for group in groups:
+            for result in process(vocoder, group, out_dir, settings):
+                report(result)
         return
     spec = (vocoder.model, load_args)
     del vocoder
-    _run_processes(spec, _longest_first(items), out_dir, settings, jobs, report)
+    _run_processes(spec, groups, out_dir, settings, jobs, report)
+
+
+def _groups(items, size: int) -> list[list[Item]]:
+    """Consecutive groups of `size` items (of similar lengths when sorted longest first: the
+    streams of a batch end close together)."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _longest_first(items) -> list[Item]:
@@ -293,17 +346,17 @@ def _longest_first(items) -> list[Item]:
     return sorted(items, key=size, reverse=True)
 
 
-def _run_processes(spec, items, out_dir, settings, jobs, report) -> None:
+def _run_processes(spec, groups, out_dir, settings, jobs, report) -> None:
     ctx = multiprocessing.get_context("spawn")   # no forked copy of LLVM, threads or locks
     tasks, results = ctx.Queue(), ctx.Queue()
-    for item in items + [None] * jobs:
-        tasks.put(item)
+    for group in groups + [None] * jobs:
+        tasks.put(group)
     workers = [ctx.Process(target=_worker, args=(spec, out_dir, settings, tasks, results),
                            daemon=True) for _ in range(jobs)]
     for w in workers:
         w.start()
     try:
-        remaining = len(items)
+        remaining = sum(map(len, groups))
         while remaining:
             try:
                 message = results.get(timeout=0.5)
@@ -349,7 +402,8 @@ def _exit_on_sigterm(signum, frame):
 
 
 def _worker(spec, out_dir, settings, tasks, results) -> None:
-    """A worker process: load the model (kernels from the cache), vocode items until None."""
+    """A worker process: load the model (kernels from the cache), vocode groups of items
+    until None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C and stops us
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     model, load_args = spec
@@ -360,8 +414,9 @@ def _worker(spec, out_dir, settings, tasks, results) -> None:
         results.put(JitvocError(f"a worker process could not load the model: {e}"))
         return
     results.put(f"worker {os.getpid()}: model loaded in {time.perf_counter() - start:.2f} s")
-    while (item := tasks.get()) is not None:
-        results.put(process(vocoder, item, out_dir, settings))
+    while (group := tasks.get()) is not None:
+        for result in process(vocoder, group, out_dir, settings):
+            results.put(result)
 
 
 # --- many machines: Ray Data ---------------------------------------------------------------------
@@ -375,14 +430,15 @@ class RayVocoder:
 
     def __call__(self, batch: dict) -> dict:
         out = {"path": [], "wav": [], "audio_s": [], "notes": [], "error": []}
-        for data, path in zip(batch["bytes"], batch["path"]):
-            try:
-                wav, seconds, notes = vocode(self.vocoder, self.kinds[path], bytes(data), path,
-                                             self.settings)
-                error = ""
-            except Exception as e:   # reported per file; the pipeline goes on
+        inputs = [(self.kinds[path], bytes(data), path)
+                  for data, path in zip(batch["bytes"], batch["path"])]
+        for path, vocoded in zip(batch["path"], vocode_many(self.vocoder, inputs,
+                                                            self.settings)):
+            if isinstance(vocoded, Exception):   # reported per file; the pipeline goes on
                 wav, seconds, notes = b"", 0.0, ()
-                error = _failure(Item(path, "", ""), e).error
+                error = _failure(Item(path, "", ""), vocoded).error
+            else:
+                (wav, seconds, notes), error = vocoded, ""
             for key, value in zip(out, (path, wav, seconds, "; ".join(notes), error)):
                 out[key].append(value)
         return {k: np.array(v, dtype=object if k != "audio_s" else np.float64)
@@ -399,11 +455,13 @@ def pipeline(model, items, settings=Settings(), workers=None, **load_args):
     # would never be scheduled.
     kinds = {os.path.abspath(item.source): item.kind for item in items}
     files = ray.data.read_binary_files(list(kinds), include_paths=True, num_cpus=0)
-    # A fixed pool of one-CPU actors, each sent one file at a time: files take seconds, so
-    # balance matters more than prefetching. (`concurrency=` is deprecated since Ray 2.51.)
+    # A fixed pool of one-CPU actors, each sent one file (settings.batch files) at a time:
+    # files take seconds, so balance matters more than prefetching. (`concurrency=` is
+    # deprecated since Ray 2.51.)
     actors = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)
     return files.map_batches(RayVocoder, fn_constructor_args=(model, kinds, settings, load_args),
-                             batch_size=1, batch_format="numpy", compute=actors, num_cpus=1)
+                             batch_size=settings.batch, batch_format="numpy", compute=actors,
+                             num_cpus=1)
 
 
 def run_ray(model, items, out_dir, settings=Settings(), workers=None, report=None,

@@ -10,6 +10,8 @@ import numpy as np
 
 from .errors import InputError
 
+MAX_STREAMS = 64   # streams of a batched engine (JitEngine(vectors=B); B-vector kernels go to 64)
+
 
 @dataclass
 class GenState:

@@ -12,9 +12,10 @@ import numpy as np
 
 from . import cpu as cpu_mod
 from . import config, jit, native
-from .contracts import LOOP_GENERATE, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS
+from .contracts import LOOP_GENERATE, LOOP_GENERATE_BATCH, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS
+from .emit import batch as batch_loop
 from .emit.loop import build_module, core_modules, core_symbol_of
-from .engine import GenState
+from .engine import MAX_STREAMS, GenState
 from .errors import InputError
 from .layout import aligned, padded
 from .plan.matvec import kernel_index
@@ -53,23 +54,34 @@ def _announce(names) -> None:
 
 
 class JitEngine:
-    """The compiled WaveRNN loop for one model, dtype and CPU generation."""
+    """The compiled WaveRNN loop for one model, dtype and CPU generation; with `vectors` B > 1,
+    the batched loop (emit.batch): generate_batch only."""
     backend = "jit"
 
-    def __init__(self, model, cpu=None, dtype="int8", precision=None):
+    def __init__(self, model, cpu=None, dtype="int8", precision=None, vectors=1):
+        if not (isinstance(vectors, int) and 1 <= vectors <= MAX_STREAMS):
+            raise InputError(f"vectors (streams per batch) must be an int from 1 to "
+                             f"{MAX_STREAMS}, got {vectors!r}")
         gen = cpu_mod.resolve(cpu)
         cpu_mod.require_runnable(gen)
         self.model, self.dtype, self.cpu, self.gen = model, dtype, gen.name, gen
+        self.vectors = vectors
         ranges = None if dtype == "float32" else activation_ranges(model)
-        self.plan = plan_vocoder(model, dtype, gen, ranges, precision)
+        self.plan = plan_vocoder(model, dtype, gen, ranges, precision, vectors)
         cores = core_modules(self.plan)   # gru.R's first: the biggest
-        self._lib = jit.load_parts(cores[:1] + [(self.plan.name, lambda: build_module(self.plan))]
+        emit = build_module if vectors == 1 else batch_loop.build_module
+        self._lib = jit.load_parts(cores[:1] + [(self.plan.name, lambda: emit(self.plan))]
                                    + cores[1:], gen, announce=_announce)
         self._arrays = self._param_arrays()
         addresses = {f"{m}.core": self._lib.address(core_symbol_of(self.plan, m))
                      for m in NAMES}
         self._params = LOOP_PARAMS.pack(
             {k: a.ctypes.data for k, a in self._arrays.items()} | addresses)
+        if vectors > 1:
+            self._generate_batch = native.function(
+                self._lib.address(LOOP_GENERATE_BATCH.symbol(self.plan.name)),
+                LOOP_GENERATE_BATCH)
+            return
         self._generate = native.function(
             self._lib.address(LOOP_GENERATE.symbol(self.plan.name)), LOOP_GENERATE)
         self._teacher = native.function(
@@ -89,14 +101,20 @@ class JitEngine:
                       "row_scale": padded(plan.row_scale, p.rows_padded, np.float32),
                       "zcorr": padded(zc, p.rows_padded, np.int32)}
             out |= {f"{name}.{a}": aligned(arrays[a]) for a in MATRIX_ARRAYS}
-            # the bias its epilogue reads, padded like its rows
-            out[BY_NAME[name].bias] = padded(w[BY_NAME[name].bias], p.rows_padded, np.float32)
+            # the bias its epilogue reads, padded like its rows (B copies: LOOP_PARAMS)
+            bias = padded(w[BY_NAME[name].bias], p.rows_padded, np.float32)
+            out[BY_NAME[name].bias] = bias if name == "gru.R" else np.tile(bias, self.vectors)
         I = w["gru.I"]
         out |= {f"gru.I{j}": aligned(I[:, j], np.float32) for j in range(3)}
         return out
 
     def __repr__(self):
         return f"<JitEngine {self.plan.name} on {self.cpu}>"
+
+    def _single_stream(self, what: str) -> None:
+        if self.vectors > 1:
+            raise InputError(f"{what} runs on a single-stream engine; this one is batched "
+                             f"(vectors = {self.vectors}): use generate_batch")
 
     def _check_k(self, K, n_samples) -> np.ndarray:
         H3, hop = 3 * self.model.hidden, self.model.hop_length
@@ -113,6 +131,7 @@ class JitEngine:
 
     def generate(self, K, t0, n_samples, state: GenState, seed) -> np.ndarray:
         """int16 samples t0 .. t0 + n_samples − 1; `state` is advanced in place."""
+        self._single_stream("generate")
         hop = self.model.hop_length
         if t0 < 0 or t0 % hop:
             raise InputError(f"t0 = {t0} is not a non-negative multiple of hop {hop}")
@@ -138,6 +157,7 @@ class JitEngine:
     def teacher_forced(self, K, audio) -> np.ndarray:
         """P(c_t), P(f_t) given the true samples, encoded with the model's representation:
         float32 [T, 2, 256] (K starts at sample 0)."""
+        self._single_stream("teacher_forced")
         audio = np.asarray(audio)
         if audio.dtype != np.int16 or audio.ndim != 1 or audio.size == 0:
             raise InputError(f"audio must be non-empty 1-D int16, got {audio.dtype} {audio.shape}")
@@ -152,3 +172,46 @@ class JitEngine:
                       native.ptr(f_prev), native.ptr(c_cur), native.ptr(h),
                       native.ptr(self._params))
         return probs
+
+    def generate_batch(self, Ks, lengths, states, seeds) -> list:
+        """int16 samples of up to B streams stepped together (a batched engine): stream j
+        generates lengths[j] samples from states[j] (advanced in place; every state at the same
+        sample t0, a multiple of hop) with its own K (as `generate`'s) and seed. Stream j's
+        samples are those `generate(Ks[j], t0, lengths[j], states[j], seeds[j])` returns."""
+        if self.vectors == 1:
+            raise InputError("generate_batch needs an engine built with vectors > 1")
+        n_streams = len(states)
+        if not (1 <= n_streams <= self.vectors and len(Ks) == len(lengths) == len(seeds)
+                == n_streams):
+            raise InputError(f"generate_batch takes 1 to {self.vectors} streams and one K, "
+                             f"length and seed each, got {len(Ks)} K, {len(lengths)} lengths, "
+                             f"{n_streams} states, {len(seeds)} seeds")
+        t0 = states[0].t
+        if t0 % self.model.hop_length or any(st.t != t0 for st in states):
+            raise InputError(f"the streams of a batch start together at a multiple of the hop, "
+                             f"got samples {[st.t for st in states]}")
+        for st, n in zip(states, lengths):
+            st.check_filters()
+            if n < 0:
+                raise InputError(f"lengths must be non-negative, got {n}")
+        Ks = [self._check_k(K, n) for K, n in zip(Ks, lengths)]
+        B, H, n = self.vectors, self.model.hidden, max(lengths)
+        pad = B - n_streams   # idle streams: length 0, never read
+        lens = np.array(list(lengths) + [0] * pad, np.int64)
+        table = np.array([K.ctypes.data for K in Ks] + [Ks[0].ctypes.data] * pad, np.uint64)
+        h = np.zeros((B, H), np.float32)
+        h[:n_streams] = [st.h for st in states]
+        cf = np.zeros((B, 2), np.int32)
+        cf[:n_streams] = [(st.c_prev, st.f_prev) for st in states]
+        s = np.zeros((B, 2), np.float32)
+        s[:n_streams] = [(st.s_prev, st.y_prev) for st in states]
+        seeds = np.array([int(x) & 0xFFFFFFFF for x in seeds] + [0] * pad, np.uint32)
+        out = np.zeros((B, n), np.int16)
+        if n:
+            self._generate_batch(native.ptr(out), n, t0, native.ptr(lens), native.ptr(table),
+                                 native.ptr(h), native.ptr(cf), native.ptr(s), native.ptr(seeds),
+                                 native.ptr(self._params))
+        for j, st in enumerate(states):
+            st.h, st.c_prev, st.f_prev = h[j].copy(), int(cf[j, 0]), int(cf[j, 1])
+            st.s_prev, st.y_prev, st.t = float(s[j, 0]), float(s[j, 1]), t0 + int(lens[j])
+        return [out[j, :lengths[j]].copy() for j in range(n_streams)]

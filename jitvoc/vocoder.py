@@ -14,9 +14,11 @@ import numpy as np
 from .errors import InputError
 from .blas import blas_threads
 from .model import Model, load_model
-from .engine import GenState, conditioning, receptive_radius
+from .engine import MAX_STREAMS, GenState, conditioning, receptive_radius
 
 COND_BLOCK = 16  # frames of K per block; streaming latency is COND_BLOCK + look-ahead frames
+DEFAULT_BATCH = 8    # streams per step of synthesize_batch and synthesize_folded
+DEFAULT_OVERLAP = 4  # frames of overlap of synthesize_folded: 2 of warm-up, 2 of crossfade
 DTYPES = ("int8", "int16", "float32")
 MEL_LAYOUTS = ("frames-mels", "mels-frames")   # jitvoc's [frames, n_mels]; librosa's transpose
 
@@ -57,6 +59,7 @@ class Vocoder:
         self.sample_rate, self.n_mels = model.sample_rate, model.n_mels
         self.hop_length = model.hop_length
         self.dtype, self.cpu = engine.dtype, engine.cpu
+        self._batch_engines = {}   # B -> the batched engine (synthesize_batch)
 
     def __repr__(self):
         return (f"Vocoder({self.model!r}, backend={self.backend!r}, dtype={self.dtype!r}, "
@@ -80,12 +83,103 @@ class Vocoder:
         mel = self._check_mel(self.frames_first(mel, layout))
         if self.backend != "jit":
             return np.concatenate(list(self.stream([mel], seed)))
+        return self._engine.generate(self._conditioning(mel), 0, len(mel) * self.hop_length,
+                                     GenState.initial(self.model.hidden), seed)
+
+    def synthesize_batch(self, mels, seeds=0, batch=DEFAULT_BATCH,
+                         layout="frames-mels") -> list:
+        """One int16 array per mel of `mels` (a sequence of log-mels, each [F_i, n_mels]; any
+        lengths), each exactly `synthesize(mels[i], seeds[i], layout)`.
+
+        `seeds`: one int for every mel, or one per mel. `batch`: B, the streams generated
+        together by the batched engine (compiled once per B, on first use): every weight panel
+        is loaded once per step for all B. The conditioning runs per mel; the mels are then
+        taken longest first, B at a time, so that the streams of a batch end close together
+        (a finished stream leaves its batch; its lane idles until the batch ends). batch=1, or
+        the reference backend, runs `synthesize` per mel."""
+        _check_batch(batch)
+        mels = [self._check_mel(self.frames_first(m, layout)) for m in mels]
+        seeds = self._seeds(seeds, len(mels))
+        if self.backend != "jit" or batch == 1 or len(mels) <= 1:
+            return [self.synthesize(m, sd) for m, sd in zip(mels, seeds)]
+        Ks = [self._conditioning(m) for m in mels]
+        lengths = [len(m) * self.hop_length for m in mels]
+        return self._generate_batches(Ks, lengths, seeds, batch)
+
+    def synthesize_folded(self, mel, seed=0, batch=DEFAULT_BATCH, segment_frames=None,
+                          overlap_frames=DEFAULT_OVERLAP, layout="frames-mels") -> np.ndarray:
+        """int16 audio [F * hop] of one long mel, generated as overlapping segments in one
+        batch (opt-in: it trades a little quality for speed; `synthesize` is the exact one).
+
+        The mel's conditioning is computed whole; segment j owns frames [j·S, (j+1)·S)
+        (S = segment_frames; by default the mel split into `batch` segments) and starts
+        `overlap_frames` (O) early, from silence with seed + j. Where segment j+1 overlaps
+        segment j's end, its first O/2 frames (the warm-up from silence) are dropped and the
+        next O − O/2 frames crossfade at equal power (gains √(½(1 ± t)), squares summing to 1),
+        as fatchord's WaveRNN folds: no click (tests/test_batch.py), but each seam is the
+        meeting of two streams that did not hear each other: not the samples of one
+        stream."""
+        _check_batch(batch)
+        mel = self._check_mel(self.frames_first(mel, layout))
+        if not (isinstance(overlap_frames, int) and overlap_frames >= 2):
+            raise InputError(f"overlap_frames must be an int >= 2, got {overlap_frames!r}")
+        seg = segment_frames or max(-(-len(mel) // batch), 2 * overlap_frames)
+        if not (isinstance(seg, int) and seg >= 2 * overlap_frames):
+            raise InputError(f"segment_frames must be an int >= 2 * overlap_frames "
+                             f"({2 * overlap_frames}), got {segment_frames!r}")
+        K = self._conditioning(mel)
+        spans = fold_spans(len(mel), seg, overlap_frames)
+        hop = self.hop_length
+        audio = self._generate_batches([K[a:e + 1] for a, e in spans],
+                                       [(e - a) * hop for a, e in spans],
+                                       [(int(seed) + j) & 0xFFFFFFFF for j in range(len(spans))],
+                                       batch)
+        return crossfade_unfold(audio, [a * hop for a, _ in spans], overlap_frames * hop,
+                                len(mel) * hop)
+
+    def _conditioning(self, mel) -> np.ndarray:
+        """K of a whole mel, as synthesize feeds the JIT engine: F + 1 rows (K_F := K_{F-1})."""
         cond = _Conditioner(self.model)
         cond.push(mel)
         K = np.concatenate(list(cond.blocks(final=True)))
-        K = np.concatenate([K, K[-1:]])   # K_F := K_{F-1}
-        return self._engine.generate(K, 0, len(mel) * self.hop_length,
-                                     GenState.initial(self.model.hidden), seed)
+        return np.concatenate([K, K[-1:]])
+
+    def _generate_batches(self, Ks, lengths, seeds, batch) -> list:
+        """The streams (K, length, seed) generated B = `batch` at a time, longest first."""
+        if batch == 1 or self.backend != "jit" or len(Ks) == 1:
+            return [self._engine.generate(K, 0, n, GenState.initial(self.model.hidden), sd)
+                    for K, n, sd in zip(Ks, lengths, seeds)]
+        engine = self._batch_engine(batch)
+        order = sorted(range(len(Ks)), key=lambda j: -lengths[j])
+        out = [None] * len(Ks)
+        for g in range(0, len(order), batch):
+            group = order[g:g + batch]
+            states = [GenState.initial(self.model.hidden) for _ in group]
+            for j, a in zip(group, engine.generate_batch([Ks[j] for j in group],
+                                                         [lengths[j] for j in group], states,
+                                                         [seeds[j] for j in group])):
+                out[j] = a
+        return out
+
+    def _batch_engine(self, batch):
+        """The batched engine for B = `batch` streams (compiled, or loaded from the cache, on
+        first use)."""
+        if batch not in self._batch_engines:
+            from .engine_jit import JitEngine
+            e = self._engine
+            self._batch_engines[batch] = JitEngine(self.model, cpu=e.gen, dtype=e.dtype,
+                                                   vectors=batch)
+        return self._batch_engines[batch]
+
+    @staticmethod
+    def _seeds(seeds, n) -> list:
+        if np.ndim(seeds) == 0:
+            return [seeds] * n
+        seeds = list(seeds)
+        if len(seeds) != n:
+            raise InputError(f"seeds must be one int or one per mel: {len(seeds)} seeds for "
+                             f"{n} mels")
+        return seeds
 
     def frames_first(self, mel, layout) -> np.ndarray:
         """`mel` in jitvoc's [frames, n_mels] layout, given in `layout` (MEL_LAYOUTS)."""
@@ -156,6 +250,36 @@ class Vocoder:
         if not np.isfinite(mel).all():
             raise InputError("mel holds NaN or infinite values")
         return mel
+
+
+def _check_batch(batch) -> None:
+    if not (isinstance(batch, int) and 1 <= batch <= MAX_STREAMS):
+        raise InputError(f"batch must be an int from 1 to {MAX_STREAMS}, got {batch!r}")
+
+
+def fold_spans(frames: int, segment: int, overlap: int) -> list:
+    """[(first, end)) frames of each segment of Vocoder.synthesize_folded: segment j owns
+    [j·segment, (j+1)·segment) and starts `overlap` frames early (j > 0)."""
+    return [(max(0, a - overlap), min(frames, a + segment)) for a in range(0, frames, segment)]
+
+
+def crossfade_unfold(segments, starts, overlap: int, total: int) -> np.ndarray:
+    """The segments (int16, segment j from sample starts[j]) joined: over each overlap of
+    `overlap` samples, the next segment's first half is dropped and its second half
+    crossfades in at equal power (see Vocoder.synthesize_folded)."""
+    out = np.zeros(total, np.float64)
+    silence = overlap // 2
+    t = np.linspace(-1.0, 1.0, overlap - silence)
+    fade_in, fade_out = np.sqrt(0.5 * (1 + t)), np.sqrt(0.5 * (1 - t))
+    for j, (seg, a) in enumerate(zip(segments, starts)):
+        seg = seg.astype(np.float64)
+        if j == 0:
+            out[a:a + len(seg)] = seg
+            continue
+        fade = slice(a + silence, a + overlap)
+        out[fade] = out[fade] * fade_out + seg[silence:overlap] * fade_in
+        out[a + overlap:a + len(seg)] = seg[overlap:]
+    return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
 
 
 class _Conditioner:

@@ -1,5 +1,6 @@
 """Corpus mode (issue 15, items 4 and 5): many inputs on every core, per-file errors, atomic
 outputs, kernels compiled once, and the Ray Data pipeline on a local Ray instance."""
+import io
 import os
 import re
 import subprocess
@@ -76,10 +77,13 @@ def test_collect_refuses(tmp_path, make, message):
         corpus.collect(paths, list_file=list_file)
 
 
-@pytest.mark.parametrize("jobs", [pytest.param(1, marks=pytest.mark.slow), 2])
-def test_each_output_equals_the_single_file_result(model_path, inputs, tmp_path, jobs, capsys):
+@pytest.mark.parametrize("jobs, batch", [pytest.param(1, 1, marks=pytest.mark.slow), (2, 1),
+                                         (1, 3), pytest.param(2, 2, marks=pytest.mark.slow)])
+def test_each_output_equals_the_single_file_result(model_path, inputs, tmp_path, jobs, batch,
+                                                   capsys):
+    """Also with --batch B: the files generated B at a time (synthesize_batch), same bytes."""
     out = tmp_path / "out"
-    assert cli("corpus", model_path, inputs, "-o", out, "--jobs", jobs) == 0
+    assert cli("corpus", model_path, inputs, "-o", out, "--jobs", jobs, "--batch", batch) == 0
     err = capsys.readouterr().err
     assert f"wrote 5 of 5 files to {out}" in err and "x realtime" in err
     assert "note: 1 input was mixed down or resampled" in err
@@ -92,12 +96,16 @@ def test_each_output_equals_the_single_file_result(model_path, inputs, tmp_path,
         ["a0.wav", "a1.wav", "a2.wav", "sub", "b.wav", "m.wav"])   # no temporary files
 
 
-def test_resynth_takes_many_files_and_reports_failures(model_path, inputs, tmp_path, capsys):
+@pytest.mark.parametrize("jobs, batch", [(2, 1), (1, 5)])
+def test_resynth_takes_many_files_and_reports_failures(model_path, inputs, tmp_path, capsys,
+                                                       jobs, batch):
+    """Failures are per file, also among the files of one batch."""
     (inputs / "bad.wav").write_bytes(b"not audio")
     (inputs / "empty.wav").write_bytes(b"")
     out = tmp_path / "out"
     code = cli("resynth", model_path, inputs / "a0.wav", inputs / "bad.wav", inputs / "gone.wav",
-               inputs / "a2.wav", inputs / "empty.wav", "-o", out, "--jobs", 2)
+               inputs / "a2.wav", inputs / "empty.wav", "-o", out, "--jobs", jobs,
+               "--batch", batch)
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     assert f"error: {inputs / 'bad.wav'}: not a readable audio file (Error opening " \
@@ -118,7 +126,7 @@ def test_a_default_model_and_the_model_first(model_path, inputs, tmp_path, capsy
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--batch", "4"], "--batch 4: batched generation .* is not implemented yet"),
+    (["--batch", "65"], "--batch must be at most 64"),
     (["--batch", "0"], "--batch must be at least 1"),
     (["--jobs", "0"], "--jobs must be at least 1"),
     (["--address", "auto"], "--address names a Ray cluster: it needs --ray"),
@@ -192,3 +200,20 @@ def test_ray_outputs_equal_the_single_process_result(local_ray, model_path, inpu
     assert sorted(str(p.relative_to(on_ray)) for p in on_ray.rglob("*.wav")) == names
     for name in names:
         assert (on_ray / name).read_bytes() == (local / name).read_bytes(), name
+
+
+def test_a_bad_mel_fails_alone_in_its_batch(model_path):
+    """A mel the vocoder refuses (NaN) fails by itself; the rest of its batch is vocoded, each
+    as alone."""
+    voc = corpus.load(str(model_path))
+    good = np.random.default_rng(1).normal(-4, 2, (5, 8)).astype(np.float32)
+    data = []
+    for m in (good, np.full((3, 8), np.nan, np.float32), good[:2]):
+        buf = io.BytesIO()
+        np.save(buf, m)
+        data.append(buf.getvalue())
+    out = corpus.vocode_many(voc, [("mel", d, f"m{i}.npy") for i, d in enumerate(data)],
+                             corpus.Settings(batch=3))
+    assert isinstance(out[1], Exception) and "NaN" in str(out[1])
+    for i in (0, 2):
+        assert out[i] == corpus.vocode(voc, "mel", data[i], f"m{i}.npy", corpus.Settings())

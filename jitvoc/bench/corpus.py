@@ -1,14 +1,19 @@
-"""`jitvoc bench corpus`: one generated corpus vocoded by `jitvoc.corpus` with 1 and 2 worker
-processes and through Ray Data with 1 and 2 workers (a local instance), in one run.
+"""`jitvoc bench corpus`: one generated corpus vocoded with the batched engine for several B,
+then by `jitvoc.corpus` with 1 and 2 worker processes and through Ray Data with 1 and 2
+workers (a local instance), in one run.
 
 The corpus is --files audio files of --seconds each (noise at the model's rate) and the model
 a random_model(--hidden) at 24 kHz, saved with its activation ranges (jitvoc.calibrate) as
 exported models are. Two figures per setup, x realtime:
 "whole", the corpus's audio over the wall time of a whole run (model load, worker start-up,
 every file written), and "marginal", that of the corpus's second half, which the fixed costs
-do not reach; medians of rounds that time each setup once. Targets (issue 15): 2 processes at least 1.9x one, Ray on 2 workers
-within 15% of 2 processes. Batched generation (--batch, items 1-3 of the issue) is not built
-yet, so B = 1 only.
+do not reach; medians of rounds that time each setup once. Targets (issue 15): 2 processes at
+least 1.9x one, Ray on 2 workers within 15% of 2 processes.
+
+Batched generation first: the corpus's mels vocoded in this process by
+Vocoder.synthesize_batch for each B of --batches (B = 1: synthesize per mel), samples/s of
+CPU time (one thread: the machine's load does not count), medians of rounds that time every B
+once. Target (issue 15): B = 8 at least 1.5x B = 1.
 """
 from __future__ import annotations
 
@@ -37,6 +42,10 @@ def add_arguments(p) -> None:
     p.add_argument("--dtype", default="int8", help="int8 (default), int16 or float32")
     p.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
     p.add_argument("--no-ray", action="store_true", help="leave the Ray setups out")
+    p.add_argument("--batches", default="1,2,4,8,16",
+                   help="streams per step B to time, comma-separated (default 1,2,4,8,16)")
+    p.add_argument("--batch-only", action="store_true",
+                   help="time the batches only (no process or Ray setups)")
     p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
 
@@ -92,18 +101,58 @@ def run(args) -> int:
         model = tmp / "model.npz"   # with its activation ranges, as exported models have
         calibrate(random_model(hidden=args.hidden, sample_rate=24000)).save(model)
         items = make_corpus(tmp / "in", args.files, args.seconds, 24000)
-        corpus.run(model, items[:1], tmp / "warm", jobs=1, dtype=args.dtype)  # kernels cached
-        if not args.no_ray:
-            _start_ray()
-        speeds = measure(model, items, args.seconds, setups, args.repeats, args.dtype, tmp)
-    table, figures = _table(speeds, args)
-    print(table.text())
+        batches = [int(b) for b in args.batches.split(",") if b]
+        by_batch = measure_batches(load(model, dtype=args.dtype), items, batches, args.repeats)
+        batch_table = _batch_table(by_batch, args)
+        print(batch_table.text())
+        speeds = {}
+        if not args.batch_only:
+            corpus.run(model, items[:1], tmp / "warm", jobs=1, dtype=args.dtype)  # cached
+            if not args.no_ray:
+                _start_ray()
+            speeds = measure(model, items, args.seconds, setups, args.repeats, args.dtype, tmp)
+    tables, figures = [batch_table], {}
+    if speeds:
+        table, figures = _table(speeds, args)
+        print(table.text())
+        tables.append(table)
     if args.markdown:
-        Path(args.markdown).write_text(table.markdown() + "\n")
+        Path(args.markdown).write_text("\n\n".join(t.markdown() for t in tables) + "\n")
     if args.json:
         report.write_json(args.json, {"figures": figures, "speeds": {
-            f"{s} {w}": runs for (s, w), runs in speeds.items()}})
+            f"{s} {w}": runs for (s, w), runs in speeds.items()},
+            "samples_per_s_by_batch": by_batch})
     return 0
+
+
+def measure_batches(vocoder, items, batches, repeats) -> dict:
+    """{B: [samples/s of CPU time per round]}: the items' mels through synthesize_batch."""
+    mels = [corpus.prepare(vocoder, item.kind, corpus.read_bytes(item.source), item.source,
+                           "frames-mels")[0] for item in items]
+    n = sum(len(m) for m in mels) * vocoder.hop_length
+    for b in batches:   # compiled (or loaded) before any timing
+        vocoder.synthesize_batch([m[:1] for m in mels[:2]], batch=b)
+    out = {b: [] for b in batches}
+    for _ in range(repeats):
+        for b in batches:
+            start = time.process_time()
+            vocoder.synthesize_batch(mels, batch=b)
+            out[b].append(n / (time.process_time() - start))
+    return out
+
+
+def _batch_table(by_batch, args):
+    med = {b: float(np.median(v)) for b, v in by_batch.items()}
+    base = med.get(1)
+    rows = [[b, f"{m:,.0f}", f"{m / base:.2f}" if base else "", f"{m / 24000:.1f}",
+             f"{100 * report.summary(by_batch[b])[1]:.0f}%"] for b, m in med.items()]
+    notes = [f"{args.files} files x {args.seconds:g} s, random_model({args.hidden}) at 24 kHz, "
+             f"{args.dtype}, native, one thread: Vocoder.synthesize_batch (conditioning "
+             f"included); samples/s of CPU time, medians of {args.repeats} rounds"]
+    if base and 8 in med:
+        notes.append(f"B = 8 / B = 1: {med[8] / base:.2f}x (target >= 1.5x)")
+    return report.Table("corpus: batched generation, one core",
+                        ["B", "samples/s", "vs B = 1", "x realtime", "spread"], rows, notes)
 
 
 def _start_ray() -> None:

@@ -77,10 +77,12 @@ def register(sub) -> None:
                                     "line's cold and warm runs.")
     bench_synth.add_arguments(u)
     u.set_defaults(func=bench_synth.run)
-    c = bsub.add_parser("corpus", help="a corpus on 1 and 2 processes and on Ray",
-                        description="Vocode one generated corpus with 1 and 2 worker processes "
-                                    "and through Ray Data with 1 and 2 workers, and compare "
-                                    "their realtime factors.")
+    c = bsub.add_parser("corpus", help="a corpus batched (B streams), on 1 and 2 processes "
+                                       "and on Ray",
+                        description="Vocode one generated corpus with the batched engine for "
+                                    "B = 1, 2, 4, 8, 16 (samples/s of CPU time, one thread), "
+                                    "then with 1 and 2 worker processes and through Ray Data "
+                                    "with 1 and 2 workers, and compare their realtime factors.")
     bench_corpus.add_arguments(c)
     c.set_defaults(func=bench_corpus.run)
     e = bsub.add_parser("cells", help="compiled LSTM and GRU cells vs PyTorch eager and "

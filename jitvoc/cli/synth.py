@@ -11,6 +11,7 @@ import numpy as np
 from .. import corpus, pretrained
 from ..audio import SUBTYPES, check_output, write_audio
 from ..calibration import calibrate
+from ..engine import MAX_STREAMS
 from ..errors import JitvocError
 from ..model import load_model
 from ..optional import require
@@ -37,8 +38,9 @@ CORPUS = ("Vocode a corpus: .npy log-mels as jitvoc synth does and audio files a
           "or, with --ray, on a Ray cluster (pip install 'jitvoc[ray]'; docs/corpus.md).")
 KINDS = {"synth": ("mel",), "resynth": ("audio",), "corpus": ("mel", "audio")}
 ENGINES = {"jit": None, "reference": ReferenceEngine}   # --backend -> load(engine=); None: JIT
-BATCH_NOTE = ("streams vocoded together per process; only 1 is implemented (batched generation "
-              "is not built yet)")
+BATCH_NOTE = ("files generated together per process (default 1): B streams per step of one "
+              "compiled loop share every weight load, the same outputs faster; a batch's files "
+              "are of similar sizes (longest first)")
 
 
 def register(sub) -> None:
@@ -93,9 +95,8 @@ def register(sub) -> None:
 def _main(args) -> int:
     if args.batch < 1:
         raise JitvocError(f"--batch must be at least 1, got {args.batch}")
-    if args.batch > 1:
-        raise JitvocError(f"--batch {args.batch}: batched generation (several streams per "
-                          f"process) is not implemented yet; use --batch 1 and --jobs")
+    if args.batch > MAX_STREAMS:
+        raise JitvocError(f"--batch must be at most {MAX_STREAMS}, got {args.batch}")
     if args.jobs is not None and args.jobs < 1:
         raise JitvocError(f"--jobs must be at least 1, got {args.jobs}")
     if getattr(args, "address", None) and not args.ray:
@@ -146,7 +147,8 @@ def _calibrated(args, model):
 
 
 def _settings(args) -> corpus.Settings:
-    return corpus.Settings(args.seed, args.format, getattr(args, "mel_layout", MEL_LAYOUTS[0]))
+    return corpus.Settings(args.seed, args.format, getattr(args, "mel_layout", MEL_LAYOUTS[0]),
+                           args.batch)
 
 
 def _corpus(args, model, items) -> int:

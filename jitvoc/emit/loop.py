@@ -121,9 +121,7 @@ class LoopEmitter:
         """One entry point: generate (sampling) or teacher_forced (the given samples)."""
         fn, a = define(self.m, LOOP_TEACHER if teacher else LOOP_GENERATE, self.plan.name)
         b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
-        self.p = {key: load(b, a.params, CORE_FN.as_pointer() if key.endswith(".core") else ptr,
-                            LOOP_PARAMS.slot(key), align=8, elem_type=ptr)
-                  for key in LOOP_PARAMS.names}
+        self.p = self._params(a.params)
         self.h, self.K = a.h, a.K
         self._scratch()
         self.pbuf = alloca(b, f32, 256)
@@ -138,6 +136,12 @@ class LoopEmitter:
         if not teacher:
             self._store_state(a, slots)
         b.ret_void()
+
+    def _params(self, params) -> dict:
+        """The entries of `params` (contracts.LOOP_PARAMS), loaded, by name."""
+        return {key: load(self.b, params, CORE_FN.as_pointer() if key.endswith(".core") else ptr,
+                          LOOP_PARAMS.slot(key), align=8, elem_type=ptr)
+                for key in LOOP_PARAMS.names}
 
     def _scratch(self):
         """The buffers of one call, allocated once: R's output, the bias (+ K) of the gates,
@@ -398,15 +402,15 @@ class LoopEmitter:
         step = load(b, self.step, f32, b.zext(c, i64), align=4)
         s = b.fadd(load(b, self.base, f32, b.zext(c, i64), align=4), b.fmul(step, frac))
         if rep.preemphasis:
-            s = b.fadd(s, b.fmul(f32(float(np.float32(rep.preemphasis))), b.load(s_prev)))
-        y = self._dc_block(s, b.load(s_prev)) if rep.dc_block else s
+            s = b.fadd(s, b.fmul(f32(float(np.float32(rep.preemphasis))), b.load(s_prev, typ=f32)))
+        y = self._dc_block(s, b.load(s_prev, typ=f32)) if rep.dc_block else s
         b.store(s, s_prev)
         return b.trunc(b.fptosi(_rint_int16(b, b.fmul(y, f32(32768.0))), i32), i16)
 
     def _dc_block(self, s, s_prev):
         """y = (s − s_prev) + r·y_prev, stored as the new y_prev."""
         b, r = self.b, f32(float(np.float32(self.plan.representation.dc_block)))
-        y = b.fadd(b.fsub(s, s_prev), b.fmul(r, b.load(self.y_prev)))
+        y = b.fadd(b.fsub(s, s_prev), b.fmul(r, b.load(self.y_prev, typ=f32)))
         b.store(y, self.y_prev)
         return y
 

@@ -441,19 +441,21 @@ def store_rows(c: Core, ep: Epilogue, y, rb, set_indices):
                 total = b.fadd(total, a) if k.is_float else b.add(total, a)
             row = (i64(rb * k.lanes + n * k.width) if isinstance(rb, int)
                    else b.add(b.mul(rb, i64(k.lanes)), i64(n * k.width)))
-            total = _epilogue(b, k, ep, total, row)
             out = b.add(row, i64(v * k.packed.rows_padded)) if v else row
+            total = _epilogue(b, k, ep, total, row, out)
             b.store(total, gep(b, y, total.type.element, out), align=4)
 
 
-def _epilogue(b: ir.IRBuilder, k: Kernel, ep: Epilogue, total, row):
+def _epilogue(b: ir.IRBuilder, k: Kernel, ep: Epilogue, total, row, out):
+    """The sums of rows `row` .. (of vector v, stored at `out` = row + v · rows_padded, where
+    the bias is read too: a B-vector core's bias is [B, rows_padded])."""
     if ep.dequantize:
         zc = b.load(gep(b, ep.zcorr, i32, row), typ=k.acc_t, align=4)
         rs = b.load(gep(b, ep.row_scale, f32, row), typ=vec(f32, k.width), align=4)
         scale = b.fmul(rs, splat(b, ep.x_scale, k.width))
         total = b.fmul(b.sitofp(b.sub(total, zc), scale.type), scale)
     if ep.bias is not None:
-        total = b.fadd(total, b.load(gep(b, ep.bias, f32, row), typ=total.type, align=4))
+        total = b.fadd(total, b.load(gep(b, ep.bias, f32, out), typ=total.type, align=4))
     if ep.relu:
         zero_v = ir.Constant(total.type, [0.0] * k.width)
         total = b.select(b.fcmp_ordered(">", total, zero_v), total, zero_v)
@@ -592,23 +594,31 @@ INTERLEAVE_TILE = 16   # words (or codes) per vector transposed at once: one at 
 # now (native, Zen 4)
 
 
-def interleave(k: Kernel, b: ir.IRBuilder, src, src_len: int):
+def interleave(k: Kernel, b: ir.IRBuilder, src, src_len: int, stride: int | None = None,
+               buf=None):
     """xin of a B-vector kernel (module docstring) from B rows of src_len codes (or floats),
-    zero-padded to x_len: a tile of words (or codes) of every row at a time, transposed by one
-    shuffle."""
+    `stride` elements apart (default src_len), zero-padded to x_len: a tile of words (or
+    codes) of every row at a time, transposed by one shuffle. Into `buf` when given
+    (interleave_buffer), else a new stack buffer."""
     n, p = k.vectors, k.packed
     per, unit = _interleave_unit(k)
-    buf = alloca(b, unit, p.x_len // per * n, align=CACHE_LINE)
-    tile, have = INTERLEAVE_TILE, src_len // per
+    buf = interleave_buffer(k, b) if buf is None else buf
+    tile, have, stride = INTERLEAVE_TILE, src_len // per, stride or src_len
     with counted_loop(b, 0, have // tile * tile, tile, name="interleave") as w:
-        words = _transposed(k, b, src, src_len, w, tile)
+        words = _transposed(k, b, src, stride, w, tile)
         store(b, words, buf, b.mul(w, i64(n)), align=4, elem_type=unit)
     with counted_loop(b, have // tile * tile, p.x_len // per, name="interleave_tail") as w:
         inside = b.icmp_signed("<", w, i64(have))
-        words = _transposed(k, b, src, src_len, b.select(inside, w, i64(0)), 1)
+        words = _transposed(k, b, src, stride, b.select(inside, w, i64(0)), 1)
         words = b.select(inside, words, ir.Constant(words.type, None))
         store(b, words, buf, b.mul(w, i64(n)), align=4, elem_type=unit)
     return buf
+
+
+def interleave_buffer(k: Kernel, b: ir.IRBuilder):
+    """Stack space for the interleaved xin of a B-vector kernel."""
+    per, unit = _interleave_unit(k)
+    return alloca(b, unit, k.packed.x_len // per * k.vectors, align=CACHE_LINE)
 
 
 def _interleave_unit(k: Kernel):
@@ -619,28 +629,38 @@ def _interleave_unit(k: Kernel):
     return (k.group, i32) if k.codes_input else (1, k.elem)
 
 
-def _transposed(k: Kernel, b: ir.IRBuilder, src, src_len: int, w, count: int):
-    """Words w .. w + count - 1 of the B rows of src, as one vector ordered by word, then
-    row."""
+def _transposed(k: Kernel, b: ir.IRBuilder, src, stride: int, w, count: int):
+    """Words w .. w + count - 1 of the B rows of src (`stride` elements apart), as one vector
+    ordered by word, then row."""
     per, unit = _interleave_unit(k)
     rows = []
     for v in range(k.vectors):
-        at = b.add(b.mul(w, i64(per)), i64(v * src_len)) if v else b.mul(w, i64(per))
+        at = b.add(b.mul(w, i64(per)), i64(v * stride)) if v else b.mul(w, i64(per))
         rows.append(b.load(gep(b, src, k.elem, at), typ=vec(unit, count), align=k.esize))
     return interleaved(b, rows)
 
 
-def vector_activations(k: Kernel, b: ir.IRBuilder, x, x_inv):
-    """xin of a B-vector kernel for float x [B, cols]: each row quantized as `activations`
-    does, into a [B, x_len] buffer of codes, then interleaved."""
+def vector_activations(k: Kernel, b: ir.IRBuilder, x, x_inv, stride: int | None = None,
+                       bufs=None):
+    """xin of a B-vector kernel for float x [B, cols] (rows `stride` floats apart, default
+    cols): each row quantized as `activations` does, into a [B, x_len] buffer of codes, then
+    interleaved. `bufs`: the buffers of vector_buffers (else new stack buffers)."""
     p = k.packed
+    codes, buf = vector_buffers(k, b) if bufs is None else bufs
     if k.is_float:
-        return interleave(k, b, x, p.cols)
-    codes = alloca(b, k.elem, p.x_len * k.vectors, align=CACHE_LINE)
+        return interleave(k, b, x, p.cols, stride, buf)
     with counted_loop(b, 0, k.vectors, name="vector") as v:
-        row = gep(b, x, f32, b.mul(v, i64(p.cols)))
-        quantize(k, b, row, x_inv, gep(b, codes, k.elem, b.mul(v, i64(p.x_len))), put=_put_stored)
-    return interleave(k, b, codes, p.x_len)
+        row = gep(b, x, f32, b.mul(v, i64(stride or p.cols)))
+        quantize(k, b, row, x_inv, gep(b, codes, k.elem, b.mul(v, i64(p.x_len))), put=put_codes)
+    return interleave(k, b, codes, p.x_len, buf=buf)
+
+
+def vector_buffers(k: Kernel, b: ir.IRBuilder) -> tuple:
+    """(codes, interleaved) stack buffers of vector_activations (codes None for float
+    kernels). Allocate them once, in the entry block, when the core runs in a loop."""
+    codes = None if k.is_float else alloca(b, k.elem, k.packed.x_len * k.vectors,
+                                           align=CACHE_LINE)
+    return codes, interleave_buffer(k, b)
 
 
 def xin_buffer(k: Kernel, b: ir.IRBuilder, length: int = 0):
@@ -715,21 +735,16 @@ def code(k: Kernel, b: ir.IRBuilder, v, x_inv):
 
 
 def put_codes(k: Kernel, b: ir.IRBuilder, buf, c, codes):
-    """Store code(s) for column c on: into the shifted tables (gathering panels, as the
-    unsigned 8/16-bit pattern) or as stored codes."""
+    """Store code(s) for column c on: into the shifted tables (gathering panels of one vector,
+    as the unsigned 8/16-bit pattern) or as stored codes (what `interleave` reads for a
+    B-vector kernel)."""
     n = codes.type.count if isinstance(codes.type, ir.VectorType) else 0
     narrow = b.trunc(codes, vec(k.elem, n) if n else k.elem)
-    if not k.codes_input:
+    if not k.codes_input and k.vectors == 1:
         _store_shifted(k, b, buf, c, b.zext(narrow, codes.type))
     else:
         store(b, narrow, buf, c, align=k.esize, elem_type=k.elem)
 
-
-def _put_stored(k: Kernel, b: ir.IRBuilder, buf, c, codes):
-    """Store code(s) for column c on as stored codes (the rows a B-vector kernel interleaves)."""
-    n = codes.type.count if isinstance(codes.type, ir.VectorType) else 0
-    store(b, b.trunc(codes, vec(k.elem, n) if n else k.elem), buf, c, align=k.esize,
-          elem_type=k.elem)
 
 
 def stack_bytes(spec: KernelSpec, packed: Packed, gen) -> int:

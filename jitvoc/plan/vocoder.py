@@ -44,6 +44,7 @@ class VocoderPlan:
     formats: dict    # matrix name -> FixedPoint of its input (integer dtypes)
     shared: dict     # O1/O3 -> column offset when they read gru.R's activation buffer
     representation: Representation  # the output decode, compiled in
+    vectors: int = 1  # B: streams advanced per step (the batched loop, B-vector kernels)
 
     @property
     def name(self) -> str:
@@ -51,10 +52,12 @@ class VocoderPlan:
         rep = self.representation
         h = hashlib.sha256(f"{self.hidden}/{self.hop}/{self.upsample}/{rep.code}/"
                            f"{rep.preemphasis!r}/{rep.dc_block!r}".encode())
+        batch = f"_b{self.vectors}" if self.vectors > 1 else ""
         for m in NAMES:
             h.update(self.plans[m].spec.name.encode())
             h.update(str(self.formats.get(m)).encode())
-        return f"wavernn_h{self.hidden}_{self.dtype}_{self.plans['gru.R'].spec.isa}_{h.hexdigest()[:10]}"
+        return (f"wavernn_h{self.hidden}_{self.dtype}_{self.plans['gru.R'].spec.isa}{batch}_"
+                f"{h.hexdigest()[:10]}")
 
 
 def input_formats(precision: dict, ranges: dict | None) -> dict:
@@ -75,10 +78,11 @@ def input_formats(precision: dict, ranges: dict | None) -> dict:
 
 
 def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
-                 precision: dict | None = None) -> VocoderPlan:
+                 precision: dict | None = None, vectors: int = 1) -> VocoderPlan:
     """Plan the loop for `dtype`; `ranges`: max |input| of O2 and O4 (integer dtypes need them,
     see input_formats); `precision` may override the kernel dtype per matrix (by default
-    PRECISION[dtype])."""
+    PRECISION[dtype]); `vectors`: B > 1 plans the batched loop (B-vector kernels;
+    `shared` stays empty: emit.batch decides which products read the codes of h)."""
     if dtype not in PRECISION:
         raise InputError(f"dtype must be int8, int16 or float32, got {dtype!r}")
     if model.hidden % (2 * VECTOR):
@@ -97,10 +101,13 @@ def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
             block = mv_plan.default_block(mask, kind, "sse2", gen)
             plans[name] = mv_plan.build_plan(codes, scale, mask, kind, gen, block=block,
                                              variant="dense" if block is None else "idx",
-                                             unroll=4, accumulators=FLOAT_ACCUMULATORS)
+                                             unroll=4, accumulators=FLOAT_ACCUMULATORS,
+                                             vectors=vectors)
             continue
         plans[name] = mv_plan.build_plan(codes, scale, mask, kind, gen, x_signed=signed,
-                                         inline=True)
+                                         inline=vectors == 1, vectors=vectors)
+        if vectors > 1:
+            continue
         r = plans["gru.R"]
         if BY_NAME[name].reads_half and _input_kind(plans[name]) == _input_kind(r):
             # read the codes of h that the GRU update writes for R (one quantization of h);
@@ -112,7 +119,7 @@ def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
             shared[name] = BY_NAME[name].state_offset(model.hidden)
     plan = VocoderPlan(dtype=dtype, gen=gen, hidden=model.hidden, hop=model.hop_length,
                        upsample=model.upsample, plans=plans, formats=formats, shared=shared,
-                       representation=model.representation)
+                       representation=model.representation, vectors=vectors)
     config.debug(1, f"vocoder plan {plan.name}: " + ", ".join(
         f"{m} {p.spec.name}" + (f" <- {formats[m].name}" if m in formats else "")
         for m, p in plans.items()))
