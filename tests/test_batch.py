@@ -10,6 +10,7 @@ import jitvoc
 from jitvoc.engine import GenState
 from jitvoc.engine_jit import JitEngine
 from jitvoc.errors import InputError
+from jitvoc.reference.vocoder import ReferenceEngine
 from jitvoc.model import random_model
 from jitvoc.representation import Representation
 from jitvoc.vocoder import crossfade_unfold, fold_spans
@@ -23,8 +24,8 @@ FRAMES = (5, 3, 7, 1, 4, 6, 2, 5)   # streams of different lengths, the longest 
 def make_model(representation="mulaw+pre+dc"):
     rep = {"linear": Representation(),
            "mulaw+pre+dc": Representation("mulaw", 0.85, 0.995)}[representation]
-    return random_model(hidden=64, density=0.25, output_density=0.5, sample_rate=16000, seed=1,
-                        representation=rep)
+    return jitvoc.calibrate(random_model(hidden=64, density=0.25, output_density=0.5,
+                                         sample_rate=16000, seed=1, representation=rep))
 
 
 def mels_of(model, frames, seed=0):
@@ -104,7 +105,7 @@ def test_batched_engine_errors():
 def test_reference_backend_batch():
     """The reference backend runs synthesize per mel."""
     model = make_model()
-    ref = jitvoc.load(model, backend="reference")
+    ref = jitvoc.load(model, engine=ReferenceEngine)
     mels = mels_of(model, (2, 1))
     got = ref.synthesize_batch(mels, seeds=[4, 5], batch=2)
     for mel, seed, out in zip(mels, [4, 5], got):

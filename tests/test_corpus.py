@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import jitvoc
 from jitvoc import corpus
 from jitvoc.cli import main
 from jitvoc.errors import JitvocError
@@ -23,7 +24,8 @@ SR = 16000
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "m.npz"
-    random_model(hidden=32, density=0.25, sample_rate=SR, n_mels=8, cond_channels=8).save(path)
+    model = random_model(hidden=32, density=0.25, sample_rate=SR, n_mels=8, cond_channels=8)
+    jitvoc.calibrate(model).save(path)
     return path
 
 

@@ -48,8 +48,8 @@ class BatchLoopEmitter(LoopEmitter):
         return self.m
 
     def _batch_scratch(self):
-        """The buffers of one call, allocated once: every stream's R output, gate bias (+ K)
-        and K_f+1 − K_f, the other products' outputs, each product's input buffers, and the
+        """The buffers of one call, allocated once: every stream's R output, gate bias (+ K),
+        K_f of the e rows and K_f+1 − K_f, the other products' outputs, each product's input buffers, and the
         draws' scratch (shared: streams take turns)."""
         b, B = self.b, self.n_streams
         rows = {m: p.packed.rows_padded for m, p in self.plan.plans.items()}
@@ -59,12 +59,14 @@ class BatchLoopEmitter(LoopEmitter):
         with counted_loop(b, 0, B, name="pad_streams") as v:   # the padding rows' bias
             with counted_loop(b, self.G, self.rows_r, name="pad_bias") as j:
                 store(b, f32(0.0), self.bias_all, b.add(b.mul(v, i64(self.rows_r)), j), align=4)
+        self.ke_all = alloca(b, f32, B * self.H, align=CACHE_LINE)
         if self.plan.upsample == "linear":
             self.dk_all = alloca(b, f32, B * self.G, align=CACHE_LINE)
         self.y_all = {m: alloca(b, f32, B * rows[m], align=CACHE_LINE) for m in NAMES[1:]}
         self.rows = rows
         self.vbufs = {m: spmv.vector_buffers(e, b) for m, e in self.mv.items()}
         self.quantized_h = self.plan.plans["gru.R"].spec.dtype != "float32"
+        self.a_unit = self.quantized_h   # as LoopEmitter._scratch
         if self.quantized_h:
             self._h_codes_all()
         self.pbuf = alloca(b, f32, 256)
@@ -113,7 +115,7 @@ class BatchLoopEmitter(LoopEmitter):
                 body(self._view(v, i))
 
     def _view(self, v, i):
-        """Point the single-stream emitters' buffers (h, R's output, the gate bias, K, dk and
+        """Point the single-stream emitters' buffers (h, R's output, the gate bias, K, ke, dk and
         the DC blocker's y_prev) at stream v's; returns v, i and its state slots c_prev, f_prev,
         s_prev (the single loop's)."""
         b, a = self.b, self.args
@@ -122,6 +124,7 @@ class BatchLoopEmitter(LoopEmitter):
             return gep(b, base, typ, b.mul(v, i64(n)))
         self.h, self.a = at(a.h, f32, self.H), at(self.a_all, f32, self.rows_r)
         self.bias_k, self.K = at(self.bias_all, f32, self.rows_r), load(b, a.K, ptr, v, align=8)
+        self.ke = at(self.ke_all, f32, self.H)
         if self.plan.upsample == "linear":
             self.dk = at(self.dk_all, f32, self.G)
         if self.quantized_h:   # the GRU update keeps the stream's codes of h
@@ -176,7 +179,6 @@ class BatchLoopEmitter(LoopEmitter):
         """y[v] = epilogue(W_m x[v]) for the B streams (x rows: h's (stride H) for R, O1 and
         O3; the previous product's padded rows for O2 and O4), per LoopEmitter._matvec."""
         b, e = self.b, self.mv[m]
-        fmt = self.plan.formats.get(m)
         if self.quantized_h and m in self.read_codes:   # h's codes, from the column m reads
             r = self.mv["gru.R"]
             codes = gep(b, self.hcodes, r.elem, i64(BY_NAME[m].state_offset(self.H)))
@@ -187,7 +189,7 @@ class BatchLoopEmitter(LoopEmitter):
         arrays = {a: self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS}
         bias = self.bias_all if m == "gru.R" else self.p[BY_NAME[m].bias]
         call(b, SPMV_VECTORS[SPMV_CORE], self.p[f"{m}.core"], y=y, xin=xin, **arrays,
-             x_scale=f32(fmt.scale if fmt else 1.0), bias=bias)
+             x_scale=self._x_scale(m), bias=bias)
 
     def _batch_output(self, o_hidden, o_out, x):
         """logits = O_out relu(O_hidden x + b_hidden) + b_out for every stream."""

@@ -235,10 +235,6 @@ class LoopEmitter:
         """y = epilogue(W_m x): dequantized, plus bias (and relu for O1/O3), x float at `x`.
         gru.R and shared O1/O3 read the codes of h kept by the GRU update instead of x."""
         b, e = self.b, self.mv[m]
-        fmt = self.plan.formats.get(m)
-        x_scale = fmt.scale if fmt else 1.0
-        if m == "gru.R" and self.a_unit:
-            x_scale *= mathfn.GATE_UNIT
         if not self.quantized_h or m not in ("gru.R", *self.plan.shared):
             xin = spmv.activations(e, b, x, self._x_inv(m), self.xbuf.get(m))
         else:
@@ -246,7 +242,13 @@ class LoopEmitter:
         arrays = {a: self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS}
         bias = self.bias_k if m == "gru.R" else self.p[BY_NAME[m].bias]   # R's: see _frame_rows
         call(b, SPMV_CORE, self.p[f"{m}.core"], y=y, xin=xin, **arrays,
-             x_scale=f32(x_scale), bias=bias)
+             x_scale=self._x_scale(m), bias=bias)
+
+    def _x_scale(self, m: str):
+        """The dequantization scale of m's epilogue; R's carries the gates' unit when a_unit."""
+        fmt = self.plan.formats.get(m)
+        x_scale = fmt.scale if fmt else 1.0
+        return f32(x_scale * mathfn.GATE_UNIT if m == "gru.R" and self.a_unit else x_scale)
 
     def _scaled(self, q):
         return load(self.b, self.scaled, f32, self.b.zext(q, i64), align=4)
