@@ -25,7 +25,7 @@ MEL_LAYOUTS = ("frames-mels", "mels-frames")   # jitvoc's [frames, n_mels]; libr
 
 def load(path_or_model, cpu=None, dtype=None, engine=None) -> "Vocoder":
     """A Vocoder for a model: a file path, an installed model's name (jitvoc.pretrained, e.g.
-    "festvox_ru_wavernn"), or a Model.
+    "multivoice_wavernn_16k"), or a Model.
 
     It runs the JIT engine (jitvoc.engine_jit.JitEngine) with `dtype` ("int8" when None, or
     "int16", "float32") on `cpu` (a CPU generation name; None: this host). `engine` is another

@@ -29,7 +29,7 @@ from conftest import RUNNABLE, diagonal
 KL_BOUND = {"int16": 1e-6, "int8": 2e-3}
 SR = 16000
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-SHIPPED = "festvox_ru_wavernn"  # the installed model, by name
+SHIPPED = "multivoice_wavernn_16k"  # the installed model, by name
 REPRESENTATIONS = {"linear": Representation(), "linear+pre": Representation("linear", 0.85),
                    "mulaw": Representation("mulaw"), "mulaw+pre": Representation("mulaw", 0.85)}
 DC_BLOCKED = Representation("mulaw", 0.85, 0.995)

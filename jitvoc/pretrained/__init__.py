@@ -1,4 +1,4 @@
-"""The models installed with jitvoc, loadable by name: `jitvoc.load("festvox_ru_wavernn")`.
+"""The models installed with jitvoc, loadable by name: `jitvoc.load("multivoice_wavernn_16k")`.
 
 An installed model is a file NAME.npz in this folder (package data). A name is a string without
 a path separator that does not end in ".npz"; anything else (and every os.PathLike) is a path, so
@@ -10,7 +10,7 @@ from ..errors import ModelFileError
 
 DIRECTORY = os.path.dirname(os.path.abspath(__file__))
 SUFFIX = ".npz"
-DEFAULT = "festvox_ru_wavernn"  # what `jitvoc resynth` and `models.evaluate` use without a model
+DEFAULT = "multivoice_wavernn_16k"  # what `jitvoc resynth` and `models.evaluate` use without a model
 
 
 def names() -> list:
