@@ -1,6 +1,7 @@
 """Corpus mode (issue 15, items 4 and 5): many inputs on every core, per-file errors, atomic
 outputs, kernels compiled once, and the Ray Data pipeline on a local Ray instance."""
 import io
+import json
 import os
 import re
 import subprocess
@@ -219,3 +220,13 @@ def test_a_bad_mel_fails_alone_in_its_batch(model_path):
     assert isinstance(out[1], Exception) and "NaN" in str(out[1])
     for i in (0, 2):
         assert out[i] == corpus.vocode(voc, "mel", data[i], f"m{i}.npy", corpus.Settings())
+
+
+def test_bench_corpus_batches_runs(tmp_path):
+    """`jitvoc bench corpus --batch-only` on a tiny model: one record per B, each with a rate."""
+    out = tmp_path / "corpus.json"
+    assert main(["bench", "corpus", "--batch-only", "--hidden", "32", "--files", "3",
+                 "--seconds", "0.05", "--batches", "1,2", "--repeats", "1",
+                 "--json", str(out)]) == 0
+    rates = json.loads(out.read_text())["samples_per_s_by_batch"]
+    assert sorted(rates) == ["1", "2"] and all(min(r) > 0 for r in rates.values())

@@ -29,6 +29,7 @@ from ..audio import write_audio
 from ..calibration import calibrate
 from ..model import random_model
 from ..optional import require
+from ..vocoder import load
 from . import report
 
 SETUPS = (("processes", 1), ("processes", 2), ("ray", 1), ("ray", 2))
