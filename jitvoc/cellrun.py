@@ -9,10 +9,11 @@ build_matvec kernels in the cell's dtype, chosen by the planner per stacked matr
 calls them. In-loop products quantize their input vector in the plan's fixed format. Hoisted
 products run per chunk of HOIST_VECTORS steps, a B-vector kernel for a whole chunk and the
 one-vector kernel per step for a shorter one (the same bits per vector); integer ones quantize
-each step's input in its own format (covering its max |x|: the row is scaled here by a power of
-two into the kernels' fixed format, the loop scales the product back), so a step's result does
-not depend on the other steps in its call: step() and run() agree bit for bit. One native call runs the whole sequence. Semantics and
-bounds: docs/cells.md; the oracle is jitvoc.reference.cells.run.
+each step's input in its own format (covering its max |x|: the loop scales the row by a power of
+two into the kernels' fixed format and the product back), so a step's result does not depend on
+the other steps in its call: step() and run() agree bit for bit. One native call runs the whole
+sequence; Python only checks the inputs. Semantics and bounds: docs/cells.md; the oracle is
+jitvoc.reference.cells.run.
 """
 from __future__ import annotations
 
@@ -100,10 +101,8 @@ class CompiledCell:
         states = _initial(self.cell, state or {})
         outputs = {k: np.empty((T, *n.shape), np.float32) for k, n in self.cell.outputs.items()}
         if T:
-            hoisted = {}
-            for p in self.plan.hoisted:
-                hoisted.update(self._hoisted_rows(p, xs[p.source.name]))
-            self._call(T, xs, hoisted, outputs, states)
+            self._check_range(xs)
+            self._call(T, xs, outputs, states)
         return outputs, {k: v.reshape(self.cell.states[k].shape) for k, v in states.items()}
 
     def step(self, inputs: dict, state: dict | None = None) -> tuple[dict, dict]:
@@ -113,16 +112,14 @@ class CompiledCell:
         outputs, states = self.run({k: np.asarray(v)[None] for k, v in inputs.items()}, state)
         return {k: v[0] for k, v in outputs.items()}, states
 
-    def _hoisted_rows(self, product, x: np.ndarray) -> dict:
-        """The params arrays of a hoisted product's input over every step: its rows, for an
-        integer cell each scaled by the power of two 2^frac_t that makes it cover its own max
-        |x_t| in the kernels' format with no fractional bits, and the 2^−frac_t."""
-        key = f"hoist.{product.label}"
+    def _check_range(self, xs: dict) -> None:
+        """InputError where a hoisted integer product's input exceeds the widest fixed format
+        (quant.covering_fracs of its max |x|); the loop scales every row into its own format."""
         if self.dtype == "float32":
-            return {f"{key}.x": x}
-        fracs = covering_fracs(np.abs(x).max(axis=1), ACTIVATION_BITS[self.dtype])
-        scaled = np.multiply(x, np.exp2(fracs, dtype=np.float32)[:, None], dtype=np.float32)
-        return {f"{key}.x": scaled, f"{key}.x_scale": np.exp2(-fracs, dtype=np.float32)}
+            return
+        for p in self.plan.hoisted:
+            x = xs[p.source.name]
+            covering_fracs(np.array([x.max(), -x.min()]), ACTIVATION_BITS[self.dtype])
 
     def _scratch(self) -> np.ndarray:
         """This thread's scratch slots (every slot is written before it is read in a step, so
@@ -132,14 +129,14 @@ class CompiledCell:
             scratch = self._local.scratch = np.empty(self.plan.scratch, np.float32)
         return scratch
 
-    def _call(self, T, xs, hoisted, outputs, states):
+    def _call(self, T, xs, outputs, states):
         scratch = self._scratch()
         following = {k: np.empty_like(v) for k, v in states.items()}
         arrays = {**{f"input.{k}": v for k, v in xs.items()},
                   **{f"output.{k}": v for k, v in outputs.items()},
                   **{f"state.{k}": v for k, v in states.items()},
                   **{f"next.{k}": v for k, v in following.items()},
-                  **hoisted, "scratch": scratch}
+                  "scratch": scratch}
         table = self.plan.params.pack({**self._fixed,
                                        **{k: a.ctypes.data for k, a in arrays.items()}})
         self._run(T, native.ptr(table))
