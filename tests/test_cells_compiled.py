@@ -268,6 +268,30 @@ def test_step_and_pieces_give_the_bits_of_one_run(dtype):
         assert np.array_equal(state[k], final[k]) and np.array_equal(end[k], final[k])
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int16"])
+def test_the_loop_scales_every_hoisted_row_by_its_covering_format(dtype):
+    """The loop finds each row's format from its float bits: 2^−frac_t (left in scratch for
+    the last chunk) equals quant.covering_fracs of max |x_t|, at the edges too (zero, subnormal,
+    a max just at or just above qmax·2^−k, far past 2^32)."""
+    from jitvoc.plan.cell import HOIST_VECTORS
+    from jitvoc.quant import covering_fracs
+    cell = cells.gru(8, 16)
+    runner = jitvoc.compile_cell(cell, weights_of(cell), dtype=dtype)
+    qmax = np.float32(2 ** (ACTIVATION_BITS[dtype] - 1) - 1)
+    peaks = [0.0, 1e-45, 1e-39, 3e-30, qmax * 2.0 ** -5, np.nextafter(qmax * np.float32(2.0 ** -5),
+             np.float32(1)), qmax, np.nextafter(qmax, np.float32(0)), 1.0, 0.7, 5e11, 2.0 ** 33]
+    x = np.zeros((HOIST_VECTORS, 8), np.float32)
+    for t, peak in enumerate(peaks):
+        x[t, t % 8] = -np.float32(peak) if t % 2 else np.float32(peak)
+    runner.run({"x": x})
+    at = runner.plan.slots["p0.x_scale"]
+    scales = runner._scratch()[at:at + len(peaks)]
+    want = np.exp2(-covering_fracs(np.abs(x[:len(peaks)]).max(axis=1), ACTIVATION_BITS[dtype]))
+    assert np.array_equal(scales, want.astype(np.float32))
+    with pytest.raises(JitvocError, match="widest"):
+        runner.run({"x": np.full((3, 8), 1e16, np.float32)})
+
+
 def test_empty_sequence_returns_the_state():
     cell = cells.gru(8, 16)
     runner = jitvoc.compile_cell(cell, weights_of(cell))
