@@ -30,7 +30,7 @@ from .errors import CellError
 from .matvec import build_matvec
 from .plan import cell as plan_cell
 from .plan.cell import HOIST_VECTORS
-from .quant import ACTIVATION_BITS, covering_fracs
+from .quant import ACTIVATION_BITS, FixedPoint
 
 
 class CompiledCell:
@@ -99,27 +99,43 @@ class CompiledCell:
         [T, *shape] per input; a state left out starts at zero (a scalar fills a vector)."""
         xs, T = _inputs(self.cell, inputs)
         states = _initial(self.cell, state or {})
-        outputs = {k: np.empty((T, *n.shape), np.float32) for k, n in self.cell.outputs.items()}
+        frame = _Frame(self.cell, T, xs, states, self._scratch())
         if T:
             self._check_range(xs)
-            self._call(T, xs, outputs, states)
-        return outputs, {k: v.reshape(self.cell.states[k].shape) for k, v in states.items()}
+            self._call(T, frame.pointer(self.plan.params, self._fixed), frame.states)
+        return frame.outputs, frame.state_values(self.cell)
 
     def step(self, inputs: dict, state: dict | None = None) -> tuple[dict, dict]:
-        """One step: inputs and outputs without the T axis; the same bits as run()."""
+        """One step: inputs and outputs without the T axis; the same bits as run(). The
+        arrays and the pointer table of a step are made once per thread and reused."""
         if not isinstance(inputs, dict):
             raise CellError(f"{self.cell.name}: step() takes a dict of input arrays")
-        outputs, states = self.run({k: np.asarray(v)[None] for k, v in inputs.items()}, state)
-        return {k: v[0] for k, v in outputs.items()}, states
+        xs, _ = _inputs(self.cell, {k: np.asarray(v)[None] for k, v in inputs.items()})
+        states = _initial(self.cell, state or {})
+        self._check_range(xs)
+        frame, pointer = self._step_frame()
+        for k, v in xs.items():
+            frame.inputs[k][...] = v
+        for k, v in states.items():
+            frame.states[k][...] = v
+        self._call(1, pointer, frame.states)
+        return ({k: v[0].copy() for k, v in frame.outputs.items()},
+                {k: v.copy() for k, v in frame.state_values(self.cell).items()})
 
     def _check_range(self, xs: dict) -> None:
-        """InputError where a hoisted integer product's input exceeds the widest fixed format
-        (quant.covering_fracs of its max |x|); the loop scales every row into its own format."""
+        """CellError where a hoisted integer product's input exceeds the widest fixed format
+        its kernels take (the loop scales every row into the format covering its max |x|)."""
         if self.dtype == "float32":
             return
+        widest = FixedPoint(ACTIVATION_BITS[self.dtype], -32)
         for p in self.plan.hoisted:
             x = xs[p.source.name]
-            covering_fracs(np.array([x.max(), -x.min()]), ACTIVATION_BITS[self.dtype])
+            peak = max(float(x.max()), -float(x.min()))
+            if peak > widest.qmax * widest.scale:
+                raise CellError(f"{self.cell.name}: input {p.source.name!r} reaches {peak:.3g}, "
+                                f"past the widest {widest.bits}-bit format "
+                                f"(±{widest.qmax * widest.scale:.3g}); scale it down or use "
+                                f"float32")
 
     def _scratch(self) -> np.ndarray:
         """This thread's scratch slots (every slot is written before it is read in a step, so
@@ -129,20 +145,46 @@ class CompiledCell:
             scratch = self._local.scratch = np.empty(self.plan.scratch, np.float32)
         return scratch
 
-    def _call(self, T, xs, outputs, states):
-        scratch = self._scratch()
-        following = {k: np.empty_like(v) for k, v in states.items()}
-        arrays = {**{f"input.{k}": v for k, v in xs.items()},
-                  **{f"output.{k}": v for k, v in outputs.items()},
-                  **{f"state.{k}": v for k, v in states.items()},
-                  **{f"next.{k}": v for k, v in following.items()},
-                  "scratch": scratch}
-        table = self.plan.params.pack({**self._fixed,
-                                       **{k: a.ctypes.data for k, a in arrays.items()}})
-        self._run(T, native.ptr(table))
+    def _step_frame(self) -> tuple:
+        """This thread's one-step frame and the address of its pointer table."""
+        pair = getattr(self._local, "step", None)
+        if pair is None:
+            cell = self.cell
+            xs = {k: np.zeros((1, *n.shape), np.float32) for k, n in cell.inputs.items()}
+            states = {k: np.zeros(n.shape, np.float32).reshape(-1) for k, n in cell.states.items()}
+            frame = _Frame(cell, 1, xs, states, self._scratch())
+            pair = self._local.step = (frame, frame.pointer(self.plan.params, self._fixed))
+        return pair
+
+    def _call(self, T: int, pointer, states: dict) -> None:
+        self._run(T, pointer)
         if not all(np.isfinite(v).all() for v in states.values()):
             raise CellError(f"{self.cell.name}: the state overflowed float32 (NaN or inf); "
                             f"check the weights and inputs")
+
+
+class _Frame:
+    """The arrays of one call of the loop: inputs and outputs [T, *shape], the states (flat,
+    updated in place) and their next values, and the scratch slots."""
+
+    def __init__(self, cell: Cell, T: int, xs: dict, states: dict, scratch: np.ndarray):
+        self.inputs, self.states, self.scratch, self.table = xs, states, scratch, None
+        self.outputs = {k: np.empty((T, *n.shape), np.float32) for k, n in cell.outputs.items()}
+        self.following = {k: np.empty_like(v) for k, v in states.items()}
+
+    def pointer(self, params, fixed: dict):
+        """The address of the params pointer table (kept by the frame): the fixed addresses
+        (weights, kernels) and these arrays'."""
+        arrays = {**{f"input.{k}": v for k, v in self.inputs.items()},
+                  **{f"output.{k}": v for k, v in self.outputs.items()},
+                  **{f"state.{k}": v for k, v in self.states.items()},
+                  **{f"next.{k}": v for k, v in self.following.items()},
+                  "scratch": self.scratch}
+        self.table = params.pack({**fixed, **{k: a.ctypes.data for k, a in arrays.items()}})
+        return native.ptr(self.table)
+
+    def state_values(self, cell: Cell) -> dict:
+        return {k: v.reshape(cell.states[k].shape) for k, v in self.states.items()}
 
 
 def _weights(cell: Cell, weights: dict) -> dict:
@@ -168,7 +210,8 @@ def _float_array(cell: Cell, what: str, value, shape: tuple) -> np.ndarray:
     """`value` as a C-contiguous float32 array of `shape`: CellError for other shapes,
     non-numeric dtypes and NaN/inf."""
     array = np.asarray(value)
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+    if array.dtype != np.float32 and not (np.issubdtype(array.dtype, np.floating)
+                                          or np.issubdtype(array.dtype, np.integer)):
         raise CellError(f"{cell.name}: {what} must be numeric, got dtype {array.dtype}")
     if array.shape != shape:
         raise CellError(f"{cell.name}: {what} must have shape {list(shape)}, "
