@@ -37,10 +37,15 @@ class CompiledCell:
     """A cell compiled for one CPU generation with its weights; see the module docstring.
     `plan` is its schedule, `describe()` says what was stacked, hoisted and fused."""
 
-    def __init__(self, cell: Cell, weights: dict, dtype: str = "float32", cpu=None):
+    def __init__(self, cell: Cell, weights: dict, dtype: str = "float32", cpu=None,
+                 autotune: bool = False):
         if not isinstance(cell, Cell):
             raise CellError(f"compile_cell takes a jitvoc.cells.Cell, got {cell!r}")
-        self.cell, self.dtype = cell, dtype
+        if not isinstance(autotune, bool) or (autotune and dtype == "float32"):
+            raise CellError(f"autotune is True (int8, int16: candidates sum exactly, to the same "
+                            f"bits; float32 ones in different orders) or False, got {autotune!r} "
+                            f"for {dtype}")
+        self.cell, self.dtype, self.autotune = cell, dtype, autotune
         self.gen = cpu_mod.resolve(cpu)
         cpu_mod.require_runnable(self.gen)   # compile_cell runs what it compiles
         self.plan = plan_cell.plan(cell, dtype)
@@ -55,13 +60,15 @@ class CompiledCell:
         config.debug(1, self.describe())
 
     def _matvecs(self, product, weights) -> tuple:
-        """The kernels of one stacked product: in-loop, (the kernel,); hoisted, (the B-vector
-        kernel, the one-vector kernel)."""
+        """The kernels of one stacked product: in-loop, (the kernel,), with autotune the fastest
+        candidate (build_matvec's autotune: every candidate gives the same bits); hoisted, (the
+        B-vector kernel, the one-vector kernel), the planner's."""
         W = product.stacked(weights)
         blocks = {self.cell.weights[w].attr("block") for w in product.weights}
         block = blocks.pop() if len(blocks) == 1 else None
         if not product.hoisted:
-            return (build_matvec(W, self.dtype, cpu=self.gen, block=block,
+            block = None if self.autotune else block   # autotune tries every block shape
+            return (build_matvec(W, self.dtype, cpu=self.gen, block=block, autotune=self.autotune,
                                  x_format=self.plan.x_format),)
         return tuple(build_matvec(W, self.dtype, cpu=self.gen, block=block, vectors=v,
                                   x_format=self.plan.hoisted_format)
@@ -255,8 +262,11 @@ def _initial(cell: Cell, state: dict) -> dict:
     return out
 
 
-def compile_cell(cell: Cell, weights: dict, dtype: str = "float32", cpu=None) -> CompiledCell:
+def compile_cell(cell: Cell, weights: dict, dtype: str = "float32", cpu=None,
+                 autotune: bool = False) -> CompiledCell:
     """A cell compiled into one loop over the sequence: `run(inputs, state)` over a whole
-    sequence, `step(inputs, state)` for one step (docs/cells.md, "Compiling a cell")."""
-    return CompiledCell(cell, weights, dtype, cpu)
+    sequence, `step(inputs, state)` for one step (docs/cells.md, "Compiling a cell").
+    autotune (int8, int16): time the candidate kernels of every in-loop product and keep the
+    fastest (the same bits; the decision is cached on disk)."""
+    return CompiledCell(cell, weights, dtype, cpu, autotune)
 
