@@ -1,7 +1,8 @@
-"""Where a compiled cell's time goes, in µs per step: the whole run, its hoisted product's
+"""Where a compiled cell's time goes, in µs per step: the whole run, the Python of run()
+(checking the inputs, the pointer table: run() less its native call), its hoisted product's
 B-vector kernel and its recurrent product's kernel, each alone in its native loop, and the
-rest (the element-wise passes, quantizing h, the state copies, the call). CPU time of this
-process, medians of rounds.
+rest of the native loop (the element-wise pass, an integer cell's scaling of the input rows,
+the state copies). CPU time of this process, medians of rounds.
 
     python bench/cells_breakdown.py [--hidden 512] [--steps 1000] [--rounds 7]
 
@@ -44,18 +45,27 @@ def case(name, density, dtype, args) -> str:
     runner = jitvoc.compile_cell(cell, random_weights(cell, density), dtype=dtype)
     x = {"x": np.random.default_rng(1).standard_normal((args.steps, args.hidden))
          .astype(np.float32)}
+    native_loop, inside = runner._run, []
+
+    def timed(*call):   # the native call, timed from within run()
+        t = time.process_time()
+        native_loop(*call)
+        inside.append(time.process_time() - t)
+    runner._run = timed
     runner.run(x)
-    times = []
+    times, pythons = [], []
     for _ in range(args.rounds):
         t = time.process_time()
         runner.run(x)
         times.append((time.process_time() - t) / args.steps * 1e6)
-    run = statistics.median(times)
+        pythons.append(times[-1] - inside[-1] / args.steps * 1e6)
+    run, python = statistics.median(times), statistics.median(pythons)
     kernels = runner.kernels()
     hoisted = kernel_time(kernels[runner.plan.hoisted[0].label][0], args.rounds) / HOIST_VECTORS
     recurrent = kernel_time(kernels[runner.plan.products[0].label][0], args.rounds)
-    return (f"{name} {dtype:<7} density {density:.1f}: run {run:.2f} = hoisted {hoisted:.2f} "
-            f"+ recurrent {recurrent:.2f} + rest {run - hoisted - recurrent:.2f}")
+    return (f"{name} {dtype:<7} density {density:.1f}: run {run:.2f} = python {python:.2f} + "
+            f"hoisted {hoisted:.2f} + recurrent {recurrent:.2f} + rest "
+            f"{run - python - hoisted - recurrent:.2f}")
 
 
 def main():
