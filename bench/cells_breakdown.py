@@ -5,15 +5,20 @@ rest of the native loop (the element-wise pass, an integer cell's scaling of the
 the state copies). CPU time of this process, medians of rounds.
 
     python bench/cells_breakdown.py [--hidden 512] [--steps 1000] [--rounds 7]
+    python bench/cells_breakdown.py --trees OLD_TREE NEW_TREE [--rounds 9]
 
 For the cells of `jitvoc bench cells` (random weights, input size = hidden): LSTM and GRU,
-dense float32 and 90% block-sparse int8.
+dense float32 and 90% block-sparse int8. With --trees: each case compiled from two source trees
+(loaded as bench/side_by_side.py loads them), run() and step() timed alternately, old then new,
+per round, and their outputs checked bit for bit.
 """
 import argparse
 import statistics
 import time
 
 import numpy as np
+
+from side_by_side import import_tree
 
 import jitvoc
 from jitvoc.bench.cells import CELLS, random_weights
@@ -68,13 +73,51 @@ def case(name, density, dtype, args) -> str:
             f"{run - python - hoisted - recurrent:.2f}")
 
 
+def trees(args) -> None:
+    """run() (µs per step) and step() (µs per call) of each case, old tree against new."""
+    runners = {}
+    for tree in args.trees:
+        import_tree(tree)
+        from jitvoc.bench import cells as tree_cells   # the tree's, as import_tree left jitvoc
+        for name, density, dtype in CASES:
+            cell = tree_cells.CELLS[name](args.hidden, args.hidden)
+            weights = tree_cells.random_weights(cell, density)
+            runners[tree, name, dtype] = tree_cells.compile_cell(cell, weights, dtype=dtype)
+    x = np.random.default_rng(1).standard_normal((args.steps, args.hidden)).astype(np.float32)
+    for name, density, dtype in CASES:
+        old, new = (runners[t, name, dtype] for t in args.trees)
+        same = [np.array_equal(a["h"], b["h"]) for a, b in
+                ((old.run({"x": x})[0], new.run({"x": x})[0]),
+                 (old.step({"x": x[0]})[0], new.step({"x": x[0]})[0]))]
+        times = {}
+        for _ in range(args.rounds):
+            for tree, r in zip(("old", "new"), (old, new)):
+                times.setdefault((tree, "run"), []).append(_cpu(lambda: r.run({"x": x}))
+                                                           / args.steps)
+                times.setdefault((tree, "step"), []).append(
+                    _cpu(lambda: [r.step({"x": row}) for row in x[:50]]) / 50)
+        m = {k: statistics.median(v) * 1e6 for k, v in times.items()}
+        print(f"{name} {dtype:<7} density {density:.1f}: run {m['old', 'run']:.2f} -> "
+              f"{m['new', 'run']:.2f} µs/step, step {m['old', 'step']:.1f} -> "
+              f"{m['new', 'step']:.1f} µs/call, bits {'equal' if all(same) else 'DIFFER'}")
+
+
+def _cpu(fn) -> float:
+    t = time.process_time()
+    fn()
+    return time.process_time() - t
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--trees", nargs=2, metavar=("OLD", "NEW"), help="two source trees")
     args = p.parse_args()
     print(f"hidden {args.hidden}, {args.steps} steps: µs per step, medians of {args.rounds}")
+    if args.trees:
+        return trees(args)
     for name, density, dtype in CASES:
         print(case(name, density, dtype, args))
 
