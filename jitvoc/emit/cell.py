@@ -140,9 +140,8 @@ class CellEmitter:
                 old = b.load(acc, typ=typ)
                 b.store(_max(b, bits, old), acc)
             lanes = b.load(acc, typ=typ)
-            for k in range(width) if width > 1 else ():
-                best = _max(b, b.extract_element(lanes, i32(k)), best)
-            best = best if width > 1 else _max(b, lanes, best)
+            for k in range(width):
+                best = _max(b, b.extract_element(lanes, i32(k)) if width > 1 else lanes, best)
         return best
 
     def _local(self, typ):
@@ -153,8 +152,8 @@ class CellEmitter:
     def _covering_frac(self, bits):
         """frac (i32) of quant.covering_fracs for a magnitude m ≥ 0 given by its float bits:
         m·2^f ≤ qmax for the largest f (at most 32; qmax's exponent minus m's, less one where
-        m's mantissa exceeds qmax's), and ACTIVATION_BITS − 1 for m = 0. A subnormal m takes
-        exponent −127, past the clamp at 32 already."""
+        m's mantissa exceeds qmax's), and ACTIVATION_BITS − 1 for m = 0. A subnormal m (exponent
+        field 0) gives more than 32 already, clamped."""
         b, fmt = self.b, self.plan.hoisted_format
         qmax = np.float32(2 ** (fmt.bits - 1) - 1).view(np.int32)
         frac = b.sub(i32(int(qmax >> 23)), b.lshr(bits, i32(23)))
