@@ -9,10 +9,11 @@ build_matvec kernels in the cell's dtype, chosen by the planner per stacked matr
 calls them. In-loop products quantize their input vector in the plan's fixed format. Hoisted
 products run per chunk of HOIST_VECTORS steps, a B-vector kernel for a whole chunk and the
 one-vector kernel per step for a shorter one (the same bits per vector); integer ones quantize
-each step's input in its own format (covering its max |x|: the row is scaled here by a power of
-two into the kernels' fixed format, the loop scales the product back), so a step's result does
-not depend on the other steps in its call: step() and run() agree bit for bit. One native call runs the whole sequence. Semantics and
-bounds: docs/cells.md; the oracle is jitvoc.reference.cells.run.
+each step's input in its own format (covering its max |x|: the loop scales the row by a power of
+two into the kernels' fixed format and the product back), so a step's result does not depend on
+the other steps in its call: step() and run() agree bit for bit. One native call runs the whole
+sequence; Python only checks the inputs. Semantics and bounds: docs/cells.md; the oracle is
+jitvoc.reference.cells.run.
 """
 from __future__ import annotations
 
@@ -29,17 +30,22 @@ from .errors import CellError
 from .matvec import build_matvec
 from .plan import cell as plan_cell
 from .plan.cell import HOIST_VECTORS
-from .quant import ACTIVATION_BITS, covering_fracs
+from .quant import ACTIVATION_BITS, FixedPoint
 
 
 class CompiledCell:
     """A cell compiled for one CPU generation with its weights; see the module docstring.
     `plan` is its schedule, `describe()` says what was stacked, hoisted and fused."""
 
-    def __init__(self, cell: Cell, weights: dict, dtype: str = "float32", cpu=None):
+    def __init__(self, cell: Cell, weights: dict, dtype: str = "float32", cpu=None,
+                 autotune: bool = False):
         if not isinstance(cell, Cell):
             raise CellError(f"compile_cell takes a jitvoc.cells.Cell, got {cell!r}")
-        self.cell, self.dtype = cell, dtype
+        if not isinstance(autotune, bool) or (autotune and dtype == "float32"):
+            raise CellError(f"autotune is True (int8, int16: candidates sum exactly, to the same "
+                            f"bits; float32 ones in different orders) or False, got {autotune!r} "
+                            f"for {dtype}")
+        self.cell, self.dtype, self.autotune = cell, dtype, autotune
         self.gen = cpu_mod.resolve(cpu)
         cpu_mod.require_runnable(self.gen)   # compile_cell runs what it compiles
         self.plan = plan_cell.plan(cell, dtype)
@@ -54,13 +60,15 @@ class CompiledCell:
         config.debug(1, self.describe())
 
     def _matvecs(self, product, weights) -> tuple:
-        """The kernels of one stacked product: in-loop, (the kernel,); hoisted, (the B-vector
-        kernel, the one-vector kernel)."""
+        """The kernels of one stacked product: in-loop, (the kernel,), with autotune the fastest
+        candidate (build_matvec's autotune: every candidate gives the same bits); hoisted, (the
+        B-vector kernel, the one-vector kernel), the planner's."""
         W = product.stacked(weights)
         blocks = {self.cell.weights[w].attr("block") for w in product.weights}
         block = blocks.pop() if len(blocks) == 1 else None
         if not product.hoisted:
-            return (build_matvec(W, self.dtype, cpu=self.gen, block=block,
+            block = None if self.autotune else block   # autotune tries every block shape
+            return (build_matvec(W, self.dtype, cpu=self.gen, block=block, autotune=self.autotune,
                                  x_format=self.plan.x_format),)
         return tuple(build_matvec(W, self.dtype, cpu=self.gen, block=block, vectors=v,
                                   x_format=self.plan.hoisted_format)
@@ -98,31 +106,43 @@ class CompiledCell:
         [T, *shape] per input; a state left out starts at zero (a scalar fills a vector)."""
         xs, T = _inputs(self.cell, inputs)
         states = _initial(self.cell, state or {})
-        outputs = {k: np.empty((T, *n.shape), np.float32) for k, n in self.cell.outputs.items()}
+        frame = _Frame(self.cell, T, xs, states, self._scratch())
         if T:
-            hoisted = {}
-            for p in self.plan.hoisted:
-                hoisted.update(self._hoisted_rows(p, xs[p.source.name]))
-            self._call(T, xs, hoisted, outputs, states)
-        return outputs, {k: v.reshape(self.cell.states[k].shape) for k, v in states.items()}
+            self._check_range(xs)
+            self._call(T, frame.pointer(self.plan.params, self._fixed), frame.states)
+        return frame.outputs, frame.state_values(self.cell)
 
     def step(self, inputs: dict, state: dict | None = None) -> tuple[dict, dict]:
-        """One step: inputs and outputs without the T axis; the same bits as run()."""
+        """One step: inputs and outputs without the T axis; the same bits as run(). The
+        arrays and the pointer table of a step are made once per thread and reused."""
         if not isinstance(inputs, dict):
             raise CellError(f"{self.cell.name}: step() takes a dict of input arrays")
-        outputs, states = self.run({k: np.asarray(v)[None] for k, v in inputs.items()}, state)
-        return {k: v[0] for k, v in outputs.items()}, states
+        xs, _ = _inputs(self.cell, {k: np.asarray(v)[None] for k, v in inputs.items()})
+        states = _initial(self.cell, state or {})
+        self._check_range(xs)
+        frame, pointer = self._step_frame()
+        for k, v in xs.items():
+            frame.inputs[k][...] = v
+        for k, v in states.items():
+            frame.states[k][...] = v
+        self._call(1, pointer, frame.states)
+        return ({k: v[0].copy() for k, v in frame.outputs.items()},
+                {k: v.copy() for k, v in frame.state_values(self.cell).items()})
 
-    def _hoisted_rows(self, product, x: np.ndarray) -> dict:
-        """The params arrays of a hoisted product's input over every step: its rows, for an
-        integer cell each scaled by the power of two 2^frac_t that makes it cover its own max
-        |x_t| in the kernels' format with no fractional bits, and the 2^−frac_t."""
-        key = f"hoist.{product.label}"
+    def _check_range(self, xs: dict) -> None:
+        """CellError where a hoisted integer product's input exceeds the widest fixed format
+        its kernels take (the loop scales every row into the format covering its max |x|)."""
         if self.dtype == "float32":
-            return {f"{key}.x": x}
-        fracs = covering_fracs(np.abs(x).max(axis=1), ACTIVATION_BITS[self.dtype])
-        scaled = np.multiply(x, np.exp2(fracs, dtype=np.float32)[:, None], dtype=np.float32)
-        return {f"{key}.x": scaled, f"{key}.x_scale": np.exp2(-fracs, dtype=np.float32)}
+            return
+        widest = FixedPoint(ACTIVATION_BITS[self.dtype], -32)
+        for p in self.plan.hoisted:
+            x = xs[p.source.name]
+            peak = max(float(x.max()), -float(x.min()))
+            if peak > widest.qmax * widest.scale:
+                raise CellError(f"{self.cell.name}: input {p.source.name!r} reaches {peak:.3g}, "
+                                f"past the widest {widest.bits}-bit format "
+                                f"(±{widest.qmax * widest.scale:.3g}); scale it down or use "
+                                f"float32")
 
     def _scratch(self) -> np.ndarray:
         """This thread's scratch slots (every slot is written before it is read in a step, so
@@ -132,20 +152,46 @@ class CompiledCell:
             scratch = self._local.scratch = np.empty(self.plan.scratch, np.float32)
         return scratch
 
-    def _call(self, T, xs, hoisted, outputs, states):
-        scratch = self._scratch()
-        following = {k: np.empty_like(v) for k, v in states.items()}
-        arrays = {**{f"input.{k}": v for k, v in xs.items()},
-                  **{f"output.{k}": v for k, v in outputs.items()},
-                  **{f"state.{k}": v for k, v in states.items()},
-                  **{f"next.{k}": v for k, v in following.items()},
-                  **hoisted, "scratch": scratch}
-        table = self.plan.params.pack({**self._fixed,
-                                       **{k: a.ctypes.data for k, a in arrays.items()}})
-        self._run(T, native.ptr(table))
+    def _step_frame(self) -> tuple:
+        """This thread's one-step frame and the address of its pointer table."""
+        pair = getattr(self._local, "step", None)
+        if pair is None:
+            cell = self.cell
+            xs = {k: np.zeros((1, *n.shape), np.float32) for k, n in cell.inputs.items()}
+            states = {k: np.zeros(n.shape, np.float32).reshape(-1) for k, n in cell.states.items()}
+            frame = _Frame(cell, 1, xs, states, self._scratch())
+            pair = self._local.step = (frame, frame.pointer(self.plan.params, self._fixed))
+        return pair
+
+    def _call(self, T: int, pointer, states: dict) -> None:
+        self._run(T, pointer)
         if not all(np.isfinite(v).all() for v in states.values()):
             raise CellError(f"{self.cell.name}: the state overflowed float32 (NaN or inf); "
                             f"check the weights and inputs")
+
+
+class _Frame:
+    """The arrays of one call of the loop: inputs and outputs [T, *shape], the states (flat,
+    updated in place) and their next values, and the scratch slots."""
+
+    def __init__(self, cell: Cell, T: int, xs: dict, states: dict, scratch: np.ndarray):
+        self.inputs, self.states, self.scratch, self.table = xs, states, scratch, None
+        self.outputs = {k: np.empty((T, *n.shape), np.float32) for k, n in cell.outputs.items()}
+        self.following = {k: np.empty_like(v) for k, v in states.items()}
+
+    def pointer(self, params, fixed: dict):
+        """The address of the params pointer table (kept by the frame): the fixed addresses
+        (weights, kernels) and these arrays'."""
+        arrays = {**{f"input.{k}": v for k, v in self.inputs.items()},
+                  **{f"output.{k}": v for k, v in self.outputs.items()},
+                  **{f"state.{k}": v for k, v in self.states.items()},
+                  **{f"next.{k}": v for k, v in self.following.items()},
+                  "scratch": self.scratch}
+        self.table = params.pack({**fixed, **{k: a.ctypes.data for k, a in arrays.items()}})
+        return native.ptr(self.table)
+
+    def state_values(self, cell: Cell) -> dict:
+        return {k: v.reshape(cell.states[k].shape) for k, v in self.states.items()}
 
 
 def _weights(cell: Cell, weights: dict) -> dict:
@@ -171,7 +217,8 @@ def _float_array(cell: Cell, what: str, value, shape: tuple) -> np.ndarray:
     """`value` as a C-contiguous float32 array of `shape`: CellError for other shapes,
     non-numeric dtypes and NaN/inf."""
     array = np.asarray(value)
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+    if array.dtype != np.float32 and not (np.issubdtype(array.dtype, np.floating)
+                                          or np.issubdtype(array.dtype, np.integer)):
         raise CellError(f"{cell.name}: {what} must be numeric, got dtype {array.dtype}")
     if array.shape != shape:
         raise CellError(f"{cell.name}: {what} must have shape {list(shape)}, "
@@ -215,8 +262,11 @@ def _initial(cell: Cell, state: dict) -> dict:
     return out
 
 
-def compile_cell(cell: Cell, weights: dict, dtype: str = "float32", cpu=None) -> CompiledCell:
+def compile_cell(cell: Cell, weights: dict, dtype: str = "float32", cpu=None,
+                 autotune: bool = False) -> CompiledCell:
     """A cell compiled into one loop over the sequence: `run(inputs, state)` over a whole
-    sequence, `step(inputs, state)` for one step (docs/cells.md, "Compiling a cell")."""
-    return CompiledCell(cell, weights, dtype, cpu)
+    sequence, `step(inputs, state)` for one step (docs/cells.md, "Compiling a cell").
+    autotune (int8, int16): time the candidate kernels of every in-loop product and keep the
+    fastest (the same bits; the decision is cached on disk)."""
+    return CompiledCell(cell, weights, dtype, cpu, autotune)
 

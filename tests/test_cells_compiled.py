@@ -268,6 +268,45 @@ def test_step_and_pieces_give_the_bits_of_one_run(dtype):
         assert np.array_equal(state[k], final[k]) and np.array_equal(end[k], final[k])
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int16"])
+def test_the_loop_scales_every_hoisted_row_by_its_covering_format(dtype):
+    """The loop finds each row's format from its float bits: 2^−frac_t (left in scratch for
+    the last chunk) equals quant.covering_fracs of max |x_t|, at the edges too (zero, subnormal,
+    a max just at or just above qmax·2^−k, far past 2^32)."""
+    from jitvoc.plan.cell import HOIST_VECTORS
+    from jitvoc.quant import covering_fracs
+    cell = cells.gru(8, 16)
+    runner = jitvoc.compile_cell(cell, weights_of(cell), dtype=dtype)
+    qmax = np.float32(2 ** (ACTIVATION_BITS[dtype] - 1) - 1)
+    peaks = [0.0, 1e-45, 1e-39, 3e-30, qmax * 2.0 ** -5, np.nextafter(qmax * np.float32(2.0 ** -5),
+             np.float32(1)), qmax, np.nextafter(qmax, np.float32(0)), 1.0, 0.7, 5e11, 2.0 ** 33]
+    x = np.zeros((HOIST_VECTORS, 8), np.float32)
+    for t, peak in enumerate(peaks):
+        x[t, t % 8] = -np.float32(peak) if t % 2 else np.float32(peak)
+    runner.run({"x": x})
+    at = runner.plan.slots["p0.x_scale"]
+    scales = runner._scratch()[at:at + len(peaks)]
+    want = np.exp2(-covering_fracs(np.abs(x[:len(peaks)]).max(axis=1), ACTIVATION_BITS[dtype]))
+    assert np.array_equal(scales, want.astype(np.float32))
+    with pytest.raises(CellError, match="widest 1?[68]-bit format"):
+        runner.run({"x": np.full((3, 8), 1e16, np.float32)})
+
+
+def test_autotuned_products_give_the_bits_of_the_planners():
+    """autotune keeps the fastest candidate of every in-loop product: the same bits (exact
+    integer sums, the same float epilogue); float32 candidates sum in other orders: refused."""
+    cell = cells.lstm(24, 40)
+    for sparse, dtype in ((0.5, "int8"), (0.0, "int8"), (0.5, "int16")):
+        w, xs = weights_of(cell, seed=5, sparse=sparse), inputs_of(cell, 21)
+        plain = jitvoc.compile_cell(cell, w, dtype=dtype).run(xs)
+        tuned = jitvoc.compile_cell(cell, w, dtype=dtype, autotune=True).run(xs)
+        for a, b in zip(plain, tuned):
+            assert all(np.array_equal(a[k], b[k]) for k in a)
+    for bad, dtype in (("yes", "int8"), (True, "float32")):
+        with pytest.raises(CellError, match="autotune"):
+            jitvoc.compile_cell(cell, w, dtype=dtype, autotune=bad)
+
+
 def test_empty_sequence_returns_the_state():
     cell = cells.gru(8, 16)
     runner = jitvoc.compile_cell(cell, weights_of(cell))
@@ -365,3 +404,17 @@ def test_threads_running_one_runner_get_the_bits_of_one_thread():
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda x: runner.run(x)[0]["h"], inputs))
     assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+
+
+# ---- the benchmark's memory bound ----
+def test_the_bound_counts_the_weights_a_step_streams():
+    """`jitvoc bench cells`' bound: a dense float32 LSTM streams its recurrent matrix every
+    step and its input matrix once per HOIST_VECTORS steps; one core reads at a finite rate."""
+    from jitvoc.bench.cells import read_bandwidth, streamed_bytes
+    from jitvoc.plan.cell import HOIST_VECTORS
+    cell = cells.lstm(32, 64)
+    runner = jitvoc.compile_cell(cell, weights_of(cell))
+    per_step, working_set = streamed_bytes(runner)
+    assert per_step == 4 * 256 * 64 + 4 * 256 * 32 / HOIST_VECTORS
+    assert working_set == 4 * 256 * (64 + 32)
+    assert 1e8 < read_bandwidth(working_set, 3) < 1e13

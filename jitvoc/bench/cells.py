@@ -7,7 +7,13 @@ hoisting and hidden-state products included), PyTorch eager (torch.nn.LSTM / tor
 the sequence, batch 1) and TorchScript (torch.jit.script of the same cell written as a loop over
 the steps, the usual custom-RNN form), all float32. PyTorch runs sparse weights as dense ones:
 it has no block-sparse recurrent path. Figures are CPU-time medians of repeats in µs per step,
-measured in one process; without torch its rows are skipped with a message.
+measured in one process; without torch its rows are skipped with a message. int8 cells are
+compiled with autotune (every in-loop product's fastest kernel, the same bits).
+
+The "bound" of a jitvoc row is a lower bound from memory traffic, measured in the same run: the
+weight bytes its loop must read per step (every in-loop product's W array, and every hoisted
+one's over HOIST_VECTORS steps) over the read bandwidth of one core on a buffer the size of all
+those W arrays (read_bandwidth); "bound vs eager" is the largest speedup that allows.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import numpy as np
 from .. import cells
 from .. import cpu as cpu_mod
 from ..cellrun import compile_cell
+from ..plan.cell import HOIST_VECTORS
 
 CELLS = {"lstm": cells.lstm, "gru": cells.gru}
 HIDDEN, HIDDEN_QUICK = (512, 1024), (512,)
@@ -67,17 +74,40 @@ def _cpu_median(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def read_bandwidth(nbytes: int, repeats: int) -> float:
+    """Bytes per CPU second one core reads from a float32 buffer of `nbytes`, read over and over
+    (so from the cache level a working set of that size lives in): the best of three NumPy
+    reductions of it (max, bitwise or of 64-bit words, dot product), CPU-time medians."""
+    buf = np.ones(max(nbytes // 8, 1) * 2, np.float32)
+    calls = max(1, (1 << 24) // buf.nbytes)
+    probes = (buf.max, lambda: np.bitwise_or.reduce(buf.view(np.int64)), lambda: buf.dot(buf))
+    return max(buf.nbytes * calls / _cpu_median(lambda: [f() for _ in range(calls)], repeats)
+               for f in probes)
+
+
+def streamed_bytes(runner) -> tuple[float, int]:
+    """(weight bytes a runner's loop reads per step at least, bytes of all those weights): the
+    W arrays of the in-loop products' kernels, and of the hoisted products' B-vector kernels
+    over HOIST_VECTORS steps."""
+    plan, kernels = runner.plan, runner.kernels()
+    hoisted = [kernels[p.label][0].entry(plan.hoisted_format)[1]["W"].nbytes for p in plan.hoisted]
+    looped = [kernels[p.label][0].entry(plan.x_format)[1]["W"].nbytes for p in plan.products]
+    return sum(looped) + sum(hoisted) / HOIST_VECTORS, sum(looped) + sum(hoisted)
+
+
 def jitvoc_rows(name, hidden, density, gen, steps, repeats) -> list:
     cell = CELLS[name](hidden, hidden)
     w = random_weights(cell, density)
     x = {"x": np.random.default_rng(1).standard_normal((steps, hidden)).astype(np.float32)}
     rows = []
     for dtype in DTYPES:
-        runner = compile_cell(cell, w, dtype=dtype, cpu=gen)
+        runner = compile_cell(cell, w, dtype=dtype, cpu=gen, autotune=dtype != "float32")
         seconds = _cpu_median(lambda: runner.run(x), repeats)
         kernels = [m.spec for ms in runner.kernels().values() for m in ms[:1]]
-        rows.append(_row(name, hidden, density, f"jitvoc {dtype}", seconds, steps,
-                         " ".join(kernels)))
+        per_step, working_set = streamed_bytes(runner)
+        row = _row(name, hidden, density, f"jitvoc {dtype}", seconds, steps, " ".join(kernels))
+        row["bound_us"] = 1e6 * per_step / read_bandwidth(working_set, repeats)
+        rows.append(row)
     return rows
 
 
@@ -161,15 +191,21 @@ def _torch():
 
 def _print(records, gen, steps) -> None:
     print(f"cells on {gen.name}, {steps} steps, one thread: CPU µs per step (median), "
-          f"speedup against PyTorch eager float32")
+          f"speedup against PyTorch eager float32; bound: µs per step the weights' memory "
+          f"traffic takes at least")
     print(f"{'cell':<5} {'hidden':>6} {'density':>7}  {'engine':<20} {'µs/step':>9} "
-          f"{'vs eager':>8}")
+          f"{'vs eager':>8} {'bound':>7} {'bound vs eager':>14}")
     for r in records:
-        eager = [e for e in records if e["engine"] == "torch eager float32" and
+        eager = [e["us_per_step"] for e in records if e["engine"] == "torch eager float32" and
                  (e["cell"], e["hidden"], e["density"]) == (r["cell"], r["hidden"], r["density"])]
-        ratio = f"{eager[0]['us_per_step'] / r['us_per_step']:.1f}x" if eager else "-"
+        bound = r.get("bound_us")
         print(f"{r['cell']:<5} {r['hidden']:>6} {r['density']:>7.2f}  {r['engine']:<20} "
-              f"{r['us_per_step']:>9.1f} {ratio:>8}")
+              f"{r['us_per_step']:>9.1f} {_ratio(eager, r['us_per_step']):>8} "
+              f"{'-' if bound is None else f'{bound:.1f}':>7} {_ratio(eager, bound):>14}")
+
+
+def _ratio(eager: list, us) -> str:
+    return f"{eager[0] / us:.1f}x" if eager and us else "-"
 
 
 run = run_bench  # the CLI entry point: run(args) -> list[dict]

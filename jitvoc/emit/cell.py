@@ -2,14 +2,16 @@
 
     N_run(n i64, params ptr*)        (contracts.CELL_RUN)
 
-runs n steps. `params` is the plan's pointer table: per-step arrays (inputs, the hoisted
-products' input rows, outputs) at row 0, each row one step further per step; the states
-(updated in place after the last step), their next values, vector weights, the scratch slots
-and, per product, its kernels' float entry points (contracts.SPMV, function pointers) and
-arrays. Steps run in chunks of HOIST_VECTORS: first the chunk's hoisted products (the B-vector
-kernel once, or for a shorter last chunk the one-vector kernel per step, the same bits per
-vector), then its steps. An integer cell's hoisted products come for inputs scaled by 2^frac_t
-and are multiplied by x_scale_t = 2^−frac_t where they are read (exact: a power of two).
+runs n steps. `params` is the plan's pointer table: per-step arrays (inputs, outputs) at row 0,
+each row one step further per step; the states (updated in place after the last step), their
+next values, vector weights, the scratch slots and, per product, its kernels' float entry points
+(contracts.SPMV, function pointers) and arrays. Steps run in chunks of HOIST_VECTORS: first the
+chunk's hoisted products (the B-vector kernel once, or for a shorter last chunk the one-vector
+kernel per step, the same bits per vector), then its steps. A float32 cell's hoisted kernels
+read the input rows in place; an integer cell's read them scaled into scratch by 2^frac_t (the
+most fractional bits that cover max |x_t| in the kernels' format, quant.covering_fracs, found
+from the float bits of max |x_t|), and the products are multiplied by x_scale_t = 2^−frac_t
+where they are read (exact: powers of two).
 
 Each step: the plan's items in order. A product calls its kernel on the vector it reads in
 place (a state, a kept node, a slice of a product) into its scratch slot; integer kernels
@@ -32,7 +34,8 @@ from ..cells.graph import Node
 from ..contracts import CELL_RUN, SPMV
 from ..plan.cell import HOIST_VECTORS, MATRIX_PARAMS, CellPlan, size_of
 from . import mathfn
-from .irutil import call, counted_loop, define, f32, gep, i64, load, ptr, signature, splat, vec
+from .irutil import (alloca, call, counted_loop, define, f32, gep, i32, i64, load, ptr,
+                     signature, splat, vec)
 
 V = 16   # lanes of the element-wise sweeps
 ENTRY_FN = signature(SPMV)
@@ -52,7 +55,8 @@ class CellEmitter:
 
     def build(self) -> ir.Module:
         fn, a = define(self.m, CELL_RUN, self.plan.name)
-        b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+        self.entry = fn.append_basic_block("entry")
+        b = self.b = ir.IRBuilder(self.entry)
         names = self.plan.params.names
         self.p = {key: load(b, a.params, ENTRY_FN.as_pointer() if key.endswith(".fn") else ptr,
                             self.plan.params.slot(key), align=8, elem_type=ptr)
@@ -68,8 +72,13 @@ class CellEmitter:
 
     def _hoist(self, c0, end):
         """The hoisted products of steps c0 .. end − 1 into their slots: one call of the
-        B-vector kernel for a whole chunk, else the one-vector kernel per step."""
+        B-vector kernel for a whole chunk, else the one-vector kernel per step; an integer
+        cell's input rows scaled first (_scale_row)."""
         b = self.b
+        if self.plan.dtype != "float32":
+            with counted_loop(b, c0, end, name="scale") as t:
+                for p in self.plan.hoisted:
+                    self._scale_row(p, t, b.sub(t, c0))
         whole = b.icmp_signed("==", b.sub(end, c0), i64(HOIST_VECTORS))
         with b.if_else(whole) as (then, otherwise):
             with then:
@@ -86,11 +95,72 @@ class CellEmitter:
         b, fmt = self.b, self.plan.hoisted_format
         key = f"{product.label}.{kernel}"
         arrays = {a: self.p[f"{key}.{a}"] for a in MATRIX_PARAMS if a != "fn"}
-        x = gep(b, self.p[f"hoist.{product.label}.x"], f32, b.mul(t, i64(product.cols)))
-        y = gep(b, self._slot(product.label), f32, b.mul(row, i64(product.rows)))
-        call(b, SPMV, self.p[f"{key}.fn"], y=y, x=x, **arrays,
+        y = self._slot(product.label, row, product.rows)
+        call(b, SPMV, self.p[f"{key}.fn"], y=y, x=self._hoisted_input(product, t, row), **arrays,
              x_inv_scale=f32(2.0 ** fmt.frac if fmt else 1.0),
              x_scale=f32(fmt.scale if fmt else 1.0))
+
+    def _hoisted_input(self, product, t, row):
+        """Where the hoisted product's kernel reads step t's input: the input row itself
+        (float32), or the scaled row `row` of its slot (integer cells)."""
+        if self.plan.dtype == "float32":
+            return gep(self.b, self.p[f"input.{product.source.name}"], f32,
+                       self.b.mul(t, i64(product.cols)))
+        return self._slot(f"{product.label}.x", row, product.cols)
+
+    def _scale_row(self, product, t, row):
+        """Step t's input row x_t scaled by 2^frac_t into row `row` of the product's `.x` slot,
+        and 2^−frac_t into row `row` of its `.x_scale` slot: frac_t is the most fractional bits
+        of the kernels' format (no fractional bits) that still cover max |x_t|
+        (quant.covering_fracs, computed here from the float's bits: exact)."""
+        b, cols = self.b, product.cols
+        x = gep(b, self.p[f"input.{product.source.name}"], f32, b.mul(t, i64(cols)))
+        frac = self._covering_frac(self._max_abs_bits(x, cols))
+        power = b.bitcast(b.shl(b.add(frac, i32(127)), i32(23)), f32)
+        b.store(b.bitcast(b.shl(b.sub(i32(127), frac), i32(23)), f32),
+                self._slot(f"{product.label}.x_scale", row, 1), align=4)
+        y = self._slot(f"{product.label}.x", row, cols)
+        for start, stop, width in _sweeps(cols):
+            with counted_loop(b, start, stop, width, name="scale_x") as i:
+                typ = vec(f32, width) if width > 1 else f32
+                value = b.load(gep(b, x, f32, i), typ=typ, align=4)
+                scale = splat(b, power, width) if width > 1 else power
+                b.store(b.fmul(value, scale), gep(b, y, f32, i), align=4)
+
+    def _max_abs_bits(self, x, cols: int):
+        """The bits (i32) of max |x[0 .. cols)|: finite floats' magnitudes order as their bits."""
+        b, best = self.b, i32(0)
+        for start, stop, width in _sweeps(cols):
+            typ = vec(i32, width) if width > 1 else i32
+            acc = self._local(typ)
+            b.store(_splat_i32(b, 0, width), acc)
+            with counted_loop(b, start, stop, width, name="max_abs") as i:
+                bits = b.and_(b.load(gep(b, x, f32, i), typ=typ, align=4),
+                              _splat_i32(b, 0x7FFFFFFF, width))
+                old = b.load(acc, typ=typ)
+                b.store(_max(b, bits, old), acc)
+            lanes = b.load(acc, typ=typ)
+            for k in range(width):
+                best = _max(b, b.extract_element(lanes, i32(k)) if width > 1 else lanes, best)
+        return best
+
+    def _local(self, typ):
+        """A stack slot for one `typ`, allocated in the entry block (promoted to registers)."""
+        with self.b.goto_block(self.entry):
+            return alloca(self.b, typ)
+
+    def _covering_frac(self, bits):
+        """frac (i32) of quant.covering_fracs for a magnitude m ≥ 0 given by its float bits:
+        m·2^f ≤ qmax for the largest f (at most 32; qmax's exponent minus m's, less one where
+        m's mantissa exceeds qmax's), and ACTIVATION_BITS − 1 for m = 0. A subnormal m (exponent
+        field 0) gives more than 32 already, clamped."""
+        b, fmt = self.b, self.plan.hoisted_format
+        qmax = np.float32(2 ** (fmt.bits - 1) - 1).view(np.int32)
+        frac = b.sub(i32(int(qmax >> 23)), b.lshr(bits, i32(23)))
+        above = b.icmp_signed(">", b.and_(bits, i32(0x7FFFFF)), i32(int(qmax & 0x7FFFFF)))
+        frac = b.sub(frac, b.zext(above, i32))
+        frac = b.select(b.icmp_signed(">", frac, i32(32)), i32(32), frac)
+        return b.select(b.icmp_signed("==", bits, i32(0)), i32(fmt.bits - 1), frac)
 
     def _step(self, t, row):
         """One step: row pointers of step t (row `row` of the hoisted slots), the plan's
@@ -100,12 +170,12 @@ class CellEmitter:
                  **{f"output.{k}": n for k, n in cell.outputs.items()}}
         self.rows = {key: gep(b, self.p[key], f32, b.mul(t, i64(size_of(n))))
                      for key, n in sizes.items()}
-        self.rows.update({f"hoist.{p.label}": gep(b, self._slot(p.label), f32,
-                                                  b.mul(row, i64(p.rows)))
+        self.rows.update({f"hoist.{p.label}": self._slot(p.label, row, p.rows)
                           for p in self.plan.hoisted})
         if self.plan.dtype != "float32":
             self.rows.update({f"hoist.{p.label}.x_scale": load(
-                b, self.p[f"hoist.{p.label}.x_scale"], f32, t, align=4) for p in self.plan.hoisted})
+                b, self._slot(f"{p.label}.x_scale", row, 1), f32, align=4)
+                for p in self.plan.hoisted})
         for kind, content in self.plan.items:
             if kind == "products":
                 for product in content:
@@ -129,8 +199,12 @@ class CellEmitter:
              **arrays, x_inv_scale=f32(2.0 ** fmt.frac if fmt else 1.0),
              x_scale=f32(fmt.scale if fmt else 1.0))
 
-    def _slot(self, key, offset: int = 0):
-        return gep(self.b, self.p["scratch"], f32, i64(self.plan.slots[key] + offset))
+    def _slot(self, key, offset=0, stride: int = 1):
+        """Float `offset` · `stride` (offset: an int or an i64 value) of a scratch slot."""
+        b, start = self.b, self.plan.slots[key]
+        if isinstance(offset, int):
+            return gep(b, self.p["scratch"], f32, i64(start + offset * stride))
+        return gep(b, gep(b, self.p["scratch"], f32, i64(start)), f32, b.mul(offset, i64(stride)))
 
     def _address(self, node: Node):
         """Where a product's input vector lies (plan.cell._unaddressable keeps the others)."""
@@ -154,10 +228,8 @@ class CellEmitter:
     # --- passes --------------------------------------------------------------------------------
     def _sweep(self, length: int, roots: list):
         """The roots of one length: V lanes at a time, then the tail one at a time."""
-        b, main = self.b, length // V * V
-        for start, stop, width in ((0, main, V), (main, length, 1)):
-            if start == stop:
-                continue
+        b = self.b
+        for start, stop, width in _sweeps(length):
             with counted_loop(b, start, stop, width, name=f"sweep{length}_{width}") as i:
                 self.i, self.width, self.memo = i, width, {}
                 for node, where, offset in roots:
@@ -243,6 +315,20 @@ LEAVES = {
     "weight": lambda e, n, s: e._read(e.p[f"weight.{n.name}"], s, n),
     "matvec": CellEmitter._matvec,
 }
+
+
+def _sweeps(length: int) -> list:
+    """(start, stop, width) of a sweep over `length` floats: V lanes at a time, then the tail."""
+    main = length // V * V
+    return [(a, z, w) for a, z, w in ((0, main, V), (main, length, 1)) if a < z]
+
+
+def _splat_i32(b, value: int, width: int):
+    return splat(b, i32(value), width) if width > 1 else i32(value)
+
+
+def _max(b, x, y):
+    return b.select(b.icmp_signed(">", x, y), x, y)
 
 
 def _c(like, value: float):

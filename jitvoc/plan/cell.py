@@ -35,9 +35,9 @@ COMPILED_OPS = ("input", "state", "weight", "const", "ref", "add", "sub", "mul",
 ALIGN = 16   # floats: every scratch slot starts on a 64-byte line
 MATRIX_PARAMS = ("fn", "W", "index", "panel_ptr", "row_scale", "zcorr")   # per in-loop product
 HOIST_VECTORS = 16   # B: steps per call of a hoisted product's B-vector kernel, one chunk
-# Per hoisted product: its input rows ([T, cols]; an integer cell's scaled by 2^frac_t), and for
-# an integer cell each step's 2^−frac_t ([T]), which the loop multiplies the product by.
-HOISTED_ROWS = {False: (".x",), True: (".x", ".x_scale")}
+# Per hoisted product of an integer cell, scratch for a chunk: the input rows scaled by 2^frac_t
+# (the kernels read them) and each step's 2^−frac_t (the loop multiplies the product by it).
+HOISTED_SCRATCH = (".x", ".x_scale")
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,12 +172,12 @@ def plan(cell: Cell, dtype: str = "float32") -> CellPlan:
     finals += [r for name, n in cell.outputs.items() for r in _pieces(n, ("output", name), 0)]
     items[-1] = ("pass", Pass(last.index, last.roots + tuple(finals)))
     slots, scratch = _slots([*hoisted, *(p for kind, x in items if kind == "products"
-                                          for p in x)], [n for n in cell.nodes if n in keep])
+                                          for p in x)], [n for n in cell.nodes if n in keep],
+                            dtype != "float32")
     bits = ACTIVATION_BITS.get(dtype)
     x_format = bits and FixedPoint.covering(1.0, bits, signed=True)
     hoisted_format = bits and FixedPoint(bits, 0, signed=True)
-    params = _params(cell, hoisted, [p for kind, x in items if kind == "products" for p in x],
-                     dtype != "float32")
+    params = _params(cell, hoisted, [p for kind, x in items if kind == "products" for p in x])
     return CellPlan(cell, dtype, tuple(hoisted), tuple(items), slots, scratch, params, x_format,
                     hoisted_format, f"cell_{cell.name}_{_fingerprint(cell, dtype)}")
 
@@ -240,22 +240,24 @@ def _pieces(node: Node, where: tuple, offset: int) -> list:
     return out
 
 
-def _slots(products: list, keep: list) -> tuple:
+def _slots(products: list, keep: list, integer: bool) -> tuple:
     """Scratch offsets (floats, ALIGN-aligned) of products (a hoisted one: HOIST_VECTORS
-    steps) and kept nodes, and the scratch size."""
+    steps, and for an integer cell its scaled input rows and their scales, label + ".x" and
+    label + ".x_scale") and kept nodes, and the scratch size."""
     slots, at = {}, 0
     sizes = [(p.label, p.rows * (HOIST_VECTORS if p.hoisted else 1)) for p in products]
+    sizes += [(p.label + k, HOIST_VECTORS * (p.cols if k == ".x" else 1))
+              for p in products if p.hoisted and integer for k in HOISTED_SCRATCH]
     for key, size in sizes + [(n, size_of(n)) for n in keep]:
         slots[key] = at
         at += -(-size // ALIGN) * ALIGN
     return slots, max(at, ALIGN)
 
 
-def _params(cell: Cell, hoisted: list, products: list, integer: bool) -> PointerTable:
+def _params(cell: Cell, hoisted: list, products: list) -> PointerTable:
     names = [f"input.{n}" for n in cell.inputs] + [f"output.{n}" for n in cell.outputs]
     names += [f"{k}.{n}" for n in cell.states for k in ("state", "next")]
     names += [f"weight.{n}" for n, w in cell.weights.items() if len(w.shape) < 2]
-    names += [f"hoist.{p.label}{a}" for p in hoisted for a in HOISTED_ROWS[integer]]
     names += ["scratch"] + [f"{p.label}.{a}" for p in products for a in MATRIX_PARAMS]
     names += [f"{p.label}.{k}.{a}" for p in hoisted for k in ("B", "1") for a in MATRIX_PARAMS]
     return PointerTable(tuple(names))
