@@ -1,7 +1,6 @@
 """Shared test settings: a private kernel cache, and the CPU generations this host can run."""
 import itertools
 import os
-import tempfile
 
 import pytest
 
@@ -28,13 +27,17 @@ def diagonal(*axes):
 
 
 @pytest.fixture(autouse=True, scope="session")
-def private_cache():
+def private_cache(tmp_path_factory):
     """Compile into a fresh cache, so the tests also exercise compiling (and never read a
-    stale object from the user's cache)."""
+    stale object from the user's cache). The workers of one `pytest -n N` run share it (their
+    base folders are siblings in the run's folder): each kernel compiles once per run, and the
+    workers exercise the cache's concurrent writes, as corpus mode's do."""
     old = os.environ.get("JITVOC_CACHE")
-    with tempfile.TemporaryDirectory(prefix="jitvoc-test-cache-") as d:
-        os.environ["JITVOC_CACHE"] = d
-        yield d
+    base = tmp_path_factory.getbasetemp()
+    d = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jitvoc-cache"
+    d.mkdir(exist_ok=True)
+    os.environ["JITVOC_CACHE"] = str(d)
+    yield str(d)
     if old is None:
         os.environ.pop("JITVOC_CACHE", None)
     else:

@@ -292,6 +292,7 @@ def test_the_loop_scales_every_hoisted_row_by_its_covering_format(dtype):
         runner.run({"x": np.full((3, 8), 1e16, np.float32)})
 
 
+@pytest.mark.slow   # 10 s: compiles every candidate kernel of four cells
 def test_autotuned_products_give_the_bits_of_the_planners():
     """autotune keeps the fastest candidate of every in-loop product: the same bits (exact
     integer sums, the same float epilogue); float32 candidates sum in other orders: refused."""

@@ -244,6 +244,7 @@ def test_table_text_and_markdown():
     assert "| x | y |" in t.markdown() and "| bb | 22 |" in t.markdown()
 
 
+@pytest.mark.slow   # 13 s: autotunes the int8 cells of the whole quick bench
 def test_bench_cells_without_torch(monkeypatch, tmp_path, capsys):
     """Tiny cells; without torch its rows are skipped with a message."""
     monkeypatch.setattr(bench_cells, "HIDDEN_QUICK", (32,))
