@@ -40,7 +40,7 @@ HOIST_VECTORS = 16   # B: steps per call of a hoisted product's B-vector kernel,
 HOISTED_SCRATCH = (".x", ".x_scale")
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Product:
     """One kernel: the products `nodes` of one input vector `source`, their matrices (named
     `weights`) stacked by rows; node i's rows start at offsets[i] of the stacked output."""
@@ -61,7 +61,7 @@ class Product:
         return np.concatenate([np.asarray(weights[w], np.float32) for w in self.weights])
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Pass:
     """Element-wise roots of one pass: (node, where, offset) stores, where ("slot", node) is
     the node's scratch slot, ("next", state) a state's next value and ("output", name) an
@@ -78,7 +78,7 @@ class Pass:
         return out
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class CellPlan:
     """The schedule of a cell: hoisted products (per chunk of HOIST_VECTORS steps), then per
     step `items` (("products", [Product]), ("pass", Pass)) in order; scratch slots (float
@@ -143,8 +143,9 @@ def _stacks(cell: Cell, products: list, hoisted: bool, first: int) -> list:
                             f"{source!r} must read a declared input (not compiled yet)")
         rows = [n.shape[0] for n in nodes]
         offsets = tuple(int(v) for v in np.cumsum([0] + rows[:-1]))
-        out.append(Product(f"p{first + i}", tuple(nodes), source,
-                           tuple(n.args[0].name for n in nodes), offsets, sum(rows), hoisted))
+        out.append(Product(label=f"p{first + i}", nodes=tuple(nodes), source=source,
+                           weights=tuple(n.args[0].name for n in nodes), offsets=offsets,
+                           rows=sum(rows), hoisted=hoisted))
     return out
 
 
@@ -165,12 +166,12 @@ def plan(cell: Cell, dtype: str = "float32") -> CellPlan:
             items.append((kind, tuple(content)))
             continue
         roots = [root for n in content if n in keep for root in _pieces(n, ("slot", n), 0)]
-        items.append(("pass", Pass(count, tuple(roots))))
+        items.append(("pass", Pass(index=count, roots=tuple(roots))))
         count += 1
     last = items[-1][1]
     finals = [r for name, n in cell.update.items() for r in _pieces(n, ("next", name), 0)]
     finals += [r for name, n in cell.outputs.items() for r in _pieces(n, ("output", name), 0)]
-    items[-1] = ("pass", Pass(last.index, last.roots + tuple(finals)))
+    items[-1] = ("pass", Pass(index=last.index, roots=last.roots + tuple(finals)))
     slots, scratch = _slots([*hoisted, *(p for kind, x in items if kind == "products"
                                           for p in x)], [n for n in cell.nodes if n in keep],
                             dtype != "float32")
@@ -178,8 +179,10 @@ def plan(cell: Cell, dtype: str = "float32") -> CellPlan:
     x_format = bits and FixedPoint.covering(1.0, bits, signed=True)
     hoisted_format = bits and FixedPoint(bits, 0, signed=True)
     params = _params(cell, hoisted, [p for kind, x in items if kind == "products" for p in x])
-    return CellPlan(cell, dtype, tuple(hoisted), tuple(items), slots, scratch, params, x_format,
-                    hoisted_format, f"cell_{cell.name}_{_fingerprint(cell, dtype)}")
+    return CellPlan(cell=cell, dtype=dtype, hoisted=tuple(hoisted), items=tuple(items),
+                    slots=slots, scratch=scratch, params=params, x_format=x_format,
+                    hoisted_format=hoisted_format,
+                    name=f"cell_{cell.name}_{_fingerprint(cell, dtype)}")
 
 
 def _groups(cell: Cell, first: int) -> tuple:

@@ -12,6 +12,7 @@ measures the speedup (jitvoc.recurrence.parallel_speedup, once per process) wher
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ def available_threads() -> int:
         return os.cpu_count() or 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScanPlan:
     """How to run one [T, D] recurrence; ``bounds`` are chunk edges (two = serial)."""
     T: int
@@ -57,8 +58,7 @@ class ScanPlan:
 
     def with_threads(self, threads: int) -> "ScanPlan":
         """The same chunking run by another number of threads."""
-        return ScanPlan(self.T, self.D, self.serial, self.reduce, self.tile, self.bounds,
-                        max(1, threads))
+        return dataclasses.replace(self, threads=max(1, threads))
 
 
 def spec_for(kind: str, gen, stream: bool = False) -> ScanSpec:
@@ -104,6 +104,8 @@ def plan(T: int, D: int, gen, threads: int | None = None, mode: str = "auto",
         pays = speedup is not None and speedup * PARALLEL_MARGIN > 1
         mode = "parallel" if may_go_parallel(T, D, threads) and pays else "serial"
     if mode == "serial" or T < 2:
-        return ScanPlan(T, D, serial, reduce, tile, (0, T), 1)
+        return ScanPlan(T=T, D=D, serial=serial, reduce=reduce, tile=tile, bounds=(0, T),
+                        threads=1)
     bounds = chunk_bounds(T, max(2, threads))
-    return ScanPlan(T, D, serial, reduce, tile, bounds, threads)
+    return ScanPlan(T=T, D=D, serial=serial, reduce=reduce, tile=tile, bounds=bounds,
+                    threads=threads)
