@@ -195,20 +195,12 @@ class _Frame:
 
 
 def _weights(cell: Cell, weights: dict) -> dict:
-    """The vector weights (biases) as float32 arrays; every declared weight checked."""
-    if not isinstance(weights, dict):
-        raise CellError(f"{cell.name}: weights must be a dict of arrays by name")
+    """The vector weights (biases) as float32 arrays; every declared weight checked, finite."""
     out = {}
-    for name, node in cell.weights.items():
-        if name not in weights:
-            raise CellError(f"{cell.name}: no weight {name!r} given")
-        w = np.ascontiguousarray(weights[name], np.float32)
-        if w.shape != node.shape:
-            raise CellError(f"{cell.name}: weight {name!r} is declared {node.shape}, "
-                            f"got {w.shape}")
+    for name, w in cell.weight_arrays(weights).items():
         if not np.isfinite(w).all():
             raise CellError(f"{cell.name}: weight {name!r} holds NaN or infinite values")
-        if len(node.shape) < 2:
+        if w.ndim < 2:
             out[name] = w.reshape(-1)
     return out
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import numpy as np
@@ -28,6 +27,7 @@ from .. import cells
 from .. import cpu as cpu_mod
 from ..cellrun import compile_cell
 from ..plan.cell import HOIST_VECTORS
+from .report import median_seconds
 
 CELLS = {"lstm": cells.lstm, "gru": cells.gru}
 HIDDEN, HIDDEN_QUICK = (512, 1024), (512,)
@@ -64,14 +64,8 @@ def random_weights(cell, density: float = 1.0, seed: int = 0) -> dict:
 
 
 def _cpu_median(fn, repeats: int) -> float:
-    """Median CPU seconds of fn() (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.process_time()
-        fn()
-        times.append(time.process_time() - t)
-    return statistics.median(times)
+    """Median CPU seconds of the process for fn() (after one warm-up call)."""
+    return median_seconds(fn, repeats, clock=time.process_time)
 
 
 def read_bandwidth(nbytes: int, repeats: int) -> float:

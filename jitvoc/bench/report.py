@@ -31,6 +31,18 @@ def summary(samples) -> tuple[float, float]:
     return med, float((q3 - q1) / med) if med > 0 else 0.0
 
 
+def median_seconds(fn, repeats: int, clock=time.perf_counter) -> float:
+    """Median seconds of fn() over `repeats` calls timed by `clock` (time.process_time for CPU
+    time), after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = clock()
+        fn()
+        times.append(clock() - t)
+    return float(np.median(times))
+
+
 def time_python(fn, repeats: int, min_seconds: float = 0.01) -> list[float]:
     """ns per call of `fn()`, one sample per repeat, each a loop of many calls (>= min_seconds)."""
     fn()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 
@@ -21,6 +19,7 @@ from ..layers import GILR
 from ..plan import scan as plan_scan
 from ..recurrence import auto_plan, empty, parallel_speedup
 from ..recurrence import run as run_plan
+from .report import median_seconds
 
 T_FULL, D_FULL = (1 << 10, 1 << 13, 1 << 16, 1 << 20), (32, 256, 1024)
 T_QUICK, D_QUICK = (1 << 10, 1 << 13, 1 << 16), (32, 256)
@@ -38,16 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=None)
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def _inputs(T: int, D: int):
     block = np.random.default_rng(0).uniform(0.5, 1.0, (min(T, 4096), D)).astype(np.float32)
     return np.resize(block, (T, D)), np.resize(block - 0.75, (T, D))
@@ -63,7 +52,7 @@ def copy_bandwidth(nbytes: int = 256 << 20) -> float:
     """Bytes/s of a large numpy copy (read + write), the memory roof for comparison."""
     a = np.ones(nbytes // 4, np.float32)
     b = np.empty_like(a)
-    return 2 * a.nbytes / _median_time(lambda: np.copyto(b, a), 5)
+    return 2 * a.nbytes / median_seconds(lambda: np.copyto(b, a), 5)
 
 
 def _record(kernel, T, D, threads, seconds, spec, **extra):
@@ -84,10 +73,10 @@ def scan_cell(T: int, D: int, gen, threads: int, repeats: int) -> list[dict]:
     }
     records = []
     for kernel, plan in variants.items():
-        dt = _median_time(lambda: run_plan(plan, *args), repeats)
+        dt = median_seconds(lambda: run_plan(plan, *args), repeats)
         records.append(_record(kernel, T, D, plan.threads, dt, plan.name))
     steps = min(T, NUMPY_STEPS)
-    dt = _median_time(lambda: _numpy_loop(lam[:steps], x[:steps], h0, out[:steps]),
+    dt = median_seconds(lambda: _numpy_loop(lam[:steps], x[:steps], h0, out[:steps]),
                       max(1, repeats // 2)) * T / steps
     records.append(_record("numpy", T, D, 1, dt, "numpy_loop", measured_steps=steps))
     return records
@@ -101,9 +90,9 @@ def gilr_records(T: int, D: int, threads: int, repeats: int) -> list[dict]:
     h = empty((T, D))
     records = []
     for n in sorted({1, threads}):
-        dt = _median_time(lambda: layer.forward(x, threads=n, out=h), repeats)
+        dt = median_seconds(lambda: layer.forward(x, threads=n, out=h), repeats)
         records.append(_record("gilr_forward", T, D, n, dt, f"gilr_d{D}_t{n}"))
-        dt = _median_time(lambda: layer.forward(x, threads=n), repeats)
+        dt = median_seconds(lambda: layer.forward(x, threads=n), repeats)
         records.append(_record("gilr_forward_fresh", T, D, n, dt, f"gilr_d{D}_t{n}_fresh"))
     return records
 

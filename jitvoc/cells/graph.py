@@ -243,6 +243,22 @@ class Cell:
         return (f"<cell {self.name}: inputs {list(self.inputs)}, states {list(self.states)}, "
                 f"weights {list(self.weights)}, {len(self.nodes)} nodes>")
 
+    def weight_arrays(self, weights) -> dict:
+        """Every declared weight of `weights` as a C-contiguous float32 array of its declared
+        shape: CellError for a missing one or another shape."""
+        if not isinstance(weights, dict):
+            raise CellError(f"{self.name}: weights must be a dict of arrays by name")
+        out = {}
+        for name, node in self.weights.items():
+            if name not in weights:
+                raise CellError(f"{self.name}: no weight {name!r} given")
+            w = np.ascontiguousarray(weights[name], np.float32)
+            if w.shape != node.shape:
+                raise CellError(f"{self.name}: weight {name!r} is declared {node.shape}, "
+                                f"got {w.shape}")
+            out[name] = w
+        return out
+
 
 class CellBuilder:
     """Declares a cell's leaves by name, then builds the checked Cell."""

@@ -21,6 +21,26 @@ from ..progress import Steps
 
 QUICK_LADDER = ("x86-64", "native")
 
+# subcommands that take their own options, after them: (name, module, help, description)
+OWN_COMMANDS = (
+    ("scan", bench_scan, "linear-recurrence scan throughput",
+     "Measure the throughput of the linear-recurrence scan over a grid of lengths T and widths "
+     "D, and of a GILR layer's forward pass."),
+    ("synth", bench_synth, "the whole user path (jitvoc resynth) vs the engine alone",
+     "Time the path a user runs (load, mel, conditioning, generation, int16 out) on the default "
+     "model and a held-out sentence, with the engine alone beside it, and the command line's "
+     "cold and warm runs."),
+    ("corpus", bench_corpus, "a corpus batched (B streams), on 1 and 2 processes and on Ray",
+     "Vocode one generated corpus with the batched engine for B = 1, 2, 4, 8, 16 (samples/s of "
+     "CPU time, one thread), then with 1 and 2 worker processes and through Ray Data with 1 "
+     "and 2 workers, and compare their realtime factors."),
+    ("cells", bench_cells, "compiled LSTM and GRU cells vs PyTorch eager and TorchScript",
+     "Time compiled LSTM and GRU cells (hidden 512 and 1024, dense and 90%% block-sparse, "
+     "float32 and int8, 1,000 steps, one thread) against PyTorch eager and TorchScript with "
+     "the same weights."),
+)
+OWN_OPTIONS = tuple(name for name, *_ in OWN_COMMANDS)
+
 
 def _common(p, suppress: bool) -> None:
     d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
@@ -64,42 +84,19 @@ def register(sub) -> None:
         q = bsub.add_parser(name, help=summary, description=description)
         _common(q, suppress=True)
         q.set_defaults(what=name)
-    s = bsub.add_parser("scan", help="linear-recurrence scan throughput",
-                        description="Measure the throughput of the linear-recurrence scan "
-                                    "over a grid of lengths T and widths D, and of a GILR "
-                                    "layer's forward pass.")
-    bench_scan.add_arguments(s)
-    s.set_defaults(func=lambda args: bench_scan.run(args) and 0)
-    u = bsub.add_parser("synth", help="the whole user path (jitvoc resynth) vs the engine alone",
-                        description="Time the path a user runs (load, mel, conditioning, "
-                                    "generation, int16 out) on the default model and a held-out "
-                                    "sentence, with the engine alone beside it, and the command "
-                                    "line's cold and warm runs.")
-    bench_synth.add_arguments(u)
-    u.set_defaults(func=bench_synth.run)
-    c = bsub.add_parser("corpus", help="a corpus batched (B streams), on 1 and 2 processes "
-                                       "and on Ray",
-                        description="Vocode one generated corpus with the batched engine for "
-                                    "B = 1, 2, 4, 8, 16 (samples/s of CPU time, one thread), "
-                                    "then with 1 and 2 worker processes and through Ray Data "
-                                    "with 1 and 2 workers, and compare their realtime factors.")
-    bench_corpus.add_arguments(c)
-    c.set_defaults(func=bench_corpus.run)
-    e = bsub.add_parser("cells", help="compiled LSTM and GRU cells vs PyTorch eager and "
-                                      "TorchScript",
-                        description="Time compiled LSTM and GRU cells (hidden 512 and 1024, "
-                                    "dense and 90%% block-sparse, float32 and int8, 1,000 "
-                                    "steps, one thread) against PyTorch eager and TorchScript "
-                                    "with the same weights.")
-    bench_cells.add_arguments(e)
-    e.set_defaults(func=lambda args: bench_cells.run(args) and 0)
+    for name, module, summary, description in OWN_COMMANDS:
+        q = bsub.add_parser(name, help=summary, description=description)
+        module.add_arguments(q)
+        q.set_defaults(func=lambda args, run=module.run: _exit_status(run(args)))
+
+
+def _exit_status(result) -> int:
+    """synth and corpus return an exit status; scan and cells their records (success)."""
+    return result if isinstance(result, int) else 0
 
 
 OPTIONS = ("--cpu", "--dtype", "--quick", "--repeats", "--json", "--markdown", "--plot",
            "--no-progress")
-
-
-OWN_OPTIONS = ("scan", "synth", "corpus", "cells")   # subcommands that take their own options, after them
 
 
 def refuse_options_before(command, argv) -> None:

@@ -22,7 +22,7 @@ def run(cell: Cell, weights: dict, inputs: dict, state: dict | None = None, seed
     """(outputs, state): every output stacked over the steps ([T, *shape]) and the states after
     the last step. `inputs` maps each input's name to [T, *shape]; `state` maps state names to
     initial values (a state left out starts at zero); `steps` is T for a cell without inputs."""
-    W = _weights(cell, weights)
+    W = cell.weight_arrays(weights)
     xs, T = _inputs(cell, inputs, steps)
     current = _initial(cell, state or {})
     rows = {name: [] for name in cell.outputs}
@@ -78,19 +78,6 @@ _OPS = {
     "sample": lambda n, logits, seed, t: np.int32(
         draw(logits, uniform(seed, t, n.attr("stream")))),
 }
-
-
-def _weights(cell, weights) -> dict:
-    out = {}
-    for name, node in cell.weights.items():
-        if name not in weights:
-            raise CellError(f"{cell.name}: no weight {name!r} given")
-        w = np.ascontiguousarray(weights[name], np.float32)
-        if w.shape != node.shape:
-            raise CellError(f"{cell.name}: weight {name!r} is declared {node.shape}, "
-                            f"got {w.shape}")
-        out[name] = w
-    return out
 
 
 def _inputs(cell, inputs, steps):
