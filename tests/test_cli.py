@@ -260,6 +260,7 @@ def test_bench_cells_without_torch(monkeypatch, tmp_path, capsys):
     assert all(r["us_per_step"] > 0 for r in records)
 
 
+@pytest.mark.slow   # 7 s: imports torch and scripts its cells
 def test_bench_cells_with_torch(monkeypatch, capsys):
     pytest.importorskip("torch")
     monkeypatch.setattr(bench_cells, "HIDDEN_QUICK", (32,))
