@@ -49,8 +49,8 @@ class BatchLoopEmitter(LoopEmitter):
 
     def _batch_scratch(self):
         """The buffers of one call, allocated once: every stream's R output, gate bias (+ K),
-        K_f of the e rows and K_f+1 − K_f, the other products' outputs, each product's input buffers, and the
-        draws' scratch (shared: streams take turns)."""
+        K_f of the e rows and K_f+1 − K_f, the other products' outputs, each product's input
+        buffers, and the draws' scratch (shared: streams take turns)."""
         b, B = self.b, self.n_streams
         rows = {m: p.packed.rows_padded for m, p in self.plan.plans.items()}
         self.rows_r = rows["gru.R"]
@@ -65,8 +65,6 @@ class BatchLoopEmitter(LoopEmitter):
         self.y_all = {m: alloca(b, f32, B * rows[m], align=CACHE_LINE) for m in NAMES[1:]}
         self.rows = rows
         self.vbufs = {m: spmv.vector_buffers(e, b) for m, e in self.mv.items()}
-        self.quantized_h = self.plan.plans["gru.R"].spec.dtype != "float32"
-        self.a_unit = self.quantized_h   # as LoopEmitter._scratch
         if self.quantized_h:
             self._h_codes_all()
         self.pbuf = alloca(b, f32, 256)

@@ -102,6 +102,10 @@ class LoopEmitter:
         self.scaled = self._table("scaled", (np.arange(256) / 127.5 - 1) * mathfn.GATE_UNIT)
         base, step = plan.representation.segments()
         self.base, self.step = self._table("base", base), self._table("step", step)
+        self.quantized_h = plan.plans["gru.R"].spec.dtype != "float32"
+        # R h + bR in gate units straight from R's epilogue: its dequantization scale carries
+        # the factor (float32 kernels have none: the gates multiply)
+        self.a_unit = self.quantized_h
 
     def _table(self, name, values):
         """An internal constant float32 [256] array of the module."""
@@ -160,10 +164,6 @@ class LoopEmitter:
         reach = max([0] + [off + self.mv[m].x_pad for m, off in shared.items()])
         self.xbuf = {m: spmv.xin_buffer(e, b, reach if m == "gru.R" else 0)
                      for m, e in self.mv.items() if m not in shared}
-        self.quantized_h = self.plan.plans["gru.R"].spec.dtype != "float32"
-        # R h + bR in gate units straight from R's epilogue: its dequantization scale carries
-        # the factor (float32 kernels have none: the gates multiply)
-        self.a_unit = self.quantized_h
         if self.quantized_h:
             self._h_codes(reach)
 
