@@ -331,6 +331,12 @@ def test_wavernn_schedule_and_bad_draw_inputs():
     runner = jitvoc.compile_cell(cell, w, dtype="int8", ranges=ranges)
     text = runner.describe()
     assert "draw d0 = sample(stream 0)" in text and "draw d1 = sample(stream 1)" in text
+    assert "sweep of 16: 0 nodes fused (copies) -> next h" in text   # both halves kept
+    named = cells.named("wavernn:32")
+    assert named.name == "wavernn" and named.inputs["k"].shape == (96,)
+    for bad in ("wavernn:31", "wavernn:8:32", "wavernn:"):
+        with pytest.raises(CellError, match="wavernn:HIDDEN with HIDDEN even"):
+            cells.named(bad)
     assert [p.weights for p in runner.plan.products] == [
         ("gru.R",), ("out.O1",), ("out.O2",), ("out.O3",), ("out.O4",)]
     assert not runner.plan.formats["p2"].signed and runner.plan.formats["p0"].signed

@@ -395,9 +395,11 @@ def _fingerprint(cell: Cell, dtype: str, ranges: dict | None) -> str:
 
 def fused(plan: CellPlan, roots) -> list:
     """The element-wise nodes one sweep over `roots` computes in registers (in graph order):
-    everything between its roots and what earlier items stored."""
+    everything between its roots and what earlier items stored (a root an earlier pass stored
+    is read from its slot)."""
     cell, seen = plan.cell, set()
-    stop = {n for n in plan.slots if isinstance(n, Node)} - {r[0] for r in roots}
+    stop = ({n for n in plan.slots if isinstance(n, Node)}
+            - {node for node, where, _ in roots if where == ("slot", node)})
 
     def visit(node):
         if node in seen or node.op in schedule.DATA + schedule.BARRIERS or node in stop:
