@@ -12,7 +12,9 @@ one-vector kernel per step for a shorter one (the same bits per vector); integer
 each step's input in its own format (covering its max |x|: the loop scales the row by a power of
 two into the kernels' fixed format and the product back), so a step's result does not depend on
 the other steps in its call: step() and run() agree bit for bit. One native call runs the whole
-sequence; Python only checks the inputs. Semantics and bounds: docs/cells.md; the oracle is
+sequence; Python only checks the inputs. A cell with draws takes the generator's `seed` and
+the sample index `t0` of its first step, as the oracle does; its int32 states and outputs (the
+classes) are int32 arrays. Semantics and bounds: docs/cells.md; the oracle is
 jitvoc.reference.cells.run.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 
 from . import config, jit, native
 from . import cpu as cpu_mod
-from .cells import Cell
+from .cells import INDEX, Cell
 from .contracts import CELL_RUN
 from .emit import cell as emit_cell
 from .errors import CellError
@@ -38,7 +40,7 @@ class CompiledCell:
     `plan` is its schedule, `describe()` says what was stacked, hoisted and fused."""
 
     def __init__(self, cell: Cell, weights: dict, dtype: str = "float32", cpu=None,
-                 autotune: bool = False):
+                 autotune: bool = False, ranges: dict | None = None):
         if not isinstance(cell, Cell):
             raise CellError(f"compile_cell takes a jitvoc.cells.Cell, got {cell!r}")
         if not isinstance(autotune, bool) or (autotune and dtype == "float32"):
@@ -48,8 +50,8 @@ class CompiledCell:
         self.cell, self.dtype, self.autotune = cell, dtype, autotune
         self.gen = cpu_mod.resolve(cpu)
         cpu_mod.require_runnable(self.gen)   # compile_cell runs what it compiles
-        self.plan = plan_cell.plan(cell, dtype)
-        self._vectors = _weights(cell, weights)
+        self.plan = plan_cell.plan(cell, dtype, ranges)
+        self._vectors = _weights(cell, weights, self.plan.params)
         self._hoisted = {p.label: self._matvecs(p, weights) for p in self.plan.hoisted}
         self._products = {p.label: self._matvecs(p, weights)[0] for p in self.plan.products}
         # the Library keeps the loop's machine code alive as long as this runner
@@ -69,15 +71,15 @@ class CompiledCell:
         if not product.hoisted:
             block = None if self.autotune else block   # autotune tries every block shape
             return (build_matvec(W, self.dtype, cpu=self.gen, block=block, autotune=self.autotune,
-                                 x_format=self.plan.x_format),)
+                                 x_format=self.plan.formats[product.label]),)
         return tuple(build_matvec(W, self.dtype, cpu=self.gen, block=block, vectors=v,
                                   x_format=self.plan.hoisted_format)
                      for v in (HOIST_VECTORS, 1))
 
     def _fixed_addresses(self) -> dict:
         """The params entries that do not change between calls: weights and kernels."""
-        out = {f"weight.{k}": v.ctypes.data for k, v in self._vectors.items()}
-        kernels = [(label, mv, self.plan.x_format) for label, mv in self._products.items()]
+        out = {k: v.ctypes.data for k, v in self._vectors.items()}
+        kernels = [(label, mv, self.plan.formats[label]) for label, mv in self._products.items()]
         kernels += [(f"{label}.{k}", mv, self.plan.hoisted_format)
                     for label, pair in self._hoisted.items() for k, mv in zip("B1", pair)]
         for key, mv, fmt in kernels:
@@ -101,30 +103,35 @@ class CompiledCell:
         """The loop's LLVM IR (the products' kernels are separate: kernels())."""
         return str(emit_cell.build(self.plan))
 
-    def run(self, inputs: dict, state: dict | None = None) -> tuple[dict, dict]:
+    def run(self, inputs: dict, state: dict | None = None, seed: int = 0,
+            t0: int = 0) -> tuple[dict, dict]:
         """(outputs [T, *shape] per output, the states after the last step) for inputs
-        [T, *shape] per input; a state left out starts at zero (a scalar fills a vector)."""
+        [T, *shape] per input; a state left out starts at zero (a scalar fills a vector).
+        Draws use the generator's `seed` at sample indices t0, t0 + 1, ..."""
         xs, T = _inputs(self.cell, inputs)
-        states = _initial(self.cell, state or {})
-        frame = _Frame(self.cell, T, xs, states, self._scratch())
+        states = _initial(self.cell, state or {}, self.plan.index_limits)
+        frame = _Frame(self.cell, T, xs, states, self._scratch(), _counter(self.cell, seed, t0))
         if T:
             self._check_range(xs)
             self._call(T, frame.pointer(self.plan.params, self._fixed), frame.states)
         return frame.outputs, frame.state_values(self.cell)
 
-    def step(self, inputs: dict, state: dict | None = None) -> tuple[dict, dict]:
-        """One step: inputs and outputs without the T axis; the same bits as run(). The
-        arrays and the pointer table of a step are made once per thread and reused."""
+    def step(self, inputs: dict, state: dict | None = None, seed: int = 0,
+             t: int = 0) -> tuple[dict, dict]:
+        """One step (sample index t for draws): inputs and outputs without the T axis; the
+        same bits as run(). The arrays and the pointer table of a step are made once per
+        thread and reused."""
         if not isinstance(inputs, dict):
             raise CellError(f"{self.cell.name}: step() takes a dict of input arrays")
         xs, _ = _inputs(self.cell, {k: np.asarray(v)[None] for k, v in inputs.items()})
-        states = _initial(self.cell, state or {})
+        states = _initial(self.cell, state or {}, self.plan.index_limits)
         self._check_range(xs)
         frame, pointer = self._step_frame()
         for k, v in xs.items():
             frame.inputs[k][...] = v
         for k, v in states.items():
             frame.states[k][...] = v
+        frame.counter[...] = _counter(self.cell, seed, t)
         self._call(1, pointer, frame.states)
         return ({k: v[0].copy() for k, v in frame.outputs.items()},
                 {k: v.copy() for k, v in frame.state_values(self.cell).items()})
@@ -158,8 +165,9 @@ class CompiledCell:
         if pair is None:
             cell = self.cell
             xs = {k: np.zeros((1, *n.shape), np.float32) for k, n in cell.inputs.items()}
-            states = {k: np.zeros(n.shape, np.float32).reshape(-1) for k, n in cell.states.items()}
-            frame = _Frame(cell, 1, xs, states, self._scratch())
+            states = {k: np.zeros(n.shape, _DTYPES[n.dtype]).reshape(-1)
+                      for k, n in cell.states.items()}
+            frame = _Frame(cell, 1, xs, states, self._scratch(), _counter(cell, 0, 0))
             pair = self._local.step = (frame, frame.pointer(self.plan.params, self._fixed))
         return pair
 
@@ -170,13 +178,20 @@ class CompiledCell:
                             f"check the weights and inputs")
 
 
+_DTYPES = {"float32": np.float32, INDEX: np.int32}
+
+
 class _Frame:
     """The arrays of one call of the loop: inputs and outputs [T, *shape], the states (flat,
-    updated in place) and their next values, and the scratch slots."""
+    updated in place) and their next values, the scratch slots and the generator's counter
+    (int64 [t0, seed])."""
 
-    def __init__(self, cell: Cell, T: int, xs: dict, states: dict, scratch: np.ndarray):
+    def __init__(self, cell: Cell, T: int, xs: dict, states: dict, scratch: np.ndarray,
+                 counter: np.ndarray):
         self.inputs, self.states, self.scratch, self.table = xs, states, scratch, None
-        self.outputs = {k: np.empty((T, *n.shape), np.float32) for k, n in cell.outputs.items()}
+        self.counter = counter
+        self.outputs = {k: np.empty((T, *n.shape), _DTYPES[n.dtype])
+                        for k, n in cell.outputs.items()}
         self.following = {k: np.empty_like(v) for k, v in states.items()}
 
     def pointer(self, params, fixed: dict):
@@ -186,7 +201,8 @@ class _Frame:
                   **{f"output.{k}": v for k, v in self.outputs.items()},
                   **{f"state.{k}": v for k, v in self.states.items()},
                   **{f"next.{k}": v for k, v in self.following.items()},
-                  "scratch": self.scratch}
+                  "scratch": self.scratch, "counter": self.counter}
+        arrays = {k: v for k, v in arrays.items() if k in params.names}
         self.table = params.pack({**fixed, **{k: a.ctypes.data for k, a in arrays.items()}})
         return native.ptr(self.table)
 
@@ -194,15 +210,30 @@ class _Frame:
         return {k: v.reshape(cell.states[k].shape) for k, v in self.states.items()}
 
 
-def _weights(cell: Cell, weights: dict) -> dict:
-    """The vector weights (biases) as float32 arrays; every declared weight checked, finite."""
+def _weights(cell: Cell, weights: dict, params) -> dict:
+    """The vector weights (biases) and the matrix columns the loop reads (params entries
+    column.NAME.J) as float32 arrays, by their params key; every declared weight checked,
+    finite."""
     out = {}
     for name, w in cell.weight_arrays(weights).items():
         if not np.isfinite(w).all():
             raise CellError(f"{cell.name}: weight {name!r} holds NaN or infinite values")
         if w.ndim < 2:
-            out[name] = w.reshape(-1)
+            out[f"weight.{name}"] = w.reshape(-1)
+        out.update({f"column.{name}.{j}": np.ascontiguousarray(w[:, j])
+                    for j in range(w.shape[1] if w.ndim == 2 else 0)
+                    if f"column.{name}.{j}" in params.names})
     return out
+
+
+def _counter(cell: Cell, seed, t0) -> np.ndarray:
+    """The generator's [t0, seed] (the seed as uint32, as docs/model.md's arithmetic takes it)."""
+    for what, value in (("seed", seed), ("t0", t0)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise CellError(f"{cell.name}: {what} must be an int, got {value!r}")
+    if t0 < 0:
+        raise CellError(f"{cell.name}: t0 must be non-negative, got {t0}")
+    return np.array([t0, int(seed) & 0xFFFFFFFF], np.int64)
 
 
 def _float_array(cell: Cell, what: str, value, shape: tuple) -> np.ndarray:
@@ -238,8 +269,9 @@ def _inputs(cell: Cell, inputs: dict) -> tuple:
             for k, n in cell.inputs.items()}, T
 
 
-def _initial(cell: Cell, state: dict) -> dict:
-    """Every state as a fresh float32 array (flat): given, or zero; a scalar fills a vector."""
+def _initial(cell: Cell, state: dict, limits: dict) -> dict:
+    """Every state as a fresh array (flat) of its dtype: given, or zero; a scalar fills a
+    vector; an int32 state an integer in [0, its limit) (the tables it indexes)."""
     if not isinstance(state, dict):
         raise CellError(f"{cell.name}: state must be a dict of arrays by name")
     unknown = set(state) - set(cell.states)
@@ -250,15 +282,30 @@ def _initial(cell: Cell, state: dict) -> dict:
         value = state.get(name, 0)
         if np.shape(value) == () and node.shape:
             value = np.full(node.shape, value)
+        if node.dtype == INDEX:
+            out[name] = _index_array(cell, name, value, limits[name])
+            continue
         out[name] = _float_array(cell, f"state {name!r}", value, node.shape).reshape(-1).copy()
     return out
 
 
+def _index_array(cell: Cell, name: str, value, limit: int) -> np.ndarray:
+    """An int32 state's value as int32 [1]: an integer in [0, limit)."""
+    array = np.asarray(value)
+    if (array.shape != () or array.dtype.kind not in "iuf" or array != np.floor(array)
+            or not 0 <= array < limit):
+        raise CellError(f"{cell.name}: state {name!r} is a class, an integer in [0, {limit}), "
+                        f"got {value!r}")
+    return np.array([int(array)], np.int32)
+
+
 def compile_cell(cell: Cell, weights: dict, dtype: str = "float32", cpu=None,
-                 autotune: bool = False) -> CompiledCell:
+                 autotune: bool = False, ranges: dict | None = None) -> CompiledCell:
     """A cell compiled into one loop over the sequence: `run(inputs, state)` over a whole
     sequence, `step(inputs, state)` for one step (docs/cells.md, "Compiling a cell").
     autotune (int8, int16): time the candidate kernels of every in-loop product and keep the
-    fastest (the same bits; the decision is cached on disk)."""
-    return CompiledCell(cell, weights, dtype, cpu, autotune)
+    fastest (the same bits; the decision is cached on disk). ranges (int8, int16): matrix name
+    -> max |x| of its in-loop product's input, where it may pass 1 (a relu's output: the
+    vocoder's out.O2 and out.O4, as a model's calibration gives them)."""
+    return CompiledCell(cell, weights, dtype, cpu, autotune, ranges)
 

@@ -85,7 +85,8 @@ def streamed_bytes(runner) -> tuple[float, int]:
     over HOIST_VECTORS steps."""
     plan, kernels = runner.plan, runner.kernels()
     hoisted = [kernels[p.label][0].entry(plan.hoisted_format)[1]["W"].nbytes for p in plan.hoisted]
-    looped = [kernels[p.label][0].entry(plan.x_format)[1]["W"].nbytes for p in plan.products]
+    looped = [kernels[p.label][0].entry(plan.formats[p.label])[1]["W"].nbytes
+              for p in plan.products]
     return sum(looped) + sum(hoisted) / HOIST_VECTORS, sum(looped) + sum(hoisted)
 
 

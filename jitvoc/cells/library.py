@@ -133,16 +133,20 @@ SIZED = {"gru": gru, "lstm": lstm, "sru": sru, "gilr": gilr}   # cells made from
 
 def named(spec: str) -> Cell:
     """A library cell from text: "gru:512" or "gru:80:512" (input size, hidden; the input size
-    is the hidden size when left out), the same for lstm and gilr, "sru:512"."""
+    is the hidden size when left out), the same for lstm and gilr, "sru:512", and
+    "wavernn:896" (the hidden size, even; the linear representation)."""
     name, *sizes = str(spec).split(":")
     usage = (f"a cell is NAME:HIDDEN or NAME:INPUT:HIDDEN with NAME one of {sorted(SIZED)} "
-             f"(sru:SIZE), got {spec!r}")
-    if name not in SIZED or not 1 <= len(sizes) <= (1 if name == "sru" else 2):
+             f"(sru:SIZE, wavernn:HIDDEN with HIDDEN even), got {spec!r}")
+    single = name in ("sru", "wavernn")
+    if name not in (*SIZED, "wavernn") or not 1 <= len(sizes) <= (1 if single else 2):
         raise CellError(usage)
     try:
         sizes = [int(v) for v in sizes]
     except ValueError:
         raise CellError(usage) from None
-    if min(sizes) <= 0:
+    if min(sizes) <= 0 or name == "wavernn" and sizes[0] % 2:
         raise CellError(usage)
+    if name == "wavernn":
+        return wavernn(sizes[0])
     return SIZED[name](*sizes) if name == "sru" else SIZED[name](sizes[0], sizes[-1])

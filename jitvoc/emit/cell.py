@@ -18,7 +18,11 @@ place (a state, a kept node, a slice of a product) into its scratch slot; intege
 quantize that vector in the plan's fixed format. A pass runs one sweep per vector length over
 its roots: 16 lanes at a time, then one at a time, every root's value computed in registers
 from what earlier items stored (a `take` is an offset, a node used twice in a sweep is
-computed once) and stored. Then every state takes its next value.
+computed once) and stored. A draw (jitvoc.emit.draw) reads its 256 logits in place and stores
+the class (int32) in its slot, with ξ of the counter-based generator at sample index t0 + step
+(params "counter": t0 and the seed); a `lookup` loads its table's element at an int32 state or
+class, a `column` reads the matrix column the runner passes as a vector. Then every state
+takes its next value.
 
 Element-wise arithmetic is plain IEEE float32 in the graph's order, no FMA; sigmoid, tanh and
 exp go through jitvoc.emit.mathfn's exponential (e^x of the same bits at every vector width,
@@ -30,10 +34,10 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from ..cells.graph import Node
+from ..cells.graph import INDEX, Node
 from ..contracts import CELL_RUN, SPMV
-from ..plan.cell import HOIST_VECTORS, MATRIX_PARAMS, CellPlan, size_of
-from . import mathfn
+from ..plan.cell import HOIST_VECTORS, MATRIX_PARAMS, CellPlan, column_key, resolved, size_of
+from . import draw, mathfn
 from .irutil import (alloca, call, counted_loop, define, f32, gep, i32, i64, load, ptr,
                      signature, splat, vec)
 
@@ -61,6 +65,9 @@ class CellEmitter:
         self.p = {key: load(b, a.params, ENTRY_FN.as_pointer() if key.endswith(".fn") else ptr,
                             self.plan.params.slot(key), align=8, elem_type=ptr)
                   for key in names}
+        if self.plan.draws:
+            self.t0 = load(b, self.p["counter"], i64, 0, align=8)
+            self.seed = b.trunc(load(b, self.p["counter"], i64, 1, align=8), i32)
         with counted_loop(b, 0, a.n, HOIST_VECTORS, name="chunk") as c0:
             end = b.add(c0, i64(HOIST_VECTORS))
             end = b.select(b.icmp_signed("<", end, a.n), end, a.n)
@@ -180,24 +187,35 @@ class CellEmitter:
             if kind == "products":
                 for product in content:
                     self._product(product)
+            elif kind == "draws":
+                for d in content:
+                    self._draw(d, t)
             else:
                 self.current = content.index
                 for length, roots in content.sweeps().items():
                     self._sweep(length, roots)
         for name, state in cell.states.items():
             with counted_loop(b, 0, size_of(state), name=f"commit_{name}") as i:
-                value = load(b, self.p[f"next.{name}"], f32, i, align=4)
+                value = load(b, self.p[f"next.{name}"], _type(state), i, align=4)
                 self._put(value, self.p[f"state.{name}"], i)
 
     # --- products ------------------------------------------------------------------------------
     def _product(self, product):
         """y = W x of one stacked product, by its kernel's float entry point."""
-        b, fmt = self.b, self.plan.x_format
+        b, fmt = self.b, self.plan.formats[product.label]
         arrays = {a: self.p[f"{product.label}.{a}"] for a in MATRIX_PARAMS if a != "fn"}
         y = self._slot(product.label)
         call(b, SPMV, self.p[f"{product.label}.fn"], y=y, x=self._address(product.source),
              **arrays, x_inv_scale=f32(2.0 ** fmt.frac if fmt else 1.0),
              x_scale=f32(fmt.scale if fmt else 1.0))
+
+    def _draw(self, d, t):
+        """The class of draw `d` at step t of the call into its slot (an int32)."""
+        b = self.b
+        xi = draw.uniform(b, self.seed, b.add(self.t0, t), d.stream)
+        cls = draw.draw(b, self._address(d.logits), xi, self._slot("draw.p"),
+                        self._slot("draw.prefix"), mathfn.SOFTMAX_POLY[self.plan.dtype])
+        b.store(cls, self._slot(d.label), align=4)
 
     def _slot(self, key, offset=0, stride: int = 1):
         """Float `offset` · `stride` (offset: an int or an i64 value) of a scratch slot."""
@@ -273,16 +291,28 @@ class CellEmitter:
             return self._value(node.args[0], shift + node.attr("start"))
         if op == "ref":
             return self._value(self.cell.bindings[node.name], shift)
+        if op == "lookup":
+            return self._lookup(*node.args)
         args = [self._value(a, shift) for a in node.args]
         if op in TRANSCENDENTAL:
             return TRANSCENDENTAL[op](b, *args, POLY[self.plan.dtype])
         return ARITHMETIC[op](b, *args)
 
     def _read(self, base, shift: int, node: Node):
-        """Element i + shift of an array (a scalar node: element 0)."""
+        """Element i + shift of an array (a scalar node: element 0, an int32 one as i32)."""
         if node.shape == ():
-            return load(self.b, base, f32, 0, align=4)
+            return load(self.b, base, _type(node), 0, align=4)
         return self._load(base, shift)
+
+    def _lookup(self, table: Node, index: Node):
+        """table[index] (a float) for an int32 state or class `index` (the plan checks that
+        its values stay within the table)."""
+        index = resolved(self.cell, index)
+        at = (self.p[f"state.{index.name}"] if index.op == "state"
+              else self._slot(self.plan.draw_of(index).label))
+        base = self.p[f"weight.{table.name}"] if table.op == "weight" else self._table(table)
+        i = load(self.b, at, i32, 0, align=4)
+        return load(self.b, base, f32, self.b.zext(i, i64), align=4)
 
     def _matvec(self, node: Node, shift: int):
         """A product's elements: from its slot or hoisted row (an integer cell's scaled back
@@ -296,16 +326,20 @@ class CellEmitter:
                            else x_scale)
 
     def _const(self, node: Node, shift: int):
-        values = node.attr("value")
         if node.shape == ():
-            return f32(float(values))
+            return f32(float(node.attr("value")))
+        return self._load(self._table(node), shift)
+
+    def _table(self, node: Node):
+        """The module's internal constant array of a vector constant."""
+        values = node.attr("value")
         if node not in self.tables:
             typ = ir.ArrayType(f32, values.size)
             table = ir.GlobalVariable(self.m, typ, name=f"{self.plan.name}_c{len(self.tables)}")
             table.initializer = ir.Constant(typ, [float(v) for v in values.astype(np.float32)])
             table.global_constant, table.linkage = True, "internal"
             self.tables[node] = table
-        return self._load(self.tables[node], shift)
+        return self.tables[node]
 
 
 LEAVES = {
@@ -314,7 +348,14 @@ LEAVES = {
     "input": lambda e, n, s: e._read(e.rows[f"input.{n.name}"], s, n),
     "weight": lambda e, n, s: e._read(e.p[f"weight.{n.name}"], s, n),
     "matvec": CellEmitter._matvec,
+    "column": lambda e, n, s: e._load(e.p[column_key(n)], s),
+    "sample": lambda e, n, s: e._read(e._slot(e.plan.draw_of(n).label), s, n),
 }
+
+
+def _type(node: Node):
+    """The IR type of one element of a node's value."""
+    return i32 if node.dtype == INDEX else f32
 
 
 def _sweeps(length: int) -> list:

@@ -14,8 +14,11 @@ The three optimizations of issue 13, applied to the analysis of jitvoc.cells.sch
   Slices (`take`) are offsets, not copies, and nodes known before the loop (a bias added to a
   hoisted product) are computed where they are used.
 
-What is not compiled yet (draws, lookups, columns, int32 values: the WaveRNN step) is refused
-with a CellError when the cell is planned.
+Draws (`sample`, 256 logits: jitvoc.emit.draw) are barriers like products: a `Draw` reads its
+logits in place and stores the class (int32) in its slot; `lookup` reads a constant or vector
+weight table at an int32 state or class, `column` a matrix column passed as a vector. What is
+not compiled (int32 inputs and vectors, other lookups) is refused with a CellError when the
+cell is planned.
 """
 from __future__ import annotations
 
@@ -25,13 +28,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cells import schedule
-from ..cells.graph import FLOAT, Cell, Node
+from ..cells.graph import INDEX, Cell, Node
 from ..contracts import PointerTable
 from ..errors import CellError
 from ..quant import ACTIVATION_BITS, FixedPoint
 
 COMPILED_OPS = ("input", "state", "weight", "const", "ref", "add", "sub", "mul", "neg",
-                "affine", "sigmoid", "tanh", "relu", "exp", "matvec", "take", "concat")
+                "affine", "sigmoid", "tanh", "relu", "exp", "matvec", "take", "concat",
+                "column", "lookup", "sample")
+DRAW_CLASSES = 256   # a compiled draw's logits: 16 blocks of 16 (jitvoc.emit.draw)
+# Scratch of the draws (shared: one draw at a time): p = exp(l − max l) and the block prefixes.
+DRAW_SCRATCH = (("draw.p", DRAW_CLASSES), ("draw.prefix", 16))
 ALIGN = 16   # floats: every scratch slot starts on a 64-byte line
 MATRIX_PARAMS = ("fn", "W", "index", "panel_ptr", "row_scale", "zcorr")   # per in-loop product
 HOIST_VECTORS = 16   # B: steps per call of a hoisted product's B-vector kernel, one chunk
@@ -62,6 +69,22 @@ class Product:
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
+class Draw:
+    """One draw: the class of the `sample` node from its logits (read in place), stored as an
+    int32 in the draw's slot `label`."""
+    label: str
+    node: Node
+
+    @property
+    def logits(self) -> Node:
+        return self.node.args[0]
+
+    @property
+    def stream(self) -> int:
+        return self.node.attr("stream")
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Pass:
     """Element-wise roots of one pass: (node, where, offset) stores, where ("slot", node) is
     the node's scratch slot, ("next", state) a state's next value and ("output", name) an
@@ -81,20 +104,23 @@ class Pass:
 @dataclass(frozen=True, eq=False, kw_only=True)
 class CellPlan:
     """The schedule of a cell: hoisted products (per chunk of HOIST_VECTORS steps), then per
-    step `items` (("products", [Product]), ("pass", Pass)) in order; scratch slots (float
-    offsets, by product label or node) of products and kept nodes; the `params` pointer table
-    the loop reads; the
-    fixed activation formats (integer dtypes) of the in-loop products' inputs (covering
-    [−1, 1]) and of the hoisted ones' (no fractional bits: each step's input comes scaled by
-    the power of two that makes it cover its max |x_t|)."""
+    step `items` (("products", [Product]), ("draws", [Draw]), ("pass", Pass)) in order; scratch
+    slots (float offsets, by product or draw label or node) of products, draws and kept nodes;
+    `index_limits`, the exclusive bound of every int32 state's values (the tables it indexes);
+    the `params` pointer table the loop reads; the
+    fixed activation formats (integer dtypes) of the in-loop products' inputs by label
+    (covering [−1, 1], or the range given for their matrices: _formats) and of the hoisted
+    ones' (no fractional bits: each step's input comes scaled by the power of two that makes it
+    cover its max |x_t|)."""
     cell: Cell
     dtype: str
     hoisted: tuple
     items: tuple
     slots: dict
     scratch: int
+    index_limits: dict
     params: PointerTable
-    x_format: FixedPoint | None
+    formats: dict
     hoisted_format: FixedPoint | None
     name: str
 
@@ -108,6 +134,16 @@ class CellPlan:
     @property
     def products(self) -> list:
         return [p for kind, x in self.items if kind == "products" for p in x]
+
+    @property
+    def draws(self) -> list:
+        return [d for kind, x in self.items if kind == "draws" for d in x]
+
+    def draw_of(self, node: Node) -> Draw:
+        for d in self.draws:
+            if d.node is node:
+                return d
+        raise CellError(f"{node!r} is drawn by no draw")
 
     def product_of(self, node: Node) -> tuple:
         """(the Product computing matvec `node`, its row offset there)."""
@@ -123,12 +159,50 @@ def size_of(node: Node) -> int:
 
 
 def check_compilable(cell: Cell) -> None:
-    """CellError for what the compiler does not do yet (the WaveRNN step's draws, lookups,
-    columns and int32 states)."""
+    """CellError for what the compiler does not do: int32 values but scalar states and draws,
+    lookups but of a constant or vector weight at an int32 state or draw, draws of other than
+    DRAW_CLASSES logits."""
     for node in cell.nodes:
-        if node.op not in COMPILED_OPS or node.dtype != FLOAT:
+        if node.op not in COMPILED_OPS or node.dtype == INDEX and (
+                node.shape or node.op not in ("state", "sample", "ref")):
             raise CellError(f"cell {cell.name}: {node!r} ({node.op}) is not compiled yet; "
                             f"jitvoc.reference.cells.run interprets it")
+        if node.op == "sample" and node.args[0].shape != (DRAW_CLASSES,):
+            raise CellError(f"cell {cell.name}: a compiled draw takes {DRAW_CLASSES} logits "
+                            f"(16 blocks of 16), got {node.args[0]!r}")
+        if node.op == "lookup" and (node.args[0].op not in ("const", "weight") or resolved(
+                cell, node.args[1]).op not in ("state", "sample")):
+            raise CellError(f"cell {cell.name}: a compiled lookup reads a constant or a vector "
+                            f"weight at an int32 state or draw, got {node.args!r}")
+
+
+def resolved(cell: Cell, node: Node) -> Node:
+    """The node a chain of refs stands for."""
+    while node.op == "ref":
+        node = cell.bindings[node.name]
+    return node
+
+
+def index_limits(cell: Cell) -> dict:
+    """int32 state name -> the exclusive bound its values keep to: the shortest table a lookup
+    reads at it. CellError where a draw's classes or an update could index past a table."""
+    limits = {name: None for name, n in cell.states.items() if n.dtype == INDEX}
+    for node in cell.nodes:
+        if node.op != "lookup":
+            continue
+        index, size = resolved(cell, node.args[1]), node.args[0].shape[0]
+        if index.op == "sample" and size < DRAW_CLASSES:
+            raise CellError(f"cell {cell.name}: the table {node.args[0]!r} is indexed by a draw "
+                            f"of {DRAW_CLASSES} classes")
+        if index.op == "state":
+            limits[index.name] = min(size, limits[index.name] or size)
+    for name in limits:
+        update = resolved(cell, cell.update[name])
+        limits[name] = limits[name] or DRAW_CLASSES
+        if update.op != "sample" or limits[name] < DRAW_CLASSES:
+            raise CellError(f"cell {cell.name}: the int32 state {name!r} must be updated by a "
+                            f"draw whose classes every table it indexes has, got {update!r}")
+    return limits
 
 
 def _stacks(cell: Cell, products: list, hoisted: bool, first: int) -> list:
@@ -149,12 +223,14 @@ def _stacks(cell: Cell, products: list, hoisted: bool, first: int) -> list:
     return out
 
 
-def plan(cell: Cell, dtype: str = "float32") -> CellPlan:
+def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> CellPlan:
     """The schedule of `cell` with its products in `dtype` (float32, int8, int16; see
-    docs/cells.md, "Compiling a cell")."""
+    docs/cells.md, "Compiling a cell"); `ranges`: matrix name -> max |x| of the input of an
+    in-loop product of it (integer dtypes; default 1)."""
     check_compilable(cell)
     if dtype not in ("float32", *ACTIVATION_BITS):
         raise CellError(f"a cell's dtype is float32, int8 or int16, got {dtype!r}")
+    _check_ranges(cell, ranges or {})
     inside = schedule.recurrent(cell)
     hoisted = _stacks(cell, [n for n in cell.nodes if n.op == "matvec" and n not in inside],
                       True, 0)
@@ -162,7 +238,7 @@ def plan(cell: Cell, dtype: str = "float32") -> CellPlan:
     keep = _materialized(cell, groups, pass_of)
     items, count = [], 0
     for kind, content in groups:
-        if kind == "products":
+        if kind != "pass":
             items.append((kind, tuple(content)))
             continue
         roots = [root for n in content if n in keep for root in _pieces(n, ("slot", n), 0)]
@@ -172,28 +248,54 @@ def plan(cell: Cell, dtype: str = "float32") -> CellPlan:
     finals = [r for name, n in cell.update.items() for r in _pieces(n, ("next", name), 0)]
     finals += [r for name, n in cell.outputs.items() for r in _pieces(n, ("output", name), 0)]
     items[-1] = ("pass", Pass(index=last.index, roots=last.roots + tuple(finals)))
+    draws = [d for kind, x in items if kind == "draws" for d in x]
     slots, scratch = _slots([*hoisted, *(p for kind, x in items if kind == "products"
-                                          for p in x)], [n for n in cell.nodes if n in keep],
-                            dtype != "float32")
+                                          for p in x)], draws,
+                            [n for n in cell.nodes if n in keep], dtype != "float32")
     bits = ACTIVATION_BITS.get(dtype)
-    x_format = bits and FixedPoint.covering(1.0, bits, signed=True)
+    formats = {p.label: bits and _format(p, bits, ranges or {})
+               for kind, x in items if kind == "products" for p in x}
     hoisted_format = bits and FixedPoint(bits, 0, signed=True)
-    params = _params(cell, hoisted, [p for kind, x in items if kind == "products" for p in x])
+    params = _params(cell, hoisted, [p for kind, x in items if kind == "products" for p in x],
+                     bool(draws))
     return CellPlan(cell=cell, dtype=dtype, hoisted=tuple(hoisted), items=tuple(items),
-                    slots=slots, scratch=scratch, params=params, x_format=x_format,
-                    hoisted_format=hoisted_format,
-                    name=f"cell_{cell.name}_{_fingerprint(cell, dtype)}")
+                    slots=slots, scratch=scratch, index_limits=index_limits(cell),
+                    params=params, formats=formats, hoisted_format=hoisted_format,
+                    name=f"cell_{cell.name}_{_fingerprint(cell, dtype, ranges)}")
+
+
+def _check_ranges(cell: Cell, ranges: dict) -> None:
+    if not isinstance(ranges, dict):
+        raise CellError(f"cell {cell.name}: ranges must be a dict of matrix name -> max |x|")
+    for name, value in ranges.items():
+        node = cell.weights.get(name)
+        if node is None or len(node.shape) != 2:
+            raise CellError(f"cell {cell.name}: ranges name {name!r}, not a weight matrix")
+        if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise CellError(f"cell {cell.name}: the range of {name!r} must be a positive "
+                            f"number, got {value!r}")
+
+
+def _format(product: Product, bits: int, ranges: dict) -> FixedPoint:
+    """The fixed format of an in-loop product's input: covering the largest range of its
+    matrices (default 1: a GRU's or LSTM's state); unsigned for an int8 relu output, as the
+    vocoder's O2 and O4 (int16 kernels take signed activations)."""
+    signed = bits == 16 or product.source.op != "relu"
+    return FixedPoint.covering(max(ranges.get(w, 1.0) for w in product.weights), bits,
+                               signed=signed)
 
 
 def _groups(cell: Cell, first: int) -> tuple:
-    """schedule.step as [("products", [Product]) | ("pass", nodes)], ending with a pass; and
-    the pass index of every in-loop element-wise node."""
-    groups, pass_of = [], {}
+    """schedule.step as [("products", [Product]) | ("draws", [Draw]) | ("pass", nodes)],
+    ending with a pass; and the pass index of every in-loop element-wise node."""
+    groups, pass_of, drawn = [], {}, 0
     for kind, nodes in schedule.step(cell):
         if kind == "barrier":
-            stacks = _stacks(cell, nodes, False, first)
-            first += len(stacks)
-            groups.append(("products", stacks))
+            stacks = _stacks(cell, [n for n in nodes if n.op == "matvec"], False, first)
+            draws = [Draw(label=f"d{drawn + i}", node=n)
+                     for i, n in enumerate(n for n in nodes if n.op == "sample")]
+            first, drawn = first + len(stacks), drawn + len(draws)
+            groups += [(k, v) for k, v in (("products", stacks), ("draws", draws)) if v]
         else:
             index = sum(k == "pass" for k, _ in groups)
             pass_of.update((n, index) for n in nodes)
@@ -211,13 +313,13 @@ def _materialized(cell: Cell, groups: list, pass_of: dict) -> set:
         for arg in schedule.arguments(cell, node) if node.op != "matvec" else ():
             if arg in pass_of and pass_of.get(node, -1) > pass_of[arg]:
                 keep.add(arg)
-    for kind, stacks in groups:
-        for p in stacks if kind == "products" else ():
-            keep.update(_unaddressable(cell, p.source))
+    for kind, barriers in groups:
+        for x in barriers if kind != "pass" else ():
+            keep.update(_unaddressable(cell, x.source if kind == "products" else x.logits))
     for node in cell.nodes:
         for arg in schedule.arguments(cell, node):
             later = arg in keep and pass_of.get(node, -1) > pass_of[arg]
-            if arg.op == "concat" and node.op not in ("matvec", "concat") and not later:
+            if arg.op == "concat" and node.op not in ("matvec", "sample", "concat") and not later:
                 raise CellError(f"cell {cell.name}: {arg!r} is used element-wise in its own "
                                 f"pass; a concat is compiled as a product's input, a state "
                                 f"update, an output or a later pass's operand")
@@ -243,31 +345,41 @@ def _pieces(node: Node, where: tuple, offset: int) -> list:
     return out
 
 
-def _slots(products: list, keep: list, integer: bool) -> tuple:
+def _slots(products: list, draws: list, keep: list, integer: bool) -> tuple:
     """Scratch offsets (floats, ALIGN-aligned) of products (a hoisted one: HOIST_VECTORS
     steps, and for an integer cell its scaled input rows and their scales, label + ".x" and
-    label + ".x_scale") and kept nodes, and the scratch size."""
+    label + ".x_scale"), draws (their class, and DRAW_SCRATCH) and kept nodes, and the scratch
+    size."""
     slots, at = {}, 0
     sizes = [(p.label, p.rows * (HOIST_VECTORS if p.hoisted else 1)) for p in products]
     sizes += [(p.label + k, HOIST_VECTORS * (p.cols if k == ".x" else 1))
               for p in products if p.hoisted and integer for k in HOISTED_SCRATCH]
+    sizes += [(d.label, 1) for d in draws] + list(DRAW_SCRATCH if draws else ())
     for key, size in sizes + [(n, size_of(n)) for n in keep]:
         slots[key] = at
         at += -(-size // ALIGN) * ALIGN
     return slots, max(at, ALIGN)
 
 
-def _params(cell: Cell, hoisted: list, products: list) -> PointerTable:
+def _params(cell: Cell, hoisted: list, products: list, draws: bool) -> PointerTable:
+    """The loop's pointer table; with draws, "counter": int64 [t0, seed] (the generator's)."""
     names = [f"input.{n}" for n in cell.inputs] + [f"output.{n}" for n in cell.outputs]
     names += [f"{k}.{n}" for n in cell.states for k in ("state", "next")]
     names += [f"weight.{n}" for n, w in cell.weights.items() if len(w.shape) < 2]
+    names += sorted({column_key(n) for n in cell.nodes if n.op == "column"})
+    names += ["counter"] if draws else []
     names += ["scratch"] + [f"{p.label}.{a}" for p in products for a in MATRIX_PARAMS]
     names += [f"{p.label}.{k}.{a}" for p in hoisted for k in ("B", "1") for a in MATRIX_PARAMS]
     return PointerTable(tuple(names))
 
 
-def _fingerprint(cell: Cell, dtype: str) -> str:
-    """A hash of everything the loop's code depends on: the nodes and the dtype."""
+def column_key(node: Node) -> str:
+    """The params entry of a `column` node: the matrix column as a vector."""
+    return f"column.{node.args[0].name}.{node.attr('index')}"
+
+
+def _fingerprint(cell: Cell, dtype: str, ranges: dict | None) -> str:
+    """A hash of everything the loop's code depends on: the nodes, the dtype and the ranges."""
     index = {n: i for i, n in enumerate(cell.nodes)}
     h = hashlib.sha256(dtype.encode())
     for node in cell.nodes:
@@ -276,17 +388,21 @@ def _fingerprint(cell: Cell, dtype: str) -> str:
         args = [index[a] for a in schedule.arguments(cell, node)]
         h.update(repr((node.op, args, node.shape, node.dtype, attrs)).encode())
     h.update(repr((list(cell.update), list(cell.outputs))).encode())
+    if ranges:
+        h.update(repr(sorted(ranges.items())).encode())
     return h.hexdigest()[:16]
 
 
 def fused(plan: CellPlan, roots) -> list:
     """The element-wise nodes one sweep over `roots` computes in registers (in graph order):
-    everything between its roots and what earlier items stored."""
+    everything between its roots and what earlier items stored (a root an earlier pass stored
+    is read from its slot)."""
     cell, seen = plan.cell, set()
-    stop = {n for n in plan.slots if isinstance(n, Node)} - {r[0] for r in roots}
+    stop = ({n for n in plan.slots if isinstance(n, Node)}
+            - {node for node, where, _ in roots if where == ("slot", node)})
 
     def visit(node):
-        if node in seen or node.op in schedule.DATA + ("matvec",) or node in stop:
+        if node in seen or node.op in schedule.DATA + schedule.BARRIERS or node in stop:
             return
         seen.add(node)
         for arg in schedule.arguments(cell, node):
@@ -309,6 +425,10 @@ def describe(plan: CellPlan, kernels: dict | None = None) -> str:
     for kind, content in plan.items:
         if kind == "products":
             lines += [f"    product {_product_line(p, kernels)}" for p in content]
+            continue
+        if kind == "draws":
+            lines += [f"    draw {d.label} = sample(stream {d.stream}) of "
+                      f"{d.logits.name or d.logits.op} [{DRAW_CLASSES}]" for d in content]
             continue
         for length, roots in content.sweeps().items():
             nodes = fused(plan, roots)
