@@ -111,15 +111,17 @@ def exp_nonpositive(b: ir.IRBuilder, x, poly=EXP2_POLY):
     return _pow2_scaled(b, b.fmul(x, _c(x, LOG2E * 2.0 ** 23)), poly)
 
 
-def gate_exp(b: ir.IRBuilder, y, poly, squared: bool = False):
+def gate_exp(b: ir.IRBuilder, y, poly, squared: bool = False, shifted: bool = False):
     """E = 2^(y·2⁻²³) for the gates, y in gate units (GATE_UNIT·x gives e^-x) clamped to
     ±GATE_T·2²³; squared: E² = 2^(2y·2⁻²³), y clamped to ±GATE_T/2·2²³ and the integer
     trunc(y) doubled (one shift instead of a float multiplication); poly.shift added to it
-    (κ of the poly: Pow2Poly)."""
+    (κ of the poly: Pow2Poly), unless `shifted`: y holds it already (half of it when squared),
+    folded into a bias by the caller."""
     lim = (GATE_T / 2 if squared else GATE_T) * 2.0 ** 23
     i = b.fptosi(clamp(b, y, -lim, lim), _int_type(y))
     i = b.shl(i, _c(i, 1)) if squared else i
-    return _pow2_bits(b, b.add(i, _c(i, poly.shift)) if poly.shift else i, y.type, poly)
+    add = poly.shift and not shifted
+    return _pow2_bits(b, b.add(i, _c(i, poly.shift)) if add else i, y.type, poly)
 
 
 def gru_blend(b: ir.IRBuilder, h, e_u, e_e):
