@@ -9,7 +9,8 @@ n = i >> 23 is ⌊t⌋ and the low 23 bits of i under the exponent of 1.0 are g 
 multiplies it by 2^n exactly while the result stays a normal float. The integer dtypes' gate
 polynomials are monic, q(g) ≈ 2^(g−1)/κ (a leading 1 and zero coefficients cost no operation),
 and κ rides on i as the integer shift = log₂κ·2²³ (Pow2Poly): one float multiplication and
-addition fewer per exponential for the price of one integer addition.
+addition fewer per exponential for the price of one integer addition, none where the caller
+folds the shift into y (the vocoder loop, into its per-frame rows).
 """
 from __future__ import annotations
 
