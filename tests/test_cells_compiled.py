@@ -18,13 +18,15 @@ U = 2.0 ** -24               # unit roundoff of float32
 
 
 def poly_error(poly) -> float:
-    """The largest relative error of q(g) ≈ 2^(g−1) on [1, 2) (Horner in float32, as the loop
-    evaluates it), measured on a fine grid plus a margin: the e^x polynomial's error."""
+    """The largest relative error of κ·q(g) ≈ 2^(g−1) on [1, 2) (Horner in float32, as the loop
+    evaluates it; κ = 2^(shift·2⁻²³), mathfn.Pow2Poly), measured on a fine grid plus a margin:
+    the e^x polynomial's error."""
     g = np.linspace(1, 2, 1 << 16, endpoint=False, dtype=np.float32)
-    q = np.full_like(g, poly[0])
-    for c in poly[1:]:
+    q = np.full_like(g, poly.coefs[0])
+    for c in poly.coefs[1:]:
         q = q * g + np.float32(c)
-    return float(np.abs(q / np.exp2(g.astype(np.float64) - 1) - 1).max()) + 4 * U
+    kappa = 2.0 ** (poly.shift * 2.0 ** -23)
+    return float(np.abs(kappa * q / np.exp2(g.astype(np.float64) - 1) - 1).max()) + 4 * U
 
 
 EXP_EPS = {dtype: poly_error(poly) for dtype, poly in POLY.items()}
