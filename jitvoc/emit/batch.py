@@ -28,7 +28,7 @@ from llvmlite import ir
 from ..contracts import LOOP_GENERATE_BATCH, MATRIX_ARRAYS, SPMV_CORE, SPMV_VECTORS
 from ..layout import CACHE_LINE
 from ..wavernn import BY_NAME, NAMES
-from . import spmv
+from . import draw, spmv
 from .irutil import alloca, call, counted_loop, define, f32, gep, i16, i32, i64, load, ptr, store
 from .loop import LoopEmitter
 
@@ -152,8 +152,8 @@ class BatchLoopEmitter(LoopEmitter):
 
     def _uniform_of(self, s, k: int):
         b = self.b
-        return self._uniform(load(b, self.args.seeds, i32, s.v, align=4),
-                             b.add(self.args.t0, s.i), k)
+        return draw.uniform(b, load(b, self.args.seeds, i32, s.v, align=4),
+                            b.add(self.args.t0, s.i), k)
 
     def _coarse_draw(self, s):
         logits = self._stream_rows(self.y_all["out.O2"], "out.O2", s.v)

@@ -4,8 +4,8 @@ formed by blocks of 16 classes so that every vector width gives the same bits (b
 fixed halving tree, Σp and the prefix over blocks in block order, then the running sum inside
 the chosen block in index order). 16-wide vectors, no FMA.
 
-The compiled cells' `sample` (jitvoc.emit.cell) draws with it; the hand-written loop
-(jitvoc.emit.loop) holds the same instructions until it is replaced by the WaveRNN cell.
+The hand-written loops (jitvoc.emit.loop, emit.batch) and the compiled cells' `sample`
+(jitvoc.emit.cell) all draw with it.
 """
 from __future__ import annotations
 

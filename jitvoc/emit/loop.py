@@ -34,7 +34,7 @@ from ..contracts import LOOP_GENERATE, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS,
 from ..layout import CACHE_LINE
 from ..plan.vocoder import VECTOR, VocoderPlan
 from ..wavernn import BY_NAME, NAMES
-from . import mathfn, spmv
+from . import draw, mathfn, spmv
 from .irutil import (alloca, call, counted_loop, define, f32, gep, i16, i32, i64, load, ptr,
                      signature, splat, store, vec)
 
@@ -63,34 +63,6 @@ def core_modules(plan: VocoderPlan) -> list:
     return [(sym, lambda m=m: build(m)) for sym, m in firsts.items()]
 
 
-def _tree(b, v, combine):
-    """Reduce a <16 x float> by halving (combine(lo, hi)): a fixed order at every width."""
-    n = v.type.count
-    while n > 1:
-        n //= 2
-        lo = b.shuffle_vector(v, v, ir.Constant(vec(i32, n), list(range(n))))
-        hi = b.shuffle_vector(v, v, ir.Constant(vec(i32, n), list(range(n, 2 * n))))
-        v = combine(lo, hi)
-    return b.extract_element(v, i32(0))
-
-
-def _tree_sums(b, vs):
-    """The vector of [_tree(b, v, b.fadd) for v in vs] (as many vectors as lanes): the same
-    additions, done for two vectors at once. Before each level a vector holds the partial sums
-    of k vectors, w lanes each; the level adds their low and high halves for the vectors of a
-    pair, giving 2k partial sums of w/2 lanes. Needs len(vs) == lanes (a power of two)."""
-    n = vs[0].type.count
-    while len(vs) > 1:
-        w = len(vs)          # lanes per partial sum (n vectors at the start)
-        k = n // w
-        half = [g * w + i for g in range(k) for i in range(w // 2)]
-        lo = ir.Constant(vec(i32, n), half + [n + x for x in half])
-        hi = ir.Constant(vec(i32, n), [x + w // 2 for x in half] + [n + x + w // 2 for x in half])
-        vs = [b.fadd(b.shuffle_vector(x, y, lo), b.shuffle_vector(x, y, hi))
-              for x, y in zip(vs[::2], vs[1::2])]
-    return vs[0]
-
-
 class LoopEmitter:
     def __init__(self, plan: VocoderPlan):
         self.plan = plan
@@ -104,6 +76,7 @@ class LoopEmitter:
         self.base, self.step = self._table("base", base), self._table("step", step)
         self.quantized_h = plan.plans["gru.R"].spec.dtype != "float32"
         self.poly = mathfn.GATE_POLY[plan.plans["gru.R"].spec.dtype]
+        self.softmax_poly = mathfn.SOFTMAX_POLY[plan.dtype]
         # R h + bR in gate units straight from R's epilogue: its dequantization scale carries
         # the factor (float32 kernels have none: the gates multiply)
         self.a_unit = self.quantized_h
@@ -211,7 +184,7 @@ class LoopEmitter:
         """c_t: the given one (its probabilities stored), else drawn."""
         b = self.b
         if not teacher:
-            return self._draw(logits, self._uniform(a.seed, b.add(a.t0, i), 0))
+            return self._draw(logits, draw.uniform(b, a.seed, b.add(a.t0, i), 0))
         c = load(b, a.c_cur, i32, i, align=4)
         self._softmax_into(logits, a.probs, b.mul(i, i64(2)))
         return c
@@ -222,7 +195,7 @@ class LoopEmitter:
         if teacher:
             self._softmax_into(logits, a.probs, b.add(b.mul(i, i64(2)), i64(1)))
             return
-        f = self._draw(logits, self._uniform(a.seed, b.add(a.t0, i), 1))
+        f = self._draw(logits, draw.uniform(b, a.seed, b.add(a.t0, i), 1))
         store(b, self._output_sample(c, f, s_prev), a.out, i, align=2)
         b.store(c, c_prev)
         b.store(f, f_prev)
@@ -354,54 +327,17 @@ class LoopEmitter:
     def _vload(self, base, index):
         return self.b.load(gep(self.b, base, f32, index), typ=V16, align=4)
 
-    def _exp_blocks(self, logits):
-        """p = exp(l − max l) into pbuf; returns the 16 block sums (scalars) and their total."""
-        b = self.b
-        blocks = [self._vload(logits, i64(V * j)) for j in range(256 // V)]
-        mx = blocks
-        while len(mx) > 1:   # a tree (max is exact): a shorter chain than one by one
-            mx = [mathfn.fmax(b, x, y) for x, y in zip(mx[::2], mx[1::2])]
-        mxv = splat(b, _tree(b, mx[0], lambda x, y: mathfn.fmax(b, x, y)), V)
-        poly = mathfn.SOFTMAX_POLY[self.plan.dtype]
-        ps = [mathfn.exp_nonpositive(b, b.fsub(v, mxv), poly) for v in blocks]
-        for j, p in enumerate(ps):
-            b.store(p, gep(b, self.pbuf, f32, i64(V * j)), align=4)
-        block_sums = _tree_sums(b, ps)
-        sums = [b.extract_element(block_sums, i32(j)) for j in range(len(ps))]
-        total = sums[0]
-        for s in sums[1:]:
-            total = b.fadd(total, s)
-        return sums, total
-
     def _softmax_into(self, logits, probs, row):
         b = self.b
-        _, total = self._exp_blocks(logits)
+        _, total = draw.exp_blocks(b, logits, self.pbuf, self.softmax_poly)
         inv = splat(b, total, V)
         for j in range(256 // V):
             p = b.fdiv(self._vload(self.pbuf, i64(V * j)), inv)
             b.store(p, gep(b, probs, f32, b.add(b.mul(row, i64(256)), i64(V * j))), align=4)
 
     def _draw(self, logits, xi):
-        """The class whose running sum first exceeds ξ·Σp (see the module docstring), as i32."""
-        b = self.b
-        sums, total = self._exp_blocks(logits)
-        thr = b.fmul(xi, total)
-        run, block = f32(0.0), i32(0)
-        for j, s in enumerate(sums):   # exclusive prefixes; block = #{j: inclusive prefix ≤ thr}
-            store(b, run, self.prefix, j, align=4)
-            run = b.fadd(run, s)
-            block = b.add(block, b.zext(b.fcmp_ordered("<=", run, thr), i32))
-        full = b.icmp_unsigned("==", block, i32(16))
-        jb = b.select(full, i32(15), block)
-        run = load(b, self.prefix, f32, b.zext(jb, i64), align=4)
-        base = b.mul(b.zext(jb, i64), i64(V))
-        k = i32(0)
-        for i in range(V):
-            run = b.fadd(run, load(b, self.pbuf, f32, b.add(base, i64(i)), align=4))
-            k = b.add(k, b.zext(b.fcmp_ordered("<=", run, thr), i32))
-        k = b.select(b.icmp_unsigned("==", k, i32(V)), i32(V - 1), k)
-        cls = b.add(b.mul(jb, i32(V)), k)
-        return b.select(full, i32(255), cls)
+        """The class (i32) of 256 logits for ξ (jitvoc.emit.draw)."""
+        return draw.draw(self.b, logits, xi, self.pbuf, self.prefix, self.softmax_poly)
 
     def _output_sample(self, c, f, s_prev):
         """The int16 sample of classes (c, f), per the module docstring; advances s_prev (and
@@ -422,20 +358,6 @@ class LoopEmitter:
         y = b.fadd(b.fsub(s, s_prev), b.fmul(r, b.load(self.y_prev, typ=f32)))
         b.store(y, self.y_prev)
         return y
-
-    def _uniform(self, seed, t, k: int):
-        """ξ = ((hash(2t + k + 1 XOR seed·0x9E3779B9) >> 9) + ½)·2⁻²³, per docs/model.md (uint32
-        arithmetic; exact in float32, never 0 or 1)."""
-        b = self.b
-        x = b.add(b.shl(b.trunc(t, i32), i32(1)), i32(k + 1))
-        x = b.xor(x, b.mul(seed, i32(0x9E3779B9 - (1 << 32))))
-        x = b.xor(x, b.lshr(x, i32(16)))
-        x = b.mul(x, i32(0x7FEB352D))
-        x = b.xor(x, b.lshr(x, i32(15)))
-        x = b.mul(x, i32(0x846CA68B - (1 << 32)))
-        x = b.xor(x, b.lshr(x, i32(16)))
-        return b.fmul(b.fadd(b.uitofp(b.lshr(x, i32(9)), f32), f32(0.5)), f32(2.0 ** -23))
-
 
 def _rint_int16(b, x):
     """x clamped to [−32768, 32767] and rounded half to even, as float32: adding 1.5·2²³ leaves
