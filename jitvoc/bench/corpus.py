@@ -28,8 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-import jitvoc
-
 from .. import corpus
 from ..audio import write_audio
 from ..calibration import calibrate
@@ -179,7 +177,7 @@ def _start_ray() -> None:
     ray = require("ray", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
     require("ray.data", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
     if not ray.is_initialized():
-        root = str(Path(jitvoc.__file__).resolve().parents[1])
+        root = str(Path(__file__).resolve().parents[2])   # the folder holding jitvoc/
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         ray.init(num_cpus=min(2, corpus.usable_cores()), include_dashboard=False,
                  log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
