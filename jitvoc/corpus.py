@@ -28,6 +28,7 @@ import numpy as np
 from . import npy
 from .audio import check_output, decode_audio, wav_bytes
 from .atomic import atomic_file
+from .blas import blas_threads
 from .errors import JitvocError
 from .mel import mel_spectrogram
 from .optional import require
@@ -243,8 +244,11 @@ def vocode_files(vocoder, items, settings) -> list:
         except Exception as e:
             read[item] = e
     readable = [item for item in items if not isinstance(read[item], Exception)]
-    done = dict(zip(readable, vocode_many(vocoder, [(i.kind, read[i], i.source)
-                                                    for i in readable], settings)))
+    # One BLAS thread (the mels of audio inputs, the conditioning): a corpus runs a worker per
+    # core, and idle BLAS threads spin on the cores the other workers vocode on.
+    with blas_threads(1):
+        done = dict(zip(readable, vocode_many(vocoder, [(i.kind, read[i], i.source)
+                                                        for i in readable], settings)))
     return [done.get(item, read[item]) for item in items]
 
 

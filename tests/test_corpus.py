@@ -15,6 +15,7 @@ import soundfile as sf
 import jitvoc
 from jitvoc import corpus
 from jitvoc.bench.corpus import steady_speed
+from jitvoc.blas import thread_counts
 from jitvoc.cli import main
 from jitvoc.errors import JitvocError
 from jitvoc.model import random_model
@@ -255,3 +256,18 @@ def test_bench_corpus_processes_runs(tmp_path):
     assert sorted(speeds) == ["processes 1", "processes 2"]
     for runs in speeds.values():
         assert sorted(runs) == ["steady", "whole"] and min(runs["steady"] + runs["whole"]) > 0
+
+
+def test_files_are_vocoded_with_one_blas_thread(monkeypatch, tmp_path):
+    """Each worker vocodes with one BLAS thread: spare ones would spin on the other workers'
+    cores."""
+    seen = []
+
+    def vocode_many(vocoder, inputs, settings):
+        seen.append(thread_counts())
+        return [RuntimeError("not vocoded")] * len(inputs)
+    monkeypatch.setattr(corpus, "vocode_many", vocode_many)
+    (tmp_path / "a.npy").write_bytes(b"")
+    out = corpus.vocode_files(None, [corpus.Item(str(tmp_path / "a.npy"), "a.wav", "mel")],
+                              corpus.Settings())
+    assert isinstance(out[0], RuntimeError) and seen and all(n == [1] * len(n) for n in seen)
