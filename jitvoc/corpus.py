@@ -28,6 +28,7 @@ import numpy as np
 from . import npy
 from .audio import check_output, decode_audio, wav_bytes
 from .atomic import atomic_file
+from .blas import blas_threads
 from .errors import JitvocError
 from .mel import mel_spectrogram
 from .optional import require
@@ -233,9 +234,9 @@ def write_output(out_dir, item, data: bytes) -> None:
         f.write(data)
 
 
-def process(vocoder, items, out_dir, settings) -> list[Result]:
-    """Vocode files (settings.batch at a time) into the output folder, a Result each; a
-    failure comes back as a Result."""
+def vocode_files(vocoder, items, settings) -> list:
+    """For items, each one's (WAV bytes, seconds of audio, notes) or the exception its reading
+    or vocoding raised (vocode_many: settings.batch at a time)."""
     read = {}
     for item in items:
         try:
@@ -243,9 +244,19 @@ def process(vocoder, items, out_dir, settings) -> list[Result]:
         except Exception as e:
             read[item] = e
     readable = [item for item in items if not isinstance(read[item], Exception)]
-    done = dict(zip(readable, vocode_many(vocoder, [(i.kind, read[i], i.source)
-                                                    for i in readable], settings)))
-    return [_written(item, out_dir, done.get(item, read[item])) for item in items]
+    # One BLAS thread (the mels of audio inputs, the conditioning): a corpus runs a worker per
+    # core, and idle BLAS threads spin on the cores the other workers vocode on.
+    with blas_threads(1):
+        done = dict(zip(readable, vocode_many(vocoder, [(i.kind, read[i], i.source)
+                                                        for i in readable], settings)))
+    return [done.get(item, read[item]) for item in items]
+
+
+def process(vocoder, items, out_dir, settings) -> list[Result]:
+    """Vocode files (settings.batch at a time) into the output folder, a Result each; a
+    failure comes back as a Result."""
+    return [_written(item, out_dir, vocoded)
+            for item, vocoded in zip(items, vocode_files(vocoder, items, settings))]
 
 
 def _written(item, out_dir, vocoded) -> Result:
@@ -421,7 +432,7 @@ def _worker(spec, out_dir, settings, tasks, results) -> None:
 
 # --- many machines: Ray Data ---------------------------------------------------------------------
 class RayVocoder:
-    """The Ray Data actor: loads the model once, then vocodes batches of rows {bytes, path}
+    """The Ray Data actor: loads the model once, then reads and vocodes batches of rows {path}
     into rows {path, wav, audio_s, notes, error} (batch_format "numpy")."""
 
     def __init__(self, model, kinds: dict, settings: Settings, load_args: dict):
@@ -430,31 +441,33 @@ class RayVocoder:
 
     def __call__(self, batch: dict) -> dict:
         out = {"path": [], "wav": [], "audio_s": [], "notes": [], "error": []}
-        inputs = [(self.kinds[path], bytes(data), path)
-                  for data, path in zip(batch["bytes"], batch["path"])]
-        for path, vocoded in zip(batch["path"], vocode_many(self.vocoder, inputs,
-                                                            self.settings)):
+        items = [Item(path, "", self.kinds[path]) for path in batch["path"]]
+        for item, vocoded in zip(items, vocode_files(self.vocoder, items, self.settings)):
             if isinstance(vocoded, Exception):   # reported per file; the pipeline goes on
                 wav, seconds, notes = b"", 0.0, ()
-                error = _failure(Item(path, "", ""), vocoded).error
+                error = _failure(item, vocoded).error
             else:
                 (wav, seconds, notes), error = vocoded, ""
-            for key, value in zip(out, (path, wav, seconds, "; ".join(notes), error)):
+            for key, value in zip(out, (item.source, wav, seconds, "; ".join(notes), error)):
                 out[key].append(value)
         return {k: np.array(v, dtype=object if k != "audio_s" else np.float64)
                 for k, v in out.items()}
 
 
 def pipeline(model, items, settings=Settings(), workers=None, **load_args):
-    """The Ray Data pipeline (lazy): read the files, vocode them in `workers` RayVocoder
-    actors of one CPU each (default: the cluster's CPUs). Ray must be initialised."""
+    """The Ray Data pipeline (lazy): the files' paths, one row and one block each, read and
+    vocoded by `workers` RayVocoder actors of one CPU each (default: the cluster's CPUs). Ray
+    must be initialised."""
     ray = require("ray", "running on Ray", "'jitvoc[ray]'")
     require("ray.data", "running on Ray", "'jitvoc[ray]'")
     workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    # Reading takes no CPU of its own: with every CPU held by an actor, reads needing one
-    # would never be scheduled.
+    # The actors read the files: read tasks would each start a Ray worker process of their
+    # own (seconds of CPU apiece, 8 of them for 16 files on 2 CPUs). One block per file: Ray
+    # Data hands an actor whole blocks, so blocks of several files would go to one actor
+    # together (no balance) and come back together (late, in bursts).
     kinds = {os.path.abspath(item.source): item.kind for item in items}
-    files = ray.data.read_binary_files(list(kinds), include_paths=True, num_cpus=0)
+    files = ray.data.from_items([{"path": path} for path in kinds],
+                                override_num_blocks=len(kinds))
     # A fixed pool of one-CPU actors, each sent one file (settings.batch files) at a time:
     # files take seconds, so balance matters more than prefetching. (`concurrency=` is
     # deprecated since Ray 2.51.)

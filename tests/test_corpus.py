@@ -14,6 +14,8 @@ import soundfile as sf
 
 import jitvoc
 from jitvoc import corpus
+from jitvoc.bench.corpus import steady_speed
+from jitvoc.blas import thread_counts
 from jitvoc.cli import main
 from jitvoc.errors import JitvocError
 from jitvoc.model import random_model
@@ -182,7 +184,9 @@ def test_workers_load_the_kernels_compiled_once(model_path, inputs, tmp_path):
 def local_ray():
     ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'jitvoc[ray]'")
     pytest.importorskip("ray.data", reason="ray.data is not installed: pip install 'ray[data]'")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    root = str(Path(jitvoc.__file__).resolve().parents[1])   # the actors run the jitvoc tested
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": root}})
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
@@ -230,3 +234,40 @@ def test_bench_corpus_batches_runs(tmp_path):
                  "--json", str(out)]) == 0
     rates = json.loads(out.read_text())["samples_per_s_by_batch"]
     assert sorted(rates) == ["1", "2"] and all(min(r) > 0 for r in rates.values())
+
+
+def test_steady_speed_leaves_out_each_workers_first_file():
+    """x realtime from the W-th result to the last: 4 files of 3 s in 2 s after the 2nd."""
+    stamps = [5.0, 5.1, 6.0, 6.1, 7.0, 7.1]
+    assert steady_speed(stamps, 2, 3.0) == pytest.approx(4 * 3.0 / 2.0)
+    assert steady_speed(stamps, 1, 3.0) == pytest.approx(5 * 3.0 / 2.1)
+    with pytest.raises(ValueError, match="more files than workers"):
+        steady_speed(stamps[:2], 2, 3.0)
+
+
+@pytest.mark.slow
+def test_bench_corpus_processes_runs(tmp_path):
+    """`jitvoc bench corpus --no-ray` on a tiny model: whole and steady figures per setup."""
+    out = tmp_path / "corpus.json"
+    assert main(["bench", "corpus", "--no-ray", "--hidden", "32", "--files", "4",
+                 "--seconds", "0.05", "--batches", "1", "--repeats", "1",
+                 "--json", str(out)]) == 0
+    speeds = json.loads(out.read_text())["speeds"]
+    assert sorted(speeds) == ["processes 1", "processes 2"]
+    for runs in speeds.values():
+        assert sorted(runs) == ["steady", "whole"] and min(runs["steady"] + runs["whole"]) > 0
+
+
+def test_files_are_vocoded_with_one_blas_thread(monkeypatch, tmp_path):
+    """Each worker vocodes with one BLAS thread: spare ones would spin on the other workers'
+    cores."""
+    seen = []
+
+    def vocode_many(vocoder, inputs, settings):
+        seen.append(thread_counts())
+        return [RuntimeError("not vocoded")] * len(inputs)
+    monkeypatch.setattr(corpus, "vocode_many", vocode_many)
+    (tmp_path / "a.npy").write_bytes(b"")
+    out = corpus.vocode_files(None, [corpus.Item(str(tmp_path / "a.npy"), "a.wav", "mel")],
+                              corpus.Settings())
+    assert isinstance(out[0], RuntimeError) and seen and all(n == [1] * len(n) for n in seen)

@@ -4,11 +4,14 @@ workers (a local instance), in one run.
 
 The corpus is --files audio files of --seconds each (noise at the model's rate) and the model
 a random_model(--hidden) at 24 kHz, saved with its activation ranges (jitvoc.calibrate) as
-exported models are. Two figures per setup, x realtime:
-"whole", the corpus's audio over the wall time of a whole run (model load, worker start-up,
-every file written), and "marginal", that of the corpus's second half, which the fixed costs
-do not reach; medians of rounds that time each setup once. Targets (issue 15): 2 processes at
-least 1.9x one, Ray on 2 workers within 15% of 2 processes.
+exported models are. Two figures per setup, x realtime, from one run of the whole corpus:
+"whole", the corpus's audio over the run's wall time (model load, worker start-up, every file
+written), and "steady", the audio of the files that arrive after each of the W workers has
+delivered one (the W-th result) over the time from that result to the last: start-up and the
+first files left out, the same accounting for processes and Ray. Medians of rounds that time
+each setup once. Ray is started once, its workers import the jitvoc this process runs, and
+each run waits until the previous run's actors have given their CPUs back. Targets (issue 15):
+2 processes at least 1.9x one, Ray on 2 workers within 15% of 2 processes.
 
 Batched generation first: the corpus's mels vocoded in this process by
 Vocoder.synthesize_batch for each B of --batches (B = 1: synthesize per mel), samples/s of
@@ -18,6 +21,7 @@ once. Target (issue 15): B = 8 at least 1.5x B = 1.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +40,7 @@ SETUPS = (("processes", 1), ("processes", 2), ("ray", 1), ("ray", 2))
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--files", type=int, default=16, help="files in the corpus (default 16)")
+    p.add_argument("--files", type=int, default=32, help="files in the corpus (default 32)")
     p.add_argument("--seconds", type=float, default=3.0,
                    help="seconds of audio per file (default 3)")
     p.add_argument("--hidden", type=int, default=896, help="the model's hidden size (default 896)")
@@ -61,13 +65,17 @@ def make_corpus(folder: Path, files: int, seconds: float, sample_rate: int) -> l
     return corpus.collect([folder], ("audio",))
 
 
-def _time_run(setup, workers, model, items, out, dtype) -> float:
-    """Wall seconds of one whole corpus run; every file must succeed."""
-    failed = []
+def _time_run(setup, workers, model, items, out, dtype) -> tuple[float, list]:
+    """(wall seconds, [seconds from the start at which each result arrived]) of one whole
+    corpus run; every file must succeed."""
+    failed, stamps = [], []
 
     def report_(result):
+        stamps.append(time.perf_counter() - start)
         if result.error:
             failed.append(result.error)
+    if setup == "ray":
+        _wait_for_ray_cpus()
     start = time.perf_counter()
     if setup == "processes":
         corpus.run(model, items, out, jobs=workers, report=report_, dtype=dtype)
@@ -76,22 +84,29 @@ def _time_run(setup, workers, model, items, out, dtype) -> float:
     wall = time.perf_counter() - start
     if failed:
         raise RuntimeError(f"bench corpus: files failed: {failed[:3]}")
-    return wall
+    return wall, stamps
+
+
+def steady_speed(stamps, workers: int, seconds: float) -> float:
+    """x realtime after start-up: the audio of the files that arrived after the `workers`-th
+    (by then each worker has delivered one file, if dispatch is even) over the time from it
+    to the last."""
+    if len(stamps) <= workers:
+        raise ValueError(f"bench corpus: the steady figure needs more files than workers "
+                         f"({len(stamps)} files, {workers} workers)")
+    return (len(stamps) - workers) * seconds / (stamps[-1] - stamps[workers - 1])
 
 
 def measure(model, items, seconds, setups, repeats, dtype, tmp) -> dict:
-    """{(setup, workers): {"whole": [...], "marginal": [...]}}, x realtime per round: "whole"
-    of the whole corpus, "marginal" of its second half (the runs of all of it and of its
-    first half differ by that half alone: start-up, load and the first files cancel)."""
-    half = len(items) // 2
-    speeds = {s: {"whole": [], "marginal": []} for s in setups}
+    """{(setup, workers): {"whole": [...], "steady": [...]}}, x realtime per round, each round
+    one run of the whole corpus per setup."""
+    speeds = {s: {"whole": [], "steady": []} for s in setups}
     for r in range(repeats):
         for setup, workers in setups:
-            walls = [_time_run(setup, workers, model, part, tmp / f"out-{setup}{workers}-{r}-{i}",
-                               dtype) for i, part in enumerate((items[:half], items))]
-            speeds[(setup, workers)]["whole"].append(len(items) * seconds / walls[1])
-            speeds[(setup, workers)]["marginal"].append(
-                (len(items) - half) * seconds / (walls[1] - walls[0]))
+            wall, stamps = _time_run(setup, workers, model, items,
+                                     tmp / f"out-{setup}{workers}-{r}", dtype)
+            speeds[(setup, workers)]["whole"].append(len(items) * seconds / wall)
+            speeds[(setup, workers)]["steady"].append(steady_speed(stamps, workers, seconds))
     return speeds
 
 
@@ -106,7 +121,7 @@ def run(args) -> int:
         by_batch = measure_batches(load(model, dtype=args.dtype), items, batches, args.repeats)
         batch_table = _batch_table(by_batch, args)
         print(batch_table.text())
-        speeds = {}
+        speeds, loadavg = {}, os.getloadavg()[0]
         if not args.batch_only:
             corpus.run(model, items[:1], tmp / "warm", jobs=1, dtype=args.dtype)  # cached
             if not args.no_ray:
@@ -114,7 +129,7 @@ def run(args) -> int:
             speeds = measure(model, items, args.seconds, setups, args.repeats, args.dtype, tmp)
     tables, figures = [batch_table], {}
     if speeds:
-        table, figures = _table(speeds, args)
+        table, figures = _table(speeds, args, (loadavg, os.getloadavg()[0]))
         print(table.text())
         tables.append(table)
     if args.markdown:
@@ -157,40 +172,55 @@ def _batch_table(by_batch, args):
 
 
 def _start_ray() -> None:
+    """A local Ray instance of (at most) 2 CPUs, started once; its workers import the jitvoc
+    this process imports (a source tree on PYTHONPATH included), not another installed one."""
     ray = require("ray", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
     require("ray.data", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
     if not ray.is_initialized():
+        root = str(Path(__file__).resolve().parents[2])   # the folder holding jitvoc/
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         ray.init(num_cpus=min(2, corpus.usable_cores()), include_dashboard=False,
-                 log_to_driver=False)
+                 log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)   # no notes per execution
 
 
-def _table(speeds, args):
+def _wait_for_ray_cpus(timeout: float = 60.0) -> None:
+    """Wait until every CPU of the Ray instance is free: a run's actors release theirs after
+    the run returns, and a run started before that waits for them (or runs on fewer)."""
+    ray = require("ray", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
+    deadline = time.monotonic() + timeout
+    total = ray.cluster_resources().get("CPU", 0)
+    while ray.available_resources().get("CPU", 0) < total and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _table(speeds, args, loadavg):
     med = {k: {kind: float(np.median(v)) for kind, v in runs.items()} for k, runs in
            speeds.items()}
     base = med[("processes", 1)]
     rows, figures = [], {}
     for (setup, workers), m in med.items():
-        spread = report.summary(speeds[(setup, workers)]["marginal"])[1]
+        spread = report.summary(speeds[(setup, workers)]["steady"])[1]
         rows.append([setup, workers, f"{m['whole']:.2f}", f"{m['whole'] / base['whole']:.2f}",
-                     f"{m['marginal']:.2f}", f"{m['marginal'] / base['marginal']:.2f}",
+                     f"{m['steady']:.2f}", f"{m['steady'] / base['steady']:.2f}",
                      f"{100 * spread:.0f}%"])
         figures[f"{setup} {workers}"] = m
     notes = [f"{args.files} files x {args.seconds:g} s of noise, random_model({args.hidden}) at "
              f"24 kHz, {args.dtype}, native; medians of {args.repeats} rounds; "
-             f"{corpus.usable_cores()} usable cores",
+             f"{corpus.usable_cores()} usable cores; load average {loadavg[0]:.1f} at the start, "
+             f"{loadavg[1]:.1f} at the end",
              "whole: the corpus's audio over the wall time of a whole run (load, worker "
-             "start-up, files written); marginal: the second half's audio over the difference "
-             "between a run of the whole corpus and one of its first half (fixed costs cancel)"]
-    for kind in ("marginal", "whole"):
+             "start-up, files written); steady: the audio of the files after the W-th result "
+             "over the time from it to the last (start-up and first files left out)"]
+    for kind in ("steady", "whole"):
         if ("processes", 2) in med:
             notes.append(f"{kind}: 2 processes / 1: "
                          f"{med[('processes', 2)][kind] / base[kind]:.2f}x (target >= 1.9x)")
         if ("ray", 2) in med:
             ratio = med[("ray", 2)][kind] / med[("processes", 2)][kind]
             notes.append(f"{kind}: Ray 2 workers / 2 processes: {ratio:.2f} (target >= 0.85)")
-    headers = ["setup", "workers", "whole x realtime", "vs 1 process", "marginal x realtime",
+    headers = ["setup", "workers", "whole x realtime", "vs 1 process", "steady x realtime",
                "vs 1 process", "spread"]
     return report.Table("corpus: jitvoc.corpus on processes and on Ray", headers, rows,
                         notes), figures
