@@ -13,11 +13,10 @@ from ..audio import SUBTYPES, check_output, write_audio
 from ..calibration import calibrate
 from ..engine import MAX_STREAMS
 from ..errors import JitvocError
-from ..model import load_model
 from ..optional import require
 from ..progress import progress_bar
 from ..reference.vocoder import ReferenceEngine
-from ..vocoder import DTYPES, MEL_LAYOUTS, load
+from ..vocoder import DTYPES, MEL_LAYOUTS, load, read_model
 
 CHUNK_FRAMES = 16  # mel frames streamed at a time; the progress bar moves per chunk
 log = logging.getLogger("jitvoc")
@@ -143,7 +142,7 @@ def _calibrated(args, model):
     when it has no calibration (measured once, here, not in every worker), else as given."""
     if args.backend != "jit" or args.dtype == "float32":
         return model
-    return calibrate(load_model(model))
+    return calibrate(read_model(model))
 
 
 def _settings(args) -> corpus.Settings:
