@@ -28,7 +28,7 @@ from .engine import MAX_STREAMS, GenState
 from .errors import InputError
 from .layout import aligned, padded
 from .plan.matvec import kernel_index
-from .plan.vocoder import plan_vocoder
+from .plan.vocoder import describe, plan_vocoder
 from .quant import zero_correction
 from .wavernn import BY_NAME, MATRICES, NAMES
 
@@ -74,8 +74,10 @@ def planned(model, dtype, gen, precision=None, vectors=1) -> tuple:
     payload = cache.read(entry, key)
     if payload is not None:
         plan, arrays = pickle.loads(payload)
+        config.debug(1, f"{describe(plan)} (cached)")
         return plan, {k: aligned(a) for k, a in arrays.items()}
     plan = plan_vocoder(model, dtype, gen, ranges, precision, vectors)
+    config.debug(1, describe(plan))
     arrays = param_arrays(plan, model.weights)
     cache.write(entry, key, pickle.dumps((plan, arrays), protocol=pickle.HIGHEST_PROTOCOL))
     return plan, arrays
