@@ -174,8 +174,8 @@ class Vocoder:
         """K of a whole mel, as synthesize feeds the JIT engine: F + 1 rows (K_F := K_{F-1})."""
         cond = _Conditioner(self.model)
         cond.push(mel)
-        K = np.concatenate(list(cond.blocks(final=True)))
-        return np.concatenate([K, K[-1:]])
+        blocks = list(cond.blocks(final=True))
+        return np.concatenate(blocks + [blocks[-1][-1:]])   # one copy of K, not two
 
     def _generate_batches(self, Ks, lengths, seeds, batch) -> list:
         """The streams (K, length, seed) generated B = `batch` at a time, longest first."""
