@@ -353,3 +353,22 @@ def test_plan_and_arrays_come_back_from_the_cache(cache_dir, monkeypatch):
     meta["quantization"]["activation_ranges"]["out.O2"]["max"] *= 4
     with pytest.raises(AssertionError, match="cache holds"):
         engine_jit.planned(Model(model.weights, model.masks, meta), "int8", gen)
+
+
+def test_import_graph_comes_back_from_the_cache_and_is_verified(cache_dir, monkeypatch):
+    """Which jitvoc module imports which (the code fingerprints' closures) is parsed once per
+    set of sources; a damaged entry is parsed again."""
+    jit._import_graph.cache_clear()
+    parsed = jit._import_graph()
+    (entry,) = cache_dir.glob("imports-*.json")
+    real = jit._imported_modules
+    monkeypatch.setattr(jit, "_imported_modules", _no_call)
+    jit._import_graph.cache_clear()
+    assert jit._import_graph() == parsed
+    entry.write_bytes(entry.read_bytes().replace(b"jitvoc.layout", b"jitvoc.lay0ut"))
+    jit._import_graph.cache_clear()
+    with pytest.raises(AssertionError, match="cache holds"):
+        jit._import_graph()
+    monkeypatch.setattr(jit, "_imported_modules", real)
+    jit._import_graph.cache_clear()
+    assert jit._import_graph() == parsed
