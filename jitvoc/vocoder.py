@@ -22,6 +22,7 @@ from .engine import MAX_STREAMS, GenState, conditioning, receptive_radius
 COND_BLOCK = 16  # frames of K per block; streaming latency is COND_BLOCK + look-ahead frames
 DEFAULT_BATCH = 8    # streams per step of synthesize_batch and synthesize_folded
 DEFAULT_OVERLAP = 4  # frames of overlap of synthesize_folded: 2 of warm-up, 2 of crossfade
+PIECE_FRAMES = 128   # frames per engine call when synthesize reports progress
 DTYPES = ("int8", "int16", "float32")
 MEL_LAYOUTS = ("frames-mels", "mels-frames")   # jitvoc's [frames, n_mels]; librosa's transpose
 MAX_CACHED_FILE = 1 << 28   # bytes: a larger model file is read by load_model alone, uncached
@@ -98,26 +99,43 @@ class Vocoder:
         return (f"Vocoder({self.model!r}, backend={self.backend!r}, dtype={self.dtype!r}, "
                 f"cpu={self.cpu!r})")
 
-    def synthesize(self, mel, seed=0, layout="frames-mels") -> np.ndarray:
+    def synthesize(self, mel, seed=0, layout="frames-mels", progress=None) -> np.ndarray:
         """int16 audio [F * hop] for a log-mel [F, n_mels] (jitvoc.mel_spectrogram).
 
         layout "mels-frames" takes the transpose, [n_mels, F], as librosa and torchaudio lay
         out spectrograms. In either layout a 3-D array is a batch of equal-length mels:
-        the result is then [batch, F * hop], every item drawn with `seed`.
+        the result is then [batch, F * hop], every item drawn with `seed`. `progress`, if
+        given, is called with the number of samples each piece adds (the same samples).
 
         The JIT engine gets the K blocks of `stream` in one call (one call per block ran 4%
-        slower: the conditioning between calls evicted the weights from L2); the reference
-        engine holds k_t for every sample of a call, so it goes block by block, as `stream`."""
+        slower: the conditioning between calls evicted the weights from L2), or with
+        `progress` one call per PIECE_FRAMES frames of K computed whole; the reference engine
+        holds k_t for every sample of a call, so it goes block by block, as `stream`."""
         mel = np.asarray(mel)
         if mel.ndim == 3:
             if len(mel) == 0:
                 raise InputError("the batch of mels is empty")
-            return np.stack([self.synthesize(m, seed, layout) for m in mel])
+            return np.stack([self.synthesize(m, seed, layout, progress) for m in mel])
         mel = self._check_mel(self.frames_first(mel, layout))
+        pieces = []
+        for piece in self._pieces(mel, seed, in_pieces=progress is not None):
+            pieces.append(piece)
+            if progress is not None:
+                progress(len(piece))
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def _pieces(self, mel, seed, in_pieces: bool):
+        """The samples of a checked mel: the reference engine's by `stream`'s blocks, the JIT
+        engine's in one call or, `in_pieces`, one call per PIECE_FRAMES frames."""
         if self.backend != "jit":
-            return np.concatenate(list(self.stream([mel], seed)))
-        return self._engine.generate(self._conditioning(mel), 0, len(mel) * self.hop_length,
-                                     GenState.initial(self.model.hidden), seed)
+            yield from self.stream([mel], seed)
+            return
+        K, hop = self._conditioning(mel), self.hop_length
+        n = len(mel) * hop
+        step = PIECE_FRAMES * hop if in_pieces else n
+        state = GenState.initial(self.model.hidden)
+        for t0 in range(0, n, step):
+            yield self._engine.generate(K[t0 // hop:], t0, min(step, n - t0), state, seed)
 
     def synthesize_batch(self, mels, seeds=0, batch=DEFAULT_BATCH,
                          layout="frames-mels") -> list:
