@@ -37,6 +37,7 @@ from .sources import imported_names
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent
 _lock = threading.Lock()
+_graph_lock = threading.Lock()   # code_closure adds to the stored import graph
 
 
 @functools.lru_cache(maxsize=None)
@@ -109,36 +110,41 @@ def _sources() -> dict[str, tuple[Path, bytes]]:
 
 
 @functools.lru_cache(maxsize=None)
-def _import_graph() -> dict[str, tuple[str, ...]]:
-    """module -> the jitvoc modules its source imports (_imported_modules), for every module
-    of the package: from the cache when an entry for exactly these sources verifies, else
-    parsed and stored. Parsing them (ast) took 60-120 ms of CPU, most of a warm command's
-    start-up beyond the imports."""
+def _import_graph() -> tuple[str, bytes, dict]:
+    """(entry name, key, graph): the import graph stored for exactly these sources, module ->
+    the jitvoc modules its source imports (_imported_modules), for the modules whose closures
+    were asked for; {} if no entry verifies. code_closure adds what it parses and stores it:
+    parsing (ast) took 60-120 ms of CPU at every start, most of a warm command's start-up
+    beyond the imports; now only what is missing is parsed, once per set of sources."""
     key = b"import graph\0" + b"".join(f"{name}\0".encode() + digest
                                        for name, (_, digest) in sorted(_sources().items()))
     entry = f"imports-{hashlib.sha256(key).hexdigest()[:20]}.json"
     payload = cache.read(entry, key)
-    if payload is not None:
-        return {name: tuple(modules) for name, modules in json.loads(payload).items()}
-    graph = {name: tuple(sorted(_imported_modules(name, path)))
-             for name, (path, _) in _sources().items()}
-    cache.write(entry, key, json.dumps(graph).encode())
-    return graph
+    graph = {} if payload is None else {name: tuple(modules)
+                                        for name, modules in json.loads(payload).items()}
+    return entry, key, graph
 
 
 @functools.lru_cache(maxsize=None)
 def code_closure(root: str) -> tuple[Path, ...]:
     """The source files of jitvoc module `root` and of every jitvoc module it imports,
     transitively: all the code that can shape what `root` builds."""
-    graph, seen, todo = _import_graph(), set(), [root]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        if name not in graph:
-            raise ValueError(f"{name} is not a module of the jitvoc package")
-        seen.add(name)
-        todo.extend(graph[name])
+    with _graph_lock:
+        entry, key, graph = _import_graph()
+        seen, todo, parsed = set(), [root], False
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            if name not in _sources():
+                raise ValueError(f"{name} is not a module of the jitvoc package")
+            if name not in graph:
+                graph[name] = tuple(sorted(_imported_modules(name, _sources()[name][0])))
+                parsed = True
+            seen.add(name)
+            todo.extend(graph[name])
+        if parsed:
+            cache.write(entry, key, json.dumps(graph).encode())
     return tuple(sorted(_sources()[name][0] for name in seen))
 
 

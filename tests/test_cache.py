@@ -357,18 +357,24 @@ def test_plan_and_arrays_come_back_from_the_cache(cache_dir, monkeypatch):
 
 def test_import_graph_comes_back_from_the_cache_and_is_verified(cache_dir, monkeypatch):
     """Which jitvoc module imports which (the code fingerprints' closures) is parsed once per
-    set of sources; a damaged entry is parsed again."""
-    jit._import_graph.cache_clear()
-    parsed = jit._import_graph()
+    set of sources, only as far as the closures asked for need; a damaged entry is parsed
+    again."""
+    def fresh():
+        jit._import_graph.cache_clear()
+        jit.code_closure.cache_clear()
+    parsed, real = [], jit._imported_modules
+    monkeypatch.setattr(jit, "_imported_modules", lambda n, p: parsed.append(n) or real(n, p))
+    fresh()
+    closure = jit.code_closure("jitvoc.engine_jit")
+    assert "jitvoc.engine_jit" in parsed and "jitvoc.cli" not in parsed
     (entry,) = cache_dir.glob("imports-*.json")
-    real = jit._imported_modules
-    monkeypatch.setattr(jit, "_imported_modules", _no_call)
-    jit._import_graph.cache_clear()
-    assert jit._import_graph() == parsed
+    parsed.clear()
+    fresh()
+    assert jit.code_closure("jitvoc.engine_jit") == closure and parsed == []
+    jit.code_closure("jitvoc.cli")
+    assert "jitvoc.cli" in parsed and "jitvoc.engine_jit" not in parsed
     entry.write_bytes(entry.read_bytes().replace(b"jitvoc.layout", b"jitvoc.lay0ut"))
-    jit._import_graph.cache_clear()
-    with pytest.raises(AssertionError, match="cache holds"):
-        jit._import_graph()
-    monkeypatch.setattr(jit, "_imported_modules", real)
-    jit._import_graph.cache_clear()
-    assert jit._import_graph() == parsed
+    parsed.clear()
+    fresh()
+    assert jit.code_closure("jitvoc.engine_jit") == closure and "jitvoc.engine_jit" in parsed
+    fresh()
