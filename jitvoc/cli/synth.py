@@ -196,7 +196,7 @@ def _vocode(vocoder, mel, args, n_samples) -> None:
     """Synthesize `mel` with a progress bar, write the first `n_samples` samples, report timing.
     (Streamed in 16-frame chunks, the conditioning between the engine's calls evicting its
     weights from L2, the warm command took 2.38 s of CPU on a 26 s input, int8, against
-    2.33 s in pieces: /tmp/up_cli_ab.py, medians of 5, the same output.)"""
+    2.33 s in pieces: medians of 5 alternating runs, the same output.)"""
     start = time.perf_counter()
     with progress_bar(len(mel) * vocoder.hop_length, unit="sample", unit_scale=True) as bar:
         audio = vocoder.synthesize(mel, seed=args.seed, progress=bar.update)[:n_samples]
