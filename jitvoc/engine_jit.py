@@ -3,15 +3,24 @@
 Same interface as reference.vocoder.ReferenceEngine: ``generate(K, t0, n, state, seed)`` and
 ``teacher_forced(K, audio)``. The model is planned (plan.vocoder), emitted (emit.loop), compiled
 and cached (jit) once per (model, dtype, CPU generation).
+
+The plan and the arrays the loop reads (packed weights, index arrays, scales) are cached too,
+beside the compiled code (jitvoc.cache: an entry is used only if it verifies), keyed by the
+model's fingerprint (arrays and meta), the dtype, the generation, the compiler version and the
+code that plans and packs: planning and packing took 75 ms of a 120 ms `jitvoc.load` of the
+shipped model (int8). The entry is a pickle; the cache already holds machine code that this
+process runs, under the same checks (owner, mode, digests of key and payload).
 """
 from __future__ import annotations
 
+import hashlib
+import pickle
 import sys
 
 import numpy as np
 
 from . import cpu as cpu_mod
-from . import config, jit, native
+from . import cache, config, jit, native
 from .contracts import LOOP_GENERATE, LOOP_GENERATE_BATCH, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS
 from .emit import batch as batch_loop
 from .emit.loop import build_module, core_modules, core_symbol_of
@@ -19,7 +28,7 @@ from .engine import MAX_STREAMS, GenState
 from .errors import InputError
 from .layout import aligned, padded
 from .plan.matvec import kernel_index
-from .plan.vocoder import plan_vocoder
+from .plan.vocoder import describe, plan_vocoder
 from .quant import zero_correction
 from .wavernn import BY_NAME, MATRICES, NAMES
 
@@ -53,6 +62,49 @@ def _announce(names) -> None:
           f"cached in {config.cache_dir()})...", file=sys.stderr, flush=True)
 
 
+def planned(model, dtype, gen, precision=None, vectors=1) -> tuple:
+    """(VocoderPlan, the arrays behind `params` by name) for the engine: from the cache when an
+    entry for exactly this model, dtype, generation, precision, B, compiler and code verifies,
+    else planned and packed here (and stored)."""
+    ranges = None if dtype == "float32" else activation_ranges(model)
+    key = "\0".join(["vocoder-plan", model.fingerprint, dtype,
+                     repr(sorted((precision or {}).items())), str(vectors), gen.name, gen.llvm_cpu, gen.llvm_features,
+                     config.compiler_version(), jit.code_fingerprint(__name__)]).encode()
+    entry = f"plan-{hashlib.sha256(key).hexdigest()[:20]}.pkl"
+    payload = cache.read(entry, key)
+    if payload is not None:
+        plan, arrays = pickle.loads(payload)
+        config.debug(1, f"{describe(plan)} (cached)")
+        return plan, {k: aligned(a) for k, a in arrays.items()}
+    plan = plan_vocoder(model, dtype, gen, ranges, precision, vectors)
+    config.debug(1, describe(plan))
+    arrays = param_arrays(plan, model.weights)
+    cache.write(entry, key, pickle.dumps((plan, arrays), protocol=pickle.HIGHEST_PROTOCOL))
+    return plan, arrays
+
+
+def param_arrays(plan, weights) -> dict:
+    """The arrays behind `params` (contracts.LOOP_PARAMS), by name (kept alive by the
+    engine)."""
+    out = {}
+    for name, p_plan in plan.plans.items():
+        p = p_plan.packed
+        fmt = plan.formats.get(name)
+        zc = (zero_correction(p_plan.w_codes, fmt) if fmt is not None and fmt.zero_point
+              else np.zeros(p.rows, np.int32))
+        arrays = {"W": p.weights, "index": kernel_index(p_plan),
+                  "panel_ptr": p.panel_ptr,
+                  "row_scale": padded(p_plan.row_scale, p.rows_padded, np.float32),
+                  "zcorr": padded(zc, p.rows_padded, np.int32)}
+        out |= {f"{name}.{a}": aligned(arrays[a]) for a in MATRIX_ARRAYS}
+        # the bias its epilogue reads, padded like its rows (B copies: LOOP_PARAMS)
+        bias = padded(weights[BY_NAME[name].bias], p.rows_padded, np.float32)
+        out[BY_NAME[name].bias] = bias if name == "gru.R" else np.tile(bias, plan.vectors)
+    I = weights["gru.I"]
+    out |= {f"gru.I{j}": aligned(I[:, j], np.float32) for j in range(3)}
+    return out
+
+
 class JitEngine:
     """The compiled WaveRNN loop for one model, dtype and CPU generation; with `vectors` B > 1,
     the batched loop (emit.batch): generate_batch only."""
@@ -66,13 +118,11 @@ class JitEngine:
         cpu_mod.require_runnable(gen)
         self.model, self.dtype, self.cpu, self.gen = model, dtype, gen.name, gen
         self.vectors = vectors
-        ranges = None if dtype == "float32" else activation_ranges(model)
-        self.plan = plan_vocoder(model, dtype, gen, ranges, precision, vectors)
+        self.plan, self._arrays = planned(model, dtype, gen, precision, vectors)
         cores = core_modules(self.plan)   # gru.R's first: the biggest
         emit = build_module if vectors == 1 else batch_loop.build_module
         self._lib = jit.load_parts(cores[:1] + [(self.plan.name, lambda: emit(self.plan))]
                                    + cores[1:], gen, announce=_announce)
-        self._arrays = self._param_arrays()
         addresses = {f"{m}.core": self._lib.address(core_symbol_of(self.plan, m))
                      for m in NAMES}
         self._params = LOOP_PARAMS.pack(
@@ -86,27 +136,6 @@ class JitEngine:
             self._lib.address(LOOP_GENERATE.symbol(self.plan.name)), LOOP_GENERATE)
         self._teacher = native.function(
             self._lib.address(LOOP_TEACHER.symbol(self.plan.name)), LOOP_TEACHER)
-
-    def _param_arrays(self) -> dict:
-        """The arrays behind `params` (contracts.LOOP_PARAMS), by name (kept alive by the
-        engine)."""
-        w, out = self.model.weights, {}
-        for name, plan in self.plan.plans.items():
-            p = plan.packed
-            fmt = self.plan.formats.get(name)
-            zc = (zero_correction(plan.w_codes, fmt) if fmt is not None and fmt.zero_point
-                  else np.zeros(p.rows, np.int32))
-            arrays = {"W": p.weights, "index": kernel_index(plan),
-                      "panel_ptr": p.panel_ptr,
-                      "row_scale": padded(plan.row_scale, p.rows_padded, np.float32),
-                      "zcorr": padded(zc, p.rows_padded, np.int32)}
-            out |= {f"{name}.{a}": aligned(arrays[a]) for a in MATRIX_ARRAYS}
-            # the bias its epilogue reads, padded like its rows (B copies: LOOP_PARAMS)
-            bias = padded(w[BY_NAME[name].bias], p.rows_padded, np.float32)
-            out[BY_NAME[name].bias] = bias if name == "gru.R" else np.tile(bias, self.vectors)
-        I = w["gru.I"]
-        out |= {f"gru.I{j}": aligned(I[:, j], np.float32) for j in range(3)}
-        return out
 
     def __repr__(self):
         return f"<JitEngine {self.plan.name} on {self.cpu}>"

@@ -21,6 +21,7 @@ import contextlib
 import functools
 import gc
 import hashlib
+import json
 import multiprocessing
 import os
 import threading
@@ -36,6 +37,7 @@ from .sources import imported_names
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent
 _lock = threading.Lock()
+_graph_lock = threading.Lock()   # code_closure adds to the stored import graph
 
 
 @functools.lru_cache(maxsize=None)
@@ -95,29 +97,65 @@ def _imported_modules(name: str, path: Path) -> set[str]:
 
 
 @functools.lru_cache(maxsize=None)
+def _sources() -> dict[str, tuple[Path, bytes]]:
+    """module name -> (its source file, the file's sha256), for every module of the package,
+    read once per process (the code it runs)."""
+    sources = {}
+    for path in sorted(_PACKAGE_ROOT.rglob("*.py")):
+        parts = path.relative_to(_PACKAGE_ROOT.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if _module_path(name) == path:
+            sources[name] = path, hashlib.sha256(path.read_bytes()).digest()
+    return sources
+
+
+@functools.lru_cache(maxsize=None)
+def _import_graph() -> tuple[str, bytes, dict]:
+    """(entry name, key, graph): the import graph stored for exactly these sources, module ->
+    the jitvoc modules its source imports (_imported_modules), for the modules whose closures
+    were asked for; {} if no entry verifies. code_closure adds what it parses and stores it:
+    parsing (ast) took 60-120 ms of CPU at every start, most of a warm command's start-up
+    beyond the imports; now only what is missing is parsed, once per set of sources."""
+    key = b"import graph\0" + b"".join(f"{name}\0".encode() + digest
+                                       for name, (_, digest) in sorted(_sources().items()))
+    entry = f"imports-{hashlib.sha256(key).hexdigest()[:20]}.json"
+    payload = cache.read(entry, key)
+    graph = {} if payload is None else {name: tuple(modules)
+                                        for name, modules in json.loads(payload).items()}
+    return entry, key, graph
+
+
+@functools.lru_cache(maxsize=None)
 def code_closure(root: str) -> tuple[Path, ...]:
     """The source files of jitvoc module `root` and of every jitvoc module it imports,
     transitively: all the code that can shape what `root` builds."""
-    seen, todo = {}, [root]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen[name] = path = _module_path(name)
-        if path is None:
-            raise ValueError(f"{name} is not a module of the jitvoc package")
-        todo.extend(_imported_modules(name, path))
-    return tuple(sorted(seen.values()))
+    with _graph_lock:
+        entry, key, graph = _import_graph()
+        seen, todo, parsed = set(), [root], False
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            if name not in _sources():
+                raise ValueError(f"{name} is not a module of the jitvoc package")
+            if name not in graph:
+                graph[name] = tuple(sorted(_imported_modules(name, _sources()[name][0])))
+                parsed = True
+            seen.add(name)
+            todo.extend(graph[name])
+        if parsed:
+            cache.write(entry, key, json.dumps(graph).encode())
+    return tuple(sorted(_sources()[name][0] for name in seen))
 
 
 @functools.lru_cache(maxsize=None)
 def code_fingerprint(root: str) -> str:
     """A hash of the code that shapes objects built by module `root` (code_closure) and of the
     kernel templates, so editing any of it invalidates their cache entries."""
-    h = hashlib.sha256()
+    h, digests = hashlib.sha256(), {path: digest for path, digest in _sources().values()}
     for path in list(code_closure(root)) + isa.template_files():
         h.update(str(path.relative_to(path.parents[1])).encode() + b"\0")
-        h.update(hashlib.sha256(path.read_bytes()).digest())
+        h.update(digests.get(path) or hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
 
 

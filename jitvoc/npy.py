@@ -62,7 +62,7 @@ class Archive:
     """An .npz archive read with bounds: `headers()` checks every member's .npy header (and that
     the member holds exactly what it promises) before `read()` allocates any array."""
 
-    def __init__(self, path, max_members: int):
+    def __init__(self, path, max_members: int):   # path: a file's, or a binary file object
         self.max_members = max_members
         try:
             self.zip = zipfile.ZipFile(path)
@@ -116,9 +116,13 @@ class Archive:
             raise NpyError(f"member {name!r}{problem}: {e}") from None
 
 
-def _starts_like_npy(path) -> bool:
+def _starts_like_npy(source) -> bool:
+    """Whether a path's file, or a file object (read from its start), begins as .npy does."""
+    if hasattr(source, "read"):
+        source.seek(0)
+        return source.read(6) == b"\x93NUMPY"
     try:
-        with open(path, "rb") as f:
+        with open(source, "rb") as f:
             return f.read(6) == b"\x93NUMPY"
     except OSError:
         return False

@@ -7,20 +7,25 @@ Its matrix products run on one BLAS thread: a second OpenBLAS thread, once woken
 other core through the whole synthesis (shipped model, int8: 3.9x realtime against 8.1x with
 one thread, the same samples).
 """
+import hashlib
 import os
 
 import numpy as np
 
+from . import cache, pretrained
 from .errors import InputError
 from .blas import blas_threads
-from .model import Model, load_model
+from .jit import code_fingerprint
+from .model import Model, compact, from_compact, load_model
 from .engine import MAX_STREAMS, GenState, conditioning, receptive_radius
 
 COND_BLOCK = 16  # frames of K per block; streaming latency is COND_BLOCK + look-ahead frames
 DEFAULT_BATCH = 8    # streams per step of synthesize_batch and synthesize_folded
 DEFAULT_OVERLAP = 4  # frames of overlap of synthesize_folded: 2 of warm-up, 2 of crossfade
+PIECE_FRAMES = 128   # frames per engine call when synthesize reports progress
 DTYPES = ("int8", "int16", "float32")
 MEL_LAYOUTS = ("frames-mels", "mels-frames")   # jitvoc's [frames, n_mels]; librosa's transpose
+MAX_CACHED_FILE = 1 << 28   # bytes: a larger model file is read by load_model alone, uncached
 
 
 def load(path_or_model, cpu=None, dtype=None, engine=None) -> "Vocoder":
@@ -40,13 +45,42 @@ def load(path_or_model, cpu=None, dtype=None, engine=None) -> "Vocoder":
     if isinstance(path_or_model, Model):
         model = path_or_model
     elif isinstance(path_or_model, (str, os.PathLike)):
-        model = load_model(path_or_model)
+        model = read_model(path_or_model)
     else:
         raise InputError(f"expected a model file path, an installed model name or a Model, "
                          f"got {type(path_or_model).__name__}")
     if engine is None:
         from .engine_jit import JitEngine as engine
     return Vocoder(model, engine(model, cpu=cpu, **({} if dtype is None else {"dtype": dtype})))
+
+
+def read_model(path) -> Model:
+    """jitvoc.model.load_model(path) (a file or an installed model's name) through the cache.
+
+    The file is read once and hashed (sha256); a cache entry for exactly those bytes (and the
+    code that reads models), verified as jitvoc.cache verifies every entry, gives the Model
+    back from its compact form (model.compact) without decompressing, digesting and validating
+    the arrays again: 45 of the 65 ms that load_model took for the shipped model. Else the
+    same bytes are parsed by load_model, and the validated Model is stored."""
+    path = os.fspath(pretrained.resolve(path))
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_CACHED_FILE:
+                return load_model(path)
+            data = f.read(MAX_CACHED_FILE + 1)
+    except OSError:
+        return load_model(path)   # which says what is wrong with the file
+    if len(data) > MAX_CACHED_FILE:   # it grew while read
+        return load_model(path)
+    key = b"\0".join([b"model", hashlib.sha256(data).hexdigest().encode(),
+                      code_fingerprint(Model.__module__).encode()])
+    entry = f"model-{hashlib.sha256(key).hexdigest()[:20]}.pkl"
+    payload = cache.read(entry, key)
+    if payload is not None:
+        return from_compact(payload)
+    model = load_model(path, data)
+    cache.write(entry, key, compact(model))
+    return model
 
 
 class Vocoder:
@@ -65,26 +99,43 @@ class Vocoder:
         return (f"Vocoder({self.model!r}, backend={self.backend!r}, dtype={self.dtype!r}, "
                 f"cpu={self.cpu!r})")
 
-    def synthesize(self, mel, seed=0, layout="frames-mels") -> np.ndarray:
+    def synthesize(self, mel, seed=0, layout="frames-mels", progress=None) -> np.ndarray:
         """int16 audio [F * hop] for a log-mel [F, n_mels] (jitvoc.mel_spectrogram).
 
         layout "mels-frames" takes the transpose, [n_mels, F], as librosa and torchaudio lay
         out spectrograms. In either layout a 3-D array is a batch of equal-length mels:
-        the result is then [batch, F * hop], every item drawn with `seed`.
+        the result is then [batch, F * hop], every item drawn with `seed`. `progress`, if
+        given, is called with the number of samples each piece adds (the same samples).
 
         The JIT engine gets the K blocks of `stream` in one call (one call per block ran 4%
-        slower: the conditioning between calls evicted the weights from L2); the reference
-        engine holds k_t for every sample of a call, so it goes block by block, as `stream`."""
+        slower: the conditioning between calls evicted the weights from L2), or with
+        `progress` one call per PIECE_FRAMES frames of K computed whole; the reference engine
+        holds k_t for every sample of a call, so it goes block by block, as `stream`."""
         mel = np.asarray(mel)
         if mel.ndim == 3:
             if len(mel) == 0:
                 raise InputError("the batch of mels is empty")
-            return np.stack([self.synthesize(m, seed, layout) for m in mel])
+            return np.stack([self.synthesize(m, seed, layout, progress) for m in mel])
         mel = self._check_mel(self.frames_first(mel, layout))
+        pieces = []
+        for piece in self._pieces(mel, seed, in_pieces=progress is not None):
+            pieces.append(piece)
+            if progress is not None:
+                progress(len(piece))
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def _pieces(self, mel, seed, in_pieces: bool):
+        """The samples of a checked mel: the reference engine's by `stream`'s blocks, the JIT
+        engine's in one call or, `in_pieces`, one call per PIECE_FRAMES frames."""
         if self.backend != "jit":
-            return np.concatenate(list(self.stream([mel], seed)))
-        return self._engine.generate(self._conditioning(mel), 0, len(mel) * self.hop_length,
-                                     GenState.initial(self.model.hidden), seed)
+            yield from self.stream([mel], seed)
+            return
+        K, hop = self._conditioning(mel), self.hop_length
+        n = len(mel) * hop
+        step = PIECE_FRAMES * hop if in_pieces else n
+        state = GenState.initial(self.model.hidden)
+        for t0 in range(0, n, step):
+            yield self._engine.generate(K[t0 // hop:], t0, min(step, n - t0), state, seed)
 
     def synthesize_batch(self, mels, seeds=0, batch=DEFAULT_BATCH,
                          layout="frames-mels") -> list:
@@ -141,8 +192,8 @@ class Vocoder:
         """K of a whole mel, as synthesize feeds the JIT engine: F + 1 rows (K_F := K_{F-1})."""
         cond = _Conditioner(self.model)
         cond.push(mel)
-        K = np.concatenate(list(cond.blocks(final=True)))
-        return np.concatenate([K, K[-1:]])
+        blocks = list(cond.blocks(final=True))
+        return np.concatenate(blocks + [blocks[-1][-1:]])   # one copy of K, not two
 
     def _generate_batches(self, Ks, lengths, seeds, batch) -> list:
         """The streams (K, length, seed) generated B = `batch` at a time, longest first."""

@@ -260,3 +260,121 @@ def test_least_recently_used_entries_are_evicted(cache_dir, monkeypatch):
     third = build_matvec(W[:, :20], "int8")
     assert [bool(list(cache_dir.glob(f"{mv.spec}-*.o"))) for mv in (first, second, third)] \
         == [False, True, True]
+
+
+# --- model files and vocoder plans (jitvoc.vocoder.read_model, jitvoc.engine_jit.planned) ---------
+
+def _arrays(model) -> dict:
+    return dict(model.weights, **{f"{k}.mask": v for k, v in model.masks.items()})
+
+
+def _same_model(a, b) -> None:
+    assert a.meta == b.meta and a.fingerprint == b.fingerprint
+    x, y = _arrays(a), _arrays(b)
+    assert x.keys() == y.keys()
+    for k in x:   # bit for bit: dtype, shape, every byte (-0.0 included)
+        assert x[k].dtype == y[k].dtype and x[k].shape == y[k].shape, k
+        assert x[k].tobytes() == y[k].tobytes(), k
+        assert not y[k].flags.writeable, k
+
+
+def _small_model(seed=0):
+    from jitvoc.calibration import calibrate
+    from jitvoc.model import Model, random_model
+    m = random_model(hidden=64, sample_rate=16000, seed=seed, cond_channels=16)
+    w = m.weights
+    w["cond.proj"] = w["cond.proj"].copy()
+    w["cond.proj"][0, 0] = -0.0   # a zero with a sign bit: kept as it is
+    return calibrate(Model(w, m.masks, m.meta))
+
+
+def _no_call(*args, **kwargs):
+    raise AssertionError("called although the cache holds the entry")
+
+
+def test_model_file_comes_back_from_the_cache_bit_for_bit(cache_dir, tmp_path, monkeypatch):
+    from jitvoc import vocoder
+    from jitvoc.model import load_model
+    path = tmp_path / "m.npz"
+    _small_model().save(path)
+    first = vocoder.read_model(path)
+    (entry,) = cache_dir.glob("model-*.pkl")
+    monkeypatch.setattr(vocoder, "load_model", _no_call)
+    cached = vocoder.read_model(path)
+    _same_model(load_model(path), cached)
+    _same_model(first, cached)
+
+
+def test_changed_model_file_is_read_again(cache_dir, tmp_path):
+    from jitvoc import vocoder
+    path = tmp_path / "m.npz"
+    _small_model(0).save(path)
+    vocoder.read_model(path)
+    other = _small_model(1)
+    other.save(path)
+    _same_model(other, vocoder.read_model(path))
+
+
+@pytest.mark.parametrize("kind", ["model", "plan"])
+def test_damaged_model_or_plan_entry_is_a_miss(cache_dir, tmp_path, kind):
+    from jitvoc import cpu, engine_jit, vocoder
+    path = tmp_path / "m.npz"
+    _small_model().save(path)
+    model = vocoder.read_model(path)
+    gen = cpu.resolve(None)
+    plan, arrays = engine_jit.planned(model, "int8", gen)
+    (entry,) = cache_dir.glob(f"{kind}-*.pkl")
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 1
+    entry.write_bytes(bytes(data))
+    _same_model(model, vocoder.read_model(path))
+    again, arrays_again = engine_jit.planned(model, "int8", gen)
+    assert again.name == plan.name
+    assert all(np.array_equal(arrays[k], arrays_again[k]) for k in arrays)
+
+
+def test_plan_and_arrays_come_back_from_the_cache(cache_dir, monkeypatch):
+    from jitvoc import cpu, engine_jit
+    from jitvoc.model import Model
+    from jitvoc.plan.vocoder import plan_vocoder
+    model, gen = _small_model(), cpu.resolve(None)
+    fresh = plan_vocoder(model, "int8", gen, engine_jit.activation_ranges(model))
+    expected = engine_jit.param_arrays(fresh, model.weights)
+    engine_jit.planned(model, "int8", gen)
+    monkeypatch.setattr(engine_jit, "plan_vocoder", _no_call)
+    plan, arrays = engine_jit.planned(model, "int8", gen)
+    assert plan.name == fresh.name
+    assert arrays.keys() == expected.keys()
+    for k, a in arrays.items():
+        assert a.dtype == expected[k].dtype and a.tobytes() == expected[k].tobytes(), k
+        assert a.ctypes.data % 64 == 0, k   # on a cache line, as the kernels read them
+    # another calibration is another model: planned again, never served the old plan
+    meta = model.meta
+    meta["quantization"]["activation_ranges"]["out.O2"]["max"] *= 4
+    with pytest.raises(AssertionError, match="cache holds"):
+        engine_jit.planned(Model(model.weights, model.masks, meta), "int8", gen)
+
+
+def test_import_graph_comes_back_from_the_cache_and_is_verified(cache_dir, monkeypatch):
+    """Which jitvoc module imports which (the code fingerprints' closures) is parsed once per
+    set of sources, only as far as the closures asked for need; a damaged entry is parsed
+    again."""
+    def fresh():
+        jit._import_graph.cache_clear()
+        jit.code_closure.cache_clear()
+    parsed, real = [], jit._imported_modules
+    monkeypatch.setattr(jit, "_imported_modules", lambda n, p: parsed.append(n) or real(n, p))
+    fresh()
+    closure = jit.code_closure("jitvoc.engine_jit")
+    assert "jitvoc.engine_jit" in parsed and "jitvoc.cli" not in parsed
+    (entry,) = cache_dir.glob("imports-*.json")
+    parsed.clear()
+    fresh()
+    assert jit.code_closure("jitvoc.engine_jit") == closure and parsed == []
+    jit.code_closure("jitvoc.cli")
+    assert "jitvoc.cli" in parsed and "jitvoc.engine_jit" not in parsed
+    entry.write_bytes(entry.read_bytes().replace(b"jitvoc.layout", b"jitvoc.lay0ut"))
+    parsed.clear()
+    fresh()
+    assert jit.code_closure("jitvoc.engine_jit") == closure and "jitvoc.engine_jit" in parsed
+    fresh()

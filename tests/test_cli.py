@@ -268,3 +268,23 @@ def test_bench_cells_with_torch(monkeypatch, capsys):
     assert main(["bench", "cells", "--quick", "--steps", "20", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "torch eager float32" in out and "torchscript float32" in out
+
+
+def test_a_command_imports_only_its_own_module():
+    """`jitvoc resynth` starts without the bench modules (they brought in the cell compiler);
+    --help and an unknown command still see every command."""
+    import subprocess
+    import sys
+    script = ("import sys\n"
+              "from jitvoc.cli import build_parser\n"
+              "build_parser(['-v', 'resynth', 'in.wav', '-o', 'out.wav'])\n"
+              "print(sorted(m for m in sys.modules if m.startswith('jitvoc.cli.')))\n"
+              "print('jitvoc.bench' in sys.modules, 'jitvoc.cellrun' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert r.stdout.split("\n")[:2] == ["['jitvoc.cli.synth']", "False False"], r.stdout
+    from jitvoc.cli import build_parser
+    for argv in ([], ["--help"], ["resynt"]):
+        commands = build_parser(argv)._subparsers._group_actions[0].choices
+        assert {"info", "models", "kernels", "synth", "resynth", "corpus", "bench",
+                "cache"} <= set(commands), argv

@@ -118,6 +118,25 @@ def test_seeds_and_streaming(representation, speech_like, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_synthesize_with_progress_gives_the_same_samples(speech_like, dtype, monkeypatch):
+    """With `progress` (the command line's bar) the engine runs piece by piece: same samples,
+    every piece reported once it is done."""
+    from jitvoc import vocoder
+    monkeypatch.setattr(vocoder, "PIECE_FRAMES", 4)
+    voc = jitvoc.load(make_model("mulaw+pre"), dtype=dtype)
+    mel, hop = speech_like[1], voc.hop_length
+    assert len(mel) == 15   # pieces of 4, 4, 4 and 3 frames
+    counts = []
+    assert np.array_equal(voc.synthesize(mel, seed=3, progress=counts.append),
+                          voc.synthesize(mel, seed=3))
+    assert counts == [4 * hop] * 3 + [3 * hop]
+    ref, counts = jitvoc.load(make_model("mulaw+pre"), engine=ReferenceEngine), []
+    assert np.array_equal(ref.synthesize(mel[:4], seed=3, progress=counts.append),
+                          ref.synthesize(mel[:4], seed=3))
+    assert sum(counts) == 4 * hop
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
 def test_calls_split_at_frames_equal_one_call(speech_like, dtype):
     """The de-emphasis state (and h, c, f) carries over from one generate call to the next."""
     model = make_model("mulaw+pre")

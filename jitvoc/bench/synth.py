@@ -10,14 +10,20 @@ On the default installed model and a held-out sentence (examples/ru_0749.wav), p
   users get it), conditioning alone (K for the whole sentence) and the engine alone
   (`JitEngine.generate` over that K);
 - **cold / warm**: `python -m jitvoc resynth` as a fresh process with an empty kernel cache
-  (one run: every kernel compiled), then with that cache filled (median of repeats).
+  (one run: every kernel compiled), then with that cache filled (median of repeats): wall
+  seconds (what the user waits), and the warm run's CPU time (user + system, its children
+  included) against the engine's: `CLI/engine`, and `fixed`, the CPU time the command spends
+  besides the in-process user path (interpreter start-up, imports, argument parsing, the WAV
+  written).
 
-Figures are wall-clock medians over rounds that time each part once; synthesize/engine and
+In-process figures are CPU-time medians (time.process_time: every thread of this process, so a
+spinning BLAS thread counts) over rounds that time each part once; synthesize/engine and
 user/engine compare with the engine alone.
 """
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -30,7 +36,7 @@ from .. import pretrained
 from ..audio import read_audio
 from ..engine import GenState
 from ..mel import mel_spectrogram
-from ..vocoder import _Conditioner, load
+from ..vocoder import load
 from . import report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,19 +64,15 @@ def user_path(model_path, wav, dtype: str) -> np.ndarray:
     return voc.synthesize(mel, seed=0)[:len(audio)]
 
 
-def _median_s(fn, repeats: int) -> float:
-    return _medians({"s": fn}, repeats)["s"]
-
-
 def _medians(fns: dict, repeats: int) -> dict:
-    """Median seconds of each function, timed in rounds (one call of each per round), so that
-    the machine's drift reaches them all alike."""
+    """Median CPU seconds of each function, timed in rounds (one call of each per round), so
+    that the machine's drift reaches them all alike."""
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             fn()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(time.process_time() - t0)
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
@@ -82,10 +84,7 @@ def parts(model_path, wav, dtype: str, repeats: int) -> dict:
     mel = mel_spectrogram(audio, rate, voc.model.mel_config)
 
     def conditioning():
-        cond = _Conditioner(voc.model)
-        cond.push(mel)
-        K = np.concatenate(list(cond.blocks(final=True)))
-        return np.concatenate([K, K[-1:]])
+        return voc._conditioning(mel)   # K as synthesize computes it
 
     K = conditioning()
     n = len(mel) * voc.hop_length
@@ -102,16 +101,37 @@ def parts(model_path, wav, dtype: str, repeats: int) -> dict:
 
 
 def command_line(model_path, wav, dtype: str, repeats: int) -> dict:
-    """Wall seconds of `python -m jitvoc resynth` with an empty kernel cache, then warm."""
+    """`python -m jitvoc resynth` with an empty kernel cache (wall seconds), then warm (medians
+    of wall and of CPU seconds, children included)."""
     with tempfile.TemporaryDirectory(prefix="jitvoc-bench-") as tmp:
         env = {**os.environ, "JITVOC_CACHE": os.path.join(tmp, "cache")}
         cmd = [sys.executable, "-m", "jitvoc", "resynth", str(model_path), str(wav),
                "-o", os.path.join(tmp, "out.wav"), "--dtype", dtype]
 
-        def run():
+        def run() -> tuple[float, float]:
+            before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
             subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
-        return {"cold_s": _median_s(run, 1), "warm_s": _median_s(run, repeats)}
+            wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+            return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        cold_s, _ = run()
+        warm = [run() for _ in range(repeats)]
+        return {"cold_s": cold_s, "warm_s": float(np.median([w for w, _ in warm])),
+                "warm_cpu_s": float(np.median([c for _, c in warm]))}
+
+
+def _row(dtype: str, r: dict, cold: bool) -> list:
+    a = r["audio_s"]
+    row = [dtype, f"{a / r['user_s']:.1f}", f"{a / r['synthesize_s']:.1f}",
+           f"{a / r['engine_s']:.1f}", f"{r['synthesize_s'] / r['engine_s']:.2f}",
+           f"{r['user_s'] / r['engine_s']:.2f}"]
+    row += [f"{1e3 * r[k]:.0f}" for k in ("user_s", "load_s", "mel_s", "synthesize_s",
+                                          "conditioning_s", "engine_s")]
+    if cold:
+        row += [f"{r['cold_s']:.2f}", f"{r['warm_s']:.2f}", f"{r['cold_s'] / r['warm_s']:.2f}",
+                f"{r['warm_cpu_s']:.2f}", f"{r['warm_cpu_s'] / r['engine_s']:.2f}",
+                f"{r['warm_cpu_s'] - r['user_s']:.2f}"]
+    return row
 
 
 def run(args) -> int:
@@ -121,24 +141,19 @@ def run(args) -> int:
         r = parts(args.model, args.wav, dtype, args.repeats)
         if not args.no_cold:
             r.update(command_line(args.model, args.wav, dtype, args.repeats))
-        a = r["audio_s"]
-        rows.append([dtype, f"{a / r['user_s']:.1f}", f"{a / r['synthesize_s']:.1f}",
-                     f"{a / r['engine_s']:.1f}", f"{r['synthesize_s'] / r['engine_s']:.2f}",
-                     f"{r['user_s'] / r['engine_s']:.2f}"]
-                    + [f"{1e3 * r[k]:.0f}" for k in ("user_s", "load_s", "mel_s", "synthesize_s",
-                                                       "conditioning_s", "engine_s")]
-                    + ([f"{r['cold_s']:.2f}", f"{r['warm_s']:.2f}",
-                        f"{r['cold_s'] / r['warm_s']:.2f}"] if not args.no_cold else []))
+        rows.append(_row(dtype, r, not args.no_cold))
     headers = ["dtype", "user x realtime", "synthesize x realtime", "engine x realtime",
                "synthesize/engine", "user/engine", "user ms", "load ms", "mel ms",
                "synthesize ms", "conditioning ms", "engine ms"] + \
-        ([] if args.no_cold else ["cold CLI s", "warm CLI s", "cold/warm"])
-    notes = [f"{Path(args.model).name}, {Path(args.wav).name} ({a:.2f} s of audio); medians "
-             f"of {args.repeats}; user = load + read + mel + synthesize (conditioning, "
-             "generation) + int16 trimmed; synthesize = Vocoder.synthesize on a loaded vocoder; "
-             "engine = JitEngine.generate over the whole K",
+        ([] if args.no_cold else ["cold CLI s", "warm CLI s", "cold/warm", "warm CLI CPU s",
+                                  "CLI/engine", "CLI fixed CPU s"])
+    notes = [f"{Path(args.model).name}, {Path(args.wav).name} ({r['audio_s']:.2f} s of audio); "
+             f"CPU-time medians of {args.repeats}; user = load + read + mel + synthesize "
+             "(conditioning, generation) + int16 trimmed; synthesize = Vocoder.synthesize on a "
+             "loaded vocoder; engine = JitEngine.generate over the whole K",
              "cold = `python -m jitvoc resynth` with an empty JITVOC_CACHE (one run), warm = "
-             "the same command again (median)"]
+             "the same command again (median); cold and warm in wall seconds; warm CLI CPU: "
+             "user + system of the command; CLI fixed = warm CLI CPU - user"]
     table = report.Table("user path: jitvoc resynth", headers, rows, notes)
     print(table.text())
     if args.markdown:

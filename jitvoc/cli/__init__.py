@@ -15,16 +15,21 @@ import warnings
 
 from .. import __version__
 from ..errors import JitvocError
-from . import bench
 
-SUBCOMMANDS = ("info", "models", "kernels", "synth", "bench", "cache")  # synth: synth, resynth, corpus  # modules of this package
+# command -> the module of this package that registers it (synth: synth, resynth and corpus)
+COMMANDS = {"info": "info", "models": "models", "kernels": "kernels", "synth": "synth",
+            "resynth": "synth", "corpus": "synth", "bench": "bench", "cache": "cache"}
 DESCRIPTION = ("Run pruned, quantized WaveRNN vocoders compiled into machine code for this CPU: "
                "turn mel spectrograms into audio, list the installed models, dump the kernels "
                "jitvoc writes, benchmark them, and show or empty the cache of compiled code.")
 log = logging.getLogger("jitvoc")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The parser of `argv`'s command: only the module that registers it is imported (every
+    module when argv is None or names no command: --help, a typo). Imports are most of a
+    command's fixed cost: `bench` alone brought in the cell compiler, 0.1-0.2 s before
+    `resynth` could start."""
     parser = argparse.ArgumentParser(prog="jitvoc", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"jitvoc {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -33,9 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="only warnings and errors on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in SUBCOMMANDS:
+    for name in _modules(argv):
         importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
+
+
+def _modules(argv) -> list:
+    """The modules to register for `argv`: its command's, else all of them."""
+    command = next((a for a in argv or () if not a.startswith("-")), None)
+    if command in COMMANDS:
+        return [COMMANDS[command]]
+    return list(dict.fromkeys(COMMANDS.values()))
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
@@ -59,12 +72,14 @@ def _terminate(signum, frame):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     configure_logging(args.verbose, args.quiet)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        if getattr(args, "bench_command", None) in bench.OWN_OPTIONS:
-            bench.refuse_options_before(args.bench_command, argv)
+        if args.command == "bench":
+            bench = importlib.import_module(f"{__name__}.bench")   # registered: imported
+            if args.bench_command in bench.OWN_OPTIONS:
+                bench.refuse_options_before(args.bench_command, argv)
         return args.func(args) or 0
     except JitvocError as e:
         log.error(f"error: {e}")

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import config
 from ..errors import InputError
 from ..quant import ACTIVATION_BITS, FixedPoint
 from ..representation import Representation
@@ -120,10 +119,14 @@ def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
     plan = VocoderPlan(dtype=dtype, gen=gen, hidden=model.hidden, hop=model.hop_length,
                        upsample=model.upsample, plans=plans, formats=formats, shared=shared,
                        representation=model.representation, vectors=vectors)
-    config.debug(1, f"vocoder plan {plan.name}: " + ", ".join(
-        f"{m} {p.spec.name}" + (f" <- {formats[m].name}" if m in formats else "")
-        for m, p in plans.items()))
     return plan
+
+
+def describe(plan: VocoderPlan) -> str:
+    """One line: the loop's name and each matrix's kernel and input format (JITVOC_DEBUG=1)."""
+    return f"vocoder plan {plan.name}: " + ", ".join(
+        f"{m} {p.spec.name}" + (f" <- {plan.formats[m].name}" if m in plan.formats else "")
+        for m, p in plan.plans.items())
 
 
 def _input_kind(plan) -> tuple:
