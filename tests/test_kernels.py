@@ -270,9 +270,12 @@ def test_planner_takes_the_vector_count():
     words = {n: 4 * p.packed.n_panels * n for n, p in plans.items()}
     assert words[8] <= planner.PERMUTE_WORDS_BYTES < words[16]
     assert plans[1].spec.x_permute and plans[8].spec.x_permute and not plans[16].spec.x_permute
-    with pytest.raises(InputError, match="bytes of words"):
-        planner.build_plan(codes, scale, mask, "int8", gen, block=(16, 1), vectors=16,
-                           permute=True)
+    forced = planner.build_plan(codes, scale, mask, "int8", gen, block=(16, 1), vectors=16,
+                                permute=True)
+    assert forced.spec.x_permute
+    with pytest.raises(InputError, match="VBMI"):
+        planner.build_plan(codes, scale, mask, "int8", cpu.generation("skylake-avx512"),
+                           block=(16, 1), vectors=2, permute=True)
     costs = [planner.estimate(mask, (16, 1), "int8", backend, gen, vectors=n) for n in (1, 8, 16)]
     assert costs[0] < costs[1] < costs[2]
     for n in (1, 8, 16):

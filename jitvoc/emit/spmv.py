@@ -18,9 +18,12 @@ over B rows of y and x (one activation format for all B). Its xin holds the B ve
 interleaved, so that a panel finds all B activation words side by side: contiguous panels read
 the words ``xin[(c / group) · B + v]`` (int32 words of `group` codes, or floats), gathering
 panels the codes ``xin[c · B + v]`` of their `group` columns (no shifted tables: one shuffle
-of the `group` loads makes the B words). Each panel's weights are loaded once and multiplied into B
-accumulators (one set per vector; B independent chains need no extra sets). B = 1 emits exactly
-the single-vector code.
+of the `group` loads makes the B words), except with byte-permute gathers: those read the B
+rows of codes as they are, each zero-padded to x_pad, build every vector's words in one prologue
+and broadcast-load a panel's B words (the planner gives them to B > 1 only while the words fit
+in L1: plan.matvec.PERMUTE_WORDS_BYTES). Each panel's weights are loaded once and multiplied
+into B accumulators (one set per vector; B independent chains need no extra sets). B = 1 emits
+exactly the single-vector code.
 
 ``index`` is ``Packed.kernel_index()``, or ``Packed.permute_gathers().index`` for byte-permute
 gathers (see jitvoc.layout): those kernels first build every panel's x word into a stack array

@@ -208,7 +208,9 @@ def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None
                permute: bool | None = None, inline: bool = False, vectors: int = 1) -> Plan:
     """The untuned plan, or the one the arguments pin down. `inline`: the kernel runs inside a
     fused loop (INLINE_KERNEL for a sparse integer kernel whose variant is not given).
-    `permute`: byte-permute gathers where the CPU has them (None, True) or never (False).
+    `permute`: byte-permute gathers where the planner finds them worth it (None: where the
+    CPU has them and, for B > 1, their words fit), wherever the CPU has them (True) or never
+    (False).
     `vectors`: B, the vectors multiplied per call."""
     backend = isa_name or isa.best(gen)
     if block is None:
@@ -232,12 +234,11 @@ def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None
         accumulators = BAKED_ACCUMULATORS if variant == "baked" else 4
     packed = pack(w_codes, block, GROUP[dtype], mask=mask, dense=dense,
                   by_count=variant == "grouped")
-    window = (permute_window(packed, dtype, backend, gen, vectors)
+    # permute=True asks for byte permutes whatever the size of their words (vectors=1 below)
+    window = (permute_window(packed, dtype, backend, gen, 1 if permute else vectors)
               if permute in (None, True) else 0)
     if permute and not window:
-        raise InputError("byte-permute gathers need AVX-512 VBMI, int8, 16-row blocks and, for "
-                         f"B > 1 vectors, at most {PERMUTE_WORDS_BYTES} bytes of words (4 per "
-                         "panel and vector)")
+        raise InputError("byte-permute gathers need AVX-512 VBMI, int8 and 16-row blocks")
     spec = KernelSpec(dtype=dtype, block=(block[0], 0) if variant == "dense" else block,
                       isa=backend, variant=variant, rows=w_codes.shape[0], cols=w_codes.shape[1],
                       unroll=unroll, accumulators=accumulators,
