@@ -144,7 +144,7 @@ class Kernel:
             xin = 4 * self.group * self.stride
         else:
             xin = self.esize * self.x_pad * n
-        if n > 1 and not self.is_float:   # the quantized codes before interleaving
+        if n > 1 and not self.is_float and not self.permute:   # the codes before interleaving
             xin += self.esize * p.x_len * n
         out = 4 * p.rows_padded * n if p.rows_padded != p.rows else 0
         words = (4 * ((p.n_panels + PERMUTE_GROUP - 1) // PERMUTE_GROUP * PERMUTE_GROUP * n + 16)
@@ -691,22 +691,26 @@ def vector_activations(k: Kernel, b: ir.IRBuilder, x, x_inv, stride: int | None 
                        bufs=None):
     """xin of a B-vector kernel for float x [B, cols] (rows `stride` floats apart, default
     cols): each row quantized as `activations` does, into a [B, x_len] buffer of codes, then
-    interleaved. `bufs`: the buffers of vector_buffers (else new stack buffers)."""
+    interleaved; for byte-permute gathers straight into xin's rows, x_pad apart (quantize pads
+    each to x_pad). `bufs`: the buffers of vector_buffers (else new stack buffers)."""
     p = k.packed
     codes, buf = vector_buffers(k, b) if bufs is None else bufs
     if k.is_float:
         return interleave(k, b, x, p.cols, stride, buf)
+    rows, row_len = (buf, k.x_pad) if k.permute else (codes, p.x_len)
     with counted_loop(b, 0, k.vectors, name="vector") as v:
         row = gep(b, x, f32, b.mul(v, i64(stride or p.cols)))
-        quantize(k, b, row, x_inv, gep(b, codes, k.elem, b.mul(v, i64(p.x_len))), put=put_codes)
-    return interleave(k, b, codes, p.x_len, buf=buf)
+        quantize(k, b, row, x_inv, gep(b, rows, k.elem, b.mul(v, i64(row_len))), put_codes,
+                 row_len)
+    return buf if k.permute else interleave(k, b, codes, p.x_len, buf=buf)
 
 
 def vector_buffers(k: Kernel, b: ir.IRBuilder) -> tuple:
     """(codes, interleaved) stack buffers of vector_activations (codes None for float
-    kernels). Allocate them once, in the entry block, when the core runs in a loop."""
-    codes = None if k.is_float else alloca(b, k.elem, k.packed.x_len * k.vectors,
-                                           align=CACHE_LINE)
+    kernels and byte-permute gathers). Allocate them once, in the entry block, when the core
+    runs in a loop."""
+    codes = None if k.is_float or k.permute else alloca(b, k.elem, k.packed.x_len * k.vectors,
+                                                        align=CACHE_LINE)
     return codes, interleave_buffer(k, b)
 
 
@@ -744,8 +748,10 @@ def activations(k: Kernel, b: ir.IRBuilder, x, x_inv, buf=None):
     return quantize(k, b, x, x_inv, buf, put_codes)
 
 
-def quantize(k: Kernel, b: ir.IRBuilder, x, x_inv, buf, put):
-    """The codes of float x [cols], zero-padded to x_pad, written by put(k, b, buf, c, codes)."""
+def quantize(k: Kernel, b: ir.IRBuilder, x, x_inv, buf, put, length: int | None = None):
+    """The codes of float x [cols], zero-padded to `length`, written by put(k, b, buf, c,
+    codes). By default x_pad for one vector, x_len for B vectors (a row of the [B, x_len]
+    codes that `interleave` reads)."""
     p = k.packed
     n = k.backend.vector_bits // 32   # floats per vector: quantize n at a time
     main = p.cols // n * n
@@ -755,7 +761,8 @@ def quantize(k: Kernel, b: ir.IRBuilder, x, x_inv, buf, put):
             put(k, b, buf, c, code(k, b, v, x_inv))
     with counted_loop(b, main, p.cols, name="quant_tail") as c:
         put(k, b, buf, c, code(k, b, load(b, x, f32, c, align=4), x_inv))
-    with counted_loop(b, p.cols, k.x_pad, name="pad") as c:
+    length = length or (k.x_pad if k.vectors == 1 else p.x_len)
+    with counted_loop(b, p.cols, length, name="pad") as c:
         put(k, b, buf, c, i32(0))
     return buf
 
