@@ -44,8 +44,8 @@ class KernelSpec:
             raise ValueError("baked and grouped kernels, and only they, carry a pattern hash")
         if self.unroll < 1 or self.accumulators < 1:
             raise ValueError("unroll and accumulators must be positive")
-        if self.vectors < 1 or (self.vectors > 1 and self.x_permute):
-            raise ValueError("vectors must be positive; byte-permute gathers take one vector")
+        if self.vectors < 1:
+            raise ValueError("vectors must be positive")
 
     @property
     def group(self) -> int:

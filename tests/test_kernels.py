@@ -10,7 +10,8 @@ from jitvoc import cpu, isa
 from jitvoc.emit.isa import Backend
 from jitvoc.errors import InputError, ISAError, UnsupportedCPU
 from jitvoc.layout import BLOCKS
-from jitvoc.matvec import build_matvec
+from jitvoc.matvec import MatVec, build_matvec
+from jitvoc.plan import matvec as planner
 from jitvoc.reference.matvec import matvec_codes, matvec_float, matvec_quantized
 from jitvoc.spec import DTYPES, VARIANTS
 
@@ -228,8 +229,57 @@ def test_vectors_every_generation_every_format(gen, dtype, block, request):
         w, x = _case(name)
         n = VECTORS[i % len(VECTORS)]
         mv = build_matvec(w, dtype=dtype, cpu=gen, block=block, vectors=n)
-        assert mv.spec.endswith(f"_b{n}") and mv.kernel.x_permute == 0
+        assert mv.spec.endswith(f"_b{n}")
+        assert mv.kernel.x_permute == planner.permute_window(
+            mv.plan.packed, dtype, mv.kernel.isa, cpu.generation(gen), n)
         check_vectors(mv, w, _vectors(w, x, n))
+
+
+VBMI = [g for g in RUNNABLE if isa.gather_window(isa.best(cpu.generation(g)), cpu.generation(g))]
+
+
+@pytest.mark.skipif(not VBMI, reason="no generation with byte permutes (VBMI) runs here")
+@pytest.mark.parametrize("variant", ("idx", "grouped", "baked"))
+def test_vectors_byte_permute_and_shuffle_gathers_agree_bit_for_bit(variant):
+    """A B-vector kernel gathers by byte permutes (VBMI) or by shuffles; both give every
+    vector's reference result, on ragged shapes, edge cases and several window passes."""
+    gen = cpu.generation(VBMI[0])
+    for i, name in enumerate(("ragged_37x29", "empty_row_blocks", "wide_sparse_16x1",
+                              "extremes", "blocks_16x1")):
+        w, x = _case(name)
+        n = (2, 3, 8, 16)[i % 4]
+        codes, scale = planner.quantize_weights(w, "int8")
+        mask = w != 0
+        for permute in (True, False):
+            plan = planner.build_plan(codes, scale, mask, "int8", gen, block=(16, 1),
+                                      variant=variant, permute=permute, vectors=n)
+            assert bool(plan.spec.x_permute) == permute
+            check_vectors(MatVec(plan, gen), w, _vectors(w, x, n))
+
+
+def test_planner_takes_the_vector_count():
+    """The planner prices B vectors: byte-permute words past PERMUTE_WORDS_BYTES are not built
+    (shuffles instead), and the cost model scales with B, keeping 16x1 where it measured
+    fastest (bench/README.md, "Fourth round": 1x1 pattern at 2%, B = 16)."""
+    gen = cpu.generation("znver4")
+    backend = isa.best(gen)
+    mask = np.random.default_rng(0).random((512, 512)) < 0.02
+    codes, scale = planner.quantize_weights(np.where(mask, 1.0, 0.0).astype(np.float32), "int8")
+    plans = {n: planner.build_plan(codes, scale, mask, "int8", gen, block=(16, 1), vectors=n)
+             for n in (1, 8, 16)}
+    words = {n: 4 * p.packed.n_panels * n for n, p in plans.items()}
+    assert words[8] <= planner.PERMUTE_WORDS_BYTES < words[16]
+    assert plans[1].spec.x_permute and plans[8].spec.x_permute and not plans[16].spec.x_permute
+    forced = planner.build_plan(codes, scale, mask, "int8", gen, block=(16, 1), vectors=16,
+                                permute=True)
+    assert forced.spec.x_permute
+    with pytest.raises(InputError, match="VBMI"):
+        planner.build_plan(codes, scale, mask, "int8", cpu.generation("skylake-avx512"),
+                           block=(16, 1), vectors=2, permute=True)
+    costs = [planner.estimate(mask, (16, 1), "int8", backend, gen, vectors=n) for n in (1, 8, 16)]
+    assert costs[0] < costs[1] < costs[2]
+    for n in (1, 8, 16):
+        assert planner.default_block(mask, "int8", backend, gen, n) == (16, 1)
 
 
 @pytest.mark.parametrize("gen, dtype, variant", diagonal(RUNNABLE, DTYPES, VARIANTS))

@@ -18,9 +18,12 @@ over B rows of y and x (one activation format for all B). Its xin holds the B ve
 interleaved, so that a panel finds all B activation words side by side: contiguous panels read
 the words ``xin[(c / group) · B + v]`` (int32 words of `group` codes, or floats), gathering
 panels the codes ``xin[c · B + v]`` of their `group` columns (no shifted tables: one shuffle
-of the `group` loads makes the B words). Each panel's weights are loaded once and multiplied into B
-accumulators (one set per vector; B independent chains need no extra sets). B = 1 emits exactly
-the single-vector code.
+of the `group` loads makes the B words), except with byte-permute gathers: those read the B
+rows of codes as they are, each zero-padded to x_pad, build every vector's words in one prologue
+and broadcast-load a panel's B words (the planner gives them to B > 1 only while the words fit
+in L1: plan.matvec.PERMUTE_WORDS_BYTES). Each panel's weights are loaded once and multiplied
+into B accumulators (one set per vector; B independent chains need no extra sets). B = 1 emits
+exactly the single-vector code.
 
 ``index`` is ``Packed.kernel_index()``, or ``Packed.permute_gathers().index`` for byte-permute
 gathers (see jitvoc.layout): those kernels first build every panel's x word into a stack array
@@ -141,10 +144,10 @@ class Kernel:
             xin = 4 * self.group * self.stride
         else:
             xin = self.esize * self.x_pad * n
-        if n > 1 and not self.is_float:   # the quantized codes before interleaving
+        if n > 1 and not self.is_float and not self.permute:   # the codes before interleaving
             xin += self.esize * p.x_len * n
         out = 4 * p.rows_padded * n if p.rows_padded != p.rows else 0
-        words = (4 * (p.n_panels + PERMUTE_GROUP - 1) // PERMUTE_GROUP * PERMUTE_GROUP + 64
+        words = (4 * ((p.n_panels + PERMUTE_GROUP - 1) // PERMUTE_GROUP * PERMUTE_GROUP * n + 16)
                  if self.permute else 0)
         return xin + out + words
 
@@ -152,13 +155,15 @@ class Kernel:
 @dataclass
 class Core:
     """A core being written: its kernel, builder, activations, weights and accumulator sets
-    ([vector][set][chunk] stack slots); `words` holds the byte-permute words once built."""
+    ([vector][set][chunk] stack slots); `words` holds the byte-permute words once built,
+    vector v's from `words_stride` · v on."""
     k: Kernel
     b: ir.IRBuilder
     xin: ir.Value
     w: ir.Value
     accs: list
     words: ir.Value | None = None
+    words_stride: ir.Value | None = None
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,7 @@ def emit_core(k: Kernel, dequantize: bool, bias: bool = False, relu: bool = Fals
     ep = Epilogue(dequantize and not k.is_float, a.row_scale, a.zcorr, a.x_scale,
                   a.bias if bias else None, relu)
     if k.permute:
-        c.words = permute_words(c, a.index, a.panel_ptr)
+        c.words, c.words_stride = permute_words(c, a.index, a.panel_ptr)
     VARIANTS[s.variant](c, ep, a.y, a.index, a.panel_ptr)
     b.ret_void()
     return fn
@@ -372,6 +377,10 @@ def xwords(c: Core, col) -> list:
         return [xword(c, col)]
     n = k.vectors
     as_i64 = [i64(v) if isinstance(v, int) else v for v in col]
+    if k.permute:   # vector v's word in its block of words
+        return [broadcast_load(b, gep(b, c.words, i32, b.mul(c.words_stride, i64(v))), i32,
+                               as_i64[0], k.width, align=4) if v else xword(c, col)
+                for v in range(n)]
     if k.packed.contiguous:   # B words side by side at word (col / group) · B
         shift = k.group.bit_length() - 1
         base = b.mul(b.lshr(as_i64[0], i64(shift)) if shift else as_i64[0], i64(n))
@@ -466,27 +475,38 @@ def permute_words(c: Core, index, pptr):
     """VBMI prologue: every gathering panel's activation word, PERMUTE_GROUP panels per group,
     into a stack array (layout.PermuteGathers): per group one byte permute of a 128-byte window
     of x, then one masked permute per extra pass. Kernels with the pattern compiled in know the
-    group count; index-driven ones read it from panel_ptr."""
+    group count; index-driven ones read it from panel_ptr. B vectors: vector v's words (from
+    its codes at xin + v · x_pad) at words + v · stride. Returns (words, stride)."""
     b, p, rec_size = c.b, c.k.packed, PERMUTE_PASS.size
     if c.k.spec.pattern:
         n_panels = i64(p.n_panels)
     else:
         n_panels = b.sext(load(b, pptr, PTR_T, i64(p.row_blocks), align=byte_size(PTR_T)), i64)
     n_groups = b.udiv(b.add(n_panels, i64(PERMUTE_GROUP - 1)), i64(PERMUTE_GROUP))
-    words = alloca(b, i32, b.mul(n_groups, i64(PERMUTE_GROUP)), align=CACHE_LINE)
+    stride = b.mul(n_groups, i64(PERMUTE_GROUP))
+    n = c.k.vectors
+    words = alloca(b, i32, b.mul(stride, i64(n)) if n > 1 else stride, align=CACHE_LINE)
     firsts = b.mul(n_groups, i64(PERMUTE_GROUP * byte_size(SLOT_T)))   # first passes follow
-    result = b.alloca(vec(i8, 64))
+    xs = [gep(b, c.xin, i8, i64(v * c.k.x_pad)) if v else c.xin for v in range(n)]
+    results = [b.alloca(vec(i8, 64)) for _ in xs]
     with counted_loop(b, 0, n_groups, name="gather") as g:
         first = b.add(firsts, b.mul(g, i64(rec_size)))
-        b.store(_permute_pass(c, index, first), result)
+        for x, result in zip(xs, results):
+            b.store(_permute_pass(b, c.k, x, index, first), result)
         further = _pass_int(b, index, first, "next_at")
         with counted_loop(b, 0, _pass_int(b, index, first, "further"), name="pass") as j:
             off = b.add(further, b.mul(j, i64(rec_size)))
             mask = b.bitcast(b.load(pass_field(b, index, off, "mask", i64), typ=i64,
                                     align=4), vec(ir.IntType(1), 64))
-            b.store(b.select(mask, _permute_pass(c, index, off), b.load(result)), result)
-        b.store(b.load(result), gep(b, words, i32, b.mul(g, i64(PERMUTE_GROUP))), align=4)
-    return words
+            for x, result in zip(xs, results):
+                b.store(b.select(mask, _permute_pass(b, c.k, x, index, off), b.load(result)),
+                        result)
+        for v, result in enumerate(results):
+            word = b.load(result)
+            at = b.mul(g, i64(PERMUTE_GROUP))
+            at = b.add(at, b.mul(stride, i64(v))) if v else at
+            b.store(word, gep(b, words, i32, at), align=4)
+    return words, stride
 
 
 def _pass_int(b: ir.IRBuilder, index, off, name: str):
@@ -494,14 +514,14 @@ def _pass_int(b: ir.IRBuilder, index, off, name: str):
     return b.sext(load(b, pass_field(b, index, off, name, i32), i32, align=4), i64)
 
 
-def _permute_pass(c: Core, index, off):
-    """The 64 bytes one pass picks from its window of x."""
-    b, bytes64 = c.b, vec(i8, 64)
+def _permute_pass(b: ir.IRBuilder, k: Kernel, x, index, off):
+    """The 64 bytes one pass picks from its window of codes x."""
+    bytes64 = vec(i8, 64)
     start = _pass_int(b, index, off, "offset")
-    lo = b.load(gep(b, c.xin, i8, start), typ=bytes64, align=1)
-    hi = b.load(gep(b, c.xin, i8, b.add(start, i64(64))), typ=bytes64, align=1)
+    lo = b.load(gep(b, x, i8, start), typ=bytes64, align=1)
+    hi = b.load(gep(b, x, i8, b.add(start, i64(64))), typ=bytes64, align=1)
     idx = b.load(pass_field(b, index, off, "byte_index", bytes64), typ=bytes64, align=1)
-    return c.k.backend.permute_window(b, lo, idx, hi)
+    return k.backend.permute_window(b, lo, idx, hi)
 
 
 def pass_field(b: ir.IRBuilder, index, off, name: str, typ):
@@ -599,10 +619,13 @@ def interleave(k: Kernel, b: ir.IRBuilder, src, src_len: int, stride: int | None
     """xin of a B-vector kernel (module docstring) from B rows of src_len codes (or floats),
     `stride` elements apart (default src_len), zero-padded to x_len: a tile of words (or
     codes) of every row at a time, transposed by one shuffle. Into `buf` when given
-    (interleave_buffer), else a new stack buffer."""
+    (interleave_buffer), else a new stack buffer. Kernels with byte-permute gathers read the
+    B rows as they are, each zero-padded to x_pad (padded_rows)."""
     n, p = k.vectors, k.packed
     per, unit = _interleave_unit(k)
     buf = interleave_buffer(k, b) if buf is None else buf
+    if k.permute:
+        return padded_rows(k, b, src, src_len, stride or src_len, buf)
     tile, have, stride = INTERLEAVE_TILE, src_len // per, stride or src_len
     with counted_loop(b, 0, have // tile * tile, tile, name="interleave") as w:
         words = _transposed(k, b, src, stride, w, tile)
@@ -616,9 +639,33 @@ def interleave(k: Kernel, b: ir.IRBuilder, src, src_len: int, stride: int | None
 
 
 def interleave_buffer(k: Kernel, b: ir.IRBuilder):
-    """Stack space for the interleaved xin of a B-vector kernel."""
+    """Stack space for the interleaved xin of a B-vector kernel (B padded rows of codes for
+    byte-permute gathers)."""
+    if k.permute:
+        return alloca(b, k.elem, k.x_pad * k.vectors, align=CACHE_LINE)
     per, unit = _interleave_unit(k)
     return alloca(b, unit, k.packed.x_len // per * k.vectors, align=CACHE_LINE)
+
+
+COPY_BYTES = 64   # bytes per vector load and store of padded_rows
+
+
+def padded_rows(k: Kernel, b: ir.IRBuilder, src, src_len: int, stride: int, buf):
+    """xin of a B-vector kernel with byte-permute gathers: row v of src (src_len int8 codes,
+    rows `stride` apart) at buf + v · x_pad, zero-padded to x_pad (at least 64): the padding
+    zeroed by 64-byte stores (the last one ending at x_pad), then the row copied over it."""
+    bytes64, main = vec(i8, COPY_BYTES), src_len // COPY_BYTES * COPY_BYTES
+    zeros = sorted({*range(main, k.x_pad - COPY_BYTES + 1, COPY_BYTES), k.x_pad - COPY_BYTES})
+    for v in range(k.vectors):
+        row, out = gep(b, src, i8, i64(v * stride)), gep(b, buf, i8, i64(v * k.x_pad))
+        for at in zeros:
+            b.store(ir.Constant(bytes64, None), gep(b, out, i8, i64(at)), align=1)
+        with counted_loop(b, 0, main, COPY_BYTES, name="copy") as c:
+            b.store(b.load(gep(b, row, i8, c), typ=bytes64, align=1), gep(b, out, i8, c),
+                    align=1)
+        with counted_loop(b, main, src_len, name="copy_tail") as c:
+            store(b, load(b, row, i8, c, align=1), out, c, align=1)
+    return buf
 
 
 def _interleave_unit(k: Kernel):
@@ -644,22 +691,26 @@ def vector_activations(k: Kernel, b: ir.IRBuilder, x, x_inv, stride: int | None 
                        bufs=None):
     """xin of a B-vector kernel for float x [B, cols] (rows `stride` floats apart, default
     cols): each row quantized as `activations` does, into a [B, x_len] buffer of codes, then
-    interleaved. `bufs`: the buffers of vector_buffers (else new stack buffers)."""
+    interleaved; for byte-permute gathers straight into xin's rows, x_pad apart (quantize pads
+    each to x_pad). `bufs`: the buffers of vector_buffers (else new stack buffers)."""
     p = k.packed
     codes, buf = vector_buffers(k, b) if bufs is None else bufs
     if k.is_float:
         return interleave(k, b, x, p.cols, stride, buf)
+    rows, row_len = (buf, k.x_pad) if k.permute else (codes, p.x_len)
     with counted_loop(b, 0, k.vectors, name="vector") as v:
         row = gep(b, x, f32, b.mul(v, i64(stride or p.cols)))
-        quantize(k, b, row, x_inv, gep(b, codes, k.elem, b.mul(v, i64(p.x_len))), put=put_codes)
-    return interleave(k, b, codes, p.x_len, buf=buf)
+        quantize(k, b, row, x_inv, gep(b, rows, k.elem, b.mul(v, i64(row_len))), put_codes,
+                 row_len)
+    return buf if k.permute else interleave(k, b, codes, p.x_len, buf=buf)
 
 
 def vector_buffers(k: Kernel, b: ir.IRBuilder) -> tuple:
     """(codes, interleaved) stack buffers of vector_activations (codes None for float
-    kernels). Allocate them once, in the entry block, when the core runs in a loop."""
-    codes = None if k.is_float else alloca(b, k.elem, k.packed.x_len * k.vectors,
-                                           align=CACHE_LINE)
+    kernels and byte-permute gathers). Allocate them once, in the entry block, when the core
+    runs in a loop."""
+    codes = None if k.is_float or k.permute else alloca(b, k.elem, k.packed.x_len * k.vectors,
+                                                        align=CACHE_LINE)
     return codes, interleave_buffer(k, b)
 
 
@@ -697,8 +748,10 @@ def activations(k: Kernel, b: ir.IRBuilder, x, x_inv, buf=None):
     return quantize(k, b, x, x_inv, buf, put_codes)
 
 
-def quantize(k: Kernel, b: ir.IRBuilder, x, x_inv, buf, put):
-    """The codes of float x [cols], zero-padded to x_pad, written by put(k, b, buf, c, codes)."""
+def quantize(k: Kernel, b: ir.IRBuilder, x, x_inv, buf, put, length: int | None = None):
+    """The codes of float x [cols], zero-padded to `length`, written by put(k, b, buf, c,
+    codes). By default x_pad for one vector, x_len for B vectors (a row of the [B, x_len]
+    codes that `interleave` reads)."""
     p = k.packed
     n = k.backend.vector_bits // 32   # floats per vector: quantize n at a time
     main = p.cols // n * n
@@ -708,7 +761,8 @@ def quantize(k: Kernel, b: ir.IRBuilder, x, x_inv, buf, put):
             put(k, b, buf, c, code(k, b, v, x_inv))
     with counted_loop(b, main, p.cols, name="quant_tail") as c:
         put(k, b, buf, c, code(k, b, load(b, x, f32, c, align=4), x_inv))
-    with counted_loop(b, p.cols, k.x_pad, name="pad") as c:
+    length = length or (k.x_pad if k.vectors == 1 else p.x_len)
+    with counted_loop(b, p.cols, length, name="pad") as c:
         put(k, b, buf, c, i32(0))
     return buf
 

@@ -113,12 +113,28 @@ def _dot_cost(backend: str, dtype: str, lanes: int, gen) -> float:
 # gathering panels pay for their tables (or, with VBMI, for the byte-permute prologue and one
 # word load per panel: 1.3 ns per 16x1 panel against 0.72 ns per dense panel on a 1x1 pattern
 # at 10%, native int8 on Zen 4; 0.66 against 0.37 on R at 5% on Ice Lake).
+# B > 1 vectors: a gathering panel costs "tables" per vector, by byte permutes or by shuffles
+# of its columns' B codes (a 1x1 pattern at 2%, 512x512, native int8, B = 16: 16x1 panels by
+# shuffles 13,970 ns, 8x4 panels 19,160, dense 22,770: 0.76 against 0.31 ns per panel and
+# vector, 2 x (1 + 0.3) against 1 x (1 + 0.05) in the model's units; B = 8, 16x1 by byte
+# permutes 7,262 ns, 8x4 9,109). So for this model's matrices 16x1 stays the cheapest shape at
+# every B, as measured (bench/README.md, "Fourth round: the products").
 X_COST = {"dense": 0.0, "contiguous": 0.05, "permute": 0.8, "tables": 0.3}
 ROW_BLOCK_COST = 4.0   # panels' worth of work per row block (loop control, epilogue)
+# The most bytes of byte-permute words (4 per panel and vector) a B-vector kernel builds: they
+# are read back once per panel, and past L1 that costs more than the shuffles save. Measured
+# (native int8, Zen 4, 32 KiB L1; ns per call, byte permutes against shuffles, words in KiB):
+# R 2688x896 at 5% B = 2 (15) 2,902 vs 4,170, B = 4 (30) 4,911 vs 5,111, B = 8 (60) 10,942 vs
+# 10,816, B = 16 (121) 27,896 vs 24,175; GRU-A 1152x384 at 10% B = 16 (44) 7,646 vs 8,851;
+# O1/O3 448x448 at 10% B = 16 (20) 2,943 vs 4,192.
+PERMUTE_WORDS_BYTES = 48 * 1024
 
 
-def estimate(mask: np.ndarray, block, dtype: str, backend: str, gen, dense: bool = False) -> float:
-    """The cost model: estimated work per call of a kernel with this layout, in dense panels."""
+def estimate(mask: np.ndarray, block, dtype: str, backend: str, gen, dense: bool = False,
+             vectors: int = 1) -> float:
+    """The cost model: estimated work per call of a kernel with this layout for B = `vectors`
+    vectors, in dense panels (the weights are loaded once for all B, but every vector pays for
+    its products and its activations)."""
     group = GROUP[dtype]
     rows, cols = mask.shape
     lanes = 16 if dense else block[0]
@@ -127,27 +143,33 @@ def estimate(mask: np.ndarray, block, dtype: str, backend: str, gen, dense: bool
     else:
         panels = panel_count(mask, block, group)
         gather = block[1] % group != 0
-        can_permute = gather and permute_capable(dtype, block, backend, gen)
+        can_permute = vectors == 1 and gather and permute_capable(dtype, block, backend, gen)
         fetch = X_COST["permute" if can_permute else "tables" if gather else "contiguous"]
-    return (panels * _dot_cost(backend, dtype, lanes, gen) * (1 + fetch)
-            + ROW_BLOCK_COST * -(-rows // lanes))
+    return vectors * (panels * _dot_cost(backend, dtype, lanes, gen) * (1 + fetch)
+                      + ROW_BLOCK_COST * -(-rows // lanes))
 
 
-def permute_capable(dtype: str, block, backend: str, gen) -> bool:
-    """Whether panels of this block can gather their activations by byte permutes (VBMI)."""
-    return dtype == "int8" and block[0] == 16 and bool(isa.gather_window(backend, gen))
+def permute_capable(dtype: str, block, backend: str, gen, panels: int = 0,
+                    vectors: int = 1) -> bool:
+    """Whether `panels` panels of this block gather their activations by byte permutes (VBMI)
+    for B = `vectors` (B > 1: if their words fit in PERMUTE_WORDS_BYTES)."""
+    return (dtype == "int8" and block[0] == 16 and bool(isa.gather_window(backend, gen))
+            and (vectors == 1 or 4 * panels * vectors <= PERMUTE_WORDS_BYTES))
 
 
-def default_block(mask: np.ndarray, dtype: str, backend: str, gen):
-    """The cheapest layout by the cost model: a block of BLOCKS, or None for dense."""
-    costs = {blk: estimate(mask, blk, dtype, backend, gen) for blk in BLOCKS}
-    costs[None] = estimate(mask, None, dtype, backend, gen, dense=True)
+def default_block(mask: np.ndarray, dtype: str, backend: str, gen, vectors: int = 1):
+    """The cheapest layout by the cost model for B = `vectors`: a block of BLOCKS, or None for
+    dense."""
+    costs = {blk: estimate(mask, blk, dtype, backend, gen, vectors=vectors) for blk in BLOCKS}
+    costs[None] = estimate(mask, None, dtype, backend, gen, dense=True, vectors=vectors)
     return min(costs, key=costs.get)
 
 
-def permute_window(packed: Packed, dtype: str, backend: str, gen) -> int:
-    """The byte-permute window for gathering int8 panels of 16 rows, if the CPU has one."""
-    if dtype != "int8" or packed.contiguous or packed.bh != 16:
+def permute_window(packed: Packed, dtype: str, backend: str, gen, vectors: int = 1) -> int:
+    """The byte-permute window for gathering int8 panels of 16 rows for B = `vectors`, if the
+    CPU has one (and the words fit: PERMUTE_WORDS_BYTES)."""
+    if packed.contiguous or not permute_capable(dtype, packed.block, backend, gen,
+                                                packed.n_panels, vectors):
         return 0
     return isa.gather_window(backend, gen)
 
@@ -186,11 +208,13 @@ def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None
                permute: bool | None = None, inline: bool = False, vectors: int = 1) -> Plan:
     """The untuned plan, or the one the arguments pin down. `inline`: the kernel runs inside a
     fused loop (INLINE_KERNEL for a sparse integer kernel whose variant is not given).
-    `permute`: byte-permute gathers where the CPU has them (None, True) or never (False; always
-    for vectors > 1). `vectors`: B, the vectors multiplied per call."""
+    `permute`: byte-permute gathers where the planner finds them worth it (None: where the
+    CPU has them and, for B > 1, their words fit), wherever the CPU has them (True) or never
+    (False).
+    `vectors`: B, the vectors multiplied per call."""
     backend = isa_name or isa.best(gen)
     if block is None:
-        block = default_block(mask, dtype, backend, gen)
+        block = default_block(mask, dtype, backend, gen, vectors)
     dense = block is None or variant == "dense"
     if dense:
         block = (16, w_codes.shape[1])
@@ -210,11 +234,11 @@ def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None
         accumulators = BAKED_ACCUMULATORS if variant == "baked" else 4
     packed = pack(w_codes, block, GROUP[dtype], mask=mask, dense=dense,
                   by_count=variant == "grouped")
-    window = (permute_window(packed, dtype, backend, gen)
-              if permute in (None, True) and vectors == 1 else 0)
+    # permute=True asks for byte permutes whatever the size of their words (vectors=1 below)
+    window = (permute_window(packed, dtype, backend, gen, 1 if permute else vectors)
+              if permute in (None, True) else 0)
     if permute and not window:
-        raise InputError("byte-permute gathers need AVX-512 VBMI, int8, 16-row blocks and "
-                         "one vector")
+        raise InputError("byte-permute gathers need AVX-512 VBMI, int8 and 16-row blocks")
     spec = KernelSpec(dtype=dtype, block=(block[0], 0) if variant == "dense" else block,
                       isa=backend, variant=variant, rows=w_codes.shape[0], cols=w_codes.shape[1],
                       unroll=unroll, accumulators=accumulators,
