@@ -32,9 +32,9 @@ SENTENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examp
 
 def in_process(dtype: str, wav: str, rounds: int) -> dict:
     """CPU seconds (medians) of the user path and its parts, in this process."""
-    import numpy as np
     import jitvoc
     from jitvoc.audio import read_audio
+    from jitvoc.bench.synth import _medians   # the tree's own (every tree since d38a53a has it)
     from jitvoc.engine import GenState
     from jitvoc.mel import mel_spectrogram
 
@@ -51,13 +51,7 @@ def in_process(dtype: str, wav: str, rounds: int) -> dict:
     fns = {"user": user, "load": lambda: jitvoc.load(MODEL, dtype=dtype),
            "synthesize": lambda: voc.synthesize(mel, seed=0),
            "engine": lambda: voc._engine.generate(K, 0, n, GenState.initial(voc.model.hidden), 0)}
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t0 = time.process_time()
-            fn()
-            times[k].append(time.process_time() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()} | {"audio_s": len(audio) / rate}
+    return _medians(fns, rounds) | {"audio_s": len(audio) / rate}
 
 
 def _env(tree: str, cache: str) -> dict:
