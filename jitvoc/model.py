@@ -4,9 +4,9 @@ import copy
 import hashlib
 import io
 import json
-import pickle
 import math
 import os
+import pickle
 
 import numpy as np
 
@@ -51,8 +51,7 @@ class Model:
             json.dumps(self._meta)
         except (TypeError, ValueError) as e:
             raise ModelFileError(f"meta is not JSON-serializable: {e}") from None
-        arrays = dict(self._weights, **{f"{k}.mask": v for k, v in self._masks.items()})
-        _check_structure(arrays, self._meta)
+        _check_structure(self._arrays(), self._meta)
         _check_values(self._weights, self._masks, self.hidden)
         self._digest = None   # the arrays' digest, computed once when asked for (load_model: read)
 
@@ -91,11 +90,14 @@ class Model:
         meta = json.dumps(self._meta, sort_keys=True)
         return hashlib.sha256(f"{self._arrays_digest()}\0{meta}".encode("utf-8")).hexdigest()
 
+    def _arrays(self) -> dict:
+        """The arrays of the model file but its meta: the weights and "<matrix>.mask"."""
+        return dict(self._weights, **{f"{k}.mask": v for k, v in self._masks.items()})
+
     def _arrays_digest(self) -> str:
         """digest() of the arrays, computed once (load_model: the file's, verified)."""
         if self._digest is None:
-            self._digest = digest(dict(self._weights,
-                                       **{f"{k}.mask": v for k, v in self._masks.items()}))
+            self._digest = digest(self._arrays())
         return self._digest
 
     def matrices(self) -> dict:
@@ -110,8 +112,8 @@ class Model:
         """Write the model to `path` (.npz) atomically: a temporary file in the same directory
         replaces `path` only once it is complete."""
         path = os.fspath(path)
-        arrays = dict(self._weights, **{f"{k}.mask": v for k, v in self._masks.items()})
-        meta = dict(self._meta, sha256=digest(arrays))
+        arrays = self._arrays()
+        meta = dict(self._meta, sha256=self._arrays_digest())
         arrays["meta"] = np.frombuffer(json.dumps(meta, indent=1).encode("utf-8"), np.uint8)
         with atomic_file(path, ModelFileError) as f:
             np.savez_compressed(f, **arrays)
@@ -156,9 +158,8 @@ def compact(model: Model) -> bytes:
     are (bit for bit: -0.0 is kept), with the meta and the digest. For the shipped model (5%
     and 10% dense matrices) 3.9 MB instead of 17 MB: what jitvoc.vocoder caches per model
     file, faster to verify and to read back than the file is to decompress and check."""
-    arrays = dict(model._weights, **{f"{k}.mask": v for k, v in model._masks.items()})
     packed = {}
-    for key, a in arrays.items():
+    for key, a in model._arrays().items():
         bits = a.view(f"u{a.dtype.itemsize}") != 0
         packed[key] = (a.shape, a.dtype.str, np.packbits(bits), a[bits])
     return pickle.dumps((model._meta, model._arrays_digest(), packed),
