@@ -22,7 +22,8 @@ LOGS = Path(__file__).with_name("logs")
 CHAIN = ["multivoice_run1", "multivoice_run2", "multivoice_run3", "multivoice_run4",
          "multivoice_run5_crop800", "multivoice_run6_crop800", "multivoice_run7_crop400",
          "multivoice_run8_noise3", "multivoice_run9_noise3", "multivoice_run10_noise3",
-         "multivoice_run11", "multivoice_run12", "multivoice_run13"]
+         "multivoice_run11", "multivoice_run12", "multivoice_run13",
+         "multivoice_run14", "multivoice_run15", "multivoice_run16"]
 VOICES = ("festvox_ru", "all")
 
 
