@@ -4,9 +4,9 @@
 from .graph import (DRAW_STREAMS, FLOAT, INDEX, Cell, CellBuilder, Node, add, affine, column,
                     concat, const, exp, lookup, matvec, mul, relu, sample, sigmoid, split, sub,
                     take, tanh)
-from .library import gilr, gru, lstm, named, sru, wavernn
+from .library import gilr, gru, lstm, named, sru, wavernn, wavernn_inputs
 
 __all__ = ["DRAW_STREAMS", "FLOAT", "INDEX", "Cell", "CellBuilder", "Node", "add", "affine",
            "column", "concat", "const", "exp", "lookup", "matvec", "mul", "relu", "sample",
            "sigmoid", "split", "sub", "take", "tanh", "gilr", "gru", "lstm", "named", "sru",
-           "wavernn"]
+           "wavernn", "wavernn_inputs"]

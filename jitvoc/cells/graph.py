@@ -64,12 +64,16 @@ class Node:
 
 
 def const(value) -> Node:
-    """A float32 constant: a scalar or a vector (a table for `lookup`)."""
-    array = np.array(value, np.float32)
-    if array.ndim > 1:
-        raise CellError(f"a constant is a scalar or a vector, got shape {array.shape}")
+    """A float32 constant: a scalar or a vector (a table for `lookup`). The values as given
+    (float64) stay with it as "given": a compiler folding a factor into the constant rounds the
+    product once from them."""
+    given = np.array(value, np.float64)
+    if given.ndim > 1:
+        raise CellError(f"a constant is a scalar or a vector, got shape {given.shape}")
+    array = given.astype(np.float32)
     array.setflags(write=False)
-    return Node("const", shape=array.shape, attrs=(("value", array),))
+    given.setflags(write=False)
+    return Node("const", shape=array.shape, attrs=(("value", array), ("given", given)))
 
 
 def _node(value) -> Node:

@@ -28,6 +28,11 @@ Element-wise arithmetic is plain IEEE float32 in the graph's order, no FMA; sigm
 exp go through jitvoc.emit.mathfn's exponential (e^x of the same bits at every vector width,
 its polynomial per dtype: POLY), so a sweep's lanes and its tail agree bit for bit and so does
 every CPU generation. exp saturates where mathfn's gate exponential does (|x| ≳ 41.6).
+
+A GRU update the plan lowers by its rule (CellPlan.gru, jitvoc.cells.rules) is computed as
+jitvoc.emit.loop computes it (docs/model.md, "The GRU step"; mathfn's gate exponential and
+blend): the pre-activations in gate units (an integer product of CellPlan.gate_unit
+dequantizes in them), the conditioning and bias folded as the loop's per-frame rows are.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..cells.graph import INDEX, Node
+from ..cells.rules import slice_of
 from ..contracts import CELL_RUN, SPMV
 from ..plan.cell import HOIST_VECTORS, MATRIX_PARAMS, CellPlan, column_key, resolved, size_of
 from . import draw, mathfn
@@ -205,9 +211,10 @@ class CellEmitter:
         b, fmt = self.b, self.plan.formats[product.label]
         arrays = {a: self.p[f"{product.label}.{a}"] for a in MATRIX_PARAMS if a != "fn"}
         y = self._slot(product.label)
+        unit = mathfn.GATE_UNIT if product.label in self.plan.gate_unit else 1.0
         call(b, SPMV, self.p[f"{product.label}.fn"], y=y, x=self._address(product.source),
              **arrays, x_inv_scale=f32(2.0 ** fmt.frac if fmt else 1.0),
-             x_scale=f32(fmt.scale if fmt else 1.0))
+             x_scale=f32((fmt.scale if fmt else 1.0) * unit))
 
     def _draw(self, d, t):
         """The class of draw `d` at step t of the call into its slot (an int32)."""
@@ -285,6 +292,8 @@ class CellEmitter:
         op, b = node.op, self.b
         if node in self.kept and self.kept[node] < self.current:
             return self._read(self._slot(node), shift, node)
+        if node in self.plan.gru:
+            return self._gru(self.plan.gru[node], shift)
         if op in LEAVES:
             return LEAVES[op](self, node, shift)
         if op == "take":
@@ -304,13 +313,14 @@ class CellEmitter:
             return load(self.b, base, _type(node), 0, align=4)
         return self._load(base, shift)
 
-    def _lookup(self, table: Node, index: Node):
+    def _lookup(self, table: Node, index: Node, factor: float = 1.0):
         """table[index] (a float) for an int32 state or class `index` (the plan checks that
-        its values stay within the table)."""
+        its values stay within the table); a constant table times `factor` (_table)."""
         index = resolved(self.cell, index)
         at = (self.p[f"state.{index.name}"] if index.op == "state"
               else self._slot(self.plan.draw_of(index).label))
-        base = self.p[f"weight.{table.name}"] if table.op == "weight" else self._table(table)
+        base = (self.p[f"weight.{table.name}"] if table.op == "weight"
+                else self._table(table, factor))
         i = load(self.b, at, i32, 0, align=4)
         return load(self.b, base, f32, self.b.zext(i, i64), align=4)
 
@@ -325,21 +335,82 @@ class CellEmitter:
         return self.b.fmul(value, splat(self.b, x_scale, self.width) if self.width > 1
                            else x_scale)
 
+    # --- the GRU update, as the hand-written loop computes it (plan.gru, cells.rules) ----------
+    def _gru(self, rule, shift: int):
+        """h' of a GruGates rule per docs/model.md "The GRU step": pre-activations in gate
+        units, E_u, E_r, z = a_e / (1 + E_r) + v_e, E_e = e^−2z (the dtype's gate polynomial,
+        its shift folded into the rows), the blend with one division (mathfn.gru_blend)."""
+        b, poly = self.b, mathfn.GATE_POLY[self.plan.dtype]
+        (au, vu), (ar, vr), (ae, ve) = (self._gate(rule, g, shift, poly.shift) for g in range(3))
+        e_u = mathfn.gate_exp(b, b.fadd(au, vu), poly, shifted=True)
+        e_r = mathfn.gate_exp(b, b.fadd(ar, vr), poly, shifted=True)
+        z = b.fadd(b.fdiv(ae, b.fadd(_c(ae, 1.0), e_r)), ve)
+        e_e = mathfn.gate_exp(b, z, poly, squared=True, shifted=True)
+        return mathfn.gru_blend(b, self._value(rule.h, shift), e_u, e_e)
+
+    def _gate(self, rule, g: int, shift: int, kappa: int):
+        """(a, v) of gate g (u, r, e) in gate units, as emit.loop forms them: a from the
+        product (in gate units already for an integer cell) and the rows U (bR + K_f) + s
+        (u, r) or U bR (e); v the terms with the table folded into gate units, then for e
+        U K_f + s/2, then α · U (K_f+1 − K_f) with a linear upsampling."""
+        b = self.b
+        at = shift + rule.starts[g]
+        acc, bias = self._value(rule.product, at), self._value(rule.bias, at)
+        unit = _c(acc, mathfn.GATE_UNIT)
+        k0, k1, alpha = self._conditioning(rule, g, shift)
+        rows = b.fadd(bias, k0) if g < 2 else bias
+        if self.plan.dtype == "float32":
+            a = b.fmul(b.fadd(acc, rows), unit)
+        else:
+            rows = b.fmul(rows, unit)
+            a = b.fadd(acc, b.fadd(rows, _c(rows, kappa)) if kappa and g < 2 else rows)
+        v = self._gate_terms(rule.terms[g], shift)
+        if g == 2:
+            ke = b.fmul(k0, unit)
+            v = b.fadd(v, b.fadd(ke, _c(ke, kappa / 2)) if kappa else ke)
+        if alpha is not None:
+            v = b.fadd(v, b.fmul(alpha, b.fmul(b.fsub(k1, k0), unit)))
+        return a, v
+
+    def _conditioning(self, rule, g: int, shift: int) -> tuple:
+        """(K_f, K_f+1, α) of gate g's rows; (k, None, None) without the linear upsampling."""
+        base, offset = rule.k[g]
+        if rule.linear is None:
+            return self._value(base, shift + offset), None, None
+        k0, k1, alpha = rule.linear
+        return (self._value(k0, shift + offset), self._value(k1, shift + offset),
+                self._value(alpha, 0))
+
+    def _gate_terms(self, node: Node, shift: int):
+        """A sum of column · lookup(const) terms (cells.rules) in gate units: each table
+        multiplied by mathfn.GATE_UNIT, rounded once from its given values."""
+        b = self.b
+        if node.op in ("take", "ref"):
+            base, offset = slice_of(self.cell, node)
+            return self._gate_terms(base, shift + offset)
+        if node.op == "add":
+            return b.fadd(*(self._gate_terms(x, shift) for x in node.args))
+        column, look = node.args
+        value = self._lookup(*look.args, mathfn.GATE_UNIT)
+        return b.fmul(self._value(column, shift),
+                      splat(b, value, self.width) if self.width > 1 else value)
+
     def _const(self, node: Node, shift: int):
         if node.shape == ():
             return f32(float(node.attr("value")))
         return self._load(self._table(node), shift)
 
-    def _table(self, node: Node):
-        """The module's internal constant array of a vector constant."""
-        values = node.attr("value")
-        if node not in self.tables:
+    def _table(self, node: Node, factor: float = 1.0):
+        """The module's internal constant array of a vector constant (times `factor`: rounded
+        once from the values as given)."""
+        values = node.attr("value") if factor == 1.0 else node.attr("given") * factor
+        if (node, factor) not in self.tables:
             typ = ir.ArrayType(f32, values.size)
             table = ir.GlobalVariable(self.m, typ, name=f"{self.plan.name}_c{len(self.tables)}")
             table.initializer = ir.Constant(typ, [float(v) for v in values.astype(np.float32)])
             table.global_constant, table.linkage = True, "internal"
-            self.tables[node] = table
-        return self.tables[node]
+            self.tables[node, factor] = table
+        return self.tables[node, factor]
 
 
 LEAVES = {

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cells import schedule
+from ..cells import rules, schedule
 from ..cells.graph import INDEX, Cell, Node
 from ..contracts import PointerTable
 from ..errors import CellError
@@ -123,6 +123,8 @@ class CellPlan:
     formats: dict
     hoisted_format: FixedPoint | None
     name: str
+    gru: dict
+    gate_unit: frozenset
 
     def pass_of(self, node: Node) -> int | None:
         """The pass whose roots store `node` in its scratch slot (None: not kept)."""
@@ -256,12 +258,23 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> Cell
     formats = {p.label: bits and _format(p, bits, ranges or {})
                for kind, x in items if kind == "products" for p in x}
     hoisted_format = bits and FixedPoint(bits, 0, signed=True)
-    params = _params(cell, hoisted, [p for kind, x in items if kind == "products" for p in x],
-                     bool(draws))
+    in_loop = [p for kind, x in items if kind == "products" for p in x]
+    params = _params(cell, hoisted, in_loop, bool(draws))
+    gru = _gru_rules(cell, in_loop)
     return CellPlan(cell=cell, dtype=dtype, hoisted=tuple(hoisted), items=tuple(items),
                     slots=slots, scratch=scratch, index_limits=index_limits(cell),
                     params=params, formats=formats, hoisted_format=hoisted_format,
-                    name=f"cell_{cell.name}_{_fingerprint(cell, dtype, ranges)}")
+                    name=f"cell_{cell.name}_{_fingerprint(cell, dtype, ranges)}", gru=gru,
+                    gate_unit=frozenset(p.label for p in in_loop if bits and any(
+                        r.product in p.nodes for r in gru.values())))
+
+
+def _gru_rules(cell: Cell, in_loop: list) -> dict:
+    """The GRU updates (cells.rules.gru_gates) lowered as the hand-written loop computes them:
+    those whose product is an in-loop kernel of its own (an integer one then dequantizes in the
+    gates' unit, mathfn.GATE_UNIT)."""
+    alone = {p.nodes[0] for p in in_loop if len(p.nodes) == 1}
+    return {n: r for n, r in rules.gru_gates(cell).items() if r.product in alone}
 
 
 def _check_ranges(cell: Cell, ranges: dict) -> None:
