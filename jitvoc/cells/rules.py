@@ -50,6 +50,35 @@ def gru_gates(cell: Cell) -> dict:
     return {n: r for n, r in found.items() if r.product in private}
 
 
+def reads(cell: Cell, rule: GruGates) -> set:
+    """What the lowering of a rule reads: the product, the bias, h, the terms' columns and
+    lookup indices, the conditioning's inputs."""
+    out = {rule.product, rule.bias, rule.h, *(rule.linear or (rule.k[0][0],))}
+    todo = list(rule.terms)
+    while todo:
+        node = todo.pop()
+        if node.op == "mul":
+            out.update((node.args[0], node.args[1].args[1]))
+        else:   # add, take, ref (_terms)
+            todo.extend(arguments(cell, node))
+    return out
+
+
+def absorbed(cell: Cell, rules) -> set:
+    """The nodes between each rule's blend and what it reads (reads): computed by the
+    lowering itself, never on their own."""
+    inner = set()
+    for rule in rules:
+        stop, todo = reads(cell, rule), list(arguments(cell, rule.blend))
+        while todo:
+            node = todo.pop()
+            if node in stop or node in inner:
+                continue
+            inner.add(node)
+            todo.extend(arguments(cell, node))
+    return inner
+
+
 def slice_of(cell: Cell, node: Node) -> tuple:
     """(base, offset): the node a chain of slices (and refs) reads, and where."""
     offset = 0

@@ -237,7 +237,9 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> Cell
     hoisted = _stacks(cell, [n for n in cell.nodes if n.op == "matvec" and n not in inside],
                       True, 0)
     groups, pass_of = _groups(cell, len(hoisted))
-    keep = _materialized(cell, groups, pass_of)
+    in_loop = [p for kind, x in groups if kind == "products" for p in x]
+    gru = _gru_rules(cell, in_loop)
+    keep = _materialized(cell, groups, pass_of, rules.absorbed(cell, gru.values()))
     items, count = [], 0
     for kind, content in groups:
         if kind != "pass":
@@ -258,9 +260,7 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> Cell
     formats = {p.label: bits and _format(p, bits, ranges or {})
                for kind, x in items if kind == "products" for p in x}
     hoisted_format = bits and FixedPoint(bits, 0, signed=True)
-    in_loop = [p for kind, x in items if kind == "products" for p in x]
     params = _params(cell, hoisted, in_loop, bool(draws))
-    gru = _gru_rules(cell, in_loop)
     return CellPlan(cell=cell, dtype=dtype, hoisted=tuple(hoisted), items=tuple(items),
                     slots=slots, scratch=scratch, index_limits=index_limits(cell),
                     params=params, formats=formats, hoisted_format=hoisted_format,
@@ -318,11 +318,14 @@ def _groups(cell: Cell, first: int) -> tuple:
     return groups, pass_of
 
 
-def _materialized(cell: Cell, groups: list, pass_of: dict) -> set:
+def _materialized(cell: Cell, groups: list, pass_of: dict, absorbed: set) -> set:
     """In-loop element-wise nodes kept in a scratch slot: used by a later pass, or by a product
-    that cannot read them in place. Every other node is computed where it is used."""
+    that cannot read them in place. Every other node is computed where it is used; a node
+    inside a rule's subgraph (`absorbed`: the rule reads what it needs itself) uses none."""
     keep = set()
     for node in cell.nodes:
+        if node in absorbed:
+            continue
         for arg in schedule.arguments(cell, node) if node.op != "matvec" else ():
             if arg in pass_of and pass_of.get(node, -1) > pass_of[arg]:
                 keep.add(arg)
@@ -418,7 +421,7 @@ def fused(plan: CellPlan, roots) -> list:
         if node in seen or node.op in schedule.DATA + schedule.BARRIERS or node in stop:
             return
         seen.add(node)
-        for arg in schedule.arguments(cell, node):
+        for arg in schedule.arguments(cell, node) if node not in plan.gru else ():
             visit(arg)
     for root in roots:
         visit(root[0])
@@ -444,13 +447,17 @@ def describe(plan: CellPlan, kernels: dict | None = None) -> str:
                       f"{d.logits.name or d.logits.op} [{DRAW_CLASSES}]" for d in content]
             continue
         for length, roots in content.sweeps().items():
-            nodes = fused(plan, roots)
-            ops = ", ".join(f"{op} x{sum(n.op == op for n in nodes)}"
-                            for op in sorted({n.op for n in nodes}))
+            names = [_op_name(plan, n) for n in fused(plan, roots)]
+            ops = ", ".join(f"{op} x{names.count(op)}" for op in sorted(set(names)))
             stores = ", ".join(sorted({_where(w) for _, w, _ in roots}))
-            lines.append(f"    pass {content.index}, sweep of {length}: {len(nodes)} nodes "
+            lines.append(f"    pass {content.index}, sweep of {length}: {len(names)} nodes "
                          f"fused ({ops or 'copies'}) -> {stores}")
     return "\n".join(lines)
+
+
+def _op_name(plan: CellPlan, node: Node) -> str:
+    """A node's op, "gru" for the blend of a GRU update lowered by its rule (plan.gru)."""
+    return "gru" if node in plan.gru else node.op
 
 
 def _product_line(p: Product, kernels: dict) -> str:
