@@ -26,6 +26,18 @@ DECLARED = ("input", "state", "weight", "ref")   # leaves with a name
 DRAW_STREAMS = (0, 1)   # the counter-based generator gives two draws per step (docs/model.md)
 
 
+@dataclass(frozen=True)
+class Rows:
+    """A per-step input given as rows of a table: step t's value is table[index[t]] (a
+    vocoder's conditioning repeats one row over the samples of a frame). The interpreter takes
+    it as those rows; a compiled cell reads them in place, without the copies."""
+    table: object
+    index: object
+
+    def values(self) -> np.ndarray:
+        return np.asarray(self.table)[np.asarray(self.index)]
+
+
 @dataclass(frozen=True, eq=False)
 class Node:
     """One value of the graph: `op` applied to `args`, with static `shape` and `dtype`; `attrs`

@@ -7,8 +7,8 @@ import numpy as np
 
 from ..errors import CellError
 from ..representation import Representation
-from .graph import (INDEX, Cell, CellBuilder, Node, column, concat, const, lookup, relu, sample,
-                    sigmoid, split, tanh)
+from .graph import (INDEX, Cell, CellBuilder, Node, Rows, column, concat, const, lookup, relu,
+                    sample, sigmoid, split, tanh)
 
 
 def gru(input_size: int, hidden: int):
@@ -110,12 +110,12 @@ def wavernn(hidden: int, representation: Representation = Representation(), bloc
 def wavernn_inputs(K, hop: int, n: int, t0: int = 0) -> dict:
     """The inputs of wavernn(..., upsample="linear") for samples t0 .. t0 + n − 1 of the
     conditioning K [frames, 3H] (frame 0 at sample 0; the last sample's frame needs the next):
-    k0 = K_f, k1 = K_f+1 and alpha = (t mod hop) / hop in float32, as the reference's
-    upsample computes it."""
+    k0 = K_f and k1 = K_f+1 as rows of K (Rows: no copies), alpha = (t mod hop) / hop in
+    float32, as the reference's upsample computes it."""
     t = np.arange(t0, t0 + n)
     f = t // hop
-    K = np.asarray(K, np.float32)
-    return {"k0": K[f], "k1": K[f + 1], "alpha": (t % hop).astype(np.float32) / np.float32(hop)}
+    return {"k0": Rows(K, f), "k1": Rows(K, f + 1),
+            "alpha": (t % hop).astype(np.float32) / np.float32(hop)}
 
 
 def _half(x: Node, which: int) -> list:

@@ -3,7 +3,7 @@
     N_run(n i64, params ptr*)        (contracts.CELL_RUN)
 
 runs n steps. `params` is the plan's pointer table: per-step arrays (inputs, outputs) at row 0,
-each row one step further per step; the states (updated in place after the last step), their
+each row one step further per step (an indexed input: the row its "rows" entry gives); the states (updated in place after the last step), their
 next values, vector weights, the scratch slots and, per product, its kernels' float entry points
 (contracts.SPMV, function pointers) and arrays. Steps run in chunks of HOIST_VECTORS: first the
 chunk's hoisted products (the B-vector kernel once, or for a shorter last chunk the one-vector
@@ -181,7 +181,9 @@ class CellEmitter:
         b, cell = self.b, self.cell
         sizes = {**{f"input.{k}": n for k, n in cell.inputs.items()},
                  **{f"output.{k}": n for k, n in cell.outputs.items()}}
-        self.rows = {key: gep(b, self.p[key], f32, b.mul(t, i64(size_of(n))))
+        at = {f"input.{k}": load(b, self.p[f"rows.{k}"], i64, t, align=8)
+              for k in self.plan.indexed}
+        self.rows = {key: gep(b, self.p[key], f32, b.mul(at.get(key, t), i64(size_of(n))))
                      for key, n in sizes.items()}
         self.rows.update({f"hoist.{p.label}": self._slot(p.label, row, p.rows)
                           for p in self.plan.hoisted})

@@ -107,6 +107,10 @@ class CellPlan:
     step `items` (("products", [Product]), ("draws", [Draw]), ("pass", Pass)) in order; scratch
     slots (float offsets, by product or draw label or node) of products, draws and kept nodes;
     `index_limits`, the exclusive bound of every int32 state's values (the tables it indexes);
+    `indexed`, the inputs read by no hoisted product (each step reads its row of a table
+    through params "rows.NAME": cells.Rows in place); `gru`, the GRU updates lowered by their
+    rule (blend -> cells.rules.GruGates) and `gate_unit` the products that dequantize in the
+    gates' unit for them;
     the `params` pointer table the loop reads; the
     fixed activation formats (integer dtypes) of the in-loop products' inputs by label
     (covering [−1, 1], or the range given for their matrices: _formats) and of the hoisted
@@ -125,6 +129,7 @@ class CellPlan:
     name: str
     gru: dict
     gate_unit: frozenset
+    indexed: tuple
 
     def pass_of(self, node: Node) -> int | None:
         """The pass whose roots store `node` in its scratch slot (None: not kept)."""
@@ -260,13 +265,14 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> Cell
     formats = {p.label: bits and _format(p, bits, ranges or {})
                for kind, x in items if kind == "products" for p in x}
     hoisted_format = bits and FixedPoint(bits, 0, signed=True)
-    params = _params(cell, hoisted, in_loop, bool(draws))
+    indexed = tuple(n for n in cell.inputs if all(p.source.name != n for p in hoisted))
+    params = _params(cell, hoisted, in_loop, bool(draws), indexed)
     return CellPlan(cell=cell, dtype=dtype, hoisted=tuple(hoisted), items=tuple(items),
                     slots=slots, scratch=scratch, index_limits=index_limits(cell),
                     params=params, formats=formats, hoisted_format=hoisted_format,
                     name=f"cell_{cell.name}_{_fingerprint(cell, dtype, ranges)}", gru=gru,
                     gate_unit=frozenset(p.label for p in in_loop if bits and any(
-                        r.product in p.nodes for r in gru.values())))
+                        r.product in p.nodes for r in gru.values())), indexed=indexed)
 
 
 def _gru_rules(cell: Cell, in_loop: list) -> dict:
@@ -377,9 +383,12 @@ def _slots(products: list, draws: list, keep: list, integer: bool) -> tuple:
     return slots, max(at, ALIGN)
 
 
-def _params(cell: Cell, hoisted: list, products: list, draws: bool) -> PointerTable:
-    """The loop's pointer table; with draws, "counter": int64 [t0, seed] (the generator's)."""
-    names = [f"input.{n}" for n in cell.inputs] + [f"output.{n}" for n in cell.outputs]
+def _params(cell: Cell, hoisted: list, products: list, draws: bool,
+            indexed: tuple) -> PointerTable:
+    """The loop's pointer table; with draws, "counter": int64 [t0, seed] (the generator's);
+    per `indexed` input "rows.NAME", int64 [T]: the row of its table each step reads."""
+    names = [f"input.{n}" for n in cell.inputs] + [f"rows.{n}" for n in indexed]
+    names += [f"output.{n}" for n in cell.outputs]
     names += [f"{k}.{n}" for n in cell.states for k in ("state", "next")]
     names += [f"weight.{n}" for n, w in cell.weights.items() if len(w.shape) < 2]
     names += sorted({column_key(n) for n in cell.nodes if n.op == "column"})
