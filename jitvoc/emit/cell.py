@@ -71,6 +71,11 @@ class CellEmitter:
         self.p = {key: load(b, a.params, ENTRY_FN.as_pointer() if key.endswith(".fn") else ptr,
                             self.plan.params.slot(key), align=8, elem_type=ptr)
                   for key in names}
+        self.previous = {}   # the row of each input the GRU rules' rows read (_frame_rows)
+        for rule in self.plan.gru.values():
+            for node in rule.linear[:2] if rule.linear else rule.k[0][:1]:
+                self.previous.setdefault(node.name, alloca(b, i64))
+                b.store(i64(-1), self.previous[node.name])
         if self.plan.draws:
             self.t0 = load(b, self.p["counter"], i64, 0, align=8)
             self.seed = b.trunc(load(b, self.p["counter"], i64, 1, align=8), i32)
@@ -191,6 +196,8 @@ class CellEmitter:
             self.rows.update({f"hoist.{p.label}.x_scale": load(
                 b, self._slot(f"{p.label}.x_scale", row, 1), f32, align=4)
                 for p in self.plan.hoisted})
+        if self.plan.gru:
+            self._frame_rows(t)
         for kind, content in self.plan.items:
             if kind == "products":
                 for product in content:
@@ -343,45 +350,80 @@ class CellEmitter:
         units, E_u, E_r, z = a_e / (1 + E_r) + v_e, E_e = e^−2z (the dtype's gate polynomial,
         its shift folded into the rows), the blend with one division (mathfn.gru_blend)."""
         b, poly = self.b, mathfn.GATE_POLY[self.plan.dtype]
-        (au, vu), (ar, vr), (ae, ve) = (self._gate(rule, g, shift, poly.shift) for g in range(3))
+        (au, vu), (ar, vr), (ae, ve) = (self._gate(rule, g, shift) for g in range(3))
         e_u = mathfn.gate_exp(b, b.fadd(au, vu), poly, shifted=True)
         e_r = mathfn.gate_exp(b, b.fadd(ar, vr), poly, shifted=True)
         z = b.fadd(b.fdiv(ae, b.fadd(_c(ae, 1.0), e_r)), ve)
         e_e = mathfn.gate_exp(b, z, poly, squared=True, shifted=True)
         return mathfn.gru_blend(b, self._value(rule.h, shift), e_u, e_e)
 
-    def _gate(self, rule, g: int, shift: int, kappa: int):
+    def _gate(self, rule, g: int, shift: int):
         """(a, v) of gate g (u, r, e) in gate units, as emit.loop forms them: a from the
-        product (in gate units already for an integer cell) and the rows U (bR + K_f) + s
-        (u, r) or U bR (e); v the terms with the table folded into gate units, then for e
-        U K_f + s/2, then α · U (K_f+1 − K_f) with a linear upsampling."""
-        b = self.b
-        at = shift + rule.starts[g]
-        acc, bias = self._value(rule.product, at), self._value(rule.bias, at)
-        unit = _c(acc, mathfn.GATE_UNIT)
-        k0, k1, alpha = self._conditioning(rule, g, shift)
-        rows = b.fadd(bias, k0) if g < 2 else bias
+        product (in gate units already for an integer cell) and the gate's rows (_frame_rows);
+        v the terms with the table folded into gate units, then for e U K_f + s/2, then
+        α · U (K_f+1 − K_f) with a linear upsampling."""
+        b, length = self.b, size_of(rule.blend)
+        acc = self._value(rule.product, shift + rule.starts[g])
+        rows = self._load(self._slot((rule.blend, "rows")), shift + g * length)
         if self.plan.dtype == "float32":
-            a = b.fmul(b.fadd(acc, rows), unit)
+            a = b.fmul(b.fadd(acc, rows), _c(acc, mathfn.GATE_UNIT))
         else:
-            rows = b.fmul(rows, unit)
-            a = b.fadd(acc, b.fadd(rows, _c(rows, kappa)) if kappa and g < 2 else rows)
+            a = b.fadd(acc, rows)
         v = self._gate_terms(rule.terms[g], shift)
         if g == 2:
-            ke = b.fmul(k0, unit)
-            v = b.fadd(v, b.fadd(ke, _c(ke, kappa / 2)) if kappa else ke)
-        if alpha is not None:
-            v = b.fadd(v, b.fmul(alpha, b.fmul(b.fsub(k1, k0), unit)))
+            v = b.fadd(v, self._load(self._slot((rule.blend, "ke")), shift))
+        if rule.linear:
+            dk = self._load(self._slot((rule.blend, "dk")), shift + g * length)
+            v = b.fadd(v, b.fmul(self._value(rule.linear[2], 0), dk))
         return a, v
 
-    def _conditioning(self, rule, g: int, shift: int) -> tuple:
-        """(K_f, K_f+1, α) of gate g's rows; (k, None, None) without the linear upsampling."""
+    def _frame_rows(self, t):
+        """The GRU rules' rows that change only with the conditioning's rows (plan.GRU_ROWS),
+        recomputed at step t when the row of an input they read differs from the previous
+        step's (cells.Rows: once per frame of a vocoder, as emit.loop does)."""
+        b, changed = self.b, ir.Constant(ir.IntType(1), 1)
+        if all(name in self.plan.indexed for name in self.previous):
+            changed = ir.Constant(ir.IntType(1), 0)
+            for name, previous in self.previous.items():
+                row = load(b, self.p[f"rows.{name}"], i64, t, align=8)
+                changed = b.or_(changed, b.icmp_signed("!=", b.load(previous), row))
+                b.store(row, previous)
+        with b.if_then(changed):
+            for rule in self.plan.gru.values():
+                for start, stop, width in _sweeps(size_of(rule.blend)):
+                    with counted_loop(b, start, stop, width, name=f"frame{width}") as i:
+                        self.i, self.width, self.memo = i, width, {}
+                        self._store_frame_rows(rule)
+
+    def _store_frame_rows(self, rule):
+        """The sweep's lanes of a rule's rows: per gate U (bR + K_f) + s (u, r) or U bR (e)
+        (float32: bR + K_f and bR, multiplied by U with the product), U K_f + s/2 of the e
+        gate, U (K_f+1 − K_f) per gate."""
+        b, length, kappa = self.b, size_of(rule.blend), mathfn.GATE_POLY[self.plan.dtype].shift
+        for g in range(3):
+            k0, k1 = self._conditioning(rule, g)
+            bias = self._value(rule.bias, rule.starts[g])
+            unit = _c(bias, mathfn.GATE_UNIT)
+            rows = b.fadd(bias, k0) if g < 2 else bias
+            if self.plan.dtype != "float32":
+                rows = b.fmul(rows, unit)
+                rows = b.fadd(rows, _c(rows, kappa)) if kappa and g < 2 else rows
+            self._put(rows, self._slot((rule.blend, "rows")), b.add(self.i, i64(g * length)))
+            if g == 2:
+                ke = b.fmul(k0, unit)
+                ke = b.fadd(ke, _c(ke, kappa / 2)) if kappa else ke
+                self._put(ke, self._slot((rule.blend, "ke")), self.i)
+            if k1 is not None:
+                self._put(b.fmul(b.fsub(k1, k0), unit), self._slot((rule.blend, "dk")),
+                          b.add(self.i, i64(g * length)))
+
+    def _conditioning(self, rule, g: int) -> tuple:
+        """(K_f, K_f+1) of gate g's rows at the sweep's lanes; (k, None) without the linear
+        upsampling."""
         base, offset = rule.k[g]
         if rule.linear is None:
-            return self._value(base, shift + offset), None, None
-        k0, k1, alpha = rule.linear
-        return (self._value(k0, shift + offset), self._value(k1, shift + offset),
-                self._value(alpha, 0))
+            return self._value(base, offset), None
+        return self._value(rule.linear[0], offset), self._value(rule.linear[1], offset)
 
     def _gate_terms(self, node: Node, shift: int):
         """A sum of column · lookup(const) terms (cells.rules) in gate units: each table

@@ -45,6 +45,10 @@ HOIST_VECTORS = 16   # B: steps per call of a hoisted product's B-vector kernel,
 # Per hoisted product of an integer cell, scratch for a chunk: the input rows scaled by 2^frac_t
 # (the kernels read them) and each step's 2^−frac_t (the loop multiplies the product by it).
 HOISTED_SCRATCH = (".x", ".x_scale")
+# Per GRU rule (CellPlan.gru), the rows emit.loop computes once per frame, recomputed only when
+# the conditioning's rows change (cells.Rows): (part, gates) of the blend's length each: the
+# gates' bias rows, K_f of the e gate, K_f+1 − K_f (linear upsampling only), in gate units.
+GRU_ROWS = (("rows", 3), ("ke", 1), ("dk", 3))
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -260,7 +264,8 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> Cell
     draws = [d for kind, x in items if kind == "draws" for d in x]
     slots, scratch = _slots([*hoisted, *(p for kind, x in items if kind == "products"
                                           for p in x)], draws,
-                            [n for n in cell.nodes if n in keep], dtype != "float32")
+                            [n for n in cell.nodes if n in keep], dtype != "float32",
+                            list(gru.values()))
     bits = ACTIVATION_BITS.get(dtype)
     formats = {p.label: bits and _format(p, bits, ranges or {})
                for kind, x in items if kind == "products" for p in x}
@@ -367,16 +372,19 @@ def _pieces(node: Node, where: tuple, offset: int) -> list:
     return out
 
 
-def _slots(products: list, draws: list, keep: list, integer: bool) -> tuple:
+def _slots(products: list, draws: list, keep: list, integer: bool, gru: list) -> tuple:
     """Scratch offsets (floats, ALIGN-aligned) of products (a hoisted one: HOIST_VECTORS
     steps, and for an integer cell its scaled input rows and their scales, label + ".x" and
-    label + ".x_scale"), draws (their class, and DRAW_SCRATCH) and kept nodes, and the scratch
-    size."""
+    label + ".x_scale"), draws (their class, and DRAW_SCRATCH), the rows of each GRU rule that
+    change only with its conditioning's rows ((blend, part), GRU_ROWS) and kept nodes, and the
+    scratch size."""
     slots, at = {}, 0
     sizes = [(p.label, p.rows * (HOIST_VECTORS if p.hoisted else 1)) for p in products]
     sizes += [(p.label + k, HOIST_VECTORS * (p.cols if k == ".x" else 1))
               for p in products if p.hoisted and integer for k in HOISTED_SCRATCH]
     sizes += [(d.label, 1) for d in draws] + list(DRAW_SCRATCH if draws else ())
+    sizes += [((r.blend, part), gates * size_of(r.blend)) for r in gru
+              for part, gates in GRU_ROWS if r.linear or part != "dk"]
     for key, size in sizes + [(n, size_of(n)) for n in keep]:
         slots[key] = at
         at += -(-size // ALIGN) * ALIGN
