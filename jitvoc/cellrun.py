@@ -62,16 +62,18 @@ class CompiledCell:
         config.debug(1, self.describe())
 
     def _matvecs(self, product, weights) -> tuple:
-        """The kernels of one stacked product: in-loop, (the kernel,), with autotune the fastest
-        candidate (build_matvec's autotune: every candidate gives the same bits); hoisted, (the
-        B-vector kernel, the one-vector kernel), the planner's."""
+        """The kernels of one stacked product: in-loop, (the kernel,), the planner's kernel for
+        a fused loop (build_matvec(inline=True), as the vocoder loop's cores: compact code
+        beside the loop's), with autotune the fastest candidate (build_matvec's autotune: every
+        candidate gives the same bits); hoisted, (the B-vector kernel, the one-vector kernel),
+        the planner's."""
         W = product.stacked(weights)
         blocks = {self.cell.weights[w].attr("block") for w in product.weights}
         block = blocks.pop() if len(blocks) == 1 else None
         if not product.hoisted:
             block = None if self.autotune else block   # autotune tries every block shape
             return (build_matvec(W, self.dtype, cpu=self.gen, block=block, autotune=self.autotune,
-                                 x_format=self.plan.formats[product.label]),)
+                                 x_format=self.plan.formats[product.label], inline=True),)
         return tuple(build_matvec(W, self.dtype, cpu=self.gen, block=block, vectors=v,
                                   x_format=self.plan.hoisted_format)
                      for v in (HOIST_VECTORS, 1))
