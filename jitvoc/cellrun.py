@@ -25,7 +25,7 @@ import numpy as np
 
 from . import config, jit, native
 from . import cpu as cpu_mod
-from .cells import INDEX, Cell
+from .cells import INDEX, Cell, Rows
 from .contracts import CELL_RUN
 from .emit import cell as emit_cell
 from .errors import CellError
@@ -62,16 +62,18 @@ class CompiledCell:
         config.debug(1, self.describe())
 
     def _matvecs(self, product, weights) -> tuple:
-        """The kernels of one stacked product: in-loop, (the kernel,), with autotune the fastest
-        candidate (build_matvec's autotune: every candidate gives the same bits); hoisted, (the
-        B-vector kernel, the one-vector kernel), the planner's."""
+        """The kernels of one stacked product: in-loop, (the kernel,), the planner's kernel for
+        a fused loop (build_matvec(inline=True), as the vocoder loop's cores: compact code
+        beside the loop's), with autotune the fastest candidate (build_matvec's autotune: every
+        candidate gives the same bits); hoisted, (the B-vector kernel, the one-vector kernel),
+        the planner's."""
         W = product.stacked(weights)
         blocks = {self.cell.weights[w].attr("block") for w in product.weights}
         block = blocks.pop() if len(blocks) == 1 else None
         if not product.hoisted:
             block = None if self.autotune else block   # autotune tries every block shape
             return (build_matvec(W, self.dtype, cpu=self.gen, block=block, autotune=self.autotune,
-                                 x_format=self.plan.formats[product.label]),)
+                                 x_format=self.plan.formats[product.label], inline=True),)
         return tuple(build_matvec(W, self.dtype, cpu=self.gen, block=block, vectors=v,
                                   x_format=self.plan.hoisted_format)
                      for v in (HOIST_VECTORS, 1))
@@ -108,9 +110,10 @@ class CompiledCell:
         """(outputs [T, *shape] per output, the states after the last step) for inputs
         [T, *shape] per input; a state left out starts at zero (a scalar fills a vector).
         Draws use the generator's `seed` at sample indices t0, t0 + 1, ..."""
-        xs, T = _inputs(self.cell, inputs)
+        xs, rows, T = _inputs(self.cell, inputs, self.plan.indexed)
         states = _initial(self.cell, state or {}, self.plan.index_limits)
-        frame = _Frame(self.cell, T, xs, states, self._scratch(), _counter(self.cell, seed, t0))
+        frame = _Frame(self.cell, T, (xs, rows), states, self._scratch(),
+                       _counter(self.cell, seed, t0))
         if T:
             self._check_range(xs)
             self._call(T, frame.pointer(self.plan.params, self._fixed), frame.states)
@@ -123,7 +126,7 @@ class CompiledCell:
         thread and reused."""
         if not isinstance(inputs, dict):
             raise CellError(f"{self.cell.name}: step() takes a dict of input arrays")
-        xs, _ = _inputs(self.cell, {k: np.asarray(v)[None] for k, v in inputs.items()})
+        xs, _, _ = _inputs(self.cell, {k: np.asarray(v)[None] for k, v in inputs.items()}, ())
         states = _initial(self.cell, state or {}, self.plan.index_limits)
         self._check_range(xs)
         frame, pointer = self._step_frame()
@@ -167,7 +170,8 @@ class CompiledCell:
             xs = {k: np.zeros((1, *n.shape), np.float32) for k, n in cell.inputs.items()}
             states = {k: np.zeros(n.shape, _DTYPES[n.dtype]).reshape(-1)
                       for k, n in cell.states.items()}
-            frame = _Frame(cell, 1, xs, states, self._scratch(), _counter(cell, 0, 0))
+            rows = {k: np.zeros(1, np.int64) for k in self.plan.indexed}
+            frame = _Frame(cell, 1, (xs, rows), states, self._scratch(), _counter(cell, 0, 0))
             pair = self._local.step = (frame, frame.pointer(self.plan.params, self._fixed))
         return pair
 
@@ -182,13 +186,14 @@ _DTYPES = {"float32": np.float32, INDEX: np.int32}
 
 
 class _Frame:
-    """The arrays of one call of the loop: inputs and outputs [T, *shape], the states (flat,
-    updated in place) and their next values, the scratch slots and the generator's counter
-    (int64 [t0, seed])."""
+    """The arrays of one call of the loop: inputs [T, *shape] (an indexed one: its table and
+    rows, int64 [T]) and outputs [T, *shape], the states (flat, updated in place) and their
+    next values, the scratch slots and the generator's counter (int64 [t0, seed])."""
 
-    def __init__(self, cell: Cell, T: int, xs: dict, states: dict, scratch: np.ndarray,
+    def __init__(self, cell: Cell, T: int, inputs: tuple, states: dict, scratch: np.ndarray,
                  counter: np.ndarray):
-        self.inputs, self.states, self.scratch, self.table = xs, states, scratch, None
+        (self.inputs, self.rows), self.states, self.scratch = inputs, states, scratch
+        self.table = None
         self.counter = counter
         self.outputs = {k: np.empty((T, *n.shape), _DTYPES[n.dtype])
                         for k, n in cell.outputs.items()}
@@ -198,6 +203,7 @@ class _Frame:
         """The address of the params pointer table (kept by the frame): the fixed addresses
         (weights, kernels) and these arrays'."""
         arrays = {**{f"input.{k}": v for k, v in self.inputs.items()},
+                  **{f"rows.{k}": v for k, v in self.rows.items()},
                   **{f"output.{k}": v for k, v in self.outputs.items()},
                   **{f"state.{k}": v for k, v in self.states.items()},
                   **{f"next.{k}": v for k, v in self.following.items()},
@@ -252,21 +258,50 @@ def _float_array(cell: Cell, what: str, value, shape: tuple) -> np.ndarray:
     return array
 
 
-def _inputs(cell: Cell, inputs: dict) -> tuple:
-    """Every input as float32 [T, *shape], and T."""
+def _inputs(cell: Cell, inputs: dict, indexed: tuple) -> tuple:
+    """(every input as float32 [T, *shape], or for an `indexed` one given as Rows its table
+    [F, *shape]; the row index, int64 [T], of every indexed input; T)."""
     if not isinstance(inputs, dict):
         raise CellError(f"{cell.name}: inputs must be a dict of arrays by name")
     unknown, missing = set(inputs) - set(cell.inputs), set(cell.inputs) - set(inputs)
     if unknown or missing:
         raise CellError(f"{cell.name}: inputs {sorted(cell.inputs)} expected; unknown "
                         f"{sorted(unknown)}, missing {sorted(missing)}")
-    lengths = {len(np.asarray(v)) if np.ndim(v) else -1 for v in inputs.values()}
+    lengths = {_steps(v) for v in inputs.values()}
     if len(lengths) != 1 or -1 in lengths:
         raise CellError(f"{cell.name}: every input needs the same number of steps T as its "
                         f"first axis, got shapes {[np.shape(v) for v in inputs.values()]}")
     T = lengths.pop()
-    return {k: _float_array(cell, f"input {k!r}", inputs[k], (T, *n.shape))
-            for k, n in cell.inputs.items()}, T
+    xs, rows = {}, {}
+    for k, n in cell.inputs.items():
+        value = inputs[k]
+        if isinstance(value, Rows) and k in indexed:
+            table = value.table
+            xs[k] = _float_array(cell, f"input {k!r}'s table", table,
+                                 (len(table) if np.ndim(table) else 0, *n.shape))
+            rows[k] = _row_index(cell, k, value.index, len(xs[k]))
+            continue
+        value = value.values() if isinstance(value, Rows) else value
+        xs[k] = _float_array(cell, f"input {k!r}", value, (T, *n.shape))
+        if k in indexed:
+            rows[k] = np.arange(T, dtype=np.int64)
+    return xs, rows, T
+
+
+def _steps(value) -> int:
+    """The steps of an input: its first axis, or its Rows' index length; -1 for a scalar."""
+    value = np.asarray(value.index) if isinstance(value, Rows) else value
+    return len(np.asarray(value)) if np.ndim(value) else -1
+
+
+def _row_index(cell: Cell, name: str, index, rows: int) -> np.ndarray:
+    """A Rows index as int64 [T]: integers in [0, rows)."""
+    index = np.asarray(index)
+    if index.ndim != 1 or index.dtype.kind not in "iu" or (
+            len(index) and not 0 <= index.min() <= index.max() < rows):
+        raise CellError(f"{cell.name}: input {name!r}'s Rows index must be integers in "
+                        f"[0, {rows}) (its table's rows), one per step")
+    return np.ascontiguousarray(index, np.int64)
 
 
 def _initial(cell: Cell, state: dict, limits: dict) -> dict:

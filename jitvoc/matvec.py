@@ -178,7 +178,7 @@ class MatVec:
 
 def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = False,
                  mask=None, x_format: FixedPoint | None = None, variant=None,
-                 isa=None, vectors: int = 1) -> MatVec:
+                 isa=None, vectors: int = 1, inline: bool = False) -> MatVec:
     """Compile y ≈ W @ x for float32 vectors x on a CPU generation.
 
     dtype: "int8" (int8 weights with per-row scales, uint8 activations), "int16" or "float32".
@@ -188,6 +188,8 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
     x_format: a fixed activation format; by default each call picks one from max |x|.
     vectors: B, the vectors per call (x [B, cols] -> y [B, rows], each weight loaded once for
     all B); autotune takes B = 1.
+    inline: the kernel is called inside a fused loop (a compiled cell's): the planner's
+    kernel for that (plan.matvec.INLINE_KERNEL, as the vocoder loop's cores).
     """
     _check_arguments(dtype, block, autotune, x_format, variant, isa)
     if not (isinstance(vectors, (int, np.integer)) and not isinstance(vectors, bool)
@@ -221,7 +223,8 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
         decisions.store_decision(key, best.kernel)
         return best
     plan = planner.build_plan(w_codes, row_scale, mask, dtype, gen, block=block, isa_name=isa,
-                              variant=variant, x_signed=x_signed, vectors=int(vectors))
+                              variant=variant, x_signed=x_signed, vectors=int(vectors),
+                              inline=inline)
     if variant == "baked":
         size = planner.baked_instructions(mask, plan.spec.block, dtype, plan.spec.isa,
                                           gen) * vectors

@@ -9,7 +9,8 @@ from jitvoc.errors import CellError, JitvocError
 from jitvoc.model import random_model
 from jitvoc.reference import scan
 from jitvoc.reference.cells import run
-from jitvoc.reference.vocoder import GenState, ReferenceEngine, draw, uniform, upsample
+from jitvoc.reference.vocoder import GenState, ReferenceEngine, draw, uniform
+from jitvoc.reference.vocoder import upsample as upsample_rows
 from jitvoc.representation import Representation
 
 EPS = float(np.finfo(np.float32).eps)
@@ -244,9 +245,12 @@ def to_int16(value):
     return np.clip(np.rint(value * np.float32(32768)), -32768, 32767).astype(np.int16)
 
 
+@pytest.mark.parametrize("upsample", [None, "linear"])
 @pytest.mark.parametrize("rep", REPRESENTATIONS,
                          ids=lambda r: f"{r.code}-{r.preemphasis}-{r.dc_block}")
-def test_wavernn_cell_matches_the_reference_vocoder_bit_for_bit(rep):
+def test_wavernn_cell_matches_the_reference_vocoder_bit_for_bit(rep, upsample):
+    """The cell on the upsampled rows k, or (upsample="linear") on the frame rows K_f, K_f+1
+    and α, forming k itself."""
     H, n, seed = 32, 300, 5
     model = random_model(hidden=H, density=0.25, sample_rate=16000, n_mels=8, cond_channels=8,
                          representation=rep)
@@ -255,10 +259,14 @@ def test_wavernn_cell_matches_the_reference_vocoder_bit_for_bit(rep):
     state = GenState.initial(H)
     want = ReferenceEngine(model).generate(K, 0, n, state, seed)
 
-    cell = cells.wavernn(H, rep)
-    k = upsample(K, np.arange(n), hop, model.upsample)
-    first, mid = run(cell, model.weights, {"k": k[:120]}, {"c": 128, "f": 0}, seed=seed)
-    rest, end = run(cell, model.weights, {"k": k[120:]}, mid, seed=seed, t0=120)
+    cell = cells.wavernn(H, rep, upsample=upsample)
+    if upsample:
+        parts = [cells.wavernn_inputs(K, hop, m, t0) for t0, m in ((0, 120), (120, n - 120))]
+    else:
+        k = upsample_rows(K, np.arange(n), hop, model.upsample)
+        parts = [{"k": k[:120]}, {"k": k[120:]}]
+    first, mid = run(cell, model.weights, parts[0], {"c": 128, "f": 0}, seed=seed)
+    rest, end = run(cell, model.weights, parts[1], mid, seed=seed, t0=120)
     samples = to_int16(np.concatenate([first["value"], rest["value"]]))
     np.testing.assert_array_equal(samples, want)
     assert len(np.unique(samples)) > 20                 # not a trivial run

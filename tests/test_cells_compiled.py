@@ -328,6 +328,30 @@ def test_wavernn_steps_give_the_bits_of_one_run(dtype):
     assert not np.array_equal(other["c"], whole["c"])
 
 
+def test_rows_inputs_give_the_bits_of_the_arrays_they_stand_for():
+    """Rows(table, index) read in place (an input no hoisted product reads) or copied (a
+    hoisted product's input): the bits of table[index]; a bad index is a CellError."""
+    cell, w, k, ranges = wavernn_case(n=40)
+    runner = jitvoc.compile_cell(cell, w, dtype="int8", ranges=ranges)
+    index = np.arange(40) // 8                       # five rows, each for 8 steps
+    start = {"c": 128, "f": 0}
+    by_rows = runner.run({"k": cells.Rows(k[:5], index)}, start, seed=3)
+    by_array = runner.run({"k": k[:5][index]}, start, seed=3)
+    assert runner.plan.indexed == ("k",)
+    for got, want in zip(by_rows, by_array):
+        assert all(np.array_equal(got[name], want[name]) for name in want)
+    for bad in (index - 1, index + 1, index.astype(np.float32), index[None]):
+        with pytest.raises(CellError):
+            runner.run({"k": cells.Rows(k[:5], bad)}, start, seed=3)
+    gru, x = cells.gru(4, 8), np.random.default_rng(0).standard_normal((6, 4))
+    weights = {n: np.random.default_rng(1).standard_normal(v.shape) * 0.3
+               for n, v in gru.weights.items()}
+    hoisting = jitvoc.compile_cell(gru, weights)
+    assert hoisting.plan.indexed == ()
+    rows = hoisting.run({"x": cells.Rows(x, [0, 0, 3, 3, 5, 1])})[0]["h"]
+    assert np.array_equal(rows, hoisting.run({"x": x[[0, 0, 3, 3, 5, 1]]})[0]["h"])
+
+
 def test_wavernn_schedule_and_bad_draw_inputs():
     cell, w, k, ranges = wavernn_case(n=4)
     runner = jitvoc.compile_cell(cell, w, dtype="int8", ranges=ranges)

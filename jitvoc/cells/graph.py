@@ -26,6 +26,18 @@ DECLARED = ("input", "state", "weight", "ref")   # leaves with a name
 DRAW_STREAMS = (0, 1)   # the counter-based generator gives two draws per step (docs/model.md)
 
 
+@dataclass(frozen=True)
+class Rows:
+    """A per-step input given as rows of a table: step t's value is table[index[t]] (a
+    vocoder's conditioning repeats one row over the samples of a frame). The interpreter takes
+    it as those rows; a compiled cell reads them in place, without the copies."""
+    table: object
+    index: object
+
+    def values(self) -> np.ndarray:
+        return np.asarray(self.table)[np.asarray(self.index)]
+
+
 @dataclass(frozen=True, eq=False)
 class Node:
     """One value of the graph: `op` applied to `args`, with static `shape` and `dtype`; `attrs`
@@ -64,12 +76,16 @@ class Node:
 
 
 def const(value) -> Node:
-    """A float32 constant: a scalar or a vector (a table for `lookup`)."""
-    array = np.array(value, np.float32)
-    if array.ndim > 1:
-        raise CellError(f"a constant is a scalar or a vector, got shape {array.shape}")
+    """A float32 constant: a scalar or a vector (a table for `lookup`). The values as given
+    (float64) stay with it as "given": a compiler folding a factor into the constant rounds the
+    product once from them."""
+    given = np.array(value, np.float64)
+    if given.ndim > 1:
+        raise CellError(f"a constant is a scalar or a vector, got shape {given.shape}")
+    array = given.astype(np.float32)
     array.setflags(write=False)
-    return Node("const", shape=array.shape, attrs=(("value", array),))
+    given.setflags(write=False)
+    return Node("const", shape=array.shape, attrs=(("value", array), ("given", given)))
 
 
 def _node(value) -> Node:

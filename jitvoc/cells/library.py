@@ -7,8 +7,8 @@ import numpy as np
 
 from ..errors import CellError
 from ..representation import Representation
-from .graph import (INDEX, Cell, CellBuilder, Node, column, concat, const, lookup, relu, sample,
-                    sigmoid, split, tanh)
+from .graph import (INDEX, Cell, CellBuilder, Node, Rows, column, concat, const, lookup, relu,
+                    sample, sigmoid, split, tanh)
 
 
 def gru(input_size: int, hidden: int):
@@ -58,11 +58,16 @@ def gilr(input_size: int, size: int):
     return b.build(update={"h": h_new}, outputs={"h": h_new})
 
 
-def wavernn(hidden: int, representation: Representation = Representation(), block=None):
+def wavernn(hidden: int, representation: Representation = Representation(), block=None,
+            upsample: str | None = None):
     """One WaveRNN sample (docs/model.md), weights named as in the model file. Input: k, the
-    upsampled conditioning row [3H]. States: h [H], the previous classes c and f (int32; start
-    them at 128 and 0), the de-emphasised s and the DC blocker's y (float32). Outputs: the
-    classes c and f, and `value`, the sample in [−1, 1] before rint(value · 32768) and clipping.
+    upsampled conditioning row [3H]; with upsample="linear" the rows K_f, K_f+1 of the sample's
+    frame and the next as inputs k0, k1 and alpha = (t mod hop) / hop (a scalar), k formed in
+    the cell as the reference's upsample forms it, k0 + alpha · (k1 − k0) (what the compiled
+    cell needs to give the hand-written loop's bits). States: h [H], the previous classes c
+    and f (int32; start them at 128 and 0), the de-emphasised s and the DC blocker's y
+    (float32). Outputs: the classes c and f, and `value`, the sample in [−1, 1] before
+    rint(value · 32768) and clipping.
 
     Pass 1 finishes the coarse half of h (it does not see c_t) and draws c_t from stream 0;
     pass 2 adds I[:, 2] ĉ_t to the fine rows, finishes the fine half and draws f_t (stream 1).
@@ -72,7 +77,14 @@ def wavernn(hidden: int, representation: Representation = Representation(), bloc
     """
     H, H2 = hidden, hidden // 2
     b = CellBuilder("wavernn")
-    k, h = b.input("k", 3 * H), b.state("h", H)
+    if upsample not in (None, "linear"):
+        raise CellError(f"wavernn's upsample is None (input k) or 'linear', got {upsample!r}")
+    if upsample:
+        k0, k1 = b.input("k0", 3 * H), b.input("k1", 3 * H)
+        k = k0 + b.input("alpha") * (k1 - k0)
+    else:
+        k = b.input("k", 3 * H)
+    h = b.state("h", H)
     c, f = b.state("c", dtype=INDEX), b.state("f", dtype=INDEX)
     s, y = b.state("s"), b.state("y")
     R, I = b.weight("gru.R", (3 * H, H), block), b.weight("gru.I", (3 * H, 3))
@@ -93,6 +105,17 @@ def wavernn(hidden: int, representation: Representation = Representation(), bloc
     return b.build(update={"h": concat(h_coarse, h_fine), "c": c_new, "f": f_new,
                            "s": s_new, "y": y_new},
                    outputs={"c": c_new, "f": f_new, "value": value})
+
+
+def wavernn_inputs(K, hop: int, n: int, t0: int = 0) -> dict:
+    """The inputs of wavernn(..., upsample="linear") for samples t0 .. t0 + n − 1 of the
+    conditioning K [frames, 3H] (frame 0 at sample 0; the last sample's frame needs the next):
+    k0 = K_f and k1 = K_f+1 as rows of K (Rows: no copies), alpha = (t mod hop) / hop in
+    float32, as the reference's upsample computes it."""
+    t = np.arange(t0, t0 + n)
+    f = t // hop
+    return {"k0": Rows(K, f), "k1": Rows(K, f + 1),
+            "alpha": (t % hop).astype(np.float32) / np.float32(hop)}
 
 
 def _half(x: Node, which: int) -> list:

@@ -3,7 +3,7 @@
     N_run(n i64, params ptr*)        (contracts.CELL_RUN)
 
 runs n steps. `params` is the plan's pointer table: per-step arrays (inputs, outputs) at row 0,
-each row one step further per step; the states (updated in place after the last step), their
+each row one step further per step (an indexed input: the row its "rows" entry gives); the states (updated in place after the last step), their
 next values, vector weights, the scratch slots and, per product, its kernels' float entry points
 (contracts.SPMV, function pointers) and arrays. Steps run in chunks of HOIST_VECTORS: first the
 chunk's hoisted products (the B-vector kernel once, or for a shorter last chunk the one-vector
@@ -28,6 +28,11 @@ Element-wise arithmetic is plain IEEE float32 in the graph's order, no FMA; sigm
 exp go through jitvoc.emit.mathfn's exponential (e^x of the same bits at every vector width,
 its polynomial per dtype: POLY), so a sweep's lanes and its tail agree bit for bit and so does
 every CPU generation. exp saturates where mathfn's gate exponential does (|x| ≳ 41.6).
+
+A GRU update the plan lowers by its rule (CellPlan.gru, jitvoc.cells.rules) is computed as
+jitvoc.emit.loop computes it (docs/model.md, "The GRU step"; mathfn's gate exponential and
+blend): the pre-activations in gate units (an integer product of CellPlan.gate_unit
+dequantizes in them), the conditioning and bias folded as the loop's per-frame rows are.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..cells.graph import INDEX, Node
+from ..cells.rules import slice_of
 from ..contracts import CELL_RUN, SPMV
 from ..plan.cell import HOIST_VECTORS, MATRIX_PARAMS, CellPlan, column_key, resolved, size_of
 from . import draw, mathfn
@@ -65,6 +71,11 @@ class CellEmitter:
         self.p = {key: load(b, a.params, ENTRY_FN.as_pointer() if key.endswith(".fn") else ptr,
                             self.plan.params.slot(key), align=8, elem_type=ptr)
                   for key in names}
+        self.previous = {}   # the row of each input the GRU rules' rows read (_frame_rows)
+        for rule in self.plan.gru.values():
+            for node in rule.linear[:2] if rule.linear else rule.k[0][:1]:
+                self.previous.setdefault(node.name, alloca(b, i64))
+                b.store(i64(-1), self.previous[node.name])
         if self.plan.draws:
             self.t0 = load(b, self.p["counter"], i64, 0, align=8)
             self.seed = b.trunc(load(b, self.p["counter"], i64, 1, align=8), i32)
@@ -175,7 +186,9 @@ class CellEmitter:
         b, cell = self.b, self.cell
         sizes = {**{f"input.{k}": n for k, n in cell.inputs.items()},
                  **{f"output.{k}": n for k, n in cell.outputs.items()}}
-        self.rows = {key: gep(b, self.p[key], f32, b.mul(t, i64(size_of(n))))
+        at = {f"input.{k}": load(b, self.p[f"rows.{k}"], i64, t, align=8)
+              for k in self.plan.indexed}
+        self.rows = {key: gep(b, self.p[key], f32, b.mul(at.get(key, t), i64(size_of(n))))
                      for key, n in sizes.items()}
         self.rows.update({f"hoist.{p.label}": self._slot(p.label, row, p.rows)
                           for p in self.plan.hoisted})
@@ -183,6 +196,8 @@ class CellEmitter:
             self.rows.update({f"hoist.{p.label}.x_scale": load(
                 b, self._slot(f"{p.label}.x_scale", row, 1), f32, align=4)
                 for p in self.plan.hoisted})
+        if self.plan.gru:
+            self._frame_rows(t)
         for kind, content in self.plan.items:
             if kind == "products":
                 for product in content:
@@ -205,9 +220,10 @@ class CellEmitter:
         b, fmt = self.b, self.plan.formats[product.label]
         arrays = {a: self.p[f"{product.label}.{a}"] for a in MATRIX_PARAMS if a != "fn"}
         y = self._slot(product.label)
+        unit = mathfn.GATE_UNIT if product.label in self.plan.gate_unit else 1.0
         call(b, SPMV, self.p[f"{product.label}.fn"], y=y, x=self._address(product.source),
              **arrays, x_inv_scale=f32(2.0 ** fmt.frac if fmt else 1.0),
-             x_scale=f32(fmt.scale if fmt else 1.0))
+             x_scale=f32((fmt.scale if fmt else 1.0) * unit))
 
     def _draw(self, d, t):
         """The class of draw `d` at step t of the call into its slot (an int32)."""
@@ -285,6 +301,8 @@ class CellEmitter:
         op, b = node.op, self.b
         if node in self.kept and self.kept[node] < self.current:
             return self._read(self._slot(node), shift, node)
+        if node in self.plan.gru:
+            return self._gru(self.plan.gru[node], shift)
         if op in LEAVES:
             return LEAVES[op](self, node, shift)
         if op == "take":
@@ -304,13 +322,14 @@ class CellEmitter:
             return load(self.b, base, _type(node), 0, align=4)
         return self._load(base, shift)
 
-    def _lookup(self, table: Node, index: Node):
+    def _lookup(self, table: Node, index: Node, factor: float = 1.0):
         """table[index] (a float) for an int32 state or class `index` (the plan checks that
-        its values stay within the table)."""
+        its values stay within the table); a constant table times `factor` (_table)."""
         index = resolved(self.cell, index)
         at = (self.p[f"state.{index.name}"] if index.op == "state"
               else self._slot(self.plan.draw_of(index).label))
-        base = self.p[f"weight.{table.name}"] if table.op == "weight" else self._table(table)
+        base = (self.p[f"weight.{table.name}"] if table.op == "weight"
+                else self._table(table, factor))
         i = load(self.b, at, i32, 0, align=4)
         return load(self.b, base, f32, self.b.zext(i, i64), align=4)
 
@@ -325,21 +344,117 @@ class CellEmitter:
         return self.b.fmul(value, splat(self.b, x_scale, self.width) if self.width > 1
                            else x_scale)
 
+    # --- the GRU update, as the hand-written loop computes it (plan.gru, cells.rules) ----------
+    def _gru(self, rule, shift: int):
+        """h' of a GruGates rule per docs/model.md "The GRU step": pre-activations in gate
+        units, E_u, E_r, z = a_e / (1 + E_r) + v_e, E_e = e^−2z (the dtype's gate polynomial,
+        its shift folded into the rows), the blend with one division (mathfn.gru_blend)."""
+        b, poly = self.b, mathfn.GATE_POLY[self.plan.dtype]
+        (au, vu), (ar, vr), (ae, ve) = (self._gate(rule, g, shift) for g in range(3))
+        e_u = mathfn.gate_exp(b, b.fadd(au, vu), poly, shifted=True)
+        e_r = mathfn.gate_exp(b, b.fadd(ar, vr), poly, shifted=True)
+        z = b.fadd(b.fdiv(ae, b.fadd(_c(ae, 1.0), e_r)), ve)
+        e_e = mathfn.gate_exp(b, z, poly, squared=True, shifted=True)
+        return mathfn.gru_blend(b, self._value(rule.h, shift), e_u, e_e)
+
+    def _gate(self, rule, g: int, shift: int):
+        """(a, v) of gate g (u, r, e) in gate units, as emit.loop forms them: a from the
+        product (in gate units already for an integer cell) and the gate's rows (_frame_rows);
+        v the terms with the table folded into gate units, then for e U K_f + s/2, then
+        α · U (K_f+1 − K_f) with a linear upsampling."""
+        b, length = self.b, size_of(rule.blend)
+        acc = self._value(rule.product, shift + rule.starts[g])
+        rows = self._load(self._slot((rule.blend, "rows")), shift + g * length)
+        if self.plan.dtype == "float32":
+            a = b.fmul(b.fadd(acc, rows), _c(acc, mathfn.GATE_UNIT))
+        else:
+            a = b.fadd(acc, rows)
+        v = self._gate_terms(rule.terms[g], shift)
+        if g == 2:
+            v = b.fadd(v, self._load(self._slot((rule.blend, "ke")), shift))
+        if rule.linear:
+            dk = self._load(self._slot((rule.blend, "dk")), shift + g * length)
+            v = b.fadd(v, b.fmul(self._value(rule.linear[2], 0), dk))
+        return a, v
+
+    def _frame_rows(self, t):
+        """The GRU rules' rows that change only with the conditioning's rows (plan.GRU_ROWS),
+        recomputed at step t when the row of an input they read differs from the previous
+        step's (cells.Rows: once per frame of a vocoder, as emit.loop does)."""
+        b, changed = self.b, ir.Constant(ir.IntType(1), 1)
+        if all(name in self.plan.indexed for name in self.previous):
+            changed = ir.Constant(ir.IntType(1), 0)
+            for name, previous in self.previous.items():
+                row = load(b, self.p[f"rows.{name}"], i64, t, align=8)
+                changed = b.or_(changed, b.icmp_signed("!=", b.load(previous), row))
+                b.store(row, previous)
+        with b.if_then(changed):
+            for rule in self.plan.gru.values():
+                for start, stop, width in _sweeps(size_of(rule.blend)):
+                    with counted_loop(b, start, stop, width, name=f"frame{width}") as i:
+                        self.i, self.width, self.memo = i, width, {}
+                        self._store_frame_rows(rule)
+
+    def _store_frame_rows(self, rule):
+        """The sweep's lanes of a rule's rows: per gate U (bR + K_f) + s (u, r) or U bR (e)
+        (float32: bR + K_f and bR, multiplied by U with the product), U K_f + s/2 of the e
+        gate, U (K_f+1 − K_f) per gate."""
+        b, length, kappa = self.b, size_of(rule.blend), mathfn.GATE_POLY[self.plan.dtype].shift
+        for g in range(3):
+            k0, k1 = self._conditioning(rule, g)
+            bias = self._value(rule.bias, rule.starts[g])
+            unit = _c(bias, mathfn.GATE_UNIT)
+            rows = b.fadd(bias, k0) if g < 2 else bias
+            if self.plan.dtype != "float32":
+                rows = b.fmul(rows, unit)
+                rows = b.fadd(rows, _c(rows, kappa)) if kappa and g < 2 else rows
+            self._put(rows, self._slot((rule.blend, "rows")), b.add(self.i, i64(g * length)))
+            if g == 2:
+                ke = b.fmul(k0, unit)
+                ke = b.fadd(ke, _c(ke, kappa / 2)) if kappa else ke
+                self._put(ke, self._slot((rule.blend, "ke")), self.i)
+            if k1 is not None:
+                self._put(b.fmul(b.fsub(k1, k0), unit), self._slot((rule.blend, "dk")),
+                          b.add(self.i, i64(g * length)))
+
+    def _conditioning(self, rule, g: int) -> tuple:
+        """(K_f, K_f+1) of gate g's rows at the sweep's lanes; (k, None) without the linear
+        upsampling."""
+        base, offset = rule.k[g]
+        if rule.linear is None:
+            return self._value(base, offset), None
+        return self._value(rule.linear[0], offset), self._value(rule.linear[1], offset)
+
+    def _gate_terms(self, node: Node, shift: int):
+        """A sum of column · lookup(const) terms (cells.rules) in gate units: each table
+        multiplied by mathfn.GATE_UNIT, rounded once from its given values."""
+        b = self.b
+        if node.op in ("take", "ref"):
+            base, offset = slice_of(self.cell, node)
+            return self._gate_terms(base, shift + offset)
+        if node.op == "add":
+            return b.fadd(*(self._gate_terms(x, shift) for x in node.args))
+        column, look = node.args
+        value = self._lookup(*look.args, mathfn.GATE_UNIT)
+        return b.fmul(self._value(column, shift),
+                      splat(b, value, self.width) if self.width > 1 else value)
+
     def _const(self, node: Node, shift: int):
         if node.shape == ():
             return f32(float(node.attr("value")))
         return self._load(self._table(node), shift)
 
-    def _table(self, node: Node):
-        """The module's internal constant array of a vector constant."""
-        values = node.attr("value")
-        if node not in self.tables:
+    def _table(self, node: Node, factor: float = 1.0):
+        """The module's internal constant array of a vector constant (times `factor`: rounded
+        once from the values as given)."""
+        values = node.attr("value") if factor == 1.0 else node.attr("given") * factor
+        if (node, factor) not in self.tables:
             typ = ir.ArrayType(f32, values.size)
             table = ir.GlobalVariable(self.m, typ, name=f"{self.plan.name}_c{len(self.tables)}")
             table.initializer = ir.Constant(typ, [float(v) for v in values.astype(np.float32)])
             table.global_constant, table.linkage = True, "internal"
-            self.tables[node] = table
-        return self.tables[node]
+            self.tables[node, factor] = table
+        return self.tables[node, factor]
 
 
 LEAVES = {

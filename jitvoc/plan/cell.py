@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cells import schedule
+from ..cells import rules, schedule
 from ..cells.graph import INDEX, Cell, Node
 from ..contracts import PointerTable
 from ..errors import CellError
@@ -45,6 +45,10 @@ HOIST_VECTORS = 16   # B: steps per call of a hoisted product's B-vector kernel,
 # Per hoisted product of an integer cell, scratch for a chunk: the input rows scaled by 2^frac_t
 # (the kernels read them) and each step's 2^−frac_t (the loop multiplies the product by it).
 HOISTED_SCRATCH = (".x", ".x_scale")
+# Per GRU rule (CellPlan.gru), the rows emit.loop computes once per frame, recomputed only when
+# the conditioning's rows change (cells.Rows): (part, gates) of the blend's length each: the
+# gates' bias rows, K_f of the e gate, K_f+1 − K_f (linear upsampling only), in gate units.
+GRU_ROWS = (("rows", 3), ("ke", 1), ("dk", 3))
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -107,6 +111,10 @@ class CellPlan:
     step `items` (("products", [Product]), ("draws", [Draw]), ("pass", Pass)) in order; scratch
     slots (float offsets, by product or draw label or node) of products, draws and kept nodes;
     `index_limits`, the exclusive bound of every int32 state's values (the tables it indexes);
+    `indexed`, the inputs read by no hoisted product (each step reads its row of a table
+    through params "rows.NAME": cells.Rows in place); `gru`, the GRU updates lowered by their
+    rule (blend -> cells.rules.GruGates) and `gate_unit` the products that dequantize in the
+    gates' unit for them;
     the `params` pointer table the loop reads; the
     fixed activation formats (integer dtypes) of the in-loop products' inputs by label
     (covering [−1, 1], or the range given for their matrices: _formats) and of the hoisted
@@ -123,6 +131,9 @@ class CellPlan:
     formats: dict
     hoisted_format: FixedPoint | None
     name: str
+    gru: dict
+    gate_unit: frozenset
+    indexed: tuple
 
     def pass_of(self, node: Node) -> int | None:
         """The pass whose roots store `node` in its scratch slot (None: not kept)."""
@@ -235,7 +246,9 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> Cell
     hoisted = _stacks(cell, [n for n in cell.nodes if n.op == "matvec" and n not in inside],
                       True, 0)
     groups, pass_of = _groups(cell, len(hoisted))
-    keep = _materialized(cell, groups, pass_of)
+    in_loop = [p for kind, x in groups if kind == "products" for p in x]
+    gru = _gru_rules(cell, in_loop)
+    keep = _materialized(cell, groups, pass_of, rules.absorbed(cell, gru.values()))
     items, count = [], 0
     for kind, content in groups:
         if kind != "pass":
@@ -251,17 +264,28 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> Cell
     draws = [d for kind, x in items if kind == "draws" for d in x]
     slots, scratch = _slots([*hoisted, *(p for kind, x in items if kind == "products"
                                           for p in x)], draws,
-                            [n for n in cell.nodes if n in keep], dtype != "float32")
+                            [n for n in cell.nodes if n in keep], dtype != "float32",
+                            list(gru.values()))
     bits = ACTIVATION_BITS.get(dtype)
     formats = {p.label: bits and _format(p, bits, ranges or {})
                for kind, x in items if kind == "products" for p in x}
     hoisted_format = bits and FixedPoint(bits, 0, signed=True)
-    params = _params(cell, hoisted, [p for kind, x in items if kind == "products" for p in x],
-                     bool(draws))
+    indexed = tuple(n for n in cell.inputs if all(p.source.name != n for p in hoisted))
+    params = _params(cell, hoisted, in_loop, bool(draws), indexed)
     return CellPlan(cell=cell, dtype=dtype, hoisted=tuple(hoisted), items=tuple(items),
                     slots=slots, scratch=scratch, index_limits=index_limits(cell),
                     params=params, formats=formats, hoisted_format=hoisted_format,
-                    name=f"cell_{cell.name}_{_fingerprint(cell, dtype, ranges)}")
+                    name=f"cell_{cell.name}_{_fingerprint(cell, dtype, ranges)}", gru=gru,
+                    gate_unit=frozenset(p.label for p in in_loop if bits and any(
+                        r.product in p.nodes for r in gru.values())), indexed=indexed)
+
+
+def _gru_rules(cell: Cell, in_loop: list) -> dict:
+    """The GRU updates (cells.rules.gru_gates) lowered as the hand-written loop computes them:
+    those whose product is an in-loop kernel of its own (an integer one then dequantizes in the
+    gates' unit, mathfn.GATE_UNIT)."""
+    alone = {p.nodes[0] for p in in_loop if len(p.nodes) == 1}
+    return {n: r for n, r in rules.gru_gates(cell).items() if r.product in alone}
 
 
 def _check_ranges(cell: Cell, ranges: dict) -> None:
@@ -305,11 +329,14 @@ def _groups(cell: Cell, first: int) -> tuple:
     return groups, pass_of
 
 
-def _materialized(cell: Cell, groups: list, pass_of: dict) -> set:
+def _materialized(cell: Cell, groups: list, pass_of: dict, absorbed: set) -> set:
     """In-loop element-wise nodes kept in a scratch slot: used by a later pass, or by a product
-    that cannot read them in place. Every other node is computed where it is used."""
+    that cannot read them in place. Every other node is computed where it is used; a node
+    inside a rule's subgraph (`absorbed`: the rule reads what it needs itself) uses none."""
     keep = set()
     for node in cell.nodes:
+        if node in absorbed:
+            continue
         for arg in schedule.arguments(cell, node) if node.op != "matvec" else ():
             if arg in pass_of and pass_of.get(node, -1) > pass_of[arg]:
                 keep.add(arg)
@@ -345,25 +372,31 @@ def _pieces(node: Node, where: tuple, offset: int) -> list:
     return out
 
 
-def _slots(products: list, draws: list, keep: list, integer: bool) -> tuple:
+def _slots(products: list, draws: list, keep: list, integer: bool, gru: list) -> tuple:
     """Scratch offsets (floats, ALIGN-aligned) of products (a hoisted one: HOIST_VECTORS
     steps, and for an integer cell its scaled input rows and their scales, label + ".x" and
-    label + ".x_scale"), draws (their class, and DRAW_SCRATCH) and kept nodes, and the scratch
-    size."""
+    label + ".x_scale"), draws (their class, and DRAW_SCRATCH), the rows of each GRU rule that
+    change only with its conditioning's rows ((blend, part), GRU_ROWS) and kept nodes, and the
+    scratch size."""
     slots, at = {}, 0
     sizes = [(p.label, p.rows * (HOIST_VECTORS if p.hoisted else 1)) for p in products]
     sizes += [(p.label + k, HOIST_VECTORS * (p.cols if k == ".x" else 1))
               for p in products if p.hoisted and integer for k in HOISTED_SCRATCH]
     sizes += [(d.label, 1) for d in draws] + list(DRAW_SCRATCH if draws else ())
+    sizes += [((r.blend, part), gates * size_of(r.blend)) for r in gru
+              for part, gates in GRU_ROWS if r.linear or part != "dk"]
     for key, size in sizes + [(n, size_of(n)) for n in keep]:
         slots[key] = at
         at += -(-size // ALIGN) * ALIGN
     return slots, max(at, ALIGN)
 
 
-def _params(cell: Cell, hoisted: list, products: list, draws: bool) -> PointerTable:
-    """The loop's pointer table; with draws, "counter": int64 [t0, seed] (the generator's)."""
-    names = [f"input.{n}" for n in cell.inputs] + [f"output.{n}" for n in cell.outputs]
+def _params(cell: Cell, hoisted: list, products: list, draws: bool,
+            indexed: tuple) -> PointerTable:
+    """The loop's pointer table; with draws, "counter": int64 [t0, seed] (the generator's);
+    per `indexed` input "rows.NAME", int64 [T]: the row of its table each step reads."""
+    names = [f"input.{n}" for n in cell.inputs] + [f"rows.{n}" for n in indexed]
+    names += [f"output.{n}" for n in cell.outputs]
     names += [f"{k}.{n}" for n in cell.states for k in ("state", "next")]
     names += [f"weight.{n}" for n, w in cell.weights.items() if len(w.shape) < 2]
     names += sorted({column_key(n) for n in cell.nodes if n.op == "column"})
@@ -405,7 +438,7 @@ def fused(plan: CellPlan, roots) -> list:
         if node in seen or node.op in schedule.DATA + schedule.BARRIERS or node in stop:
             return
         seen.add(node)
-        for arg in schedule.arguments(cell, node):
+        for arg in schedule.arguments(cell, node) if node not in plan.gru else ():
             visit(arg)
     for root in roots:
         visit(root[0])
@@ -431,13 +464,17 @@ def describe(plan: CellPlan, kernels: dict | None = None) -> str:
                       f"{d.logits.name or d.logits.op} [{DRAW_CLASSES}]" for d in content]
             continue
         for length, roots in content.sweeps().items():
-            nodes = fused(plan, roots)
-            ops = ", ".join(f"{op} x{sum(n.op == op for n in nodes)}"
-                            for op in sorted({n.op for n in nodes}))
+            names = [_op_name(plan, n) for n in fused(plan, roots)]
+            ops = ", ".join(f"{op} x{names.count(op)}" for op in sorted(set(names)))
             stores = ", ".join(sorted({_where(w) for _, w, _ in roots}))
-            lines.append(f"    pass {content.index}, sweep of {length}: {len(nodes)} nodes "
+            lines.append(f"    pass {content.index}, sweep of {length}: {len(names)} nodes "
                          f"fused ({ops or 'copies'}) -> {stores}")
     return "\n".join(lines)
+
+
+def _op_name(plan: CellPlan, node: Node) -> str:
+    """A node's op, "gru" for the blend of a GRU update lowered by its rule (plan.gru)."""
+    return "gru" if node in plan.gru else node.op
 
 
 def _product_line(p: Product, kernels: dict) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import FLOAT, INDEX, Cell
+from ..cells import FLOAT, INDEX, Cell, Rows
 from ..errors import CellError
 from .vocoder import draw, uniform
 
@@ -20,8 +20,9 @@ _DTYPES = {FLOAT: np.float32, INDEX: np.int32}
 def run(cell: Cell, weights: dict, inputs: dict, state: dict | None = None, seed: int = 0,
         t0: int = 0, steps: int | None = None):
     """(outputs, state): every output stacked over the steps ([T, *shape]) and the states after
-    the last step. `inputs` maps each input's name to [T, *shape]; `state` maps state names to
-    initial values (a state left out starts at zero); `steps` is T for a cell without inputs."""
+    the last step. `inputs` maps each input's name to [T, *shape] (or Rows of a table);
+    `state` maps state names to initial values (a state left out starts at zero); `steps` is T
+    for a cell without inputs."""
     W = cell.weight_arrays(weights)
     xs, T = _inputs(cell, inputs, steps)
     current = _initial(cell, state or {})
@@ -88,7 +89,9 @@ def _inputs(cell, inputs, steps):
     for name, node in cell.inputs.items():
         if name not in inputs:
             raise CellError(f"{cell.name}: no values for input {name!r}")
-        xs[name] = np.asarray(inputs[name], _DTYPES[node.dtype])
+        value = inputs[name]
+        xs[name] = np.asarray(value.values() if isinstance(value, Rows) else value,
+                              _DTYPES[node.dtype])
         if xs[name].shape[1:] != node.shape:
             raise CellError(f"{cell.name}: input {name!r} must be [T, *{node.shape}], "
                             f"got {xs[name].shape}")
