@@ -8,7 +8,10 @@ PyTorch's gate order (r, z, n) becomes jitvoc's (u, r, e) = (z, r, n); `weight_i
 models/train.py measured on teacher-forced training data, `meta.provenance` the data, split,
 steps, sparsity per matrix, commands and losses. `meta.representation` is the training
 config's, with its DC blocker r ("dc_block", docs/model.md "Samples") from --dc-block if given,
-else from the config, else DC_BLOCK for a model with pre-emphasis (0 without). Needs numpy only
+else from the config, else DC_BLOCK for a model with pre-emphasis (0 without).
+--coarse-temperature T folds a sampling temperature into the coarse head: out.O2 and out.b2 are
+divided by T, so every engine draws the coarse byte from softmax(logits / T) at no cost per
+sample (recorded in meta.provenance.sampling; models/TRAINING.md measures it). Needs numpy only
 (not torch).
 """
 import argparse
@@ -98,10 +101,23 @@ def file_representation(cfg_rep, dc_block=None) -> dict:
     return rep
 
 
-def export(ckpt, out, command=None, extra_provenance=None, dc_block=None):
+def fold_coarse_temperature(w, calibration, T):
+    """Divide the coarse logits by T inside out.O2 and out.b2 (and their measured range)."""
+    if not T > 0:
+        raise SystemExit(f"--coarse-temperature must be positive, got {T}")
+    for k in ("out.O2", "out.b2"):
+        w[k] = (w[k] / np.float32(T)).astype(np.float32)
+    ranges = (calibration or {}).get("activation_ranges", {})
+    if "logits.coarse" in ranges:
+        ranges["logits.coarse"] = {k: v / T for k, v in ranges["logits.coarse"].items()}
+
+
+def export(ckpt, out, command=None, extra_provenance=None, dc_block=None, coarse_temperature=1.0):
     weights, ckpt_masks, meta, _, _ = read_checkpoint(ckpt)
     cfg = meta["config"]
     w, masks = convert(weights, ckpt_masks, meta)
+    if coarse_temperature != 1.0:
+        fold_coarse_temperature(w, meta.get("calibration"), coarse_temperature)
     H = cfg["hidden"]
     split_path = os.path.join(HERE, "split.json")
     split = json.load(open(split_path)) if os.path.exists(split_path) else {}
@@ -136,6 +152,9 @@ def export(ckpt, out, command=None, extra_provenance=None, dc_block=None):
             "R_sparsity_at_target_from_step": reached[0] if reached else None}
     if meta.get("heldout"):
         provenance["heldout_teacher_forced"] = meta["heldout"][-1]
+    if coarse_temperature != 1.0:
+        provenance["sampling"] = {"coarse_temperature": coarse_temperature,
+                                  "how": "folded into out.O2 and out.b2 (coarse logits / T)"}
     if extra_provenance:
         provenance.update(extra_provenance)
     file_meta = {"format": "jitvoc-model", "version": 1, "hidden": H,
@@ -158,11 +177,13 @@ def main(argv=None):
     ap.add_argument("--dc-block", type=float, default=None,
                     help=f"the DC blocker's r (default: the config's, else {DC_BLOCK} with "
                          "pre-emphasis, 0 without)")
+    ap.add_argument("--coarse-temperature", type=float, default=1.0,
+                    help="sampling temperature of the coarse softmax, folded into out.O2/out.b2")
     args = ap.parse_args(argv)
     cmd = "python -m models.export " + " ".join(sys.argv[1:] if argv is None else argv)
     model = export(args.checkpoint, args.output, command=cmd,
                    extra_provenance={"note": args.note} if args.note else None,
-                   dc_block=args.dc_block)
+                   dc_block=args.dc_block, coarse_temperature=args.coarse_temperature)
     print(f"{args.output}: {model!r}, {os.path.getsize(args.output) / 2**20:.2f} MiB")
     print(json.dumps(model.meta["provenance"]["sparsity"]))
 

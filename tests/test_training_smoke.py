@@ -67,6 +67,29 @@ def test_torch_model_matches_jitvoc_reference(tmp_path, representation):
         "dc_block", 0.995 if representation["preemphasis"] else 0.0)
 
 
+def test_export_folds_a_coarse_temperature(tmp_path):
+    """--coarse-temperature T: the coarse softmax becomes softmax(logits / T), the fine one is
+    untouched, and the file says so."""
+    jitvoc = pytest.importorskip("jitvoc")
+    from models.export import export
+    model, pruner, cfg = _randomized_model()
+    cfg["representation"] = {"code": "mulaw", "preemphasis": 0.85}
+    ckpt = _save_ckpt(tmp_path, model, pruner, cfg)
+    plain = export(ckpt, str(tmp_path / "plain.npz"))
+    cooled = export(ckpt, str(tmp_path / "cooled.npz"), coarse_temperature=0.5)
+    assert cooled.meta["provenance"]["sampling"]["coarse_temperature"] == 0.5
+    assert "sampling" not in plain.meta["provenance"]
+    rng = np.random.default_rng(0)
+    audio = (np.cumsum(rng.normal(0, 900, 700)) % 20000 - 10000).astype(np.int16)
+    mel = jitvoc.mel_spectrogram(audio, 16000)
+    p_plain, p_cooled = (jitvoc.load(m, engine=ReferenceEngine).teacher_forced(audio, mel)
+                         for m in (plain, cooled))
+    sharpened = p_plain[:, 0].astype(np.float64) ** 2
+    np.testing.assert_allclose(p_cooled[:, 0], sharpened / sharpened.sum(1, keepdims=True),
+                               atol=1e-5)
+    np.testing.assert_array_equal(p_cooled[:, 1], p_plain[:, 1])
+
+
 def test_export_dc_block():
     """The file's DC blocker: --dc-block, else the config's, else 0.995 with pre-emphasis."""
     from models.export import file_representation
