@@ -3,8 +3,8 @@
     N_run(n i64, params ptr*)        (contracts.CELL_RUN)
 
 runs n steps. `params` is the plan's pointer table: per-step arrays (inputs, outputs) at row 0,
-each row one step further per step (an indexed input: the row its "rows" entry gives); the states (updated in place after the last step), their
-next values, vector weights, the scratch slots and, per product, its kernels' float entry points
+each row one step further per step (an indexed input: the row its "rows" entry gives); the states and a second buffer of each (the loop swaps the two every step, and copies the
+last values into the state's array after the last step when they lie in the other), vector weights, the scratch slots and, per product, its kernels' float entry points
 (contracts.SPMV, function pointers) and arrays. Steps run in chunks of HOIST_VECTORS: first the
 chunk's hoisted products (the B-vector kernel once, or for a shorter last chunk the one-vector
 kernel per step, the same bits per vector), then its steps. A float32 cell's hoisted kernels
@@ -21,8 +21,9 @@ from what earlier items stored (a `take` is an offset, a node used twice in a sw
 computed once) and stored. A draw (jitvoc.emit.draw) reads its 256 logits in place and stores
 the class (int32) in its slot, with ξ of the counter-based generator at sample index t0 + step
 (params "counter": t0 and the seed); a `lookup` loads its table's element at an int32 state or
-class, a `column` reads the matrix column the runner passes as a vector. Then every state
-takes its next value.
+class, a `column` reads the matrix column the runner passes as a vector. Then the states'
+buffers swap: the next values written in this step become the states, with no copy. A kept
+node that is (a piece of) a state's update is stored only there (plan.homes).
 
 Element-wise arithmetic is plain IEEE float32 in the graph's order, no FMA; sigmoid, tanh and
 exp go through jitvoc.emit.mathfn's exponential (e^x of the same bits at every vector width,
@@ -61,7 +62,7 @@ class CellEmitter:
         self.plan, self.cell = plan, plan.cell
         self.m = ir.Module(name=plan.name)
         self.tables = {}
-        self.kept = {n: plan.pass_of(n) for n in plan.slots if isinstance(n, Node)}
+        self.kept = {n: plan.pass_of(n) for n in plan.kept}
 
     def build(self) -> ir.Module:
         fn, a = define(self.m, CELL_RUN, self.plan.name)
@@ -79,14 +80,29 @@ class CellEmitter:
         if self.plan.draws:
             self.t0 = load(b, self.p["counter"], i64, 0, align=8)
             self.seed = b.trunc(load(b, self.p["counter"], i64, 1, align=8), i32)
+        self.buffers = {name: (alloca(b, ptr), alloca(b, ptr)) for name in self.cell.states}
+        for name, (now, following) in self.buffers.items():
+            b.store(self.p[f"state.{name}"], now)
+            b.store(self.p[f"next.{name}"], following)
         with counted_loop(b, 0, a.n, HOIST_VECTORS, name="chunk") as c0:
             end = b.add(c0, i64(HOIST_VECTORS))
             end = b.select(b.icmp_signed("<", end, a.n), end, a.n)
             self._hoist(c0, end)
             with counted_loop(b, c0, end, name="step") as t:
                 self._step(t, b.sub(t, c0))
+        self._settle()
         b.ret_void()
         return self.m
+
+    def _settle(self):
+        """After the last step: a state whose values lie in the params' next array (an odd
+        number of steps; _step swaps the two) copied into its state array."""
+        b = self.b
+        for name, state in self.cell.states.items():
+            now, target = b.load(self.buffers[name][0], typ=ptr), self.p[f"state.{name}"]
+            with b.if_then(b.icmp_unsigned("!=", now, target)):
+                with counted_loop(b, 0, size_of(state), name=f"settle_{name}") as i:
+                    self._put(load(b, now, _type(state), i, align=4), target, i)
 
     def _hoist(self, c0, end):
         """The hoisted products of steps c0 .. end − 1 into their slots: one call of the
@@ -182,8 +198,10 @@ class CellEmitter:
 
     def _step(self, t, row):
         """One step: row pointers of step t (row `row` of the hoisted slots), the plan's
-        items, the states' next values."""
+        items, the states' buffers swapped."""
         b, cell = self.b, self.cell
+        self.now, self.following = ({name: b.load(pair[k], typ=ptr)
+                                     for name, pair in self.buffers.items()} for k in (0, 1))
         sizes = {**{f"input.{k}": n for k, n in cell.inputs.items()},
                  **{f"output.{k}": n for k, n in cell.outputs.items()}}
         at = {f"input.{k}": load(b, self.p[f"rows.{k}"], i64, t, align=8)
@@ -209,10 +227,9 @@ class CellEmitter:
                 self.current = content.index
                 for length, roots in content.sweeps().items():
                     self._sweep(length, roots)
-        for name, state in cell.states.items():
-            with counted_loop(b, 0, size_of(state), name=f"commit_{name}") as i:
-                value = load(b, self.p[f"next.{name}"], _type(state), i, align=4)
-                self._put(value, self.p[f"state.{name}"], i)
+        for name, (now, following) in self.buffers.items():   # the next values become the
+            b.store(self.following[name], now)                 # states: the buffers swapped
+            b.store(self.now[name], following)
 
     # --- products ------------------------------------------------------------------------------
     def _product(self, product):
@@ -247,9 +264,16 @@ class CellEmitter:
         if node.op == "ref":
             return self._address(self.cell.bindings[node.name])
         if node.op == "state":
-            return self.p[f"state.{node.name}"]
+            return self.now[node.name]
         if node.op == "matvec":
             return self._product_at(node)
+        return self._kept_at(node)
+
+    def _kept_at(self, node: Node):
+        """Where a kept node lies: in its home, a state's next value (plan.homes), or its slot."""
+        if node in self.plan.homes:
+            name, offset = self.plan.homes[node]
+            return gep(self.b, self.following[name], f32, i64(offset))
         return self._slot(node)
 
     def _product_at(self, node: Node):
@@ -274,7 +298,7 @@ class CellEmitter:
         kind, key = where
         if kind == "slot":
             return self._slot(key)
-        return self.rows[f"output.{key}"] if kind == "output" else self.p[f"next.{key}"]
+        return self.rows[f"output.{key}"] if kind == "output" else self.following[key]
 
     def _put(self, value, base, index):
         self.b.store(value, gep(self.b, base, f32, index), align=4)
@@ -300,7 +324,7 @@ class CellEmitter:
     def _compute(self, node: Node, shift: int):
         op, b = node.op, self.b
         if node in self.kept and self.kept[node] < self.current:
-            return self._read(self._slot(node), shift, node)
+            return self._read(self._kept_at(node), shift, node)
         if node in self.plan.gru:
             return self._gru(self.plan.gru[node], shift)
         if op in LEAVES:
@@ -326,7 +350,7 @@ class CellEmitter:
         """table[index] (a float) for an int32 state or class `index` (the plan checks that
         its values stay within the table); a constant table times `factor` (_table)."""
         index = resolved(self.cell, index)
-        at = (self.p[f"state.{index.name}"] if index.op == "state"
+        at = (self.now[index.name] if index.op == "state"
               else self._slot(self.plan.draw_of(index).label))
         base = (self.p[f"weight.{table.name}"] if table.op == "weight"
                 else self._table(table, factor))
@@ -459,7 +483,7 @@ class CellEmitter:
 
 LEAVES = {
     "const": CellEmitter._const,
-    "state": lambda e, n, s: e._read(e.p[f"state.{n.name}"], s, n),
+    "state": lambda e, n, s: e._read(e.now[n.name], s, n),
     "input": lambda e, n, s: e._read(e.rows[f"input.{n.name}"], s, n),
     "weight": lambda e, n, s: e._read(e.p[f"weight.{n.name}"], s, n),
     "matvec": CellEmitter._matvec,
