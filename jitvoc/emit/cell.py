@@ -49,6 +49,7 @@ from .irutil import (alloca, call, counted_loop, define, f32, gep, i32, i64, loa
                      signature, splat, vec)
 
 V = 16   # lanes of the element-wise sweeps
+SWEEP_BLOCKS = 4   # V-lane blocks a pass's sweep computes per iteration (as emit.loop's GRU)
 ENTRY_FN = signature(SPMV)
 # The e^x polynomial per dtype (jitvoc.emit.mathfn): float32 cells the softmax's (2.1e-7
 # relative, near float rounding); integer cells the vocoder's gate polynomial of that dtype,
@@ -285,14 +286,20 @@ class CellEmitter:
 
     # --- passes --------------------------------------------------------------------------------
     def _sweep(self, length: int, roots: list):
-        """The roots of one length: V lanes at a time, then the tail one at a time."""
+        """The roots of one length: SWEEP_BLOCKS x V lanes at a time (every block's values
+        computed before any is stored: a store cannot order the next block's loads after it),
+        then V lanes at a time, then the tail one at a time."""
         b = self.b
-        for start, stop, width in _sweeps(length):
-            with counted_loop(b, start, stop, width, name=f"sweep{length}_{width}") as i:
-                self.i, self.width, self.memo = i, width, {}
-                for node, where, offset in roots:
-                    self._put(self._value(node, 0), self._destination(where),
-                              b.add(i, i64(offset)))
+        for start, stop, width, blocks in _sweeps(length, SWEEP_BLOCKS):
+            with counted_loop(b, start, stop, width * blocks,
+                              name=f"sweep{length}_{width}x{blocks}") as i:
+                self.width, stores = width, []
+                for k in range(blocks):
+                    self.i, self.memo = b.add(i, i64(k * width)) if k else i, {}
+                    stores += [(self._value(node, 0), where, b.add(self.i, i64(offset)))
+                               for node, where, offset in roots]
+                for value, where, at in stores:
+                    self._put(value, self._destination(where), at)
 
     def _destination(self, where):
         kind, key = where
@@ -497,10 +504,15 @@ def _type(node: Node):
     return i32 if node.dtype == INDEX else f32
 
 
-def _sweeps(length: int) -> list:
-    """(start, stop, width) of a sweep over `length` floats: V lanes at a time, then the tail."""
+def _sweeps(length: int, blocks: int = 0) -> list:
+    """(start, stop, width) of a sweep over `length` floats: V lanes at a time, then the tail;
+    with `blocks`, (start, stop, width, blocks per iteration): `blocks` x V lanes first."""
     main = length // V * V
-    return [(a, z, w) for a, z, w in ((0, main, V), (main, length, 1)) if a < z]
+    if not blocks:
+        return [(a, z, w) for a, z, w in ((0, main, V), (main, length, 1)) if a < z]
+    wide = length // (V * blocks) * V * blocks
+    return [(a, z, w, n) for a, z, w, n in ((0, wide, V, blocks), (wide, main, V, 1),
+                                            (main, length, 1, 1)) if a < z]
 
 
 def _splat_i32(b, value: int, width: int):
