@@ -3,15 +3,17 @@
     N_run(n i64, params ptr*)        (contracts.CELL_RUN)
 
 runs n steps. `params` is the plan's pointer table: per-step arrays (inputs, outputs) at row 0,
-each row one step further per step (an indexed input: the row its "rows" entry gives); the states and a second buffer of each (the loop swaps the two every step, and copies the
-last values into the state's array after the last step when they lie in the other), vector weights, the scratch slots and, per product, its kernels' float entry points
-(contracts.SPMV, function pointers) and arrays. Steps run in chunks of HOIST_VECTORS: first the
-chunk's hoisted products (the B-vector kernel once, or for a shorter last chunk the one-vector
-kernel per step, the same bits per vector), then its steps. A float32 cell's hoisted kernels
-read the input rows in place; an integer cell's read them scaled into scratch by 2^frac_t (the
-most fractional bits that cover max |x_t| in the kernels' format, quant.covering_fracs, found
-from the float bits of max |x_t|), and the products are multiplied by x_scale_t = 2^−frac_t
-where they are read (exact: powers of two).
+each row one step further per step (an indexed input: the row its "rows" entry gives); the
+states and a second buffer of each (the loop swaps the two every step, and copies the last
+values into the state's array after the last step when they lie in the other), vector weights,
+the scratch slots and, per product, its kernels' float entry points (contracts.SPMV, function
+pointers) and arrays. Steps run in chunks of HOIST_VECTORS: first the chunk's hoisted products
+(the B-vector kernel once, or for a shorter last chunk the one-vector kernel per step, the same
+bits per vector), then its steps. A float32 cell's hoisted kernels read the input rows in
+place; an integer cell's read them scaled into scratch by 2^frac_t (the most fractional bits
+that cover max |x_t| in the kernels' format, quant.covering_fracs, found from the float bits of
+max |x_t|), and the products are multiplied by x_scale_t = 2^−frac_t where they are read
+(exact: powers of two).
 
 Each step: the plan's items in order. A product calls its kernel on the vector it reads in
 place (a state, a kept node, a slice of a product) into its scratch slot; integer kernels
