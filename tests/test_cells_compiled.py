@@ -291,6 +291,23 @@ def test_the_compiled_wavernn_cell_draws_the_interpreters_classes(rep):
     assert 0 < np.abs(end["h"] - want_state["h"]).max() <= SEQUENCE_BOUND["float32"]
 
 
+def test_states_double_buffered_with_homes_give_the_bits_of_one_run():
+    """The WaveRNN cell's halves of h live in the next h (plan.homes) and the states swap
+    buffers each step: pieces of odd and even lengths (the last state in either buffer) give
+    the bits of one run."""
+    cell, w, k, ranges = wavernn_case(n=12)
+    runner, start = jitvoc.compile_cell(cell, w, dtype="int8", ranges=ranges), {"c": 128, "f": 0}
+    assert sorted(offset for _, offset in runner.plan.homes.values()) == [0, 16]
+    whole, final = runner.run({"k": k}, start, seed=2)
+    state, t0, values = start, 0, []
+    for n in (1, 2, 3, 6):
+        out, state = runner.run({"k": k[t0:t0 + n]}, state, seed=2, t0=t0)
+        values.append(out["value"])
+        t0 += n
+    assert np.array_equal(np.concatenate(values), whole["value"])
+    assert all(np.array_equal(state[s], final[s]) for s in final)
+
+
 @pytest.mark.parametrize("dtype", ["int8", "int16"])
 def test_the_integer_wavernn_cell_within_stated_bounds(dtype):
     """int8/int16, O2 and O4 reading relu outputs in the calibrated ranges: from the
@@ -357,7 +374,9 @@ def test_wavernn_schedule_and_bad_draw_inputs():
     runner = jitvoc.compile_cell(cell, w, dtype="int8", ranges=ranges)
     text = runner.describe()
     assert "draw d0 = sample(stream 0)" in text and "draw d1 = sample(stream 1)" in text
-    assert "sweep of 16: 0 nodes fused (copies) -> next h" in text   # both halves kept
+    # both halves of h kept, each stored where the next h has it (plan.homes): no copies
+    assert text.count("sweep of 16: 1 nodes fused (gru x1) -> next h\n") == 2
+    assert "copies" not in text
     named = cells.named("wavernn:32")
     assert named.name == "wavernn" and named.inputs["k"].shape == (96,)
     for bad in ("wavernn:31", "wavernn:8:32", "wavernn:"):

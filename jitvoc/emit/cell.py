@@ -3,15 +3,17 @@
     N_run(n i64, params ptr*)        (contracts.CELL_RUN)
 
 runs n steps. `params` is the plan's pointer table: per-step arrays (inputs, outputs) at row 0,
-each row one step further per step (an indexed input: the row its "rows" entry gives); the states (updated in place after the last step), their
-next values, vector weights, the scratch slots and, per product, its kernels' float entry points
-(contracts.SPMV, function pointers) and arrays. Steps run in chunks of HOIST_VECTORS: first the
-chunk's hoisted products (the B-vector kernel once, or for a shorter last chunk the one-vector
-kernel per step, the same bits per vector), then its steps. A float32 cell's hoisted kernels
-read the input rows in place; an integer cell's read them scaled into scratch by 2^frac_t (the
-most fractional bits that cover max |x_t| in the kernels' format, quant.covering_fracs, found
-from the float bits of max |x_t|), and the products are multiplied by x_scale_t = 2^−frac_t
-where they are read (exact: powers of two).
+each row one step further per step (an indexed input: the row its "rows" entry gives); the
+states and a second buffer of each (the loop swaps the two every step, and copies the last
+values into the state's array after the last step when they lie in the other), vector weights,
+the scratch slots and, per product, its kernels' float entry points (contracts.SPMV, function
+pointers) and arrays. Steps run in chunks of HOIST_VECTORS: first the chunk's hoisted products
+(the B-vector kernel once, or for a shorter last chunk the one-vector kernel per step, the same
+bits per vector), then its steps. A float32 cell's hoisted kernels read the input rows in
+place; an integer cell's read them scaled into scratch by 2^frac_t (the most fractional bits
+that cover max |x_t| in the kernels' format, quant.covering_fracs, found from the float bits of
+max |x_t|), and the products are multiplied by x_scale_t = 2^−frac_t where they are read
+(exact: powers of two).
 
 Each step: the plan's items in order. A product calls its kernel on the vector it reads in
 place (a state, a kept node, a slice of a product) into its scratch slot; integer kernels
@@ -21,8 +23,9 @@ from what earlier items stored (a `take` is an offset, a node used twice in a sw
 computed once) and stored. A draw (jitvoc.emit.draw) reads its 256 logits in place and stores
 the class (int32) in its slot, with ξ of the counter-based generator at sample index t0 + step
 (params "counter": t0 and the seed); a `lookup` loads its table's element at an int32 state or
-class, a `column` reads the matrix column the runner passes as a vector. Then every state
-takes its next value.
+class, a `column` reads the matrix column the runner passes as a vector. Then the states'
+buffers swap: the next values written in this step become the states, with no copy. A kept
+node that is (a piece of) a state's update is stored only there (plan.homes).
 
 Element-wise arithmetic is plain IEEE float32 in the graph's order, no FMA; sigmoid, tanh and
 exp go through jitvoc.emit.mathfn's exponential (e^x of the same bits at every vector width,
@@ -48,6 +51,7 @@ from .irutil import (alloca, call, counted_loop, define, f32, gep, i32, i64, loa
                      signature, splat, vec)
 
 V = 16   # lanes of the element-wise sweeps
+SWEEP_BLOCKS = 4   # V-lane blocks a pass's sweep computes per iteration (as emit.loop's GRU)
 ENTRY_FN = signature(SPMV)
 # The e^x polynomial per dtype (jitvoc.emit.mathfn): float32 cells the softmax's (2.1e-7
 # relative, near float rounding); integer cells the vocoder's gate polynomial of that dtype,
@@ -61,7 +65,7 @@ class CellEmitter:
         self.plan, self.cell = plan, plan.cell
         self.m = ir.Module(name=plan.name)
         self.tables = {}
-        self.kept = {n: plan.pass_of(n) for n in plan.slots if isinstance(n, Node)}
+        self.kept = {n: plan.pass_of(n) for n in plan.kept}
 
     def build(self) -> ir.Module:
         fn, a = define(self.m, CELL_RUN, self.plan.name)
@@ -79,14 +83,29 @@ class CellEmitter:
         if self.plan.draws:
             self.t0 = load(b, self.p["counter"], i64, 0, align=8)
             self.seed = b.trunc(load(b, self.p["counter"], i64, 1, align=8), i32)
+        self.buffers = {name: (alloca(b, ptr), alloca(b, ptr)) for name in self.cell.states}
+        for name, (now, following) in self.buffers.items():
+            b.store(self.p[f"state.{name}"], now)
+            b.store(self.p[f"next.{name}"], following)
         with counted_loop(b, 0, a.n, HOIST_VECTORS, name="chunk") as c0:
             end = b.add(c0, i64(HOIST_VECTORS))
             end = b.select(b.icmp_signed("<", end, a.n), end, a.n)
             self._hoist(c0, end)
             with counted_loop(b, c0, end, name="step") as t:
                 self._step(t, b.sub(t, c0))
+        self._settle()
         b.ret_void()
         return self.m
+
+    def _settle(self):
+        """After the last step: a state whose values lie in the params' next array (an odd
+        number of steps; _step swaps the two) copied into its state array."""
+        b = self.b
+        for name, state in self.cell.states.items():
+            now, target = b.load(self.buffers[name][0], typ=ptr), self.p[f"state.{name}"]
+            with b.if_then(b.icmp_unsigned("!=", now, target)):
+                with counted_loop(b, 0, size_of(state), name=f"settle_{name}") as i:
+                    self._put(load(b, now, _type(state), i, align=4), target, i)
 
     def _hoist(self, c0, end):
         """The hoisted products of steps c0 .. end − 1 into their slots: one call of the
@@ -182,8 +201,10 @@ class CellEmitter:
 
     def _step(self, t, row):
         """One step: row pointers of step t (row `row` of the hoisted slots), the plan's
-        items, the states' next values."""
+        items, the states' buffers swapped."""
         b, cell = self.b, self.cell
+        self.now, self.following = ({name: b.load(pair[k], typ=ptr)
+                                     for name, pair in self.buffers.items()} for k in (0, 1))
         sizes = {**{f"input.{k}": n for k, n in cell.inputs.items()},
                  **{f"output.{k}": n for k, n in cell.outputs.items()}}
         at = {f"input.{k}": load(b, self.p[f"rows.{k}"], i64, t, align=8)
@@ -209,10 +230,9 @@ class CellEmitter:
                 self.current = content.index
                 for length, roots in content.sweeps().items():
                     self._sweep(length, roots)
-        for name, state in cell.states.items():
-            with counted_loop(b, 0, size_of(state), name=f"commit_{name}") as i:
-                value = load(b, self.p[f"next.{name}"], _type(state), i, align=4)
-                self._put(value, self.p[f"state.{name}"], i)
+        for name, (now, following) in self.buffers.items():   # the next values become the
+            b.store(self.following[name], now)                 # states: the buffers swapped
+            b.store(self.now[name], following)
 
     # --- products ------------------------------------------------------------------------------
     def _product(self, product):
@@ -247,9 +267,16 @@ class CellEmitter:
         if node.op == "ref":
             return self._address(self.cell.bindings[node.name])
         if node.op == "state":
-            return self.p[f"state.{node.name}"]
+            return self.now[node.name]
         if node.op == "matvec":
             return self._product_at(node)
+        return self._kept_at(node)
+
+    def _kept_at(self, node: Node):
+        """Where a kept node lies: in its home, a state's next value (plan.homes), or its slot."""
+        if node in self.plan.homes:
+            name, offset = self.plan.homes[node]
+            return gep(self.b, self.following[name], f32, i64(offset))
         return self._slot(node)
 
     def _product_at(self, node: Node):
@@ -261,20 +288,26 @@ class CellEmitter:
 
     # --- passes --------------------------------------------------------------------------------
     def _sweep(self, length: int, roots: list):
-        """The roots of one length: V lanes at a time, then the tail one at a time."""
+        """The roots of one length: SWEEP_BLOCKS x V lanes at a time (every block's values
+        computed before any is stored: a store cannot order the next block's loads after it),
+        then V lanes at a time, then the tail one at a time."""
         b = self.b
-        for start, stop, width in _sweeps(length):
-            with counted_loop(b, start, stop, width, name=f"sweep{length}_{width}") as i:
-                self.i, self.width, self.memo = i, width, {}
-                for node, where, offset in roots:
-                    self._put(self._value(node, 0), self._destination(where),
-                              b.add(i, i64(offset)))
+        for start, stop, width, blocks in _sweeps(length, SWEEP_BLOCKS):
+            with counted_loop(b, start, stop, width * blocks,
+                              name=f"sweep{length}_{width}x{blocks}") as i:
+                self.width, stores = width, []
+                for k in range(blocks):
+                    self.i, self.memo = b.add(i, i64(k * width)) if k else i, {}
+                    stores += [(self._value(node, 0), where, b.add(self.i, i64(offset)))
+                               for node, where, offset in roots]
+                for value, where, at in stores:
+                    self._put(value, self._destination(where), at)
 
     def _destination(self, where):
         kind, key = where
         if kind == "slot":
             return self._slot(key)
-        return self.rows[f"output.{key}"] if kind == "output" else self.p[f"next.{key}"]
+        return self.rows[f"output.{key}"] if kind == "output" else self.following[key]
 
     def _put(self, value, base, index):
         self.b.store(value, gep(self.b, base, f32, index), align=4)
@@ -300,7 +333,7 @@ class CellEmitter:
     def _compute(self, node: Node, shift: int):
         op, b = node.op, self.b
         if node in self.kept and self.kept[node] < self.current:
-            return self._read(self._slot(node), shift, node)
+            return self._read(self._kept_at(node), shift, node)
         if node in self.plan.gru:
             return self._gru(self.plan.gru[node], shift)
         if op in LEAVES:
@@ -326,7 +359,7 @@ class CellEmitter:
         """table[index] (a float) for an int32 state or class `index` (the plan checks that
         its values stay within the table); a constant table times `factor` (_table)."""
         index = resolved(self.cell, index)
-        at = (self.p[f"state.{index.name}"] if index.op == "state"
+        at = (self.now[index.name] if index.op == "state"
               else self._slot(self.plan.draw_of(index).label))
         base = (self.p[f"weight.{table.name}"] if table.op == "weight"
                 else self._table(table, factor))
@@ -459,7 +492,7 @@ class CellEmitter:
 
 LEAVES = {
     "const": CellEmitter._const,
-    "state": lambda e, n, s: e._read(e.p[f"state.{n.name}"], s, n),
+    "state": lambda e, n, s: e._read(e.now[n.name], s, n),
     "input": lambda e, n, s: e._read(e.rows[f"input.{n.name}"], s, n),
     "weight": lambda e, n, s: e._read(e.p[f"weight.{n.name}"], s, n),
     "matvec": CellEmitter._matvec,
@@ -473,10 +506,15 @@ def _type(node: Node):
     return i32 if node.dtype == INDEX else f32
 
 
-def _sweeps(length: int) -> list:
-    """(start, stop, width) of a sweep over `length` floats: V lanes at a time, then the tail."""
+def _sweeps(length: int, blocks: int = 0) -> list:
+    """(start, stop, width) of a sweep over `length` floats: V lanes at a time, then the tail;
+    with `blocks`, (start, stop, width, blocks per iteration): `blocks` x V lanes first."""
     main = length // V * V
-    return [(a, z, w) for a, z, w in ((0, main, V), (main, length, 1)) if a < z]
+    if not blocks:
+        return [(a, z, w) for a, z, w in ((0, main, V), (main, length, 1)) if a < z]
+    wide = length // (V * blocks) * V * blocks
+    return [(a, z, w, n) for a, z, w, n in ((0, wide, V, blocks), (wide, main, V, 1),
+                                            (main, length, 1, 1)) if a < z]
 
 
 def _splat_i32(b, value: int, width: int):

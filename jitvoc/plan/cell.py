@@ -114,8 +114,8 @@ class CellPlan:
     `indexed`, the inputs read by no hoisted product (each step reads its row of a table
     through params "rows.NAME": cells.Rows in place); `gru`, the GRU updates lowered by their
     rule (blend -> cells.rules.GruGates) and `gate_unit` the products that dequantize in the
-    gates' unit for them;
-    the `params` pointer table the loop reads; the
+    gates' unit for them; `homes`, kept nodes stored in a state's next value (state, offset)
+    instead of a slot (_homes); the `params` pointer table the loop reads; the
     fixed activation formats (integer dtypes) of the in-loop products' inputs by label
     (covering [−1, 1], or the range given for their matrices: _formats) and of the hoisted
     ones' (no fractional bits: each step's input comes scaled by the power of two that makes it
@@ -134,11 +134,23 @@ class CellPlan:
     gru: dict
     gate_unit: frozenset
     indexed: tuple
+    homes: dict
+
+    @property
+    def kept(self) -> list:
+        """The element-wise nodes stored for later items: in a scratch slot or in a state's
+        next value (homes)."""
+        return [n for n in self.slots if isinstance(n, Node)] + list(self.homes)
+
+    def kept_in(self, node: Node) -> tuple:
+        """Where a kept node is stored: ("next", state) (its home) or ("slot", node)."""
+        return ("next", self.homes[node][0]) if node in self.homes else ("slot", node)
 
     def pass_of(self, node: Node) -> int | None:
-        """The pass whose roots store `node` in its scratch slot (None: not kept)."""
+        """The pass whose roots store `node` for later items (None: not kept)."""
+        where = self.kept_in(node)
         for kind, x in self.items:
-            if kind == "pass" and any(w == ("slot", node) for _, w, _ in x.roots):
+            if kind == "pass" and any(r is node and w == where for r, w, _ in x.roots):
                 return x.index
         return None
 
@@ -249,22 +261,26 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> Cell
     in_loop = [p for kind, x in groups if kind == "products" for p in x]
     gru = _gru_rules(cell, in_loop)
     keep = _materialized(cell, groups, pass_of, rules.absorbed(cell, gru.values()))
+    homes = _homes(cell, keep)
     items, count = [], 0
     for kind, content in groups:
         if kind != "pass":
             items.append((kind, tuple(content)))
             continue
-        roots = [root for n in content if n in keep for root in _pieces(n, ("slot", n), 0)]
+        roots = [root for n in content if n in keep for root in _pieces(
+            n, ("next", homes[n][0]) if n in homes else ("slot", n), homes.get(n, (0, 0))[1])]
         items.append(("pass", Pass(index=count, roots=tuple(roots))))
         count += 1
     last = items[-1][1]
-    finals = [r for name, n in cell.update.items() for r in _pieces(n, ("next", name), 0)]
+    finals = [r for name, n in cell.update.items() for r in _pieces(n, ("next", name), 0)
+              if homes.get(r[0]) != (name, r[2])]
     finals += [r for name, n in cell.outputs.items() for r in _pieces(n, ("output", name), 0)]
     items[-1] = ("pass", Pass(index=last.index, roots=last.roots + tuple(finals)))
     draws = [d for kind, x in items if kind == "draws" for d in x]
     slots, scratch = _slots([*hoisted, *(p for kind, x in items if kind == "products"
                                           for p in x)], draws,
-                            [n for n in cell.nodes if n in keep], dtype != "float32",
+                            [n for n in cell.nodes if n in keep and n not in homes],
+                            dtype != "float32",
                             list(gru.values()))
     bits = ACTIVATION_BITS.get(dtype)
     formats = {p.label: bits and _format(p, bits, ranges or {})
@@ -277,7 +293,20 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> Cell
                     params=params, formats=formats, hoisted_format=hoisted_format,
                     name=f"cell_{cell.name}_{_fingerprint(cell, dtype, ranges)}", gru=gru,
                     gate_unit=frozenset(p.label for p in in_loop if bits and any(
-                        r.product in p.nodes for r in gru.values())), indexed=indexed)
+                        r.product in p.nodes for r in gru.values())), indexed=indexed,
+                    homes=homes)
+
+
+def _homes(cell: Cell, keep: set) -> dict:
+    """Kept node -> (state, offset) where it is (a piece of) that state's update: stored once,
+    in the state's next value, where later items read it (no copy into the next value at the
+    end of the step). A node that is a piece of several updates lives in the first."""
+    homes = {}
+    for name, update in cell.update.items():
+        for node, _, offset in _pieces(update, ("next", name), 0):
+            if node in keep and node.shape and node not in homes:
+                homes[node] = (name, offset)
+    return homes
 
 
 def _gru_rules(cell: Cell, in_loop: list) -> dict:
@@ -429,10 +458,10 @@ def _fingerprint(cell: Cell, dtype: str, ranges: dict | None) -> str:
 def fused(plan: CellPlan, roots) -> list:
     """The element-wise nodes one sweep over `roots` computes in registers (in graph order):
     everything between its roots and what earlier items stored (a root an earlier pass stored
-    is read from its slot)."""
+    is read from where it is kept: its slot or its home)."""
     cell, seen = plan.cell, set()
-    stop = ({n for n in plan.slots if isinstance(n, Node)}
-            - {node for node, where, _ in roots if where == ("slot", node)})
+    kept = set(plan.kept)
+    stop = kept - {node for node, where, _ in roots if node in kept and where == plan.kept_in(node)}
 
     def visit(node):
         if node in seen or node.op in schedule.DATA + schedule.BARRIERS or node in stop:
