@@ -10,19 +10,19 @@ The plan and the arrays the loop reads (packed weights, index arrays, scales) ar
 beside the compiled code (jitvoc.cache: an entry is used only if it verifies), keyed by the
 model's fingerprint (arrays and meta), the dtype, the generation, the compiler version and the
 code that plans and packs: planning and packing took 75 ms of a 120 ms `jitvoc.load` of the
-shipped model (int8). The entry is a pickle; the cache already holds machine code that this
+shipped model (int8). The entry is a pickle (jitvoc.sparsepickle: the plan's dense copies of
+the pruned matrices as their non-zeros); the cache already holds machine code that this
 process runs, under the same checks (owner, mode, digests of key and payload).
 """
 from __future__ import annotations
 
 import hashlib
-import pickle
 import sys
 
 import numpy as np
 
 from . import cpu as cpu_mod
-from . import cache, config, jit, native
+from . import cache, config, jit, native, sparsepickle
 from .contracts import LOOP_GENERATE, LOOP_GENERATE_BATCH, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS
 from .emit import batch as batch_loop
 from .emit.loop import LoopEmitter, core_modules, core_symbol_of
@@ -75,13 +75,13 @@ def planned(model, dtype, gen, precision=None, vectors=1) -> tuple:
     entry = f"plan-{hashlib.sha256(key).hexdigest()[:20]}.pkl"
     payload = cache.read(entry, key)
     if payload is not None:
-        plan, arrays = pickle.loads(payload)
+        plan, arrays = sparsepickle.loads(payload)
         config.debug(1, f"{describe(plan)} (cached)")
         return plan, {k: aligned(a) for k, a in arrays.items()}
     plan = plan_vocoder(model, dtype, gen, ranges, precision, vectors)
     config.debug(1, describe(plan))
     arrays = param_arrays(plan, model.weights)
-    cache.write(entry, key, pickle.dumps((plan, arrays), protocol=pickle.HIGHEST_PROTOCOL))
+    cache.write(entry, key, sparsepickle.dumps((plan, arrays)))
     return plan, arrays
 
 
