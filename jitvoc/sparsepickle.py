@@ -5,6 +5,7 @@ A pruned model's matrices are 5-10% dense; their dense copies (a plan's quantize
 included) made the shipped model's float32 plan entry 13 MB, hashed, read and copied at every
 `jitvoc.load`. An array is stored so when it has at least MIN_SIZE elements and at most a
 quarter of them are non-zero (as bits: -0.0 is non-zero, kept); it comes back bit for bit.
+Other objects (other dtypes, views that are not C-contiguous) are pickled as pickle does.
 """
 import io
 import pickle
@@ -29,14 +30,15 @@ def loads(payload: bytes):
 
 class _Pickler(pickle.Pickler):
     def reducer_override(self, obj):
-        if (type(obj) is not np.ndarray or obj.size < MIN_SIZE or obj.dtype.hasobject
-                or not obj.flags.c_contiguous):
+        if (type(obj) is not np.ndarray or obj.size < MIN_SIZE or obj.dtype.kind not in "biuf"
+                or obj.dtype.itemsize not in (1, 2, 4, 8) or not obj.flags.c_contiguous):
             return NotImplemented
         flat = obj.reshape(-1)
         where = np.flatnonzero(flat.view(f"u{flat.dtype.itemsize}") != 0)
         if len(where) > MAX_DENSITY * flat.size:
             return NotImplemented
-        return sparse_array, (obj.shape, obj.dtype.str, where.astype(np.uint32 if flat.size < 2**32 else np.int64), flat[where])
+        where = where.astype(np.uint32 if flat.size < 2**32 else np.int64)
+        return sparse_array, (obj.shape, obj.dtype.str, where, flat[where])
 
 
 def sparse_array(shape, dtype, where, values) -> np.ndarray:

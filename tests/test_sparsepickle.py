@@ -18,10 +18,13 @@ def test_arrays_come_back_bit_for_bit():
     f32 = np.dtype(np.float32)
     signed_zero = np.zeros((64, 128), np.float32)
     signed_zero[3, 5] = -0.0
-    objs = {"sparse": _pruned((300, 200), 0.05, f32), "int8": _pruned((64, 128), 0.1, np.dtype(np.int8)),
+    objs = {"sparse": _pruned((300, 200), 0.05, f32),
+            "int8": _pruned((64, 128), 0.1, np.dtype(np.int8)),
             "dense": _pruned((64, 128), 0.9, f32), "small": _pruned((4, 4), 0.1, f32),
             "fortran": np.asfortranarray(_pruned((64, 128), 0.05, f32)),
             "signed zero": signed_zero, "empty": np.zeros((0, 5000), np.float32),
+            "complex": np.zeros((64, 128), np.complex128),
+            "record": np.zeros(5000, [("a", np.int32), ("b", np.float32)]),
             "nested": [(_pruned((100, 100), 0.02, f32), "meta", {"k": 1})]}
     back = sparsepickle.loads(sparsepickle.dumps(objs))
     assert back.keys() == objs.keys() and back["nested"][0][1:] == ("meta", {"k": 1})
