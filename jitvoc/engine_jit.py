@@ -143,7 +143,7 @@ class JitEngine:
             return
         self._generate = native.function(
             self._lib.address(LOOP_GENERATE.symbol(self.plan.name)), LOOP_GENERATE)
-        self._teacher = None   # compiled on first use (teacher_forced)
+        self._teacher = self._teacher_lib = None   # compiled at first use (teacher_forced)
 
     def __repr__(self):
         return f"<JitEngine {self.plan.name} on {self.cpu}>"
@@ -206,8 +206,8 @@ class JitEngine:
         h = np.zeros(self.model.hidden, np.float32)
         probs = np.empty((len(audio), 2, 256), np.float32)
         self._teacher_loop()(native.ptr(probs), len(audio), native.ptr(K), native.ptr(c_prev),
-                      native.ptr(f_prev), native.ptr(c_cur), native.ptr(h),
-                      native.ptr(self._params))
+                             native.ptr(f_prev), native.ptr(c_cur), native.ptr(h),
+                             native.ptr(self._params))
         return probs
 
     def _teacher_loop(self):
