@@ -100,8 +100,8 @@ def summary(tree: str, dtype: str, runs: list) -> dict:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--child"]:
-        print(json.dumps(in_process(sys.argv[2], sys.argv[3], 3)))
+    if sys.argv[1:2] == ["--child"]:   # --child DTYPE WAV [ROUNDS]: this tree, in process
+        print(json.dumps(in_process(sys.argv[2], sys.argv[3], int((sys.argv[4:] or [3])[0]))))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("trees", nargs=2, metavar="TREE")
