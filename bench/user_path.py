@@ -7,13 +7,13 @@ On the shipped model and a held-out sentence (examples/ru_0749.wav; --times N: p
 over, a longer input), per dtype and round, for
 each tree in turn: `python -m jitvoc resynth` with an empty cache (cold), twice with it filled
 (warm), then one process of that tree timing, in 3 rounds, the user path (`jitvoc.load` +
-read + mel + `synthesize`, int16 trimmed), `jitvoc.load` alone, `synthesize` on a loaded
-vocoder and the engine alone on the same K. Prints one JSON line per tree and dtype: CPU-time
-medians (time.process_time in process; user + system of the command and its children), cold
-and warm also in wall seconds, and `fixed`, the warm command's CPU time less the in-process user
-path (interpreter start-up, imports, the WAV written). Bytecode is cached outside the trees
-(PYTHONPYCACHEPREFIX), as an installed package has it, even where PYTHONDONTWRITEBYTECODE is set,
-and written by a first round that is not counted.
+read + mel + `synthesize`, int16 trimmed), `jitvoc.load`, the mel, the conditioning (K) and
+`synthesize` of a loaded vocoder alone, and the engine alone on the same K. Prints one JSON
+line per tree and dtype: CPU-time medians (time.process_time in process; user + system of the
+command and its children), cold and warm also in wall seconds, and `fixed`, the warm command's
+CPU time less the in-process user path (interpreter start-up, imports, the WAV written).
+Bytecode is cached outside the trees (PYTHONPYCACHEPREFIX), as an installed package has it, even
+where PYTHONDONTWRITEBYTECODE is set, and written by a first round that is not counted.
 """
 import argparse
 import json
@@ -49,6 +49,8 @@ def in_process(dtype: str, wav: str, rounds: int) -> dict:
     mel = mel_spectrogram(audio, rate, voc.model.mel_config)
     K, n = voc._conditioning(mel), len(mel) * voc.hop_length
     fns = {"user": user, "load": lambda: jitvoc.load(MODEL, dtype=dtype),
+           "mel": lambda: mel_spectrogram(audio, rate, voc.model.mel_config),
+           "conditioning": lambda: voc._conditioning(mel),
            "synthesize": lambda: voc.synthesize(mel, seed=0),
            "engine": lambda: voc._engine.generate(K, 0, n, GenState.initial(voc.model.hidden), 0)}
     return _medians(fns, rounds) | {"audio_s": len(audio) / rate}
@@ -87,8 +89,8 @@ def summary(tree: str, dtype: str, runs: list) -> dict:
     warm_cpu = med(c for r in runs for _, c in r["warm"])
     cold_wall, cold_cpu = med(r["cold"][0] for r in runs), med(r["cold"][1] for r in runs)
     return {"tree": tree, "dtype": dtype, "audio_s": round(inp["audio_s"], 2),
-            **{f"{k} ms": round(1e3 * inp[k], 1) for k in ("user", "load", "synthesize",
-                                                           "engine")},
+            **{f"{k} ms": round(1e3 * inp[k], 1) for k in ("user", "load", "mel", "conditioning",
+                                                           "synthesize", "engine")},
             "user/engine": round(inp["user"] / inp["engine"], 3),
             "synthesize/engine": round(inp["synthesize"] / inp["engine"], 3),
             "cold s": round(cold_wall, 2), "warm s": round(warm_wall, 2),
@@ -98,8 +100,8 @@ def summary(tree: str, dtype: str, runs: list) -> dict:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--child"]:
-        print(json.dumps(in_process(sys.argv[2], sys.argv[3], 3)))
+    if sys.argv[1:2] == ["--child"]:   # --child DTYPE WAV [ROUNDS]: this tree, in process
+        print(json.dumps(in_process(sys.argv[2], sys.argv[3], int((sys.argv[4:] or [3])[0]))))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("trees", nargs=2, metavar="TREE")

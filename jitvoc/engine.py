@@ -73,6 +73,44 @@ def conditioning(model, mel, start=0, stop=None) -> np.ndarray:
     return x @ w["cond.proj"].T + w["gru.b"]
 
 
+def blockwise_conditioning(model, mel, block, out) -> np.ndarray:
+    """K of the whole mel as blocks of `block` rows aligned to frame 0, written to out[:F]:
+    the bits of conditioning(model, mel, s, min(s + block, F)) for every block start s.
+
+    The full blocks go through each product together, as a stack (np.matmul makes the same
+    BLAS call per block that a block alone makes); the last, shorter one alone."""
+    n, radius, w = len(mel), receptive_radius(model), model.weights
+    full = n // block
+    if full:
+        padded = np.zeros((n + 2 * radius + block, mel.shape[1]), np.float32)
+        padded[radius:radius + n] = mel
+        first = block * np.arange(full)[:, None]   # each block's first row, in mel positions
+        x = padded[first + np.arange(block + 2 * radius)]  # [blocks, block + 2R, n_mels]
+        lo = first - radius
+        for layer in model.conditioning_layers:
+            x, lo = _stacked_layer(x, lo, n, layer, w), lo + (layer["kernel"] - 1) // 2
+        rows = out[:full * block].reshape(full, block, -1)
+        np.matmul(x, w["cond.proj"].T, out=rows)
+        rows += w["gru.b"]
+    if n % block:
+        out[full * block:n] = conditioning(model, mel, full * block, n)
+    return out
+
+
+def _stacked_layer(x, lo, n, layer, w) -> np.ndarray:
+    """One layer of conditioning over a stack of blocks (x [blocks, rows, channels]; lo: each
+    block's first row's position), as conditioning computes it for one."""
+    weight, bias, k = w[layer["name"] + ".weight"], w[layer["name"] + ".bias"], layer["kernel"]
+    rows = x.shape[1] - (k - 1)
+    y = np.broadcast_to(bias, (len(x), rows, len(bias))).copy()
+    for j in range(k):
+        y += np.matmul(x[:, j:j + rows], np.ascontiguousarray(weight[:, :, j].T))
+    y = _activation(y, layer["activation"])
+    position = lo + (k - 1) // 2 + np.arange(rows)
+    y[(position < 0) | (position >= n)] = 0          # zero padding for the next layer
+    return y
+
+
 def _activation(x, name):
     if name == "relu":
         return np.maximum(x, np.float32(0))

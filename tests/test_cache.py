@@ -378,3 +378,24 @@ def test_import_graph_comes_back_from_the_cache_and_is_verified(cache_dir, monke
     fresh()
     assert jit.code_closure("jitvoc.engine_jit") == closure and "jitvoc.engine_jit" in parsed
     fresh()
+
+
+def test_first_synthesis_compiles_the_sampling_loop_only(cache_dir):
+    """The teacher-forced loop is a module of its own, compiled at its first use: a first
+    synthesis compiles half the fused loop."""
+    import jitvoc
+    from jitvoc.engine import GenState
+    voc = jitvoc.load(_small_model(), dtype="int8")
+    mel = np.zeros((3, voc.n_mels), np.float32) - 5
+    audio = voc.synthesize(mel, seed=0)
+
+    def loops():
+        return sorted(p.name.split("-")[0] for p in cache_dir.glob(voc._engine.plan.name + "*"))
+    assert loops() == [voc._engine.plan.name + "_generate"]
+    probs = voc.teacher_forced(audio, mel)
+    assert loops() == [voc._engine.plan.name + "_generate", voc._engine.plan.name + "_teacher"]
+    assert probs.shape == (len(audio), 2, 256) and np.allclose(probs.sum(axis=2), 1, atol=1e-3)
+    again = jitvoc.load(_small_model(), dtype="int8")   # the cached teacher loop, same numbers
+    assert np.array_equal(again.teacher_forced(audio, mel), probs)
+    assert np.array_equal(again._engine.generate(
+        voc._conditioning(mel), 0, len(audio), GenState.initial(voc.model.hidden), 0), audio)

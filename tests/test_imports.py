@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = [
     ("base", ["jitvoc", "jitvoc.config", "jitvoc.isa", "jitvoc.errors", "jitvoc.spec",
               "jitvoc.atomic", "jitvoc.optional", "jitvoc.progress", "jitvoc.blas",
-              "jitvoc.npy", "jitvoc.contracts", "jitvoc.wavernn", "jitvoc.sources"]),
+              "jitvoc.npy", "jitvoc.contracts", "jitvoc.wavernn", "jitvoc.sources",
+              "jitvoc.sparsepickle"]),
     ("data", ["jitvoc.quant", "jitvoc.layout", "jitvoc.mel", "jitvoc.representation",
               "jitvoc.model", "jitvoc.pretrained", "jitvoc.audio", "jitvoc.cells"]),
     ("plan", ["jitvoc.plan"]),

@@ -5,8 +5,8 @@ import pytest
 
 import jitvoc
 from jitvoc.model import random_model
-from jitvoc.engine import conditioning
-from jitvoc.vocoder import COND_BLOCK, _Conditioner
+from jitvoc.engine import blockwise_conditioning, conditioning
+from jitvoc.vocoder import COND_BLOCK, _Conditioner, read_model
 
 SR = 16000
 
@@ -29,6 +29,20 @@ def test_windowed_conditioning_equals_the_whole_mel(model, sizes):
     whole = [conditioning(model, mel, b, min(b + COND_BLOCK, len(mel)))
              for b in range(0, len(mel), COND_BLOCK)]
     assert np.array_equal(np.concatenate(rows), np.concatenate(whole))
+
+
+@pytest.mark.parametrize("which", ["random", "shipped"])
+@pytest.mark.parametrize("frames", [1, 15, 16, 17, 48, 301])
+def test_blockwise_conditioning_is_the_blocks_bit_for_bit(model, which, frames):
+    """synthesize's K (the full blocks stacked through each product) against stream's blocks."""
+    m = model if which == "random" else read_model("multivoice_wavernn_16k")
+    mel = np.random.default_rng(frames).standard_normal((frames, m.n_mels)).astype(np.float32)
+    whole = [conditioning(m, mel, b, min(b + COND_BLOCK, frames))
+             for b in range(0, frames, COND_BLOCK)]
+    out = np.full((frames + 1, 3 * m.hidden), np.nan, np.float32)
+    blockwise_conditioning(m, mel, COND_BLOCK, out)
+    assert np.array_equal(out[:frames], np.concatenate(whole))
+    assert np.isnan(out[frames]).all()   # only the rows asked for are written
 
 
 def _rss_mib() -> float:
