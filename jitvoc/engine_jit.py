@@ -25,7 +25,8 @@ from . import cpu as cpu_mod
 from . import cache, config, jit, native, sparsepickle
 from .contracts import LOOP_GENERATE, LOOP_GENERATE_BATCH, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS
 from .emit import batch as batch_loop
-from .emit.loop import LoopEmitter, core_modules, core_symbol_of
+from .emit import loop as fused_loop
+from .emit.loop import core_modules, core_symbol_of
 from .engine import MAX_STREAMS, GenState
 from .errors import InputError
 from .layout import aligned, padded
@@ -109,9 +110,7 @@ def param_arrays(plan, weights) -> dict:
 
 def _loop_module(plan, teacher: bool):
     """The module of one entry point of the fused loop: generate, or teacher_forced."""
-    emitter = LoopEmitter(plan)
-    emitter._function(teacher=teacher)
-    return emitter.m
+    return fused_loop.build_module(plan, entries=("teacher_forced" if teacher else "generate",))
 
 
 class JitEngine:

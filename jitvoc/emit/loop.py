@@ -44,6 +44,9 @@ V16 = vec(f32, V)
 CORE_FN = signature(SPMV_CORE)
 
 
+ENTRIES = ("generate", "teacher_forced")
+
+
 def core_symbol_of(plan: VocoderPlan, m: str) -> str:
     return spmv.core_symbol(plan.plans[m].spec, True, True, BY_NAME[m].relu)
 
@@ -89,9 +92,9 @@ class LoopEmitter:
         t.global_constant, t.linkage = True, "internal"
         return t
 
-    def build(self) -> ir.Module:
-        self._function(teacher=False)
-        self._function(teacher=True)
+    def build(self, entries=ENTRIES) -> ir.Module:
+        for entry in entries:
+            self._function(teacher=ENTRIES.index(entry) == 1)
         return self.m
 
     # --- the function ----------------------------------------------------------------------------
@@ -368,5 +371,10 @@ def _rint_int16(b, x):
     return b.fsub(b.fadd(x, magic), magic)
 
 
-def build_module(plan: VocoderPlan) -> ir.Module:
-    return LoopEmitter(plan).build()
+def build_module(plan: VocoderPlan, entries=ENTRIES) -> ir.Module:
+    """The fused loop's module with the given entry points (both by default; the engine compiles
+    each on its own, teacher_forced only when first used)."""
+    unknown = set(entries) - set(ENTRIES)
+    if unknown:
+        raise ValueError(f"unknown loop entry points {sorted(unknown)}; known: {ENTRIES}")
+    return LoopEmitter(plan).build(entries)
