@@ -54,7 +54,9 @@ class CompiledCell:
         self.plan = plan_cell.plan(cell, dtype, ranges)
         self._vectors = _weights(cell, weights, self.plan.params)
         self._hoisted = {p.label: self._matvecs(p, weights) for p in self.plan.hoisted}
-        self._products = {p.label: self._matvecs(p, weights)[0] for p in self.plan.products}
+        self._products = {}
+        for p in self.plan.products:
+            self._products[p.label] = self._matvecs(p, weights, self._stride(p.label))[0]
         self._biases = {f"{label}.bias": _bias(ep, self._vectors, self._products[label])
                         for label, ep in self.plan.epilogues.items()}
         kernels = {label: mv.plan for label, mv in self._products.items()}
@@ -69,7 +71,16 @@ class CompiledCell:
         self._local = threading.local()
         config.debug(1, self.describe())
 
-    def _matvecs(self, product, weights) -> tuple:
+    def _stride(self, label: str) -> int:
+        """The shifted tables' stride for a product that reads the codes of another's input
+        (plan.codes): the first reader's x_len, so that its tables hold the reader's columns
+        (the planner ignores it for kernels without such tables; 0: the kernel's own)."""
+        for readers in self.plan.codes.values():
+            if label in dict(readers[1:]) and not self.autotune:
+                return self._products[readers[0][0]].plan.packed.x_len
+        return 0
+
+    def _matvecs(self, product, weights, x_stride: int = 0) -> tuple:
         """The kernels of one stacked product: in-loop, (the kernel,), the planner's kernel for
         a fused loop (build_matvec(inline=True), as the vocoder loop's cores: compact code
         beside the loop's), with autotune the fastest candidate (build_matvec's autotune: every
@@ -81,7 +92,8 @@ class CompiledCell:
         if not product.hoisted:
             block = None if self.autotune else block   # autotune tries every block shape
             return (build_matvec(W, self.dtype, cpu=self.gen, block=block, autotune=self.autotune,
-                                 x_format=self.plan.formats[product.label], inline=True),)
+                                 x_format=self.plan.formats[product.label], inline=True,
+                                 x_stride=x_stride),)
         return tuple(build_matvec(W, self.dtype, cpu=self.gen, block=block, vectors=v,
                                   x_format=self.plan.hoisted_format)
                      for v in (HOIST_VECTORS, 1))

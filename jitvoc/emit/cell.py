@@ -90,6 +90,9 @@ class CellEmitter:
         self.y = {label: alloca(b, f32, k.packed.rows_padded, align=CACHE_LINE)
                   for label, k in self.kernels.items()}
         self.xin = {label: spmv.xin_buffer(k, b) for label, k in self.kernels.items()}
+        self.codes, self.reads = {}, {}   # state -> (owner kernel, buffer); label -> its codes
+        for name, readers in self.plan.codes.items():
+            self._share_codes(name, readers)
         self.previous = {}   # the row of each input the GRU rules' rows read (_frame_rows)
         for rule in self.plan.gru.values():
             for node in rule.linear[:2] if rule.linear else rule.k[0][:1]:
@@ -111,6 +114,29 @@ class CellEmitter:
         self._settle()
         b.ret_void()
         return self.m
+
+    def _share_codes(self, name: str, readers: tuple):
+        """The codes buffer of state `name` (plan.codes), in the layout of the kernel of its
+        first reader (the owner, which reads it whole), for the readers whose kernels read that
+        layout from their column on (shared); zero past the state's codes, and the initial
+        state's codes computed once per call."""
+        b, owner = self.b, self.kernels[readers[0][0]]
+        shared = [(label, column) for label, column in readers
+                  if _reads_layout_of(self.kernels[label], owner, column)]
+        if len(shared) < 2:
+            return
+        reach = max(column + self.kernels[label].x_pad for label, column in shared)
+        buf = spmv.xin_buffer(owner, b, reach)
+        if owner.codes_input:
+            with counted_loop(b, owner.x_pad, reach, name=f"clear_{name}") as c:
+                spmv.put_codes(owner, b, buf, c, i32(0))
+        spmv.activations(owner, b, self.p[f"state.{name}"], self._x_inv(readers[0][0]), buf)
+        self.codes[name] = (owner, buf, self._x_inv(readers[0][0]))
+        self.reads.update((label, (owner, buf, column)) for label, column in shared)
+
+    def _x_inv(self, label: str):
+        fmt = self.plan.formats[label]
+        return f32(2.0 ** fmt.frac if fmt else 1.0)
 
     def _settle(self):
         """After the last step: a state whose values lie in the params' next array (an odd
@@ -255,8 +281,12 @@ class CellEmitter:
         by its kernel's core, on the input quantized here in the plan's format."""
         b, label, fmt = self.b, product.label, self.plan.formats[product.label]
         k = self.kernels[label]
-        xin = spmv.activations(k, b, self._address(product.source),
-                               f32(2.0 ** fmt.frac if fmt else 1.0), self.xin[label])
+        if label in self.reads:   # codes the loop keeps (plan.codes)
+            owner, buf, column = self.reads[label]
+            xin = spmv.xin_at(owner, b, buf, column)
+        else:
+            xin = spmv.activations(k, b, self._address(product.source), self._x_inv(label),
+                                   self.xin[label])
         arrays = {a: self.p[f"{label}.{a}"] for a in MATRIX_ARRAYS}
         unit = mathfn.GATE_UNIT if label in self.plan.gate_unit else 1.0
         bias = self.p.get(f"{label}.bias", ir.Constant(ptr, None))
@@ -323,6 +353,9 @@ class CellEmitter:
                                for node, where, offset in roots]
                 for value, where, at in stores:
                     self._put(value, self._destination(where), at)
+                    if where[0] == "next" and where[1] in self.codes:   # plan.codes
+                        owner, buf, x_inv = self.codes[where[1]]
+                        spmv.put_codes(owner, b, buf, at, spmv.code(owner, b, value, x_inv))
 
     def _destination(self, where):
         kind, key = where
@@ -522,6 +555,16 @@ LEAVES = {
     "column": lambda e, n, s: e._load(e.p[column_key(n)], s),
     "sample": lambda e, n, s: e._read(e._slot(e.plan.draw_of(n).label), s, n),
 }
+
+
+def _reads_layout_of(k, owner, column: int) -> bool:
+    """Whether kernel k can read the owner kernel's input buffer from `column` on: the same
+    kind of input (codes, or shifted tables of one stride that k's columns fit in)."""
+    same = (k.elem, k.codes_input, bool(k.permute), k.group) == (
+        owner.elem, owner.codes_input, bool(owner.permute), owner.group)
+    if k.is_float or not same:
+        return False
+    return k.codes_input or (k.stride == owner.stride and column + k.packed.x_len <= owner.stride)
 
 
 def _type(node: Node):

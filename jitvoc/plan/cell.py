@@ -130,7 +130,10 @@ class CellPlan:
     gates' unit for them; `homes`, kept nodes stored in a state's next value (state, offset)
     instead of a slot (_homes); `epilogues`, product label -> Epilogue: the bias adds (and
     relus) its kernel's epilogue computes (_epilogue), and `results`, each such node -> the
-    product node it follows; the `params` pointer table the loop reads; the
+    product node it follows; `codes`, state -> ((label, column), ...): the in-loop products
+    that read the codes of that state, or of pieces of its next value, from one buffer
+    (_shared_codes; the first reads the state whole); the `params` pointer table the loop
+    reads; the
     fixed activation formats (integer dtypes) of the in-loop products' inputs by label
     (covering [−1, 1], or the range given for their matrices: _formats) and of the hoisted
     ones' (no fractional bits: each step's input comes scaled by the power of two that makes it
@@ -152,6 +155,7 @@ class CellPlan:
     homes: dict
     epilogues: dict
     results: dict
+    codes: dict
 
     @property
     def kept(self) -> list:
@@ -316,7 +320,8 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> Cell
                     name=f"cell_{cell.name}_{_fingerprint(cell, dtype, ranges)}", gru=gru,
                     gate_unit=frozenset(p.label for p in in_loop if bits and any(
                         r.product in p.nodes for r in gru.values())), indexed=indexed,
-                    homes=homes, epilogues=epilogues, results=results)
+                    homes=homes, epilogues=epilogues, results=results,
+                    codes=_shared_codes(cell, items, homes, formats))
 
 
 def _epilogues(cell: Cell, in_loop: list, gru: dict) -> dict:
@@ -370,6 +375,46 @@ def _without(groups: list, pass_of: dict, nodes: set) -> tuple:
     """groups and pass_of with `nodes` (computed by kernels' epilogues) out of the passes."""
     groups = [(k, [n for n in x if n not in nodes] if k == "pass" else x) for k, x in groups]
     return groups, {n: i for n, i in pass_of.items() if n not in nodes}
+
+
+def _shared_codes(cell: Cell, items: list, homes: dict, formats: dict) -> dict:
+    """state -> ((label, column), ...): an integer input vector quantized once per step and
+    shared by every product that reads it in the same format. The products reading a state
+    (whole, first; or a slice) and those reading pieces of its next value (its homes, or
+    slices of them) read one buffer of codes: the passes that store the next value write
+    its codes too, which are the state's codes at the next step (the loop computes them
+    from the initial state once per call). Only where every reader of the state runs before
+    the first pass that stores its next value, and with two or more readers."""
+    out = {}
+    for name, state in cell.states.items():
+        readers, first_store = [], None
+        for at, (kind, content) in enumerate(items):
+            if kind == "pass" and first_store is None and any(
+                    w == ("next", name) for _, w, _ in content.roots):
+                first_store = at
+            for p in content if kind == "products" else ():
+                base, column = _view(cell, p.source)
+                if base is state and first_store is None:
+                    readers.append((p, column))
+                elif homes.get(base, (None,))[0] == name:
+                    readers.append((p, homes[base][1] + column))
+        whole = [p for p, _ in readers
+                 if _view(cell, p.source) == (state, 0) and p.cols == size_of(state)]
+        fmt = whole and formats[whole[0].label]
+        sharing = [(p.label, c) for p, c in readers if fmt and formats[p.label] == fmt]
+        if len(sharing) > 1:
+            first = (whole[0].label, 0)
+            out[name] = (first, *(r for r in sharing if r != first))
+    return out
+
+
+def _view(cell: Cell, node: Node) -> tuple:
+    """(the node a chain of slices and refs reads, the column it starts at)."""
+    column = 0
+    while node.op in ("take", "ref"):
+        column += node.attr("start") if node.op == "take" else 0
+        node = schedule.arguments(cell, node)[0]
+    return node, column
 
 
 def _homes(cell: Cell, keep: set) -> dict:
