@@ -14,6 +14,10 @@ The three optimizations of issue 13, applied to the analysis of jitvoc.cells.sch
   Slices (`take`) are offsets, not copies, and nodes known before the loop (a bias added to a
   hoisted product) are computed where they are used.
 
+Two rules of the kernels' own: a bias add (and a relu after it) that is an in-loop product's
+only use becomes its kernel's epilogue (CellPlan.epilogues), and an input vector is quantized
+once per step for every product that reads it in one format (CellPlan.codes).
+
 Draws (`sample`, 256 logits: jitvoc.emit.draw) are barriers like products: a `Draw` reads its
 logits in place and stores the class (int32) in its slot; `lookup` reads a constant or vector
 weight table at an int32 state or class, `column` a matrix column passed as a vector. What is
