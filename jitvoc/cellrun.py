@@ -56,7 +56,9 @@ class CompiledCell:
         self._hoisted = {p.label: self._matvecs(p, weights) for p in self.plan.hoisted}
         self._products = {}
         for p in self.plan.products:
-            self._products[p.label] = self._matvecs(p, weights, self._stride(p.label))[0]
+            stride = 0 if self.autotune else plan_cell.shared_stride(
+                self.plan, p.label, {k: mv.plan for k, mv in self._products.items()})
+            self._products[p.label] = self._matvecs(p, weights, stride)[0]
         self._biases = {f"{label}.bias": _bias(ep, self._vectors, self._products[label])
                         for label, ep in self.plan.epilogues.items()}
         kernels = {label: mv.plan for label, mv in self._products.items()}
@@ -70,15 +72,6 @@ class CompiledCell:
         self._fixed = self._fixed_addresses()
         self._local = threading.local()
         config.debug(1, self.describe())
-
-    def _stride(self, label: str) -> int:
-        """The shifted tables' stride for a product that reads the codes of another's input
-        (plan.codes): the first reader's x_len, so that its tables hold the reader's columns
-        (the planner ignores it for kernels without such tables; 0: the kernel's own)."""
-        for readers in self.plan.codes.values():
-            if label in dict(readers[1:]) and not self.autotune:
-                return self._products[readers[0][0]].plan.packed.x_len
-        return 0
 
     def _matvecs(self, product, weights, x_stride: int = 0) -> tuple:
         """The kernels of one stacked product: in-loop, (the kernel,), the planner's kernel for

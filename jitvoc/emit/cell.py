@@ -9,27 +9,30 @@ values into the state's array after the last step when they lie in the other), v
 the scratch slots, per hoisted product its kernels' float entry points (contracts.SPMV,
 function pointers) and arrays, per in-loop product its kernel's core (contracts.SPMV_CORE, a
 module of its own: core_modules), its arrays and its epilogue's bias. The loop is emitted for
-its in-loop kernels (loop_name: their specs are in its name and cache key). Steps run in chunks of HOIST_VECTORS: first the chunk's hoisted products
-(the B-vector kernel once, or for a shorter last chunk the one-vector kernel per step, the same
-bits per vector), then its steps. A float32 cell's hoisted kernels read the input rows in
-place; an integer cell's read them scaled into scratch by 2^frac_t (the most fractional bits
-that cover max |x_t| in the kernels' format, quant.covering_fracs, found from the float bits of
-max |x_t|), and the products are multiplied by x_scale_t = 2^−frac_t where they are read
-(exact: powers of two).
+its in-loop kernels (loop_name: their specs are in its name and cache key). Steps run in chunks
+of HOIST_VECTORS: first the chunk's hoisted products (the B-vector kernel once, or for a
+shorter last chunk the one-vector kernel per step, the same bits per vector), then its steps. A
+float32 cell's hoisted kernels read the input rows in place; an integer cell's read them scaled
+into scratch by 2^frac_t (the most fractional bits that cover max |x_t| in the kernels' format,
+quant.covering_fracs, found from the float bits of max |x_t|), and the products are multiplied
+by x_scale_t = 2^−frac_t where they are read (exact: powers of two).
 
-Each step: the plan's items in order. A product's input vector, read in place (a state, a
-kept node, a slice of a product), is made what its kernel reads (spmv.activations: integer
-kernels' codes in the plan's fixed format) in a stack buffer, and the kernel's core writes the
-product into the loop's stack buffer of its rows (rows_padded), with the plan's epilogue: the
-biases added, then relu (plan.epilogues; the nodes they stand for are read from there). A pass runs one sweep per vector length over
-its roots: 16 lanes at a time, then one at a time, every root's value computed in registers
-from what earlier items stored (a `take` is an offset, a node used twice in a sweep is
-computed once) and stored. A draw (jitvoc.emit.draw) reads its 256 logits in place and stores
-the class (int32) in its slot, with ξ of the counter-based generator at sample index t0 + step
-(params "counter": t0 and the seed); a `lookup` loads its table's element at an int32 state or
-class, a `column` reads the matrix column the runner passes as a vector. Then the states'
-buffers swap: the next values written in this step become the states, with no copy. A kept
-node that is (a piece of) a state's update is stored only there (plan.homes).
+Each step: the plan's items in order. A product's input vector, read in place (a state, a kept
+node, a slice of a product), is made what its kernel reads (spmv.activations: integer kernels'
+codes in the plan's fixed format) in a stack buffer, and the kernel's core writes the product
+into the loop's stack buffer of its rows (rows_padded), with the plan's epilogue: the biases
+added, then relu (plan.epilogues; the nodes they stand for are read from there). A vector
+several products read in one format is quantized once (plan.codes: a state's codes kept in a
+buffer of the loop, written by the sweeps that store its next value, computed from the initial
+state once per call). A pass runs one sweep per vector length over its roots: 16 lanes at a
+time, then one at a time, every root's value computed in registers from what earlier items
+stored (a `take` is an offset, a node used twice in a sweep is computed once) and stored. A
+draw (jitvoc.emit.draw) reads its 256 logits in place and stores the class (int32) in its slot,
+with ξ of the counter-based generator at sample index t0 + step (params "counter": t0 and the
+seed); a `lookup` loads its table's element at an int32 state or class, a `column` reads the
+matrix column the runner passes as a vector. Then the states' buffers swap: the next values
+written in this step become the states, with no copy. A kept node that is (a piece of) a
+state's update is stored only there (plan.homes).
 
 Element-wise arithmetic is plain IEEE float32 in the graph's order, no FMA; sigmoid, tanh and
 exp go through jitvoc.emit.mathfn's exponential (e^x of the same bits at every vector width,
@@ -89,10 +92,11 @@ class CellEmitter:
         # per in-loop product, its output (rows_padded) and its kernel's input (codes)
         self.y = {label: alloca(b, f32, k.packed.rows_padded, align=CACHE_LINE)
                   for label, k in self.kernels.items()}
-        self.xin = {label: spmv.xin_buffer(k, b) for label, k in self.kernels.items()}
         self.codes, self.reads = {}, {}   # state -> (owner kernel, buffer); label -> its codes
         for name, readers in self.plan.codes.items():
             self._share_codes(name, readers)
+        self.xin = {label: spmv.xin_buffer(k, b) for label, k in self.kernels.items()
+                    if label not in self.reads}
         self.previous = {}   # the row of each input the GRU rules' rows read (_frame_rows)
         for rule in self.plan.gru.values():
             for node in rule.linear[:2] if rule.linear else rule.k[0][:1]:

@@ -531,9 +531,9 @@ def _pieces(node: Node, where: tuple, offset: int) -> list:
 def _slots(products: list, draws: list, keep: list, integer: bool, gru: list) -> tuple:
     """Scratch offsets (floats, ALIGN-aligned) of hoisted products (HOIST_VECTORS steps, and
     for an integer cell their scaled input rows and scales, label + ".x" and label +
-    ".x_scale"; an in-loop product's output lies in the loop's stack), draws (their class, and DRAW_SCRATCH), the rows of each GRU rule that
-    change only with its conditioning's rows ((blend, part), GRU_ROWS) and kept nodes, and the
-    scratch size."""
+    ".x_scale"; an in-loop product's output lies in the loop's stack), draws (their class,
+    and DRAW_SCRATCH), the rows of each GRU rule that change only with its conditioning's rows
+    ((blend, part), GRU_ROWS) and kept nodes, and the scratch size."""
     slots, at = {}, 0
     sizes = [(p.label, p.rows * HOIST_VECTORS) for p in products]
     sizes += [(p.label + k, HOIST_VECTORS * (p.cols if k == ".x" else 1))
@@ -567,15 +567,27 @@ def _params(cell: Cell, hoisted: list, products: list, draws: bool, indexed: tup
 
 def in_loop_kernels(plan: CellPlan, weights: dict, gen) -> dict:
     """label -> the planner's kernel (plan.matvec.Plan) of each in-loop product for `weights`
-    (the one build_matvec(inline=True) picks without autotune): for dumps of the loop."""
+    (the one compile_cell picks without autotune): for dumps of the loop."""
     out = {}
     for p in plan.products:
         W = p.stacked(weights)
         codes, scale = matvec.quantize_weights(W, plan.dtype)
         fmt = plan.formats[p.label]
         out[p.label] = matvec.build_plan(codes, scale, W != 0, plan.dtype, gen,
-                                         x_signed=fmt.signed if fmt else True, inline=True)
+                                         x_signed=fmt.signed if fmt else True, inline=True,
+                                         x_stride=shared_stride(plan, p.label, out))
     return out
+
+
+def shared_stride(plan: CellPlan, label: str, kernels: dict) -> int:
+    """The stride of shifted tables for an in-loop product that reads another's codes
+    (plan.codes): the first reader's x_len (`kernels`: label -> the planner's Plan of those
+    built), so that its tables hold the reader's columns (the planner ignores it for kernels
+    without such tables); 0 (the kernel's own) for the others."""
+    for readers in plan.codes.values():
+        if label in dict(readers[1:]):
+            return kernels[readers[0][0]].packed.x_len
+    return 0
 
 
 def column_key(node: Node) -> str:
