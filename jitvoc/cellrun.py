@@ -4,9 +4,10 @@
     outputs, state = runner.run({"x": x}, {"h": h0})        # x [T, 80] -> outputs["h"] [T, 512]
     y, state = runner.step({"x": x[0]}, state)               # one step: outputs without T
 
-The schedule comes from jitvoc.plan.cell, the loop from jitvoc.emit.cell. Products are
-build_matvec kernels in the cell's dtype, chosen by the planner per stacked matrix; the loop
-calls them. In-loop products quantize their input vector in the plan's fixed format. Hoisted
+The schedule comes from jitvoc.plan.cell, the loop from jitvoc.emit.cell, emitted once the
+products' kernels are chosen: build_matvec kernels in the cell's dtype, chosen by the planner per
+stacked matrix. The loop quantizes an in-loop product's input in the plan's fixed format and
+calls the kernel's core (compiled beside the loop, with the plan's epilogue: bias, relu). Hoisted
 products run per chunk of HOIST_VECTORS steps, a B-vector kernel for a whole chunk and the
 one-vector kernel per step for a shorter one (the same bits per vector); integer ones quantize
 each step's input in its own format (covering its max |x|: the loop scales the row by a power of
@@ -53,15 +54,26 @@ class CompiledCell:
         self.plan = plan_cell.plan(cell, dtype, ranges)
         self._vectors = _weights(cell, weights, self.plan.params)
         self._hoisted = {p.label: self._matvecs(p, weights) for p in self.plan.hoisted}
-        self._products = {p.label: self._matvecs(p, weights)[0] for p in self.plan.products}
-        # the Library keeps the loop's machine code alive as long as this runner
-        lib = self._lib = jit.load(self.plan.name, lambda: emit_cell.build(self.plan), self.gen)
-        self._run = native.function(lib.address(CELL_RUN.symbol(self.plan.name)), CELL_RUN)
+        self._products = {}
+        for p in self.plan.products:
+            stride = 0 if self.autotune else plan_cell.shared_stride(
+                self.plan, p.label, {k: mv.plan for k, mv in self._products.items()})
+            self._products[p.label] = self._matvecs(p, weights, stride)[0]
+        self._biases = {f"{label}.bias": _bias(ep, self._vectors, self._products[label])
+                        for label, ep in self.plan.epilogues.items()}
+        kernels = {label: mv.plan for label, mv in self._products.items()}
+        self.loop_name = emit_cell.loop_name(self.plan, kernels)
+        cores = emit_cell.core_modules(self.plan, kernels, self.gen)
+        # the Library keeps the machine code of the loop and its cores alive with this runner
+        lib = self._lib = jit.load_parts(
+            [(self.loop_name, lambda: emit_cell.build(self.plan, kernels, self.gen)), *cores],
+            self.gen)
+        self._run = native.function(lib.address(CELL_RUN.symbol(self.loop_name)), CELL_RUN)
         self._fixed = self._fixed_addresses()
         self._local = threading.local()
         config.debug(1, self.describe())
 
-    def _matvecs(self, product, weights) -> tuple:
+    def _matvecs(self, product, weights, x_stride: int = 0) -> tuple:
         """The kernels of one stacked product: in-loop, (the kernel,), the planner's kernel for
         a fused loop (build_matvec(inline=True), as the vocoder loop's cores: compact code
         beside the loop's), with autotune the fastest candidate (build_matvec's autotune: every
@@ -73,21 +85,27 @@ class CompiledCell:
         if not product.hoisted:
             block = None if self.autotune else block   # autotune tries every block shape
             return (build_matvec(W, self.dtype, cpu=self.gen, block=block, autotune=self.autotune,
-                                 x_format=self.plan.formats[product.label], inline=True),)
+                                 x_format=self.plan.formats[product.label], inline=True,
+                                 x_stride=x_stride),)
         return tuple(build_matvec(W, self.dtype, cpu=self.gen, block=block, vectors=v,
                                   x_format=self.plan.hoisted_format)
                      for v in (HOIST_VECTORS, 1))
 
     def _fixed_addresses(self) -> dict:
-        """The params entries that do not change between calls: weights and kernels."""
+        """The params entries that do not change between calls: weights, kernels (in-loop:
+        their cores, and the epilogues' biases) and their arrays."""
         out = {k: v.ctypes.data for k, v in self._vectors.items()}
-        kernels = [(label, mv, self.plan.formats[label]) for label, mv in self._products.items()]
-        kernels += [(f"{label}.{k}", mv, self.plan.hoisted_format)
-                    for label, pair in self._hoisted.items() for k, mv in zip("B1", pair)]
-        for key, mv, fmt in kernels:
-            address, arrays = mv.entry(fmt)
-            out[f"{key}.fn"] = address
-            out.update({f"{key}.{k}": a.ctypes.data for k, a in arrays.items()})
+        for label, mv in self._products.items():
+            _, arrays = mv.entry(self.plan.formats[label])
+            out.update({f"{label}.{k}": a.ctypes.data for k, a in arrays.items()})
+            out[f"{label}.core"] = self._lib.address(
+                emit_cell.core_symbol(self.plan, label, mv.kernel))
+        for label, pair in self._hoisted.items():
+            for k, mv in zip("B1", pair):
+                address, arrays = mv.entry(self.plan.hoisted_format)
+                out[f"{label}.{k}.fn"] = address
+                out.update({f"{label}.{k}.{a}": v.ctypes.data for a, v in arrays.items()})
+        out.update({k: v.ctypes.data for k, v in self._biases.items()})
         return out
 
     def kernels(self) -> dict:
@@ -102,8 +120,9 @@ class CompiledCell:
 
     @property
     def ir(self) -> str:
-        """The loop's LLVM IR (the products' kernels are separate: kernels())."""
-        return str(emit_cell.build(self.plan))
+        """The loop's LLVM IR (the products' kernels and cores are separate: kernels())."""
+        return str(emit_cell.build(self.plan, {k: mv.plan for k, mv in self._products.items()},
+                                   self.gen))
 
     def run(self, inputs: dict, state: dict | None = None, seed: int = 0,
             t0: int = 0) -> tuple[dict, dict]:
@@ -229,6 +248,15 @@ def _weights(cell: Cell, weights: dict, params) -> dict:
         out.update({f"column.{name}.{j}": np.ascontiguousarray(w[:, j])
                     for j in range(w.shape[1] if w.ndim == 2 else 0)
                     if f"column.{name}.{j}" in params.names})
+    return out
+
+
+def _bias(epilogue, vectors: dict, mv) -> np.ndarray:
+    """An epilogue's bias as its core reads it: the vector weights (checked, by params key:
+    _weights) joined, zero-padded to the kernel's rows_padded."""
+    joined = np.concatenate([vectors[f"weight.{w}"] for w in epilogue.bias])
+    out = np.zeros(mv.plan.packed.rows_padded, np.float32)
+    out[:len(joined)] = joined
     return out
 
 

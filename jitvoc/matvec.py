@@ -178,7 +178,7 @@ class MatVec:
 
 def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = False,
                  mask=None, x_format: FixedPoint | None = None, variant=None,
-                 isa=None, vectors: int = 1, inline: bool = False) -> MatVec:
+                 isa=None, vectors: int = 1, inline: bool = False, x_stride: int = 0) -> MatVec:
     """Compile y ≈ W @ x for float32 vectors x on a CPU generation.
 
     dtype: "int8" (int8 weights with per-row scales, uint8 activations), "int16" or "float32".
@@ -190,8 +190,13 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
     all B); autotune takes B = 1.
     inline: the kernel is called inside a fused loop (a compiled cell's): the planner's
     kernel for that (plan.matvec.INLINE_KERNEL, as the vocoder loop's cores).
+    x_stride: the distance of a gathering kernel's shifted tables (0: its own x_len), for a
+    kernel that reads another kernel's tables from a column on (a compiled cell's shared
+    codes, as the vocoder loop's O1 and O3 read R's).
     """
     _check_arguments(dtype, block, autotune, x_format, variant, isa)
+    if not isinstance(x_stride, (int, np.integer)) or isinstance(x_stride, bool) or x_stride < 0:
+        raise InputError(f"x_stride must be a non-negative int, got {x_stride!r}")
     if not (isinstance(vectors, (int, np.integer)) and not isinstance(vectors, bool)
             and 1 <= vectors <= MAX_VECTORS) or (autotune and vectors != 1):
         raise InputError(f"vectors must be an int in [1, {MAX_VECTORS}] (1 with autotune), "
@@ -224,7 +229,7 @@ def build_matvec(W, dtype: str = "int8", cpu=None, block=None, autotune: bool = 
         return best
     plan = planner.build_plan(w_codes, row_scale, mask, dtype, gen, block=block, isa_name=isa,
                               variant=variant, x_signed=x_signed, vectors=int(vectors),
-                              inline=inline)
+                              inline=inline, x_stride=int(x_stride))
     if variant == "baked":
         size = planner.baked_instructions(mask, plan.spec.block, dtype, plan.spec.isa,
                                           gen) * vectors

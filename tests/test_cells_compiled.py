@@ -241,6 +241,43 @@ def test_a_cell_of_every_compiled_op(dtype):
     assert np.array_equal(rows[0], got["z"][0])
 
 
+def head_cell(also: str = ""):
+    """relu(W h + b) read by a second product, c + V z in the state update; `also`: W h ("a")
+    or W h + b ("ab") an output too."""
+    b = CellBuilder("head")
+    x, h = b.input("x", 16), b.state("h", 32)
+    a = b.weight("W", (32, 32)) @ h
+    ab = a + b.weight("b", 32)
+    z = b.weight("V", (32, 32)) @ relu(ab)
+    h_new = tanh(b.weight("c", 32) + z + b.weight("A", (32, 16)) @ x)
+    extra = {"a": a, "ab": ab}.get(also)
+    return b.build(update={"h": h_new}, outputs={"h": h_new, **({also: extra} if also else {})})
+
+
+@pytest.mark.parametrize("also, W, V", [("", ("b",), ("c",)), ("ab", ("b",), ("c",)),
+                                        ("a", None, ("c",))])
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_bias_and_relu_after_a_product_are_its_kernels_epilogue(dtype, also, W, V):
+    """A vector weight added to a product's only use becomes its kernel's epilogue, a relu that
+    is that sum's only use too; the results within the interpreter's bounds."""
+    cell = head_cell(also)
+    w, xs = weights_of(cell, seed=7), inputs_of(cell, 29)
+    runner = jitvoc.compile_cell(cell, w, dtype=dtype, ranges=None if dtype == "float32"
+                                 else {"V": 4.0})
+    plan = runner.plan
+    epilogues = {p.weights: plan.epilogues.get(p.label) for p in plan.products}
+    assert {k: v and v.bias for k, v in epilogues.items()} == {("W",): W, ("V",): V}
+    assert W is None or epilogues[("W",)].relu == (also != "ab")
+    assert not epilogues[("V",)].relu
+    assert ("epilogue + b, relu" in runner.describe()) == (also == "")
+    got, state = runner.run(xs)
+    want, want_state = reference(cell, w, xs)
+    for k in want:
+        assert np.abs(got[k] - want[k]).max() <= SEQUENCE_BOUND[dtype]
+    step, _ = runner.step({"x": xs["x"][0]})
+    assert all(np.array_equal(step[k], got[k][0]) for k in want)
+
+
 def test_the_bound_catches_a_wrong_cell():
     """A GRU with its r and n gates' recurrent rows swapped is outside the bound: the check
     can fail."""

@@ -9,9 +9,10 @@ import pytest
 import jitvoc
 from jitvoc import cells
 from jitvoc.calibration import calibrate
+from jitvoc.emit.cell import CellEmitter
 from jitvoc.engine import GenState
 from jitvoc.engine_jit import JitEngine
-from jitvoc.errors import CellError
+from jitvoc.errors import CellError, InputError
 from jitvoc.model import random_model
 from jitvoc.plan import cell as plan_cell
 from jitvoc.representation import Representation
@@ -100,6 +101,37 @@ def test_the_gru_rule_is_recognised_where_the_product_is_the_gates_alone():
     assert not plan_cell.plan(shared, "int8").gru
     alone = b.build(update={"h": h_new, "c": c_new}, outputs={"h": h_new})
     assert len(plan_cell.plan(alone, "int8").gru) == 1
+
+
+def test_h_is_quantized_once_a_step_for_r_o1_and_o3():
+    """plan.codes: R reads h's codes, which the GRU sweeps write for the next h, and O1 and O3
+    read their halves (the same format); an O1 of another format quantizes its own."""
+    cell = cells.wavernn(32, REP, upsample="linear")
+    assert plan_cell.plan(cell, "int8").codes == {"h": (("p0", 0), ("p1", 0), ("p3", 16))}
+    assert plan_cell.plan(cell, "int8", {"out.O1": 2.0}).codes == {"h": (("p0", 0), ("p3", 16))}
+    assert plan_cell.plan(cell, "float32").codes == {}
+    model, _ = case(n=16)
+    for dtype in ("int8", "int16"):
+        runner = compiled(model, dtype)
+        in_loop = {p.label: runner.kernels()[p.label][0].plan for p in runner.plan.products}
+        emitter = CellEmitter(runner.plan, in_loop, runner.gen, "shared")
+        emitter.build()
+        assert set(emitter.reads) == {"p0", "p1", "p3"} and set(emitter.codes) == {"h"}
+
+
+def test_build_matvec_lays_shifted_tables_out_with_a_given_stride():
+    """x_stride (the codes a cell's products share): a gathering kernel's tables that far
+    apart, the same products; bad values refused."""
+    W = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32)
+    x = np.random.default_rng(1).uniform(-1, 1, 16).astype(np.float32)
+    own, wide = (jitvoc.build_matvec(W, "int16", block=(16, 1), cpu="haswell", x_stride=s)
+                 for s in (0, 32))
+    assert wide.spec == own.spec + "_s32" and wide.kernel.x_stride == 32
+    if jitvoc.cpu.runnable(own.gen):
+        np.testing.assert_array_equal(wide(x), own(x))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InputError, match="x_stride"):
+            jitvoc.build_matvec(W, "int16", x_stride=bad)
 
 
 @pytest.mark.slow   # about a minute: three compilations of the hidden-896 cell and the loop

@@ -181,22 +181,26 @@ def _cell_kernels(args) -> int:
     weights = random_weights(cell, args.density)
     os.makedirs(args.out, exist_ok=True)
     files, kernels, doc = [], {}, {}
+    in_loop = plan_cell.in_loop_kernels(plan, weights, gen)
     for product in (*plan.hoisted, *plan.products):
         W = product.stacked(weights)
         codes, scale = mv_plan.quantize_weights(W, args.dtype)
-        kernels[product.label] = []
-        for vectors in (HOIST_VECTORS, 1) if product.hoisted else (1,):
-            kp = mv_plan.build_plan(codes, scale, W != 0, args.dtype, gen, vectors=vectors)
-            kernels[product.label].append(kp.spec.name)
+        kps = [mv_plan.build_plan(codes, scale, W != 0, args.dtype, gen, vectors=vectors)
+               for vectors in (HOIST_VECTORS, 1)] if product.hoisted else [in_loop[product.label]]
+        kernels[product.label] = [kp.spec.name for kp in kps]
+        for kp in kps:
             doc[kp.spec.name] = _matrix_entry(kp, W != 0)
             files += _write(args.out, kp.spec.name,
                             emit_spmv.build_module(kp.spec, kp.packed, gen), gen, args.emit)
-    files += _write(args.out, plan.name, emit_cell.build(plan), gen, args.emit)
+    for symbol, build in emit_cell.core_modules(plan, in_loop, gen):
+        files += _write(args.out, symbol, build(), gen, args.emit)
+    loop = emit_cell.loop_name(plan, in_loop)
+    files += _write(args.out, loop, emit_cell.build(plan, in_loop, gen), gen, args.emit)
     schedule = plan_cell.describe(plan, kernels)
     files.append(_put(args.out, "schedule.txt", schedule + "\n"))
     files.append(_put(args.out, "plan.json", json.dumps({
         "cell": args.cell, "cpu": gen.name, "dtype": args.dtype, "density": args.density,
-        "loop": plan.name, "products": kernels, "kernels": doc, "files": files + ["plan.json"]},
+        "loop": loop, "products": kernels, "kernels": doc, "files": files + ["plan.json"]},
         indent=1) + "\n"))
     print(f"wrote {len(files)} files to {args.out} for {gen.name} ({args.dtype})")
     print(schedule)

@@ -6,26 +6,33 @@ runs n steps. `params` is the plan's pointer table: per-step arrays (inputs, out
 each row one step further per step (an indexed input: the row its "rows" entry gives); the
 states and a second buffer of each (the loop swaps the two every step, and copies the last
 values into the state's array after the last step when they lie in the other), vector weights,
-the scratch slots and, per product, its kernels' float entry points (contracts.SPMV, function
-pointers) and arrays. Steps run in chunks of HOIST_VECTORS: first the chunk's hoisted products
-(the B-vector kernel once, or for a shorter last chunk the one-vector kernel per step, the same
-bits per vector), then its steps. A float32 cell's hoisted kernels read the input rows in
-place; an integer cell's read them scaled into scratch by 2^frac_t (the most fractional bits
-that cover max |x_t| in the kernels' format, quant.covering_fracs, found from the float bits of
-max |x_t|), and the products are multiplied by x_scale_t = 2^−frac_t where they are read
-(exact: powers of two).
+the scratch slots, per hoisted product its kernels' float entry points (contracts.SPMV,
+function pointers) and arrays, per in-loop product its kernel's core (contracts.SPMV_CORE, a
+module of its own: core_modules), its arrays and its epilogue's bias. The loop is emitted for
+its in-loop kernels (loop_name: their specs are in its name and cache key). Steps run in chunks
+of HOIST_VECTORS: first the chunk's hoisted products (the B-vector kernel once, or for a
+shorter last chunk the one-vector kernel per step, the same bits per vector), then its steps. A
+float32 cell's hoisted kernels read the input rows in place; an integer cell's read them scaled
+into scratch by 2^frac_t (the most fractional bits that cover max |x_t| in the kernels' format,
+quant.covering_fracs, found from the float bits of max |x_t|), and the products are multiplied
+by x_scale_t = 2^−frac_t where they are read (exact: powers of two).
 
-Each step: the plan's items in order. A product calls its kernel on the vector it reads in
-place (a state, a kept node, a slice of a product) into its scratch slot; integer kernels
-quantize that vector in the plan's fixed format. A pass runs one sweep per vector length over
-its roots: 16 lanes at a time, then one at a time, every root's value computed in registers
-from what earlier items stored (a `take` is an offset, a node used twice in a sweep is
-computed once) and stored. A draw (jitvoc.emit.draw) reads its 256 logits in place and stores
-the class (int32) in its slot, with ξ of the counter-based generator at sample index t0 + step
-(params "counter": t0 and the seed); a `lookup` loads its table's element at an int32 state or
-class, a `column` reads the matrix column the runner passes as a vector. Then the states'
-buffers swap: the next values written in this step become the states, with no copy. A kept
-node that is (a piece of) a state's update is stored only there (plan.homes).
+Each step: the plan's items in order. A product's input vector, read in place (a state, a kept
+node, a slice of a product), is made what its kernel reads (spmv.activations: integer kernels'
+codes in the plan's fixed format) in a stack buffer, and the kernel's core writes the product
+into the loop's stack buffer of its rows (rows_padded), with the plan's epilogue: the biases
+added, then relu (plan.epilogues; the nodes they stand for are read from there). A vector
+several products read in one format is quantized once (plan.codes: a state's codes kept in a
+buffer of the loop, written by the sweeps that store its next value, computed from the initial
+state once per call). A pass runs one sweep per vector length over its roots: 16 lanes at a
+time, then one at a time, every root's value computed in registers from what earlier items
+stored (a `take` is an offset, a node used twice in a sweep is computed once) and stored. A
+draw (jitvoc.emit.draw) reads its 256 logits in place and stores the class (int32) in its slot,
+with ξ of the counter-based generator at sample index t0 + step (params "counter": t0 and the
+seed); a `lookup` loads its table's element at an int32 state or class, a `column` reads the
+matrix column the runner passes as a vector. Then the states' buffers swap: the next values
+written in this step become the states, with no copy. A kept node that is (a piece of) a
+state's update is stored only there (plan.homes).
 
 Element-wise arithmetic is plain IEEE float32 in the graph's order, no FMA; sigmoid, tanh and
 exp go through jitvoc.emit.mathfn's exponential (e^x of the same bits at every vector width,
@@ -39,20 +46,24 @@ dequantizes in them), the conditioning and bias folded as the loop's per-frame r
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 from llvmlite import ir
 
 from ..cells.graph import INDEX, Node
 from ..cells.rules import slice_of
-from ..contracts import CELL_RUN, SPMV
-from ..plan.cell import HOIST_VECTORS, MATRIX_PARAMS, CellPlan, column_key, resolved, size_of
-from . import draw, mathfn
+from ..contracts import CELL_RUN, SPMV, SPMV_CORE
+from ..layout import CACHE_LINE
+from ..plan.cell import HOIST_VECTORS, MATRIX_ARRAYS, CellPlan, column_key, resolved, size_of
+from . import draw, mathfn, spmv
 from .irutil import (alloca, call, counted_loop, define, f32, gep, i32, i64, load, ptr,
                      signature, splat, vec)
 
 V = 16   # lanes of the element-wise sweeps
 SWEEP_BLOCKS = 4   # V-lane blocks a pass's sweep computes per iteration (as emit.loop's GRU)
 ENTRY_FN = signature(SPMV)
+CORE_FN = signature(SPMV_CORE)
 # The e^x polynomial per dtype (jitvoc.emit.mathfn): float32 cells the softmax's (2.1e-7
 # relative, near float rounding); integer cells the vocoder's gate polynomial of that dtype,
 # whose error stays well below their activation codes' step.
@@ -61,20 +72,31 @@ POLY = {"float32": mathfn.EXP2_POLY, "int8": mathfn.GATE_POLY["int8"],
 
 
 class CellEmitter:
-    def __init__(self, plan: CellPlan):
-        self.plan, self.cell = plan, plan.cell
-        self.m = ir.Module(name=plan.name)
+    def __init__(self, plan: CellPlan, kernels: dict, gen, name: str):
+        self.plan, self.cell, self.name = plan, plan.cell, name
+        self.m = ir.Module(name=name)
+        self.kernels = {label: spmv.Kernel.of(kp.spec, kp.packed, gen, self.m)
+                        for label, kp in kernels.items()}
         self.tables = {}
         self.kept = {n: plan.pass_of(n) for n in plan.kept}
 
     def build(self) -> ir.Module:
-        fn, a = define(self.m, CELL_RUN, self.plan.name)
+        fn, a = define(self.m, CELL_RUN, self.name)
         self.entry = fn.append_basic_block("entry")
         b = self.b = ir.IRBuilder(self.entry)
         names = self.plan.params.names
-        self.p = {key: load(b, a.params, ENTRY_FN.as_pointer() if key.endswith(".fn") else ptr,
+        types = {".fn": ENTRY_FN.as_pointer(), ".core": CORE_FN.as_pointer()}
+        self.p = {key: load(b, a.params, types.get(key[key.rfind("."):], ptr),
                             self.plan.params.slot(key), align=8, elem_type=ptr)
                   for key in names}
+        # per in-loop product, its output (rows_padded) and its kernel's input (codes)
+        self.y = {label: alloca(b, f32, k.packed.rows_padded, align=CACHE_LINE)
+                  for label, k in self.kernels.items()}
+        self.codes, self.reads = {}, {}   # state -> (owner kernel, buffer); label -> its codes
+        for name, readers in self.plan.codes.items():
+            self._share_codes(name, readers)
+        self.xin = {label: spmv.xin_buffer(k, b) for label, k in self.kernels.items()
+                    if label not in self.reads}
         self.previous = {}   # the row of each input the GRU rules' rows read (_frame_rows)
         for rule in self.plan.gru.values():
             for node in rule.linear[:2] if rule.linear else rule.k[0][:1]:
@@ -96,6 +118,29 @@ class CellEmitter:
         self._settle()
         b.ret_void()
         return self.m
+
+    def _share_codes(self, name: str, readers: tuple):
+        """The codes buffer of state `name` (plan.codes), in the layout of the kernel of its
+        first reader (the owner, which reads it whole), for the readers whose kernels read that
+        layout from their column on (shared); zero past the state's codes, and the initial
+        state's codes computed once per call."""
+        b, owner = self.b, self.kernels[readers[0][0]]
+        shared = [(label, column) for label, column in readers
+                  if _reads_layout_of(self.kernels[label], owner, column)]
+        if len(shared) < 2:
+            return
+        reach = max(column + self.kernels[label].x_pad for label, column in shared)
+        buf = spmv.xin_buffer(owner, b, reach)
+        if owner.codes_input:
+            with counted_loop(b, owner.x_pad, reach, name=f"clear_{name}") as c:
+                spmv.put_codes(owner, b, buf, c, i32(0))
+        spmv.activations(owner, b, self.p[f"state.{name}"], self._x_inv(readers[0][0]), buf)
+        self.codes[name] = (owner, buf, self._x_inv(readers[0][0]))
+        self.reads.update((label, (owner, buf, column)) for label, column in shared)
+
+    def _x_inv(self, label: str):
+        fmt = self.plan.formats[label]
+        return f32(2.0 ** fmt.frac if fmt else 1.0)
 
     def _settle(self):
         """After the last step: a state whose values lie in the params' next array (an odd
@@ -131,7 +176,7 @@ class CellEmitter:
         its slot from row `row`."""
         b, fmt = self.b, self.plan.hoisted_format
         key = f"{product.label}.{kernel}"
-        arrays = {a: self.p[f"{key}.{a}"] for a in MATRIX_PARAMS if a != "fn"}
+        arrays = {a: self.p[f"{key}.{a}"] for a in MATRIX_ARRAYS}
         y = self._slot(product.label, row, product.rows)
         call(b, SPMV, self.p[f"{key}.fn"], y=y, x=self._hoisted_input(product, t, row), **arrays,
              x_inv_scale=f32(2.0 ** fmt.frac if fmt else 1.0),
@@ -236,14 +281,21 @@ class CellEmitter:
 
     # --- products ------------------------------------------------------------------------------
     def _product(self, product):
-        """y = W x of one stacked product, by its kernel's float entry point."""
-        b, fmt = self.b, self.plan.formats[product.label]
-        arrays = {a: self.p[f"{product.label}.{a}"] for a in MATRIX_PARAMS if a != "fn"}
-        y = self._slot(product.label)
-        unit = mathfn.GATE_UNIT if product.label in self.plan.gate_unit else 1.0
-        call(b, SPMV, self.p[f"{product.label}.fn"], y=y, x=self._address(product.source),
-             **arrays, x_inv_scale=f32(2.0 ** fmt.frac if fmt else 1.0),
-             x_scale=f32((fmt.scale if fmt else 1.0) * unit))
+        """y = W x of one stacked product (plus its epilogue's bias, then relu: plan.epilogues)
+        by its kernel's core, on the input quantized here in the plan's format."""
+        b, label, fmt = self.b, product.label, self.plan.formats[product.label]
+        k = self.kernels[label]
+        if label in self.reads:   # codes the loop keeps (plan.codes)
+            owner, buf, column = self.reads[label]
+            xin = spmv.xin_at(owner, b, buf, column)
+        else:
+            xin = spmv.activations(k, b, self._address(product.source), self._x_inv(label),
+                                   self.xin[label])
+        arrays = {a: self.p[f"{label}.{a}"] for a in MATRIX_ARRAYS}
+        unit = mathfn.GATE_UNIT if label in self.plan.gate_unit else 1.0
+        bias = self.p.get(f"{label}.bias", ir.Constant(ptr, None))
+        call(b, SPMV_CORE, self.p[f"{label}.core"], y=self.y[label], xin=xin, **arrays,
+             x_scale=f32((fmt.scale if fmt else 1.0) * unit), bias=bias)
 
     def _draw(self, d, t):
         """The class of draw `d` at step t of the call into its slot (an int32)."""
@@ -262,6 +314,8 @@ class CellEmitter:
 
     def _address(self, node: Node):
         """Where a product's input vector lies (plan.cell._unaddressable keeps the others)."""
+        if node in self.plan.results:
+            return self._product_at(node)
         if node.op == "take":
             return gep(self.b, self._address(node.args[0]), f32, i64(node.attr("start")))
         if node.op == "ref":
@@ -280,11 +334,12 @@ class CellEmitter:
         return self._slot(node)
 
     def _product_at(self, node: Node):
-        """Row 0 of a product's output: its stack's slot (or hoisted row) plus its offset."""
+        """Row 0 of a product's output (or an epilogue's result): its stack's output (or
+        hoisted row) plus its offset."""
         product, offset = self.plan.product_of(node)
         if product.hoisted:
             return gep(self.b, self.rows[f"hoist.{product.label}"], f32, i64(offset))
-        return self._slot(product.label, offset)
+        return gep(self.b, self.y[product.label], f32, i64(offset))
 
     # --- passes --------------------------------------------------------------------------------
     def _sweep(self, length: int, roots: list):
@@ -302,6 +357,9 @@ class CellEmitter:
                                for node, where, offset in roots]
                 for value, where, at in stores:
                     self._put(value, self._destination(where), at)
+                    if where[0] == "next" and where[1] in self.codes:   # plan.codes
+                        owner, buf, x_inv = self.codes[where[1]]
+                        spmv.put_codes(owner, b, buf, at, spmv.code(owner, b, value, x_inv))
 
     def _destination(self, where):
         kind, key = where
@@ -336,6 +394,8 @@ class CellEmitter:
             return self._read(self._kept_at(node), shift, node)
         if node in self.plan.gru:
             return self._gru(self.plan.gru[node], shift)
+        if node in self.plan.results:
+            return self._read(self._product_at(node), shift, node)
         if op in LEAVES:
             return LEAVES[op](self, node, shift)
         if op == "take":
@@ -501,6 +561,16 @@ LEAVES = {
 }
 
 
+def _reads_layout_of(k, owner, column: int) -> bool:
+    """Whether kernel k can read the owner kernel's input buffer from `column` on: the same
+    kind of input (codes, or shifted tables of one stride that k's columns fit in)."""
+    same = (k.elem, k.codes_input, bool(k.permute), k.group) == (
+        owner.elem, owner.codes_input, bool(owner.permute), owner.group)
+    if k.is_float or not same:
+        return False
+    return k.codes_input or (k.stride == owner.stride and column + k.packed.x_len <= owner.stride)
+
+
 def _type(node: Node):
     """The IR type of one element of a node's value."""
     return i32 if node.dtype == INDEX else f32
@@ -561,6 +631,35 @@ TRANSCENDENTAL = {
 }
 
 
-def build(plan: CellPlan) -> ir.Module:
-    """An llvmlite module holding the one function `plan.name + "_run"`."""
-    return CellEmitter(plan).build()
+def loop_name(plan: CellPlan, kernels: dict) -> str:
+    """The loop's name (its symbol and cache key): the plan's and its in-loop kernels' specs
+    (the loop quantizes each product's input for its kernel and calls its core)."""
+    specs = "|".join(kernels[p.label].spec.name for p in plan.products)
+    return f"{plan.name}_{hashlib.sha256(specs.encode()).hexdigest()[:12]}"
+
+
+def core_symbol(plan: CellPlan, label: str, spec) -> str:
+    """The symbol of the core an in-loop product calls: dequantizing, with its epilogue."""
+    ep = plan.epilogues.get(label)
+    return spmv.core_symbol(spec, True, ep is not None, bool(ep and ep.relu))
+
+
+def core_modules(plan: CellPlan, kernels: dict, gen) -> list:
+    """[(symbol, build)] of the cores the loop calls, one module each (products of one spec and
+    epilogue share one); `kernels`: label -> the planner's Plan of each in-loop product."""
+    def build(label):
+        kp, ep = kernels[label], plan.epilogues.get(label)
+        module = ir.Module(name=core_symbol(plan, label, kp.spec))
+        spmv.emit_core(spmv.Kernel.of(kp.spec, kp.packed, gen, module), True, ep is not None,
+                       bool(ep and ep.relu), internal=False)
+        return module
+    firsts = {}
+    for p in plan.products:
+        firsts.setdefault(core_symbol(plan, p.label, kernels[p.label].spec), p.label)
+    return [(sym, lambda label=label: build(label)) for sym, label in firsts.items()]
+
+
+def build(plan: CellPlan, kernels: dict, gen) -> ir.Module:
+    """An llvmlite module holding the one function `loop_name(plan, kernels) + "_run"`;
+    `kernels`: label -> the planner's Plan (spec, packed) of each in-loop product."""
+    return CellEmitter(plan, kernels, gen, loop_name(plan, kernels)).build()

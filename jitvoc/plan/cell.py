@@ -14,6 +14,10 @@ The three optimizations of issue 13, applied to the analysis of jitvoc.cells.sch
   Slices (`take`) are offsets, not copies, and nodes known before the loop (a bias added to a
   hoisted product) are computed where they are used.
 
+Two rules of the kernels' own: a bias add (and a relu after it) that is an in-loop product's
+only use becomes its kernel's epilogue (CellPlan.epilogues), and an input vector is quantized
+once per step for every product that reads it in one format (CellPlan.codes).
+
 Draws (`sample`, 256 logits: jitvoc.emit.draw) are barriers like products: a `Draw` reads its
 logits in place and stores the class (int32) in its slot; `lookup` reads a constant or vector
 weight table at an int32 state or class, `column` a matrix column passed as a vector. What is
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cells import rules, schedule
+from . import matvec
 from ..cells.graph import INDEX, Cell, Node
 from ..contracts import PointerTable
 from ..errors import CellError
@@ -40,7 +45,9 @@ DRAW_CLASSES = 256   # a compiled draw's logits: 16 blocks of 16 (jitvoc.emit.dr
 # Scratch of the draws (shared: one draw at a time): p = exp(l − max l) and the block prefixes.
 DRAW_SCRATCH = (("draw.p", DRAW_CLASSES), ("draw.prefix", 16))
 ALIGN = 16   # floats: every scratch slot starts on a 64-byte line
-MATRIX_PARAMS = ("fn", "W", "index", "panel_ptr", "row_scale", "zcorr")   # per in-loop product
+MATRIX_ARRAYS = ("W", "index", "panel_ptr", "row_scale", "zcorr")   # per kernel (SPMV, SPMV_CORE)
+MATRIX_PARAMS = ("fn", *MATRIX_ARRAYS)     # per hoisted kernel: its float entry point (SPMV)
+CORE_PARAMS = ("core", *MATRIX_ARRAYS)     # per in-loop product: its core (SPMV_CORE)
 HOIST_VECTORS = 16   # B: steps per call of a hoisted product's B-vector kernel, one chunk
 # Per hoisted product of an integer cell, scratch for a chunk: the input rows scaled by 2^frac_t
 # (the kernels read them) and each step's 2^−frac_t (the loop multiplies the product by it).
@@ -70,6 +77,16 @@ class Product:
     def stacked(self, weights: dict) -> np.ndarray:
         """The stacked float32 matrix [rows, cols] from the cell's weights."""
         return np.concatenate([np.asarray(weights[w], np.float32) for w in self.weights])
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Epilogue:
+    """What an in-loop product's kernel does after its sums (emit.spmv's epilogue): adds the
+    vector weights `bias` (one per stacked node, joined), then relu; `results`, per stacked
+    node, the node whose value the product's output then holds (the bias add, or its relu)."""
+    bias: tuple
+    relu: bool
+    results: tuple
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -115,7 +132,12 @@ class CellPlan:
     through params "rows.NAME": cells.Rows in place); `gru`, the GRU updates lowered by their
     rule (blend -> cells.rules.GruGates) and `gate_unit` the products that dequantize in the
     gates' unit for them; `homes`, kept nodes stored in a state's next value (state, offset)
-    instead of a slot (_homes); the `params` pointer table the loop reads; the
+    instead of a slot (_homes); `epilogues`, product label -> Epilogue: the bias adds (and
+    relus) its kernel's epilogue computes (_epilogue), and `results`, each such node -> the
+    product node it follows; `codes`, state -> ((label, column), ...): the in-loop products
+    that read the codes of that state, or of pieces of its next value, from one buffer
+    (_shared_codes; the first reads the state whole); the `params` pointer table the loop
+    reads; the
     fixed activation formats (integer dtypes) of the in-loop products' inputs by label
     (covering [−1, 1], or the range given for their matrices: _formats) and of the hoisted
     ones' (no fractional bits: each step's input comes scaled by the power of two that makes it
@@ -135,6 +157,9 @@ class CellPlan:
     gate_unit: frozenset
     indexed: tuple
     homes: dict
+    epilogues: dict
+    results: dict
+    codes: dict
 
     @property
     def kept(self) -> list:
@@ -169,7 +194,9 @@ class CellPlan:
         raise CellError(f"{node!r} is drawn by no draw")
 
     def product_of(self, node: Node) -> tuple:
-        """(the Product computing matvec `node`, its row offset there)."""
+        """(the Product computing matvec `node` (or the epilogue result `node`), its row offset
+        there)."""
+        node = self.results.get(node, node)
         for p in (*self.hoisted, *self.products):
             if node in p.nodes:
                 return p, p.offsets[p.nodes.index(node)]
@@ -260,7 +287,11 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> Cell
     groups, pass_of = _groups(cell, len(hoisted))
     in_loop = [p for kind, x in groups if kind == "products" for p in x]
     gru = _gru_rules(cell, in_loop)
-    keep = _materialized(cell, groups, pass_of, rules.absorbed(cell, gru.values()))
+    epilogues = _epilogues(cell, in_loop, gru)
+    results = {r: n for p in in_loop if p.label in epilogues
+               for n, r in zip(p.nodes, epilogues[p.label].results)}
+    groups, pass_of = _without(groups, pass_of, _epilogue_nodes(results))
+    keep = _materialized(cell, groups, pass_of, rules.absorbed(cell, gru.values()), results)
     homes = _homes(cell, keep)
     items, count = [], 0
     for kind, content in groups:
@@ -277,8 +308,7 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> Cell
     finals += [r for name, n in cell.outputs.items() for r in _pieces(n, ("output", name), 0)]
     items[-1] = ("pass", Pass(index=last.index, roots=last.roots + tuple(finals)))
     draws = [d for kind, x in items if kind == "draws" for d in x]
-    slots, scratch = _slots([*hoisted, *(p for kind, x in items if kind == "products"
-                                          for p in x)], draws,
+    slots, scratch = _slots(hoisted, draws,
                             [n for n in cell.nodes if n in keep and n not in homes],
                             dtype != "float32",
                             list(gru.values()))
@@ -287,14 +317,108 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> Cell
                for kind, x in items if kind == "products" for p in x}
     hoisted_format = bits and FixedPoint(bits, 0, signed=True)
     indexed = tuple(n for n in cell.inputs if all(p.source.name != n for p in hoisted))
-    params = _params(cell, hoisted, in_loop, bool(draws), indexed)
+    params = _params(cell, hoisted, in_loop, bool(draws), indexed, epilogues)
     return CellPlan(cell=cell, dtype=dtype, hoisted=tuple(hoisted), items=tuple(items),
                     slots=slots, scratch=scratch, index_limits=index_limits(cell),
                     params=params, formats=formats, hoisted_format=hoisted_format,
                     name=f"cell_{cell.name}_{_fingerprint(cell, dtype, ranges)}", gru=gru,
                     gate_unit=frozenset(p.label for p in in_loop if bits and any(
                         r.product in p.nodes for r in gru.values())), indexed=indexed,
-                    homes=homes)
+                    homes=homes, epilogues=epilogues, results=results,
+                    codes=_shared_codes(cell, items, homes, formats))
+
+
+def _epilogues(cell: Cell, in_loop: list, gru: dict) -> dict:
+    """label -> Epilogue of the in-loop products whose every node's one use is the addition of
+    a vector weight (a bias), which then becomes the kernel's epilogue, as does a relu that is
+    that addition's one use after every node (a GRU rule's product keeps its own form)."""
+    users = _users(cell)
+    out = {}
+    for p in in_loop:
+        adds = [_sole_user(users, n) for n in p.nodes]
+        if any(r.product in p.nodes for r in gru.values()) or not all(
+                a is not None and _bias(a, n) for a, n in zip(adds, p.nodes)):
+            continue
+        relus = [_sole_user(users, a) for a in adds]
+        relu = all(r is not None and r.op == "relu" for r in relus)
+        out[p.label] = Epilogue(bias=tuple(_bias(a, n).name for a, n in zip(adds, p.nodes)),
+                                relu=relu, results=tuple(relus if relu else adds))
+    return out
+
+
+def _users(cell: Cell) -> dict:
+    """node -> the nodes that read it (None for each state update or output it is)."""
+    users = {}
+    for node in cell.nodes:
+        for arg in schedule.arguments(cell, node):
+            users.setdefault(arg, []).append(node)
+    for root in (*cell.update.values(), *cell.outputs.values()):
+        users.setdefault(root, []).append(None)
+    return users
+
+
+def _sole_user(users: dict, node: Node) -> Node | None:
+    found = users.get(node, [])
+    return found[0] if len(found) == 1 else None
+
+
+def _bias(add: Node, node: Node) -> Node | None:
+    """The vector weight that `add` adds to `node` (None: `add` is no such addition)."""
+    if add.op != "add":
+        return None
+    other = add.args[1] if add.args[0] is node else add.args[0]
+    return other if other.op == "weight" and other.shape == node.shape else None
+
+
+def _epilogue_nodes(results: dict) -> set:
+    """The nodes kernels' epilogues compute: every result (a bias add, or a relu and its add)."""
+    return {n for r in results for n in ((r, r.args[0]) if r.op == "relu" else (r,))}
+
+
+def _without(groups: list, pass_of: dict, nodes: set) -> tuple:
+    """groups and pass_of with `nodes` (computed by kernels' epilogues) out of the passes."""
+    groups = [(k, [n for n in x if n not in nodes] if k == "pass" else x) for k, x in groups]
+    return groups, {n: i for n, i in pass_of.items() if n not in nodes}
+
+
+def _shared_codes(cell: Cell, items: list, homes: dict, formats: dict) -> dict:
+    """state -> ((label, column), ...): an integer input vector quantized once per step and
+    shared by every product that reads it in the same format. The products reading a state
+    (whole, first; or a slice) and those reading pieces of its next value (its homes, or
+    slices of them) read one buffer of codes: the passes that store the next value write
+    its codes too, which are the state's codes at the next step (the loop computes them
+    from the initial state once per call). Only where every reader of the state runs before
+    the first pass that stores its next value, and with two or more readers."""
+    out = {}
+    for name, state in cell.states.items():
+        readers, first_store = [], None
+        for at, (kind, content) in enumerate(items):
+            if kind == "pass" and first_store is None and any(
+                    w == ("next", name) for _, w, _ in content.roots):
+                first_store = at
+            for p in content if kind == "products" else ():
+                base, column = _view(cell, p.source)
+                if base is state and first_store is None:
+                    readers.append((p, column))
+                elif homes.get(base, (None,))[0] == name:
+                    readers.append((p, homes[base][1] + column))
+        whole = [p for p, _ in readers
+                 if _view(cell, p.source) == (state, 0) and p.cols == size_of(state)]
+        fmt = whole and formats[whole[0].label]
+        sharing = [(p.label, c) for p, c in readers if fmt and formats[p.label] == fmt]
+        if len(sharing) > 1:
+            first = (whole[0].label, 0)
+            out[name] = (first, *(r for r in sharing if r != first))
+    return out
+
+
+def _view(cell: Cell, node: Node) -> tuple:
+    """(the node a chain of slices and refs reads, the column it starts at)."""
+    column = 0
+    while node.op in ("take", "ref"):
+        column += node.attr("start") if node.op == "take" else 0
+        node = schedule.arguments(cell, node)[0]
+    return node, column
 
 
 def _homes(cell: Cell, keep: set) -> dict:
@@ -358,10 +482,12 @@ def _groups(cell: Cell, first: int) -> tuple:
     return groups, pass_of
 
 
-def _materialized(cell: Cell, groups: list, pass_of: dict, absorbed: set) -> set:
+def _materialized(cell: Cell, groups: list, pass_of: dict, absorbed: set,
+                  results: dict) -> set:
     """In-loop element-wise nodes kept in a scratch slot: used by a later pass, or by a product
     that cannot read them in place. Every other node is computed where it is used; a node
-    inside a rule's subgraph (`absorbed`: the rule reads what it needs itself) uses none."""
+    inside a rule's subgraph (`absorbed`: the rule reads what it needs itself) uses none; an
+    epilogue's result (`results`) lies in its product's output."""
     keep = set()
     for node in cell.nodes:
         if node in absorbed:
@@ -371,7 +497,8 @@ def _materialized(cell: Cell, groups: list, pass_of: dict, absorbed: set) -> set
                 keep.add(arg)
     for kind, barriers in groups:
         for x in barriers if kind != "pass" else ():
-            keep.update(_unaddressable(cell, x.source if kind == "products" else x.logits))
+            keep.update(_unaddressable(cell, x.source if kind == "products" else x.logits,
+                                       results))
     for node in cell.nodes:
         for arg in schedule.arguments(cell, node):
             later = arg in keep and pass_of.get(node, -1) > pass_of[arg]
@@ -382,12 +509,12 @@ def _materialized(cell: Cell, groups: list, pass_of: dict, absorbed: set) -> set
     return keep
 
 
-def _unaddressable(cell: Cell, source: Node) -> list:
+def _unaddressable(cell: Cell, source: Node, results: dict) -> list:
     """The node to keep in a slot so that a product can read `source` in place (none when it
-    is a state, an input, a product's output or a slice of one)."""
+    is a state, an input, a product's output (an epilogue's result) or a slice of one)."""
     while source.op in ("take", "ref"):
         source = schedule.arguments(cell, source)[0]
-    return [] if source.op in ("state", "input", "matvec") else [source]
+    return [] if source.op in ("state", "input", "matvec") or source in results else [source]
 
 
 def _pieces(node: Node, where: tuple, offset: int) -> list:
@@ -402,15 +529,15 @@ def _pieces(node: Node, where: tuple, offset: int) -> list:
 
 
 def _slots(products: list, draws: list, keep: list, integer: bool, gru: list) -> tuple:
-    """Scratch offsets (floats, ALIGN-aligned) of products (a hoisted one: HOIST_VECTORS
-    steps, and for an integer cell its scaled input rows and their scales, label + ".x" and
-    label + ".x_scale"), draws (their class, and DRAW_SCRATCH), the rows of each GRU rule that
-    change only with its conditioning's rows ((blend, part), GRU_ROWS) and kept nodes, and the
-    scratch size."""
+    """Scratch offsets (floats, ALIGN-aligned) of hoisted products (HOIST_VECTORS steps, and
+    for an integer cell their scaled input rows and scales, label + ".x" and label +
+    ".x_scale"; an in-loop product's output lies in the loop's stack), draws (their class,
+    and DRAW_SCRATCH), the rows of each GRU rule that change only with its conditioning's rows
+    ((blend, part), GRU_ROWS) and kept nodes, and the scratch size."""
     slots, at = {}, 0
-    sizes = [(p.label, p.rows * (HOIST_VECTORS if p.hoisted else 1)) for p in products]
+    sizes = [(p.label, p.rows * HOIST_VECTORS) for p in products]
     sizes += [(p.label + k, HOIST_VECTORS * (p.cols if k == ".x" else 1))
-              for p in products if p.hoisted and integer for k in HOISTED_SCRATCH]
+              for p in products if integer for k in HOISTED_SCRATCH]
     sizes += [(d.label, 1) for d in draws] + list(DRAW_SCRATCH if draws else ())
     sizes += [((r.blend, part), gates * size_of(r.blend)) for r in gru
               for part, gates in GRU_ROWS if r.linear or part != "dk"]
@@ -420,19 +547,47 @@ def _slots(products: list, draws: list, keep: list, integer: bool, gru: list) ->
     return slots, max(at, ALIGN)
 
 
-def _params(cell: Cell, hoisted: list, products: list, draws: bool,
-            indexed: tuple) -> PointerTable:
+def _params(cell: Cell, hoisted: list, products: list, draws: bool, indexed: tuple,
+            epilogues: dict) -> PointerTable:
     """The loop's pointer table; with draws, "counter": int64 [t0, seed] (the generator's);
-    per `indexed` input "rows.NAME", int64 [T]: the row of its table each step reads."""
+    per `indexed` input "rows.NAME", int64 [T]: the row of its table each step reads; per
+    in-loop product its core and arrays (CORE_PARAMS), with an epilogue "LABEL.bias" (float32
+    [rows_padded]: the biases joined, zero-padded)."""
     names = [f"input.{n}" for n in cell.inputs] + [f"rows.{n}" for n in indexed]
     names += [f"output.{n}" for n in cell.outputs]
     names += [f"{k}.{n}" for n in cell.states for k in ("state", "next")]
     names += [f"weight.{n}" for n, w in cell.weights.items() if len(w.shape) < 2]
     names += sorted({column_key(n) for n in cell.nodes if n.op == "column"})
     names += ["counter"] if draws else []
-    names += ["scratch"] + [f"{p.label}.{a}" for p in products for a in MATRIX_PARAMS]
+    names += ["scratch"] + [f"{p.label}.{a}" for p in products for a in CORE_PARAMS]
+    names += [f"{p.label}.bias" for p in products if p.label in epilogues]
     names += [f"{p.label}.{k}.{a}" for p in hoisted for k in ("B", "1") for a in MATRIX_PARAMS]
     return PointerTable(tuple(names))
+
+
+def in_loop_kernels(plan: CellPlan, weights: dict, gen) -> dict:
+    """label -> the planner's kernel (plan.matvec.Plan) of each in-loop product for `weights`
+    (the one compile_cell picks without autotune): for dumps of the loop."""
+    out = {}
+    for p in plan.products:
+        W = p.stacked(weights)
+        codes, scale = matvec.quantize_weights(W, plan.dtype)
+        fmt = plan.formats[p.label]
+        out[p.label] = matvec.build_plan(codes, scale, W != 0, plan.dtype, gen,
+                                         x_signed=fmt.signed if fmt else True, inline=True,
+                                         x_stride=shared_stride(plan, p.label, out))
+    return out
+
+
+def shared_stride(plan: CellPlan, label: str, kernels: dict) -> int:
+    """The stride of shifted tables for an in-loop product that reads another's codes
+    (plan.codes): the first reader's x_len (`kernels`: label -> the planner's Plan of those
+    built), so that its tables hold the reader's columns (the planner ignores it for kernels
+    without such tables); 0 (the kernel's own) for the others."""
+    for readers in plan.codes.values():
+        if label in dict(readers[1:]):
+            return kernels[readers[0][0]].packed.x_len
+    return 0
 
 
 def column_key(node: Node) -> str:
@@ -464,7 +619,8 @@ def fused(plan: CellPlan, roots) -> list:
     stop = kept - {node for node, where, _ in roots if node in kept and where == plan.kept_in(node)}
 
     def visit(node):
-        if node in seen or node.op in schedule.DATA + schedule.BARRIERS or node in stop:
+        if node in seen or node.op in schedule.DATA + schedule.BARRIERS or node in stop or (
+                node in plan.results):
             return
         seen.add(node)
         for arg in schedule.arguments(cell, node) if node not in plan.gru else ():
@@ -486,7 +642,8 @@ def describe(plan: CellPlan, kernels: dict | None = None) -> str:
     lines.append("  each step:")
     for kind, content in plan.items:
         if kind == "products":
-            lines += [f"    product {_product_line(p, kernels)}" for p in content]
+            lines += [f"    product {_product_line(p, kernels)}{_epilogue_line(plan, p)}"
+                      for p in content]
             continue
         if kind == "draws":
             lines += [f"    draw {d.label} = sample(stream {d.stream}) of "
@@ -499,6 +656,13 @@ def describe(plan: CellPlan, kernels: dict | None = None) -> str:
             lines.append(f"    pass {content.index}, sweep of {length}: {len(names)} nodes "
                          f"fused ({ops or 'copies'}) -> {stores}")
     return "\n".join(lines)
+
+
+def _epilogue_line(plan: CellPlan, p: Product) -> str:
+    ep = plan.epilogues.get(p.label)
+    if ep is None:
+        return ""
+    return f", epilogue + {' + '.join(ep.bias)}{', relu' if ep.relu else ''}"
 
 
 def _op_name(plan: CellPlan, node: Node) -> str:

@@ -16,6 +16,7 @@ import pathlib
 import numpy as np
 
 from jitvoc import cells, cpu
+from jitvoc.bench.cells import random_weights
 from jitvoc.calibration import calibrate
 from jitvoc.emit import cell as emit_cell
 from jitvoc.emit import loop, scan, spmv
@@ -55,11 +56,12 @@ SCAN_CASES = {
     "scan_reduce_x86-64": ("reduce", "x86-64", False),
 }
 
-# name: (library cell, dtype); a cell's loop does not depend on the generation
+# name: (library cell, dtype, generation): the loop quantizes its in-loop products' inputs
+# for their kernels (dense random weights)
 CELL_CASES = {
-    "cell_gru_float32": ("gru:24:40", "float32"),
-    "cell_lstm_int8": ("lstm:24:40", "int8"),
-    "cell_sru_int16": ("sru:40", "int16"),
+    "cell_gru_float32": ("gru:24:40", "float32", "haswell"),
+    "cell_lstm_int8": ("lstm:24:40", "int8", "icelake-server"),
+    "cell_sru_int16": ("sru:40", "int16", "haswell"),
 }
 
 
@@ -97,8 +99,13 @@ def scan_ir(name: str) -> str:
 
 
 def cell_ir(name: str) -> str:
-    spec, dtype = CELL_CASES[name]
-    return str(emit_cell.build(plan_cell.plan(cells.named(spec), dtype)))
+    """The cell's loop module and its core modules, one after another."""
+    spec, dtype, gen_name = CELL_CASES[name]
+    gen, cell = cpu.generation(gen_name), cells.named(spec)
+    plan = plan_cell.plan(cell, dtype)
+    kernels = plan_cell.in_loop_kernels(plan, random_weights(cell), gen)
+    modules = [build() for _, build in emit_cell.core_modules(plan, kernels, gen)]
+    return "\n".join(str(m) for m in modules + [emit_cell.build(plan, kernels, gen)])
 
 
 def emitted(name: str) -> str:
