@@ -6,10 +6,12 @@ import uuid
 
 
 @contextlib.contextmanager
-def atomic_file(path, error_class, mode=None):
+def atomic_file(path, error_class, mode=None, sync=True):
     """Yield a binary file to write; on success it becomes `path`. An OSError is re-raised as
     `error_class` naming the file; the temporary file is removed on any failure. `mode`: the
-    file's permission bits regardless of the umask (default: 0666 less the umask)."""
+    file's permission bits regardless of the umask (default: 0666 less the umask). `sync`:
+    flush it to disk before the rename (False: only for files whose reader verifies them, for
+    which a crash may leave an empty or partial file)."""
     path = os.fspath(path)
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
                        f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
@@ -22,7 +24,8 @@ def atomic_file(path, error_class, mode=None):
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         if created:

@@ -69,6 +69,14 @@ def planned(model, dtype, gen, precision=None, vectors=1) -> tuple:
     """(VocoderPlan, the arrays behind `params` by name) for the engine: from the cache when an
     entry for exactly this model, dtype, generation, precision, B, compiler and code verifies,
     else planned and packed here (and stored)."""
+    plan, pack = plan_and_packer(model, dtype, gen, precision, vectors)
+    return plan, pack()
+
+
+def plan_and_packer(model, dtype, gen, precision=None, vectors=1) -> tuple:
+    """planned, the arrays deferred: (VocoderPlan, a function returning the arrays). On a cache
+    miss the plan is made at once and the function packs the arrays and stores the entry, so
+    that JitEngine packs while its code compiles."""
     ranges = None if dtype == "float32" else activation_ranges(model)
     key = "\0".join(["vocoder-plan", model.fingerprint, dtype,
                      repr(sorted((precision or {}).items())), str(vectors), gen.name, gen.llvm_cpu, gen.llvm_features,
@@ -78,12 +86,15 @@ def planned(model, dtype, gen, precision=None, vectors=1) -> tuple:
     if payload is not None:
         plan, arrays = sparsepickle.loads(payload)
         config.debug(1, f"{describe(plan)} (cached)")
-        return plan, {k: aligned(a) for k, a in arrays.items()}
+        return plan, lambda: {k: aligned(a) for k, a in arrays.items()}
     plan = plan_vocoder(model, dtype, gen, ranges, precision, vectors)
     config.debug(1, describe(plan))
-    arrays = param_arrays(plan, model.weights)
-    cache.write(entry, key, sparsepickle.dumps((plan, arrays)))
-    return plan, arrays
+
+    def pack():
+        arrays = param_arrays(plan, model.weights)
+        cache.write(entry, key, sparsepickle.dumps((plan, arrays)))
+        return arrays
+    return plan, pack
 
 
 def param_arrays(plan, weights) -> dict:
@@ -126,11 +137,13 @@ class JitEngine:
         cpu_mod.require_runnable(gen)
         self.model, self.dtype, self.cpu, self.gen = model, dtype, gen.name, gen
         self.vectors = vectors
-        self.plan, self._arrays = planned(model, dtype, gen, precision, vectors)
-        cores = core_modules(self.plan)   # gru.R's first: the biggest
+        self.plan, pack = plan_and_packer(model, dtype, gen, precision, vectors)
+        cores = core_modules(self.plan)
         loop = ((self.plan.name, lambda: batch_loop.build_module(self.plan)) if vectors > 1
                 else (f"{self.plan.name}_generate", lambda: _loop_module(self.plan, False)))
-        self._lib = jit.load_parts(cores[:1] + [loop] + cores[1:], gen, announce=_announce)
+        # the loop first: the longest compile (its IR built before the cores')
+        self._lib = jit.load_parts([loop] + cores, gen, announce=_announce,
+                                   meanwhile=lambda: setattr(self, "_arrays", pack()))
         addresses = {f"{m}.core": self._lib.address(core_symbol_of(self.plan, m))
                      for m in NAMES}
         self._params = LOOP_PARAMS.pack(

@@ -270,13 +270,15 @@ def load(name: str, build_ir, gen, cache_objects: bool = True) -> Library:
 COMPILE_WORKERS = 2   # this project's machines have 2 cores
 
 
-def load_parts(parts, gen, announce=None, cache_objects: bool = True) -> Library:
+def load_parts(parts, gen, announce=None, cache_objects: bool = True,
+               meanwhile=None) -> Library:
     """One Library holding several modules (a loop and its kernels, see Library). `parts`:
     [(name, build_ir)], each cached and verified as `load` caches one module, the biggest first.
     The missing ones are built (IR, in this process) and each handed at once to COMPILE_WORKERS
     forked processes: llvmlite serialises every LLVM call of a process behind one lock, so
     threads compiled one after another. `announce(names)` is called first when anything is to
-    be compiled."""
+    be compiled. `meanwhile()`, if given, is called once: while the workers compile, if
+    anything is compiled (work of the caller's that the compiled code does not depend on)."""
     keys = [cache_key(name, gen, _builder_module(build_ir)) for name, build_ir in parts]
     entries = [_entry_name(name, key) for (name, _), key in zip(parts, keys)]
     with _lock:
@@ -290,11 +292,15 @@ def load_parts(parts, gen, announce=None, cache_objects: bool = True) -> Library
             with _collector_paused(), ProcessPoolExecutor(COMPILE_WORKERS, mp_context=fork) as pool:
                 futures = {i: pool.submit(_compile_text, parts[i][0], str(parts[i][1]()), gen)
                            for i in missing}
+                if meanwhile is not None:
+                    meanwhile()
                 for i, future in futures.items():
                     objs[i] = future.result()
             if cache_objects:
                 for i in missing:
                     cache.write(entries[i], keys[i], objs[i])
+    if meanwhile is not None and not missing:
+        meanwhile()
     return Library(objs, gen)
 
 

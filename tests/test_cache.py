@@ -399,3 +399,25 @@ def test_first_synthesis_compiles_the_sampling_loop_only(cache_dir):
     assert np.array_equal(again.teacher_forced(audio, mel), probs)
     assert np.array_equal(again._engine.generate(
         voc._conditioning(mel), 0, len(audio), GenState.initial(voc.model.hidden), 0), audio)
+
+
+def test_a_cold_engine_packs_while_its_code_compiles(cache_dir, monkeypatch):
+    """On a miss the engine's arrays are packed (and their entry stored) after the modules are
+    handed to the compiling workers and before any object is stored; on a hit, packed once
+    too; the arrays are those `planned` gives, and no cache write flushes to disk."""
+    import multiprocessing
+    from jitvoc import atomic, cpu, engine_jit
+    seen, real = [], engine_jit.param_arrays
+    monkeypatch.setattr(engine_jit, "param_arrays", lambda *a: seen.append(
+        (len(multiprocessing.active_children()), len(list(cache_dir.glob("*.o"))))) or real(*a))
+    monkeypatch.setattr(atomic.os, "fsync", _no_call)
+    model = _small_model()
+    cold = engine_jit.JitEngine(model, dtype="int8")
+    (workers, objects), = seen   # workers compiling, nothing compiled stored yet
+    assert workers >= 1 and objects == 0 and len(list(cache_dir.glob("*.o"))) == 4
+    warm = engine_jit.JitEngine(model, dtype="int8")
+    assert len(seen) == 1   # the arrays came from the plan's entry
+    _, expected = engine_jit.planned(model, "int8", cpu.resolve(None))
+    for engine in (cold, warm):
+        assert engine._arrays.keys() == expected.keys()
+        assert all(engine._arrays[k].tobytes() == expected[k].tobytes() for k in expected)
