@@ -273,7 +273,8 @@ COMPILE_WORKERS = 2   # this project's machines have 2 cores
 def load_parts(parts, gen, announce=None, cache_objects: bool = True,
                meanwhile=None) -> Library:
     """One Library holding several modules (a loop and its kernels, see Library). `parts`:
-    [(name, build_ir)], each cached and verified as `load` caches one module, the biggest first.
+    [(name, build_ir)], each cached and verified as `load` caches one module, the longest to
+    compile first.
     The missing ones are built (IR, in this process) and each handed at once to COMPILE_WORKERS
     forked processes: llvmlite serialises every LLVM call of a process behind one lock, so
     threads compiled one after another. `announce(names)` is called first when anything is to
