@@ -53,8 +53,8 @@ from ..contracts import (PANEL_COLUMN, PANEL_OFFSET, PANEL_PTR, PERMUTE_GROUP, P
 from ..errors import ContractError
 from ..layout import CACHE_LINE, Packed, PermuteGathers
 from ..spec import KernelSpec
-from .irutil import (alloca, broadcast_load, byte_size, call, counted_loop, define, f32, gep, i8,
-                     i16, i32, i64, int_type, load, ptr, splat, store, vec)
+from .irutil import (alloca, broadcast_load, byte_size, call, counted_loop, declare_intrinsic,
+                     define, f32, gep, i8, i16, i32, i64, int_type, load, ptr, splat, store, vec)
 from .isa import Backend, generic_dot
 
 ROUND_MAGIC = 12582912.0  # 1.5 * 2**23: v + M has the integer nearest v (ties to even) + 2**22
@@ -512,17 +512,20 @@ def permute_words(c: Core, index, pptr):
 
 def _store_units(b: ir.IRBuilder, words, at, results):
     """A group's words of B vectors (results) from word `at` on: unit u (WORD_UNIT slots) of
-    vector v at at + (u · B + v) · WORD_UNIT. Stores of parts, not shuffles across vectors:
-    LLVM turned a transposing shuffle into permutes with index vectors from the constant pool,
-    about 100 instructions a group for B = 8, and the batched loop crashed in such a core, on
-    a 64-byte load from that pool (not investigated further)."""
-    n = len(results)
+    vector v at at + (u · B + v) · WORD_UNIT, each by a masked store of the vector's 16 words
+    (no shuffle: LLVM turned shuffles or merged stores of the parts into permutes with index
+    vectors from the constant pool, about 100 instructions a group for B = 8, and the batched
+    loop crashed on a 64-byte load from that pool, misaligned where its cores are loaded)."""
+    n, t = len(results), vec(i32, PERMUTE_GROUP)
+    masked = declare_intrinsic(b.module, "llvm.masked.store.v16i32.p0", ir.VoidType(),
+                               [t, ptr, i32, vec(ir.IntType(1), PERMUTE_GROUP)])
     for v, result in enumerate(results):
-        group = b.bitcast(b.load(result), vec(i32, PERMUTE_GROUP))
-        for u in range(0, PERMUTE_GROUP, WORD_UNIT):
-            part = b.shuffle_vector(group, ir.Constant(group.type, None),
-                                    ir.Constant(vec(i32, WORD_UNIT), [*range(u, u + WORD_UNIT)]))
-            store(b, part, words, b.add(at, i64(u * n + v * WORD_UNIT)), align=4, elem_type=i32)
+        group = b.bitcast(b.load(result), t)
+        for u in range(0, PERMUTE_GROUP, WORD_UNIT):   # lane u lands on its unit's place
+            lanes = ir.Constant(vec(ir.IntType(1), PERMUTE_GROUP),
+                                [int(u <= j < u + WORD_UNIT) for j in range(PERMUTE_GROUP)])
+            to = gep(b, words, i32, b.add(at, i64(u * (n - 1) + v * WORD_UNIT)))
+            b.call(masked, [group, to, i32(4), lanes])
 
 
 def _pass_int(b: ir.IRBuilder, index, off, name: str):
