@@ -53,8 +53,8 @@ from ..contracts import (PANEL_COLUMN, PANEL_OFFSET, PANEL_PTR, PERMUTE_GROUP, P
 from ..errors import ContractError
 from ..layout import CACHE_LINE, Packed, PermuteGathers
 from ..spec import KernelSpec
-from .irutil import (alloca, broadcast_load, byte_size, call, counted_loop, declare_intrinsic,
-                     define, f32, gep, i8, i16, i32, i64, int_type, load, ptr, splat, store, vec)
+from .irutil import (alloca, broadcast_load, byte_size, call, counted_loop, define, f32, gep, i8,
+                     i16, i32, i64, int_type, load, ptr, splat, store, vec)
 from .isa import Backend, generic_dot
 
 ROUND_MAGIC = 12582912.0  # 1.5 * 2**23: v + M has the integer nearest v (ties to even) + 2**22
@@ -116,6 +116,15 @@ class Kernel:
     permute = cached_property(lambda self: self.spec.x_permute)   # byte-permute window (VBMI)
     vectors = cached_property(lambda self: self.spec.vectors)
 
+    @cached_property
+    def word_unit(self) -> int:
+        """Byte-permute words of one vector kept together (B > 1, permute_words): WORD_UNIT, or
+        a whole group's for B = 2 (LLVM merged B = 2's stores of 4-word parts into permutes
+        with index vectors from the constant pool, and the batched loop crashed on a 64-byte
+        load from that pool, misaligned where its cores are loaded; the words of two vectors
+        are small)."""
+        return PERMUTE_GROUP if self.vectors <= 2 else WORD_UNIT
+
     def entry(self, single):
         """The declaration of an entry point (contracts) for this kernel's vector count."""
         return single if self.vectors == 1 else SPMV_VECTORS[single]
@@ -157,7 +166,7 @@ class Kernel:
 class Core:
     """A core being written: its kernel, builder, activations, weights and accumulator sets
     ([vector][set][chunk] stack slots); `words` holds the byte-permute words once built,
-    B vectors' in units of WORD_UNIT slots (permute_words)."""
+    B vectors' in units of Kernel.word_unit slots (permute_words)."""
     k: Kernel
     b: ir.IRBuilder
     xin: ir.Value
@@ -378,7 +387,7 @@ def xwords(c: Core, col) -> list:
     n = k.vectors
     as_i64 = [i64(v) if isinstance(v, int) else v for v in col]
     if k.permute:   # slot s's words, vector v's at (s - s % u) · B + u · v + s % u
-        s, u = as_i64[0], WORD_UNIT
+        s, u = as_i64[0], k.word_unit
         base = b.add(b.mul(b.and_(s, i64(-u)), i64(n)), b.and_(s, i64(u - 1)))
         return [broadcast_load(b, c.words, i32, b.add(base, i64(u * v)) if v else base,
                                k.width, align=4) for v in range(n)]
@@ -477,8 +486,8 @@ def permute_words(c: Core, index, pptr):
     into a stack array (layout.PermuteGathers): per group one byte permute of a 128-byte window
     of x, then one masked permute per extra pass. Kernels with the pattern compiled in know the
     group count; index-driven ones read it from panel_ptr. B vectors: each vector's words from
-    its codes at xin + v · x_pad, a group's words stored in units of WORD_UNIT slots, the B
-    vectors' units side by side (WORD_UNIT), so that a panel's B words lie together."""
+    its codes at xin + v · x_pad, a group's words stored in units of Kernel.word_unit slots, the
+    B vectors' units side by side, so that a panel's B words lie together."""
     b, p, rec_size = c.b, c.k.packed, PERMUTE_PASS.size
     if c.k.spec.pattern:
         n_panels = i64(p.n_panels)
@@ -506,26 +515,21 @@ def permute_words(c: Core, index, pptr):
             word = b.load(results[0])
             b.store(word, gep(b, words, i32, b.mul(g, i64(PERMUTE_GROUP))), align=4)
         else:
-            _store_units(b, words, b.mul(g, i64(PERMUTE_GROUP * n)), results)
+            _store_units(b, c.k, words, b.mul(g, i64(PERMUTE_GROUP * n)), results)
     return words
 
 
-def _store_units(b: ir.IRBuilder, words, at, results):
-    """A group's words of B vectors (results) from word `at` on: unit u (WORD_UNIT slots) of
-    vector v at at + (u · B + v) · WORD_UNIT, each by a masked store of the vector's 16 words
-    (no shuffle: LLVM turned shuffles or merged stores of the parts into permutes with index
-    vectors from the constant pool, about 100 instructions a group for B = 8, and the batched
-    loop crashed on a 64-byte load from that pool, misaligned where its cores are loaded)."""
-    n, t = len(results), vec(i32, PERMUTE_GROUP)
-    masked = declare_intrinsic(b.module, "llvm.masked.store.v16i32.p0", ir.VoidType(),
-                               [t, ptr, i32, vec(ir.IntType(1), PERMUTE_GROUP)])
+def _store_units(b: ir.IRBuilder, k: Kernel, words, at, results):
+    """A group's words of B vectors (results) from word `at` on: unit u (k.word_unit slots) of
+    vector v at at + (u · B + v) · unit, by stores of parts of each vector's 16 words."""
+    n, unit = len(results), k.word_unit
     for v, result in enumerate(results):
-        group = b.bitcast(b.load(result), t)
-        for u in range(0, PERMUTE_GROUP, WORD_UNIT):   # lane u lands on its unit's place
-            lanes = ir.Constant(vec(ir.IntType(1), PERMUTE_GROUP),
-                                [int(u <= j < u + WORD_UNIT) for j in range(PERMUTE_GROUP)])
-            to = gep(b, words, i32, b.add(at, i64(u * (n - 1) + v * WORD_UNIT)))
-            b.call(masked, [group, to, i32(4), lanes])
+        group = b.bitcast(b.load(result), vec(i32, PERMUTE_GROUP))
+        for u in range(0, PERMUTE_GROUP, unit):
+            part = group if unit == PERMUTE_GROUP else b.shuffle_vector(
+                group, ir.Constant(group.type, None), ir.Constant(vec(i32, unit),
+                                                                 [*range(u, u + unit)]))
+            store(b, part, words, b.add(at, i64(u * n + v * unit)), align=4, elem_type=i32)
 
 
 def _pass_int(b: ir.IRBuilder, index, off, name: str):
