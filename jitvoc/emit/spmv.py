@@ -20,7 +20,7 @@ the words ``xin[(c / group) · B + v]`` (int32 words of `group` codes, or floats
 panels the codes ``xin[c · B + v]`` of their `group` columns (no shifted tables: one shuffle
 of the `group` loads makes the B words), except with byte-permute gathers: those read the B
 rows of codes as they are, each zero-padded to x_pad, build every vector's words in one prologue
-and broadcast-load a panel's B words, stored together (WORD_UNIT: a panel's B words in 16 · B
+and broadcast-load a panel's B words, stored together (Kernel.word_unit: from B = 3 on in 16 · B
 bytes, so that they stay cheap past L1; the planner's limit: plan.matvec.PERMUTE_WORDS_BYTES).
 Each panel's weights are loaded once and multiplied into B accumulators (one set per vector; B
 independent chains need no extra sets). B = 1 emits exactly the single-vector code.
@@ -119,10 +119,10 @@ class Kernel:
     @cached_property
     def word_unit(self) -> int:
         """Byte-permute words of one vector kept together (B > 1, permute_words): WORD_UNIT, or
-        a whole group's for B = 2 (LLVM merged B = 2's stores of 4-word parts into permutes
-        with index vectors from the constant pool, and the batched loop crashed on a 64-byte
-        load from that pool, misaligned where its cores are loaded; the words of two vectors
-        are small)."""
+        a whole group's for B = 2 (B = 2's stores of 4-word parts compiled to a 64-byte load
+        from the constant pool, and the batched loop crashed on it: misaligned where the loop's
+        cores are loaded; the words of two vectors are small). Transposing shuffles did the
+        same at every B (bench/README.md, "Issue 15: B = 8, third round")."""
         return PERMUTE_GROUP if self.vectors <= 2 else WORD_UNIT
 
     def entry(self, single):

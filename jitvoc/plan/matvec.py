@@ -122,7 +122,7 @@ def _dot_cost(backend: str, dtype: str, lanes: int, gen) -> float:
 X_COST = {"dense": 0.0, "contiguous": 0.05, "permute": 0.8, "tables": 0.3}
 ROW_BLOCK_COST = 4.0   # panels' worth of work per row block (loop control, epilogue)
 # The most bytes of byte-permute words (4 per panel and vector) a B-vector kernel builds. A
-# panel's B words lie together (emit.spmv.WORD_UNIT: in 16 · B bytes), so even past L1 they
+# panel's B words lie together (emit.spmv.Kernel.word_unit: in 16 · B bytes), so past L1 they
 # cost few cache lines a panel, and byte permutes beat shuffles at every B measured, R's 121 KiB
 # at B = 16 included (native int8, Zen 4, 32 KiB L1; ns per call, byte permutes against
 # shuffles, medians of 9, bench/kernel_variants.py, bench/README.md "Issue 15: B = 8, third
