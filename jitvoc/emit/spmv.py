@@ -20,10 +20,10 @@ the words ``xin[(c / group) · B + v]`` (int32 words of `group` codes, or floats
 panels the codes ``xin[c · B + v]`` of their `group` columns (no shifted tables: one shuffle
 of the `group` loads makes the B words), except with byte-permute gathers: those read the B
 rows of codes as they are, each zero-padded to x_pad, build every vector's words in one prologue
-and broadcast-load a panel's B words (the planner gives them to B > 1 only while the words fit
-in L1: plan.matvec.PERMUTE_WORDS_BYTES). Each panel's weights are loaded once and multiplied
-into B accumulators (one set per vector; B independent chains need no extra sets). B = 1 emits
-exactly the single-vector code.
+and broadcast-load a panel's B words, stored together (Kernel.word_unit: from B = 3 on in 16 · B
+bytes, so that they stay cheap past L1; the planner's limit: plan.matvec.PERMUTE_WORDS_BYTES).
+Each panel's weights are loaded once and multiplied into B accumulators (one set per vector; B
+independent chains need no extra sets). B = 1 emits exactly the single-vector code.
 
 ``index`` is ``Packed.kernel_index()``, or ``Packed.permute_gathers().index`` for byte-permute
 gathers (see jitvoc.layout): those kernels first build every panel's x word into a stack array
@@ -59,6 +59,7 @@ from .isa import Backend, generic_dot
 
 ROUND_MAGIC = 12582912.0  # 1.5 * 2**23: v + M has the integer nearest v (ties to even) + 2**22
 #                          in its low 23 mantissa bits, for |v| < 2**22
+WORD_UNIT = 4   # byte-permute words of one vector kept together (B > 1; permute_words)
 ROUND_BITS = int(np.float32(ROUND_MAGIC).view(np.int32))
 
 
@@ -115,6 +116,15 @@ class Kernel:
     permute = cached_property(lambda self: self.spec.x_permute)   # byte-permute window (VBMI)
     vectors = cached_property(lambda self: self.spec.vectors)
 
+    @cached_property
+    def word_unit(self) -> int:
+        """Byte-permute words of one vector kept together (B > 1, permute_words): WORD_UNIT, or
+        a whole group's for B = 2 (B = 2's stores of 4-word parts compiled to a 64-byte load
+        from the constant pool, and the batched loop crashed on it: misaligned where the loop's
+        cores are loaded; the words of two vectors are small). Transposing shuffles did the
+        same at every B (bench/README.md, "Issue 15: B = 8, third round")."""
+        return PERMUTE_GROUP if self.vectors <= 2 else WORD_UNIT
+
     def entry(self, single):
         """The declaration of an entry point (contracts) for this kernel's vector count."""
         return single if self.vectors == 1 else SPMV_VECTORS[single]
@@ -156,14 +166,13 @@ class Kernel:
 class Core:
     """A core being written: its kernel, builder, activations, weights and accumulator sets
     ([vector][set][chunk] stack slots); `words` holds the byte-permute words once built,
-    vector v's from `words_stride` · v on."""
+    B vectors' in units of Kernel.word_unit slots (permute_words)."""
     k: Kernel
     b: ir.IRBuilder
     xin: ir.Value
     w: ir.Value
     accs: list
     words: ir.Value | None = None
-    words_stride: ir.Value | None = None
 
 
 @dataclass(frozen=True)
@@ -199,7 +208,7 @@ def emit_core(k: Kernel, dequantize: bool, bias: bool = False, relu: bool = Fals
     ep = Epilogue(dequantize and not k.is_float, a.row_scale, a.zcorr, a.x_scale,
                   a.bias if bias else None, relu)
     if k.permute:
-        c.words, c.words_stride = permute_words(c, a.index, a.panel_ptr)
+        c.words = permute_words(c, a.index, a.panel_ptr)
     VARIANTS[s.variant](c, ep, a.y, a.index, a.panel_ptr)
     b.ret_void()
     return fn
@@ -377,10 +386,11 @@ def xwords(c: Core, col) -> list:
         return [xword(c, col)]
     n = k.vectors
     as_i64 = [i64(v) if isinstance(v, int) else v for v in col]
-    if k.permute:   # vector v's word in its block of words
-        return [broadcast_load(b, gep(b, c.words, i32, b.mul(c.words_stride, i64(v))), i32,
-                               as_i64[0], k.width, align=4) if v else xword(c, col)
-                for v in range(n)]
+    if k.permute:   # slot s's words, vector v's at (s - s % u) · B + u · v + s % u
+        s, u = as_i64[0], k.word_unit
+        base = b.add(b.mul(b.and_(s, i64(-u)), i64(n)), b.and_(s, i64(u - 1)))
+        return [broadcast_load(b, c.words, i32, b.add(base, i64(u * v)) if v else base,
+                               k.width, align=4) for v in range(n)]
     if k.packed.contiguous:   # B words side by side at word (col / group) · B
         shift = k.group.bit_length() - 1
         base = b.mul(b.lshr(as_i64[0], i64(shift)) if shift else as_i64[0], i64(n))
@@ -475,17 +485,17 @@ def permute_words(c: Core, index, pptr):
     """VBMI prologue: every gathering panel's activation word, PERMUTE_GROUP panels per group,
     into a stack array (layout.PermuteGathers): per group one byte permute of a 128-byte window
     of x, then one masked permute per extra pass. Kernels with the pattern compiled in know the
-    group count; index-driven ones read it from panel_ptr. B vectors: vector v's words (from
-    its codes at xin + v · x_pad) at words + v · stride. Returns (words, stride)."""
+    group count; index-driven ones read it from panel_ptr. B vectors: each vector's words from
+    its codes at xin + v · x_pad, a group's words stored in units of Kernel.word_unit slots, the
+    B vectors' units side by side, so that a panel's B words lie together."""
     b, p, rec_size = c.b, c.k.packed, PERMUTE_PASS.size
     if c.k.spec.pattern:
         n_panels = i64(p.n_panels)
     else:
         n_panels = b.sext(load(b, pptr, PTR_T, i64(p.row_blocks), align=byte_size(PTR_T)), i64)
     n_groups = b.udiv(b.add(n_panels, i64(PERMUTE_GROUP - 1)), i64(PERMUTE_GROUP))
-    stride = b.mul(n_groups, i64(PERMUTE_GROUP))
     n = c.k.vectors
-    words = alloca(b, i32, b.mul(stride, i64(n)) if n > 1 else stride, align=CACHE_LINE)
+    words = alloca(b, i32, b.mul(n_groups, i64(PERMUTE_GROUP * n)), align=CACHE_LINE)
     firsts = b.mul(n_groups, i64(PERMUTE_GROUP * byte_size(SLOT_T)))   # first passes follow
     xs = [gep(b, c.xin, i8, i64(v * c.k.x_pad)) if v else c.xin for v in range(n)]
     results = [b.alloca(vec(i8, 64)) for _ in xs]
@@ -501,12 +511,25 @@ def permute_words(c: Core, index, pptr):
             for x, result in zip(xs, results):
                 b.store(b.select(mask, _permute_pass(b, c.k, x, index, off), b.load(result)),
                         result)
-        for v, result in enumerate(results):
-            word = b.load(result)
-            at = b.mul(g, i64(PERMUTE_GROUP))
-            at = b.add(at, b.mul(stride, i64(v))) if v else at
-            b.store(word, gep(b, words, i32, at), align=4)
-    return words, stride
+        if n == 1:
+            word = b.load(results[0])
+            b.store(word, gep(b, words, i32, b.mul(g, i64(PERMUTE_GROUP))), align=4)
+        else:
+            _store_units(b, c.k, words, b.mul(g, i64(PERMUTE_GROUP * n)), results)
+    return words
+
+
+def _store_units(b: ir.IRBuilder, k: Kernel, words, at, results):
+    """A group's words of B vectors (results) from word `at` on: unit u (k.word_unit slots) of
+    vector v at at + (u · B + v) · unit, by stores of parts of each vector's 16 words."""
+    n, unit = len(results), k.word_unit
+    for v, result in enumerate(results):
+        group = b.bitcast(b.load(result), vec(i32, PERMUTE_GROUP))
+        for u in range(0, PERMUTE_GROUP, unit):
+            part = group if unit == PERMUTE_GROUP else b.shuffle_vector(
+                group, ir.Constant(group.type, None), ir.Constant(vec(i32, unit),
+                                                                 [*range(u, u + unit)]))
+            store(b, part, words, b.add(at, i64(u * n + v * unit)), align=4, elem_type=i32)
 
 
 def _pass_int(b: ir.IRBuilder, index, off, name: str):

@@ -121,13 +121,16 @@ def _dot_cost(backend: str, dtype: str, lanes: int, gen) -> float:
 # every B, as measured (bench/README.md, "Fourth round: the products").
 X_COST = {"dense": 0.0, "contiguous": 0.05, "permute": 0.8, "tables": 0.3}
 ROW_BLOCK_COST = 4.0   # panels' worth of work per row block (loop control, epilogue)
-# The most bytes of byte-permute words (4 per panel and vector) a B-vector kernel builds: they
-# are read back once per panel, and past L1 that costs more than the shuffles save. Measured
-# (native int8, Zen 4, 32 KiB L1; ns per call, byte permutes against shuffles, words in KiB):
-# R 2688x896 at 5% B = 2 (15) 2,902 vs 4,170, B = 4 (30) 4,911 vs 5,111, B = 8 (60) 10,942 vs
-# 10,816, B = 16 (121) 27,896 vs 24,175; GRU-A 1152x384 at 10% B = 16 (44) 7,646 vs 8,851;
-# O1/O3 448x448 at 10% B = 16 (20) 2,943 vs 4,192.
-PERMUTE_WORDS_BYTES = 48 * 1024
+# The most bytes of byte-permute words (4 per panel and vector) a B-vector kernel builds. A
+# panel's B words lie together (emit.spmv.Kernel.word_unit: in 16 · B bytes), so past L1 they
+# cost few cache lines a panel, and byte permutes beat shuffles at every B measured, R's 121 KiB
+# at B = 16 included (native int8, Zen 4, 32 KiB L1; ns per call, byte permutes against
+# shuffles, medians of 9, bench/kernel_variants.py, bench/README.md "Issue 15: B = 8, third
+# round"): R 2688x896 at 5% B = 2 3,122 vs 4,067, B = 4 5,060 vs 5,377, B = 8 10,142 vs 12,601,
+# B = 16 20,757 vs 25,343; GRU-A 1152x384 at 10% B = 16 6,425 vs 8,685; O1/O3 448x448 at 10%
+# B = 16 2,927 vs 4,159. Past 128 KiB: not measured (when each vector's words lay apart, R's
+# 60 KiB at B = 8 lost to the shuffles: 12,100 vs 10,894).
+PERMUTE_WORDS_BYTES = 128 * 1024
 
 
 def estimate(mask: np.ndarray, block, dtype: str, backend: str, gen, dense: bool = False,
