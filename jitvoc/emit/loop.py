@@ -94,7 +94,7 @@ class LoopEmitter:
 
     def build(self, entries=ENTRIES) -> ir.Module:
         for entry in entries:
-            self._function(teacher=ENTRIES.index(entry) == 1)
+            self._function(teacher=entry == "teacher_forced")
         return self.m
 
     # --- the function ----------------------------------------------------------------------------
