@@ -18,20 +18,23 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import types
 
 import numpy as np
 
 from . import cpu as cpu_mod
 from . import cache, config, jit, native, sparsepickle
-from .contracts import LOOP_GENERATE, LOOP_GENERATE_BATCH, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS
+from .cells import INDEX
+from .contracts import CELL_RUN, LOOP_GENERATE_BATCH, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS
 from .emit import batch as batch_loop
+from .emit import cell as emit_cell
 from .emit import loop as fused_loop
 from .emit.loop import core_modules, core_symbol_of
 from .engine import MAX_STREAMS, GenState
 from .errors import InputError
 from .layout import aligned, padded
 from .plan.matvec import kernel_index
-from .plan.vocoder import describe, plan_vocoder
+from .plan.vocoder import describe, plan_vocoder, vocoder_cell
 from .quant import zero_correction
 from .wavernn import BY_NAME, MATRICES, NAMES
 
@@ -119,6 +122,29 @@ def param_arrays(plan, weights) -> dict:
     return out
 
 
+def loop_params(plan, arrays: dict, lib):
+    """The hand-written loops' params (contracts.LOOP_PARAMS): the arrays' addresses and the
+    cores' in `lib`."""
+    cores = {f"{m}.core": lib.address(core_symbol_of(plan, m)) for m in NAMES}
+    return LOOP_PARAMS.pack({k: a.ctypes.data for k, a in arrays.items()} | cores)
+
+
+def cell_addresses(schedule, kernels: dict, arrays: dict, lib) -> dict:
+    """The compiled cell's params (plan.cell) that stay the same between calls: per in-loop
+    product its matrix's arrays (param_arrays) and core (in `lib`) and its epilogue's bias,
+    the vector weights and the columns of gru.I."""
+    out = {f"weight.{m.bias}": arrays[m.bias].ctypes.data for m in MATRICES}
+    out |= {f"column.gru.I.{j}": arrays[f"gru.I{j}"].ctypes.data for j in range(3)}
+    for p in schedule.products:
+        m = p.weights[0]
+        out |= {f"{p.label}.{a}": arrays[f"{m}.{a}"].ctypes.data for a in MATRIX_ARRAYS}
+        out[f"{p.label}.core"] = lib.address(
+            emit_cell.core_symbol(schedule, p.label, kernels[p.label].spec))
+        if p.label in schedule.epilogues:
+            out[f"{p.label}.bias"] = arrays[BY_NAME[m].bias].ctypes.data
+    return out
+
+
 def _loop_module(plan, teacher: bool):
     """The module of one entry point of the fused loop: generate, or teacher_forced."""
     return fused_loop.build_module(plan, entries=("teacher_forced" if teacher else "generate",))
@@ -138,24 +164,29 @@ class JitEngine:
         self.model, self.dtype, self.cpu, self.gen = model, dtype, gen.name, gen
         self.vectors = vectors
         self.plan, pack = plan_and_packer(model, dtype, gen, precision, vectors)
-        cores = core_modules(self.plan)
-        loop = ((self.plan.name, lambda: batch_loop.build_module(self.plan)) if vectors > 1
-                else (f"{self.plan.name}_generate", lambda: _loop_module(self.plan, False)))
-        # the loop first: the longest compile (its IR built before the cores')
-        self._lib = jit.load_parts([loop] + cores, gen, announce=_announce,
-                                   meanwhile=lambda: setattr(self, "_arrays", pack()))
-        addresses = {f"{m}.core": self._lib.address(core_symbol_of(self.plan, m))
-                     for m in NAMES}
-        self._params = LOOP_PARAMS.pack(
-            {k: a.ctypes.data for k, a in self._arrays.items()} | addresses)
         if vectors > 1:
-            self._generate_batch = native.function(
-                self._lib.address(LOOP_GENERATE_BATCH.symbol(self.plan.name)),
-                LOOP_GENERATE_BATCH)
+            self._load_batch(pack)
             return
-        self._generate = native.function(
-            self._lib.address(LOOP_GENERATE.symbol(self.plan.name)), LOOP_GENERATE)
+        self.cell, kernels = vocoder_cell(self.plan)
+        loop = (f"{self.plan.name}_generate", lambda: emit_cell.build(self.cell, kernels, gen))
+        # the loop first: the longest compile (its IR built before the cores'); packing meanwhile
+        self._lib = jit.load_parts([loop, *emit_cell.core_modules(self.cell, kernels, gen)],
+                                   gen, announce=_announce,
+                                   meanwhile=lambda: setattr(self, "_arrays", pack()))
+        self._fixed = cell_addresses(self.cell, kernels, self._arrays, self._lib)
+        self._run = native.function(
+            self._lib.address(CELL_RUN.symbol(emit_cell.loop_name(self.cell, kernels))), CELL_RUN)
         self._teacher = self._teacher_lib = None   # compiled at first use (teacher_forced)
+
+    def _load_batch(self, pack) -> None:
+        """The batched loop (emit.batch) and its B-vector cores."""
+        loop = (self.plan.name, lambda: batch_loop.build_module(self.plan))
+        self._lib = jit.load_parts([loop] + core_modules(self.plan), self.gen,
+                                   announce=_announce,
+                                   meanwhile=lambda: setattr(self, "_arrays", pack()))
+        self._params = loop_params(self.plan, self._arrays, self._lib)
+        self._generate_batch = native.function(
+            self._lib.address(LOOP_GENERATE_BATCH.symbol(self.plan.name)), LOOP_GENERATE_BATCH)
 
     def __repr__(self):
         return f"<JitEngine {self.plan.name} on {self.cpu}>"
@@ -190,18 +221,41 @@ class JitEngine:
         if n_samples < 0:
             raise InputError(f"n_samples must be non-negative, got {n_samples}")
         K = self._check_k(K, n_samples)
-        out = np.empty(n_samples, np.int16)
-        h = np.ascontiguousarray(state.h, dtype=np.float32)
-        cf = np.array([state.c_prev, state.f_prev], np.int32)
-        s = np.array([state.s_prev, state.y_prev], np.float32)
+        values = {"h": np.array(state.h, np.float32), "c": np.array([state.c_prev], np.int32),
+                  "f": np.array([state.f_prev], np.int32),
+                  "s": np.array([state.s_prev], np.float32),
+                  "y": np.array([state.y_prev], np.float32)}
+        frame = self._frame(K, n_samples, values, t0, seed)
         if n_samples:
-            self._generate(native.ptr(out), n_samples, t0, native.ptr(K), native.ptr(h),
-                           native.ptr(cf), native.ptr(s), int(seed) & 0xFFFFFFFF,
-                           native.ptr(self._params))
-        state.h, state.c_prev, state.f_prev, state.s_prev = h, int(cf[0]), int(cf[1]), float(s[0])
-        state.y_prev = float(s[1])
+            self._run(n_samples, native.ptr(frame.table))
+        state.h, state.c_prev, state.f_prev = values["h"], int(values["c"][0]), int(values["f"][0])
+        state.s_prev, state.y_prev = float(values["s"][0]), float(values["y"][0])
         state.t = t0 + n_samples
-        return out
+        return np.clip(np.rint(frame.arrays["output.value"] * np.float32(32768)),
+                       -32768, 32767).astype(np.int16)
+
+    def _frame(self, K, n: int, states: dict, t0: int, seed):
+        """The arrays of one call of the compiled cell (its params: plan.cell), by params key,
+        and their pointer table: the conditioning's rows as tables read at each step's row
+        (k0 = K_f, k1 = K_f+1 and alpha = (t mod hop) / hop, or k = K_f), the outputs, the
+        states (updated in place) and their second buffers, scratch and the generator's
+        counter."""
+        hop, i = self.model.hop_length, np.arange(n, dtype=np.int64)
+        frames = i // hop
+        arrays = {"input.k0": K, "rows.k0": frames, "input.k1": K, "rows.k1": frames + 1,
+                  "input.alpha": np.arange(hop, dtype=np.float32) / np.float32(hop),
+                  "rows.alpha": i % hop, "input.k": K, "rows.k": frames,
+                  "scratch": np.empty(self.cell.scratch, np.float32),
+                  "counter": np.array([t0, int(seed) & 0xFFFFFFFF], np.int64)}
+        for name, node in self.cell.cell.outputs.items():
+            arrays[f"output.{name}"] = np.empty((n, *node.shape),
+                                                np.int32 if node.dtype == INDEX else np.float32)
+        for name, value in states.items():
+            arrays[f"state.{name}"], arrays[f"next.{name}"] = value, np.empty_like(value)
+        names = self.cell.params.names
+        arrays = {k: v for k, v in arrays.items() if k in names}
+        table = self.cell.params.pack(self._fixed | {k: v.ctypes.data for k, v in arrays.items()})
+        return types.SimpleNamespace(arrays=arrays, table=table)
 
     def teacher_forced(self, K, audio) -> np.ndarray:
         """P(c_t), P(f_t) given the true samples, encoded with the model's representation:
@@ -223,12 +277,15 @@ class JitEngine:
         return probs
 
     def _teacher_loop(self):
-        """The teacher-forced loop, compiled (or read from the cache) on first use: a module of
-        its own, so that a first synthesis compiles only the sampling loop (its half)."""
+        """The teacher-forced loop, compiled (or read from the cache) on first use with the
+        cores it calls: a module of its own, so that a first synthesis compiles only the
+        sampling loop."""
         if self._teacher is None:
             name = f"{self.plan.name}_teacher"
-            self._teacher_lib = jit.load_parts([(name, lambda: _loop_module(self.plan, True))],
-                                               self.gen, announce=_announce)
+            self._teacher_lib = jit.load_parts(
+                [(name, lambda: _loop_module(self.plan, True))] + core_modules(self.plan),
+                self.gen, announce=_announce)
+            self._params = loop_params(self.plan, self._arrays, self._teacher_lib)
             self._teacher = native.function(
                 self._teacher_lib.address(LOOP_TEACHER.symbol(self.plan.name)), LOOP_TEACHER)
         return self._teacher

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import cells
 from ..errors import InputError
 from ..quant import ACTIVATION_BITS, FixedPoint
 from ..representation import Representation
 from ..wavernn import BY_NAME, NAMES
+from . import cell as plan_cell
 from . import matvec as mv_plan
 
 VECTOR = 16  # logical vector width of the element-wise code
@@ -120,6 +122,29 @@ def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
                        upsample=model.upsample, plans=plans, formats=formats, shared=shared,
                        representation=model.representation, vectors=vectors)
     return plan
+
+
+def vocoder_cell(plan: VocoderPlan) -> tuple:
+    """(CellPlan, kernels) of the single-stream loop: the WaveRNN step in the cell language
+    (cells.wavernn: the plan's hidden size and representation; inputs k0, k1, alpha with a
+    linear upsampling, else k) scheduled for the plan's dtype with the plan's input formats,
+    and `kernels`, label -> the plan's matvec Plan of each in-loop product (one matrix each),
+    with which the compiled cell gives the samples of the hand-written loop bit for bit
+    (docs/cells.md). An InputError where the plan's matrices are not all of its dtype (a
+    cell has one: `precision`)."""
+    cell = cells.wavernn(plan.hidden, plan.representation,
+                         upsample="linear" if plan.upsample == "linear" else None)
+    ranges = {m: fmt.qmax * fmt.scale for m, fmt in plan.formats.items()}   # max |x| covered
+    schedule = plan_cell.plan(cell, plan.dtype, ranges or None)
+    kernels = {p.label: plan.plans[p.weights[0]] for p in schedule.products}
+    for p in schedule.products:
+        m = p.weights[0]
+        if (schedule.formats[p.label], kernels[p.label].spec.dtype) != (
+                plan.formats.get(m), plan.dtype):
+            raise InputError(f"the single-stream engine runs every matrix in its dtype "
+                             f"{plan.dtype}; {m} is planned in {kernels[p.label].spec.dtype} "
+                             f"(precision)")
+    return schedule, kernels
 
 
 def describe(plan: VocoderPlan) -> str:
