@@ -129,7 +129,7 @@ class CompiledCell:
         """(outputs [T, *shape] per output, the states after the last step) for inputs
         [T, *shape] per input; a state left out starts at zero (a scalar fills a vector).
         Draws use the generator's `seed` at sample indices t0, t0 + 1, ..."""
-        xs, rows, T = _inputs(self.cell, inputs, self.plan.indexed)
+        xs, rows, T = _inputs(self.cell, inputs, self.plan.indexed, self.plan.index_limits)
         states = _initial(self.cell, state or {}, self.plan.index_limits)
         frame = _Frame(self.cell, T, (xs, rows), states, self._scratch(),
                        _counter(self.cell, seed, t0))
@@ -145,7 +145,8 @@ class CompiledCell:
         thread and reused."""
         if not isinstance(inputs, dict):
             raise CellError(f"{self.cell.name}: step() takes a dict of input arrays")
-        xs, _, _ = _inputs(self.cell, {k: np.asarray(v)[None] for k, v in inputs.items()}, ())
+        xs, _, _ = _inputs(self.cell, {k: np.asarray(v)[None] for k, v in inputs.items()}, (),
+                           self.plan.index_limits)
         states = _initial(self.cell, state or {}, self.plan.index_limits)
         self._check_range(xs)
         frame, pointer = self._step_frame()
@@ -186,7 +187,7 @@ class CompiledCell:
         pair = getattr(self._local, "step", None)
         if pair is None:
             cell = self.cell
-            xs = {k: np.zeros((1, *n.shape), np.float32) for k, n in cell.inputs.items()}
+            xs = {k: np.zeros((1, *n.shape), _DTYPES[n.dtype]) for k, n in cell.inputs.items()}
             states = {k: np.zeros(n.shape, _DTYPES[n.dtype]).reshape(-1)
                       for k, n in cell.states.items()}
             rows = {k: np.zeros(1, np.int64) for k in self.plan.indexed}
@@ -286,9 +287,10 @@ def _float_array(cell: Cell, what: str, value, shape: tuple) -> np.ndarray:
     return array
 
 
-def _inputs(cell: Cell, inputs: dict, indexed: tuple) -> tuple:
-    """(every input as float32 [T, *shape], or for an `indexed` one given as Rows its table
-    [F, *shape]; the row index, int64 [T], of every indexed input; T)."""
+def _inputs(cell: Cell, inputs: dict, indexed: tuple, limits: dict) -> tuple:
+    """(every input as float32 [T, *shape] (an int32 one as int32 [T], classes below its
+    limit: plan.index_limits), or for an `indexed` one given as Rows its table [F, *shape];
+    the row index, int64 [T], of every indexed input; T)."""
     if not isinstance(inputs, dict):
         raise CellError(f"{cell.name}: inputs must be a dict of arrays by name")
     unknown, missing = set(inputs) - set(cell.inputs), set(cell.inputs) - set(inputs)
@@ -303,17 +305,28 @@ def _inputs(cell: Cell, inputs: dict, indexed: tuple) -> tuple:
     xs, rows = {}, {}
     for k, n in cell.inputs.items():
         value = inputs[k]
-        if isinstance(value, Rows) and k in indexed:
+        if isinstance(value, Rows) and k in indexed and n.dtype != INDEX:
             table = value.table
             xs[k] = _float_array(cell, f"input {k!r}'s table", table,
                                  (len(table) if np.ndim(table) else 0, *n.shape))
             rows[k] = _row_index(cell, k, value.index, len(xs[k]))
             continue
         value = value.values() if isinstance(value, Rows) else value
-        xs[k] = _float_array(cell, f"input {k!r}", value, (T, *n.shape))
+        xs[k] = (_classes(cell, k, value, T, limits[k]) if n.dtype == INDEX else
+                 _float_array(cell, f"input {k!r}", value, (T, *n.shape)))
         if k in indexed:
             rows[k] = np.arange(T, dtype=np.int64)
     return xs, rows, T
+
+
+def _classes(cell: Cell, name: str, value, T: int, limit: int) -> np.ndarray:
+    """An int32 input's values as int32 [T]: integers in [0, limit) (the tables it indexes)."""
+    array = np.asarray(value)
+    if array.shape != (T,) or array.dtype.kind not in "iu" or (
+            T and not 0 <= array.min() <= array.max() < limit):
+        raise CellError(f"{cell.name}: input {name!r} holds classes, integers in [0, {limit}), "
+                        f"one per step (shape [{T}])")
+    return np.ascontiguousarray(array, np.int32)
 
 
 def _steps(value) -> int:

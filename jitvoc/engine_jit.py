@@ -1,10 +1,12 @@
 """The JIT engine: runs the compiled generation loop (the run stage of the vocoder).
 
 Same interface as reference.vocoder.ReferenceEngine: ``generate(K, t0, n, state, seed)`` and
-``teacher_forced(K, audio)``. The model is planned (plan.vocoder), emitted (emit.loop), compiled
-and cached (jit) once per (model, dtype, CPU generation). The loop's two entry points are
-modules of their own: the sampling loop is compiled with the matrix cores, the teacher-forced
-one at its first use (a first synthesis compiles half the loop: 0.80 -> 0.44 s, int8).
+``teacher_forced(K, audio)``. The model is planned (plan.vocoder: a kernel per matrix) once per
+(model, dtype, CPU generation); both run the WaveRNN step written in the cell language
+(jitvoc.cells.wavernn, and wavernn_teacher with the true samples as inputs), scheduled for those
+kernels (plan.vocoder.vocoder_cell), emitted (emit.cell), compiled and cached (jit). Each is a
+module of its own: the sampling cell is compiled with the matrix cores, the teacher-forced one
+at its first use. generate_batch runs the batched hand-written loop (emit.batch).
 
 The plan and the arrays the loop reads (packed weights, index arrays, scales) are cached too,
 beside the compiled code (jitvoc.cache: an entry is used only if it verifies), keyed by the
@@ -18,17 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import types
 
 import numpy as np
 
 from . import cpu as cpu_mod
 from . import cache, config, jit, native, sparsepickle
 from .cells import INDEX
-from .contracts import CELL_RUN, LOOP_GENERATE_BATCH, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS
+from .contracts import CELL_RUN, LOOP_GENERATE_BATCH, LOOP_PARAMS, MATRIX_ARRAYS
 from .emit import batch as batch_loop
 from .emit import cell as emit_cell
-from .emit import loop as fused_loop
 from .emit.loop import core_modules, core_symbol_of
 from .engine import MAX_STREAMS, GenState
 from .errors import InputError
@@ -145,11 +145,6 @@ def cell_addresses(schedule, kernels: dict, arrays: dict, lib) -> dict:
     return out
 
 
-def _loop_module(plan, teacher: bool):
-    """The module of one entry point of the fused loop: generate, or teacher_forced."""
-    return fused_loop.build_module(plan, entries=("teacher_forced" if teacher else "generate",))
-
-
 class JitEngine:
     """The compiled WaveRNN loop for one model, dtype and CPU generation; with `vectors` B > 1,
     the batched loop (emit.batch): generate_batch only."""
@@ -173,10 +168,15 @@ class JitEngine:
         self._lib = jit.load_parts([loop, *emit_cell.core_modules(self.cell, kernels, gen)],
                                    gen, announce=_announce,
                                    meanwhile=lambda: setattr(self, "_arrays", pack()))
-        self._fixed = cell_addresses(self.cell, kernels, self._arrays, self._lib)
-        self._run = native.function(
-            self._lib.address(CELL_RUN.symbol(emit_cell.loop_name(self.cell, kernels))), CELL_RUN)
+        self._generate = self._compiled(self.cell, kernels, self._lib)
         self._teacher = self._teacher_lib = None   # compiled at first use (teacher_forced)
+
+    def _compiled(self, schedule, kernels: dict, lib) -> tuple:
+        """(the cell's schedule, its run function in `lib`, its params that stay the same
+        between calls: cell_addresses, the cores in self._lib)."""
+        run = native.function(lib.address(CELL_RUN.symbol(emit_cell.loop_name(schedule, kernels))),
+                              CELL_RUN)
+        return schedule, run, cell_addresses(schedule, kernels, self._arrays, self._lib)
 
     def _load_batch(self, pack) -> None:
         """The batched loop (emit.batch) and its B-vector cores."""
@@ -225,37 +225,38 @@ class JitEngine:
                   "f": np.array([state.f_prev], np.int32),
                   "s": np.array([state.s_prev], np.float32),
                   "y": np.array([state.y_prev], np.float32)}
-        frame = self._frame(K, n_samples, values, t0, seed)
-        if n_samples:
-            self._run(n_samples, native.ptr(frame.table))
+        frame = self._call(self._generate, K, n_samples, values, t0=t0, seed=seed)
         state.h, state.c_prev, state.f_prev = values["h"], int(values["c"][0]), int(values["f"][0])
         state.s_prev, state.y_prev = float(values["s"][0]), float(values["y"][0])
         state.t = t0 + n_samples
-        return np.clip(np.rint(frame.arrays["output.value"] * np.float32(32768)),
+        return np.clip(np.rint(frame["output.value"] * np.float32(32768)),
                        -32768, 32767).astype(np.int16)
 
-    def _frame(self, K, n: int, states: dict, t0: int, seed):
-        """The arrays of one call of the compiled cell (its params: plan.cell), by params key,
-        and their pointer table: the conditioning's rows as tables read at each step's row
-        (k0 = K_f, k1 = K_f+1 and alpha = (t mod hop) / hop, or k = K_f), the outputs, the
-        states (updated in place) and their second buffers, scratch and the generator's
-        counter."""
+    def _call(self, compiled: tuple, K, n: int, states: dict, classes=None, t0=0, seed=0):
+        """One call of a compiled cell (_compiled) over n samples from sample t0; returns its
+        arrays by params key (plan.cell: the outputs; the states are updated in place). The
+        conditioning's rows are tables read at each step's row (k0 = K_f, k1 = K_f+1 and
+        alpha = (t mod hop) / hop, or k = K_f), as are `classes` (int32 [n] by input name)."""
+        schedule, run, fixed = compiled
         hop, i = self.model.hop_length, np.arange(n, dtype=np.int64)
         frames = i // hop
         arrays = {"input.k0": K, "rows.k0": frames, "input.k1": K, "rows.k1": frames + 1,
                   "input.alpha": np.arange(hop, dtype=np.float32) / np.float32(hop),
                   "rows.alpha": i % hop, "input.k": K, "rows.k": frames,
-                  "scratch": np.empty(self.cell.scratch, np.float32),
+                  "scratch": np.empty(schedule.scratch, np.float32),
                   "counter": np.array([t0, int(seed) & 0xFFFFFFFF], np.int64)}
-        for name, node in self.cell.cell.outputs.items():
+        for name, table in (classes or {}).items():
+            arrays[f"input.{name}"], arrays[f"rows.{name}"] = table, i
+        for name, node in schedule.cell.outputs.items():
             arrays[f"output.{name}"] = np.empty((n, *node.shape),
                                                 np.int32 if node.dtype == INDEX else np.float32)
         for name, value in states.items():
             arrays[f"state.{name}"], arrays[f"next.{name}"] = value, np.empty_like(value)
-        names = self.cell.params.names
-        arrays = {k: v for k, v in arrays.items() if k in names}
-        table = self.cell.params.pack(self._fixed | {k: v.ctypes.data for k, v in arrays.items()})
-        return types.SimpleNamespace(arrays=arrays, table=table)
+        arrays = {k: v for k, v in arrays.items() if k in schedule.params.names}
+        table = schedule.params.pack(fixed | {k: v.ctypes.data for k, v in arrays.items()})
+        if n:
+            run(n, native.ptr(table))
+        return arrays
 
     def teacher_forced(self, K, audio) -> np.ndarray:
         """P(c_t), P(f_t) given the true samples, encoded with the model's representation:
@@ -266,28 +267,24 @@ class JitEngine:
             raise InputError(f"audio must be non-empty 1-D int16, got {audio.dtype} {audio.shape}")
         K = self._check_k(K, len(audio))
         c, f = self.model.representation.encode(audio)
-        c_cur = c.astype(np.int32)
-        c_prev = np.concatenate([[128], c[:-1]]).astype(np.int32)
-        f_prev = np.concatenate([[0], f[:-1]]).astype(np.int32)
-        h = np.zeros(self.model.hidden, np.float32)
-        probs = np.empty((len(audio), 2, 256), np.float32)
-        self._teacher_loop()(native.ptr(probs), len(audio), native.ptr(K), native.ptr(c_prev),
-                             native.ptr(f_prev), native.ptr(c_cur), native.ptr(h),
-                             native.ptr(self._params))
-        return probs
+        classes = {"c": np.concatenate([[128], c[:-1]]), "f": np.concatenate([[0], f[:-1]]),
+                   "c_t": c}
+        out = self._call(self._teacher_cell(), K, len(audio),
+                         {"h": np.zeros(self.model.hidden, np.float32)},
+                         {k: v.astype(np.int32) for k, v in classes.items()})
+        return out["output.p"].reshape(len(audio), 2, 256)
 
-    def _teacher_loop(self):
-        """The teacher-forced loop, compiled (or read from the cache) on first use with the
-        cores it calls: a module of its own, so that a first synthesis compiles only the
-        sampling loop."""
+    def _teacher_cell(self) -> tuple:
+        """The teacher-forced cell (plan.vocoder.vocoder_cell(teacher=True)), compiled (or read
+        from the cache) on first use, a module of its own (it calls the sampling cell's cores):
+        a first synthesis compiles only the sampling loop."""
         if self._teacher is None:
-            name = f"{self.plan.name}_teacher"
-            self._teacher_lib = jit.load_parts(
-                [(name, lambda: _loop_module(self.plan, True))] + core_modules(self.plan),
-                self.gen, announce=_announce)
-            self._params = loop_params(self.plan, self._arrays, self._teacher_lib)
-            self._teacher = native.function(
-                self._teacher_lib.address(LOOP_TEACHER.symbol(self.plan.name)), LOOP_TEACHER)
+            schedule, kernels = vocoder_cell(self.plan, teacher=True)
+            lib = jit.load_parts([(f"{self.plan.name}_teacher",
+                                   lambda: emit_cell.build(schedule, kernels, self.gen))],
+                                 self.gen, announce=_announce)
+            self._teacher_lib = lib   # its machine code lives as long as the engine
+            self._teacher = self._compiled(schedule, kernels, lib)
         return self._teacher
 
     def generate_batch(self, Ks, lengths, states, seeds) -> list:

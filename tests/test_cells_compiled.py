@@ -557,9 +557,12 @@ def test_bad_cells_weights_and_dtypes_are_clear_errors():
         jitvoc.compile_cell(drawn, {})
     b = CellBuilder("indexed")
     i = b.input("i", dtype="int32")
-    indexed = b.build(update={}, outputs={"y": lookup(const(np.arange(4)), i)})
-    with pytest.raises(CellError, match=r"<i: int32\[\]> \(input\) is not compiled yet"):
-        jitvoc.compile_cell(indexed, {})
+    indexed = jitvoc.compile_cell(b.build(update={}, outputs={
+        "y": lookup(const(np.arange(4) * 1.5), i)}), {})
+    assert indexed.run({"i": np.array([3, 0, 2])})[0]["y"].tolist() == [4.5, 0, 3]
+    for bad in (np.array([4]), np.array([-1]), np.array([0.5])):   # int32 inputs: classes
+        with pytest.raises(CellError, match=r"input 'i' holds classes, integers in \[0, 4\)"):
+            indexed.run({"i": bad})
     for table, update, message in ((np.arange(256), "state", "must be updated by a draw"),
                                    (np.arange(100), "draw", "indexed by a draw of 256")):
         b = CellBuilder("classes")

@@ -1,8 +1,12 @@
-"""The compiled WaveRNN cell (jitvoc.compile_cell(jitvoc.cells.wavernn(..., upsample="linear")))
-against the hand-written loop (jitvoc.engine_jit.JitEngine) on the same model, conditioning and
-seed: the same samples and states bit for bit (issue 13 item 3), by the GRU lowering rule
-(jitvoc.cells.rules). `python tests/test_cells_loop.py` prints the measurement of docs/cells.md
-("The WaveRNN cell against the hand-written loop")."""
+"""The vocoder from its definition (issue 13 item 3): JitEngine runs the WaveRNN cell
+(jitvoc.cells.wavernn, and wavernn_teacher for teacher forcing) with the vocoder plan's kernels;
+its samples, states and teacher-forced probabilities are pinned to those of the hand-written
+loop it replaced (LOOP_DIGESTS), and jitvoc.compile_cell of the same cells (kernels from
+build_matvec) gives the engine's bits, by the GRU lowering rule (jitvoc.cells.rules).
+`python tests/test_cells_loop.py` prints the measurement of docs/cells.md ("The WaveRNN cell
+against the hand-written loop") between compile_cell's runner and the engine."""
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -19,6 +23,13 @@ from jitvoc.representation import Representation
 
 REP = Representation("mulaw", 0.85, 0.995)
 DTYPES = ["float32", "int16", "int8"]
+# sha256 (first 16 hex digits) of the hand-written loop's (emit.loop at fff05ef, the commit
+# before the engine ran the cell) int16 samples and final h for case(n=2000), seed 1, and of its
+# teacher-forced probabilities of the first 600 of those samples: the same on every CPU
+# generation (tests/test_vocoder_jit.py), so the engine's cell must give them anywhere.
+LOOP_DIGESTS = {"float32": ("b096591d905c775d", "884d29e974211fa6"),
+                "int16": ("524d12fb541b1a7a", "7aea7be3c218c7b1"),
+                "int8": ("7b25941c9455f2f7", "3b23b924a1f6f86b")}
 
 
 def case(H=32, n=2000, seed=1):
@@ -44,12 +55,50 @@ def compiled(model, dtype):
                                ranges=None if dtype == "float32" else loop_ranges(model))
 
 
+def digest(*arrays) -> str:
+    return hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_engine_gives_the_hand_written_loops_samples_and_probabilities(dtype):
+    model, K = case(n=2000)
+    engine, state = JitEngine(model, dtype=dtype), GenState.initial(model.hidden)
+    audio = engine.generate(K, 0, 2000, state, 1)
+    probs = engine.teacher_forced(K, audio[:600])
+    assert (digest(audio, state.h), digest(probs)) == LOOP_DIGESTS[dtype]
+
+
+def teacher_inputs(model, K, audio) -> dict:
+    """wavernn_teacher's inputs for the true samples `audio` (K from sample 0)."""
+    c, f = model.representation.encode(audio)
+    return cells.wavernn_inputs(K, model.hop_length, len(audio)) | {
+        "c": np.r_[128, c[:-1]], "f": np.r_[0, f[:-1]], "c_t": c}
+
+
+def test_the_teacher_forced_cell_gives_the_engines_probabilities():
+    """compile_cell(wavernn_teacher): the engine's teacher_forced bit for bit in every dtype;
+    float32 within 1e-6 of the interpreter, every row a distribution."""
+    from jitvoc.reference.cells import run
+    model, K = case(n=400)
+    audio = JitEngine(model, dtype="float32").generate(K, 0, 400, GenState.initial(32), 1)
+    cell, inputs = cells.wavernn_teacher(32, upsample="linear"), teacher_inputs(model, K, audio)
+    for dtype in DTYPES:
+        runner = jitvoc.compile_cell(cell, model.weights, dtype=dtype,
+                                     ranges=None if dtype == "float32" else loop_ranges(model))
+        p = runner.run(inputs)[0]["p"].reshape(-1, 2, 256)
+        np.testing.assert_array_equal(p, JitEngine(model, dtype=dtype).teacher_forced(K, audio))
+        if dtype == "float32":
+            np.testing.assert_allclose(p, run(cell, model.weights, inputs)[0]["p"].reshape(p.shape),
+                                       atol=1e-6, rtol=0)
+            np.testing.assert_allclose(p.sum(axis=2), 1, atol=1e-5)
+
+
 def to_int16(value):
     return np.clip(np.rint(value * np.float32(32768)), -32768, 32767).astype(np.int16)
 
 
 def both(model, K, n, dtype, seed, runner=None):
-    """(the loop's samples and final state, the cell's samples and final state)."""
+    """(the engine's samples and final state, compile_cell's samples and final state)."""
     state = GenState.initial(model.hidden)
     loop = JitEngine(model, dtype=dtype).generate(K, 0, n, state, seed)
     inputs = cells.wavernn_inputs(K, model.hop_length, n)

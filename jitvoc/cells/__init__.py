@@ -3,11 +3,11 @@
 (rules.py). Below the stages: numpy and jitvoc.errors
 (and jitvoc.representation for the WaveRNN decode tables) only."""
 from .graph import (DRAW_STREAMS, FLOAT, INDEX, Cell, CellBuilder, Node, Rows, add, affine, column,
-                    concat, const, exp, lookup, matvec, mul, relu, sample, sigmoid, split, sub,
-                    take, tanh)
-from .library import gilr, gru, lstm, named, sru, wavernn, wavernn_inputs
+                    concat, const, exp, lookup, matvec, mul, relu, sample, sigmoid, softmax, split,
+                    sub, take, tanh)
+from .library import gilr, gru, lstm, named, sru, wavernn, wavernn_inputs, wavernn_teacher
 
 __all__ = ["DRAW_STREAMS", "FLOAT", "INDEX", "Cell", "CellBuilder", "Node", "Rows", "add", "affine",
            "column", "concat", "const", "exp", "lookup", "matvec", "mul", "relu", "sample",
-           "sigmoid", "split", "sub", "take", "tanh", "gilr", "gru", "lstm", "named", "sru",
-           "wavernn", "wavernn_inputs"]
+           "sigmoid", "softmax", "split", "sub", "take", "tanh", "gilr", "gru", "lstm", "named", "sru",
+           "wavernn", "wavernn_inputs", "wavernn_teacher"]

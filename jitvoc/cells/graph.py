@@ -230,6 +230,15 @@ def sample(logits, stream: int) -> Node:
     return Node("sample", (logits,), (), INDEX, (("stream", stream),))
 
 
+def softmax(logits) -> Node:
+    """The distribution softmax(logits) as the WaveRNN draw forms it (docs/model.md,
+    "Sampling"): p = exp(l − max l), each divided by Σp; float32, the shape of the logits."""
+    logits = _node(logits)
+    _float("softmax", logits)
+    _length(logits)
+    return Node("softmax", (logits,), logits.shape)
+
+
 def lookup(table, index) -> Node:
     """table[index]: a float32 scalar from a vector `table` and an int32 scalar `index`."""
     table = _node(table)

@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import CellError
 from ..representation import Representation
 from .graph import (INDEX, Cell, CellBuilder, Node, Rows, column, concat, const, lookup, relu,
-                    sample, sigmoid, split, tanh)
+                    sample, sigmoid, softmax, split, tanh)
 
 
 def gru(input_size: int, hidden: int):
@@ -75,36 +75,61 @@ def wavernn(hidden: int, representation: Representation = Representation(), bloc
     the term I[coarse rows, 2] ĉ_t, zero in every model file (the reference adds I[:, 2] · 0
     there: the same float, but for the sign of an exact zero).
     """
-    H, H2 = hidden, hidden // 2
-    b = CellBuilder("wavernn")
+    b, k, h = _wavernn_leaves("wavernn", hidden, upsample)
+    c, f = b.state("c", dtype=INDEX), b.state("f", dtype=INDEX)
+    s, y = b.state("s"), b.state("y")
+    h_new, _, c_new, logits_f = _wavernn_step(b, k, h, c, f,
+                                              lambda logits: sample(logits, stream=0), block)
+    f_new = sample(logits_f, stream=1)
+    s_new, y_new, value = _decode(representation, c_new, f_new, s, y)
+    return b.build(update={"h": h_new, "c": c_new, "f": f_new, "s": s_new, "y": y_new},
+                   outputs={"c": c_new, "f": f_new, "value": value})
+
+
+def wavernn_teacher(hidden: int, block=None, upsample: str | None = None):
+    """The WaveRNN step teacher-forced: the true classes as int32 inputs (c and f, the previous
+    sample's; c_t, the current coarse class that the fine half reads in place of its draw),
+    the conditioning as wavernn's, the state h; output p [512], the distributions of c_t and
+    f_t (softmax of each head's logits) side by side. The GRU and the heads are wavernn's."""
+    b, k, h = _wavernn_leaves("wavernn_teacher", hidden, upsample)
+    c, f, c_t = (b.input(name, dtype=INDEX) for name in ("c", "f", "c_t"))
+    h_new, logits_c, _, logits_f = _wavernn_step(b, k, h, c, f, lambda logits: c_t, block)
+    return b.build(update={"h": h_new}, outputs={"p": concat(softmax(logits_c), softmax(logits_f))})
+
+
+def _wavernn_leaves(name: str, hidden: int, upsample: str | None) -> tuple:
+    """(builder, the conditioning row k_t, the state h) of a WaveRNN cell (see wavernn)."""
+    b = CellBuilder(name)
     if upsample not in (None, "linear"):
         raise CellError(f"wavernn's upsample is None (input k) or 'linear', got {upsample!r}")
     if upsample:
-        k0, k1 = b.input("k0", 3 * H), b.input("k1", 3 * H)
+        k0, k1 = b.input("k0", 3 * hidden), b.input("k1", 3 * hidden)
         k = k0 + b.input("alpha") * (k1 - k0)
     else:
-        k = b.input("k", 3 * H)
-    h = b.state("h", H)
-    c, f = b.state("c", dtype=INDEX), b.state("f", dtype=INDEX)
-    s, y = b.state("s"), b.state("y")
+        k = b.input("k", 3 * hidden)
+    return b, k, b.state("h", hidden)
+
+
+def _wavernn_step(b, k, h, c, f, coarse, block) -> tuple:
+    """(h_t, the logits of c_t, c_t, the logits of f_t) of one WaveRNN step from the conditioning row k, the
+    state h and the previous classes c, f; coarse(logits of c_t) gives c_t (a draw, or the
+    true class), which the fine half reads."""
+    H = h.shape[0]
     R, I = b.weight("gru.R", (3 * H, H), block), b.weight("gru.I", (3 * H, 3))
     unit = const(np.arange(256) / 127.5 - 1)            # a class as a network input in [−1, 1]
     a = R @ h + b.weight("gru.bR", 3 * H)
     known = column(I, 0) * lookup(unit, c) + column(I, 1) * lookup(unit, f)
 
     h_coarse = _gru_half(_half(a, 0), [v + kk for v, kk in zip(_half(known, 0), _half(k, 0))],
-                         h[0:H2])
-    c_new = sample(_output_head(b, h_coarse, "O1", "b1", "O2", "b2", block), stream=0)
+                         h[0:H // 2])
+    logits_c = _output_head(b, h_coarse, "O1", "b1", "O2", "b2", block)
+    c_new = coarse(logits_c)
 
     c_hat = column(I, 2) * lookup(unit, c_new)
     v_fine = [(v + i) + kk for v, i, kk in zip(_half(known, 1), _half(c_hat, 1), _half(k, 1))]
-    h_fine = _gru_half(_half(a, 1), v_fine, h[H2:H])
-    f_new = sample(_output_head(b, h_fine, "O3", "b3", "O4", "b4", block), stream=1)
-
-    s_new, y_new, value = _decode(representation, c_new, f_new, s, y)
-    return b.build(update={"h": concat(h_coarse, h_fine), "c": c_new, "f": f_new,
-                           "s": s_new, "y": y_new},
-                   outputs={"c": c_new, "f": f_new, "value": value})
+    h_fine = _gru_half(_half(a, 1), v_fine, h[H // 2:H])
+    logits_f = _output_head(b, h_fine, "O3", "b3", "O4", "b4", block)
+    return concat(h_coarse, h_fine), logits_c, c_new, logits_f
 
 
 def wavernn_inputs(K, hop: int, n: int, t0: int = 0) -> dict:

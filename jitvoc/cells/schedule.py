@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .graph import Cell, Node
 
-BARRIERS = ("matvec", "sample")                  # need a whole vector before any element
+BARRIERS = ("matvec", "sample", "softmax")                  # need a whole vector before any element
 DATA = ("input", "state", "weight", "const", "column", "ref")   # no arithmetic of their own
 
 

@@ -102,7 +102,7 @@ class CellEmitter:
             for node in rule.linear[:2] if rule.linear else rule.k[0][:1]:
                 self.previous.setdefault(node.name, alloca(b, i64))
                 b.store(i64(-1), self.previous[node.name])
-        if self.plan.draws:
+        if "counter" in names:   # draws of classes
             self.t0 = load(b, self.p["counter"], i64, 0, align=8)
             self.seed = b.trunc(load(b, self.p["counter"], i64, 1, align=8), i32)
         self.buffers = {name: (alloca(b, ptr), alloca(b, ptr)) for name in self.cell.states}
@@ -298,11 +298,19 @@ class CellEmitter:
              x_scale=f32((fmt.scale if fmt else 1.0) * unit), bias=bias)
 
     def _draw(self, d, t):
-        """The class of draw `d` at step t of the call into its slot (an int32)."""
-        b = self.b
+        """The class of draw `d` at step t of the call into its slot (an int32); a softmax's
+        probabilities: p = exp(l − max l) in blocks (jitvoc.emit.draw), each divided by Σp."""
+        b, poly = self.b, mathfn.SOFTMAX_POLY[self.plan.dtype]
+        if d.distribution:
+            _, total = draw.exp_blocks(b, self._address(d.logits), self._slot("draw.p"), poly)
+            inv = splat(b, total, V)
+            for j in range(0, size_of(d.node), V):
+                p = b.fdiv(b.load(self._slot("draw.p", j), typ=vec(f32, V), align=4), inv)
+                b.store(p, self._slot(d.label, j), align=4)
+            return
         xi = draw.uniform(b, self.seed, b.add(self.t0, t), d.stream)
         cls = draw.draw(b, self._address(d.logits), xi, self._slot("draw.p"),
-                        self._slot("draw.prefix"), mathfn.SOFTMAX_POLY[self.plan.dtype])
+                        self._slot("draw.prefix"), poly)
         b.store(cls, self._slot(d.label), align=4)
 
     def _slot(self, key, offset=0, stride: int = 1):
@@ -416,11 +424,13 @@ class CellEmitter:
         return self._load(base, shift)
 
     def _lookup(self, table: Node, index: Node, factor: float = 1.0):
-        """table[index] (a float) for an int32 state or class `index` (the plan checks that
-        its values stay within the table); a constant table times `factor` (_table)."""
+        """table[index] (a float) for an int32 state, input or class `index` (the plan and the
+        runner check that its values stay within the table); a constant table times `factor`
+        (_table)."""
         index = resolved(self.cell, index)
-        at = (self.now[index.name] if index.op == "state"
-              else self._slot(self.plan.draw_of(index).label))
+        at = (self.now[index.name] if index.op == "state" else
+              self.rows[f"input.{index.name}"] if index.op == "input" else
+              self._slot(self.plan.draw_of(index).label))
         base = (self.p[f"weight.{table.name}"] if table.op == "weight"
                 else self._table(table, factor))
         i = load(self.b, at, i32, 0, align=4)
@@ -558,6 +568,7 @@ LEAVES = {
     "matvec": CellEmitter._matvec,
     "column": lambda e, n, s: e._load(e.p[column_key(n)], s),
     "sample": lambda e, n, s: e._read(e._slot(e.plan.draw_of(n).label), s, n),
+    "softmax": lambda e, n, s: e._read(e._slot(e.plan.draw_of(n).label), s, n),
 }
 
 

@@ -40,8 +40,9 @@ from ..quant import ACTIVATION_BITS, FixedPoint
 
 COMPILED_OPS = ("input", "state", "weight", "const", "ref", "add", "sub", "mul", "neg",
                 "affine", "sigmoid", "tanh", "relu", "exp", "matvec", "take", "concat",
-                "column", "lookup", "sample")
+                "column", "lookup", "sample", "softmax")
 DRAW_CLASSES = 256   # a compiled draw's logits: 16 blocks of 16 (jitvoc.emit.draw)
+DRAWS = ("sample", "softmax")   # the ops a `Draw` computes: a class, or the distribution
 # Scratch of the draws (shared: one draw at a time): p = exp(l − max l) and the block prefixes.
 DRAW_SCRATCH = (("draw.p", DRAW_CLASSES), ("draw.prefix", 16))
 ALIGN = 16   # floats: every scratch slot starts on a 64-byte line
@@ -92,7 +93,8 @@ class Epilogue:
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Draw:
     """One draw: the class of the `sample` node from its logits (read in place), stored as an
-    int32 in the draw's slot `label`."""
+    int32 in the draw's slot `label`; or of a `softmax` node its 256 probabilities, the draw's
+    first steps (the slot holds them)."""
     label: str
     node: Node
 
@@ -103,6 +105,11 @@ class Draw:
     @property
     def stream(self) -> int:
         return self.node.attr("stream")
+
+    @property
+    def distribution(self) -> bool:
+        """A softmax: the 256 probabilities into the slot, not a class."""
+        return self.node.op == "softmax"
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -209,21 +216,21 @@ def size_of(node: Node) -> int:
 
 
 def check_compilable(cell: Cell) -> None:
-    """CellError for what the compiler does not do: int32 values but scalar states and draws,
-    lookups but of a constant or vector weight at an int32 state or draw, draws of other than
-    DRAW_CLASSES logits."""
+    """CellError for what the compiler does not do: int32 values but scalar states, inputs and
+    draws, lookups but of a constant or vector weight at an int32 state, input or draw, draws
+    and softmaxes of other than DRAW_CLASSES logits."""
     for node in cell.nodes:
         if node.op not in COMPILED_OPS or node.dtype == INDEX and (
-                node.shape or node.op not in ("state", "sample", "ref")):
+                node.shape or node.op not in ("state", "input", "sample", "ref")):
             raise CellError(f"cell {cell.name}: {node!r} ({node.op}) is not compiled yet; "
                             f"jitvoc.reference.cells.run interprets it")
-        if node.op == "sample" and node.args[0].shape != (DRAW_CLASSES,):
+        if node.op in DRAWS and node.args[0].shape != (DRAW_CLASSES,):
             raise CellError(f"cell {cell.name}: a compiled draw takes {DRAW_CLASSES} logits "
-                            f"(16 blocks of 16), got {node.args[0]!r}")
+                            f"(16 blocks of 16), got {node.op} of {node.args[0]!r}")
         if node.op == "lookup" and (node.args[0].op not in ("const", "weight") or resolved(
-                cell, node.args[1]).op not in ("state", "sample")):
+                cell, node.args[1]).op not in ("state", "input", "sample")):
             raise CellError(f"cell {cell.name}: a compiled lookup reads a constant or a vector "
-                            f"weight at an int32 state or draw, got {node.args!r}")
+                            f"weight at an int32 state, input or draw, got {node.args!r}")
 
 
 def resolved(cell: Cell, node: Node) -> Node:
@@ -234,9 +241,11 @@ def resolved(cell: Cell, node: Node) -> Node:
 
 
 def index_limits(cell: Cell) -> dict:
-    """int32 state name -> the exclusive bound its values keep to: the shortest table a lookup
-    reads at it. CellError where a draw's classes or an update could index past a table."""
+    """int32 state or input name -> the exclusive bound its values keep to: the shortest table
+    a lookup reads at it (DRAW_CLASSES for an input no lookup reads). CellError where a draw's
+    classes or an update could index past a table."""
     limits = {name: None for name, n in cell.states.items() if n.dtype == INDEX}
+    inputs = {name: None for name, n in cell.inputs.items() if n.dtype == INDEX}
     for node in cell.nodes:
         if node.op != "lookup":
             continue
@@ -246,13 +255,15 @@ def index_limits(cell: Cell) -> dict:
                             f"of {DRAW_CLASSES} classes")
         if index.op == "state":
             limits[index.name] = min(size, limits[index.name] or size)
+        if index.op == "input":
+            inputs[index.name] = min(size, inputs[index.name] or size)
     for name in limits:
         update = resolved(cell, cell.update[name])
         limits[name] = limits[name] or DRAW_CLASSES
         if update.op != "sample" or limits[name] < DRAW_CLASSES:
             raise CellError(f"cell {cell.name}: the int32 state {name!r} must be updated by a "
                             f"draw whose classes every table it indexes has, got {update!r}")
-    return limits
+    return limits | {name: limit or DRAW_CLASSES for name, limit in inputs.items()}
 
 
 def _stacks(cell: Cell, products: list, hoisted: bool, first: int) -> list:
@@ -317,7 +328,8 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> Cell
                for kind, x in items if kind == "products" for p in x}
     hoisted_format = bits and FixedPoint(bits, 0, signed=True)
     indexed = tuple(n for n in cell.inputs if all(p.source.name != n for p in hoisted))
-    params = _params(cell, hoisted, in_loop, bool(draws), indexed, epilogues)
+    params = _params(cell, hoisted, in_loop, any(not d.distribution for d in draws), indexed,
+                     epilogues)
     return CellPlan(cell=cell, dtype=dtype, hoisted=tuple(hoisted), items=tuple(items),
                     slots=slots, scratch=scratch, index_limits=index_limits(cell),
                     params=params, formats=formats, hoisted_format=hoisted_format,
@@ -470,7 +482,7 @@ def _groups(cell: Cell, first: int) -> tuple:
         if kind == "barrier":
             stacks = _stacks(cell, [n for n in nodes if n.op == "matvec"], False, first)
             draws = [Draw(label=f"d{drawn + i}", node=n)
-                     for i, n in enumerate(n for n in nodes if n.op == "sample")]
+                     for i, n in enumerate(n for n in nodes if n.op in DRAWS)]
             first, drawn = first + len(stacks), drawn + len(draws)
             groups += [(k, v) for k, v in (("products", stacks), ("draws", draws)) if v]
         else:
@@ -538,7 +550,7 @@ def _slots(products: list, draws: list, keep: list, integer: bool, gru: list) ->
     sizes = [(p.label, p.rows * HOIST_VECTORS) for p in products]
     sizes += [(p.label + k, HOIST_VECTORS * (p.cols if k == ".x" else 1))
               for p in products if integer for k in HOISTED_SCRATCH]
-    sizes += [(d.label, 1) for d in draws] + list(DRAW_SCRATCH if draws else ())
+    sizes += [(d.label, size_of(d.node)) for d in draws] + list(DRAW_SCRATCH if draws else ())
     sizes += [((r.blend, part), gates * size_of(r.blend)) for r in gru
               for part, gates in GRU_ROWS if r.linear or part != "dk"]
     for key, size in sizes + [(n, size_of(n)) for n in keep]:
@@ -646,7 +658,8 @@ def describe(plan: CellPlan, kernels: dict | None = None) -> str:
                       for p in content]
             continue
         if kind == "draws":
-            lines += [f"    draw {d.label} = sample(stream {d.stream}) of "
+            lines += [f"    draw {d.label} = "
+                      f"{'softmax' if d.distribution else f'sample(stream {d.stream})'} of "
                       f"{d.logits.name or d.logits.op} [{DRAW_CLASSES}]" for d in content]
             continue
         for length, roots in content.sweeps().items():

@@ -124,16 +124,18 @@ def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
     return plan
 
 
-def vocoder_cell(plan: VocoderPlan) -> tuple:
+def vocoder_cell(plan: VocoderPlan, teacher: bool = False) -> tuple:
     """(CellPlan, kernels) of the single-stream loop: the WaveRNN step in the cell language
     (cells.wavernn: the plan's hidden size and representation; inputs k0, k1, alpha with a
     linear upsampling, else k) scheduled for the plan's dtype with the plan's input formats,
     and `kernels`, label -> the plan's matvec Plan of each in-loop product (one matrix each),
     with which the compiled cell gives the samples of the hand-written loop bit for bit
-    (docs/cells.md). An InputError where the plan's matrices are not all of its dtype (a
-    cell has one: `precision`)."""
-    cell = cells.wavernn(plan.hidden, plan.representation,
-                         upsample="linear" if plan.upsample == "linear" else None)
+    (docs/cells.md); with `teacher`, its teacher-forced form (cells.wavernn_teacher). An
+    InputError where the plan's matrices are not all of its dtype (a cell has one:
+    `precision`)."""
+    upsample = "linear" if plan.upsample == "linear" else None
+    cell = (cells.wavernn_teacher(plan.hidden, upsample=upsample) if teacher else
+            cells.wavernn(plan.hidden, plan.representation, upsample=upsample))
     ranges = {m: fmt.qmax * fmt.scale for m, fmt in plan.formats.items()}   # max |x| covered
     schedule = plan_cell.plan(cell, plan.dtype, ranges or None)
     kernels = {p.label: plan.plans[p.weights[0]] for p in schedule.products}

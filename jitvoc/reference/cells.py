@@ -12,7 +12,7 @@ import numpy as np
 
 from ..cells import FLOAT, INDEX, Cell, Rows
 from ..errors import CellError
-from .vocoder import draw, uniform
+from .vocoder import draw, softmax, uniform
 
 _DTYPES = {FLOAT: np.float32, INDEX: np.int32}
 
@@ -78,6 +78,7 @@ _OPS = {
     "lookup": lambda n, table, i, **_: table[i],
     "sample": lambda n, logits, seed, t: np.int32(
         draw(logits, uniform(seed, t, n.attr("stream")))),
+    "softmax": lambda n, logits, **_: softmax(logits),
 }
 
 

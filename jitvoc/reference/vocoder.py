@@ -139,8 +139,8 @@ class ReferenceEngine:
         self._check_k(K, 0, len(audio))
         states = self.states(K, audio)
         H2 = self.model.hidden // 2
-        probs = [_softmax(self._logits(states[:, :H2], "O1", "b1", "O2", "b2")),
-                 _softmax(self._logits(states[:, H2:], "O3", "b3", "O4", "b4"))]
+        probs = [softmax(self._logits(states[:, :H2], "O1", "b1", "O2", "b2")),
+                 softmax(self._logits(states[:, H2:], "O3", "b3", "O4", "b4"))]
         return np.stack(probs, axis=1)
 
     def states(self, K, audio) -> np.ndarray:
@@ -197,6 +197,6 @@ def _sigmoid(x):
     return np.float32(1) / (np.float32(1) + np.exp(-x))
 
 
-def _softmax(logits):
+def softmax(logits):
     p = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return p / p.sum(axis=-1, keepdims=True)
