@@ -71,16 +71,11 @@ SPMV_CORE = EntryPoint("_core", _ptrs("y", "xin") + _MATRIX + _ptrs("row_scale",
 # and xin holds the B vectors interleaved (see emit.spmv).
 SPMV_VECTORS = {e: EntryPoint(e.suffix, e.args, vectors=True)
                 for e in (SPMV, SPMV_RAW, SPMV_LOOP, SPMV_CORE)}
-# The generation loop of a vocoder plan named N (see emit.loop).
-LOOP_GENERATE = EntryPoint("_generate", (("out", PTR), ("n", I64), ("t0", I64))
-                           + _ptrs("K", "h", "cf", "s") + (("seed", U32), ("params", PTR)))
 # The batched loop of a vocoder plan for B streams (see emit.batch): out int16 [B, n], lens
 # int64 [B] (samples of each stream, at most n), K a table of B addresses of float32 [rows, 3H],
 # h float32 [B, H], cf int32 [B, 2], s float32 [B, 2], seeds uint32 [B].
 LOOP_GENERATE_BATCH = EntryPoint("_generate_batch", (("out", PTR), ("n", I64), ("t0", I64))
                                  + _ptrs("lens", "K", "h", "cf", "s", "seeds", "params"))
-LOOP_TEACHER = EntryPoint("_teacher", (("probs", PTR), ("n", I64))
-                          + _ptrs("K", "c_prev", "f_prev", "c_cur", "h", "params"))
 # The loop of a compiled cell named N (see emit.cell): n steps; `params` is the cell plan's
 # pointer table (plan.cell.CellPlan.params: inputs, outputs, states, weights, scratch, kernels).
 CELL_RUN = EntryPoint("_run", (("n", I64), ("params", PTR)))

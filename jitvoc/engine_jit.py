@@ -33,6 +33,7 @@ from .emit.loop import core_modules, core_symbol_of
 from .engine import MAX_STREAMS, GenState
 from .errors import InputError
 from .layout import aligned, padded
+from .plan import cell as plan_cell
 from .plan.matvec import kernel_index
 from .plan.vocoder import describe, plan_vocoder, vocoder_cell
 from .quant import zero_correction
@@ -163,6 +164,8 @@ class JitEngine:
             self._load_batch(pack)
             return
         self.cell, kernels = vocoder_cell(self.plan)
+        config.debug(1, plan_cell.describe(self.cell, {k: [p.spec.name]
+                                                       for k, p in kernels.items()}))
         loop = (f"{self.plan.name}_generate", lambda: emit_cell.build(self.cell, kernels, gen))
         # the loop first: the longest compile (its IR built before the cores'); packing meanwhile
         self._lib = jit.load_parts([loop, *emit_cell.core_modules(self.cell, kernels, gen)],

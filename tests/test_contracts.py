@@ -40,8 +40,9 @@ def test_call_checks_names_and_types():
 
 
 def test_c_signatures():
-    assert contracts.LOOP_GENERATE.c_signature() == (
-        "void(void*, int64_t, int64_t, void*, void*, void*, void*, uint32_t, void*)")
+    assert contracts.LOOP_GENERATE_BATCH.c_signature() == (
+        "void(void*, int64_t, int64_t, void*, void*, void*, void*, void*, void*, void*)")
+    assert contracts.CELL_RUN.c_signature() == "void(int64_t, void*)"
     assert contracts.SCAN.c_signature().startswith("void(uintptr_t, ")
 
 

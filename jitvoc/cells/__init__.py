@@ -9,5 +9,5 @@ from .library import gilr, gru, lstm, named, sru, wavernn, wavernn_inputs, waver
 
 __all__ = ["DRAW_STREAMS", "FLOAT", "INDEX", "Cell", "CellBuilder", "Node", "Rows", "add", "affine",
            "column", "concat", "const", "exp", "lookup", "matvec", "mul", "relu", "sample",
-           "sigmoid", "softmax", "split", "sub", "take", "tanh", "gilr", "gru", "lstm", "named", "sru",
-           "wavernn", "wavernn_inputs", "wavernn_teacher"]
+           "sigmoid", "softmax", "split", "sub", "take", "tanh", "gilr", "gru", "lstm", "named",
+           "sru", "wavernn", "wavernn_inputs", "wavernn_teacher"]

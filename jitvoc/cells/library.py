@@ -111,9 +111,9 @@ def _wavernn_leaves(name: str, hidden: int, upsample: str | None) -> tuple:
 
 
 def _wavernn_step(b, k, h, c, f, coarse, block) -> tuple:
-    """(h_t, the logits of c_t, c_t, the logits of f_t) of one WaveRNN step from the conditioning row k, the
-    state h and the previous classes c, f; coarse(logits of c_t) gives c_t (a draw, or the
-    true class), which the fine half reads."""
+    """(h_t, the logits of c_t, c_t, the logits of f_t) of one WaveRNN step from the
+    conditioning row k, the state h and the previous classes c, f; coarse(logits of c_t) gives
+    c_t (a draw, or the true class), which the fine half reads."""
     H = h.shape[0]
     R, I = b.weight("gru.R", (3 * H, H), block), b.weight("gru.I", (3 * H, 3))
     unit = const(np.arange(256) / 127.5 - 1)            # a class as a network input in [−1, 1]

@@ -3,9 +3,11 @@ use, as LLVM IR and/or assembly named by spec, with the plan as plan.json.
 `jitvoc kernels --cell gru:512 ...`: the same for a library cell (jitvoc.cells.named): its fused
 loop, the kernels of its stacked and hoisted products, and its schedule (schedule.txt).
 
-MODEL is a jitvoc model file (.npz with a `meta` key: the five matrix kernels and the fused
-generation loop) or an installed model's name, or an .npz of named 2-D matrices (one kernel per matrix). Works for any known
-CPU generation, also one this host cannot run: kernels are only compiled, never run.
+MODEL is a jitvoc model file (.npz with a `meta` key: the five matrix kernels, the fused
+generation loop (the WaveRNN cell's, as JitEngine compiles it), the cores it calls and its
+schedule.txt) or an installed model's name, or an .npz of named 2-D matrices (one kernel per
+matrix). Works for any known CPU generation, also one this host cannot run: kernels are only
+compiled, never run.
 """
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ from ..bench.cells import random_weights
 from ..calibration import calibrate
 from ..config import compiler_version
 from ..emit import cell as emit_cell
-from ..emit import loop as emit_loop
 from ..emit import spmv as emit_spmv
 from ..engine_jit import activation_ranges
 from ..errors import JitvocError
@@ -30,7 +31,7 @@ from ..model import load_model
 from ..plan import cell as plan_cell
 from ..plan.cell import HOIST_VECTORS
 from ..plan import matvec as mv_plan
-from ..plan.vocoder import plan_vocoder
+from ..plan.vocoder import plan_vocoder, vocoder_cell
 from ..spec import DTYPES
 
 
@@ -39,9 +40,10 @@ def register(sub) -> None:
     p = sub.add_parser("kernels", help=summary, description=(
         "Write every kernel a model would use as LLVM IR and/or assembly, one file per kernel "
         "named by its spec, with the plan as plan.json. MODEL is a jitvoc model file or an "
-        "installed model's name (the five matrix kernels and the fused generation loop) or an "
-        ".npz of named 2-D matrices (one kernel per matrix). Any known CPU generation works, "
-        "also one this host cannot run: the kernels are compiled, never run."))
+        "installed model's name (the five matrix kernels and the fused generation loop: the "
+        "WaveRNN cell's, its cores and schedule.txt) or an .npz of named 2-D matrices (one "
+        "kernel per matrix). Any known CPU generation works, also one this host cannot run: "
+        "the kernels are compiled, never run."))
     p.add_argument("model", nargs="?", help="jitvoc model file (.npz with meta) or installed "
                                              "model name, or an .npz of 2-D matrices")
     p.add_argument("--cell", metavar="NAME:HIDDEN", help="instead of a model, a library cell: "
@@ -140,7 +142,8 @@ def _kernels(args) -> int:
         plans = vplan.plans
         masks = {m: mk for m, (_, mk) in model.matrices().items()}
         doc["kind"], doc["hidden"] = "model", model.hidden
-        doc["loop"] = vplan.name
+        schedule, in_loop = vocoder_cell(vplan)
+        doc["loop"] = emit_cell.loop_name(schedule, in_loop)
         doc["input_formats"] = {m: str(f) for m, f in vplan.formats.items()}
     else:
         vplan = None
@@ -155,7 +158,7 @@ def _kernels(args) -> int:
                                    emit_spmv.build_module(plan.spec, plan.packed, gen), gen,
                                    args.emit)
     if vplan is not None:
-        doc["files"] += _write(args.out, vplan.name, emit_loop.build_module(vplan), gen, args.emit)
+        doc["files"] += _vocoder_loop(args, schedule, in_loop, gen)
     doc["files"].append("plan.json")
     with open(os.path.join(args.out, "plan.json"), "w") as f:
         json.dump(doc, f, indent=1)
@@ -166,8 +169,19 @@ def _kernels(args) -> int:
     for name, e in doc["matrices"].items():
         print(f"  {name:<12} {e['name']}  {e['panels']} panels, density {e['density']:.3f}")
     if vplan is not None:
-        print(f"  loop         {vplan.name}")
+        print(f"  loop         {doc['loop']}")
     return 0
+
+
+def _vocoder_loop(args, schedule, in_loop: dict, gen) -> list:
+    """The vocoder's loop (its WaveRNN cell), the cores it calls and its schedule.txt."""
+    files = []
+    for symbol, build in emit_cell.core_modules(schedule, in_loop, gen):
+        files += _write(args.out, symbol, build(), gen, args.emit)
+    files += _write(args.out, emit_cell.loop_name(schedule, in_loop),
+                    emit_cell.build(schedule, in_loop, gen), gen, args.emit)
+    names = {label: [kp.spec.name] for label, kp in in_loop.items()}
+    return files + [_put(args.out, "schedule.txt", plan_cell.describe(schedule, names) + "\n")]
 
 
 def _cell_kernels(args) -> int:

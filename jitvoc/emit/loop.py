@@ -1,50 +1,34 @@
-"""Emit the fused WaveRNN generation loop (VocoderPlan -> llvmlite.ir), per docs/model.md.
+"""The hand-written WaveRNN sample's pieces (VocoderPlan -> llvmlite.ir), per docs/model.md, that
+the batched loop (emit.batch: BatchLoopEmitter, a LoopEmitter) runs stream by stream. The
+single-stream engine runs the WaveRNN cell instead (jitvoc.cells.wavernn, emit.cell); this module
+goes when the batched loop is a cell too.
 
-The loop calls five matrix-vector cores (gru.R, out.O1..O4, as planned), each compiled in a
-module of its own (core_modules: the compiler runs them in parallel) and reached through a
-function pointer in `params`, and defines two functions (contracts.LOOP_GENERATE, LOOP_TEACHER):
-
-    N_generate(out i16*, n i64, t0 i64, K f32*, h f32*, cf i32*, s f32*, seed u32, params ptr*)
-    N_teacher(probs f32*, n i64, K f32*, c_prev i32*, f_prev i32*, c_cur i32*, h f32*, params ptr*)
-
-Each sample runs the two passes with no Python in between: R h once for all 3H rows; the coarse
-half of the GRU; O1, relu, O2 and a draw of c_t; then ĉ_t's input to the fine half, O3, relu, O4
-and a draw of f_t. `h` (float32 [H]), `cf` (c_prev, f_prev) and `s` (float32 [2]: the
-de-emphasis state s_{t-1} and the DC blocker's y_{t-1}) are the caller's state, updated in place;
-the generator is counter-based (sample index t0 + i), so chunks join seamlessly. `params` is the
-pointer table contracts.LOOP_PARAMS.
-
-The output sample: the model's representation (compiled in: its decode tables base/step as
-constants, its pre-emphasis α and DC blocker r) maps (c_t, f_t) to
-e = base[c] + step[c]·((f + offset)·2⁻⁸), de-emphasis gives s = e + α·s_{t−1} (only when α ≠ 0),
-the DC blocker y = (s − s_{t−1}) + r·y_{t−1} (only when r ≠ 0; else y = s), and the sample is
-y·32768 clamped to the int16 range and rounded half to even by adding and subtracting 1.5·2²³:
-no libm call, no FMA.
-
-The draw: p = exp(l − max l) in 16 blocks of 16 classes; block sums by a fixed tree, the total
-and the prefix over blocks in order; the class is the first whose running sum exceeds ξ·Σp.
-Everything element-wise uses 16-wide vectors and no FMA: the same bits on every CPU generation.
+The pieces: the matrix cores (gru.R, out.O1..O4, as planned), each compiled in a module of its
+own (core_modules: the compiler runs them in parallel) and reached through a function pointer in
+`params` (contracts.LOOP_PARAMS); a frame's rows of the gates (_frame_rows); the GRU update of
+one half of h (_gates); the draw (jitvoc.emit.draw); and the output sample: the model's
+representation (compiled in: its decode tables base/step as constants, its pre-emphasis α and
+DC blocker r) maps (c_t, f_t) to e = base[c] + step[c]·((f + offset)·2⁻⁸), de-emphasis gives
+s = e + α·s_{t−1} (only when α ≠ 0), the DC blocker y = (s − s_{t−1}) + r·y_{t−1} (only when
+r ≠ 0; else y = s), and the sample is y·32768 clamped to the int16 range and rounded half to
+even by adding and subtracting 1.5·2²³: no libm call, no FMA. Everything element-wise uses
+16-wide vectors and no FMA: the same bits on every CPU generation.
 """
 from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
 
-from ..contracts import LOOP_GENERATE, LOOP_PARAMS, LOOP_TEACHER, MATRIX_ARRAYS, SPMV_CORE
-from ..layout import CACHE_LINE
+from ..contracts import LOOP_PARAMS, SPMV_CORE
 from ..plan.vocoder import VECTOR, VocoderPlan
 from ..wavernn import BY_NAME, NAMES
 from . import draw, mathfn, spmv
-from .irutil import (alloca, call, counted_loop, define, f32, gep, i16, i32, i64, load, ptr,
-                     signature, splat, store, vec)
+from .irutil import counted_loop, f32, gep, i16, i32, i64, load, ptr, signature, splat, vec
 
 V = VECTOR
 GATE_CHUNKS = 4   # 16-row blocks of the GRU update computed together (4: 4% faster than 2)
 V16 = vec(f32, V)
 CORE_FN = signature(SPMV_CORE)
-
-
-ENTRIES = ("generate", "teacher_forced")
 
 
 def core_symbol_of(plan: VocoderPlan, m: str) -> str:
@@ -92,134 +76,15 @@ class LoopEmitter:
         t.global_constant, t.linkage = True, "internal"
         return t
 
-    def build(self, entries=ENTRIES) -> ir.Module:
-        for entry in entries:
-            self._function(teacher=entry == "teacher_forced")
-        return self.m
-
-    # --- the function ----------------------------------------------------------------------------
-    def _function(self, teacher: bool):
-        """One entry point: generate (sampling) or teacher_forced (the given samples)."""
-        fn, a = define(self.m, LOOP_TEACHER if teacher else LOOP_GENERATE, self.plan.name)
-        b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
-        self.p = self._params(a.params)
-        self.h, self.K = a.h, a.K
-        self._scratch()
-        self.pbuf = alloca(b, f32, 256)
-        self.prefix = alloca(b, f32, 16)
-        c_prev, f_prev = b.alloca(i32), b.alloca(i32)
-        s_prev, self.y_prev = b.alloca(f32), b.alloca(f32)
-        slots = (c_prev, f_prev, s_prev)
-        if not teacher:
-            self._load_state(a, slots)
-        with counted_loop(b, 0, a.n, name="sample") as i:
-            self._sample(a, i, teacher, slots)
-        if not teacher:
-            self._store_state(a, slots)
-        b.ret_void()
-
     def _params(self, params) -> dict:
         """The entries of `params` (contracts.LOOP_PARAMS), loaded, by name."""
         return {key: load(self.b, params, CORE_FN.as_pointer() if key.endswith(".core") else ptr,
                           LOOP_PARAMS.slot(key), align=8, elem_type=ptr)
                 for key in LOOP_PARAMS.names}
 
-    def _scratch(self):
-        """The buffers of one call, allocated once: R's output, the bias (+ K) of the gates,
-        the other matrices' outputs and the activation buffers (codes of h, kept up to date)."""
-        b = self.b
-        rows = {m: p.packed.rows_padded for m, p in self.plan.plans.items()}
-        self.a = alloca(b, f32, rows["gru.R"], align=CACHE_LINE)
-        self.bias_k = alloca(b, f32, rows["gru.R"], align=CACHE_LINE)   # bR (+ K_f: u, r)
-        self.ke = alloca(b, f32, self.H, align=CACHE_LINE)              # K_f of the e rows
-        if self.plan.upsample == "linear":
-            self.dk = alloca(b, f32, self.G, align=CACHE_LINE)          # K_f+1 − K_f
-        with counted_loop(b, self.G, rows["gru.R"], name="pad_bias") as j:  # padding rows
-            store(b, f32(0.0), self.bias_k, j, align=4)
-        self.y = {m: alloca(b, f32, rows[m], align=CACHE_LINE) for m in NAMES[1:]}
-        shared = self.plan.shared
-        reach = max([0] + [off + self.mv[m].x_pad for m, off in shared.items()])
-        self.xbuf = {m: spmv.xin_buffer(e, b, reach if m == "gru.R" else 0)
-                     for m, e in self.mv.items() if m not in shared}
-        if self.quantized_h:
-            self._h_codes(reach)
-
-    def _h_codes(self, reach: int):
-        """The codes of h for R (and O1/O3 when shared) at the start of a call."""
-        b, r = self.b, self.mv["gru.R"]
-        if reach > r.x_pad:  # the part only O3 reads past R's own padding: zeros
-            with counted_loop(b, r.x_pad, reach, name="clear") as c:
-                spmv.put_codes(r, b, self.xbuf["gru.R"], c, i32(0))
-        spmv.activations(r, b, self.h, self._x_inv("gru.R"), self.xbuf["gru.R"])
-
-    def _load_state(self, a, slots):
-        """The previous samples (cf) and the output filter's state (s) of a generate call."""
-        b, (c_prev, f_prev, s_prev) = self.b, slots
-        b.store(load(b, a.cf, i32, 0, align=4), c_prev)
-        b.store(load(b, a.cf, i32, 1, align=4), f_prev)
-        b.store(load(b, a.s, f32, 0, align=4), s_prev)
-        b.store(load(b, a.s, f32, 1, align=4), self.y_prev)
-
-    def _store_state(self, a, slots):
-        b, (c_prev, f_prev, s_prev) = self.b, slots
-        store(b, b.load(c_prev), a.cf, 0, align=4)
-        store(b, b.load(f_prev), a.cf, 1, align=4)
-        store(b, b.load(s_prev), a.s, 0, align=4)
-        store(b, b.load(self.y_prev), a.s, 1, align=4)
-
-    def _sample(self, a, i, teacher: bool, slots):
-        """Sample i: R, then pass 1 (coarse half, O1, O2, c_t; ĉ_t does not reach it) and
-        pass 2 (the fine half with ĉ_t, O3, O4, f_t)."""
-        b, (c_prev, f_prev, _) = self.b, slots
-        if teacher:
-            b.store(load(b, a.c_prev, i32, i, align=4), c_prev)
-            b.store(load(b, a.f_prev, i32, i, align=4), f_prev)
-        alpha, k0 = self._frame_rows(i)
-        self._matvec("gru.R", self.h, self.a)
-        x0, x1 = self._scaled(b.load(c_prev)), self._scaled(b.load(f_prev))
-        self._gates(0, x0, x1, f32(0.0), alpha, k0)
-        c = self._coarse(a, i, teacher, self._output("out.O1", "out.O2", self.h))
-        self._gates(1, x0, x1, self._scaled(c), alpha, k0)
-        logits = self._output("out.O3", "out.O4", gep(b, self.h, f32, i64(self.H2)))
-        self._fine(a, i, teacher, logits, c, slots)
-
-    def _coarse(self, a, i, teacher: bool, logits):
-        """c_t: the given one (its probabilities stored), else drawn."""
-        b = self.b
-        if not teacher:
-            return self._draw(logits, draw.uniform(b, a.seed, b.add(a.t0, i), 0))
-        c = load(b, a.c_cur, i32, i, align=4)
-        self._softmax_into(logits, a.probs, b.mul(i, i64(2)))
-        return c
-
-    def _fine(self, a, i, teacher: bool, logits, c, slots):
-        """f_t: its probabilities stored, else drawn, and the output sample written."""
-        b, (c_prev, f_prev, s_prev) = self.b, slots
-        if teacher:
-            self._softmax_into(logits, a.probs, b.add(b.mul(i, i64(2)), i64(1)))
-            return
-        f = self._draw(logits, draw.uniform(b, a.seed, b.add(a.t0, i), 1))
-        store(b, self._output_sample(c, f, s_prev), a.out, i, align=2)
-        b.store(c, c_prev)
-        b.store(f, f_prev)
-
-    # --- pieces --------------------------------------------------------------------------------------
     def _x_inv(self, m):
         fmt = self.plan.formats.get(m)
         return f32(2.0 ** fmt.frac if fmt else 1.0)
-
-    def _matvec(self, m: str, x, y):
-        """y = epilogue(W_m x): dequantized, plus bias (and relu for O1/O3), x float at `x`.
-        gru.R and shared O1/O3 read the codes of h kept by the GRU update instead of x."""
-        b, e = self.b, self.mv[m]
-        if not self.quantized_h or m not in ("gru.R", *self.plan.shared):
-            xin = spmv.activations(e, b, x, self._x_inv(m), self.xbuf.get(m))
-        else:
-            xin = spmv.xin_at(self.mv["gru.R"], b, self.xbuf["gru.R"], self.plan.shared.get(m, 0))
-        arrays = {a: self.p[f"{m}.{a}"] for a in MATRIX_ARRAYS}
-        bias = self.bias_k if m == "gru.R" else self.p[BY_NAME[m].bias]   # R's: see _frame_rows
-        call(b, SPMV_CORE, self.p[f"{m}.core"], y=y, xin=xin, **arrays,
-             x_scale=self._x_scale(m), bias=bias)
 
     def _x_scale(self, m: str):
         """The dequantization scale of m's epilogue; R's carries the gates' unit when a_unit."""
@@ -319,24 +184,8 @@ class LoopEmitter:
             out.append((a if self.a_unit else b.fmul(a, splat(b, f32(mathfn.GATE_UNIT), V)), v))
         return out
 
-    def _output(self, o_hidden, o_out, y_half):
-        """logits = O_out relu(O_hidden y + b_hidden) + b_out, in the y buffer of o_out."""
-        z = self.y[o_hidden]
-        self._matvec(o_hidden, y_half, z)        # relu(O y + b), fused
-        logits = self.y[o_out]
-        self._matvec(o_out, z, logits)           # O z + b, fused
-        return logits
-
     def _vload(self, base, index):
         return self.b.load(gep(self.b, base, f32, index), typ=V16, align=4)
-
-    def _softmax_into(self, logits, probs, row):
-        b = self.b
-        _, total = draw.exp_blocks(b, logits, self.pbuf, self.softmax_poly)
-        inv = splat(b, total, V)
-        for j in range(256 // V):
-            p = b.fdiv(self._vload(self.pbuf, i64(V * j)), inv)
-            b.store(p, gep(b, probs, f32, b.add(b.mul(row, i64(256)), i64(V * j))), align=4)
 
     def _draw(self, logits, xi):
         """The class (i32) of 256 logits for ξ (jitvoc.emit.draw)."""
@@ -369,12 +218,3 @@ def _rint_int16(b, x):
     x = b.select(b.fcmp_ordered(">", x, f32(32767.0)), f32(32767.0), x)
     magic = f32(1.5 * 2.0 ** 23)
     return b.fsub(b.fadd(x, magic), magic)
-
-
-def build_module(plan: VocoderPlan, entries=ENTRIES) -> ir.Module:
-    """The fused loop's module with the given entry points (both by default; the engine compiles
-    each on its own, teacher_forced only when first used)."""
-    unknown = set(entries) - set(ENTRIES)
-    if unknown:
-        raise ValueError(f"unknown loop entry points {sorted(unknown)}; known: {ENTRIES}")
-    return LoopEmitter(plan).build(entries)

@@ -1,7 +1,7 @@
-"""Golden IR: the LLVM IR text of a handful of small kernels, a tiny vocoder loop, the scans and
-the loops of three small compiled cells, kept in tests/golden/*.ll.gz (gzip: the vocoder loop
-alone is 1.2 MB of text) so that any change to the emitted code fails test_golden.py, which
-shows the diff (tinygrad's process replay is the model).
+"""Golden IR: the LLVM IR text of a handful of small kernels, a tiny vocoder loop (its WaveRNN
+cell), the scans and the loops of three small compiled cells, kept in tests/golden/*.ll.gz
+(gzip: the vocoder loop alone is 1.2 MB of text) so that any change to the emitted code fails
+test_golden.py, which shows the diff (tinygrad's process replay is the model).
 
 Regenerate on purpose, after checking that a change of the IR is intended:
 
@@ -19,13 +19,13 @@ from jitvoc import cells, cpu
 from jitvoc.bench.cells import random_weights
 from jitvoc.calibration import calibrate
 from jitvoc.emit import cell as emit_cell
-from jitvoc.emit import loop, scan, spmv
+from jitvoc.emit import scan, spmv
 from jitvoc.engine_jit import activation_ranges
 from jitvoc.model import random_model
 from jitvoc.plan import cell as plan_cell
 from jitvoc.plan import matvec as planner
 from jitvoc.plan import scan as plan_scan
-from jitvoc.plan.vocoder import plan_vocoder
+from jitvoc.plan.vocoder import plan_vocoder, vocoder_cell
 
 FOLDER = pathlib.Path(__file__).parent
 
@@ -84,12 +84,15 @@ def matvec_ir(name: str) -> str:
 
 
 def loop_ir(name: str) -> str:
-    """The loop module and its core modules, one after another."""
+    """The vocoder's loop (its WaveRNN cell, as JitEngine compiles it: plan.vocoder.vocoder_cell)
+    after its core modules."""
     gen_name, dtype = LOOP_CASES[name]
     model = random_model(hidden=32, density=0.25, output_density=0.25)
     ranges = None if dtype == "float32" else activation_ranges(calibrate(model))
-    plan = plan_vocoder(model, dtype, cpu.generation(gen_name), ranges)
-    modules = [build() for _, build in loop.core_modules(plan)] + [loop.build_module(plan)]
+    gen = cpu.generation(gen_name)
+    schedule, kernels = vocoder_cell(plan_vocoder(model, dtype, gen, ranges))
+    modules = [build() for _, build in emit_cell.core_modules(schedule, kernels, gen)]
+    modules.append(emit_cell.build(schedule, kernels, gen))
     return "\n".join(str(m) for m in modules)
 
 
