@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
+import types
 
 import numpy as np
 
@@ -34,6 +36,7 @@ from .engine import MAX_STREAMS, GenState
 from .errors import InputError
 from .layout import aligned, padded
 from .plan import cell as plan_cell
+from .plan.cell import size_of
 from .plan.matvec import kernel_index
 from .plan.vocoder import describe, plan_vocoder, vocoder_cell
 from .quant import zero_correction
@@ -41,6 +44,7 @@ from .wavernn import BY_NAME, MATRICES, NAMES
 
 
 RELU_READERS = tuple(m.name for m in MATRICES if not m.reads_state)   # O2, O4
+_DTYPES = {INDEX: np.int32, "float32": np.float32}   # of a cell's states and outputs
 
 
 def calibration_of(model) -> dict | None:
@@ -164,8 +168,9 @@ class JitEngine:
             self._load_batch(pack)
             return
         self.cell, kernels = vocoder_cell(self.plan)
-        config.debug(1, plan_cell.describe(self.cell, {k: [p.spec.name]
-                                                       for k, p in kernels.items()}))
+        if config.debug_level() >= 1:
+            config.debug(1, plan_cell.describe(self.cell, {k: [p.spec.name]
+                                                           for k, p in kernels.items()}))
         loop = (f"{self.plan.name}_generate", lambda: emit_cell.build(self.cell, kernels, gen))
         # the loop first: the longest compile (its IR built before the cores'); packing meanwhile
         self._lib = jit.load_parts([loop, *emit_cell.core_modules(self.cell, kernels, gen)],
@@ -174,12 +179,12 @@ class JitEngine:
         self._generate = self._compiled(self.cell, kernels, self._lib)
         self._teacher = self._teacher_lib = None   # compiled at first use (teacher_forced)
 
-    def _compiled(self, schedule, kernels: dict, lib) -> tuple:
-        """(the cell's schedule, its run function in `lib`, its params that stay the same
-        between calls: cell_addresses, the cores in self._lib)."""
+    def _compiled(self, schedule, kernels: dict, lib) -> "_Calls":
+        """Calls of the cell compiled in `lib` (its cores in self._lib)."""
         run = native.function(lib.address(CELL_RUN.symbol(emit_cell.loop_name(schedule, kernels))),
                               CELL_RUN)
-        return schedule, run, cell_addresses(schedule, kernels, self._arrays, self._lib)
+        return _Calls(schedule, run, cell_addresses(schedule, kernels, self._arrays, self._lib),
+                      self.model.hop_length)
 
     def _load_batch(self, pack) -> None:
         """The batched loop (emit.batch) and its B-vector cores."""
@@ -224,42 +229,13 @@ class JitEngine:
         if n_samples < 0:
             raise InputError(f"n_samples must be non-negative, got {n_samples}")
         K = self._check_k(K, n_samples)
-        values = {"h": np.array(state.h, np.float32), "c": np.array([state.c_prev], np.int32),
-                  "f": np.array([state.f_prev], np.int32),
-                  "s": np.array([state.s_prev], np.float32),
-                  "y": np.array([state.y_prev], np.float32)}
-        frame = self._call(self._generate, K, n_samples, values, t0=t0, seed=seed)
-        state.h, state.c_prev, state.f_prev = values["h"], int(values["c"][0]), int(values["f"][0])
-        state.s_prev, state.y_prev = float(values["s"][0]), float(values["y"][0])
+        states = {"h": state.h, "c": state.c_prev, "f": state.f_prev, "s": state.s_prev,
+                  "y": state.y_prev}
+        out, end = self._generate(K, n_samples, states, t0=t0, seed=seed)
+        state.h, state.c_prev, state.f_prev = end["h"].copy(), int(end["c"][0]), int(end["f"][0])
+        state.s_prev, state.y_prev = float(end["s"][0]), float(end["y"][0])
         state.t = t0 + n_samples
-        return np.clip(np.rint(frame["output.value"] * np.float32(32768)),
-                       -32768, 32767).astype(np.int16)
-
-    def _call(self, compiled: tuple, K, n: int, states: dict, classes=None, t0=0, seed=0):
-        """One call of a compiled cell (_compiled) over n samples from sample t0; returns its
-        arrays by params key (plan.cell: the outputs; the states are updated in place). The
-        conditioning's rows are tables read at each step's row (k0 = K_f, k1 = K_f+1 and
-        alpha = (t mod hop) / hop, or k = K_f), as are `classes` (int32 [n] by input name)."""
-        schedule, run, fixed = compiled
-        hop, i = self.model.hop_length, np.arange(n, dtype=np.int64)
-        frames = i // hop
-        arrays = {"input.k0": K, "rows.k0": frames, "input.k1": K, "rows.k1": frames + 1,
-                  "input.alpha": np.arange(hop, dtype=np.float32) / np.float32(hop),
-                  "rows.alpha": i % hop, "input.k": K, "rows.k": frames,
-                  "scratch": np.empty(schedule.scratch, np.float32),
-                  "counter": np.array([t0, int(seed) & 0xFFFFFFFF], np.int64)}
-        for name, table in (classes or {}).items():
-            arrays[f"input.{name}"], arrays[f"rows.{name}"] = table, i
-        for name, node in schedule.cell.outputs.items():
-            arrays[f"output.{name}"] = np.empty((n, *node.shape),
-                                                np.int32 if node.dtype == INDEX else np.float32)
-        for name, value in states.items():
-            arrays[f"state.{name}"], arrays[f"next.{name}"] = value, np.empty_like(value)
-        arrays = {k: v for k, v in arrays.items() if k in schedule.params.names}
-        table = schedule.params.pack(fixed | {k: v.ctypes.data for k, v in arrays.items()})
-        if n:
-            run(n, native.ptr(table))
-        return arrays
+        return np.clip(np.rint(out["value"] * np.float32(32768)), -32768, 32767).astype(np.int16)
 
     def teacher_forced(self, K, audio) -> np.ndarray:
         """P(c_t), P(f_t) given the true samples, encoded with the model's representation:
@@ -272,12 +248,10 @@ class JitEngine:
         c, f = self.model.representation.encode(audio)
         classes = {"c": np.concatenate([[128], c[:-1]]), "f": np.concatenate([[0], f[:-1]]),
                    "c_t": c}
-        out = self._call(self._teacher_cell(), K, len(audio),
-                         {"h": np.zeros(self.model.hidden, np.float32)},
-                         {k: v.astype(np.int32) for k, v in classes.items()})
-        return out["output.p"].reshape(len(audio), 2, 256)
+        out, _ = self._teacher_cell()(K, len(audio), {"h": 0.0}, classes)
+        return out["p"].reshape(len(audio), 2, 256)
 
-    def _teacher_cell(self) -> tuple:
+    def _teacher_cell(self) -> "_Calls":
         """The teacher-forced cell (plan.vocoder.vocoder_cell(teacher=True)), compiled (or read
         from the cache) on first use, a module of its own (it calls the sampling cell's cores):
         a first synthesis compiles only the sampling loop."""
@@ -332,3 +306,73 @@ class JitEngine:
             st.h, st.c_prev, st.f_prev = h[j].copy(), int(cf[j, 0]), int(cf[j, 1])
             st.s_prev, st.y_prev, st.t = float(s[j, 0]), float(s[j, 1]), t0 + int(lens[j])
         return [out[j, :lengths[j]].copy() for j in range(n_streams)]
+
+
+class _Calls:
+    """The calls of one compiled vocoder cell (plan.cell's params): per thread, the arrays that
+    keep their size between calls (the states and their second buffers, scratch, the
+    generator's counter, alpha's table: one frame's (j / hop)) in a pointer table with the
+    fixed addresses (cell_addresses), made once; per call, the conditioning K read in place
+    (k0 = K_f, k1 = K_f+1 at rows i // hop and i // hop + 1, alpha at row i mod hop, or
+    k = K_f), the classes (int32 inputs, row i) and the outputs."""
+
+    def __init__(self, schedule, run, fixed: dict, hop: int):
+        self.schedule, self.run, self.fixed, self.hop = schedule, run, fixed, hop
+        self.local = threading.local()
+
+    def __call__(self, K, n: int, states: dict, classes=None, t0: int = 0, seed=0) -> tuple:
+        """(outputs by name [n, *shape], the states after the call by name (this thread's
+        arrays, flat: copy what is kept)) from `states` (values by name; a scalar fills a
+        vector) and `classes` (int32 inputs by name, [n])."""
+        frame = self._frame()
+        for name, value in states.items():
+            frame.arrays[f"state.{name}"][...] = value
+        if "counter" in frame.arrays:
+            frame.arrays["counter"][...] = (t0, int(seed) & 0xFFFFFFFF)
+        outputs, addresses, _arrays = self._per_call(K, n, classes or {})   # alive until run
+        table = frame.table.copy()
+        for key, slot in frame.slots.items():
+            table[slot] = addresses[key]
+        if n:
+            self.run(n, native.ptr(table))
+        return outputs, {name: frame.arrays[f"state.{name}"] for name in states}
+
+    def _frame(self):
+        frame = getattr(self.local, "frame", None)
+        if frame is None:
+            schedule, names = self.schedule, self.schedule.params.names
+            arrays = {"scratch": np.empty(schedule.scratch, np.float32),
+                      "counter": np.zeros(2, np.int64),
+                      "input.alpha": np.arange(self.hop, dtype=np.float32) / np.float32(self.hop)}
+            for name, node in schedule.cell.states.items():
+                for kind in ("state", "next"):
+                    arrays[f"{kind}.{name}"] = np.zeros(size_of(node), _DTYPES[node.dtype])
+            arrays = {k: v for k, v in arrays.items() if k in names}
+            addresses = self.fixed | {k: v.ctypes.data for k, v in arrays.items()}
+            per_call = [k for k in names if k not in addresses]
+            frame = self.local.frame = types.SimpleNamespace(
+                arrays=arrays, table=schedule.params.pack(addresses | dict.fromkeys(per_call, 0)),
+                slots={k: schedule.params.slot(k) for k in per_call})
+        return frame
+
+    def _per_call(self, K, n: int, classes: dict) -> tuple:
+        """(outputs by name, the addresses of a call's arrays by params key, the arrays)."""
+        i = np.arange(n, dtype=np.int64)
+        rows = np.stack([i // self.hop, i // self.hop + 1, i % self.hop, i])
+        at, row, k = rows.ctypes.data, rows.strides[0], K.ctypes.data
+        addresses = {"input.k0": k, "input.k1": k, "input.k": k, "rows.k0": at, "rows.k": at,
+                     "rows.k1": at + row, "rows.alpha": at + 2 * row}
+        inputs = np.array([classes[name] for name in classes], np.int32).reshape(len(classes), n)
+        for j, name in enumerate(classes):
+            addresses[f"rows.{name}"] = at + 3 * row
+            addresses[f"input.{name}"] = inputs.ctypes.data + j * inputs.strides[0]
+        nodes = self.schedule.cell.outputs
+        buffer = np.empty(n * sum(size_of(node) for node in nodes.values()), np.float32)
+        outputs, offset = {}, 0
+        for name, node in nodes.items():
+            size = n * size_of(node)
+            outputs[name] = buffer[offset:offset + size].view(_DTYPES[node.dtype]).reshape(
+                (n, *node.shape))
+            addresses[f"output.{name}"] = buffer.ctypes.data + 4 * offset
+            offset += size
+        return outputs, addresses, (rows, inputs, buffer)
