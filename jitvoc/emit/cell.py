@@ -29,8 +29,9 @@ time, then one at a time, every root's value computed in registers from what ear
 stored (a `take` is an offset, a node used twice in a sweep is computed once) and stored. A
 draw (jitvoc.emit.draw) reads its 256 logits in place and stores the class (int32) in its slot,
 with ξ of the counter-based generator at sample index t0 + step (params "counter": t0 and the
-seed); a `lookup` loads its table's element at an int32 state or class, a `column` reads the
-matrix column the runner passes as a vector. Then the states' buffers swap: the next values
+seed); a softmax (a `Draw` too) stores its 256 probabilities there; a `lookup` loads its
+table's element at an int32 state, input or class, a `column` reads the matrix column the
+runner passes as a vector. Then the states' buffers swap: the next values
 written in this step become the states, with no copy. A kept node that is (a piece of) a
 state's update is stored only there (plan.homes).
 

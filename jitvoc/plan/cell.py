@@ -19,9 +19,10 @@ only use becomes its kernel's epilogue (CellPlan.epilogues), and an input vector
 once per step for every product that reads it in one format (CellPlan.codes).
 
 Draws (`sample`, 256 logits: jitvoc.emit.draw) are barriers like products: a `Draw` reads its
-logits in place and stores the class (int32) in its slot; `lookup` reads a constant or vector
-weight table at an int32 state or class, `column` a matrix column passed as a vector. What is
-not compiled (int32 inputs and vectors, other lookups) is refused with a CellError when the
+logits in place and stores the class (int32) in its slot (a `softmax`: its 256 probabilities);
+`lookup` reads a constant or vector weight table at an int32 state, input or class, `column` a
+matrix column passed as a vector. What is
+not compiled (int32 vectors, other lookups) is refused with a CellError when the
 cell is planned.
 """
 from __future__ import annotations
