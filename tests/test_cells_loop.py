@@ -201,9 +201,9 @@ def shipped_case(n):
 
 
 def shipped(n=8000, rounds=21):
-    """The shipped model on random conditioning, seed 3: whether the samples part, and CPU time
-    per sample side by side (medians of alternating rounds; the cell's inputs k0, k1, alpha
-    made ahead, not timed)."""
+    """The shipped model on random conditioning, seed 3: whether the engine's and compile_cell's
+    samples part, and their CPU time per sample side by side (medians of alternating rounds;
+    compile_cell's inputs k0, k1, alpha made ahead, not timed)."""
     import time
     model, K = shipped_case(n)
     H, inputs = model.hidden, cells.wavernn_inputs(K, model.hop_length, n)
@@ -219,8 +219,8 @@ def shipped(n=8000, rounds=21):
                 fn()
                 times[fn].append((time.process_time() - t) / n * 1e6)
         us_loop, us_cell = (float(np.median(times[f])) for f in (loop, cell))
-        print(f"{dtype:8s} shipped: {differ} of {n} samples differ; loop {us_loop:.2f} "
-              f"µs/sample, cell {us_cell:.2f} ({us_cell / us_loop:.2f}x)", flush=True)
+        print(f"{dtype:8s} shipped: {differ} of {n} samples differ; engine {us_loop:.2f} "
+              f"µs/sample, compile_cell {us_cell:.2f} ({us_cell / us_loop:.2f}x)", flush=True)
 
 
 if __name__ == "__main__":
