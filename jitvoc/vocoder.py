@@ -31,7 +31,7 @@ MEL_LAYOUTS = ("frames-mels", "mels-frames")   # jitvoc's [frames, n_mels]; libr
 MAX_CACHED_FILE = 1 << 28   # bytes: a larger model file is read by load_model alone, uncached
 
 
-def load(path_or_model, cpu=None, dtype=None, engine=None) -> "Vocoder":
+def load(path_or_model, cpu=None, dtype=None, engine=None, background=False) -> "Vocoder":
     """A Vocoder for a model: a file path, an installed model's name (jitvoc.pretrained, e.g.
     "multivoice_wavernn_16k"), or a Model.
 
@@ -39,6 +39,13 @@ def load(path_or_model, cpu=None, dtype=None, engine=None) -> "Vocoder":
     "int16", "float32") on `cpu` (a CPU generation name; None: this host). `engine` is another
     engine class to run instead, given the model, cpu and dtype (its default when None), e.g.
     the float32 NumPy oracle jitvoc.reference.vocoder.ReferenceEngine (slow; for tests).
+
+    With `background`, load returns once the model is read, and the engine is built (read from
+    the cache, or compiled) on a thread while the caller goes on, reading its input and
+    computing the mel, say (what `jitvoc synth` and `resynth` do). An error in building it (a
+    CPU that cannot run the code, an integer dtype for a model without calibration, ...) is
+    then raised, the same exception, by the first use that needs the engine: synthesize and
+    the other syntheses, backend, dtype, cpu.
     """
     if engine is not None and not (isinstance(engine, type) and hasattr(engine, "generate")):
         raise InputError(f"engine must be an engine class (such as jitvoc.reference.vocoder."
@@ -54,7 +61,10 @@ def load(path_or_model, cpu=None, dtype=None, engine=None) -> "Vocoder":
                          f"got {type(path_or_model).__name__}")
     if engine is None:
         from .engine_jit import JitEngine as engine
-    return Vocoder(model, engine(model, cpu=cpu, **({} if dtype is None else {"dtype": dtype})))
+
+    def build():
+        return engine(model, cpu=cpu, **({} if dtype is None else {"dtype": dtype}))
+    return Vocoder(model, _InThread(build, "jitvoc-load") if background else build())
 
 
 def read_model(path) -> Model:
@@ -92,11 +102,34 @@ class Vocoder:
     "reference")."""
 
     def __init__(self, model: Model, engine):
-        self.model, self.backend, self._engine = model, engine.backend, engine
+        """`engine`: the engine, or an _InThread building it (load(background=True))."""
+        self.model, self._built = model, engine
         self.sample_rate, self.n_mels = model.sample_rate, model.n_mels
         self.hop_length = model.hop_length
-        self.dtype, self.cpu = engine.dtype, engine.cpu
         self._batch_engines = {}   # B -> the batched engine (synthesize_batch)
+
+    def ready(self) -> "Vocoder":
+        """This vocoder once its engine is built (load(background=True): waits for it, or
+        raises its builder's error)."""
+        if isinstance(self._built, _InThread):
+            self._built = self._built.result()
+        return self
+
+    @property
+    def _engine(self):
+        return self.ready()._built
+
+    @property
+    def backend(self) -> str:
+        return self._engine.backend
+
+    @property
+    def dtype(self) -> str:
+        return self._engine.dtype
+
+    @property
+    def cpu(self):
+        return self._engine.cpu
 
     def __repr__(self):
         return (f"Vocoder({self.model!r}, backend={self.backend!r}, dtype={self.dtype!r}, "
@@ -157,7 +190,7 @@ class Vocoder:
         K = np.empty((len(mel) + 1, 3 * self.model.hidden), np.float32)
         with blas_threads(1):
             rest = _InThread(lambda: blockwise_conditioning(self.model, mel, COND_BLOCK, K,
-                                                            first=ahead))
+                                                            first=ahead), "jitvoc-conditioning")
             try:
                 blockwise_conditioning(self.model, mel, COND_BLOCK, K, stop=ahead)
                 first = self._engine.generate(K, 0, (ahead * COND_BLOCK - 1) * self.hop_length,
@@ -341,8 +374,8 @@ class _InThread(threading.Thread):
     """fn() on a thread of its own; result() waits for it and returns its value, or raises
     the exception it raised (the same object: a jitvoc error stays one)."""
 
-    def __init__(self, fn):
-        super().__init__(name="jitvoc-conditioning", daemon=True)
+    def __init__(self, fn, name: str):
+        super().__init__(name=name, daemon=True)
         self._fn, self._value, self._error = fn, None, None
         self.start()
 
