@@ -20,7 +20,9 @@ On the default installed model and a held-out sentence (examples/ru_0749.wav), p
 In-process figures are medians over rounds that time each part once, of CPU time
 (time.process_time: every thread of this process, so a spinning BLAS thread counts) and of
 wall time (what the overlaps save: the engine built while the mel is computed, the rest of K
-computed while the first frames are generated); synthesize/engine and user/engine compare
+computed while the first frames are generated), and of the main thread's CPU time alone
+(time.thread_time: the critical path where a free core runs the other threads, the wall
+time of an idle machine less any wait for them); synthesize/engine and user/engine compare
 with the engine alone.
 """
 from __future__ import annotations
@@ -68,13 +70,16 @@ def user_path(model_path, wav, dtype: str) -> np.ndarray:
 
 
 def _medians(fns: dict, repeats: int) -> dict:
-    """Median CPU seconds (key) and wall seconds (key + "_wall") of each function, timed in
-    rounds (one call of each per round), so that the machine's drift reaches them all alike."""
-    times = {k: [] for k in fns} | {k + "_wall": [] for k in fns}
+    """Median CPU seconds (key), wall seconds (key + "_wall") and CPU seconds of the calling
+    thread alone (key + "_main": the critical path where a free core runs the other threads)
+    of each function, timed in rounds (one call of each per round), so that the machine's
+    drift reaches them all alike."""
+    times = {k + suffix: [] for k in fns for suffix in ("", "_wall", "_main")}
     for _ in range(repeats):
         for k, fn in fns.items():
-            t0, w0 = time.process_time(), time.perf_counter()
+            t0, w0, m0 = time.process_time(), time.perf_counter(), time.thread_time()
             fn()
+            times[k + "_main"].append(time.thread_time() - m0)
             times[k + "_wall"].append(time.perf_counter() - w0)
             times[k].append(time.process_time() - t0)
     return {k: float(np.median(v)) for k, v in times.items()}
@@ -128,6 +133,7 @@ def _row(dtype: str, r: dict, cold: bool) -> list:
     a, e, ew = r["audio_s"], r["engine_s"], r["engine_s_wall"]
     row = [dtype, f"{a / r['user_s_wall']:.1f}", f"{a / ew:.1f}",
            f"{r['user_s_wall'] / ew:.2f}", f"{r['user_s'] / e:.2f}",
+           f"{r['user_s_main'] / e:.2f}",
            f"{r['synthesize_s_wall'] / ew:.2f}", f"{r['synthesize_s'] / e:.2f}"]
     row += [f"{1e3 * r[k]:.0f}" for k in ("user_s_wall", "engine_s_wall", "user_s", "load_s",
                                           "mel_s", "synthesize_s", "conditioning_s", "engine_s")]
@@ -147,13 +153,15 @@ def run(args) -> int:
             r.update(command_line(args.model, args.wav, dtype, args.repeats))
         rows.append(_row(dtype, r, not args.no_cold))
     headers = ["dtype", "user x realtime (wall)", "engine x realtime (wall)",
-               "user/engine wall", "user/engine CPU", "synthesize/engine wall",
+               "user/engine wall", "user/engine CPU", "user/engine main",
+               "synthesize/engine wall",
                "synthesize/engine CPU", "user wall ms", "engine wall ms", "user ms", "load ms",
                "mel ms", "synthesize ms", "conditioning ms", "engine ms"] + \
         ([] if args.no_cold else ["cold CLI s", "warm CLI s", "cold/warm", "warm CLI CPU s",
                                   "CLI/engine", "CLI fixed CPU s"])
     notes = [f"{Path(args.model).name}, {Path(args.wav).name} ({r['audio_s']:.2f} s of audio); "
-             f"medians of {args.repeats}, CPU time unless marked wall; user = load (the engine "
+             f"medians of {args.repeats}, CPU time unless marked wall or main (the main "
+             "thread's CPU time: the critical path on a free core); user = load (the engine "
              "built on a thread) + read + mel + synthesize (conditioning, generation) + int16 "
              "trimmed; synthesize = Vocoder.synthesize on a loaded vocoder; engine = "
              "JitEngine.generate over the whole K",
