@@ -73,26 +73,28 @@ def conditioning(model, mel, start=0, stop=None) -> np.ndarray:
     return x @ w["cond.proj"].T + w["gru.b"]
 
 
-def blockwise_conditioning(model, mel, block, out) -> np.ndarray:
-    """K of the whole mel as blocks of `block` rows aligned to frame 0, written to out[:F]:
-    the bits of conditioning(model, mel, s, min(s + block, F)) for every block start s.
+def blockwise_conditioning(model, mel, block, out, first=0, stop=None) -> np.ndarray:
+    """K of the mel as blocks of `block` rows aligned to frame 0, blocks [first, stop) (stop
+    None: to the end), written to their rows of out: the bits of conditioning(model, mel, s,
+    min(s + block, F)) for each of their starts s.
 
     The full blocks go through each product together, as a stack (np.matmul makes the same
     BLAS call per block that a block alone makes); the last, shorter one alone."""
     n, radius, w = len(mel), receptive_radius(model), model.weights
-    full = n // block
-    if full:
+    stop = -(-n // block) if stop is None else stop
+    full = min(n // block, stop)
+    if full > first:
         padded = np.zeros((n + 2 * radius + block, mel.shape[1]), np.float32)
         padded[radius:radius + n] = mel
-        first = block * np.arange(full)[:, None]   # each block's first row, in mel positions
-        x = padded[first + np.arange(block + 2 * radius)]  # [blocks, block + 2R, n_mels]
-        lo = first - radius
+        starts = block * np.arange(first, full)[:, None]   # each block's first row (mel position)
+        x = padded[starts + np.arange(block + 2 * radius)]  # [blocks, block + 2R, n_mels]
+        lo = starts - radius
         for layer in model.conditioning_layers:
             x, lo = _stacked_layer(x, lo, n, layer, w), lo + (layer["kernel"] - 1) // 2
-        rows = out[:full * block].reshape(full, block, -1)
+        rows = out[first * block:full * block].reshape(full - first, block, -1)
         np.matmul(x, w["cond.proj"].T, out=rows)
         rows += w["gru.b"]
-    if n % block:
+    if n % block and first <= n // block < stop:
         out[full * block:n] = conditioning(model, mel, full * block, n)
     return out
 

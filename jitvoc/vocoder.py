@@ -9,6 +9,7 @@ one thread, the same samples).
 """
 import hashlib
 import os
+import threading
 
 import numpy as np
 
@@ -24,12 +25,13 @@ COND_BLOCK = 16  # frames of K per block; streaming latency is COND_BLOCK + look
 DEFAULT_BATCH = 8    # streams per step of synthesize_batch and synthesize_folded
 DEFAULT_OVERLAP = 4  # frames of overlap of synthesize_folded: 2 of warm-up, 2 of crossfade
 PIECE_FRAMES = 128   # frames per engine call when synthesize reports progress
+FIRST_SHARE = 16     # synthesize: 1/16 of K first (the engine takes ~24x the conditioning)
 DTYPES = ("int8", "int16", "float32")
 MEL_LAYOUTS = ("frames-mels", "mels-frames")   # jitvoc's [frames, n_mels]; librosa's transpose
 MAX_CACHED_FILE = 1 << 28   # bytes: a larger model file is read by load_model alone, uncached
 
 
-def load(path_or_model, cpu=None, dtype=None, engine=None) -> "Vocoder":
+def load(path_or_model, cpu=None, dtype=None, engine=None, background=False) -> "Vocoder":
     """A Vocoder for a model: a file path, an installed model's name (jitvoc.pretrained, e.g.
     "multivoice_wavernn_16k"), or a Model.
 
@@ -37,6 +39,13 @@ def load(path_or_model, cpu=None, dtype=None, engine=None) -> "Vocoder":
     "int16", "float32") on `cpu` (a CPU generation name; None: this host). `engine` is another
     engine class to run instead, given the model, cpu and dtype (its default when None), e.g.
     the float32 NumPy oracle jitvoc.reference.vocoder.ReferenceEngine (slow; for tests).
+
+    With `background`, load returns once the model is read, and the engine is built (read from
+    the cache, or compiled) on a thread while the caller goes on, reading its input and
+    computing the mel, say (what `jitvoc synth` and `resynth` do). An error in building it (a
+    CPU that cannot run the code, an integer dtype for a model without calibration, ...) is
+    then raised, the same exception, by the first use that needs the engine: synthesize and
+    the other syntheses, backend, dtype, cpu.
     """
     if engine is not None and not (isinstance(engine, type) and hasattr(engine, "generate")):
         raise InputError(f"engine must be an engine class (such as jitvoc.reference.vocoder."
@@ -52,7 +61,10 @@ def load(path_or_model, cpu=None, dtype=None, engine=None) -> "Vocoder":
                          f"got {type(path_or_model).__name__}")
     if engine is None:
         from .engine_jit import JitEngine as engine
-    return Vocoder(model, engine(model, cpu=cpu, **({} if dtype is None else {"dtype": dtype})))
+
+    def build():
+        return engine(model, cpu=cpu, **({} if dtype is None else {"dtype": dtype}))
+    return Vocoder(model, _InThread(build, "jitvoc-load") if background else build())
 
 
 def read_model(path) -> Model:
@@ -90,11 +102,34 @@ class Vocoder:
     "reference")."""
 
     def __init__(self, model: Model, engine):
-        self.model, self.backend, self._engine = model, engine.backend, engine
+        """`engine`: the engine, or an _InThread building it (load(background=True))."""
+        self.model, self._built = model, engine
         self.sample_rate, self.n_mels = model.sample_rate, model.n_mels
         self.hop_length = model.hop_length
-        self.dtype, self.cpu = engine.dtype, engine.cpu
         self._batch_engines = {}   # B -> the batched engine (synthesize_batch)
+
+    def ready(self) -> "Vocoder":
+        """This vocoder once its engine is built (load(background=True): waits for it, or
+        raises its builder's error)."""
+        if isinstance(self._built, _InThread):
+            self._built = self._built.result()
+        return self
+
+    @property
+    def _engine(self):
+        return self.ready()._built
+
+    @property
+    def backend(self) -> str:
+        return self._engine.backend
+
+    @property
+    def dtype(self) -> str:
+        return self._engine.dtype
+
+    @property
+    def cpu(self):
+        return self._engine.cpu
 
     def __repr__(self):
         return (f"Vocoder({self.model!r}, backend={self.backend!r}, dtype={self.dtype!r}, "
@@ -108,10 +143,11 @@ class Vocoder:
         the result is then [batch, F * hop], every item drawn with `seed`. `progress`, if
         given, is called with the number of samples each piece adds (the same samples).
 
-        The JIT engine gets the K blocks of `stream` in one call (one call per block ran 4%
-        slower: the conditioning between calls evicted the weights from L2), or with
-        `progress` one call per PIECE_FRAMES frames of K computed whole; the reference engine
-        holds k_t for every sample of a call, so it goes block by block, as `stream`."""
+        The JIT engine gets the K blocks of `stream` in two calls: the first frames', while a
+        thread computes the rest of K, then the rest (one call per block ran 4% slower: the
+        conditioning between calls evicted the weights from L2), or with `progress` one call
+        per PIECE_FRAMES frames; the reference engine holds k_t for every sample of a call, so
+        it goes block by block, as `stream`."""
         mel = np.asarray(mel)
         if mel.ndim == 3:
             if len(mel) == 0:
@@ -127,16 +163,43 @@ class Vocoder:
 
     def _pieces(self, mel, seed, in_pieces: bool):
         """The samples of a checked mel: the reference engine's by `stream`'s blocks, the JIT
-        engine's in one call or, `in_pieces`, one call per PIECE_FRAMES frames."""
+        engine's in a first piece (_first_piece) and one call for the rest or, `in_pieces`,
+        one call per PIECE_FRAMES frames."""
         if self.backend != "jit":
             yield from self.stream([mel], seed)
             return
-        K, hop = self._conditioning(mel), self.hop_length
-        n = len(mel) * hop
-        step = PIECE_FRAMES * hop if in_pieces else n
+        hop, n = self.hop_length, len(mel) * self.hop_length
         state = GenState.initial(self.model.hidden)
-        for t0 in range(0, n, step):
+        K, first = self._first_piece(mel, seed, state)
+        if len(first):
+            yield first
+        step = PIECE_FRAMES * hop if in_pieces else n
+        for t0 in range(state.t, n, step):
             yield self._engine.generate(K[t0 // hop:], t0, min(step, n - t0), state, seed)
+
+    def _first_piece(self, mel, seed, state) -> tuple:
+        """(K of the whole mel, as _conditioning computes it; the samples of its first frames,
+        `state` advanced past them). A mel of two blocks or more has its first blocks' K
+        computed here (1/FIRST_SHARE of them, at least one) and their frames generated (the
+        native loop releases the GIL) while a thread computes the rest of K: the
+        conditioning off the critical path, the same bits. Both under one BLAS thread limit
+        (a process-wide setting: entered once, left when both are done)."""
+        if len(mel) < 2 * COND_BLOCK:
+            return self._conditioning(mel), np.empty(0, np.int16)
+        ahead = max(1, len(mel) // COND_BLOCK // FIRST_SHARE)
+        K = np.empty((len(mel) + 1, 3 * self.model.hidden), np.float32)
+        with blas_threads(1):
+            rest = _InThread(lambda: blockwise_conditioning(self.model, mel, COND_BLOCK, K,
+                                                            first=ahead), "jitvoc-conditioning")
+            try:
+                blockwise_conditioning(self.model, mel, COND_BLOCK, K, stop=ahead)
+                first = self._engine.generate(K, 0, (ahead * COND_BLOCK - 1) * self.hop_length,
+                                              state, seed)
+            finally:
+                rest.join()
+        rest.result()
+        K[-1] = K[-2]
+        return K, first
 
     def synthesize_batch(self, mels, seeds=0, batch=DEFAULT_BATCH,
                          layout="frames-mels") -> list:
@@ -305,6 +368,28 @@ class Vocoder:
         if not np.isfinite(mel).all():
             raise InputError("mel holds NaN or infinite values")
         return mel
+
+
+class _InThread(threading.Thread):
+    """fn() on a thread of its own; result() waits for it and returns its value, or raises
+    the exception it raised (the same object: a jitvoc error stays one)."""
+
+    def __init__(self, fn, name: str):
+        super().__init__(name=name, daemon=True)
+        self._fn, self._value, self._error = fn, None, None
+        self.start()
+
+    def run(self):
+        try:
+            self._value = self._fn()
+        except BaseException as e:   # handed to the waiting thread by result()
+            self._error = e
+
+    def result(self):
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _check_batch(batch) -> None:

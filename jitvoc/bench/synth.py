@@ -2,10 +2,11 @@
 
 On the default installed model and a held-out sentence (examples/ru_0749.wav), per dtype:
 
-- **user path**, in this process with the kernels cached: `jitvoc.load`, `read_audio`,
-  `mel_spectrogram`, `Vocoder.synthesize` (conditioning and generation) and the int16 samples
-  trimmed to the input, as `jitvoc resynth` does; no BLAS thread limit is set around it, so
-  whatever the package does about BLAS threads is what gets timed;
+- **user path**, in this process with the kernels cached: `jitvoc.load` (background=True:
+  the engine built on a thread while the input is read), `read_audio`, `mel_spectrogram`,
+  `Vocoder.synthesize` (conditioning and generation) and the int16 samples trimmed to the
+  input, as `jitvoc resynth` does; no BLAS thread limit is set around it, so whatever the
+  package does about BLAS threads is what gets timed;
 - its parts: load, mel, synthesize (a loaded Vocoder: conditioning and generation, streamed as
   users get it), conditioning alone (K for the whole sentence) and the engine alone
   (`JitEngine.generate` over that K);
@@ -16,9 +17,13 @@ On the default installed model and a held-out sentence (examples/ru_0749.wav), p
   besides the in-process user path (interpreter start-up, imports, argument parsing, the WAV
   written).
 
-In-process figures are CPU-time medians (time.process_time: every thread of this process, so a
-spinning BLAS thread counts) over rounds that time each part once; synthesize/engine and
-user/engine compare with the engine alone.
+In-process figures are medians over rounds that time each part once, of CPU time
+(time.process_time: every thread of this process, so a spinning BLAS thread counts) and of
+wall time (what the overlaps save: the engine built while the mel is computed, the rest of K
+computed while the first frames are generated), and of the main thread's CPU time alone
+(time.thread_time: the critical path where a free core runs the other threads, the wall
+time of an idle machine less any wait for them); synthesize/engine and user/engine compare
+with the engine alone.
 """
 from __future__ import annotations
 
@@ -58,20 +63,24 @@ def add_arguments(p) -> None:
 
 def user_path(model_path, wav, dtype: str) -> np.ndarray:
     """What `jitvoc resynth` computes, in this process: int16 samples for the sentence."""
-    voc = load(model_path, dtype=dtype)
+    voc = load(model_path, dtype=dtype, background=True)
     audio, rate, _ = read_audio(wav, voc.model.sample_rate)
     mel = mel_spectrogram(audio, rate, voc.model.mel_config)
     return voc.synthesize(mel, seed=0)[:len(audio)]
 
 
 def _medians(fns: dict, repeats: int) -> dict:
-    """Median CPU seconds of each function, timed in rounds (one call of each per round), so
-    that the machine's drift reaches them all alike."""
-    times = {k: [] for k in fns}
+    """Median CPU seconds (key), wall seconds (key + "_wall") and CPU seconds of the calling
+    thread alone (key + "_main": the critical path where a free core runs the other threads)
+    of each function, timed in rounds (one call of each per round), so that the machine's
+    drift reaches them all alike."""
+    times = {k + suffix: [] for k in fns for suffix in ("", "_wall", "_main")}
     for _ in range(repeats):
         for k, fn in fns.items():
-            t0 = time.process_time()
+            t0, w0, m0 = time.process_time(), time.perf_counter(), time.thread_time()
             fn()
+            times[k + "_main"].append(time.thread_time() - m0)
+            times[k + "_wall"].append(time.perf_counter() - w0)
             times[k].append(time.process_time() - t0)
     return {k: float(np.median(v)) for k, v in times.items()}
 
@@ -121,15 +130,16 @@ def command_line(model_path, wav, dtype: str, repeats: int) -> dict:
 
 
 def _row(dtype: str, r: dict, cold: bool) -> list:
-    a = r["audio_s"]
-    row = [dtype, f"{a / r['user_s']:.1f}", f"{a / r['synthesize_s']:.1f}",
-           f"{a / r['engine_s']:.1f}", f"{r['synthesize_s'] / r['engine_s']:.2f}",
-           f"{r['user_s'] / r['engine_s']:.2f}"]
-    row += [f"{1e3 * r[k]:.0f}" for k in ("user_s", "load_s", "mel_s", "synthesize_s",
-                                          "conditioning_s", "engine_s")]
+    a, e, ew = r["audio_s"], r["engine_s"], r["engine_s_wall"]
+    row = [dtype, f"{a / r['user_s_wall']:.1f}", f"{a / ew:.1f}",
+           f"{r['user_s_wall'] / ew:.2f}", f"{r['user_s'] / e:.2f}",
+           f"{r['user_s_main'] / e:.2f}",
+           f"{r['synthesize_s_wall'] / ew:.2f}", f"{r['synthesize_s'] / e:.2f}"]
+    row += [f"{1e3 * r[k]:.0f}" for k in ("user_s_wall", "engine_s_wall", "user_s", "load_s",
+                                          "mel_s", "synthesize_s", "conditioning_s", "engine_s")]
     if cold:
         row += [f"{r['cold_s']:.2f}", f"{r['warm_s']:.2f}", f"{r['cold_s'] / r['warm_s']:.2f}",
-                f"{r['warm_cpu_s']:.2f}", f"{r['warm_cpu_s'] / r['engine_s']:.2f}",
+                f"{r['warm_cpu_s']:.2f}", f"{r['warm_cpu_s'] / e:.2f}",
                 f"{r['warm_cpu_s'] - r['user_s']:.2f}"]
     return row
 
@@ -142,15 +152,19 @@ def run(args) -> int:
         if not args.no_cold:
             r.update(command_line(args.model, args.wav, dtype, args.repeats))
         rows.append(_row(dtype, r, not args.no_cold))
-    headers = ["dtype", "user x realtime", "synthesize x realtime", "engine x realtime",
-               "synthesize/engine", "user/engine", "user ms", "load ms", "mel ms",
-               "synthesize ms", "conditioning ms", "engine ms"] + \
+    headers = ["dtype", "user x realtime (wall)", "engine x realtime (wall)",
+               "user/engine wall", "user/engine CPU", "user/engine main",
+               "synthesize/engine wall",
+               "synthesize/engine CPU", "user wall ms", "engine wall ms", "user ms", "load ms",
+               "mel ms", "synthesize ms", "conditioning ms", "engine ms"] + \
         ([] if args.no_cold else ["cold CLI s", "warm CLI s", "cold/warm", "warm CLI CPU s",
                                   "CLI/engine", "CLI fixed CPU s"])
     notes = [f"{Path(args.model).name}, {Path(args.wav).name} ({r['audio_s']:.2f} s of audio); "
-             f"CPU-time medians of {args.repeats}; user = load + read + mel + synthesize "
-             "(conditioning, generation) + int16 trimmed; synthesize = Vocoder.synthesize on a "
-             "loaded vocoder; engine = JitEngine.generate over the whole K",
+             f"medians of {args.repeats}, CPU time unless marked wall or main (the main "
+             "thread's CPU time: the critical path on a free core); user = load (the engine "
+             "built on a thread) + read + mel + synthesize (conditioning, generation) + int16 "
+             "trimmed; synthesize = Vocoder.synthesize on a loaded vocoder; engine = "
+             "JitEngine.generate over the whole K",
              "cold = `python -m jitvoc resynth` with an empty JITVOC_CACHE (one run), warm = "
              "the same command again (median); cold and warm in wall seconds; warm CLI CPU: "
              "user + system of the command; CLI fixed = warm CLI CPU - user"]
