@@ -65,9 +65,10 @@ def make_corpus(folder: Path, files: int, seconds: float, sample_rate: int) -> l
     return corpus.collect([folder], ("audio",))
 
 
-def _time_run(setup, workers, model, items, out, dtype) -> tuple[float, list]:
-    """(wall seconds, [seconds from the start at which each result arrived]) of one whole
-    corpus run; every file must succeed."""
+def _time_run(setup, workers, model, items, out, dtype) -> tuple[float, list, float | None]:
+    """(wall seconds, [seconds from the start at which each result arrived], CPU seconds of
+    this process and its worker processes (None for Ray: its actors are not our children)) of
+    one whole corpus run; every file must succeed."""
     failed, stamps = [], []
 
     def report_(result):
@@ -76,7 +77,7 @@ def _time_run(setup, workers, model, items, out, dtype) -> tuple[float, list]:
             failed.append(result.error)
     if setup == "ray":
         _wait_for_ray_cpus()
-    start = time.perf_counter()
+    cpu, start = _cpu(), time.perf_counter()
     if setup == "processes":
         corpus.run(model, items, out, jobs=workers, report=report_, dtype=dtype)
     else:
@@ -84,7 +85,12 @@ def _time_run(setup, workers, model, items, out, dtype) -> tuple[float, list]:
     wall = time.perf_counter() - start
     if failed:
         raise RuntimeError(f"bench corpus: files failed: {failed[:3]}")
-    return wall, stamps
+    return wall, stamps, _cpu() - cpu if setup == "processes" else None
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its children that have ended."""
+    return sum(os.times()[:4])
 
 
 def steady_speed(stamps, workers: int, seconds: float) -> float:
@@ -98,13 +104,15 @@ def steady_speed(stamps, workers: int, seconds: float) -> float:
 
 
 def measure(model, items, seconds, setups, repeats, dtype, tmp) -> dict:
-    """{(setup, workers): {"whole": [...], "steady": [...]}}, x realtime per round, each round
-    one run of the whole corpus per setup."""
-    speeds = {s: {"whole": [], "steady": []} for s in setups}
+    """{(setup, workers): {"whole": [...], "steady": [...], "cpu": [...]}}: x realtime and CPU
+    seconds (processes only) per round, each round one run of the whole corpus per setup."""
+    speeds = {s: {"whole": [], "steady": [], "cpu": []} for s in setups}
     for r in range(repeats):
         for setup, workers in setups:
-            wall, stamps = _time_run(setup, workers, model, items,
-                                     tmp / f"out-{setup}{workers}-{r}", dtype)
+            wall, stamps, cpu = _time_run(setup, workers, model, items,
+                                          tmp / f"out-{setup}{workers}-{r}", dtype)
+            if cpu is not None:
+                speeds[(setup, workers)]["cpu"].append(cpu)
             speeds[(setup, workers)]["whole"].append(len(items) * seconds / wall)
             speeds[(setup, workers)]["steady"].append(steady_speed(stamps, workers, seconds))
     return speeds
@@ -196,7 +204,7 @@ def _wait_for_ray_cpus(timeout: float = 60.0) -> None:
 
 
 def _table(speeds, args, loadavg):
-    med = {k: {kind: float(np.median(v)) for kind, v in runs.items()} for k, runs in
+    med = {k: {kind: float(np.median(v)) for kind, v in runs.items() if v} for k, runs in
            speeds.items()}
     base = med[("processes", 1)]
     rows, figures = [], {}
@@ -204,7 +212,7 @@ def _table(speeds, args, loadavg):
         spread = report.summary(speeds[(setup, workers)]["steady"])[1]
         rows.append([setup, workers, f"{m['whole']:.2f}", f"{m['whole'] / base['whole']:.2f}",
                      f"{m['steady']:.2f}", f"{m['steady'] / base['steady']:.2f}",
-                     f"{100 * spread:.0f}%"])
+                     f"{100 * spread:.0f}%", f"{m['cpu']:.2f}" if "cpu" in m else ""])
         figures[f"{setup} {workers}"] = m
     notes = [f"{args.files} files x {args.seconds:g} s of noise, random_model({args.hidden}) at "
              f"24 kHz, {args.dtype}, native; medians of {args.repeats} rounds; "
@@ -212,7 +220,12 @@ def _table(speeds, args, loadavg):
              f"{loadavg[1]:.1f} at the end",
              "whole: the corpus's audio over the wall time of a whole run (load, worker "
              "start-up, files written); steady: the audio of the files after the W-th result "
-             "over the time from it to the last (start-up and first files left out)"]
+             "over the time from it to the last (start-up and first files left out); CPU s: "
+             "of the bench process and its worker processes in a whole run (the machine's "
+             "load does not count)"]
+    if "cpu" in med.get(("processes", 2), {}):
+        notes.append(f"CPU: 2 processes - 1: {med[('processes', 2)]['cpu'] - base['cpu']:+.2f} s "
+                     f"(what the second process costs beyond its share of the work)")
     for kind in ("steady", "whole"):
         if ("processes", 2) in med:
             notes.append(f"{kind}: 2 processes / 1: "
@@ -221,6 +234,6 @@ def _table(speeds, args, loadavg):
             ratio = med[("ray", 2)][kind] / med[("processes", 2)][kind]
             notes.append(f"{kind}: Ray 2 workers / 2 processes: {ratio:.2f} (target >= 0.85)")
     headers = ["setup", "workers", "whole x realtime", "vs 1 process", "steady x realtime",
-               "vs 1 process", "spread"]
+               "vs 1 process", "spread", "CPU s"]
     return report.Table("corpus: jitvoc.corpus on processes and on Ray", headers, rows,
                         notes), figures
