@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +197,25 @@ def test_workers_fork_from_one_thread(model_path, inputs, tmp_path, monkeypatch)
     assert cli("corpus", model_path, inputs, "-o", tmp_path / "out", "--jobs", 2,
                "--batch", 2) == 0
     assert at_fork == [set()]
+
+
+def test_jobs_n_is_this_process_and_n_minus_1_forked(model_path, inputs, tmp_path):
+    """--jobs 2: this process vocodes too, beside one forked worker (which inherits the
+    patch that records who vocoded what; this process is slowed down, so that the worker
+    surely gets files on a loaded machine)."""
+    parent, pids, process = os.getpid(), tmp_path / "pids", corpus.process
+
+    def recorded(*args):
+        with open(pids, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        if os.getpid() == parent:
+            time.sleep(0.3)
+        return process(*args)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(corpus, "process", recorded)
+        corpus.run(str(model_path), corpus.collect([inputs]), tmp_path / "out", jobs=2)
+    seen = pids.read_text().split()
+    assert len(seen) == 5 and str(os.getpid()) in seen and len(set(seen)) == 2, seen
 
 
 def test_a_dead_worker_stops_the_run(model_path, inputs, tmp_path):
