@@ -6,8 +6,9 @@ file is vocoded exactly as `jitvoc synth` / `jitvoc resynth` vocode one file, so
 equals the single-file result. Outputs are written atomically; a file that fails is reported
 and the run goes on.
 
-Locally the parent loads the model first, so the kernels are compiled once and the verified
-kernel cache is warm; worker processes (spawned, one per core) then load them from the cache.
+Locally this process loads the model (the kernels compiled once, or found in the cache) and
+forks the other workers from it: they start at once, sharing its compiled code and model, and
+this process vocodes too (jobs N: this one and N - 1 forked).
 On Ray (`run_ray`) a Ray Data pipeline reads the files, vocodes them in actors that each load
 the model once (`RayVocoder`), and the driver writes the WAVs (docs/corpus.md).
 """
@@ -320,25 +321,19 @@ class Tally:
 
 # --- every core of this machine ------------------------------------------------------------------
 def run(model, items, out_dir, settings=Settings(), jobs=None, report=None, **load_args):
-    """Vocode `items` into `out_dir` with `jobs` processes (default: the usable cores); each
-    Result goes to `report` as it arrives. `model` and `load_args` (cpu, dtype, engine) as
-    jitvoc.load takes them. The model is loaded here first: the kernels are compiled (once)
-    and cached before any worker starts, and the workers load them from the cache."""
+    """Vocode `items` into `out_dir` on `jobs` processes (default: the usable cores): this one
+    and jobs - 1 forked from it once the model is loaded; each Result goes to `report` as it
+    arrives. `model` and `load_args` (cpu, dtype, engine) as jitvoc.load takes them."""
     report = report or (lambda result: None)
     if jobs is not None and jobs < 1:
         raise JitvocError(f"--jobs must be at least 1, got {jobs}")
     jobs = min(jobs or usable_cores(), len(items))
     prepare_output(out_dir)
     vocoder = load(model, **load_args)
-    groups = _groups(_longest_first(items), settings.batch)
-    if jobs <= 1:
-        for group in groups:
-            for result in process(vocoder, group, out_dir, settings):
-                report(result)
-        return
-    spec = (vocoder.model, load_args)
-    del vocoder
-    _run_processes(spec, groups, out_dir, settings, jobs, report)
+    if jobs > 1:
+        _warm_batches(vocoder, settings.batch)
+    _run_processes(vocoder, _groups(_longest_first(items), settings.batch), out_dir, settings,
+                   jobs, report)
 
 
 def _groups(items, size: int) -> list[list[Item]]:
@@ -357,36 +352,65 @@ def _longest_first(items) -> list[Item]:
     return sorted(items, key=size, reverse=True)
 
 
-def _run_processes(spec, groups, out_dir, settings, jobs, report) -> None:
-    ctx = multiprocessing.get_context("spawn")   # no forked copy of LLVM, threads or locks
-    tasks, results = ctx.Queue(), ctx.Queue()
-    for group in groups + [None] * jobs:
-        tasks.put(group)
-    workers = [ctx.Process(target=_worker, args=(spec, out_dir, settings, tasks, results),
-                           daemon=True) for _ in range(jobs)]
+def _warm_batches(vocoder, batch: int) -> None:
+    """Build the batched engine of `batch` streams now (synthesize_batch builds it on first
+    use), so that the forked workers inherit it instead of each building its own."""
+    if batch > 1:
+        mel = np.zeros((1, vocoder.model.n_mels), np.float32)
+        vocoder.synthesize_batch([mel, mel], batch=batch)
+
+
+def _run_processes(vocoder, groups, out_dir, settings, jobs, report) -> None:
+    """Vocode the groups here and in jobs - 1 worker processes forked now, each process taking
+    the next group when it is free. Forked after the load, the workers start at once with the
+    compiled code and the model of this process (no interpreter to start, nothing to load:
+    spawned ones took 0.3-0.5 s each, while this process idled)."""
+    ctx = multiprocessing.get_context("fork")
+    results, taken = ctx.Queue(), ctx.Value("i", 0)
+    workers = [ctx.Process(target=_worker, args=(vocoder, groups, taken, out_dir, settings,
+                                                 results), daemon=True)
+               for _ in range(jobs - 1)]
     for w in workers:
         w.start()
     try:
         remaining = sum(map(len, groups))
-        while remaining:
-            try:
-                message = results.get(timeout=0.5)
-            except queue.Empty:
-                _check_alive(workers)
-                continue
-            if isinstance(message, Result):
-                report(message)
+        for group in _next_groups(groups, taken):
+            for result in process(vocoder, group, out_dir, settings):
+                report(result)
                 remaining -= 1
-            elif isinstance(message, JitvocError):
-                raise message
-            else:
-                log.debug(message)
-        for w in workers:   # done: each exits at its None
+            remaining -= _collect(results, workers, report, timeout=0)
+        while remaining:
+            remaining -= _collect(results, workers, report, timeout=0.5)
+        for w in workers:   # done: each exits when no group is left
             w.join(timeout=10)
-        while not results.empty():   # the load times of workers that started late
-            log.debug(results.get())
     finally:
         _stop(workers)
+
+
+def _next_groups(groups, taken):
+    """The groups this process takes, one at a time, from the shared counter `taken`."""
+    while True:
+        with taken.get_lock():
+            i = taken.value
+            taken.value = i + 1
+        if i >= len(groups):
+            return
+        yield groups[i]
+
+
+def _collect(results, workers, report, timeout: float) -> int:
+    """Report the workers' Results that have arrived (waiting up to `timeout` for the first);
+    how many. A worker that died is an error."""
+    n = 0
+    while True:
+        try:
+            result = results.get(timeout=timeout) if timeout else results.get_nowait()
+        except queue.Empty:
+            if not n:
+                _check_alive(workers)
+            return n
+        report(result)
+        n, timeout = n + 1, 0
 
 
 def _check_alive(workers) -> None:
@@ -412,20 +436,11 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _worker(spec, out_dir, settings, tasks, results) -> None:
-    """A worker process: load the model (kernels from the cache), vocode groups of items
-    until None."""
+def _worker(vocoder, groups, taken, out_dir, settings, results) -> None:
+    """A worker process, forked with the loaded vocoder: vocode groups until none is left."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C and stops us
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    model, load_args = spec
-    start = time.perf_counter()
-    try:
-        vocoder = load(model, **load_args)
-    except Exception as e:   # the parent loaded it: only a changed file or cache gets here
-        results.put(JitvocError(f"a worker process could not load the model: {e}"))
-        return
-    results.put(f"worker {os.getpid()}: model loaded in {time.perf_counter() - start:.2f} s")
-    while (group := tasks.get()) is not None:
+    for group in _next_groups(groups, taken):
         for result in process(vocoder, group, out_dir, settings):
             results.put(result)
 

@@ -6,6 +6,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -165,18 +167,70 @@ def test_an_input_is_never_overwritten(model_path, inputs, capsys):
 
 
 @pytest.mark.slow
-def test_workers_load_the_kernels_compiled_once(model_path, inputs, tmp_path):
-    """With an empty kernel cache the parent compiles each module once; both workers load
-    them from the cache (a recompiling worker would print its own 'compiled' lines)."""
+def test_the_kernels_are_compiled_once(model_path, inputs, tmp_path):
+    """With an empty kernel cache the parent builds each engine (the batched one of --batch
+    included) and compiles each module once, before it forks the worker, which inherits
+    them: a worker that built an engine of its own would print its plan again."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), JITVOC_CACHE=str(tmp_path / "cache"),
                JITVOC_DEBUG="2")
     r = subprocess.run([sys.executable, "-m", "jitvoc", "-v", "corpus", str(model_path),
-                        str(inputs), "-o", str(tmp_path / "out"), "--jobs", "2"],
+                        str(inputs), "-o", str(tmp_path / "out"), "--jobs", "2", "--batch", "2"],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     compiled = re.findall(r"compiled (\S+) for", r.stderr)
     assert compiled and len(compiled) == len(set(compiled)), compiled
-    assert len(re.findall(r"worker \d+: model loaded", r.stderr)) == 2, r.stderr
+    engines = re.findall(r"vocoder plan (\S+):", r.stderr)   # built: planned, then loaded
+    assert len(engines) == 2 and len(set(engines)) == 2, engines   # B = 1 and B = 2, once
+    assert "wrote 5 of 5 files" in r.stderr
+
+
+def test_workers_fork_from_one_thread(model_path, inputs, tmp_path, monkeypatch):
+    """The workers are forked from a process that runs no thread of jitvoc's (the progress
+    bar's included): a fork copies no other thread, and any lock one held stays held."""
+    before, at_fork = set(threading.enumerate()), []
+    run_processes = corpus._run_processes
+
+    def probe(*args):
+        at_fork.append(set(threading.enumerate()) - before)
+        return run_processes(*args)
+    monkeypatch.setattr(corpus, "_run_processes", probe)
+    assert cli("corpus", model_path, inputs, "-o", tmp_path / "out", "--jobs", 2,
+               "--batch", 2) == 0
+    assert at_fork == [set()]
+
+
+def test_jobs_n_is_this_process_and_n_minus_1_forked(model_path, inputs, tmp_path):
+    """--jobs 2: this process vocodes too, beside one forked worker (which inherits the
+    patch that records who vocoded what; this process is slowed down, so that the worker
+    surely gets files on a loaded machine)."""
+    parent, pids, process = os.getpid(), tmp_path / "pids", corpus.process
+
+    def recorded(*args):
+        with open(pids, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        if os.getpid() == parent:
+            time.sleep(0.3)
+        return process(*args)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(corpus, "process", recorded)
+        corpus.run(str(model_path), corpus.collect([inputs]), tmp_path / "out", jobs=2)
+    seen = pids.read_text().split()
+    assert len(seen) == 5 and str(os.getpid()) in seen and len(set(seen)) == 2, seen
+
+
+def test_a_dead_worker_stops_the_run(model_path, inputs, tmp_path):
+    """A worker that dies (here: exits in its first file) is an error, not a hang."""
+    parent, process = os.getpid(), corpus.process
+
+    def dies_in_a_worker(*args):
+        if os.getpid() != parent:
+            os._exit(3)
+        return process(*args)
+    items = corpus.collect([inputs])
+    with pytest.MonkeyPatch.context() as m:   # the forked worker inherits the patch
+        m.setattr(corpus, "process", dies_in_a_worker)
+        with pytest.raises(JitvocError, match=r"a worker process died \(exit status 3\)"):
+            corpus.run(str(model_path), items, tmp_path / "out", jobs=2)
 
 
 # --- Ray ---------------------------------------------------------------------------------------
@@ -254,8 +308,9 @@ def test_bench_corpus_processes_runs(tmp_path):
                  "--json", str(out)]) == 0
     speeds = json.loads(out.read_text())["speeds"]
     assert sorted(speeds) == ["processes 1", "processes 2"]
-    for runs in speeds.values():
-        assert sorted(runs) == ["steady", "whole"] and min(runs["steady"] + runs["whole"]) > 0
+    for runs in speeds.values():   # x realtime, and CPU seconds of the bench and its workers
+        assert sorted(runs) == ["cpu", "steady", "whole"]
+        assert min(runs["steady"] + runs["whole"] + runs["cpu"]) > 0
 
 
 def test_files_are_vocoded_with_one_blas_thread(monkeypatch, tmp_path):

@@ -9,8 +9,10 @@ exported models are. Two figures per setup, x realtime, from one run of the whol
 written), and "steady", the audio of the files that arrive after each of the W workers has
 delivered one (the W-th result) over the time from that result to the last: start-up and the
 first files left out, the same accounting for processes and Ray. Medians of rounds that time
-each setup once. Ray is started once, its workers import the jitvoc this process runs, and
-each run waits until the previous run's actors have given their CPUs back. Targets (issue 15):
+each setup once, the process setups' rounds before Ray's (a process running Ray's driver
+threads is not one to fork workers from). Ray is started once, its workers import the
+jitvoc this process runs, and each run waits until the previous run's actors have given
+their CPUs back. Targets (issue 15):
 2 processes at least 1.9x one, Ray on 2 workers within 15% of 2 processes.
 
 Batched generation first: the corpus's mels vocoded in this process by
@@ -65,9 +67,10 @@ def make_corpus(folder: Path, files: int, seconds: float, sample_rate: int) -> l
     return corpus.collect([folder], ("audio",))
 
 
-def _time_run(setup, workers, model, items, out, dtype) -> tuple[float, list]:
-    """(wall seconds, [seconds from the start at which each result arrived]) of one whole
-    corpus run; every file must succeed."""
+def _time_run(setup, workers, model, items, out, dtype) -> tuple[float, list, float | None]:
+    """(wall seconds, [seconds from the start at which each result arrived], CPU seconds of
+    this process and its worker processes (None for Ray: its actors are not our children)) of
+    one whole corpus run; every file must succeed."""
     failed, stamps = [], []
 
     def report_(result):
@@ -76,7 +79,7 @@ def _time_run(setup, workers, model, items, out, dtype) -> tuple[float, list]:
             failed.append(result.error)
     if setup == "ray":
         _wait_for_ray_cpus()
-    start = time.perf_counter()
+    cpu, start = _cpu(), time.perf_counter()
     if setup == "processes":
         corpus.run(model, items, out, jobs=workers, report=report_, dtype=dtype)
     else:
@@ -84,7 +87,12 @@ def _time_run(setup, workers, model, items, out, dtype) -> tuple[float, list]:
     wall = time.perf_counter() - start
     if failed:
         raise RuntimeError(f"bench corpus: files failed: {failed[:3]}")
-    return wall, stamps
+    return wall, stamps, _cpu() - cpu if setup == "processes" else None
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its children that have ended."""
+    return sum(os.times()[:4])
 
 
 def steady_speed(stamps, workers: int, seconds: float) -> float:
@@ -98,13 +106,15 @@ def steady_speed(stamps, workers: int, seconds: float) -> float:
 
 
 def measure(model, items, seconds, setups, repeats, dtype, tmp) -> dict:
-    """{(setup, workers): {"whole": [...], "steady": [...]}}, x realtime per round, each round
-    one run of the whole corpus per setup."""
-    speeds = {s: {"whole": [], "steady": []} for s in setups}
+    """{(setup, workers): {"whole": [...], "steady": [...], "cpu": [...]}}: x realtime and CPU
+    seconds (processes only) per round, each round one run of the whole corpus per setup."""
+    speeds = {s: {"whole": [], "steady": [], "cpu": []} for s in setups}
     for r in range(repeats):
         for setup, workers in setups:
-            wall, stamps = _time_run(setup, workers, model, items,
-                                     tmp / f"out-{setup}{workers}-{r}", dtype)
+            wall, stamps, cpu = _time_run(setup, workers, model, items,
+                                          tmp / f"out-{setup}{workers}-{r}", dtype)
+            if cpu is not None:
+                speeds[(setup, workers)]["cpu"].append(cpu)
             speeds[(setup, workers)]["whole"].append(len(items) * seconds / wall)
             speeds[(setup, workers)]["steady"].append(steady_speed(stamps, workers, seconds))
     return speeds
@@ -124,9 +134,14 @@ def run(args) -> int:
         speeds, loadavg = {}, os.getloadavg()[0]
         if not args.batch_only:
             corpus.run(model, items[:1], tmp / "warm", jobs=1, dtype=args.dtype)  # cached
-            if not args.no_ray:
-                _start_ray()
-            speeds = measure(model, items, args.seconds, setups, args.repeats, args.dtype, tmp)
+            # The process setups first: corpus.run forks its workers, and a process running
+            # Ray's driver threads is not one to fork.
+            for kind in ("processes", "ray"):
+                chosen = [s for s in setups if s[0] == kind]
+                if chosen and kind == "ray":
+                    _start_ray()
+                speeds |= measure(model, items, args.seconds, chosen, args.repeats,
+                                  args.dtype, tmp)
     tables, figures = [batch_table], {}
     if speeds:
         table, figures = _table(speeds, args, (loadavg, os.getloadavg()[0]))
@@ -196,7 +211,7 @@ def _wait_for_ray_cpus(timeout: float = 60.0) -> None:
 
 
 def _table(speeds, args, loadavg):
-    med = {k: {kind: float(np.median(v)) for kind, v in runs.items()} for k, runs in
+    med = {k: {kind: float(np.median(v)) for kind, v in runs.items() if v} for k, runs in
            speeds.items()}
     base = med[("processes", 1)]
     rows, figures = [], {}
@@ -204,7 +219,7 @@ def _table(speeds, args, loadavg):
         spread = report.summary(speeds[(setup, workers)]["steady"])[1]
         rows.append([setup, workers, f"{m['whole']:.2f}", f"{m['whole'] / base['whole']:.2f}",
                      f"{m['steady']:.2f}", f"{m['steady'] / base['steady']:.2f}",
-                     f"{100 * spread:.0f}%"])
+                     f"{100 * spread:.0f}%", f"{m['cpu']:.2f}" if "cpu" in m else ""])
         figures[f"{setup} {workers}"] = m
     notes = [f"{args.files} files x {args.seconds:g} s of noise, random_model({args.hidden}) at "
              f"24 kHz, {args.dtype}, native; medians of {args.repeats} rounds; "
@@ -212,7 +227,12 @@ def _table(speeds, args, loadavg):
              f"{loadavg[1]:.1f} at the end",
              "whole: the corpus's audio over the wall time of a whole run (load, worker "
              "start-up, files written); steady: the audio of the files after the W-th result "
-             "over the time from it to the last (start-up and first files left out)"]
+             "over the time from it to the last (start-up and first files left out); CPU s: "
+             "of the bench process and its worker processes in a whole run (the machine's "
+             "load does not count)"]
+    if "cpu" in med.get(("processes", 2), {}):
+        notes.append(f"CPU: 2 processes - 1: {med[('processes', 2)]['cpu'] - base['cpu']:+.2f} s "
+                     f"(what the second process costs beyond its share of the work)")
     for kind in ("steady", "whole"):
         if ("processes", 2) in med:
             notes.append(f"{kind}: 2 processes / 1: "
@@ -221,6 +241,6 @@ def _table(speeds, args, loadavg):
             ratio = med[("ray", 2)][kind] / med[("processes", 2)][kind]
             notes.append(f"{kind}: Ray 2 workers / 2 processes: {ratio:.2f} (target >= 0.85)")
     headers = ["setup", "workers", "whole x realtime", "vs 1 process", "steady x realtime",
-               "vs 1 process", "spread"]
+               "vs 1 process", "spread", "CPU s"]
     return report.Table("corpus: jitvoc.corpus on processes and on Ray", headers, rows,
                         notes), figures

@@ -62,7 +62,8 @@ def register(sub) -> None:
         p.add_argument("--list", metavar="FILE",
                        help="a file naming inputs, one path a line, relative to its folder")
         p.add_argument("--jobs", type=int, metavar="N",
-                       help="processes for several inputs (default: the usable cores, "
+                       help="processes for several inputs: this one and N - 1 forked from it "
+                            f"once the model is loaded (default: the usable cores, "
                             f"{corpus.usable_cores()} here); with --ray, Ray workers")
         p.add_argument("--batch", type=int, default=1, metavar="B", help=BATCH_NOTE)
         p.add_argument("--cpu", help="the CPU generation to compile for (default: this host)")
