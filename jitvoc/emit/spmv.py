@@ -119,10 +119,9 @@ class Kernel:
     @cached_property
     def word_unit(self) -> int:
         """Byte-permute words of one vector kept together (B > 1, permute_words): WORD_UNIT, or
-        a whole group's for B = 2 (B = 2's stores of 4-word parts compiled to a 64-byte load
-        from the constant pool, and the batched loop crashed on it: misaligned where the loop's
-        cores are loaded; the words of two vectors are small). Transposing shuffles did the
-        same at every B (bench/README.md, "Issue 15: B = 8, third round")."""
+        a whole group's for B = 2 (the words of two vectors are small; B = 2 in units of
+        WORD_UNIT gave the same bits at the same speed, R, O1, O2, GRU-A within ±5%,
+        bench/README.md "Issue 15: B = 8, fourth round")."""
         return PERMUTE_GROUP if self.vectors <= 2 else WORD_UNIT
 
     def entry(self, single):
