@@ -23,8 +23,8 @@ def table_module(name: str, writable_global: bool) -> ir.Module:
     m = ir.Module(name=name)
     kind = ir.ArrayType(I32, len(TABLE))
     table = ir.GlobalVariable(m, kind, name=f"{name}_table")
-    table.initializer, table.global_constant, table.linkage = ir.Constant(kind, TABLE), True, \
-        "internal"
+    table.initializer = ir.Constant(kind, TABLE)
+    table.global_constant, table.linkage = True, "internal"
     f = ir.Function(m, ir.FunctionType(I32, [I32]), name=name)
     b = ir.IRBuilder(f.append_basic_block())
     if writable_global:
