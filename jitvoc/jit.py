@@ -215,26 +215,39 @@ def _collector_paused():
 
 
 class Library:
-    """Machine code loaded into this process; keeps its execution engine alive. `obj` may be a
-    list of objects: they must not call each other's symbols (RuntimeDyld resolved the large
-    code model's GOT64 calls across objects wrongly in 2 runs of 3: pass addresses instead)."""
+    """Machine code loaded into this process; keeps its execution engines alive. `obj` may be a
+    list of objects, which must not call each other's symbols (pass addresses instead).
+
+    Each object gets an execution engine (a RuntimeDyld) of its own. In one engine, RuntimeDyld
+    (LLVM 20, llvmlite 0.50) resolves every object's R_X86_64_GOTOFF64 against the first
+    `.got` section of all the objects loaded, while each object's R_X86_64_GOTPC64 gives its
+    own `.got`: the large code model (the JIT's default) addresses constants (pools, tables)
+    as GOT + GOTOFF, so once an earlier object had a GOT entry (the batched loop's memcpy),
+    every later object read its constants 8 or more bytes off: wrong table entries, or a
+    SIGSEGV on an aligned 64-byte load (tests/test_jit.py)."""
 
     def __init__(self, obj: bytes | list, gen):
-        _initialised()
         objs = obj if isinstance(obj, list) else [obj]
-        empty = llvm.parse_assembly("")
-        empty.triple = triple()
-        self._engine = llvm.create_mcjit_compiler(empty, _target_machine(gen))
-        for o in objs:
-            self._engine.add_object_file(llvm.ObjectFileRef.from_data(o))
-        self._engine.finalize_object()
+        self._engines = [_engine(o, gen) for o in objs]
         self.object_size = sum(map(len, objs))
 
     def address(self, symbol: str) -> int:
-        addr = self._engine.get_function_address(symbol)
-        if not addr:
-            raise KeyError(f"symbol {symbol!r} not found in compiled object")
-        return addr
+        for engine in self._engines:
+            addr = engine.get_function_address(symbol)
+            if addr:
+                return addr
+        raise KeyError(f"symbol {symbol!r} not found in compiled object")
+
+
+def _engine(obj: bytes, gen):
+    """An MCJIT engine holding one object, loaded and finalized."""
+    _initialised()
+    empty = llvm.parse_assembly("")
+    empty.triple = triple()
+    engine = llvm.create_mcjit_compiler(empty, _target_machine(gen))
+    engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+    engine.finalize_object()
+    return engine
 
 
 def _builder_module(build_ir) -> str:

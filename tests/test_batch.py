@@ -60,6 +60,29 @@ def test_representations(representation):
     check_batch(vocoder("int8", representation=representation), 4, FRAMES[:4])
 
 
+
+@functools.cache
+def full_size():
+    """random_model(896) at 24 kHz in int8 (the benchmark's model), its mels of 1 to 3
+    frames, and each one's synthesize (B = 1)."""
+    voc = jitvoc.load(jitvoc.calibrate(random_model(hidden=896, sample_rate=24000, seed=0)),
+                      dtype="int8")
+    mels = mels_of(voc.model, [1 + i % 3 for i in range(17)], seed=2)
+    return voc, mels, [voc.synthesize(mel, seed=i) for i, mel in enumerate(mels)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", range(2, 17))
+def test_full_size_streams_equal_synthesize(batch):
+    """Every B of the batched loop at hidden 896 (its kernels: grouped, byte permutes, order
+    tables) gives each stream B = 1's samples: B + 1 streams, the second batch one stream and
+    B - 1 idle lanes. (Before jit.Library loaded each object on its own, the cores read their
+    order tables 8 bytes off here, and no stream matched.)"""
+    voc, mels, alone = full_size()
+    got = voc.synthesize_batch(mels[:batch + 1], seeds=list(range(batch + 1)), batch=batch)
+    for i, (out, want) in enumerate(zip(got, alone)):
+        np.testing.assert_array_equal(out, want, err_msg=f"stream {i} of B = {batch}")
+
 def test_generate_batch_in_chunks():
     """Two calls of generate_batch (the states advanced in place) give the samples of one;
     a stream shorter than the first call stops there and its state with it."""

@@ -119,10 +119,9 @@ class Kernel:
     @cached_property
     def word_unit(self) -> int:
         """Byte-permute words of one vector kept together (B > 1, permute_words): WORD_UNIT, or
-        a whole group's for B = 2 (B = 2's stores of 4-word parts compiled to a 64-byte load
-        from the constant pool, and the batched loop crashed on it: misaligned where the loop's
-        cores are loaded; the words of two vectors are small). Transposing shuffles did the
-        same at every B (bench/README.md, "Issue 15: B = 8, third round")."""
+        a whole group's for B = 2 (the words of two vectors are small; B = 2 in units of
+        WORD_UNIT gave the same bits at the same speed, R, O1, O2, GRU-A within ±5%,
+        bench/README.md "Issue 15: B = 8, fourth round")."""
         return PERMUTE_GROUP if self.vectors <= 2 else WORD_UNIT
 
     def entry(self, single):
@@ -521,15 +520,34 @@ def permute_words(c: Core, index, pptr):
 
 def _store_units(b: ir.IRBuilder, k: Kernel, words, at, results):
     """A group's words of B vectors (results) from word `at` on: unit u (k.word_unit slots) of
-    vector v at at + (u · B + v) · unit, by stores of parts of each vector's 16 words."""
+    vector v at at + (u · B + v) · unit. Four vectors at a time, with units of WORD_UNIT, by a
+    4x4 transpose of their 128-bit lanes (_lane_transpose) and one 64-byte store per unit;
+    other vectors by stores of parts of their 16 words."""
     n, unit = len(results), k.word_unit
-    for v, result in enumerate(results):
-        group = b.bitcast(b.load(result), vec(i32, PERMUTE_GROUP))
+    groups = [b.bitcast(b.load(result), vec(i32, PERMUTE_GROUP)) for result in results]
+    four = n // 4 * 4 if unit == WORD_UNIT else 0
+    for v0 in range(0, four, 4):
+        for u, lanes in enumerate(_lane_transpose(b, groups[v0:v0 + 4])):
+            store(b, lanes, words, b.add(at, i64((u * n + v0) * unit)), align=16,
+                  elem_type=i32)
+    for v in range(four, n):
         for u in range(0, PERMUTE_GROUP, unit):
-            part = group if unit == PERMUTE_GROUP else b.shuffle_vector(
-                group, ir.Constant(group.type, None), ir.Constant(vec(i32, unit),
-                                                                 [*range(u, u + unit)]))
+            part = groups[v] if unit == PERMUTE_GROUP else b.shuffle_vector(
+                groups[v], ir.Constant(groups[v].type, None),
+                ir.Constant(vec(i32, unit), [*range(u, u + unit)]))
             store(b, part, words, b.add(at, i64(u * n + v * unit)), align=4, elem_type=i32)
+
+
+def _lane_transpose(b: ir.IRBuilder, rows: list) -> list:
+    """Four <16 x i32> rows as 4x4 matrices of 128-bit lanes, transposed: out[u] holds lane u
+    of rows 0..3. Two rounds of two-source lane shuffles (vshufi64x2 on AVX-512)."""
+    def pick(x, y, lanes):   # lanes of x (0-3) and y (4-7), 4 words each
+        return b.shuffle_vector(x, y, ir.Constant(vec(i32, 16),
+                                                   [4 * lane + w for lane in lanes for w in range(4)]))
+    even = [pick(rows[0], rows[1], (0, 2, 4, 6)), pick(rows[2], rows[3], (0, 2, 4, 6))]
+    odd = [pick(rows[0], rows[1], (1, 3, 5, 7)), pick(rows[2], rows[3], (1, 3, 5, 7))]
+    return [pick(*even, (0, 2, 4, 6)), pick(*odd, (0, 2, 4, 6)),
+            pick(*even, (1, 3, 5, 7)), pick(*odd, (1, 3, 5, 7))]
 
 
 def _pass_int(b: ir.IRBuilder, index, off, name: str):

@@ -1,0 +1,75 @@
+"""jit.Library: several objects loaded into one process each read their own constants.
+
+The large code model (the JIT's default) reaches a module's constants (pools, tables) at the
+GOT plus a GOTOFF64 offset. In one RuntimeDyld, LLVM resolved every object's GOTOFF64 against
+the first object's GOT while the code adds its own: once an earlier object had a GOT entry (a
+call to memcpy, a writable global), a later object's table reads came back shifted (here two
+entries), and an aligned 64-byte constant load crashed. The cases below failed that way before
+jit.Library gave each object an engine of its own."""
+import ctypes
+
+import pytest
+from llvmlite import ir
+
+from jitvoc import cpu, jit
+
+I32 = ir.IntType(32)
+TABLE = [100 + 7 * i for i in range(64)]
+
+
+def table_module(name: str, writable_global: bool) -> ir.Module:
+    """`name(i)` returns TABLE[i] from a constant table; with `writable_global`, it also counts
+    its calls in a global (which gives the object a GOT entry)."""
+    m = ir.Module(name=name)
+    kind = ir.ArrayType(I32, len(TABLE))
+    table = ir.GlobalVariable(m, kind, name=f"{name}_table")
+    table.initializer = ir.Constant(kind, TABLE)
+    table.global_constant, table.linkage = True, "internal"
+    f = ir.Function(m, ir.FunctionType(I32, [I32]), name=name)
+    b = ir.IRBuilder(f.append_basic_block())
+    if writable_global:
+        calls = ir.GlobalVariable(m, I32, name=f"{name}_calls")
+        calls.initializer = ir.Constant(I32, 0)
+        b.store(b.add(b.load(calls), ir.Constant(I32, 1)), calls)
+    b.ret(b.load(b.gep(table, [ir.Constant(I32, 0), b.zext(f.args[0], ir.IntType(64))])))
+    return m
+
+
+def vector_module(name: str) -> ir.Module:
+    """`name(p)` stores a 64-byte constant vector (a 64-byte aligned constant-pool load) at p."""
+    m = ir.Module(name=name)
+    vec = ir.VectorType(I32, 16)
+    f = ir.Function(m, ir.FunctionType(ir.VoidType(), [I32.as_pointer()]), name=name)
+    b = ir.IRBuilder(f.append_basic_block())
+    b.store(ir.Constant(vec, TABLE[:16]), b.bitcast(f.args[0], vec.as_pointer()), align=4)
+    b.ret_void()
+    return m
+
+
+@pytest.mark.parametrize("writable", [(True, False), (False, True), (True, True, False, True)],
+                         ids=["rw-ro", "ro-rw", "rw-rw-ro-rw"])
+def test_every_object_reads_its_own_table(writable):
+    gen = cpu.host_generation()
+    modules = [table_module(f"table{i}", w) for i, w in enumerate(writable)]
+    lib = jit.Library([jit.compile_object(m, gen) for m in modules], gen)
+    for m in modules:
+        fn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(lib.address(m.name))
+        assert [fn(i) for i in range(len(TABLE))] == TABLE, m.name
+
+
+def test_aligned_constant_after_an_object_with_a_got():
+    """The batched loop's crash: a 64-byte constant-pool load (vmovdqa64 where the host has
+    AVX-512) in an object loaded after one with a GOT entry."""
+    gen = cpu.host_generation()
+    modules = [table_module("first", True), vector_module("second")]
+    lib = jit.Library([jit.compile_object(m, gen) for m in modules], gen)
+    out = (ctypes.c_int32 * 16)()
+    ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lib.address("second"))(ctypes.addressof(out))
+    assert list(out) == TABLE[:16]
+
+
+def test_a_missing_symbol_is_a_key_error():
+    gen = cpu.host_generation()
+    lib = jit.Library([jit.compile_object(table_module("only", False), gen)], gen)
+    with pytest.raises(KeyError, match="nowhere"):
+        lib.address("nowhere")
