@@ -34,9 +34,11 @@ class GenState:
 
     def check_filters(self):
         """InputError unless the output filters' state (s_prev, y_prev) is finite."""
+        if math.isfinite(self.s_prev) and math.isfinite(self.y_prev):   # np.isfinite: 1 µs
+            return
         for name, what in (("s_prev", "de-emphasis"), ("y_prev", "DC blocker")):
             v = getattr(self, name)
-            if not math.isfinite(v):   # not np.isfinite: 1 µs a call
+            if not math.isfinite(v):
                 raise InputError(f"state.{name} ({what}) must be finite, got {v}")
 
 
