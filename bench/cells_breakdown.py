@@ -23,6 +23,12 @@ are timed alternately (CPU time of this thread, medians of rounds); a part costs
 minus its variant's; "the rest" is what remains (the conditioning rows, the quantization of the
 products' inputs, the decoding of the sample, the loop). The bound: the non-zero MACs per sample
 over the dense int8 roofline of `jitvoc bench kernels`, measured in the same run.
+
+    python bench/cells_breakdown.py --calls TREE [TREE ...] [--rounds 7]
+
+With --calls: the Python around one JitEngine.generate call of each source tree (loaded as
+bench/side_by_side.py loads them), random_model(896), int8, n = 0: per round and tree the
+median CPU time (of this thread) of 200 calls; the trees alternate; medians of the rounds.
 """
 import argparse
 import os
@@ -195,6 +201,34 @@ def vocoder(args) -> None:
               + f", the rest {whole - sum(cost.values()):.3f}")
 
 
+def call_timer(tree: str):
+    """() -> the median CPU µs of 200 `generate` calls of n = 0, for the tree at `tree`."""
+    jv = import_tree(tree)
+    model = jv.calibrate(jv.random_model(**jv.MODEL))
+    K, engine = jv.conditioning_rows(model, 2000), jv.JitEngine(model, None, "int8")
+
+    def run() -> float:
+        state, times = jv.GenState.initial(model.hidden), []
+        for _ in range(200):
+            t = time.thread_time_ns()
+            engine.generate(K, 0, 0, state, 0)
+            times.append(time.thread_time_ns() - t)
+        return statistics.median(times) / 1e3
+    return run
+
+
+def calls(args) -> None:
+    """The Python of a generate call per tree (see the module's docstring)."""
+    runs = {tree: call_timer(tree) for tree in args.calls}
+    times = {tree: [] for tree in runs}
+    for _ in range(args.rounds):
+        for tree, run in runs.items():
+            times[tree].append(run())
+    for tree, t in times.items():
+        print(f"{tree}: {statistics.median(t):.1f} µs a call (rounds "
+              f"{', '.join(f'{x:.1f}' for x in t)})")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hidden", type=int, default=512)
@@ -204,7 +238,10 @@ def main():
     p.add_argument("--vocoder", action="store_true", help="the engine's WaveRNN cell")
     p.add_argument("--dtype", default="int8,int16")
     p.add_argument("--samples", type=int, default=12000)
+    p.add_argument("--calls", nargs="+", metavar="TREE", help="a generate call's Python")
     args = p.parse_args()
+    if args.calls:
+        return calls(args)
     if args.vocoder:
         return vocoder(args)
     print(f"hidden {args.hidden}, {args.steps} steps: µs per step, medians of {args.rounds}")
