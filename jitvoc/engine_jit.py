@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import sys
 import threading
-import types
 
 import numpy as np
 
@@ -367,7 +366,9 @@ class _Calls:
         k = native.ffi.from_buffer(K)
         for slot in self.k_slots:
             frame.pointers[slot] = k
-        frame.point_rows(self.rows if n <= self.rows_kept else k_rows(n, self.hop))
+        kept = n <= self.rows_kept
+        rows = self.rows if kept else k_rows(n, self.hop)   # alive until run
+        frame.point_rows(rows, kept)
         if n <= frame.kept:
             if frame.outputs_at is not frame.buffer:
                 frame.point_outputs(frame.buffer, frame.kept, self.outputs)
@@ -387,8 +388,8 @@ class _Calls:
 
     def _frame(self) -> "_Frame":
         """This thread's _Frame, made (at its first call)."""
-        frame = self.local.frame = _Frame(self.schedule, self.fixed, self.hop, self.ROW_OF)
-        frame.keep_outputs(OUTPUTS_KEPT // (4 * self.width), self.outputs)
+        frame = self.local.frame = _Frame(self.schedule, self.fixed, self.hop, self.ROW_OF,
+                                          self.outputs, OUTPUTS_KEPT // (4 * self.width))
         return frame
 
 
@@ -407,7 +408,7 @@ class _Frame:
     to `kept` steps), its pointer table (the fixed addresses and these; cffi, written in place
     per call) and typed pointers to its scalar states and counter."""
 
-    def __init__(self, schedule, fixed: dict, hop: int, row_of: dict):
+    def __init__(self, schedule, fixed: dict, hop: int, row_of: dict, outputs, kept: int):
         params, names = schedule.params, schedule.params.names
         arrays = {"scratch": np.empty(schedule.scratch, np.float32),
                   "counter": np.zeros(2, np.int64),
@@ -433,19 +434,18 @@ class _Frame:
         self.input_slots = {k[len("input."):]: params.slot(k) for k in names
                             if k.startswith("input.") and k not in addresses}
         self.rows = self.outputs_at = None   # what the table points at
+        # the outputs (_Calls.outputs) of calls of up to `kept` steps
+        self.kept, self.buffer = kept, np.empty(kept * sum(o[3] for o in outputs), np.float32)
+        self.views = output_views(self.buffer, kept, outputs)
 
-    def keep_outputs(self, steps: int, outputs) -> None:
-        """A buffer for the outputs (_Calls.outputs) of calls of up to `steps` steps."""
-        self.kept, self.buffer = steps, np.empty(steps * sum(o[3] for o in outputs), np.float32)
-        self.views = output_views(self.buffer, steps, outputs)
-
-    def point_rows(self, rows: np.ndarray) -> None:
-        """The table's rows (k_rows) at `rows` (kept while the table points at them)."""
+    def point_rows(self, rows: np.ndarray, kept: bool) -> None:
+        """The table's rows (k_rows) at `rows`; `kept`: the shared ones (else a call's own, not
+        kept after it)."""
         if rows is not self.rows:
             at, stride = native.ffi.from_buffer(rows), rows.strides[0]
             for slot, row in self.row_slots:
                 self.pointers[slot] = at + row * stride
-            self.rows = rows
+            self.rows = rows if kept else None
 
     def point_outputs(self, buffer: np.ndarray, steps: int, outputs) -> None:
         """The table's outputs (_Calls.outputs) in `buffer`, laid out for `steps` steps."""
