@@ -18,11 +18,13 @@ With --vocoder: where a sample's time goes in the engine's compiled WaveRNN cell
 (JitEngine.generate, random_model(896) at 24 kHz, the `jitvoc bench vocoder` model). Beside the
 cell, variants of its emitter (emit.cell.CellEmitter) with one part left out, each compiled into
 a cache folder of its own: the GRU update (both halves: h' = h), the two draws (a fixed class),
-O1..O4, R (a product left out: its output zeroed once before the loop, not read undefined). All
-are timed alternately (CPU time of this thread, medians of rounds); a part costs the cell's time
-minus its variant's; "the rest" is what remains (the conditioning rows, the quantization of the
-products' inputs, the decoding of the sample, the loop). The bound: the non-zero MACs per sample
-over the dense int8 roofline of `jitvoc bench kernels`, measured in the same run.
+O1..O4, R (a product left out: its output zeroed once before the loop, not read undefined),
+and inside the GRU update its two divisions (emitted as multiplications: what a division-free
+update could save at most, its values wrong). All are timed alternately (CPU time of this
+thread, medians of rounds); a part costs the cell's time minus its variant's; "the rest" is
+what remains (the conditioning rows, the quantization of the products' inputs, the decoding of
+the sample, the loop). The bound: the non-zero MACs per sample over the dense int8 roofline of
+`jitvoc bench kernels`, measured in the same run.
 
     python bench/cells_breakdown.py --calls TREE [TREE ...] [--rounds 7]
 
@@ -137,6 +139,7 @@ def _cpu(fn) -> float:
 
 
 PARTS = ("GRU update", "draws", "O1..O4", "R")
+DIVISIONS = "GRU divisions"   # a variant inside "GRU update": its divisions as multiplications
 
 
 def _zeroed(self, product) -> None:
@@ -149,7 +152,15 @@ def _zeroed(self, product) -> None:
 
 def _omitting(part: str | None) -> dict:
     """CellEmitter's methods replaced to leave `part` out (PARTS), by name."""
-    full = CellEmitter._product
+    full, gru = CellEmitter._product, CellEmitter._gru
+    if part == DIVISIONS:
+        def multiplying(self, rule, shift):
+            fdiv, ir.IRBuilder.fdiv = ir.IRBuilder.fdiv, ir.IRBuilder.fmul
+            try:
+                return gru(self, rule, shift)
+            finally:
+                ir.IRBuilder.fdiv = fdiv
+        return {"_gru": multiplying}
     if part == "GRU update":
         return {"_gru": lambda self, rule, shift: self._value(rule.h, shift)}
     if part == "draws":
@@ -181,7 +192,7 @@ def vocoder(args) -> None:
     model = jitvoc.calibrate(jitvoc.random_model(**MODEL))
     K, n = conditioning_rows(model, args.samples), args.samples
     engines = {(d, part): vocoder_variant(model, d, part) for d in args.dtype.split(",")
-               for part in (None,) + PARTS}
+               for part in (None,) + PARTS + (DIVISIONS,)}
     times = {key: [] for key in engines}
     for _ in range(args.rounds):
         for key, engine in engines.items():
@@ -198,7 +209,8 @@ def vocoder(args) -> None:
         print(f"{d}: {whole:.3f} µs/sample ({1e6 / whole / rate:.1f}x realtime, "
               f"{bound / whole:.0%} of the bound): "
               + ", ".join(f"{k} {v:.3f}" for k, v in cost.items())
-              + f", the rest {whole - sum(cost.values()):.3f}")
+              + f", the rest {whole - sum(cost.values()):.3f}; of the GRU update, its "
+              f"divisions {whole - statistics.median(times[d, DIVISIONS]):.3f}")
 
 
 def call_timer(tree: str):
