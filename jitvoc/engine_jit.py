@@ -366,9 +366,9 @@ class _Calls:
         k = native.ffi.from_buffer(K)
         for slot in self.k_slots:
             frame.pointers[slot] = k
-        kept = n <= self.rows_kept
-        rows = self.rows if kept else k_rows(n, self.hop)   # alive until run
-        frame.point_rows(rows, kept)
+        rows = self.rows if n <= self.rows_kept else k_rows(n, self.hop)   # alive until run
+        if rows is not frame.rows:
+            frame.point_rows(rows, rows is self.rows)
         if n <= frame.kept:
             if frame.outputs_at is not frame.buffer:
                 frame.point_outputs(frame.buffer, frame.kept, self.outputs)
@@ -380,7 +380,7 @@ class _Calls:
             frame.point_outputs(buffer, n, self.outputs)
             views = output_views(buffer, n, self.outputs)
             outputs = {name: views[name] for name in wanted}
-        inputs = frame.point_inputs(n, classes)   # alive until run
+        inputs = frame.point_inputs(n, classes) if classes else None   # alive until run
         if n:
             self.run(n, frame.table)
         del inputs
@@ -441,24 +441,20 @@ class _Frame:
     def point_rows(self, rows: np.ndarray, kept: bool) -> None:
         """The table's rows (k_rows) at `rows`; `kept`: the shared ones (else a call's own, not
         kept after it)."""
-        if rows is not self.rows:
-            at, stride = native.ffi.from_buffer(rows), rows.strides[0]
-            for slot, row in self.row_slots:
-                self.pointers[slot] = at + row * stride
-            self.rows = rows if kept else None
+        at, stride = native.ffi.from_buffer(rows), rows.strides[0]
+        for slot, row in self.row_slots:
+            self.pointers[slot] = at + row * stride
+        self.rows = rows if kept else None
 
     def point_outputs(self, buffer: np.ndarray, steps: int, outputs) -> None:
         """The table's outputs (_Calls.outputs) in `buffer`, laid out for `steps` steps."""
-        if buffer is not self.outputs_at:
-            at = native.ffi.from_buffer(buffer)
-            for _, slot, offset, *_ in outputs:
-                self.pointers[slot] = at + 4 * steps * offset
-            self.outputs_at = buffer if buffer is self.buffer else None
+        at = native.ffi.from_buffer(buffer)
+        for _, slot, offset, *_ in outputs:
+            self.pointers[slot] = at + 4 * steps * offset
+        self.outputs_at = buffer if buffer is self.buffer else None
 
-    def point_inputs(self, n: int, classes) -> np.ndarray | None:
-        """The class inputs [len(classes), n] int32 (or None), their addresses in the table."""
-        if not classes:
-            return None
+    def point_inputs(self, n: int, classes: dict) -> np.ndarray:
+        """The class inputs [len(classes), n] int32, their addresses in the table."""
         inputs = np.array(list(classes.values()), np.int32).reshape(len(classes), n)
         at = native.ffi.from_buffer(inputs)
         for j, name in enumerate(classes):
