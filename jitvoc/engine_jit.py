@@ -259,8 +259,9 @@ class JitEngine:
         c, f = self.model.representation.encode(audio)
         classes = {"c": np.concatenate([[128], c[:-1]]), "f": np.concatenate([[0], f[:-1]]),
                    "c_t": c}
-        out, _ = self._teacher_cell()(K, len(audio), {"h": 0.0}, classes, wanted=("p",))
-        return out["p"].reshape(len(audio), 2, 256).copy()   # its thread's, for a short call
+        out, _ = self._teacher_cell()(K, len(audio), {"h": 0.0}, classes, wanted=("p",),
+                                      own=True)
+        return out["p"].reshape(len(audio), 2, 256)
 
     def _teacher_cell(self) -> "_Calls":
         """The teacher-forced cell (plan.vocoder.vocoder_cell(teacher=True)), compiled (or read
@@ -354,11 +355,12 @@ class _Calls:
         self.local = threading.local()
 
     def __call__(self, K, n: int, states: dict, classes=None, t0: int = 0, seed=0,
-                 wanted=()) -> tuple:
+                 wanted=(), own=False) -> tuple:
         """(the outputs named in `wanted`, by name [n, *shape], the states after the call by
         name: vectors as copies, scalars as numbers) from `states` (values by name; a number
         fills a vector) and `classes` (int32 inputs by name, [n]); K C-contiguous. The outputs
-        of a short call are this thread's arrays until its next call: copy what is kept."""
+        of a short call are this thread's arrays until its next call, unless `own` (then
+        copies)."""
         frame = getattr(self.local, "frame", None) or self._frame()
         frame.put(states)
         if frame.counter is not None:
@@ -374,7 +376,7 @@ class _Calls:
                 frame.point_outputs(frame.buffer, frame.kept, self.outputs)
             outputs = {}
             for name in wanted:
-                outputs[name] = frame.views[name][:n]
+                outputs[name] = frame.views[name][:n].copy() if own else frame.views[name][:n]
         else:
             buffer = np.empty(n * self.width, np.float32)
             frame.point_outputs(buffer, n, self.outputs)
