@@ -11,17 +11,47 @@ For the cells of `jitvoc bench cells` (random weights, input size = hidden): LST
 dense float32 and 90% block-sparse int8. With --trees: each case compiled from two source trees
 (loaded as bench/side_by_side.py loads them), run() and step() timed alternately, old then new,
 per round, and their outputs checked bit for bit.
+
+    python bench/cells_breakdown.py --vocoder [--dtype int8,int16] [--samples 12000] [--rounds 9]
+
+With --vocoder: where a sample's time goes in the engine's compiled WaveRNN cell
+(JitEngine.generate, random_model(896) at 24 kHz, the `jitvoc bench vocoder` model). Beside the
+cell, variants of its emitter (emit.cell.CellEmitter) with one part left out, each compiled into
+a cache folder of its own: the GRU update (both halves: h' = h), the two draws (a fixed class),
+O1..O4, R (a product left out: its output zeroed once before the loop, not read undefined),
+and inside the GRU update its two divisions (emitted as multiplications: what a division-free
+update could save at most, its values wrong). All are timed alternately (CPU time of this
+thread, medians of rounds); a part costs the cell's time minus its variant's; "the rest" is
+what remains (the conditioning rows, the quantization of the products' inputs, the decoding of
+the sample, the loop). The bound: the non-zero MACs per sample over the dense int8 roofline of
+`jitvoc bench kernels`, measured in the same run.
+
+    python bench/cells_breakdown.py --calls TREE [TREE ...] [--rounds 7]
+
+With --calls: the Python around one JitEngine.generate call of each source tree (loaded as
+bench/side_by_side.py loads them), random_model(896), int8, n = 0: per round and tree the
+median CPU time (of this thread) of 200 calls; the trees alternate; medians of the rounds.
 """
 import argparse
+import os
 import statistics
+import tempfile
 import time
 
 import numpy as np
 
 from side_by_side import import_tree
 
+from llvmlite import ir
+
 import jitvoc
+from jitvoc.bench import kernels as bench_kernels
 from jitvoc.bench.cells import CELLS, random_weights
+from jitvoc.bench.vocoder import MODEL, conditioning_rows
+from jitvoc.emit import irutil
+from jitvoc.emit.cell import CellEmitter
+from jitvoc.engine import GenState
+from jitvoc.engine_jit import JitEngine
 from jitvoc.plan.cell import HOIST_VECTORS
 
 CASES = (("lstm", 1.0, "float32"), ("lstm", 0.1, "int8"), ("gru", 1.0, "float32"),
@@ -108,13 +138,124 @@ def _cpu(fn) -> float:
     return time.process_time() - t
 
 
+PARTS = ("GRU update", "draws", "O1..O4", "R")
+DIVISIONS = "GRU divisions"   # a variant inside "GRU update": its divisions as multiplications
+
+
+def _zeroed(self, product) -> None:
+    """A product left out: its output (rows_padded floats) zeroed once, in the entry block."""
+    entry = ir.IRBuilder()
+    entry.position_before(self.entry.terminator)
+    for j in range(0, self.kernels[product.label].packed.rows_padded):
+        irutil.store(entry, irutil.f32(0.0), self.y[product.label], j)
+
+
+def _omitting(part: str | None) -> dict:
+    """CellEmitter's methods replaced to leave `part` out (PARTS), by name."""
+    full, gru = CellEmitter._product, CellEmitter._gru
+    if part == DIVISIONS:
+        def multiplying(self, rule, shift):
+            fdiv, ir.IRBuilder.fdiv = ir.IRBuilder.fdiv, ir.IRBuilder.fmul
+            try:
+                return gru(self, rule, shift)
+            finally:
+                ir.IRBuilder.fdiv = fdiv
+        return {"_gru": multiplying}
+    if part == "GRU update":
+        return {"_gru": lambda self, rule, shift: self._value(rule.h, shift)}
+    if part == "draws":
+        return {"_draw": lambda self, d, t: self.b.store(irutil.i32(7), self._slot(d.label))}
+    if part in ("O1..O4", "R"):
+        def product(self, p):
+            is_r = p.weights[0] == "gru.R"
+            return _zeroed(self, p) if is_r == (part == "R") else full(self, p)
+        return {"_product": product}
+    return {}
+
+
+def vocoder_variant(model, dtype: str, part: str | None) -> JitEngine:
+    """The engine with its cell emitted without `part` (None: whole), in a cache of its own."""
+    replaced = _omitting(part)
+    kept = {name: vars(CellEmitter)[name] for name in replaced}
+    os.environ["JITVOC_CACHE"] = tempfile.mkdtemp(prefix="jitvoc-cells-breakdown-")
+    try:
+        for name, method in replaced.items():
+            setattr(CellEmitter, name, method)
+        return JitEngine(model, None, dtype)
+    finally:
+        for name, method in kept.items():
+            setattr(CellEmitter, name, method)
+
+
+def vocoder(args) -> None:
+    """The single-stream breakdown of the engine's cell (see the module's docstring)."""
+    model = jitvoc.calibrate(jitvoc.random_model(**MODEL))
+    K, n = conditioning_rows(model, args.samples), args.samples
+    engines = {(d, part): vocoder_variant(model, d, part) for d in args.dtype.split(",")
+               for part in (None,) + PARTS + (DIVISIONS,)}
+    times = {key: [] for key in engines}
+    for _ in range(args.rounds):
+        for key, engine in engines.items():
+            state = GenState.initial(model.hidden)
+            times[key].append(_cpu(lambda: engine.generate(K, 0, n, state, 0)) / n * 1e6)
+    roof = bench_kernels.roofline(5)
+    nnz = sum(int(np.count_nonzero(mask)) for _, mask in model.matrices().values())
+    bound, rate = nnz / roof["gmacs"] / 1e3, model.sample_rate
+    print(f"dense roofline {roof['gmacs']:.1f} GMAC/s ({roof['spec']}); {nnz} non-zero MACs "
+          f"per sample: bound {bound:.3f} µs/sample = {1e6 / bound / rate:.1f}x realtime")
+    for d in args.dtype.split(","):
+        whole = statistics.median(times[d, None])
+        cost = {part: whole - statistics.median(times[d, part]) for part in PARTS}
+        print(f"{d}: {whole:.3f} µs/sample ({1e6 / whole / rate:.1f}x realtime, "
+              f"{bound / whole:.0%} of the bound): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in cost.items())
+              + f", the rest {whole - sum(cost.values()):.3f}; of the GRU update, its "
+              f"divisions {whole - statistics.median(times[d, DIVISIONS]):.3f}")
+
+
+def call_timer(tree: str):
+    """() -> the median CPU µs of 200 `generate` calls of n = 0, for the tree at `tree`."""
+    jv = import_tree(tree)
+    model = jv.calibrate(jv.random_model(**jv.MODEL))
+    K, engine = jv.conditioning_rows(model, 2000), jv.JitEngine(model, None, "int8")
+
+    def run() -> float:
+        state, times = jv.GenState.initial(model.hidden), []
+        for _ in range(200):
+            t = time.thread_time_ns()
+            engine.generate(K, 0, 0, state, 0)
+            times.append(time.thread_time_ns() - t)
+        return statistics.median(times) / 1e3
+    return run
+
+
+def calls(args) -> None:
+    """The Python of a generate call per tree (see the module's docstring)."""
+    runs = {tree: call_timer(tree) for tree in args.calls}
+    times = {tree: [] for tree in runs}
+    for _ in range(args.rounds):
+        for tree, run in runs.items():
+            times[tree].append(run())
+    for tree, t in times.items():
+        print(f"{tree}: {statistics.median(t):.1f} µs a call (rounds "
+              f"{', '.join(f'{x:.1f}' for x in t)})")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--trees", nargs=2, metavar=("OLD", "NEW"), help="two source trees")
+    p.add_argument("--vocoder", action="store_true", help="the engine's WaveRNN cell")
+    p.add_argument("--dtype", default="int8,int16")
+    p.add_argument("--samples", type=int, default=12000)
+    p.add_argument("--calls", nargs="+", metavar="TREE", help="a generate call's Python")
     args = p.parse_args()
+    if args.calls:
+        return calls(args)
+    if args.vocoder:
+        return vocoder(args)
     print(f"hidden {args.hidden}, {args.steps} steps: µs per step, medians of {args.rounds}")
     if args.trees:
         return trees(args)

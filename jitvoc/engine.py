@@ -4,6 +4,7 @@ and the conditioning K that the engines read, with the frames of look-ahead it n
 The engine interface is described in jitvoc.reference.vocoder (the oracle, ReferenceEngine) and
 implemented by jitvoc.engine_jit.JitEngine; jitvoc.vocoder feeds both the same K.
 """
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,9 +34,11 @@ class GenState:
 
     def check_filters(self):
         """InputError unless the output filters' state (s_prev, y_prev) is finite."""
+        if math.isfinite(self.s_prev) and math.isfinite(self.y_prev):   # np.isfinite: 1 µs
+            return
         for name, what in (("s_prev", "de-emphasis"), ("y_prev", "DC blocker")):
             v = getattr(self, name)
-            if not np.isfinite(v):
+            if not math.isfinite(v):
                 raise InputError(f"state.{name} ({what}) must be finite, got {v}")
 
 

@@ -68,6 +68,31 @@ def test_the_engine_gives_the_hand_written_loops_samples_and_probabilities(dtype
     assert (digest(audio, state.h), digest(probs)) == LOOP_DIGESTS[dtype]
 
 
+def test_calls_past_the_kept_rows_and_outputs_give_the_same_samples(monkeypatch):
+    """A _Calls keeps the rows of K for ROWS_KEPT samples and a thread's outputs of short calls
+    (OUTPUTS_KEPT bytes); calls longer than those, alternating with short ones, give the
+    pinned samples, and a short call's outputs do not change with the next call."""
+    from jitvoc import engine_jit
+    monkeypatch.setattr(engine_jit, "ROWS_KEPT", 300)
+    monkeypatch.setattr(engine_jit, "OUTPUTS_KEPT", 12 * 500)   # 500 steps of wavernn's outputs
+    model, K = case(n=2000)
+    engine, state = JitEngine(model, dtype="int8"), GenState.initial(model.hidden)
+    hop = model.hop_length
+    sizes = [hop, 5 * hop, hop, 2000 - 7 * hop]   # kept, past both, kept, past both
+    assert 5 * hop > 500 and hop < 300 and sizes[-1] > 500
+    audio, t0 = [], 0
+    for n in sizes:
+        audio.append(engine.generate(K[t0 // hop:], t0, n, state, 1))
+        t0 += n
+    audio = np.concatenate(audio)
+    first = engine.teacher_forced(K, audio[:2])   # 2 steps of 512 floats: kept
+    again = first.copy()
+    engine.teacher_forced(K, audio[2:4])
+    np.testing.assert_array_equal(first, again)
+    assert (digest(audio, state.h), digest(engine.teacher_forced(K, audio[:600]))) \
+        == LOOP_DIGESTS["int8"]
+
+
 def teacher_inputs(model, K, audio) -> dict:
     """wavernn_teacher's inputs for the true samples `audio` (K from sample 0)."""
     c, f = model.representation.encode(audio)
