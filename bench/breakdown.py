@@ -1,6 +1,9 @@
-"""Where a sample's time goes in the fused loop, and how far it is from the dense roofline.
+"""Where a stream-sample's time goes in the batched loop, and how far it is from the dense roofline.
 
     python bench/breakdown.py [--dtype int8,int16] [--trees OLD_TREE NEW_TREE ...] [--batch B]
+
+The single-stream engine runs the compiled WaveRNN cell: its breakdown is
+`python bench/cells_breakdown.py --vocoder`.
 
 For random_model(896) at 24 kHz (the `jitvoc bench vocoder` model) it builds, besides the loop,
 variants with one part emitted as nothing: the GRU update (both halves), the two draws (a fixed
@@ -11,9 +14,8 @@ per sample over the dense int8 roofline of `jitvoc bench kernels`, measured in t
 With --trees, the variants of every source tree are built (bench/side_by_side.py's
 import_tree) and all timed alternately in one process: old and new parts side by side.
 Each variant compiles into a cache folder of its own (they share the loop's name).
-With --batch B > 1 the batched loop (emit.batch) is taken apart the same way, B streams of
---samples each, and the figures are per stream-sample ("R and the rest" then includes the
-interleaving of each product's input).
+The batched loop (emit.batch) runs B > 1 streams of --samples each; the figures are per
+stream-sample ("R and the rest" includes the interleaving of each product's input).
 """
 import argparse
 import os
@@ -27,10 +29,10 @@ from side_by_side import import_tree
 PARTS = ("GRU update", "draws", "O1..O4")
 
 
-def variant(jv, model, dtype: str, omit: str | None, streams: int = 1):
-    """The JitEngine of the tree's modules `jv` with part `omit` emitted as nothing."""
-    L = jv.loop.LoopEmitter if streams == 1 else jv.batch.BatchLoopEmitter
-    product = "_matvec" if streams == 1 else "_products"
+def variant(jv, model, dtype: str, omit: str | None, streams: int):
+    """The batched JitEngine of the tree's modules `jv` with part `omit` emitted as nothing."""
+    L = jv.batch.BatchLoopEmitter
+    product = "_products"
     own = {k: vars(L).get(k) for k in ("_gates", "_draw", product)}   # None: inherited
     full_product = getattr(L, product)
     if omit == "GRU update":
@@ -42,7 +44,7 @@ def variant(jv, model, dtype: str, omit: str | None, streams: int = 1):
                 if m == "gru.R" else None)
     os.environ["JITVOC_CACHE"] = tempfile.mkdtemp(prefix="jitvoc-breakdown-")
     try:
-        return jv.JitEngine(model, None, dtype, **({"vectors": streams} if streams > 1 else {}))
+        return jv.JitEngine(model, None, dtype, vectors=streams)
     finally:
         for k, v in own.items():
             if v is not None:
@@ -60,10 +62,7 @@ def timers(jv, dtypes, n: int, streams: int) -> dict:
         def run():
             states = [jv.GenState.initial(model.hidden) for _ in range(streams)]
             t0 = time.thread_time()
-            if streams == 1:
-                engine.generate(K, 0, n, states[0], 0)
-            else:
-                engine.generate_batch([K] * streams, [n] * streams, states, list(range(streams)))
+            engine.generate_batch([K] * streams, [n] * streams, states, list(range(streams)))
             return (time.thread_time() - t0) / n / streams * 1e6
         return run
     return {(d, part): timer(variant(jv, model, d, part, streams)) for d in dtypes
@@ -76,8 +75,10 @@ def main():
     p.add_argument("--samples", type=int, default=12000)
     p.add_argument("--rounds", type=int, default=11)
     p.add_argument("--trees", nargs="+", default=[None])
-    p.add_argument("--batch", type=int, default=1, help="B streams: the batched loop")
+    p.add_argument("--batch", type=int, default=8, help="B > 1 streams (default 8)")
     args = p.parse_args()
+    if args.batch < 2:
+        p.error("--batch takes B > 1; one stream's breakdown: bench/cells_breakdown.py --vocoder")
     dtypes = args.dtype.split(",")
     runs, roof, model = {}, None, None
     for tree in args.trees:
