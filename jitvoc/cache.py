@@ -89,10 +89,14 @@ def entry_bytes(key: bytes, payload: bytes) -> bytes:
 
 def parse_entry(data: bytes, key: bytes) -> bytes | None:
     """The payload of a stored entry if it is intact and was stored under `key`, else None."""
-    if len(data) < _HEADER.size:
+    return _verified(data[:_HEADER.size], data[_HEADER.size:], key)
+
+
+def _verified(header: bytes, payload: bytes, key: bytes) -> bytes | None:
+    """`payload` if `header` is this format's, for `key`, and matches the payload, else None."""
+    if len(header) < _HEADER.size:
         return None
-    magic, key_digest, payload_digest, length = _HEADER.unpack_from(data)
-    payload = data[_HEADER.size:]
+    magic, key_digest, payload_digest, length = _HEADER.unpack(header)
     if (magic != MAGIC or key_digest != _digest(key) or length != len(payload)
             or payload_digest != _digest(payload)):
         return None
@@ -112,13 +116,14 @@ def read(name: str, key: bytes) -> bytes | None:
             if problem:
                 warn_once(f"jitvoc: ignoring cache entry {path}: {problem}")
                 return None
-            data = f.read()
+            # header and payload read apart: the payload (MBs for a model) is not copied again
+            header, payload = f.read(_HEADER.size), f.read()
     except FileNotFoundError:
         return None
     except OSError as e:
         warn_once(f"jitvoc: ignoring unreadable cache entry {path}: {e}")
         return None
-    payload = parse_entry(data, key)
+    payload = _verified(header, payload, key)
     if payload is not None:
         _touch(path)
     return payload

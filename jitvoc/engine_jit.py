@@ -84,7 +84,6 @@ def plan_and_packer(model, dtype, gen, precision=None, vectors=1) -> tuple:
     """planned, the arrays deferred: (VocoderPlan, a function returning the arrays). On a cache
     miss the plan is made at once and the function packs the arrays and stores the entry, so
     that JitEngine packs while its code compiles."""
-    ranges = None if dtype == "float32" else activation_ranges(model)
     key = "\0".join(["vocoder-plan", model.fingerprint, dtype,
                      repr(sorted((precision or {}).items())), str(vectors), gen.name, gen.llvm_cpu, gen.llvm_features,
                      config.compiler_version(), jit.code_fingerprint(__name__)]).encode()
@@ -94,6 +93,9 @@ def plan_and_packer(model, dtype, gen, precision=None, vectors=1) -> tuple:
         plan, arrays = sparsepickle.loads(payload)
         config.debug(1, f"{describe(plan)} (cached)")
         return plan, lambda: {k: aligned(a) for k, a in arrays.items()}
+    # the calibration only here (model.meta is a deep copy): an entry for an integer dtype
+    # exists only for a model whose meta, in the key, has one
+    ranges = None if dtype == "float32" else activation_ranges(model)
     plan = plan_vocoder(model, dtype, gen, ranges, precision, vectors)
     config.debug(1, describe(plan))
 

@@ -70,30 +70,36 @@ def load(path_or_model, cpu=None, dtype=None, engine=None, background=False) -> 
 def read_model(path) -> Model:
     """jitvoc.model.load_model(path) (a file or an installed model's name) through the cache.
 
-    The file is read once and hashed (sha256); a cache entry for exactly those bytes (and the
-    code that reads models), verified as jitvoc.cache verifies every entry, gives the Model
-    back from its compact form (model.compact) without decompressing, digesting and validating
-    the arrays again: 45 of the 65 ms that load_model took for the shipped model. Else the
-    same bytes are parsed by load_model, and the validated Model is stored."""
+    The file is hashed (sha256, read in pieces: no copy of it is kept); a cache entry for
+    exactly those bytes (and the code that reads models), verified as jitvoc.cache verifies
+    every entry, gives the Model back from its compact form (model.compact) without
+    decompressing, digesting and validating the arrays again: 45 of the 65 ms that load_model
+    took for the shipped model. Else the file is read whole, and the validated Model parsed
+    from those bytes is stored under their digest."""
     path = os.fspath(pretrained.resolve(path))
     try:
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size > MAX_CACHED_FILE:
                 return load_model(path)
+            payload = cache.read(*_model_entry(hashlib.file_digest(f, "sha256")))
+        if payload is not None:
+            return from_compact(payload)
+        with open(path, "rb") as f:   # the bytes parsed are the bytes of the key
             data = f.read(MAX_CACHED_FILE + 1)
     except OSError:
         return load_model(path)   # which says what is wrong with the file
-    if len(data) > MAX_CACHED_FILE:   # it grew while read
+    if len(data) > MAX_CACHED_FILE:   # it grew
         return load_model(path)
-    key = b"\0".join([b"model", hashlib.sha256(data).hexdigest().encode(),
-                      code_fingerprint(Model.__module__).encode()])
-    entry = f"model-{hashlib.sha256(key).hexdigest()[:20]}.pkl"
-    payload = cache.read(entry, key)
-    if payload is not None:
-        return from_compact(payload)
     model = load_model(path, data)
-    cache.write(entry, key, compact(model))
+    cache.write(*_model_entry(hashlib.sha256(data)), compact(model))
     return model
+
+
+def _model_entry(file_hash) -> tuple:
+    """(entry name, key) of the cached Model of the model file with this sha256."""
+    key = b"\0".join([b"model", file_hash.hexdigest().encode(),
+                      code_fingerprint(Model.__module__).encode()])
+    return f"model-{hashlib.sha256(key).hexdigest()[:20]}.pkl", key
 
 
 class Vocoder:

@@ -315,6 +315,30 @@ def test_changed_model_file_is_read_again(cache_dir, tmp_path):
     _same_model(other, vocoder.read_model(path))
 
 
+def test_model_is_stored_under_the_bytes_it_was_parsed_from(cache_dir, tmp_path, monkeypatch):
+    """The file hashed for the lookup is read again on a miss: a file replaced in between is
+    stored under the digest of the bytes parsed, never under the first file's."""
+    import hashlib
+
+    from jitvoc import vocoder
+    path, first, second = tmp_path / "m.npz", _small_model(0), _small_model(1)
+    first.save(path)
+    file_digest = hashlib.file_digest
+
+    def replaced_after_hashing(f, name):
+        digest = file_digest(f, name)
+        second.save(path)
+        return digest
+    monkeypatch.setattr(hashlib, "file_digest", replaced_after_hashing)
+    _same_model(second, vocoder.read_model(path))
+    monkeypatch.setattr(hashlib, "file_digest", file_digest)
+    first.save(path)
+    _same_model(first, vocoder.read_model(path))   # a miss: no entry under its digest
+    monkeypatch.setattr(vocoder, "load_model", _no_call)
+    second.save(path)
+    _same_model(second, vocoder.read_model(path))   # a hit
+
+
 @pytest.mark.parametrize("kind", ["model", "plan"])
 def test_damaged_model_or_plan_entry_is_a_miss(cache_dir, tmp_path, kind):
     from jitvoc import cpu, engine_jit, vocoder

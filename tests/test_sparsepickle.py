@@ -41,3 +41,17 @@ def test_a_pruned_matrix_is_stored_small():
     assert len(sparsepickle.dumps(a)) < 0.15 * len(pickle.dumps(a, protocol=5))
     dense = _pruned((256, 256), 0.5, np.dtype(np.float32))
     assert len(sparsepickle.dumps(dense)) < 1.01 * len(pickle.dumps(dense, protocol=5))
+
+
+def test_masks_are_stored_as_bits_and_come_back_bit_for_bit():
+    rng = np.random.default_rng(1)
+    masks = [(rng.random(shape) < density).astype(np.uint8)
+             for shape, density in (((2688, 896), 0.05), ((448, 448), 0.9), ((5001,), 0.5))]
+    not_mask = masks[1] * 2   # values 0 and 2: stored as non-zeros or whole, not as bits
+    back = sparsepickle.loads(sparsepickle.dumps(masks + [not_mask]))
+    for a, b in zip(masks + [not_mask], back):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+        assert b.flags.writeable
+    for a in masks:
+        assert len(sparsepickle.dumps(a)) < a.size / 8 + 200
+    assert len(sparsepickle.dumps(not_mask)) > not_mask.size / 2
