@@ -79,6 +79,9 @@ LOOP_GENERATE_BATCH = EntryPoint("_generate_batch", (("out", PTR), ("n", I64), (
 # The loop of a compiled cell named N (see emit.cell): n steps; `params` is the cell plan's
 # pointer table (plan.cell.CellPlan.params: inputs, outputs, states, weights, scratch, kernels).
 CELL_RUN = EntryPoint("_run", (("n", I64), ("params", PTR)))
+# The same loop compiled for B streams (emit.cell, streams mode): n steps; lens int64 [B] (the
+# steps of each stream, at most n); tables: B addresses of one CELL_RUN pointer table each.
+CELL_RUN_STREAMS = EntryPoint("_run_streams", (("n", I64),) + _ptrs("lens", "tables"))
 # A scan kernel (see emit.scan): addresses as integers, as the parallel scan computes them.
 SCAN = EntryPoint("", tuple((n, ADDR) for n in ("lam", "x", "h", "state"))
                   + tuple((n, I64) for n in ("n", "ncols", "stride", "tile")))
