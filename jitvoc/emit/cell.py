@@ -90,12 +90,15 @@ class CellEmitter:
         self.entry = fn.append_basic_block("entry")
         b = self.b = ir.IRBuilder(self.entry)
         self._point(a.params)
-        self._buffers()
+        self._outputs()
         self.codes, self.reads = {}, {}   # state -> (owner kernel, buffer); label -> its codes
         for name, readers in self.plan.codes.items():
             self._share_codes(name, readers)
         self.xin = {label: spmv.xin_buffer(k, b) for label, k in self.kernels.items()
                     if label not in self.reads}
+        self._previous()
+        self._counter()
+        self._state_buffers()
         self._start_buffers()
         with counted_loop(b, 0, a.n, HOIST_VECTORS, name="chunk") as c0:
             end = b.add(c0, i64(HOIST_VECTORS))
@@ -108,35 +111,47 @@ class CellEmitter:
         return self.m
 
     def _point(self, table):
-        """self.p: the addresses of pointer table `table` by name (and the counter's t0 and
-        seed), loaded where the builder is."""
-        b, names = self.b, self.plan.params.names
+        """self.p: the addresses of pointer table `table` by name, loaded where the builder
+        is."""
+        b = self.b
         types = {".fn": ENTRY_FN.as_pointer(), ".core": CORE_FN.as_pointer()}
         self.p = {key: load(b, table, types.get(key[key.rfind("."):], ptr),
                             self.plan.params.slot(key), align=8, elem_type=ptr)
-                  for key in names}
-        if "counter" in names:   # draws of classes
+                  for key in self.plan.params.names}
+
+    def _counter(self):
+        """t0 and the seed of the draws of classes, from self.p's counter."""
+        if "counter" in self.p:
+            b = self.b
             self.t0 = load(b, self.p["counter"], i64, 0, align=8)
             self.seed = b.trunc(load(b, self.p["counter"], i64, 1, align=8), i32)
 
-    def _buffers(self):
-        """The loop's stack buffers, one per stream: per in-loop product its output
-        (rows_padded), the row each input the GRU rules' rows read was last at (_frame_rows),
-        each state's two buffers (now, following)."""
-        b, n = self.b, self.streams
-        self.y = {label: alloca(b, f32, k.packed.rows_padded * n, align=CACHE_LINE)
-                  for label, k in self.kernels.items()}
-        self.previous = {}
+    # --- the loop's stack buffers, one row per stream (self.streams) ---------------------------
+    def _outputs(self):
+        """Per in-loop product its output (rows_padded)."""
+        self.y = {label: alloca(self.b, f32, k.packed.rows_padded * self.streams,
+                                align=CACHE_LINE) for label, k in self.kernels.items()}
+
+    def _previous(self):
+        """The row each input the GRU rules' rows read was last at (_frame_rows): one stream's
+        set unseen (-1) here, B streams' by _start_buffers."""
+        b, self.previous = self.b, {}
         for rule in self.plan.gru.values():
             for node in rule.linear[:2] if rule.linear else rule.k[0][:1]:
-                self.previous.setdefault(node.name, alloca(b, i64, n, align=8))
-        self.buffers = {name: (alloca(b, ptr, n, align=8), alloca(b, ptr, n, align=8))
-                        for name in self.cell.states}
+                if node.name not in self.previous:
+                    self.previous[node.name] = alloca(b, i64, self.streams)
+                    if self.streams == 1:
+                        b.store(i64(-1), self.previous[node.name])
+
+    def _state_buffers(self):
+        """Each state's two buffers (now, following)."""
+        self.buffers = {name: (alloca(self.b, ptr, self.streams),
+                               alloca(self.b, ptr, self.streams)) for name in self.cell.states}
 
     def _start_buffers(self):
-        """The stream's rows unseen (_frame_rows) and its states' buffers at its arrays."""
+        """The stream's states' buffers at its arrays (and, B streams, its rows unseen)."""
         b = self.b
-        for previous in self.previous.values():
+        for previous in self.previous.values() if self.streams > 1 else ():
             b.store(i64(-1), self._at(previous, i64, 1))
         for name, (now, following) in self.buffers.items():
             b.store(self.p[f"state.{name}"], self._at(now, ptr, 1))
@@ -161,7 +176,9 @@ class CellEmitter:
         self.entry = fn.append_basic_block("entry")
         b = self.b = ir.IRBuilder(self.entry)
         self.args = a
-        self._buffers()
+        self._outputs()
+        self._previous()
+        self._state_buffers()
         self.vbufs = {label: spmv.vector_buffers(k, b) for label, k in self.kernels.items()}
         self._stream_codes()
         self._each_stream(None, self._start_buffers)
@@ -185,6 +202,7 @@ class CellEmitter:
         with counted_loop(b, 0, self.streams, name="stream") as v:
             self.v = v
             self._point(load(b, self.args.tables, ptr, v, align=8))
+            self._counter()
             if t is None:
                 body()
             elif not active:
