@@ -38,7 +38,7 @@ from .plan.cell import size_of
 from .plan.matvec import kernel_index
 from .plan.vocoder import describe, plan_vocoder, vocoder_cell
 from .quant import zero_correction
-from .wavernn import BY_NAME, MATRICES, NAMES
+from .wavernn import BY_NAME, MATRICES
 
 
 RELU_READERS = tuple(m.name for m in MATRICES if not m.reads_state)   # O2, O4

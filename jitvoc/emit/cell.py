@@ -41,9 +41,26 @@ its polynomial per dtype: POLY), so a sweep's lanes and its tail agree bit for b
 every CPU generation. exp saturates where mathfn's gate exponential does (|x| ≳ 41.6).
 
 A GRU update the plan lowers by its rule (CellPlan.gru, jitvoc.cells.rules) is computed as
-jitvoc.emit.loop computes it (docs/model.md, "The GRU step"; mathfn's gate exponential and
-blend): the pre-activations in gate units (an integer product of CellPlan.gate_unit
-dequantizes in them), the conditioning and bias folded as the loop's per-frame rows are.
+the hand-written loop (emit/loop.py, deleted once the cell replaced it) computed it
+(docs/model.md, "The GRU step"; mathfn's gate exponential and blend): the pre-activations in
+gate units (an integer product of CellPlan.gate_unit dequantizes in them), the conditioning and
+bias folded as the loop's per-frame rows are.
+
+Streams mode (`streams` B > 1, in-loop kernels of B vectors; a cell without hoisted products):
+
+    N_run_streams(n i64, lens i64*, tables ptr*)        (contracts.CELL_RUN_STREAMS)
+
+steps B streams together, each with its own pointer table (tables[v], as N_run's params: its
+states, inputs, outputs, scratch, counter) and number of steps (lens[v] <= n). Every step runs
+the plan's items: a product once for all B by its B-vector core (each weight panel loaded once
+for all B vectors), on the streams' inputs made what the kernel reads stream by stream (codes
+quantized, floats copied) and interleaved (spmv.interleave; a state's kept codes, plan.codes,
+one row per stream, interleaved from there), its outputs one row per stream; the draws and
+passes stream by stream, by the single-stream code on the stream's table and rows of the loop's
+buffers (`_at`). A stream whose steps are done (t >= lens[v]) is left as it is: no pass, draw
+or swap; its frozen input still goes through the products (the kernels have B lanes). The
+products are bit-exact per vector, the rest is the same code: stream v's bits are those of N_run
+alone.
 """
 from __future__ import annotations
 
@@ -63,7 +80,7 @@ from .irutil import (alloca, call, counted_loop, define, f32, gep, i32, i64, loa
                      signature, splat, vec)
 
 V = 16   # lanes of the element-wise sweeps
-SWEEP_BLOCKS = 4   # V-lane blocks a pass's sweep computes per iteration (as emit.loop's GRU)
+SWEEP_BLOCKS = 4   # V-lane blocks a pass's sweep computes per iteration (as the hand-written loop's GRU)
 ENTRY_FN = signature(SPMV)
 CORE_FN = signature(SPMV_CORE)
 # The e^x polynomial per dtype (jitvoc.emit.mathfn): float32 cells the softmax's (2.1e-7
@@ -636,7 +653,7 @@ class CellEmitter:
         return mathfn.gru_blend(b, self._value(rule.h, shift), e_u, e_e)
 
     def _gate(self, rule, g: int, shift: int):
-        """(a, v) of gate g (u, r, e) in gate units, as emit.loop forms them: a from the
+        """(a, v) of gate g (u, r, e) in gate units, as the hand-written loop formed them: a from the
         product (in gate units already for an integer cell) and the gate's rows (_frame_rows);
         v the terms with the table folded into gate units, then for e U K_f + s/2, then
         α · U (K_f+1 − K_f) with a linear upsampling."""
@@ -658,7 +675,7 @@ class CellEmitter:
     def _frame_rows(self, t):
         """The GRU rules' rows that change only with the conditioning's rows (plan.GRU_ROWS),
         recomputed at step t when the row of an input they read differs from the previous
-        step's (cells.Rows: once per frame of a vocoder, as emit.loop does)."""
+        step's (cells.Rows: once per frame of a vocoder)."""
         b, changed = self.b, ir.Constant(ir.IntType(1), 1)
         if all(name in self.plan.indexed for name in self.previous):
             changed = ir.Constant(ir.IntType(1), 0)

@@ -37,7 +37,7 @@ Float kernels use a fixed logical vector width and no FMA, so results do not dep
 The code is written by functions over explicit contexts: a Kernel (what the spec and layout
 imply, and the backend bound to the module), a Core (the builder, arguments and accumulators
 while a core is written) and an Epilogue (what happens to a row block's sums). Other emitters
-(emit.loop) use Kernel, emit_core and the input preparation functions (xin_buffer, activations,
+(emit.cell) use Kernel, emit_core and the input preparation functions (xin_buffer, activations,
 code, put_codes, xin_at).
 """
 from __future__ import annotations
