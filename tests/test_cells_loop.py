@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 
 import jitvoc
-from jitvoc import cells
+from jitvoc import cells, cpu
+from jitvoc.bench.cells import random_weights
 from jitvoc.calibration import calibrate
 from jitvoc.emit.cell import CellEmitter
 from jitvoc.engine import GenState
-from jitvoc.engine_jit import JitEngine
+from jitvoc.engine_jit import JitEngine, activation_ranges
 from jitvoc.errors import CellError, InputError
 from jitvoc.model import random_model
 from jitvoc.plan import cell as plan_cell
+from jitvoc.plan.vocoder import plan_vocoder, vocoder_cell
 from jitvoc.representation import Representation
 
 REP = Representation("mulaw", 0.85, 0.995)
@@ -191,6 +193,24 @@ def test_h_is_quantized_once_a_step_for_r_o1_and_o3():
         emitter = CellEmitter(runner.plan, in_loop, runner.gen, "shared")
         emitter.build()
         assert set(emitter.reads) == {"p0", "p1", "p3"} and set(emitter.codes) == {"h"}
+
+
+def test_the_streams_mode_shares_h_codes_and_refuses_hoisted_products():
+    """emit.cell's streams mode (JitEngine(vectors=B)): R, O1 and O3 read the codes of h kept
+    per stream, interleaved (h quantized once a step); a cell with hoisted products (a GRU
+    over its input sequence) has no streams mode."""
+    model, _ = case(n=16)
+    gen = cpu.generation("icelake-server")
+    plan = plan_vocoder(model, "int8", gen, activation_ranges(model), vectors=4)
+    emitter = CellEmitter(*vocoder_cell(plan), gen, "streams", streams=4)
+    emitter.build()
+    assert set(emitter.reads) == {"p0", "p1", "p3"} and set(emitter.codes) == {"h"}
+    gru = cells.named("gru:24:40")
+    schedule = plan_cell.plan(gru, "float32")
+    assert schedule.hoisted
+    kernels = plan_cell.in_loop_kernels(schedule, random_weights(gru), gen)
+    with pytest.raises(CellError, match="hoisted"):
+        CellEmitter(schedule, kernels, gen, "streams", streams=2).build()
 
 
 def test_build_matvec_lays_shifted_tables_out_with_a_given_stride():

@@ -71,8 +71,8 @@ from llvmlite import ir
 
 from ..cells.graph import INDEX, Node
 from ..cells.rules import slice_of
-from ..errors import InputError
 from ..contracts import CELL_RUN, CELL_RUN_STREAMS, SPMV, SPMV_CORE
+from ..errors import CellError
 from ..layout import CACHE_LINE
 from ..plan.cell import HOIST_VECTORS, MATRIX_ARRAYS, CellPlan, column_key, resolved, size_of
 from . import draw, mathfn, spmv
@@ -188,7 +188,7 @@ class CellEmitter:
         whose steps are done (t >= lens[v]) is left as it is (its frozen input still goes
         through the products: the kernels have B lanes)."""
         if self.plan.hoisted:
-            raise InputError("a cell with hoisted products has no streams mode yet")
+            raise CellError("a cell with hoisted products has no streams mode yet")
         fn, a = define(self.m, CELL_RUN_STREAMS, self.name)
         self.entry = fn.append_basic_block("entry")
         b = self.b = ir.IRBuilder(self.entry)
@@ -200,7 +200,8 @@ class CellEmitter:
         self._stream_codes()
         self._each_stream(None, self._start_buffers)
         with counted_loop(b, 0, a.n, name="step") as t:
-            self._each_stream(t, lambda: self._frame_rows(t) if self.plan.gru else None)
+            if self.plan.gru:
+                self._each_stream(t, lambda: self._frame_rows(t))
             for kind, content in self.plan.items:
                 if kind == "products":
                     for product in content:
@@ -255,6 +256,7 @@ class CellEmitter:
             self._each_stream(None, first)
 
     def _same_codes(self, k, owner, label, owner_label) -> bool:
+        """Whether kernel k (of product `label`) reads the codes the owner's product reads."""
         return ((k.spec.dtype, k.spec.x_signed, self.plan.formats[label]) ==
                 (owner.spec.dtype, owner.spec.x_signed, self.plan.formats[owner_label]))
 
@@ -282,7 +284,7 @@ class CellEmitter:
 
     def _stream_input(self, k, product, rows, buf):
         """The stream's input of a product into its row of what the B-vector core reads:
-        floats copied (x_len floats a row), codes quantized (x_len a row; byte-permute
+        floats copied (cols floats a row), codes quantized (x_len a row; byte-permute
         gathers: straight into xin's rows, x_pad apart)."""
         b, p, x = self.b, k.packed, self._address(product.source)
         if k.is_float:
