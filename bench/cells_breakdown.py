@@ -13,6 +13,7 @@ dense float32 and 90% block-sparse int8. With --trees: each case compiled from t
 per round, and their outputs checked bit for bit.
 
     python bench/cells_breakdown.py --vocoder [--dtype int8,int16] [--samples 12000] [--rounds 9]
+                                    [--batch B]
 
 With --vocoder: where a sample's time goes in the engine's compiled WaveRNN cell
 (JitEngine.generate, random_model(896) at 24 kHz, the `jitvoc bench vocoder` model). Beside the
@@ -24,7 +25,10 @@ update could save at most, its values wrong). All are timed alternately (CPU tim
 thread, medians of rounds); a part costs the cell's time minus its variant's; "the rest" is
 what remains (the conditioning rows, the quantization of the products' inputs, the decoding of
 the sample, the loop). The bound: the non-zero MACs per sample over the dense int8 roofline of
-`jitvoc bench kernels`, measured in the same run.
+`jitvoc bench kernels`, measured in the same run. With --batch B > 1: the same for the engine
+of B streams (JitEngine(vectors=B), the cell in emit.cell's streams mode), generate_batch of B
+streams of --samples // B each, per stream-sample ("the rest" includes the interleaving of each
+product's input for its B-vector kernel).
 
     python bench/cells_breakdown.py --calls TREE [TREE ...] [--rounds 7]
 
@@ -143,16 +147,17 @@ DIVISIONS = "GRU divisions"   # a variant inside "GRU update": its divisions as 
 
 
 def _zeroed(self, product) -> None:
-    """A product left out: its output (rows_padded floats) zeroed once, in the entry block."""
+    """A product left out: its output (rows_padded floats, per stream) zeroed once, in the
+    entry block."""
     entry = ir.IRBuilder()
     entry.position_before(self.entry.terminator)
-    for j in range(0, self.kernels[product.label].packed.rows_padded):
+    for j in range(0, self.kernels[product.label].packed.rows_padded * self.streams):
         irutil.store(entry, irutil.f32(0.0), self.y[product.label], j)
 
 
 def _omitting(part: str | None) -> dict:
     """CellEmitter's methods replaced to leave `part` out (PARTS), by name."""
-    full, gru = CellEmitter._product, CellEmitter._gru
+    gru = CellEmitter._gru
     if part == DIVISIONS:
         def multiplying(self, rule, shift):
             fdiv, ir.IRBuilder.fdiv = ir.IRBuilder.fdiv, ir.IRBuilder.fmul
@@ -166,38 +171,48 @@ def _omitting(part: str | None) -> dict:
     if part == "draws":
         return {"_draw": lambda self, d, t: self.b.store(irutil.i32(7), self._slot(d.label))}
     if part in ("O1..O4", "R"):
-        def product(self, p):
-            is_r = p.weights[0] == "gru.R"
-            return _zeroed(self, p) if is_r == (part == "R") else full(self, p)
-        return {"_product": product}
+        def leaving_out(full):   # _product(p), or in streams mode _vector_product(p, t)
+            def product(self, p, *step):
+                is_r = p.weights[0] == "gru.R"
+                return _zeroed(self, p) if is_r == (part == "R") else full(self, p, *step)
+            return product
+        return {name: leaving_out(vars(CellEmitter)[name])
+                for name in ("_product", "_vector_product")}
     return {}
 
 
-def vocoder_variant(model, dtype: str, part: str | None) -> JitEngine:
-    """The engine with its cell emitted without `part` (None: whole), in a cache of its own."""
+def vocoder_variant(model, dtype: str, part: str | None, streams: int) -> JitEngine:
+    """The engine of `streams` streams with its cell emitted without `part` (None: whole), in a
+    cache of its own."""
     replaced = _omitting(part)
     kept = {name: vars(CellEmitter)[name] for name in replaced}
     os.environ["JITVOC_CACHE"] = tempfile.mkdtemp(prefix="jitvoc-cells-breakdown-")
     try:
         for name, method in replaced.items():
             setattr(CellEmitter, name, method)
-        return JitEngine(model, None, dtype)
+        return JitEngine(model, None, dtype, vectors=streams)
     finally:
         for name, method in kept.items():
             setattr(CellEmitter, name, method)
 
 
 def vocoder(args) -> None:
-    """The single-stream breakdown of the engine's cell (see the module's docstring)."""
+    """The breakdown of the engine's cell, per (stream-)sample (see the module's docstring)."""
     model = jitvoc.calibrate(jitvoc.random_model(**MODEL))
-    K, n = conditioning_rows(model, args.samples), args.samples
-    engines = {(d, part): vocoder_variant(model, d, part) for d in args.dtype.split(",")
+    K, B = conditioning_rows(model, args.samples), args.batch
+    n = args.samples // B
+    engines = {(d, part): vocoder_variant(model, d, part, B) for d in args.dtype.split(",")
                for part in (None,) + PARTS + (DIVISIONS,)}
     times = {key: [] for key in engines}
+
+    def run(engine):
+        states = [GenState.initial(model.hidden) for _ in range(B)]
+        if B == 1:
+            return _cpu(lambda: engine.generate(K, 0, n, states[0], 0))
+        return _cpu(lambda: engine.generate_batch([K] * B, [n] * B, states, list(range(B))))
     for _ in range(args.rounds):
         for key, engine in engines.items():
-            state = GenState.initial(model.hidden)
-            times[key].append(_cpu(lambda: engine.generate(K, 0, n, state, 0)) / n * 1e6)
+            times[key].append(run(engine) / (n * B) * 1e6)
     roof = bench_kernels.roofline(5)
     nnz = sum(int(np.count_nonzero(mask)) for _, mask in model.matrices().values())
     bound, rate = nnz / roof["gmacs"] / 1e3, model.sample_rate
@@ -206,7 +221,7 @@ def vocoder(args) -> None:
     for d in args.dtype.split(","):
         whole = statistics.median(times[d, None])
         cost = {part: whole - statistics.median(times[d, part]) for part in PARTS}
-        print(f"{d}: {whole:.3f} µs/sample ({1e6 / whole / rate:.1f}x realtime, "
+        print(f"{d}{f' B={B}' if B > 1 else ''}: {whole:.3f} µs/sample ({1e6 / whole / rate:.1f}x realtime, "
               f"{bound / whole:.0%} of the bound): "
               + ", ".join(f"{k} {v:.3f}" for k, v in cost.items())
               + f", the rest {whole - sum(cost.values()):.3f}; of the GRU update, its "
@@ -250,6 +265,7 @@ def main():
     p.add_argument("--vocoder", action="store_true", help="the engine's WaveRNN cell")
     p.add_argument("--dtype", default="int8,int16")
     p.add_argument("--samples", type=int, default=12000)
+    p.add_argument("--batch", type=int, default=1, help="--vocoder: streams per batch")
     p.add_argument("--calls", nargs="+", metavar="TREE", help="a generate call's Python")
     args = p.parse_args()
     if args.calls:

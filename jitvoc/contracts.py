@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ContractError
-from .wavernn import NAMES
 
 PTR, ADDR, I64, U32, F32 = "ptr", "addr", "i64", "u32", "f32"   # ADDR: a pointer passed as an int
 C_TYPES = {PTR: "void*", ADDR: "uintptr_t", I64: "int64_t", U32: "uint32_t", F32: "float"}
@@ -71,14 +70,12 @@ SPMV_CORE = EntryPoint("_core", _ptrs("y", "xin") + _MATRIX + _ptrs("row_scale",
 # and xin holds the B vectors interleaved (see emit.spmv).
 SPMV_VECTORS = {e: EntryPoint(e.suffix, e.args, vectors=True)
                 for e in (SPMV, SPMV_RAW, SPMV_LOOP, SPMV_CORE)}
-# The batched loop of a vocoder plan for B streams (see emit.batch): out int16 [B, n], lens
-# int64 [B] (samples of each stream, at most n), K a table of B addresses of float32 [rows, 3H],
-# h float32 [B, H], cf int32 [B, 2], s float32 [B, 2], seeds uint32 [B].
-LOOP_GENERATE_BATCH = EntryPoint("_generate_batch", (("out", PTR), ("n", I64), ("t0", I64))
-                                 + _ptrs("lens", "K", "h", "cf", "s", "seeds", "params"))
 # The loop of a compiled cell named N (see emit.cell): n steps; `params` is the cell plan's
 # pointer table (plan.cell.CellPlan.params: inputs, outputs, states, weights, scratch, kernels).
 CELL_RUN = EntryPoint("_run", (("n", I64), ("params", PTR)))
+# The same loop compiled for B streams (emit.cell, streams mode): n steps; lens int64 [B] (the
+# steps of each stream, at most n); tables: B addresses of one CELL_RUN pointer table each.
+CELL_RUN_STREAMS = EntryPoint("_run_streams", (("n", I64),) + _ptrs("lens", "tables"))
 # A scan kernel (see emit.scan): addresses as integers, as the parallel scan computes them.
 SCAN = EntryPoint("", tuple((n, ADDR) for n in ("lam", "x", "h", "state"))
                   + tuple((n, I64) for n in ("n", "ncols", "stride", "tile")))
@@ -103,12 +100,6 @@ class PointerTable:
 
 
 MATRIX_ARRAYS = ("W", "index", "panel_ptr", "row_scale", "zcorr")   # per matrix, as SPMV_CORE
-LOOP_VECTORS = ("gru.bR", "gru.I0", "gru.I1", "gru.I2", "out.b1", "out.b2", "out.b3", "out.b4")
-# The loop's `params`: every matrix's arrays, the vectors, then every matrix's core. A batched
-# loop's out.b1 .. out.b4 hold B copies of the bias, each padded to rows_padded (a B-vector
-# core reads the bias of vector v at v · rows_padded).
-LOOP_PARAMS = PointerTable(tuple(f"{m}.{a}" for m in NAMES for a in MATRIX_ARRAYS)
-                           + LOOP_VECTORS + tuple(f"{m}.core" for m in NAMES))
 
 
 @dataclass(frozen=True)

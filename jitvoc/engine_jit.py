@@ -6,7 +6,8 @@ Same interface as reference.vocoder.ReferenceEngine: ``generate(K, t0, n, state,
 (jitvoc.cells.wavernn, and wavernn_teacher with the true samples as inputs), scheduled for those
 kernels (plan.vocoder.vocoder_cell), emitted (emit.cell), compiled and cached (jit). Each is a
 module of its own: the sampling cell is compiled with the matrix cores, the teacher-forced one
-at its first use. generate_batch runs the batched hand-written loop (emit.batch).
+at its first use. An engine of B > 1 streams (vectors) compiles the sampling cell for B streams
+(emit.cell's streams mode, B-vector kernels): generate_batch.
 
 The plan and the arrays the loop reads (packed weights, index arrays, scales) are cached too,
 beside the compiled code (jitvoc.cache: an entry is used only if it verifies), keyed by the
@@ -27,10 +28,8 @@ import numpy as np
 from . import cpu as cpu_mod
 from . import cache, config, jit, native, sparsepickle
 from .cells import INDEX
-from .contracts import CELL_RUN, LOOP_GENERATE_BATCH, LOOP_PARAMS, MATRIX_ARRAYS
-from .emit import batch as batch_loop
+from .contracts import CELL_RUN, CELL_RUN_STREAMS, MATRIX_ARRAYS
 from .emit import cell as emit_cell
-from .emit.loop import core_modules, core_symbol_of
 from .engine import MAX_STREAMS, GenState
 from .errors import InputError
 from .layout import aligned, padded
@@ -39,7 +38,7 @@ from .plan.cell import size_of
 from .plan.matvec import kernel_index
 from .plan.vocoder import describe, plan_vocoder, vocoder_cell
 from .quant import zero_correction
-from .wavernn import BY_NAME, MATRICES, NAMES
+from .wavernn import BY_NAME, MATRICES
 
 
 RELU_READERS = tuple(m.name for m in MATRICES if not m.reads_state)   # O2, O4
@@ -107,7 +106,7 @@ def plan_and_packer(model, dtype, gen, precision=None, vectors=1) -> tuple:
 
 
 def param_arrays(plan, weights) -> dict:
-    """The arrays behind `params` (contracts.LOOP_PARAMS), by name (kept alive by the
+    """The arrays the compiled cell reads (cell_addresses), by name (kept alive by the
     engine)."""
     out = {}
     for name, p_plan in plan.plans.items():
@@ -120,19 +119,12 @@ def param_arrays(plan, weights) -> dict:
                   "row_scale": padded(p_plan.row_scale, p.rows_padded, np.float32),
                   "zcorr": padded(zc, p.rows_padded, np.int32)}
         out |= {f"{name}.{a}": aligned(arrays[a]) for a in MATRIX_ARRAYS}
-        # the bias its epilogue reads, padded like its rows (B copies: LOOP_PARAMS)
+        # the bias its epilogue reads, padded like its rows (B copies: SPMV_VECTORS's core)
         bias = padded(weights[BY_NAME[name].bias], p.rows_padded, np.float32)
-        out[BY_NAME[name].bias] = bias if name == "gru.R" else np.tile(bias, plan.vectors)
+        out[BY_NAME[name].bias] = np.tile(bias, plan.vectors)
     I = weights["gru.I"]
     out |= {f"gru.I{j}": aligned(I[:, j], np.float32) for j in range(3)}
     return out
-
-
-def loop_params(plan, arrays: dict, lib):
-    """The hand-written loops' params (contracts.LOOP_PARAMS): the arrays' addresses and the
-    cores' in `lib`."""
-    cores = {f"{m}.core": lib.address(core_symbol_of(plan, m)) for m in NAMES}
-    return LOOP_PARAMS.pack({k: a.ctypes.data for k, a in arrays.items()} | cores)
 
 
 def cell_addresses(schedule, kernels: dict, arrays: dict, lib) -> dict:
@@ -165,7 +157,7 @@ def to_int16(value: np.ndarray) -> np.ndarray:
 
 class JitEngine:
     """The compiled WaveRNN loop for one model, dtype and CPU generation; with `vectors` B > 1,
-    the batched loop (emit.batch): generate_batch only."""
+    the loop of B streams (emit.cell's streams mode): generate_batch only."""
     backend = "jit"
 
     def __init__(self, model, cpu=None, dtype="int8", precision=None, vectors=1):
@@ -178,14 +170,12 @@ class JitEngine:
         self.vectors = vectors
         self.hop, self.k_width = model.hop_length, 3 * model.hidden   # read per call
         self.plan, pack = plan_and_packer(model, dtype, gen, precision, vectors)
-        if vectors > 1:
-            self._load_batch(pack)
-            return
         self.cell, kernels = vocoder_cell(self.plan)
         if config.debug_level() >= 1:
             config.debug(1, plan_cell.describe(self.cell, {k: [p.spec.name]
                                                            for k, p in kernels.items()}))
-        loop = (f"{self.plan.name}_generate", lambda: emit_cell.build(self.cell, kernels, gen))
+        loop = (f"{self.plan.name}_generate",
+                lambda: emit_cell.build(self.cell, kernels, gen, vectors))
         # the loop first: the longest compile (its IR built before the cores'); packing meanwhile
         self._lib = jit.load_parts([loop, *emit_cell.core_modules(self.cell, kernels, gen)],
                                    gen, announce=_announce,
@@ -195,20 +185,11 @@ class JitEngine:
 
     def _compiled(self, schedule, kernels: dict, lib) -> "_Calls":
         """Calls of the cell compiled in `lib` (its cores in self._lib)."""
-        run = native.function(lib.address(CELL_RUN.symbol(emit_cell.loop_name(schedule, kernels))),
-                              CELL_RUN)
+        entry = CELL_RUN_STREAMS if self.vectors > 1 else CELL_RUN
+        run = native.function(lib.address(entry.symbol(emit_cell.loop_name(schedule, kernels))),
+                              entry)
         return _Calls(schedule, run, cell_addresses(schedule, kernels, self._arrays, self._lib),
                       self.model.hop_length)
-
-    def _load_batch(self, pack) -> None:
-        """The batched loop (emit.batch) and its B-vector cores."""
-        loop = (self.plan.name, lambda: batch_loop.build_module(self.plan))
-        self._lib = jit.load_parts([loop] + core_modules(self.plan), self.gen,
-                                   announce=_announce,
-                                   meanwhile=lambda: setattr(self, "_arrays", pack()))
-        self._params = loop_params(self.plan, self._arrays, self._lib)
-        self._generate_batch = native.function(
-            self._lib.address(LOOP_GENERATE_BATCH.symbol(self.plan.name)), LOOP_GENERATE_BATCH)
 
     def __repr__(self):
         return f"<JitEngine {self.plan.name} on {self.cpu}>"
@@ -300,26 +281,19 @@ class JitEngine:
             if n < 0:
                 raise InputError(f"lengths must be non-negative, got {n}")
         Ks = [self._check_k(K, n) for K, n in zip(Ks, lengths)]
-        B, H, n = self.vectors, self.model.hidden, max(lengths)
-        pad = B - n_streams   # idle streams: length 0, never read
+        pad = self.vectors - n_streams   # idle streams: length 0, never written back
+        given = [{"h": st.h, "c": st.c_prev, "f": st.f_prev, "s": st.s_prev, "y": st.y_prev}
+                 for st in states]
         lens = np.array(list(lengths) + [0] * pad, np.int64)
-        table = np.array([K.ctypes.data for K in Ks] + [Ks[0].ctypes.data] * pad, np.uint64)
-        h = np.zeros((B, H), np.float32)
-        h[:n_streams] = [st.h for st in states]
-        cf = np.zeros((B, 2), np.int32)
-        cf[:n_streams] = [(st.c_prev, st.f_prev) for st in states]
-        s = np.zeros((B, 2), np.float32)
-        s[:n_streams] = [(st.s_prev, st.y_prev) for st in states]
-        seeds = np.array([int(x) & 0xFFFFFFFF for x in seeds] + [0] * pad, np.uint32)
-        out = np.zeros((B, n), np.int16)
-        if n:
-            self._generate_batch(native.ptr(out), n, t0, native.ptr(lens), native.ptr(table),
-                                 native.ptr(h), native.ptr(cf), native.ptr(s), native.ptr(seeds),
-                                 native.ptr(self._params))
+        ran = self._generate.streams(Ks + Ks[:1] * pad, lens, given + given[:1] * pad, t0,
+                                     list(seeds) + [0] * pad)
+        out = []
         for j, st in enumerate(states):
-            st.h, st.c_prev, st.f_prev = h[j].copy(), int(cf[j, 0]), int(cf[j, 1])
-            st.s_prev, st.y_prev, st.t = float(s[j, 0]), float(s[j, 1]), t0 + int(lens[j])
-        return [out[j, :lengths[j]].copy() for j in range(n_streams)]
+            values, end = ran[j]
+            st.h, st.c_prev, st.f_prev = end["h"], end["c"], end["f"]
+            st.s_prev, st.y_prev, st.t = end["s"], end["y"], t0 + lengths[j]
+            out.append(to_int16(values[:lengths[j]]))
+        return out
 
 
 ROWS_KEPT = 1 << 15   # samples whose rows of K a _Calls keeps (read only, shared by threads)
@@ -364,37 +338,63 @@ class _Calls:
         of a short call are this thread's arrays until its next call, unless `own` (then
         copies)."""
         frame = getattr(self.local, "frame", None) or self._frame()
+        rows = self.rows if n <= self.rows_kept else k_rows(n, self.hop)   # alive until run
+        views = self._ready(frame, K, n, states, t0, seed, rows)
+        inputs = frame.point_inputs(n, classes) if classes else None   # alive until run
+        if n:
+            self.run(n, frame.table)
+        del inputs
+        outputs = {}
+        for name in wanted:
+            outputs[name] = views[name].copy() if own and n <= frame.kept else views[name]
+        return outputs, frame.get(states)
+
+    def streams(self, Ks, lens: np.ndarray, states: list, t0: int, seeds: list) -> list:
+        """A call of the cell compiled for B streams (CELL_RUN_STREAMS): stream v from
+        states[v] with its own K, seed and number of steps lens[v] (int64 [B]); per stream
+        (its output "value" [lens[v]], its states after the call, as __call__'s)."""
+        frames = getattr(self.local, "frames", None) or self._frames(len(Ks))
+        n = int(lens.max())
+        rows = self.rows if n <= self.rows_kept else k_rows(n, self.hop)   # alive until run
+        views = [self._ready(frame, K, n, st, t0, seed, rows)
+                 for frame, K, st, seed in zip(frames, Ks, states, seeds)]
+        if n:
+            self.run(n, native.ptr(lens), native.ffi.new("void *[]", [f.table for f in frames]))
+        return [(v["value"][:m], frame.get(st))
+                for v, frame, st, m in zip(views, frames, states, lens.tolist())]
+
+    def _ready(self, frame, K, n: int, states: dict, t0: int, seed, rows) -> dict:
+        """`frame` ready for a call of n steps from `states` with K, t0 and seed (rows: k_rows
+        of at least n); the views of its outputs by name."""
         frame.put(states)
         if frame.counter is not None:
             frame.counter[0], frame.counter[1] = t0, int(seed) & 0xFFFFFFFF
         k = native.ffi.from_buffer(K)
         for slot in self.k_slots:
             frame.pointers[slot] = k
-        rows = self.rows if n <= self.rows_kept else k_rows(n, self.hop)   # alive until run
         if rows is not frame.rows:
             frame.point_rows(rows, rows is self.rows)
         if n <= frame.kept:
             if frame.outputs_at is not frame.buffer:
                 frame.point_outputs(frame.buffer, frame.kept, self.outputs)
-            outputs = {}
-            for name in wanted:
-                outputs[name] = frame.views[name][:n].copy() if own else frame.views[name][:n]
-        else:
-            buffer = np.empty(n * self.width, np.float32)
-            frame.point_outputs(buffer, n, self.outputs)
-            views = output_views(buffer, n, self.outputs)
-            outputs = {name: views[name] for name in wanted}
-        inputs = frame.point_inputs(n, classes) if classes else None   # alive until run
-        if n:
-            self.run(n, frame.table)
-        del inputs
-        return outputs, frame.get(states)
+            return {name: view[:n] for name, view in frame.views.items()}
+        buffer = np.empty(n * self.width, np.float32)
+        frame.point_outputs(buffer, n, self.outputs)
+        return output_views(buffer, n, self.outputs)
+
+    def _frames(self, count: int) -> list:
+        """This thread's `count` _Frames of a cell of streams, made (at its first call)."""
+        self.local.frames = [self._new_frame() for _ in range(count)]
+        return self.local.frames
 
     def _frame(self) -> "_Frame":
         """This thread's _Frame, made (at its first call)."""
-        frame = self.local.frame = _Frame(self.schedule, self.fixed, self.hop, self.ROW_OF,
-                                          self.outputs, OUTPUTS_KEPT // (4 * self.width))
+        frame = self.local.frame = self._new_frame()
         return frame
+
+    def _new_frame(self) -> "_Frame":
+        return _Frame(self.schedule, self.fixed, self.hop, self.ROW_OF, self.outputs,
+                      OUTPUTS_KEPT // (4 * self.width))
 
 
 def output_views(buffer: np.ndarray, steps: int, outputs) -> dict:

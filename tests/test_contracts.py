@@ -4,7 +4,8 @@ import pytest
 from llvmlite import ir
 
 from jitvoc import contracts
-from jitvoc.contracts import LOOP_PARAMS, PERMUTE_PASS, SPMV_CORE, Field, Record
+from jitvoc.contracts import (MATRIX_ARRAYS, PERMUTE_PASS, SPMV_CORE, Field, PointerTable,
+                              Record)
 from jitvoc.emit.irutil import call, define, f32, i8, i32, i64, signature
 from jitvoc.emit.spmv import pass_field
 from jitvoc.errors import ContractError
@@ -40,19 +41,19 @@ def test_call_checks_names_and_types():
 
 
 def test_c_signatures():
-    assert contracts.LOOP_GENERATE_BATCH.c_signature() == (
-        "void(void*, int64_t, int64_t, void*, void*, void*, void*, void*, void*, void*)")
     assert contracts.CELL_RUN.c_signature() == "void(int64_t, void*)"
+    assert contracts.CELL_RUN_STREAMS.c_signature() == "void(int64_t, void*, void*)"
     assert contracts.SCAN.c_signature().startswith("void(uintptr_t, ")
 
 
 def test_pointer_table_takes_every_entry_once():
-    addresses = {n: i for i, n in enumerate(LOOP_PARAMS.names)}
-    assert LOOP_PARAMS.pack(addresses).tolist() == list(range(len(LOOP_PARAMS.names)))
+    table = PointerTable(tuple(f"{m}.{a}" for m in ("gru.R", "out.O1") for a in MATRIX_ARRAYS))
+    addresses = {n: i for i, n in enumerate(table.names)}
+    assert table.pack(addresses).tolist() == list(range(len(table.names)))
     with pytest.raises(ContractError, match="missing"):
-        LOOP_PARAMS.pack({k: v for k, v in addresses.items() if k != "gru.R.W"})
+        table.pack({k: v for k, v in addresses.items() if k != "gru.R.W"})
     with pytest.raises(ContractError, match="no entry"):
-        LOOP_PARAMS.slot("gru.R.bias")
+        table.slot("gru.R.bias")
 
 
 def test_records():

@@ -24,7 +24,7 @@ def test_wheel_ships_kernel_templates_and_models(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for t in (ROOT / "kernels_templates").glob("*.toml"):
         assert f"jitvoc/kernels_templates/{t.name}" in names
-    assert "jitvoc/plan/vocoder.py" in names and "jitvoc/emit/loop.py" in names
+    assert "jitvoc/plan/vocoder.py" in names and "jitvoc/emit/cell.py" in names
     assert f"jitvoc/pretrained/{pretrained.DEFAULT}.npz" in names
     for notice in (ROOT / "models").glob("LICENSE.*"):
         assert f"jitvoc-0.1.0.dist-info/licenses/models/{notice.name}" in names

@@ -41,9 +41,26 @@ its polynomial per dtype: POLY), so a sweep's lanes and its tail agree bit for b
 every CPU generation. exp saturates where mathfn's gate exponential does (|x| ≳ 41.6).
 
 A GRU update the plan lowers by its rule (CellPlan.gru, jitvoc.cells.rules) is computed as
-jitvoc.emit.loop computes it (docs/model.md, "The GRU step"; mathfn's gate exponential and
-blend): the pre-activations in gate units (an integer product of CellPlan.gate_unit
-dequantizes in them), the conditioning and bias folded as the loop's per-frame rows are.
+the hand-written loop (emit/loop.py, deleted once the cell replaced it) computed it
+(docs/model.md, "The GRU step"; mathfn's gate exponential and blend): the pre-activations in
+gate units (an integer product of CellPlan.gate_unit dequantizes in them), the conditioning and
+bias folded as the loop's per-frame rows are.
+
+Streams mode (`streams` B > 1, in-loop kernels of B vectors; a cell without hoisted products):
+
+    N_run_streams(n i64, lens i64*, tables ptr*)        (contracts.CELL_RUN_STREAMS)
+
+steps B streams together, each with its own pointer table (tables[v], as N_run's params: its
+states, inputs, outputs, scratch, counter) and number of steps (lens[v] <= n). Every step runs
+the plan's items: a product once for all B by its B-vector core (each weight panel loaded once
+for all B vectors), on the streams' inputs made what the kernel reads stream by stream (codes
+quantized, floats copied) and interleaved (spmv.interleave; a state's kept codes, plan.codes,
+one row per stream, interleaved from there), its outputs one row per stream; the draws and
+passes stream by stream, by the single-stream code on the stream's table and rows of the loop's
+buffers (`_at`). A stream whose steps are done (t >= lens[v]) is left as it is: no pass, draw
+or swap; its frozen input still goes through the products (the kernels have B lanes). The
+products are bit-exact per vector, the rest is the same code: stream v's bits are those of N_run
+alone.
 """
 from __future__ import annotations
 
@@ -54,7 +71,8 @@ from llvmlite import ir
 
 from ..cells.graph import INDEX, Node
 from ..cells.rules import slice_of
-from ..contracts import CELL_RUN, SPMV, SPMV_CORE
+from ..contracts import CELL_RUN, CELL_RUN_STREAMS, SPMV, SPMV_CORE
+from ..errors import CellError
 from ..layout import CACHE_LINE
 from ..plan.cell import HOIST_VECTORS, MATRIX_ARRAYS, CellPlan, column_key, resolved, size_of
 from . import draw, mathfn, spmv
@@ -62,7 +80,7 @@ from .irutil import (alloca, call, counted_loop, define, f32, gep, i32, i64, loa
                      signature, splat, vec)
 
 V = 16   # lanes of the element-wise sweeps
-SWEEP_BLOCKS = 4   # V-lane blocks a pass's sweep computes per iteration (as emit.loop's GRU)
+SWEEP_BLOCKS = 4   # V-lane blocks a pass's sweep computes per iteration (as the hand-written loop's GRU)
 ENTRY_FN = signature(SPMV)
 CORE_FN = signature(SPMV_CORE)
 # The e^x polynomial per dtype (jitvoc.emit.mathfn): float32 cells the softmax's (2.1e-7
@@ -73,8 +91,9 @@ POLY = {"float32": mathfn.EXP2_POLY, "int8": mathfn.GATE_POLY["int8"],
 
 
 class CellEmitter:
-    def __init__(self, plan: CellPlan, kernels: dict, gen, name: str):
+    def __init__(self, plan: CellPlan, kernels: dict, gen, name: str, streams: int = 1):
         self.plan, self.cell, self.name = plan, plan.cell, name
+        self.streams, self.v = streams, None   # streams mode: B; the stream being emitted
         self.m = ir.Module(name=name)
         self.kernels = {label: spmv.Kernel.of(kp.spec, kp.packed, gen, self.m)
                         for label, kp in kernels.items()}
@@ -82,34 +101,22 @@ class CellEmitter:
         self.kept = {n: plan.pass_of(n) for n in plan.kept}
 
     def build(self) -> ir.Module:
+        if self.streams > 1:
+            return self._build_streams()
         fn, a = define(self.m, CELL_RUN, self.name)
         self.entry = fn.append_basic_block("entry")
         b = self.b = ir.IRBuilder(self.entry)
-        names = self.plan.params.names
-        types = {".fn": ENTRY_FN.as_pointer(), ".core": CORE_FN.as_pointer()}
-        self.p = {key: load(b, a.params, types.get(key[key.rfind("."):], ptr),
-                            self.plan.params.slot(key), align=8, elem_type=ptr)
-                  for key in names}
-        # per in-loop product, its output (rows_padded) and its kernel's input (codes)
-        self.y = {label: alloca(b, f32, k.packed.rows_padded, align=CACHE_LINE)
-                  for label, k in self.kernels.items()}
+        self._point(a.params)
+        self._outputs()
         self.codes, self.reads = {}, {}   # state -> (owner kernel, buffer); label -> its codes
         for name, readers in self.plan.codes.items():
             self._share_codes(name, readers)
         self.xin = {label: spmv.xin_buffer(k, b) for label, k in self.kernels.items()
                     if label not in self.reads}
-        self.previous = {}   # the row of each input the GRU rules' rows read (_frame_rows)
-        for rule in self.plan.gru.values():
-            for node in rule.linear[:2] if rule.linear else rule.k[0][:1]:
-                self.previous.setdefault(node.name, alloca(b, i64))
-                b.store(i64(-1), self.previous[node.name])
-        if "counter" in names:   # draws of classes
-            self.t0 = load(b, self.p["counter"], i64, 0, align=8)
-            self.seed = b.trunc(load(b, self.p["counter"], i64, 1, align=8), i32)
-        self.buffers = {name: (alloca(b, ptr), alloca(b, ptr)) for name in self.cell.states}
-        for name, (now, following) in self.buffers.items():
-            b.store(self.p[f"state.{name}"], now)
-            b.store(self.p[f"next.{name}"], following)
+        self._previous()
+        self._counter()
+        self._state_buffers()
+        self._start_buffers()
         with counted_loop(b, 0, a.n, HOIST_VECTORS, name="chunk") as c0:
             end = b.add(c0, i64(HOIST_VECTORS))
             end = b.select(b.icmp_signed("<", end, a.n), end, a.n)
@@ -119,6 +126,185 @@ class CellEmitter:
         self._settle()
         b.ret_void()
         return self.m
+
+    def _point(self, table):
+        """self.p: the addresses of pointer table `table` by name, loaded where the builder
+        is."""
+        b = self.b
+        types = {".fn": ENTRY_FN.as_pointer(), ".core": CORE_FN.as_pointer()}
+        self.p = {key: load(b, table, types.get(key[key.rfind("."):], ptr),
+                            self.plan.params.slot(key), align=8, elem_type=ptr)
+                  for key in self.plan.params.names}
+
+    def _counter(self):
+        """t0 and the seed of the draws of classes, from self.p's counter."""
+        if "counter" in self.p:
+            b = self.b
+            self.t0 = load(b, self.p["counter"], i64, 0, align=8)
+            self.seed = b.trunc(load(b, self.p["counter"], i64, 1, align=8), i32)
+
+    # --- the loop's stack buffers, one row per stream (self.streams) ---------------------------
+    def _outputs(self):
+        """Per in-loop product its output (rows_padded)."""
+        self.y = {label: alloca(self.b, f32, k.packed.rows_padded * self.streams,
+                                align=CACHE_LINE) for label, k in self.kernels.items()}
+
+    def _previous(self):
+        """The row each input the GRU rules' rows read was last at (_frame_rows): one stream's
+        set unseen (-1) here, B streams' by _start_buffers."""
+        b, self.previous = self.b, {}
+        for rule in self.plan.gru.values():
+            for node in rule.linear[:2] if rule.linear else rule.k[0][:1]:
+                if node.name not in self.previous:
+                    self.previous[node.name] = alloca(b, i64, self.streams)
+                    if self.streams == 1:
+                        b.store(i64(-1), self.previous[node.name])
+
+    def _state_buffers(self):
+        """Each state's two buffers (now, following)."""
+        self.buffers = {name: (alloca(self.b, ptr, self.streams),
+                               alloca(self.b, ptr, self.streams)) for name in self.cell.states}
+
+    def _start_buffers(self):
+        """The stream's states' buffers at its arrays (and, B streams, its rows unseen)."""
+        b = self.b
+        for previous in self.previous.values() if self.streams > 1 else ():
+            b.store(i64(-1), self._at(previous, i64, 1))
+        for name, (now, following) in self.buffers.items():
+            b.store(self.p[f"state.{name}"], self._at(now, ptr, 1))
+            b.store(self.p[f"next.{name}"], self._at(following, ptr, 1))
+
+    def _at(self, base, typ, n: int):
+        """The stream's row of a buffer of one row per stream (rows of n `typ`)."""
+        if self.v is None:
+            return base
+        return gep(self.b, base, typ, self.b.mul(self.v, i64(n)))
+
+    # --- streams mode: B streams stepped together (contracts.CELL_RUN_STREAMS) --------------
+    def _build_streams(self) -> ir.Module:
+        """The loop for B streams: every step the plan's items, the products by the B-vector
+        kernels (each weight panel loaded once for all B, on the streams' inputs interleaved),
+        the draws and passes stream by stream on the stream's own pointer table; a stream
+        whose steps are done (t >= lens[v]) is left as it is (its frozen input still goes
+        through the products: the kernels have B lanes)."""
+        if self.plan.hoisted:
+            raise CellError("a cell with hoisted products has no streams mode yet")
+        fn, a = define(self.m, CELL_RUN_STREAMS, self.name)
+        self.entry = fn.append_basic_block("entry")
+        b = self.b = ir.IRBuilder(self.entry)
+        self.args = a
+        self._outputs()
+        self._previous()
+        self._state_buffers()
+        self.vbufs = {label: spmv.vector_buffers(k, b) for label, k in self.kernels.items()}
+        self._stream_codes()
+        self._each_stream(None, self._start_buffers)
+        with counted_loop(b, 0, a.n, name="step") as t:
+            if self.plan.gru:
+                self._each_stream(t, lambda: self._frame_rows(t))
+            for kind, content in self.plan.items:
+                if kind == "products":
+                    for product in content:
+                        self._vector_product(product, t)
+                else:
+                    self._each_stream(t, lambda: self._item(kind, content, t))
+            self._each_stream(t, self._swap)
+        self._each_stream(None, self._settle)
+        b.ret_void()
+        return self.m
+
+    def _each_stream(self, t, body, active: bool = True):
+        """body() for every stream v (self.v, self.p its table's, and at step t its rows),
+        at step t only for those still running (t < lens[v]) when `active`."""
+        b = self.b
+        with counted_loop(b, 0, self.streams, name="stream") as v:
+            self.v = v
+            self._point(load(b, self.args.tables, ptr, v, align=8))
+            self._counter()
+            if t is None:
+                body()
+            elif not active:
+                self._step_rows(t, None)
+                body()
+            else:
+                with b.if_then(b.icmp_signed("<", t, load(b, self.args.lens, i64, v,
+                                                          align=8))):
+                    self._step_rows(t, None)
+                    body()
+        self.v = None
+
+    def _stream_codes(self):
+        """plan.codes in streams mode: a state's codes, one row of its owner kernel's x_len
+        per stream (written where its next value is stored, computed from the initial state
+        once per call), read by the products whose kernels take the owner's codes (dtype,
+        signedness, format) from their column on, interleaved."""
+        b, self.codes, self.reads = self.b, {}, {}
+        for name, readers in self.plan.codes.items():
+            owner, label = self.kernels[readers[0][0]], readers[0][0]
+            shared = [(lb, column) for lb, column in readers
+                      if self._same_codes(self.kernels[lb], owner, lb, label)]
+            if owner.is_float or len(shared) < 2:
+                continue
+            buf = alloca(b, owner.elem, owner.packed.x_len * self.streams, align=CACHE_LINE)
+            self.codes[name] = (owner, buf, self._x_inv(label))
+            self.reads.update((lb, (owner, buf, column)) for lb, column in shared)
+
+            def first(name=name, owner=owner, buf=buf, label=label):
+                spmv.quantize(owner, b, self.p[f"state.{name}"], self._x_inv(label),
+                              self._at(buf, owner.elem, owner.packed.x_len), spmv.put_codes,
+                              owner.packed.x_len)
+            self._each_stream(None, first)
+
+    def _same_codes(self, k, owner, label, owner_label) -> bool:
+        """Whether kernel k (of product `label`) reads the codes the owner's product reads."""
+        return ((k.spec.dtype, k.spec.x_signed, self.plan.formats[label]) ==
+                (owner.spec.dtype, owner.spec.x_signed, self.plan.formats[owner_label]))
+
+    def _vector_product(self, product, t):
+        """y[v] = W x[v] (plus the epilogue) for the B streams by the product's B-vector core:
+        x[v] quantized stream by stream into a row of codes (floats copied), then interleaved
+        (spmv.interleave); codes the loop keeps interleaved from their rows."""
+        b, label, fmt = self.b, product.label, self.plan.formats[product.label]
+        k, (rows, buf) = self.kernels[label], self.vbufs[label]
+        p = k.packed
+        if label in self.reads:
+            owner, codes, column = self.reads[label]
+            xin = spmv.interleave(k, b, gep(b, codes, owner.elem, i64(column)), p.cols,
+                                  owner.packed.x_len, buf)
+        else:
+            self._each_stream(t, lambda: self._stream_input(k, product, rows, buf),
+                              active=False)
+            xin = buf if k.permute else spmv.interleave_rows(k, b, rows, buf)
+        self._point(load(b, self.args.tables, ptr, 0, align=8))
+        arrays = {a: self.p[f"{label}.{a}"] for a in MATRIX_ARRAYS}
+        unit = mathfn.GATE_UNIT if label in self.plan.gate_unit else 1.0
+        bias = self.p.get(f"{label}.bias", ir.Constant(ptr, None))
+        call(b, SPMV_CORE, self.p[f"{label}.core"], y=self.y[label], xin=xin, **arrays,
+             x_scale=f32((fmt.scale if fmt else 1.0) * unit), bias=bias)
+
+    def _stream_input(self, k, product, rows, buf):
+        """The stream's input of a product into its row of what the B-vector core reads:
+        floats copied (cols floats a row), codes quantized (x_len a row; byte-permute
+        gathers: straight into xin's rows, x_pad apart)."""
+        b, p, x = self.b, k.packed, self._address(product.source)
+        if k.is_float:
+            row = self._at(rows, f32, p.cols)
+            with counted_loop(b, 0, p.cols, name="copy") as c:
+                b.store(load(b, x, f32, c, align=4), gep(b, row, f32, c), align=4)
+            return
+        target, length = (buf, k.x_pad) if k.permute else (rows, p.x_len)
+        spmv.quantize(k, b, x, self._x_inv(product.label), self._at(target, k.elem, length),
+                      spmv.put_codes, length)
+
+    def _item(self, kind, content, t):
+        """One item of the plan but products: the draws, or a pass's sweeps."""
+        if kind == "draws":
+            for d in content:
+                self._draw(d, t)
+            return
+        self.current = content.index
+        for length, roots in content.sweeps().items():
+            self._sweep(length, roots)
 
     def _share_codes(self, name: str, readers: tuple):
         """The codes buffer of state `name` (plan.codes), in the layout of the kernel of its
@@ -148,7 +334,8 @@ class CellEmitter:
         number of steps; _step swaps the two) copied into its state array."""
         b = self.b
         for name, state in self.cell.states.items():
-            now, target = b.load(self.buffers[name][0], typ=ptr), self.p[f"state.{name}"]
+            now = b.load(self._at(self.buffers[name][0], ptr, 1), typ=ptr)
+            target = self.p[f"state.{name}"]
             with b.if_then(b.icmp_unsigned("!=", now, target)):
                 with counted_loop(b, 0, size_of(state), name=f"settle_{name}") as i:
                     self._put(load(b, now, _type(state), i, align=4), target, i)
@@ -248,8 +435,28 @@ class CellEmitter:
     def _step(self, t, row):
         """One step: row pointers of step t (row `row` of the hoisted slots), the plan's
         items, the states' buffers swapped."""
+        self._step_rows(t, row)
+        if self.plan.gru:
+            self._frame_rows(t)
+        for kind, content in self.plan.items:
+            if kind == "products":
+                for product in content:
+                    self._product(product)
+            else:
+                self._item(kind, content, t)
+        self._swap()
+
+    def _swap(self):
+        """The next values written in this step become the states: the buffers swapped."""
+        for name, (now, following) in self.buffers.items():
+            self.b.store(self.following[name], self._at(now, ptr, 1))
+            self.b.store(self.now[name], self._at(following, ptr, 1))
+
+    def _step_rows(self, t, row):
+        """The states' buffers now and following, and the row pointers of step t (row `row`
+        of the hoisted slots)."""
         b, cell = self.b, self.cell
-        self.now, self.following = ({name: b.load(pair[k], typ=ptr)
+        self.now, self.following = ({name: b.load(self._at(pair[k], ptr, 1), typ=ptr)
                                      for name, pair in self.buffers.items()} for k in (0, 1))
         sizes = {**{f"input.{k}": n for k, n in cell.inputs.items()},
                  **{f"output.{k}": n for k, n in cell.outputs.items()}}
@@ -263,22 +470,6 @@ class CellEmitter:
             self.rows.update({f"hoist.{p.label}.x_scale": load(
                 b, self._slot(f"{p.label}.x_scale", row, 1), f32, align=4)
                 for p in self.plan.hoisted})
-        if self.plan.gru:
-            self._frame_rows(t)
-        for kind, content in self.plan.items:
-            if kind == "products":
-                for product in content:
-                    self._product(product)
-            elif kind == "draws":
-                for d in content:
-                    self._draw(d, t)
-            else:
-                self.current = content.index
-                for length, roots in content.sweeps().items():
-                    self._sweep(length, roots)
-        for name, (now, following) in self.buffers.items():   # the next values become the
-            b.store(self.following[name], now)                 # states: the buffers swapped
-            b.store(self.now[name], following)
 
     # --- products ------------------------------------------------------------------------------
     def _product(self, product):
@@ -348,7 +539,8 @@ class CellEmitter:
         product, offset = self.plan.product_of(node)
         if product.hoisted:
             return gep(self.b, self.rows[f"hoist.{product.label}"], f32, i64(offset))
-        return gep(self.b, self.y[product.label], f32, i64(offset))
+        y = self._at(self.y[product.label], f32, self.kernels[product.label].packed.rows_padded)
+        return gep(self.b, y, f32, i64(offset))
 
     # --- passes --------------------------------------------------------------------------------
     def _sweep(self, length: int, roots: list):
@@ -368,6 +560,7 @@ class CellEmitter:
                     self._put(value, self._destination(where), at)
                     if where[0] == "next" and where[1] in self.codes:   # plan.codes
                         owner, buf, x_inv = self.codes[where[1]]
+                        buf = self._at(buf, owner.elem, owner.packed.x_len)
                         spmv.put_codes(owner, b, buf, at, spmv.code(owner, b, value, x_inv))
 
     def _destination(self, where):
@@ -462,7 +655,7 @@ class CellEmitter:
         return mathfn.gru_blend(b, self._value(rule.h, shift), e_u, e_e)
 
     def _gate(self, rule, g: int, shift: int):
-        """(a, v) of gate g (u, r, e) in gate units, as emit.loop forms them: a from the
+        """(a, v) of gate g (u, r, e) in gate units, as the hand-written loop formed them: a from the
         product (in gate units already for an integer cell) and the gate's rows (_frame_rows);
         v the terms with the table folded into gate units, then for e U K_f + s/2, then
         α · U (K_f+1 − K_f) with a linear upsampling."""
@@ -484,13 +677,14 @@ class CellEmitter:
     def _frame_rows(self, t):
         """The GRU rules' rows that change only with the conditioning's rows (plan.GRU_ROWS),
         recomputed at step t when the row of an input they read differs from the previous
-        step's (cells.Rows: once per frame of a vocoder, as emit.loop does)."""
+        step's (cells.Rows: once per frame of a vocoder)."""
         b, changed = self.b, ir.Constant(ir.IntType(1), 1)
         if all(name in self.plan.indexed for name in self.previous):
             changed = ir.Constant(ir.IntType(1), 0)
             for name, previous in self.previous.items():
+                previous = self._at(previous, i64, 1)
                 row = load(b, self.p[f"rows.{name}"], i64, t, align=8)
-                changed = b.or_(changed, b.icmp_signed("!=", b.load(previous), row))
+                changed = b.or_(changed, b.icmp_signed("!=", b.load(previous, typ=i64), row))
                 b.store(row, previous)
         with b.if_then(changed):
             for rule in self.plan.gru.values():
@@ -671,7 +865,8 @@ def core_modules(plan: CellPlan, kernels: dict, gen) -> list:
     return [(sym, lambda label=label: build(label)) for sym, label in firsts.items()]
 
 
-def build(plan: CellPlan, kernels: dict, gen) -> ir.Module:
+def build(plan: CellPlan, kernels: dict, gen, streams: int = 1) -> ir.Module:
     """An llvmlite module holding the one function `loop_name(plan, kernels) + "_run"`;
-    `kernels`: label -> the planner's Plan (spec, packed) of each in-loop product."""
-    return CellEmitter(plan, kernels, gen, loop_name(plan, kernels)).build()
+    `kernels`: label -> the planner's Plan (spec, packed) of each in-loop product. With
+    `streams` B > 1 (kernels of B vectors), the loop `.. + "_run_streams"` of B streams."""
+    return CellEmitter(plan, kernels, gen, loop_name(plan, kernels), streams).build()

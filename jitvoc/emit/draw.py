@@ -4,8 +4,7 @@ formed by blocks of 16 classes so that every vector width gives the same bits (b
 fixed halving tree, Σp and the prefix over blocks in block order, then the running sum inside
 the chosen block in index order). 16-wide vectors, no FMA.
 
-The hand-written loops (jitvoc.emit.loop, emit.batch) and the compiled cells' `sample`
-(jitvoc.emit.cell) all draw with it.
+The compiled cells' `sample` (jitvoc.emit.cell, the vocoder's among them) draw with it.
 """
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ def _tree(b, v, combine):
 
 def _tree_sums(b, vs):
     """The vector of [_tree(b, v, b.fadd) for v in vs] (as many vectors as lanes): the same
-    additions, two vectors at a time (see jitvoc.emit.loop)."""
+    additions, two vectors at a time (the draw's block sums)."""
     n = vs[0].type.count
     while len(vs) > 1:
         w = len(vs)

@@ -37,7 +37,7 @@ Float kernels use a fixed logical vector width and no FMA, so results do not dep
 The code is written by functions over explicit contexts: a Kernel (what the spec and layout
 imply, and the backend bound to the module), a Core (the builder, arguments and accumulators
 while a core is written) and an Epilogue (what happens to a row block's sums). Other emitters
-(emit.loop) use Kernel, emit_core and the input preparation functions (xin_buffer, activations,
+(emit.cell) use Kernel, emit_core and the input preparation functions (xin_buffer, activations,
 code, put_codes, xin_at).
 """
 from __future__ import annotations
@@ -728,14 +728,15 @@ def _transposed(k: Kernel, b: ir.IRBuilder, src, stride: int, w, count: int):
     return interleaved(b, rows)
 
 
-def vector_activations(k: Kernel, b: ir.IRBuilder, x, x_inv, stride: int | None = None,
-                       bufs=None):
+def vector_activations(k: Kernel, b: ir.IRBuilder, x, x_inv, stride: int | None = None):
     """xin of a B-vector kernel for float x [B, cols] (rows `stride` floats apart, default
     cols): each row quantized as `activations` does, into a [B, x_len] buffer of codes, then
     interleaved; for byte-permute gathers straight into xin's rows, x_pad apart (quantize pads
-    each to x_pad). `bufs`: the buffers of vector_buffers (else new stack buffers)."""
+    each to x_pad)."""
     p = k.packed
-    codes, buf = vector_buffers(k, b) if bufs is None else bufs
+    codes = None if k.is_float or k.permute else alloca(b, k.elem, p.x_len * k.vectors,
+                                                        align=CACHE_LINE)
+    buf = interleave_buffer(k, b)
     if k.is_float:
         return interleave(k, b, x, p.cols, stride, buf)
     rows, row_len = (buf, k.x_pad) if k.permute else (codes, p.x_len)
@@ -747,12 +748,20 @@ def vector_activations(k: Kernel, b: ir.IRBuilder, x, x_inv, stride: int | None 
 
 
 def vector_buffers(k: Kernel, b: ir.IRBuilder) -> tuple:
-    """(codes, interleaved) stack buffers of vector_activations (codes None for float
-    kernels and byte-permute gathers). Allocate them once, in the entry block, when the core
-    runs in a loop."""
-    codes = None if k.is_float or k.permute else alloca(b, k.elem, k.packed.x_len * k.vectors,
-                                                        align=CACHE_LINE)
-    return codes, interleave_buffer(k, b)
+    """(rows, interleaved) stack buffers of a B-vector kernel's input: the B rows that
+    interleave_rows reads (float kernels: cols floats each; codes: x_len each; None for
+    byte-permute gathers, whose rows are xin's own, x_pad apart) and xin. Allocate them once,
+    in the entry block, when the core runs in a loop."""
+    p = k.packed
+    rows = (None if k.permute else
+            alloca(b, f32, p.cols * k.vectors, align=CACHE_LINE) if k.is_float else
+            alloca(b, k.elem, p.x_len * k.vectors, align=CACHE_LINE))
+    return rows, interleave_buffer(k, b)
+
+
+def interleave_rows(k: Kernel, b: ir.IRBuilder, rows, buf):
+    """xin of a B-vector kernel from the rows of vector_buffers, into `buf`."""
+    return interleave(k, b, rows, k.packed.cols if k.is_float else k.packed.x_len, buf=buf)
 
 
 def xin_buffer(k: Kernel, b: ir.IRBuilder, length: int = 0):

@@ -54,7 +54,7 @@ HOIST_VECTORS = 16   # B: steps per call of a hoisted product's B-vector kernel,
 # Per hoisted product of an integer cell, scratch for a chunk: the input rows scaled by 2^frac_t
 # (the kernels read them) and each step's 2^−frac_t (the loop multiplies the product by it).
 HOISTED_SCRATCH = (".x", ".x_scale")
-# Per GRU rule (CellPlan.gru), the rows emit.loop computes once per frame, recomputed only when
+# Per GRU rule (CellPlan.gru), the rows the loop computes once per frame, recomputed only when
 # the conditioning's rows change (cells.Rows): (part, gates) of the blend's length each: the
 # gates' bias rows, K_f of the e gate, K_f+1 − K_f (linear upsampling only), in gate units.
 GRU_ROWS = (("rows", 3), ("ke", 1), ("dk", 3))

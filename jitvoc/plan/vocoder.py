@@ -43,7 +43,6 @@ class VocoderPlan:
     upsample: str
     plans: dict      # matrix name -> matvec Plan
     formats: dict    # matrix name -> FixedPoint of its input (integer dtypes)
-    shared: dict     # O1/O3 -> column offset when they read gru.R's activation buffer
     representation: Representation  # the output decode, compiled in
     vectors: int = 1  # B: streams advanced per step (the batched loop, B-vector kernels)
 
@@ -82,8 +81,8 @@ def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
                  precision: dict | None = None, vectors: int = 1) -> VocoderPlan:
     """Plan the loop for `dtype`; `ranges`: max |input| of O2 and O4 (integer dtypes need them,
     see input_formats); `precision` may override the kernel dtype per matrix (by default
-    PRECISION[dtype]); `vectors`: B > 1 plans the batched loop (B-vector kernels;
-    `shared` stays empty: emit.batch decides which products read the codes of h)."""
+    PRECISION[dtype]); `vectors`: B > 1 plans the loop of B streams (B-vector kernels, which
+    read the codes of h interleaved whatever their layout: emit.cell's streams mode)."""
     if dtype not in PRECISION:
         raise InputError(f"dtype must be int8, int16 or float32, got {dtype!r}")
     if model.hidden % (2 * VECTOR):
@@ -93,7 +92,7 @@ def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
     if dtype == "float32" and set(precision.values()) != {"float32"}:
         raise InputError("the float32 engine computes every matrix in float32")
     formats = input_formats(precision, ranges)
-    plans, shared = {}, {}
+    plans = {}
     for name, (w, mask) in model.matrices().items():
         mask, kind = mask != 0, precision[name]
         codes, scale = mv_plan.quantize_weights(np.where(mask, w, 0).astype(np.float32), kind)
@@ -117,9 +116,8 @@ def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
                 plans[name] = mv_plan.build_plan(codes, scale, mask, kind, gen,
                                                  x_signed=signed, x_stride=r.packed.x_len,
                                                  inline=True)
-            shared[name] = BY_NAME[name].state_offset(model.hidden)
     plan = VocoderPlan(dtype=dtype, gen=gen, hidden=model.hidden, hop=model.hop_length,
-                       upsample=model.upsample, plans=plans, formats=formats, shared=shared,
+                       upsample=model.upsample, plans=plans, formats=formats,
                        representation=model.representation, vectors=vectors)
     return plan
 

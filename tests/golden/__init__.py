@@ -1,5 +1,5 @@
 """Golden IR: the LLVM IR text of a handful of small kernels, a tiny vocoder loop (its WaveRNN
-cell), the scans and the loops of three small compiled cells, kept in tests/golden/*.ll.gz
+cell, for one stream and for B streams), the scans and the loops of three small compiled cells, kept in tests/golden/*.ll.gz
 (gzip: the vocoder loop alone is 1.2 MB of text) so that any change to the emitted code fails
 test_golden.py, which shows the diff (tinygrad's process replay is the model).
 
@@ -42,11 +42,13 @@ MATVEC_CASES = {
     "float32_16x1_idx_haswell": ("haswell", "float32", (16, 1), "idx"),
     "float32_dense_skylake": ("skylake-avx512", "float32", None, "dense"),
 }
-# name: (generation, engine dtype); random_model(hidden=32)
+# name: (generation, engine dtype, streams); random_model(hidden=32)
 LOOP_CASES = {
-    "loop_int8_icelake": ("icelake-server", "int8"),
-    "loop_int16_haswell": ("haswell", "int16"),
-    "loop_float32_x86-64": ("x86-64", "float32"),
+    "loop_int8_icelake": ("icelake-server", "int8", 1),
+    "loop_int16_haswell": ("haswell", "int16", 1),
+    "loop_float32_x86-64": ("x86-64", "float32", 1),
+    "loop_int8_b4_icelake": ("icelake-server", "int8", 4),
+    "loop_float32_b2_x86-64": ("x86-64", "float32", 2),
 }
 
 # name: (kind, generation, non-temporal stores)
@@ -84,15 +86,15 @@ def matvec_ir(name: str) -> str:
 
 
 def loop_ir(name: str) -> str:
-    """The vocoder's loop (its WaveRNN cell, as JitEngine compiles it: plan.vocoder.vocoder_cell)
-    after its core modules."""
-    gen_name, dtype = LOOP_CASES[name]
+    """The vocoder's loop (its WaveRNN cell, as JitEngine compiles it: plan.vocoder.vocoder_cell;
+    for B streams, emit.cell's streams mode) after its core modules."""
+    gen_name, dtype, streams = LOOP_CASES[name]
     model = random_model(hidden=32, density=0.25, output_density=0.25)
     ranges = None if dtype == "float32" else activation_ranges(calibrate(model))
     gen = cpu.generation(gen_name)
-    schedule, kernels = vocoder_cell(plan_vocoder(model, dtype, gen, ranges))
+    schedule, kernels = vocoder_cell(plan_vocoder(model, dtype, gen, ranges, vectors=streams))
     modules = [build() for _, build in emit_cell.core_modules(schedule, kernels, gen)]
-    modules.append(emit_cell.build(schedule, kernels, gen))
+    modules.append(emit_cell.build(schedule, kernels, gen, streams))
     return "\n".join(str(m) for m in modules)
 
 
