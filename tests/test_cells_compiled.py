@@ -196,6 +196,30 @@ def test_integer_cells_within_the_quantization_bound(name, dtype):
     assert {"int8": 1e-4, "int16": 1e-6}[dtype] < diff <= SEQUENCE_BOUND[dtype]
 
 
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8", "int16"])
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_compiled_gru_and_lstm_match_torch_within_the_stated_bounds(name, dtype):
+    """The compiled cells against torch.nn.GRU / torch.nn.LSTM themselves, with torch's own
+    weights (its initialisation, state_dict names), over the sequence from a non-zero state:
+    within docs/cells.md's stated bound for the dtype, and int8/int16 really quantized."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(3)
+    n_in, hidden, T = 24, 40, 37
+    layer = getattr(torch.nn, name.upper())(n_in, hidden)
+    w = {k[:-len("_l0")]: v.detach().numpy() for k, v in layer.state_dict().items()}
+    cell = CELLS[name]()
+    xs = inputs_of(cell, T)
+    g = np.random.default_rng(4)
+    state = {k: (0.5 * g.standard_normal(n.shape)).astype(np.float32)
+             for k, n in cell.states.items()}
+    got, _ = jitvoc.compile_cell(cell, w, dtype=dtype).run(xs, state)
+    start = tuple(torch.from_numpy(state[k])[None] for k in ("h", "c") if k in state)
+    with torch.no_grad():
+        want, _ = layer(torch.from_numpy(xs["x"]), start if name == "lstm" else start[0])
+    diff = np.abs(got["h"] - want.numpy()).max()
+    assert {"float32": 0, "int8": 1e-4, "int16": 1e-6}[dtype] <= diff <= SEQUENCE_BOUND[dtype]
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 def test_sparse_cells(dtype):
     """90% of 16x1 blocks zero: the planner's sparse kernels, same bounds."""
