@@ -1,4 +1,4 @@
-"""The batched engine (emit.batch, JitEngine(vectors=B)) and the API over it
+"""The batched engine (the WaveRNN cell in streams mode, JitEngine(vectors=B)) and the API over it
 (Vocoder.synthesize_batch, synthesize_folded): stream i of a batch gives exactly the samples
 `synthesize` gives alone, for several B, dtypes, CPU generations and lengths."""
 import functools
