@@ -224,11 +224,9 @@ class JitEngine:
         if n_samples < 0:
             raise InputError(f"n_samples must be non-negative, got {n_samples}")
         K = self._check_k(K, n_samples)
-        states = {"h": state.h, "c": state.c_prev, "f": state.f_prev, "s": state.s_prev,
-                  "y": state.y_prev}
-        out, end = self._generate(K, n_samples, states, t0=t0, seed=seed, wanted=("value",))
-        state.h, state.c_prev, state.f_prev = end["h"], end["c"], end["f"]
-        state.s_prev, state.y_prev, state.t = end["s"], end["y"], t0 + n_samples
+        out, end = self._generate(K, n_samples, cell_states(state), t0=t0, seed=seed,
+                                  wanted=("value",))
+        advance(state, end, n_samples)
         return to_int16(out["value"])
 
     def teacher_forced(self, K, audio) -> np.ndarray:
@@ -273,7 +271,7 @@ class JitEngine:
                              f"length and seed each, got {len(Ks)} K, {len(lengths)} lengths, "
                              f"{n_streams} states, {len(seeds)} seeds")
         t0 = states[0].t
-        if t0 % self.model.hop_length or any(st.t != t0 for st in states):
+        if t0 % self.hop or any(st.t != t0 for st in states):
             raise InputError(f"the streams of a batch start together at a multiple of the hop, "
                              f"got samples {[st.t for st in states]}")
         for st, n in zip(states, lengths):
@@ -282,18 +280,28 @@ class JitEngine:
                 raise InputError(f"lengths must be non-negative, got {n}")
         Ks = [self._check_k(K, n) for K, n in zip(Ks, lengths)]
         pad = self.vectors - n_streams   # idle streams: length 0, never written back
-        given = [{"h": st.h, "c": st.c_prev, "f": st.f_prev, "s": st.s_prev, "y": st.y_prev}
-                 for st in states]
+        given = [cell_states(st) for st in states]
         lens = np.array(list(lengths) + [0] * pad, np.int64)
         ran = self._generate.streams(Ks + Ks[:1] * pad, lens, given + given[:1] * pad, t0,
                                      list(seeds) + [0] * pad)
         out = []
         for j, st in enumerate(states):
             values, end = ran[j]
-            st.h, st.c_prev, st.f_prev = end["h"], end["c"], end["f"]
-            st.s_prev, st.y_prev, st.t = end["s"], end["y"], t0 + lengths[j]
+            advance(st, end, lengths[j])
             out.append(to_int16(values[:lengths[j]]))
         return out
+
+
+def cell_states(state: GenState) -> dict:
+    """A GenState as the WaveRNN cell's states, by name (cells.wavernn)."""
+    return {"h": state.h, "c": state.c_prev, "f": state.f_prev, "s": state.s_prev,
+            "y": state.y_prev}
+
+
+def advance(state: GenState, end: dict, n: int) -> None:
+    """`state` set to the cell's states `end` after n more samples."""
+    state.h, state.c_prev, state.f_prev = end["h"], end["c"], end["f"]
+    state.s_prev, state.y_prev, state.t = end["s"], end["y"], state.t + n
 
 
 ROWS_KEPT = 1 << 15   # samples whose rows of K a _Calls keeps (read only, shared by threads)
