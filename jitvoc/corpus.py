@@ -331,7 +331,7 @@ def run(model, items, out_dir, settings=Settings(), jobs=None, report=None, **lo
     prepare_output(out_dir)
     vocoder = load(model, **load_args)
     if jobs > 1:
-        _warm_batches(vocoder, settings.batch)
+        vocoder.prepare_batch(settings.batch)   # inherited by the forked workers
     _run_processes(vocoder, _groups(_longest_first(items), settings.batch), out_dir, settings,
                    jobs, report)
 
@@ -350,14 +350,6 @@ def _longest_first(items) -> list[Item]:
         except OSError:
             return 0
     return sorted(items, key=size, reverse=True)
-
-
-def _warm_batches(vocoder, batch: int) -> None:
-    """Build the batched engine of `batch` streams now (synthesize_batch builds it on first
-    use), so that the forked workers inherit it instead of each building its own."""
-    if batch > 1:
-        mel = np.zeros((1, vocoder.model.n_mels), np.float32)
-        vocoder.synthesize_batch([mel, mel], batch=batch)
 
 
 def _run_processes(vocoder, groups, out_dir, settings, jobs, report) -> None:

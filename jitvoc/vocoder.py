@@ -285,6 +285,14 @@ class Vocoder:
                 out[j] = a
         return out
 
+    def prepare_batch(self, batch: int) -> "Vocoder":
+        """Build now the engine that synthesize_batch(..., batch=B) runs (it is built at its
+        first use otherwise), e.g. before forking workers that are to inherit it."""
+        _check_batch(batch)
+        if batch > 1 and self.backend == "jit":
+            self._batch_engine(batch)
+        return self
+
     def _batch_engine(self, batch):
         """The batched engine for B = `batch` streams (compiled, or loaded from the cache, on
         first use)."""
