@@ -20,6 +20,11 @@ are timed alternately (medians of rounds), and a variant's update costs its time
   float32 state and its codes are taken from the float). Its probabilities differ from the
   float update's (printed: teacher-forced, max |Δp| and mean KL);
 - fixed, shift folded: as fixed, the polynomial's shift assumed folded into the frame rows;
+- fixed, 16-bit in and out: the prototype with the pre-activations' inputs (R's rows, the frame
+  rows, ke, dk, the I columns) and h read as 16-bit words (their arrays' bytes, values wrong),
+  the sums in words (`vpmulhrsw` for I x̂ and α dk), and h' left 16-bit (its word under the
+  exponent of 0.5, a normal float, for the store and h's codes): a bound on what the
+  update would cost once R's epilogue, the loop's rows and h were 16-bit;
 - floor: only what any gate arithmetic pays while the update's inputs and h stay float32: the
   three pre-activations' sums, each clamped and converted to int32, h converted in, one value
   converted back (values wrong);
@@ -43,10 +48,12 @@ import jitvoc
 from jitvoc.bench.vocoder import MODEL, conditioning_rows
 from jitvoc.cpu import host_features
 from jitvoc.emit import mathfn
+from jitvoc.cells.rules import slice_of
 from jitvoc.emit.cell import CellEmitter
 from jitvoc.emit.irutil import declare_intrinsic, gep, i32, i64, f32, ptr, vec
 from jitvoc.engine import GenState, conditioning
 from jitvoc.engine_jit import JitEngine
+from jitvoc.plan.cell import column_key, size_of
 
 W = 16   # the sweeps' lanes (emit.cell.V)
 I16 = ir.IntType(16)
@@ -75,8 +82,12 @@ def _ints(value, typ=i32):
 
 def _sigma(e, i):
     """σ in Q15 (<16 x i16>) for i = t·2²³ (<16 x i32>, t clamped into [−16, 16))."""
+    return _sigma_words(e, e.b.trunc(e.b.ashr(i, _ints(12)), vec(I16, W)))
+
+
+def _sigma_words(e, q):
+    """σ in Q15 (<16 x i16>) for q = t·2¹¹ (<16 x i16>)."""
     b, t16 = e.b, vec(I16, W)
-    q = b.trunc(b.ashr(i, _ints(12)), t16)                         # t·2¹¹
     idx = b.ashr(q, _words([11] * W))
     frac = b.shl(b.and_(q, _words([0x7FF] * W)), _words([4] * W))  # Q15
     perm = declare_intrinsic(e.m, "llvm.x86.avx512.vpermi2var.hi.256", t16, [t16] * 3)
@@ -118,6 +129,62 @@ def _fixed(folded: bool):
 
 def _floats(value):
     return ir.Constant(vec(f32, W), [value] * W)
+
+
+def _words_at(e, base, shift: int):
+    """16 words from element i + shift of a float array (its bytes reinterpreted)."""
+    b = e.b
+    at = gep(b, base, f32, b.add(e.i, i64(shift)))
+    return b.load(at, typ=vec(I16, W), align=2)
+
+
+def _scalar_word(e, value):
+    """A float scalar's low 16 bits, in every lane (a stand-in for a 16-bit scalar)."""
+    b = e.b
+    if isinstance(value.type, ir.VectorType):
+        value = b.extract_element(value, i32(0))
+    word = b.trunc(b.bitcast(value, i32), I16)
+    return b.shuffle_vector(b.insert_element(ir.Constant(vec(I16, W), None), word, i32(0)),
+                            ir.Constant(vec(I16, W), None), ir.Constant(vec(i32, W), [0] * W))
+
+
+def _terms16(e, node, shift: int):
+    """The I x̂ terms (cells.rules) as words: each column's words times its class's word."""
+    b = e.b
+    if node.op in ("take", "ref"):
+        base, offset = slice_of(e.cell, node)
+        return _terms16(e, base, shift + offset)
+    if node.op == "add":
+        return b.add(*(_terms16(e, x, shift) for x in node.args))
+    column, look = node.args
+    words = _words_at(e, e.p[column_key(column)], shift)
+    return b.call(_mulhrs(e), [words, _scalar_word(e, e._lookup(*look.args))])
+
+
+def _bound(e, rule, shift):
+    """The prototype with its inputs and h already 16-bit (their arrays' bytes read as words,
+    values wrong) and h' left 16-bit (zero-extended into the float's bits): what the update
+    would cost once R's epilogue, the frame rows, I and h were 16-bit."""
+    if e.width != W or e.plan.dtype != "int8":
+        return FLOAT["_gru"](e, rule, shift)
+    b, length, mulhrs = e.b, size_of(rule.blend), _mulhrs(e)
+    alpha = _scalar_word(e, e._value(rule.linear[2], 0))
+    pre = []
+    for g in range(3):
+        acc = _words_at(e, e._product_at(rule.product), shift + rule.starts[g])
+        v = b.add(_terms16(e, rule.terms[g], shift),
+                  _words_at(e, e._slot((rule.blend, "rows")), shift + g * length))
+        if g == 2:
+            v = b.add(v, _words_at(e, e._slot((rule.blend, "ke")), shift))
+        dk = _words_at(e, e._slot((rule.blend, "dk")), shift + g * length)
+        pre.append((acc, b.add(v, b.call(mulhrs, [dk, alpha]))))
+    u = _sigma_words(e, b.add(*pre[0]))
+    r = _sigma_words(e, b.add(*pre[1]))
+    z = b.add(b.call(mulhrs, [r, pre[2][0]]), pre[2][1])
+    tanh = b.sub(_sigma_words(e, b.shl(z, _words([1] * W))), _words([16384] * W))
+    h = _words_at(e, e._address(rule.h), shift)
+    out = b.add(tanh, b.call(mulhrs, [u, b.sub(h, tanh)]))
+    return b.bitcast(b.or_(b.zext(out, vec(i32, W)), _ints(0x3F000000)), vec(f32, W))
 
 
 def _floor(e, rule, shift):
@@ -185,6 +252,7 @@ VARIANTS = {
     "float": FLOAT["_gru"],
     "fixed": _fixed(folded=False),
     "fixed, shift folded": _fixed(folded=True),
+    "fixed, 16-bit in and out": _bound,
     "floor": _floor,
     "sums only": _sums,
     "only R's rows and h loaded": _loading(_constant_load, _vector_read),
