@@ -22,11 +22,9 @@ import functools
 import gc
 import hashlib
 import json
-import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import llvmlite.binding as llvm
@@ -302,6 +300,8 @@ def load_parts(parts, gen, announce=None, cache_objects: bool = True,
             announce([parts[i][0] for i in missing])
         if missing:
             _initialised()
+            import multiprocessing   # here: a run with every module cached needs neither
+            from concurrent.futures import ProcessPoolExecutor
             fork = multiprocessing.get_context("fork")
             with _collector_paused(), ProcessPoolExecutor(COMPILE_WORKERS, mp_context=fork) as pool:
                 futures = {i: pool.submit(_compile_text, parts[i][0], str(parts[i][1]()), gen)
