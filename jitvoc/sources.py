@@ -41,9 +41,8 @@ def imported_names(module: str, path: Path) -> set[str]:
 def _import_statements(source: bytes) -> list | None:
     """The import statements of `source`, each parsed from the lines it spans, found by their
     first line (_START); None where that cannot be trusted to find every one (an import after
-    ':' or ';', a statement that does not parse on its own). Parsing only these lines took a
-    sixth of the time of parsing whole files (the import graph of a first run: 64 ms for the
-    engine's 36 modules)."""
+    ':' or ';', a statement that does not parse on its own). For the import graph of a first run
+    (the engine's 36 modules) 7 ms of CPU against 81 ms parsing the whole files."""
     lines = source.split(b"\n")
     found = []
     for i, line in enumerate(lines):
