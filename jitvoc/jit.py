@@ -259,9 +259,9 @@ def load(name: str, build_ir, gen, cache_objects: bool = True) -> Library:
     """Machine code for `name` on generation `gen`: from the disk cache, else `build_ir()` compiled.
 
     `build_ir` is called only on a cache miss; it must be defined in a jitvoc module, the
-    closure of whose imports (code_fingerprint) is part of the cache key. A cache entry that does not
-    verify is a miss. The returned Library may be used for any generation the host can run;
-    checking that is the caller's job (cpu.require_runnable).
+    closure of whose imports (code_fingerprint) is part of the cache key. A cache entry that
+    does not verify is a miss. The returned Library may be used for any generation the host
+    can run; checking that is the caller's job (cpu.require_runnable).
     """
     key = cache_key(name, gen, _builder_module(build_ir))
     entry = _entry_name(name, key)
