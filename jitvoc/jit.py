@@ -22,11 +22,9 @@ import functools
 import gc
 import hashlib
 import json
-import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import llvmlite.binding as llvm
@@ -260,10 +258,10 @@ def _builder_module(build_ir) -> str:
 def load(name: str, build_ir, gen, cache_objects: bool = True) -> Library:
     """Machine code for `name` on generation `gen`: from the disk cache, else `build_ir()` compiled.
 
-    `build_ir` is called only on a cache miss; it must be defined in a jitvoc module, whose
-    import closure (code_fingerprint) is part of the cache key. A cache entry that does not
-    verify is a miss. The returned Library may be used for any generation the host can run;
-    checking that is the caller's job (cpu.require_runnable).
+    `build_ir` is called only on a cache miss; it must be defined in a jitvoc module, the
+    closure of whose imports (code_fingerprint) is part of the cache key. A cache entry that
+    does not verify is a miss. The returned Library may be used for any generation the host
+    can run; checking that is the caller's job (cpu.require_runnable).
     """
     key = cache_key(name, gen, _builder_module(build_ir))
     entry = _entry_name(name, key)
@@ -302,6 +300,8 @@ def load_parts(parts, gen, announce=None, cache_objects: bool = True,
             announce([parts[i][0] for i in missing])
         if missing:
             _initialised()
+            import multiprocessing   # here: a run with every module cached needs neither
+            from concurrent.futures import ProcessPoolExecutor
             fork = multiprocessing.get_context("fork")
             with _collector_paused(), ProcessPoolExecutor(COMPILE_WORKERS, mp_context=fork) as pool:
                 futures = {i: pool.submit(_compile_text, parts[i][0], str(parts[i][1]()), gen)

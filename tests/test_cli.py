@@ -288,3 +288,50 @@ def test_a_command_imports_only_its_own_module():
         commands = build_parser(argv)._subparsers._group_actions[0].choices
         assert {"info", "models", "kernels", "synth", "resynth", "corpus", "bench",
                 "cache"} <= set(commands), argv
+
+
+def _as_command(script: str, **variables) -> str:
+    """stdout of `script` in a fresh interpreter whose stderr is a pipe (no terminal), no BLAS
+    thread count in its environment but `variables`."""
+    import subprocess
+    import sys
+
+    from jitvoc.cli import BLAS_THREAD_VARIABLES
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_VARIABLES} | variables
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                       env={**env, "PYTHONPATH": os.pathsep.join(sys.path)})
+    return r.stdout
+
+
+def test_the_command_process_starts_numpy_with_one_blas_thread():
+    """Run as the command (argv from sys.argv), jitvoc sets OpenBLAS to one thread before numpy
+    is imported, unless the user chose a count; `bench` keeps the library's default; what the
+    command imported is frozen out of the cyclic collector's way."""
+    script = ("import gc, os, sys\n"
+              "sys.argv = ['jitvoc'] + sys.argv[1:]\n"
+              "from jitvoc.cli import main\n"
+              "main()\n"
+              "import numpy\n"
+              "from jitvoc.blas import thread_counts\n"
+              "print(os.environ.get('OPENBLAS_NUM_THREADS'), thread_counts(), "
+              "gc.get_freeze_count() > 0)\n")
+    models = script.replace("sys.argv[1:]", "['models']")
+    assert _as_command(models).split("\n")[-2] == "1 [1] True"
+    assert _as_command(models, OMP_NUM_THREADS="2").split("\n")[-2] == (
+        "None [2] True")
+    bench = script.replace("sys.argv[1:]", "['bench', '--help']").replace("main()\n", (
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"))
+    assert _as_command(bench).split("\n")[-2].startswith("None")
+
+
+def test_a_hidden_progress_bar_imports_no_tqdm():
+    """Without a terminal (or with enabled=False) the bar shows nothing and tqdm stays
+    unimported: its import is ~8 ms of a command."""
+    script = ("import sys\n"
+              "from jitvoc.progress import Steps, progress_bar\n"
+              "with progress_bar(10, unit='x') as bar:\n"
+              "    bar.update(3)\n"
+              "steps = Steps(2)\n"
+              "steps.step('a'); steps.close()\n"
+              "print('tqdm' in sys.modules)\n")
+    assert _as_command(script).split() == ["False"]

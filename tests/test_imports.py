@@ -166,3 +166,41 @@ def test_the_compiler_version_comes_from_config_without_llvm(monkeypatch):
     monkeypatch.setattr(decisions, "compiler_version", config.compiler_version)
     assert jit.cache_key("k", gen, "jitvoc.matvec") != keys[0]
     assert decisions.matrix_key(w, mask, "int8", gen, True) != keys[1]
+
+
+def _every_import(module: str, path: Path) -> set[str]:
+    """imported_names's result by a walk over every node of the whole file's syntax tree."""
+    import ast
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0]
+                base = f"{anchor}.{base}" if base else anchor
+            names |= {base} | {f"{base}.{a.name}" for a in node.names}
+    return names
+
+
+def test_the_import_scan_finds_every_import_the_syntax_tree_has(tmp_path):
+    """imported_names parses only the lines that start import statements (7 against 81 ms for
+    a first run's import graph); on every module of the package, and on a file written to
+    trip it, it finds every name a walk of the whole tree finds (prose that reads as an import
+    may add one)."""
+    for module, path in source_modules().items():
+        assert imported_names(module, path) >= _every_import(module, path), module
+    tricky = tmp_path / "tricky.py"
+    tricky.write_text('"""Prose:\nimport closure (not code) and from the cache.\n"""\n'
+                      "from .a import (b,  # a comment (with parentheses)\n"
+                      "    c)\n"
+                      "import d.e, \\\n    f as g\n"
+                      "def h():\n    if True:\n        from ..i import j\n")
+    expected = {"pkg.sub.a", "pkg.sub.a.b", "pkg.sub.a.c", "d.e", "f", "pkg.i", "pkg.i.j"}
+    assert _every_import("pkg.sub.tricky", tricky) == expected
+    assert imported_names("pkg.sub.tricky", tricky) == expected
+    for one_liner in ("try: import k\nexcept ImportError: pass\n", "x = 1; import k\n"):
+        tricky.write_text(one_liner)
+        assert imported_names("pkg.sub.tricky", tricky) == {"k"}, one_liner

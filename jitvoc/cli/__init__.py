@@ -6,6 +6,7 @@ the JITVOC_DEBUG levels, -q for warnings and errors only); '-' names stdin or st
 SIGINT and a closed pipe end the command without leaving partial or temporary files.
 """
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -45,10 +46,15 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
 def _modules(argv) -> list:
     """The modules to register for `argv`: its command's, else all of them."""
-    command = next((a for a in argv or () if not a.startswith("-")), None)
+    command = _command(argv)
     if command in COMMANDS:
         return [COMMANDS[command]]
     return list(dict.fromkeys(COMMANDS.values()))
+
+
+def _command(argv):
+    """The command `argv` names (its first argument that is no option), or None."""
+    return next((a for a in argv or () if not a.startswith("-")), None)
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
@@ -70,9 +76,43 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)
 
 
+# OpenBLAS reads these at numpy's import; one of them set is the user's choice
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
+    """The command on `argv` (None: sys.argv, this process being the command: see
+    _as_process)."""
+    if argv is None:
+        return _as_process(sys.argv[1:])
+    return _run(list(argv), build_parser(argv))
+
+
+def _as_process(argv) -> int:
+    """The command as a process of its own, set up for a short life:
+
+    - NumPy's OpenBLAS with one thread, unless a variable of BLAS_THREAD_VARIABLES says
+      otherwise: jitvoc's NumPy work runs on one BLAS thread anyway (blas.blas_threads), and
+      the pool of threads OpenBLAS starts at numpy's import cost ~0.1 s of a warm `resynth`'s
+      CPU time (45 ms importing numpy, the rest a second thread spinning); children (the
+      corpus's workers, the compile workers) inherit it. Not for `bench`, which times the
+      library as a program that imports it gets it (its `resynth` runs get it, as commands);
+    - the cyclic collector off while the command's modules are imported, and what they made
+      frozen (gc.freeze) after, so that no later collection walks it again: 30 ms of CPU.
+    """
+    if _command(argv) != "bench" and not any(os.environ.get(v) for v in BLAS_THREAD_VARIABLES):
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    gc.disable()
+    try:
+        parser = build_parser(argv)
+    finally:
+        gc.freeze()
+        gc.enable()
+    return _run(argv, parser)
+
+
+def _run(argv: list, parser) -> int:
+    args = parser.parse_args(argv)
     configure_logging(args.verbose, args.quiet)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
