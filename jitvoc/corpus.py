@@ -507,7 +507,13 @@ def run_ray(model, items, out_dir, settings=Settings(), workers=None, report=Non
     if not readable:
         return
     by_path = {os.path.abspath(item.source): item for item in readable}
-    ds = pipeline(model, readable, settings, workers, **load_args)
+    # Longest first, as on processes: the last files sent are the shortest, so that the
+    # actors end close together.
+    ds = pipeline(model, _longest_first(readable), settings, workers, **load_args)
+    # jitvoc's bar (report) shows the progress: Ray Data's bars and its note at the start
+    # would only cost the driver CPU (on the cores the actors vocode on, in a local instance).
+    ds.context.enable_progress_bars = False
+    ds.context.print_on_execution_start = False
     for row in ds.iter_rows():
         item = by_path[row["path"]]
         if row["error"]:
