@@ -38,7 +38,10 @@ from ..optional import require
 from ..vocoder import load
 from . import report
 
-SETUPS = (("processes", 1), ("processes", 2), ("ray", 1), ("ray", 2))
+# "ray": a Ray instance started before the timing (a cluster user's run joins a running
+# cluster); "ray+init": `ray.init` (a local instance's start) inside each timed run.
+SETUPS = (("processes", 1), ("processes", 2), ("ray", 1), ("ray", 2), ("ray+init", 2))
+LABELS = {"processes": "processes", "ray": "Ray, running", "ray+init": "Ray, init in the run"}
 
 
 def add_arguments(p) -> None:
@@ -83,8 +86,12 @@ def _time_run(setup, workers, model, items, out, dtype) -> tuple[float, list, fl
     if setup == "processes":
         corpus.run(model, items, out, jobs=workers, report=report_, dtype=dtype)
     else:
+        if setup == "ray+init":
+            _start_ray()
         corpus.run_ray(model, items, out, workers=workers, report=report_, dtype=dtype)
     wall = time.perf_counter() - start
+    if setup == "ray+init":   # the instance's shutdown is not timed
+        _ray().shutdown()
     if failed:
         raise RuntimeError(f"bench corpus: files failed: {failed[:3]}")
     return wall, stamps, _cpu() - cpu if setup == "processes" else None
@@ -121,7 +128,7 @@ def measure(model, items, seconds, setups, repeats, dtype, tmp) -> dict:
 
 
 def run(args) -> int:
-    setups = [s for s in SETUPS if not (args.no_ray and s[0] == "ray")]
+    setups = [s for s in SETUPS if not (args.no_ray and s[0].startswith("ray"))]
     with tempfile.TemporaryDirectory(prefix="jitvoc-bench-corpus-") as name:
         tmp = Path(name)
         model = tmp / "model.npz"   # with its activation ranges, as exported models have
@@ -135,11 +142,14 @@ def run(args) -> int:
         if not args.batch_only:
             corpus.run(model, items[:1], tmp / "warm", jobs=1, dtype=args.dtype)  # cached
             # The process setups first: corpus.run forks its workers, and a process running
-            # Ray's driver threads is not one to fork.
-            for kind in ("processes", "ray"):
+            # Ray's driver threads is not one to fork. Then the runs that start Ray, then
+            # those on an instance started (and warmed by one untimed run) beforehand.
+            for kind in ("processes", "ray+init", "ray"):
                 chosen = [s for s in setups if s[0] == kind]
                 if chosen and kind == "ray":
                     _start_ray()
+                    corpus.run_ray(model, items[:2], tmp / "warm-ray", workers=2,
+                                   dtype=args.dtype)
                 speeds |= measure(model, items, args.seconds, chosen, args.repeats,
                                   args.dtype, tmp)
     tables, figures = [batch_table], {}
@@ -186,11 +196,15 @@ def _batch_table(by_batch, args):
                         ["B", "samples/s", "vs B = 1", "x realtime", "spread"], rows, notes)
 
 
-def _start_ray() -> None:
-    """A local Ray instance of (at most) 2 CPUs, started once; its workers import the jitvoc
-    this process imports (a source tree on PYTHONPATH included), not another installed one."""
-    ray = require("ray", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
+def _ray():
     require("ray.data", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
+    return require("ray", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
+
+
+def _start_ray() -> None:
+    """A local Ray instance of (at most) 2 CPUs; its workers import the jitvoc this process
+    imports (a source tree on PYTHONPATH included), not another installed one."""
+    ray = _ray()
     if not ray.is_initialized():
         root = str(Path(__file__).resolve().parents[2])   # the folder holding jitvoc/
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
@@ -203,7 +217,7 @@ def _start_ray() -> None:
 def _wait_for_ray_cpus(timeout: float = 60.0) -> None:
     """Wait until every CPU of the Ray instance is free: a run's actors release theirs after
     the run returns, and a run started before that waits for them (or runs on fewer)."""
-    ray = require("ray", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
+    ray = _ray()
     deadline = time.monotonic() + timeout
     total = ray.cluster_resources().get("CPU", 0)
     while ray.available_resources().get("CPU", 0) < total and time.monotonic() < deadline:
@@ -215,9 +229,10 @@ def _table(speeds, args, loadavg):
            speeds.items()}
     base = med[("processes", 1)]
     rows, figures = [], {}
-    for (setup, workers), m in med.items():
+    for setup, workers in sorted(med, key=SETUPS.index):
+        m = med[(setup, workers)]
         spread = report.summary(speeds[(setup, workers)]["steady"])[1]
-        rows.append([setup, workers, f"{m['whole']:.2f}", f"{m['whole'] / base['whole']:.2f}",
+        rows.append([LABELS[setup], workers, f"{m['whole']:.2f}", f"{m['whole'] / base['whole']:.2f}",
                      f"{m['steady']:.2f}", f"{m['steady'] / base['steady']:.2f}",
                      f"{100 * spread:.0f}%", f"{m['cpu']:.2f}" if "cpu" in m else ""])
         figures[f"{setup} {workers}"] = m
@@ -226,7 +241,9 @@ def _table(speeds, args, loadavg):
              f"{corpus.usable_cores()} usable cores; load average {loadavg[0]:.1f} at the start, "
              f"{loadavg[1]:.1f} at the end",
              "whole: the corpus's audio over the wall time of a whole run (load, worker "
-             "start-up, files written); steady: the audio of the files after the W-th result "
+             "start-up, files written; not the imports of this process); Ray, running: on an "
+             "instance started before the timing, warmed by one run; Ray, init in the run: "
+             "ray.init (a local instance's start) timed too; steady: the audio of the files after the W-th result "
              "over the time from it to the last (start-up and first files left out); CPU s: "
              "of the bench process and its worker processes in a whole run (the machine's "
              "load does not count)"]
@@ -237,9 +254,11 @@ def _table(speeds, args, loadavg):
         if ("processes", 2) in med:
             notes.append(f"{kind}: 2 processes / 1: "
                          f"{med[('processes', 2)][kind] / base[kind]:.2f}x (target >= 1.9x)")
-        if ("ray", 2) in med:
-            ratio = med[("ray", 2)][kind] / med[("processes", 2)][kind]
-            notes.append(f"{kind}: Ray 2 workers / 2 processes: {ratio:.2f} (target >= 0.85)")
+        for ray in ("ray", "ray+init"):
+            if (ray, 2) in med:
+                ratio = med[(ray, 2)][kind] / med[("processes", 2)][kind]
+                notes.append(f"{kind}: {LABELS[ray]}, 2 workers / 2 processes: {ratio:.2f} "
+                             f"(target >= 0.85)")
     headers = ["setup", "workers", "whole x realtime", "vs 1 process", "steady x realtime",
                "vs 1 process", "spread", "CPU s"]
     return report.Table("corpus: jitvoc.corpus on processes and on Ray", headers, rows,
