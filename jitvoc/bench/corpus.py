@@ -203,13 +203,18 @@ def _ray():
 
 def _start_ray() -> None:
     """A local Ray instance of (at most) 2 CPUs; its workers import the jitvoc this process
-    imports (a source tree on PYTHONPATH included), not another installed one."""
+    imports (a source tree on PYTHONPATH included), not another installed one: they inherit
+    this process's environment, as those of `jitvoc corpus --ray` do. (Not a runtime_env:
+    with one, every actor waited for a worker process started for it, while those the
+    instance starts ahead went unused.)"""
     ray = _ray()
     if not ray.is_initialized():
         root = str(Path(__file__).resolve().parents[2])   # the folder holding jitvoc/
-        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        if root not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                p for p in (root, os.environ.get("PYTHONPATH")) if p)
         ray.init(num_cpus=min(2, corpus.usable_cores()), include_dashboard=False,
-                 log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+                 log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)   # no notes per execution
 
