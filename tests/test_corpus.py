@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +262,25 @@ def test_ray_outputs_equal_the_single_process_result(local_ray, model_path, inpu
     assert sorted(str(p.relative_to(on_ray)) for p in on_ray.rglob("*.wav")) == names
     for name in names:
         assert (on_ray / name).read_bytes() == (local / name).read_bytes(), name
+
+
+def test_run_ray_sends_the_longest_files_first(monkeypatch, model_path, tmp_path):
+    """run_ray hands the pipeline its files longest first, as the processes take them (the
+    last ones sent are the shortest: the actors end together), with Ray Data's own progress
+    bars off (jitvoc's bar reports)."""
+    items = []
+    for i, size in enumerate((100, 300, 200)):
+        (tmp_path / f"f{i}.npy").write_bytes(b"x" * size)
+        items.append(corpus.Item(str(tmp_path / f"f{i}.npy"), f"f{i}.wav", "mel"))
+    sent, ds = [], types.SimpleNamespace(context=types.SimpleNamespace(),
+                                         iter_rows=lambda: iter(()))
+    monkeypatch.setattr(corpus, "require",
+                        lambda *a: types.SimpleNamespace(is_initialized=lambda: True))
+    monkeypatch.setattr(corpus, "pipeline", lambda model, chosen, *a, **k: sent.extend(chosen)
+                        or ds)
+    corpus.run_ray(str(model_path), items, tmp_path / "out")
+    assert [item.name for item in sent] == ["f1.wav", "f2.wav", "f0.wav"]
+    assert ds.context.enable_progress_bars is False
 
 
 def test_a_bad_mel_fails_alone_in_its_batch(model_path):
