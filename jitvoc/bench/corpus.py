@@ -1,6 +1,7 @@
 """`jitvoc bench corpus`: one generated corpus vocoded with the batched engine for several B,
-then by `jitvoc.corpus` with 1 and 2 worker processes and through Ray Data with 1 and 2
-workers (a local instance), in one run.
+then by `jitvoc.corpus` with 1 and 2 worker processes and through Ray Data: with 1 and 2
+workers on a local instance started before the timing ("Ray, running"), and with 2 workers
+where each run starts its instance (`ray.init` timed: "Ray, init in the run"), in one run.
 
 The corpus is --files audio files of --seconds each (noise at the model's rate) and the model
 a random_model(--hidden) at 24 kHz, saved with its activation ranges (jitvoc.calibrate) as
@@ -8,11 +9,12 @@ exported models are. Two figures per setup, x realtime, from one run of the whol
 "whole", the corpus's audio over the run's wall time (model load, worker start-up, every file
 written), and "steady", the audio of the files that arrive after each of the W workers has
 delivered one (the W-th result) over the time from that result to the last: start-up and the
-first files left out, the same accounting for processes and Ray. Medians of rounds that time
-each setup once, the process setups' rounds before Ray's (a process running Ray's driver
-threads is not one to fork workers from). Ray is started once, its workers import the
-jitvoc this process runs, and each run waits until the previous run's actors have given
-their CPUs back. Targets (issue 15):
+first files left out, the same accounting for processes and Ray (docs/corpus.md, Measuring).
+Medians of rounds that time each setup once, the process setups' rounds before Ray's (a
+process running Ray's driver threads is not one to fork workers from). The running instance
+is started once and warmed by one untimed run; its workers import the jitvoc this process
+runs, and each run waits until the previous run's actors have given their CPUs back.
+Targets (issue 15):
 2 processes at least 1.9x one, Ray on 2 workers within 15% of 2 processes.
 
 Batched generation first: the corpus's mels vocoded in this process by
