@@ -494,10 +494,12 @@ def run_ray(model, items, out_dir, settings=Settings(), workers=None, report=Non
     report = report or (lambda result: None)
     prepare_output(out_dir)
     # A bad model or CPU fails here, not in every actor; the actors get the Model itself, so
-    # that the machines of a cluster need no copy of its file.
-    model = load(model, **load_args).model
+    # that the machines of a cluster need no copy of its file. Its engine is built (read from
+    # the cache) on a thread while Ray starts.
+    vocoder = load(model, background=True, **load_args)
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    model = vocoder.ready().model
     readable = []
     for item in items:
         if os.path.isfile(item.source):

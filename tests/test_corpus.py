@@ -283,6 +283,16 @@ def test_run_ray_sends_the_longest_files_first(monkeypatch, model_path, tmp_path
     assert ds.context.enable_progress_bars is False
 
 
+def test_run_ray_refuses_a_bad_cpu_before_the_pipeline(monkeypatch, model_path, tmp_path):
+    """The driver's load (its engine built while Ray starts) fails the run, not every actor."""
+    monkeypatch.setattr(corpus, "require",
+                        lambda *a: types.SimpleNamespace(is_initialized=lambda: True))
+    monkeypatch.setattr(corpus, "pipeline", lambda *a, **k: pytest.fail("pipeline started"))
+    with pytest.raises(JitvocError, match="no-such-cpu"):
+        corpus.run_ray(str(model_path), corpus.collect([_corpus(tmp_path / "in")]),
+                       tmp_path / "out", cpu="no-such-cpu")
+
+
 def test_a_bad_mel_fails_alone_in_its_batch(model_path):
     """A mel the vocoder refuses (NaN) fails by itself; the rest of its batch is vocoded, each
     as alone."""
