@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -72,36 +73,80 @@ def make_corpus(folder: Path, files: int, seconds: float, sample_rate: int) -> l
     return corpus.collect([folder], ("audio",))
 
 
-def _time_run(setup, workers, model, items, out, dtype) -> tuple[float, list, float | None]:
-    """(wall seconds, [seconds from the start at which each result arrived], CPU seconds of
-    this process and its worker processes (None for Ray: its actors are not our children)) of
-    one whole corpus run; every file must succeed."""
+def _time_run(setup, workers, model, items, out, dtype) -> tuple[float, list, float]:
+    """(wall seconds, [seconds from the start at which each result arrived], CPU seconds of a
+    whole run: of this process and its worker processes, or of this process and the local Ray
+    instance's processes until the run's actors have ended) of one corpus run; every file
+    must succeed."""
     failed, stamps = [], []
 
     def report_(result):
         stamps.append(time.perf_counter() - start)
         if result.error:
             failed.append(result.error)
-    if setup == "ray":
-        _wait_for_ray_cpus()
-    cpu, start = _cpu(), time.perf_counter()
-    if setup == "processes":
+    if setup == "processes":   # the workers have ended, and been waited for, at the return
+        cpu, start = sum(os.times()[:4]), time.perf_counter()
         corpus.run(model, items, out, jobs=workers, report=report_, dtype=dtype)
+        wall, cpu = time.perf_counter() - start, sum(os.times()[:4]) - cpu
     else:
+        if setup == "ray":
+            _wait_for_ray_cpus()
+        with _TreeCpu() as tree:
+            start = time.perf_counter()
+            if setup == "ray+init":
+                _start_ray()
+            corpus.run_ray(model, items, out, workers=workers, report=report_, dtype=dtype)
+            wall = time.perf_counter() - start
+            _wait_for_ray_cpus()   # not timed: the actors' end (their CPU counts)
+        cpu = tree.seconds
         if setup == "ray+init":
-            _start_ray()
-        corpus.run_ray(model, items, out, workers=workers, report=report_, dtype=dtype)
-    wall = time.perf_counter() - start
-    if setup == "ray+init":   # the instance's shutdown is not timed
-        _ray().shutdown()
+            _ray().shutdown()
     if failed:
         raise RuntimeError(f"bench corpus: files failed: {failed[:3]}")
-    return wall, stamps, _cpu() - cpu if setup == "processes" else None
+    return wall, stamps, cpu
 
 
-def _cpu() -> float:
-    """CPU seconds of this process and of its children that have ended."""
-    return sum(os.times()[:4])
+class _TreeCpu:
+    """CPU seconds of this process and its descendants while in the block (Linux /proc,
+    sampled every 0.1 s from a thread: a Ray instance's processes, whose actors end before
+    the block does and are not this process's children; at most 0.1 s of a process that
+    ends is missed)."""
+
+    def __enter__(self):
+        self.first = self._sample()
+        self.last, self._stop = dict(self.first), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.last.update(self._sample())
+        self.seconds = sum(t - self.first.get(pid, 0.0) for pid, t in self.last.items())
+
+    def _run(self):
+        while not self._stop.wait(0.1):
+            self.last.update(self._sample())
+
+    @staticmethod
+    def _sample() -> dict:
+        """{pid: utime + stime in seconds} of this process and its live descendants."""
+        tick, parent, times = os.sysconf("SC_CLK_TCK"), {}, {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:   # ended meanwhile
+                continue
+            parent[int(pid)] = int(fields[1])
+            times[int(pid)] = (int(fields[11]) + int(fields[12])) / tick
+        tree, todo = {}, [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            tree[pid] = times.get(pid, 0.0)
+            todo += [c for c, p in parent.items() if p == pid]
+        return tree
 
 
 def steady_speed(stamps, workers: int, seconds: float) -> float:
@@ -116,14 +161,13 @@ def steady_speed(stamps, workers: int, seconds: float) -> float:
 
 def measure(model, items, seconds, setups, repeats, dtype, tmp) -> dict:
     """{(setup, workers): {"whole": [...], "steady": [...], "cpu": [...]}}: x realtime and CPU
-    seconds (processes only) per round, each round one run of the whole corpus per setup."""
+    seconds per round, each round one run of the whole corpus per setup."""
     speeds = {s: {"whole": [], "steady": [], "cpu": []} for s in setups}
     for r in range(repeats):
         for setup, workers in setups:
             wall, stamps, cpu = _time_run(setup, workers, model, items,
                                           tmp / f"out-{setup}{workers}-{r}", dtype)
-            if cpu is not None:
-                speeds[(setup, workers)]["cpu"].append(cpu)
+            speeds[(setup, workers)]["cpu"].append(cpu)
             speeds[(setup, workers)]["whole"].append(len(items) * seconds / wall)
             speeds[(setup, workers)]["steady"].append(steady_speed(stamps, workers, seconds))
     return speeds
@@ -241,7 +285,7 @@ def _table(speeds, args, loadavg):
         spread = report.summary(speeds[(setup, workers)]["steady"])[1]
         rows.append([LABELS[setup], workers, f"{m['whole']:.2f}", f"{m['whole'] / base['whole']:.2f}",
                      f"{m['steady']:.2f}", f"{m['steady'] / base['steady']:.2f}",
-                     f"{100 * spread:.0f}%", f"{m['cpu']:.2f}" if "cpu" in m else ""])
+                     f"{100 * spread:.0f}%", f"{m['cpu']:.2f}"])
         figures[f"{setup} {workers}"] = m
     notes = [f"{args.files} files x {args.seconds:g} s of noise, random_model({args.hidden}) at "
              f"24 kHz, {args.dtype}, native; medians of {args.repeats} rounds; "
@@ -252,11 +296,16 @@ def _table(speeds, args, loadavg):
              "instance started before the timing, warmed by one run; Ray, init in the run: "
              "ray.init (a local instance's start) timed too; steady: the audio of the files after the W-th result "
              "over the time from it to the last (start-up and first files left out); CPU s: "
-             "of the bench process and its worker processes in a whole run (the machine's "
-             "load does not count)"]
-    if "cpu" in med.get(("processes", 2), {}):
+             "of a whole run, in the bench process and its worker processes, or in the bench "
+             "process and the local Ray instance's processes until the run's actors have "
+             "ended (the machine's load does not count)"]
+    if ("processes", 2) in med:
         notes.append(f"CPU: 2 processes - 1: {med[('processes', 2)]['cpu'] - base['cpu']:+.2f} s "
                      f"(what the second process costs beyond its share of the work)")
+    for ray in ("ray", "ray+init"):
+        if (ray, 2) in med and ("processes", 2) in med:
+            extra = med[(ray, 2)]["cpu"] - med[("processes", 2)]["cpu"]
+            notes.append(f"CPU: {LABELS[ray]}, 2 workers - 2 processes: {extra:+.2f} s")
     for kind in ("steady", "whole"):
         if ("processes", 2) in med:
             notes.append(f"{kind}: 2 processes / 1: "
