@@ -17,7 +17,7 @@ import soundfile as sf
 
 import jitvoc
 from jitvoc import corpus
-from jitvoc.bench.corpus import steady_speed
+from jitvoc.bench.corpus import _TreeCpu, steady_speed
 from jitvoc.blas import thread_counts
 from jitvoc.cli import main
 from jitvoc.errors import JitvocError
@@ -341,6 +341,17 @@ def test_bench_corpus_processes_runs(tmp_path):
     for runs in speeds.values():   # x realtime, and CPU seconds of the bench and its workers
         assert sorted(runs) == ["cpu", "steady", "whole"]
         assert min(runs["steady"] + runs["whole"] + runs["cpu"]) > 0
+
+
+def test_tree_cpu_counts_a_descendant_that_ended():
+    """The bench's CPU of a Ray run counts processes that end inside the block (the actors),
+    as sampled before they end."""
+    with _TreeCpu() as tree:
+        subprocess.run([sys.executable, "-c",
+                        "import time\nt = time.process_time()\n"
+                        "while time.process_time() - t < 0.5: pass"], check=True)
+        time.sleep(0.05)
+    assert 0.35 < tree.seconds < 5
 
 
 def test_files_are_vocoded_with_one_blas_thread(monkeypatch, tmp_path):
