@@ -284,9 +284,10 @@ def _table(speeds, args, loadavg):
     for setup, workers in sorted(med, key=SETUPS.index):
         m = med[(setup, workers)]
         spread = report.summary(speeds[(setup, workers)]["steady"])[1]
-        rows.append([LABELS[setup], workers, f"{m['whole']:.2f}", f"{m['whole'] / base['whole']:.2f}",
-                     f"{m['steady']:.2f}", f"{m['steady'] / base['steady']:.2f}",
-                     f"{100 * spread:.0f}%", f"{m['cpu']:.2f}"])
+        rows.append([LABELS[setup], workers, f"{m['whole']:.2f}",
+                     f"{m['whole'] / base['whole']:.2f}", f"{m['steady']:.2f}",
+                     f"{m['steady'] / base['steady']:.2f}", f"{100 * spread:.0f}%",
+                     f"{m['cpu']:.2f}"])
         figures[f"{setup} {workers}"] = m
     notes = [f"{args.files} files x {args.seconds:g} s of noise, random_model({args.hidden}) at "
              f"24 kHz, {args.dtype}, native; medians of {args.repeats} rounds; "
@@ -295,8 +296,9 @@ def _table(speeds, args, loadavg):
              "whole: the corpus's audio over the wall time of a whole run (load, worker "
              "start-up, files written; not the imports of this process); Ray, running: on an "
              "instance started before the timing, warmed by one run; Ray, init in the run: "
-             "ray.init (a local instance's start) timed too; steady: the audio of the files after the W-th result "
-             "over the time from it to the last (start-up and first files left out); CPU s: "
+             "ray.init (a local instance's start) timed too; steady: the audio of the files "
+             "after the W-th result over the time from it to the last (start-up and first "
+             "files left out); CPU s: "
              "of a whole run, in the bench process and its worker processes, or in the bench "
              "process and the local Ray instance's processes until the run's actors have "
              "ended (the machine's load does not count)"]
