@@ -494,10 +494,12 @@ def run_ray(model, items, out_dir, settings=Settings(), workers=None, report=Non
     report = report or (lambda result: None)
     prepare_output(out_dir)
     # A bad model or CPU fails here, not in every actor; the actors get the Model itself, so
-    # that the machines of a cluster need no copy of its file.
-    model = load(model, **load_args).model
+    # that the machines of a cluster need no copy of its file. Its engine is built (read from
+    # the cache) on a thread while Ray starts.
+    vocoder = load(model, background=True, **load_args)
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    model = vocoder.ready().model
     readable = []
     for item in items:
         if os.path.isfile(item.source):
@@ -507,7 +509,13 @@ def run_ray(model, items, out_dir, settings=Settings(), workers=None, report=Non
     if not readable:
         return
     by_path = {os.path.abspath(item.source): item for item in readable}
-    ds = pipeline(model, readable, settings, workers, **load_args)
+    # Longest first, as on processes: the last files sent are the shortest, so that the
+    # actors end close together.
+    ds = pipeline(model, _longest_first(readable), settings, workers, **load_args)
+    # jitvoc's bar (report) shows the progress: Ray Data's bars and its note at the start
+    # would only cost the driver CPU (on the cores the actors vocode on, in a local instance).
+    ds.context.enable_progress_bars = False
+    ds.context.print_on_execution_start = False
     for row in ds.iter_rows():
         item = by_path[row["path"]]
         if row["error"]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import soundfile as sf
 
 import jitvoc
 from jitvoc import corpus
-from jitvoc.bench.corpus import steady_speed
+from jitvoc.bench.corpus import _TreeCpu, steady_speed
 from jitvoc.blas import thread_counts
 from jitvoc.cli import main
 from jitvoc.errors import JitvocError
@@ -263,6 +264,35 @@ def test_ray_outputs_equal_the_single_process_result(local_ray, model_path, inpu
         assert (on_ray / name).read_bytes() == (local / name).read_bytes(), name
 
 
+def test_run_ray_sends_the_longest_files_first(monkeypatch, model_path, tmp_path):
+    """run_ray hands the pipeline its files longest first, as the processes take them (the
+    last ones sent are the shortest: the actors end together), with Ray Data's own progress
+    bars off (jitvoc's bar reports)."""
+    items = []
+    for i, size in enumerate((100, 300, 200)):
+        (tmp_path / f"f{i}.npy").write_bytes(b"x" * size)
+        items.append(corpus.Item(str(tmp_path / f"f{i}.npy"), f"f{i}.wav", "mel"))
+    sent, ds = [], types.SimpleNamespace(context=types.SimpleNamespace(),
+                                         iter_rows=lambda: iter(()))
+    monkeypatch.setattr(corpus, "require",
+                        lambda *a: types.SimpleNamespace(is_initialized=lambda: True))
+    monkeypatch.setattr(corpus, "pipeline", lambda model, chosen, *a, **k: sent.extend(chosen)
+                        or ds)
+    corpus.run_ray(str(model_path), items, tmp_path / "out")
+    assert [item.name for item in sent] == ["f1.wav", "f2.wav", "f0.wav"]
+    assert ds.context.enable_progress_bars is False
+
+
+def test_run_ray_refuses_a_bad_cpu_before_the_pipeline(monkeypatch, model_path, tmp_path):
+    """The driver's load (its engine built while Ray starts) fails the run, not every actor."""
+    monkeypatch.setattr(corpus, "require",
+                        lambda *a: types.SimpleNamespace(is_initialized=lambda: True))
+    monkeypatch.setattr(corpus, "pipeline", lambda *a, **k: pytest.fail("pipeline started"))
+    with pytest.raises(JitvocError, match="no-such-cpu"):
+        corpus.run_ray(str(model_path), corpus.collect([_corpus(tmp_path / "in")]),
+                       tmp_path / "out", cpu="no-such-cpu")
+
+
 def test_a_bad_mel_fails_alone_in_its_batch(model_path):
     """A mel the vocoder refuses (NaN) fails by itself; the rest of its batch is vocoded, each
     as alone."""
@@ -311,6 +341,17 @@ def test_bench_corpus_processes_runs(tmp_path):
     for runs in speeds.values():   # x realtime, and CPU seconds of the bench and its workers
         assert sorted(runs) == ["cpu", "steady", "whole"]
         assert min(runs["steady"] + runs["whole"] + runs["cpu"]) > 0
+
+
+def test_tree_cpu_counts_a_descendant_that_ended():
+    """The bench's CPU of a Ray run counts processes that end inside the block (the actors),
+    as sampled before they end."""
+    with _TreeCpu() as tree:
+        subprocess.run([sys.executable, "-c",
+                        "import time\nt = time.process_time()\n"
+                        "while time.process_time() - t < 0.5: pass"], check=True)
+        time.sleep(0.05)
+    assert 0.35 < tree.seconds < 5
 
 
 def test_files_are_vocoded_with_one_blas_thread(monkeypatch, tmp_path):

@@ -1,6 +1,7 @@
 """`jitvoc bench corpus`: one generated corpus vocoded with the batched engine for several B,
-then by `jitvoc.corpus` with 1 and 2 worker processes and through Ray Data with 1 and 2
-workers (a local instance), in one run.
+then by `jitvoc.corpus` with 1 and 2 worker processes and through Ray Data: with 1 and 2
+workers on a local instance started before the timing ("Ray, running"), and with 2 workers
+where each run starts its instance (`ray.init` timed: "Ray, init in the run"), in one run.
 
 The corpus is --files audio files of --seconds each (noise at the model's rate) and the model
 a random_model(--hidden) at 24 kHz, saved with its activation ranges (jitvoc.calibrate) as
@@ -8,11 +9,12 @@ exported models are. Two figures per setup, x realtime, from one run of the whol
 "whole", the corpus's audio over the run's wall time (model load, worker start-up, every file
 written), and "steady", the audio of the files that arrive after each of the W workers has
 delivered one (the W-th result) over the time from that result to the last: start-up and the
-first files left out, the same accounting for processes and Ray. Medians of rounds that time
-each setup once, the process setups' rounds before Ray's (a process running Ray's driver
-threads is not one to fork workers from). Ray is started once, its workers import the
-jitvoc this process runs, and each run waits until the previous run's actors have given
-their CPUs back. Targets (issue 15):
+first files left out, the same accounting for processes and Ray (docs/corpus.md, Measuring).
+Medians of rounds that time each setup once, the process setups' rounds before Ray's (a
+process running Ray's driver threads is not one to fork workers from). The running instance
+is started once and warmed by one untimed run; its workers import the jitvoc this process
+runs, and each run waits until the previous run's actors have given their CPUs back.
+Targets (issue 15):
 2 processes at least 1.9x one, Ray on 2 workers within 15% of 2 processes.
 
 Batched generation first: the corpus's mels vocoded in this process by
@@ -25,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,7 +41,10 @@ from ..optional import require
 from ..vocoder import load
 from . import report
 
-SETUPS = (("processes", 1), ("processes", 2), ("ray", 1), ("ray", 2))
+# "ray": a Ray instance started before the timing (a cluster user's run joins a running
+# cluster); "ray+init": `ray.init` (a local instance's start) inside each timed run.
+SETUPS = (("processes", 1), ("processes", 2), ("ray", 1), ("ray", 2), ("ray+init", 2))
+LABELS = {"processes": "processes", "ray": "Ray, running", "ray+init": "Ray, init in the run"}
 
 
 def add_arguments(p) -> None:
@@ -67,32 +73,81 @@ def make_corpus(folder: Path, files: int, seconds: float, sample_rate: int) -> l
     return corpus.collect([folder], ("audio",))
 
 
-def _time_run(setup, workers, model, items, out, dtype) -> tuple[float, list, float | None]:
-    """(wall seconds, [seconds from the start at which each result arrived], CPU seconds of
-    this process and its worker processes (None for Ray: its actors are not our children)) of
-    one whole corpus run; every file must succeed."""
+def _time_run(setup, workers, model, items, out, dtype) -> tuple[float, list, float]:
+    """(wall seconds, [seconds from the start at which each result arrived], CPU seconds of a
+    whole run: of this process and its worker processes, or of this process and the local Ray
+    instance's processes until the run's actors have ended) of one corpus run; every file
+    must succeed."""
     failed, stamps = [], []
 
     def report_(result):
         stamps.append(time.perf_counter() - start)
         if result.error:
             failed.append(result.error)
-    if setup == "ray":
-        _wait_for_ray_cpus()
-    cpu, start = _cpu(), time.perf_counter()
-    if setup == "processes":
+    if setup == "processes":   # the workers have ended, and been waited for, at the return
+        cpu, start = sum(os.times()[:4]), time.perf_counter()
         corpus.run(model, items, out, jobs=workers, report=report_, dtype=dtype)
+        wall, cpu = time.perf_counter() - start, sum(os.times()[:4]) - cpu
     else:
-        corpus.run_ray(model, items, out, workers=workers, report=report_, dtype=dtype)
-    wall = time.perf_counter() - start
+        if setup == "ray":
+            _wait_for_ray_cpus()
+        with _TreeCpu() as tree:
+            start = time.perf_counter()
+            if setup == "ray+init":
+                _start_ray()
+            corpus.run_ray(model, items, out, workers=workers, report=report_, dtype=dtype)
+            wall = time.perf_counter() - start
+            _wait_for_ray_cpus()   # not timed: the actors' end (their CPU counts)
+        cpu = tree.seconds
+        if setup == "ray+init":
+            _ray().shutdown()
     if failed:
         raise RuntimeError(f"bench corpus: files failed: {failed[:3]}")
-    return wall, stamps, _cpu() - cpu if setup == "processes" else None
+    return wall, stamps, cpu
 
 
-def _cpu() -> float:
-    """CPU seconds of this process and of its children that have ended."""
-    return sum(os.times()[:4])
+class _TreeCpu:
+    """CPU seconds of this process and its descendants while in the block (Linux /proc,
+    sampled every 0.1 s from a thread: a Ray instance's processes, whose actors end before
+    the block does and are not this process's children; at most 0.1 s of a process that
+    ends is missed; the sampling's own CPU, about 1.3 ms a sample on a VM of 130
+    processes, counts)."""
+
+    def __enter__(self):
+        self.first = self._sample()
+        self.last, self._stop = dict(self.first), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.last.update(self._sample())
+        self.seconds = sum(t - self.first.get(pid, 0.0) for pid, t in self.last.items())
+
+    def _run(self):
+        while not self._stop.wait(0.1):
+            self.last.update(self._sample())
+
+    @staticmethod
+    def _sample() -> dict:
+        """{pid: utime + stime in seconds} of this process and its live descendants."""
+        tick, parent, times = os.sysconf("SC_CLK_TCK"), {}, {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:   # ended meanwhile
+                continue
+            parent[int(pid)] = int(fields[1])
+            times[int(pid)] = (int(fields[11]) + int(fields[12])) / tick
+        tree, todo = {}, [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            tree[pid] = times.get(pid, 0.0)
+            todo += [c for c, p in parent.items() if p == pid]
+        return tree
 
 
 def steady_speed(stamps, workers: int, seconds: float) -> float:
@@ -107,21 +162,20 @@ def steady_speed(stamps, workers: int, seconds: float) -> float:
 
 def measure(model, items, seconds, setups, repeats, dtype, tmp) -> dict:
     """{(setup, workers): {"whole": [...], "steady": [...], "cpu": [...]}}: x realtime and CPU
-    seconds (processes only) per round, each round one run of the whole corpus per setup."""
+    seconds per round, each round one run of the whole corpus per setup."""
     speeds = {s: {"whole": [], "steady": [], "cpu": []} for s in setups}
     for r in range(repeats):
         for setup, workers in setups:
             wall, stamps, cpu = _time_run(setup, workers, model, items,
                                           tmp / f"out-{setup}{workers}-{r}", dtype)
-            if cpu is not None:
-                speeds[(setup, workers)]["cpu"].append(cpu)
+            speeds[(setup, workers)]["cpu"].append(cpu)
             speeds[(setup, workers)]["whole"].append(len(items) * seconds / wall)
             speeds[(setup, workers)]["steady"].append(steady_speed(stamps, workers, seconds))
     return speeds
 
 
 def run(args) -> int:
-    setups = [s for s in SETUPS if not (args.no_ray and s[0] == "ray")]
+    setups = [s for s in SETUPS if not (args.no_ray and s[0].startswith("ray"))]
     with tempfile.TemporaryDirectory(prefix="jitvoc-bench-corpus-") as name:
         tmp = Path(name)
         model = tmp / "model.npz"   # with its activation ranges, as exported models have
@@ -135,11 +189,14 @@ def run(args) -> int:
         if not args.batch_only:
             corpus.run(model, items[:1], tmp / "warm", jobs=1, dtype=args.dtype)  # cached
             # The process setups first: corpus.run forks its workers, and a process running
-            # Ray's driver threads is not one to fork.
-            for kind in ("processes", "ray"):
+            # Ray's driver threads is not one to fork. Then the runs that start Ray, then
+            # those on an instance started (and warmed by one untimed run) beforehand.
+            for kind in ("processes", "ray+init", "ray"):
                 chosen = [s for s in setups if s[0] == kind]
                 if chosen and kind == "ray":
                     _start_ray()
+                    corpus.run_ray(model, items[:2], tmp / "warm-ray", workers=2,
+                                   dtype=args.dtype)
                 speeds |= measure(model, items, args.seconds, chosen, args.repeats,
                                   args.dtype, tmp)
     tables, figures = [batch_table], {}
@@ -186,16 +243,25 @@ def _batch_table(by_batch, args):
                         ["B", "samples/s", "vs B = 1", "x realtime", "spread"], rows, notes)
 
 
-def _start_ray() -> None:
-    """A local Ray instance of (at most) 2 CPUs, started once; its workers import the jitvoc
-    this process imports (a source tree on PYTHONPATH included), not another installed one."""
-    ray = require("ray", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
+def _ray():
     require("ray.data", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
+    return require("ray", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
+
+
+def _start_ray() -> None:
+    """A local Ray instance of (at most) 2 CPUs; its workers import the jitvoc this process
+    imports (a source tree on PYTHONPATH included), not another installed one: they inherit
+    this process's environment, as those of `jitvoc corpus --ray` do. (Not a runtime_env:
+    with one, every actor waited for a worker process started for it, while those the
+    instance starts ahead went unused.)"""
+    ray = _ray()
     if not ray.is_initialized():
         root = str(Path(__file__).resolve().parents[2])   # the folder holding jitvoc/
-        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        if root not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                p for p in (root, os.environ.get("PYTHONPATH")) if p)
         ray.init(num_cpus=min(2, corpus.usable_cores()), include_dashboard=False,
-                 log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+                 log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)   # no notes per execution
 
@@ -203,7 +269,7 @@ def _start_ray() -> None:
 def _wait_for_ray_cpus(timeout: float = 60.0) -> None:
     """Wait until every CPU of the Ray instance is free: a run's actors release theirs after
     the run returns, and a run started before that waits for them (or runs on fewer)."""
-    ray = require("ray", "the Ray setups (--no-ray leaves them out)", "'jitvoc[ray]'")
+    ray = _ray()
     deadline = time.monotonic() + timeout
     total = ray.cluster_resources().get("CPU", 0)
     while ray.available_resources().get("CPU", 0) < total and time.monotonic() < deadline:
@@ -215,31 +281,43 @@ def _table(speeds, args, loadavg):
            speeds.items()}
     base = med[("processes", 1)]
     rows, figures = [], {}
-    for (setup, workers), m in med.items():
+    for setup, workers in sorted(med, key=SETUPS.index):
+        m = med[(setup, workers)]
         spread = report.summary(speeds[(setup, workers)]["steady"])[1]
-        rows.append([setup, workers, f"{m['whole']:.2f}", f"{m['whole'] / base['whole']:.2f}",
-                     f"{m['steady']:.2f}", f"{m['steady'] / base['steady']:.2f}",
-                     f"{100 * spread:.0f}%", f"{m['cpu']:.2f}" if "cpu" in m else ""])
+        rows.append([LABELS[setup], workers, f"{m['whole']:.2f}",
+                     f"{m['whole'] / base['whole']:.2f}", f"{m['steady']:.2f}",
+                     f"{m['steady'] / base['steady']:.2f}", f"{100 * spread:.0f}%",
+                     f"{m['cpu']:.2f}"])
         figures[f"{setup} {workers}"] = m
     notes = [f"{args.files} files x {args.seconds:g} s of noise, random_model({args.hidden}) at "
              f"24 kHz, {args.dtype}, native; medians of {args.repeats} rounds; "
              f"{corpus.usable_cores()} usable cores; load average {loadavg[0]:.1f} at the start, "
              f"{loadavg[1]:.1f} at the end",
              "whole: the corpus's audio over the wall time of a whole run (load, worker "
-             "start-up, files written); steady: the audio of the files after the W-th result "
-             "over the time from it to the last (start-up and first files left out); CPU s: "
-             "of the bench process and its worker processes in a whole run (the machine's "
-             "load does not count)"]
-    if "cpu" in med.get(("processes", 2), {}):
+             "start-up, files written; not the imports of this process); Ray, running: on an "
+             "instance started before the timing, warmed by one run; Ray, init in the run: "
+             "ray.init (a local instance's start) timed too; steady: the audio of the files "
+             "after the W-th result over the time from it to the last (start-up and first "
+             "files left out); CPU s: "
+             "of a whole run, in the bench process and its worker processes, or in the bench "
+             "process and the local Ray instance's processes until the run's actors have "
+             "ended (the machine's load does not count)"]
+    if ("processes", 2) in med:
         notes.append(f"CPU: 2 processes - 1: {med[('processes', 2)]['cpu'] - base['cpu']:+.2f} s "
                      f"(what the second process costs beyond its share of the work)")
+    for ray in ("ray", "ray+init"):
+        if (ray, 2) in med and ("processes", 2) in med:
+            extra = med[(ray, 2)]["cpu"] - med[("processes", 2)]["cpu"]
+            notes.append(f"CPU: {LABELS[ray]}, 2 workers - 2 processes: {extra:+.2f} s")
     for kind in ("steady", "whole"):
         if ("processes", 2) in med:
             notes.append(f"{kind}: 2 processes / 1: "
                          f"{med[('processes', 2)][kind] / base[kind]:.2f}x (target >= 1.9x)")
-        if ("ray", 2) in med:
-            ratio = med[("ray", 2)][kind] / med[("processes", 2)][kind]
-            notes.append(f"{kind}: Ray 2 workers / 2 processes: {ratio:.2f} (target >= 0.85)")
+        for ray in ("ray", "ray+init"):
+            if (ray, 2) in med:
+                ratio = med[(ray, 2)][kind] / med[("processes", 2)][kind]
+                notes.append(f"{kind}: {LABELS[ray]}, 2 workers / 2 processes: {ratio:.2f} "
+                             f"(target >= 0.85)")
     headers = ["setup", "workers", "whole x realtime", "vs 1 process", "steady x realtime",
                "vs 1 process", "spread", "CPU s"]
     return report.Table("corpus: jitvoc.corpus on processes and on Ray", headers, rows,
