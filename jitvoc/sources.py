@@ -24,6 +24,12 @@ def imported_names(module: str, path: Path) -> set[str]:
     statements = _import_statements(source)
     if statements is None:
         statements = _statements(ast.parse(source, str(path)).body)
+    return names_of(statements, package)
+
+
+def names_of(statements, package: str) -> set[str]:
+    """The module names the import statements among `statements` name, relative ones resolved
+    against `package`."""
     names = set()
     for node in statements:
         if isinstance(node, ast.Import):

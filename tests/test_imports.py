@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jitvoc.sources import imported_names
+from jitvoc.sources import imported_names, names_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,20 +169,10 @@ def test_the_compiler_version_comes_from_config_without_llvm(monkeypatch):
 
 
 def _every_import(module: str, path: Path) -> set[str]:
-    """imported_names's result by a walk over every node of the whole file's syntax tree."""
+    """imported_names's result from a walk over every node of the whole file's syntax tree."""
     import ast
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    names = set()
-    for node in ast.walk(ast.parse(path.read_bytes())):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.rsplit(".", node.level - 1)[0]
-                base = f"{anchor}.{base}" if base else anchor
-            names |= {base} | {f"{base}.{a.name}" for a in node.names}
-    return names
+    return names_of(ast.walk(ast.parse(path.read_bytes())), package)
 
 
 def test_the_import_scan_finds_every_import_the_syntax_tree_has(tmp_path):
