@@ -229,6 +229,13 @@ class Library:
         self._engines = [_engine(o, gen) for o in objs]
         self.object_size = sum(map(len, objs))
 
+    @classmethod
+    def _of_engines(cls, engines: list, object_size: int) -> "Library":
+        """A Library of engines already made (_engine), in order (load_parts)."""
+        lib = cls.__new__(cls)
+        lib._engines, lib.object_size = engines, object_size
+        return lib
+
     def address(self, symbol: str) -> int:
         for engine in self._engines:
             addr = engine.get_function_address(symbol)
@@ -296,26 +303,43 @@ def load_parts(parts, gen, announce=None, cache_objects: bool = True,
     with _lock:
         objs = [cache.read(e, k) if cache_objects else None for e, k in zip(entries, keys)]
         missing = [i for i, obj in enumerate(objs) if obj is None]
-        if missing and announce is not None:
-            announce([parts[i][0] for i in missing])
+        engines = [None] * len(parts)
         if missing:
-            _initialised()
-            import multiprocessing   # here: a run with every module cached needs neither
-            from concurrent.futures import ProcessPoolExecutor
-            fork = multiprocessing.get_context("fork")
-            with _collector_paused(), ProcessPoolExecutor(COMPILE_WORKERS, mp_context=fork) as pool:
-                futures = {i: pool.submit(_compile_text, parts[i][0], str(parts[i][1]()), gen)
-                           for i in missing}
-                if meanwhile is not None:
-                    meanwhile()
-                for i, future in futures.items():
-                    objs[i] = future.result()
-            if cache_objects:
-                for i in missing:
-                    cache.write(entries[i], keys[i], objs[i])
+            if announce is not None:
+                announce([parts[i][0] for i in missing])
+
+            def finished(i, obj):
+                objs[i] = obj
+                if cache_objects:
+                    cache.write(entries[i], keys[i], obj)
+                engines[i] = _engine(obj, gen)
+            _compile_parts(parts, missing, gen, meanwhile, finished)
+        engines = [engine or _engine(obj, gen) for engine, obj in zip(engines, objs)]
     if meanwhile is not None and not missing:
         meanwhile()
-    return Library(objs, gen)
+    return Library._of_engines(engines, sum(map(len, objs)))
+
+
+def _compile_parts(parts, missing, gen, meanwhile, finished) -> None:
+    """The IR of each part in `missing` built here, in order, and compiled on COMPILE_WORKERS
+    forked processes; `meanwhile()` (if given) while they compile, then `finished(i, object)`
+    for each as it comes back (a part that compiled early is stored and loaded while the rest
+    compile). The workers are not waited for once every object is back: their exit took
+    15-25 ms of a first run's critical path."""
+    _initialised()
+    import multiprocessing   # here: a run with every module cached needs neither
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    pool = ProcessPoolExecutor(COMPILE_WORKERS, mp_context=multiprocessing.get_context("fork"))
+    try:
+        with _collector_paused():
+            futures = {pool.submit(_compile_text, parts[i][0], str(parts[i][1]()), gen): i
+                       for i in missing}
+            if meanwhile is not None:
+                meanwhile()
+            for future in as_completed(futures):
+                finished(futures[future], future.result())
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _compile_text(name: str, text: str, gen) -> bytes:
