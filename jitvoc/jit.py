@@ -285,17 +285,14 @@ def load(name: str, build_ir, gen, cache_objects: bool = True) -> Library:
 
 
 # --- several modules compiled in parallel ----------------------------------------------------------
-COMPILE_WORKERS = 2   # this project's machines have 2 cores
-
-
 def load_parts(parts, gen, announce=None, cache_objects: bool = True,
                meanwhile=None) -> Library:
     """One Library holding several modules (a loop and its kernels, see Library). `parts`:
     [(name, build_ir)], each cached and verified as `load` caches one module, the longest to
     compile first.
-    The missing ones are built (IR, in this process) and each handed at once to COMPILE_WORKERS
-    forked processes: llvmlite serialises every LLVM call of a process behind one lock, so
-    threads compiled one after another. `announce(names)` is called first when anything is to
+    The missing ones are built (IR, in this process) and compiled on two forked processes (this
+    project's machines have 2 cores; _compile_parts): llvmlite serialises every LLVM call of
+    a process behind one lock, so threads compiled one after another. `announce(names)` is called first when anything is to
     be compiled. `meanwhile()`, if given, is called once: while the workers compile, if
     anything is compiled (work of the caller's that the compiled code does not depend on)."""
     keys = [cache_key(name, gen, _builder_module(build_ir)) for name, build_ir in parts]
@@ -321,25 +318,70 @@ def load_parts(parts, gen, announce=None, cache_objects: bool = True,
 
 
 def _compile_parts(parts, missing, gen, meanwhile, finished) -> None:
-    """The IR of each part in `missing` built here, in order, and compiled on COMPILE_WORKERS
-    forked processes; `meanwhile()` (if given) while they compile, then `finished(i, object)`
-    for each as it comes back (a part that compiled early is stored and loaded while the rest
-    compile). The workers are not waited for once every object is back: their exit took
-    15-25 ms of a first run's critical path."""
+    """The parts in `missing` compiled on two forked processes: the first (the longest) alone
+    on one, the rest in order on the other. Each worker is forked as soon as the IR text of its
+    parts is built here, and inherits it: no executor, queue or pickling between the loop's
+    text and its compile starting (with a ProcessPoolExecutor, 15-45 ms on the loaded 2-core
+    VM: its manager and feeder threads waited for the GIL). `meanwhile()` (if given) runs while they compile, then
+    `finished(i, object)` for each part as it comes back (a part that compiled early is stored
+    and loaded while the rest compile). The workers are not waited for once every object is
+    back: their exit took 15-25 ms of a first run's critical path."""
     _initialised()
     import multiprocessing   # here: a run with every module cached needs neither
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    pool = ProcessPoolExecutor(COMPILE_WORKERS, mp_context=multiprocessing.get_context("fork"))
+    fork = multiprocessing.get_context("fork")
+    groups = [group for group in (missing[:1], missing[1:]) if group]
+    workers = {}   # the receiving end of a worker's pipe -> (the worker, its parts)
     try:
         with _collector_paused():
-            futures = {pool.submit(_compile_text, parts[i][0], str(parts[i][1]()), gen): i
-                       for i in missing}
+            for group in groups:
+                texts = [(i, parts[i][0], str(parts[i][1]())) for i in group]
+                receive, send = fork.Pipe(duplex=False)
+                worker = fork.Process(target=_compile_texts, args=(send, texts, gen),
+                                      daemon=True, name="jitvoc-compile")
+                worker.start()
+                send.close()
+                workers[receive] = (worker, group)
             if meanwhile is not None:
                 meanwhile()
-            for future in as_completed(futures):
-                finished(futures[future], future.result())
+            _collect(workers, parts, finished)
+    except BaseException:
+        for worker, _ in workers.values():
+            worker.terminate()   # what they compile is not needed any more
+        raise
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        for receive in workers:
+            receive.close()
+
+
+def _collect(workers: dict, parts, finished) -> None:
+    """finished(i, object) for every part the workers compile, in the order they come back; a
+    failed compile raises its error, a worker that died without sending raises RuntimeError."""
+    from multiprocessing.connection import wait
+    pending = {receive: list(group) for receive, (_, group) in workers.items()}
+    while any(pending.values()):
+        for receive in wait([r for r, left in pending.items() if left]):
+            try:
+                i, obj = receive.recv()
+            except EOFError:
+                worker = workers[receive][0]
+                worker.join(1)
+                raise RuntimeError(f"the compile worker of {parts[pending[receive][0]][0]!r} "
+                                   f"died (exit code {worker.exitcode})") from None
+            if isinstance(obj, BaseException):
+                raise obj
+            pending[receive].remove(i)
+            finished(i, obj)
+
+
+def _compile_texts(send, texts, gen) -> None:
+    """A compile worker: (i, object) sent for each (i, name, IR text), or (i, the exception)
+    for the first that fails."""
+    for i, name, text in texts:
+        try:
+            send.send((i, _compile_text(name, text, gen)))
+        except Exception as e:   # its error, raised by the parent (_collect)
+            send.send((i, e))
+            return
 
 
 def _compile_text(name: str, text: str, gen) -> bytes:

@@ -111,3 +111,13 @@ def test_load_parts_raises_a_failed_compile(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         jit.load_parts([("broken", broken), ("fine", _builder("fine"))], cpu.host_generation())
     assert not list(tmp_path.glob("*broken*"))
+
+
+def test_load_parts_reports_a_dead_worker(tmp_path, monkeypatch):
+    """A compile worker that exits without sending its object (killed, crashed) is an error
+    that names the part, not a hang."""
+    import os
+    monkeypatch.setenv("JITVOC_CACHE", str(tmp_path))
+    monkeypatch.setattr(jit, "_compile_text", lambda name, text, gen: os._exit(3))
+    with pytest.raises(RuntimeError, match="compile worker of 'dies' died .exit code 3"):
+        jit.load_parts([("dies", _builder("dies"))], cpu.host_generation())
