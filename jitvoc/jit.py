@@ -292,9 +292,10 @@ def load_parts(parts, gen, announce=None, cache_objects: bool = True,
     compile first.
     The missing ones are built (IR, in this process) and compiled on two forked processes (this
     project's machines have 2 cores; _compile_parts): llvmlite serialises every LLVM call of
-    a process behind one lock, so threads compiled one after another. `announce(names)` is called first when anything is to
-    be compiled. `meanwhile()`, if given, is called once: while the workers compile, if
-    anything is compiled (work of the caller's that the compiled code does not depend on)."""
+    a process behind one lock, so threads compiled one after another. `announce(names)` is
+    called first when anything is to be compiled. `meanwhile()`, if given, is called once:
+    while the workers compile, if anything is compiled (work of the caller's that the compiled
+    code does not depend on)."""
     keys = [cache_key(name, gen, _builder_module(build_ir)) for name, build_ir in parts]
     entries = [_entry_name(name, key) for (name, _), key in zip(parts, keys)]
     with _lock:
@@ -321,8 +322,9 @@ def _compile_parts(parts, missing, gen, meanwhile, finished) -> None:
     """The parts in `missing` compiled on two forked processes: the first (the longest) alone
     on one, the rest in order on the other. Each worker is forked as soon as the IR text of its
     parts is built here, and inherits it: no executor, queue or pickling between the loop's
-    text and its compile starting (with a ProcessPoolExecutor, 15-45 ms on the loaded 2-core
-    VM: its manager and feeder threads waited for the GIL). `meanwhile()` (if given) runs while they compile, then
+    text and its compile starting (a ProcessPoolExecutor took 32-110 ms there on the loaded
+    2-core VM, these 6-14: its forks at the first submit, its manager and feeder threads
+    waiting for the GIL; bench/README.md). `meanwhile()` (if given) runs while they compile, then
     `finished(i, object)` for each part as it comes back (a part that compiled early is stored
     and loaded while the rest compile). The workers are not waited for once every object is
     back: their exit took 15-25 ms of a first run's critical path."""
