@@ -229,6 +229,13 @@ class Library:
         self._engines = [_engine(o, gen) for o in objs]
         self.object_size = sum(map(len, objs))
 
+    @classmethod
+    def _of_engines(cls, engines: list, object_size: int) -> "Library":
+        """A Library of engines already made (_engine), in order (load_parts)."""
+        lib = cls.__new__(cls)
+        lib._engines, lib.object_size = engines, object_size
+        return lib
+
     def address(self, symbol: str) -> int:
         for engine in self._engines:
             addr = engine.get_function_address(symbol)
@@ -278,44 +285,105 @@ def load(name: str, build_ir, gen, cache_objects: bool = True) -> Library:
 
 
 # --- several modules compiled in parallel ----------------------------------------------------------
-COMPILE_WORKERS = 2   # this project's machines have 2 cores
-
-
 def load_parts(parts, gen, announce=None, cache_objects: bool = True,
                meanwhile=None) -> Library:
     """One Library holding several modules (a loop and its kernels, see Library). `parts`:
     [(name, build_ir)], each cached and verified as `load` caches one module, the longest to
     compile first.
-    The missing ones are built (IR, in this process) and each handed at once to COMPILE_WORKERS
-    forked processes: llvmlite serialises every LLVM call of a process behind one lock, so
-    threads compiled one after another. `announce(names)` is called first when anything is to
-    be compiled. `meanwhile()`, if given, is called once: while the workers compile, if
-    anything is compiled (work of the caller's that the compiled code does not depend on)."""
+    The missing ones are built (IR, in this process) and compiled on two forked processes (this
+    project's machines have 2 cores; _compile_parts): llvmlite serialises every LLVM call of
+    a process behind one lock, so threads compiled one after another. `announce(names)` is
+    called first when anything is to be compiled. `meanwhile()`, if given, is called once:
+    while the workers compile, if anything is compiled (work of the caller's that the compiled
+    code does not depend on)."""
     keys = [cache_key(name, gen, _builder_module(build_ir)) for name, build_ir in parts]
     entries = [_entry_name(name, key) for (name, _), key in zip(parts, keys)]
     with _lock:
         objs = [cache.read(e, k) if cache_objects else None for e, k in zip(entries, keys)]
         missing = [i for i, obj in enumerate(objs) if obj is None]
-        if missing and announce is not None:
-            announce([parts[i][0] for i in missing])
+        engines = [None] * len(parts)
         if missing:
-            _initialised()
-            import multiprocessing   # here: a run with every module cached needs neither
-            from concurrent.futures import ProcessPoolExecutor
-            fork = multiprocessing.get_context("fork")
-            with _collector_paused(), ProcessPoolExecutor(COMPILE_WORKERS, mp_context=fork) as pool:
-                futures = {i: pool.submit(_compile_text, parts[i][0], str(parts[i][1]()), gen)
-                           for i in missing}
-                if meanwhile is not None:
-                    meanwhile()
-                for i, future in futures.items():
-                    objs[i] = future.result()
-            if cache_objects:
-                for i in missing:
-                    cache.write(entries[i], keys[i], objs[i])
+            if announce is not None:
+                announce([parts[i][0] for i in missing])
+
+            def finished(i, obj):
+                objs[i] = obj
+                if cache_objects:
+                    cache.write(entries[i], keys[i], obj)
+                engines[i] = _engine(obj, gen)
+            _compile_parts(parts, missing, gen, meanwhile, finished)
+        engines = [engine or _engine(obj, gen) for engine, obj in zip(engines, objs)]
     if meanwhile is not None and not missing:
         meanwhile()
-    return Library(objs, gen)
+    return Library._of_engines(engines, sum(map(len, objs)))
+
+
+def _compile_parts(parts, missing, gen, meanwhile, finished) -> None:
+    """The parts in `missing` compiled on two forked processes: the first (the longest) alone
+    on one, the rest in order on the other. Each worker is forked as soon as the IR text of its
+    parts is built here, and inherits it: no executor, queue or pickling between the loop's
+    text and its compile starting (a ProcessPoolExecutor took 32-110 ms there on the loaded
+    2-core VM, these 6-14: its forks at the first submit, its manager and feeder threads
+    waiting for the GIL; bench/README.md). `meanwhile()` (if given) runs while they compile, then
+    `finished(i, object)` for each part as it comes back (a part that compiled early is stored
+    and loaded while the rest compile). The workers are not waited for once every object is
+    back: their exit took 15-25 ms of a first run's critical path."""
+    _initialised()
+    import multiprocessing   # here: a run with every module cached needs neither
+    fork = multiprocessing.get_context("fork")
+    groups = [group for group in (missing[:1], missing[1:]) if group]
+    workers = {}   # the receiving end of a worker's pipe -> (the worker, its parts)
+    try:
+        with _collector_paused():
+            for group in groups:
+                texts = [(i, parts[i][0], str(parts[i][1]())) for i in group]
+                receive, send = fork.Pipe(duplex=False)
+                worker = fork.Process(target=_compile_texts, args=(send, texts, gen),
+                                      daemon=True, name="jitvoc-compile")
+                worker.start()
+                send.close()
+                workers[receive] = (worker, group)
+            if meanwhile is not None:
+                meanwhile()
+            _collect(workers, parts, finished)
+    except BaseException:
+        for worker, _ in workers.values():
+            worker.terminate()   # what they compile is not needed any more
+        raise
+    finally:
+        for receive in workers:
+            receive.close()
+
+
+def _collect(workers: dict, parts, finished) -> None:
+    """finished(i, object) for every part the workers compile, in the order they come back; a
+    failed compile raises its error, a worker that died without sending raises RuntimeError."""
+    from multiprocessing.connection import wait
+    pending = {receive: list(group) for receive, (_, group) in workers.items()}
+    while any(pending.values()):
+        for receive in wait([r for r, left in pending.items() if left]):
+            try:
+                i, obj = receive.recv()
+            except EOFError:
+                worker = workers[receive][0]
+                worker.join(1)
+                raise RuntimeError(f"the compile worker of {parts[pending[receive][0]][0]!r} "
+                                   f"died (exit code {worker.exitcode})") from None
+            if isinstance(obj, BaseException):
+                raise obj
+            pending[receive].remove(i)
+            finished(i, obj)
+
+
+def _compile_texts(send, texts, gen) -> None:
+    """A compile worker: (i, object) sent for each (i, name, IR text), or (i, the exception)
+    for the first that fails."""
+    for i, name, text in texts:
+        try:
+            send.send((i, _compile_text(name, text, gen)))
+        except Exception as e:   # its error, raised by the parent (_collect)
+            send.send((i, e))
+            return
 
 
 def _compile_text(name: str, text: str, gen) -> bytes:

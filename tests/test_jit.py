@@ -73,3 +73,51 @@ def test_a_missing_symbol_is_a_key_error():
     lib = jit.Library([jit.compile_object(table_module("only", False), gen)], gen)
     with pytest.raises(KeyError, match="nowhere"):
         lib.address("nowhere")
+
+
+def _builder(name: str):
+    """A build_ir for load_parts (which takes builders defined in jitvoc only: the cache key
+    fingerprints their module's code)."""
+    def build():
+        return table_module(name, False)
+    build.__module__ = "jitvoc.jit"
+    return build
+
+
+def test_load_parts_compiles_the_missing_parts_and_caches_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("JITVOC_CACHE", str(tmp_path))
+    gen = cpu.host_generation()
+    names = [f"parts_table{i}_{tmp_path.name}" for i in range(3)]
+    parts = [(name, _builder(name)) for name in names]
+    jit.load_parts(parts[1:2], gen)   # the middle one cached beforehand
+    announced, meanwhile = [], []
+    lib = jit.load_parts(parts, gen, announce=announced.append,
+                         meanwhile=lambda: meanwhile.append(1))
+    assert announced == [[names[0], names[2]]] and meanwhile == [1]
+    for name in names:
+        fn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(lib.address(name))
+        assert [fn(i) for i in range(len(TABLE))] == TABLE, name
+    announced.clear()
+    jit.load_parts(parts, gen, announce=announced.append, meanwhile=lambda: meanwhile.append(2))
+    assert announced == [] and meanwhile == [1, 2]   # all cached: meanwhile still called once
+
+
+def test_load_parts_raises_a_failed_compile(tmp_path, monkeypatch):
+    monkeypatch.setenv("JITVOC_CACHE", str(tmp_path))
+
+    def broken():
+        return "define i32 @broken( {"   # IR text that does not parse
+    broken.__module__ = "jitvoc.jit"
+    with pytest.raises(RuntimeError):
+        jit.load_parts([("broken", broken), ("fine", _builder("fine"))], cpu.host_generation())
+    assert not list(tmp_path.glob("*broken*"))
+
+
+def test_load_parts_reports_a_dead_worker(tmp_path, monkeypatch):
+    """A compile worker that exits without sending its object (killed, crashed) is an error
+    that names the part, not a hang."""
+    import os
+    monkeypatch.setenv("JITVOC_CACHE", str(tmp_path))
+    monkeypatch.setattr(jit, "_compile_text", lambda name, text, gen: os._exit(3))
+    with pytest.raises(RuntimeError, match="compile worker of 'dies' died .exit code 3"):
+        jit.load_parts([("dies", _builder("dies"))], cpu.host_generation())

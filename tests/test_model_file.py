@@ -79,6 +79,15 @@ def test_model_is_read_only(model):
         model.hidden = 64
 
 
+def test_loaded_model_is_read_only(saved):
+    """load_model freezes the arrays it read in place (Model._owning), masks included."""
+    loaded = load_model(saved)
+    for arrays in (loaded.weights, loaded.masks):
+        for a in arrays.values():
+            with pytest.raises(ValueError):
+                a.reshape(-1)[0] = 1
+
+
 def test_save_is_atomic(model, saved, monkeypatch):
     before = saved.read_bytes()
 
