@@ -4,7 +4,7 @@ import pytest
 
 from jitvoc.contracts import PERMUTE_PASS
 from jitvoc.errors import InputError
-from jitvoc.layout import BLOCKS, block_mask, pack, unpack
+from jitvoc.layout import BLOCKS, _cover, _window_counts, block_mask, pack, unpack
 
 SHAPES = {"37x29": (37, 29), "1x50": (1, 50), "50x1": (50, 1), "64x64": (64, 64)}
 
@@ -104,6 +104,30 @@ def test_permute_gathers_passes_follow_the_columns():
     assert g.x_pad == 300
     records = g.index[64:].reshape(3, PERMUTE_PASS.size)     # after one 64-byte block of slots
     assert records[:, 72:76].copy().view("<i4").ravel().tolist() == [1, 130, 172]
+
+
+def greedy_cover(cols, window: int, x_pad: int) -> list:
+    """The windows' offsets, in plain Python: each opens at the first column the last one
+    misses, moved back to end by x_pad."""
+    offsets = []
+    for c in sorted(set(int(c) for c in cols)):
+        if not offsets or c >= offsets[-1] + window:
+            offsets.append(min(c, x_pad - window))
+    return offsets
+
+
+def test_covers_are_greedy():
+    """The windows of a group (_cover) and the number a panel alone needs (_window_counts,
+    every panel at once) are those of the greedy cover of its columns: duplicates, windows
+    clamped at x_pad and columns just past a window's end included."""
+    rng = np.random.default_rng(7)
+    for x_pad, window in ((300, 112), (128, 112), (1000, 128), (200, 16)):
+        cols = rng.integers(0, x_pad, (500, 4))
+        cols[:50, 1] = cols[:50, 0]                                          # a column twice
+        cols[50:100, 1] = np.minimum(cols[50:100, 0] + window, x_pad - 1)   # at a window's end
+        expected = [greedy_cover(c, window, x_pad) for c in cols]
+        assert [_cover(c, window, x_pad) for c in cols] == expected
+        assert _window_counts(cols, window, x_pad).tolist() == list(map(len, expected))
 
 
 def test_bad_matrices():
