@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from llvmlite import ir
 
-from .irutil import i32, vec
+from .irutil import i32, repeated, vec
 from .spmv import clamp as _clamp
 
 LOG2E = 1.44269504088896341
@@ -64,7 +64,7 @@ GATE_UNIT = -LOG2E * 2.0 ** 23
 
 def _c(like, value):
     if isinstance(like.type, ir.VectorType):
-        return ir.Constant(like.type, [value] * like.type.count)
+        return repeated(like.type, value)
     return ir.Constant(like.type, value)
 
 
