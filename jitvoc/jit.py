@@ -290,12 +290,12 @@ def load_parts(parts, gen, announce=None, cache_objects: bool = True,
     """One Library holding several modules (a loop and its kernels, see Library). `parts`:
     [(name, build_ir)], each cached and verified as `load` caches one module, the longest to
     compile first.
-    The missing ones are built (IR, in this process) and compiled on two forked processes (this
-    project's machines have 2 cores; _compile_parts): llvmlite serialises every LLVM call of
-    a process behind one lock, so threads compiled one after another. `announce(names)` is
-    called first when anything is to be compiled. `meanwhile()`, if given, is called once:
-    while the workers compile, if anything is compiled (work of the caller's that the compiled
-    code does not depend on)."""
+    The missing ones are built (IR, in this process) and compiled: the first on a forked
+    process, the rest in this one meanwhile (this project's machines have 2 cores;
+    _compile_parts): llvmlite serialises every LLVM call of a process behind one lock, so
+    threads compiled one after another. `announce(names)` is called first when anything is to
+    be compiled. `meanwhile()`, if given, is called once: while the worker compiles, if
+    anything is compiled (work of the caller's that the compiled code does not depend on)."""
     keys = [cache_key(name, gen, _builder_module(build_ir)) for name, build_ir in parts]
     entries = [_entry_name(name, key) for (name, _), key in zip(parts, keys)]
     with _lock:
@@ -319,71 +319,60 @@ def load_parts(parts, gen, announce=None, cache_objects: bool = True,
 
 
 def _compile_parts(parts, missing, gen, meanwhile, finished) -> None:
-    """The parts in `missing` compiled on two forked processes: the first (the longest) alone
-    on one, the rest in order on the other. Each worker is forked as soon as the IR text of its
-    parts is built here, and inherits it: no executor, queue or pickling between the loop's
-    text and its compile starting (a ProcessPoolExecutor took 32-110 ms there on the loaded
-    2-core VM, these 6-14: its forks at the first submit, its manager and feeder threads
-    waiting for the GIL; bench/README.md). `meanwhile()` (if given) runs while they compile, then
-    `finished(i, object)` for each part as it comes back (a part that compiled early is stored
-    and loaded while the rest compile). The workers are not waited for once every object is
-    back: their exit took 15-25 ms of a first run's critical path."""
+    """The parts in `missing` compiled: the first (the longest) on a forked process, the rest
+    here meanwhile, one after another, then `meanwhile()` (if given); `finished(i, object)`
+    for each part as it is compiled. The worker is forked as soon as its part's IR text is
+    built here, and inherits it: no executor, queue or pickling between the text and its
+    compile starting (a ProcessPoolExecutor took 32-110 ms there on the loaded 2-core VM, a
+    fork 6-14: bench/README.md). One worker, not two: a second one, for the rest, made three
+    processes share the two cores while the first compiled, for a fork more (a cold load of
+    the shipped model 9-30 ms slower, bench/README.md, ninth round). The worker is not
+    waited for once its object is back (its exit took 15-25 ms of a critical path)."""
     _initialised()
-    import multiprocessing   # here: a run with every module cached needs neither
+    import multiprocessing   # here: a run with every module cached needs it not
     fork = multiprocessing.get_context("fork")
-    groups = [group for group in (missing[:1], missing[1:]) if group]
-    workers = {}   # the receiving end of a worker's pipe -> (the worker, its parts)
-    try:
-        with _collector_paused():
-            for group in groups:
-                texts = [(i, parts[i][0], str(parts[i][1]())) for i in group]
-                receive, send = fork.Pipe(duplex=False)
-                worker = fork.Process(target=_compile_texts, args=(send, texts, gen),
-                                      daemon=True, name="jitvoc-compile")
-                worker.start()
-                send.close()
-                workers[receive] = (worker, group)
+    first, name = missing[0], parts[missing[0]][0]
+    with _collector_paused():
+        text = str(parts[first][1]())
+        receive, send = fork.Pipe(duplex=False)
+        worker = fork.Process(target=_compile_in_worker, args=(send, name, text, gen),
+                              daemon=True, name="jitvoc-compile")
+        worker.start()
+        send.close()
+        try:
+            for i in missing[1:]:
+                finished(i, compile_object(parts[i][1](), gen))
             if meanwhile is not None:
                 meanwhile()
-            _collect(workers, parts, finished)
-    except BaseException:
-        for worker, _ in workers.values():
-            worker.terminate()   # what they compile is not needed any more
-        raise
-    finally:
-        for receive in workers:
+            finished(first, _received(receive, worker, name))
+        except BaseException:
+            worker.terminate()   # what it compiles is not needed any more
+            raise
+        finally:
             receive.close()
 
 
-def _collect(workers: dict, parts, finished) -> None:
-    """finished(i, object) for every part the workers compile, in the order they come back; a
-    failed compile raises its error, a worker that died without sending raises RuntimeError."""
-    from multiprocessing.connection import wait
-    pending = {receive: list(group) for receive, (_, group) in workers.items()}
-    while any(pending.values()):
-        for receive in wait([r for r, left in pending.items() if left]):
-            try:
-                i, obj = receive.recv()
-            except EOFError:
-                worker = workers[receive][0]
-                worker.join(1)
-                raise RuntimeError(f"the compile worker of {parts[pending[receive][0]][0]!r} "
-                                   f"died (exit code {worker.exitcode})") from None
-            if isinstance(obj, BaseException):
-                raise obj
-            pending[receive].remove(i)
-            finished(i, obj)
+def _received(receive, worker, name: str) -> bytes:
+    """The object the worker compiling `name` sends; its compile's error raised, or
+    RuntimeError if it died without sending."""
+    try:
+        obj = receive.recv()
+    except EOFError:
+        worker.join(1)
+        raise RuntimeError(f"the compile worker of {name!r} died (exit code "
+                           f"{worker.exitcode})") from None
+    if isinstance(obj, BaseException):
+        raise obj
+    return obj
 
 
-def _compile_texts(send, texts, gen) -> None:
-    """A compile worker: (i, object) sent for each (i, name, IR text), or (i, the exception)
-    for the first that fails."""
-    for i, name, text in texts:
-        try:
-            send.send((i, _compile_text(name, text, gen)))
-        except Exception as e:   # its error, raised by the parent (_collect)
-            send.send((i, e))
-            return
+def _compile_in_worker(send, name: str, text: str, gen) -> None:
+    """A compile worker: sends the object of IR text `text`, or the exception its compile
+    raised."""
+    try:
+        send.send(_compile_text(name, text, gen))
+    except Exception as e:   # its error, raised by the parent (_received)
+        send.send(e)
 
 
 def _compile_text(name: str, text: str, gen) -> bytes:

@@ -102,14 +102,16 @@ def test_load_parts_compiles_the_missing_parts_and_caches_them(tmp_path, monkeyp
     assert announced == [] and meanwhile == [1, 2]   # all cached: meanwhile still called once
 
 
-def test_load_parts_raises_a_failed_compile(tmp_path, monkeypatch):
+@pytest.mark.parametrize("broken_first", [True, False])   # on the worker, in this process
+def test_load_parts_raises_a_failed_compile(tmp_path, monkeypatch, broken_first):
     monkeypatch.setenv("JITVOC_CACHE", str(tmp_path))
 
     def broken():
         return "define i32 @broken( {"   # IR text that does not parse
     broken.__module__ = "jitvoc.jit"
+    parts = [("broken", broken), (f"fine{broken_first}", _builder(f"fine{broken_first}"))]
     with pytest.raises(RuntimeError):
-        jit.load_parts([("broken", broken), ("fine", _builder("fine"))], cpu.host_generation())
+        jit.load_parts(parts if broken_first else parts[::-1], cpu.host_generation())
     assert not list(tmp_path.glob("*broken*"))
 
 
