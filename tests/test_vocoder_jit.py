@@ -291,3 +291,25 @@ def test_a_model_without_calibration_is_refused_until_calibrated():
     assert jitvoc.calibrate(calibrated) is calibrated and "quantization" not in raw.meta
     ranges = calibrated.meta["quantization"]["activation_ranges"]
     assert sorted(ranges) == ["out.O2", "out.O4"] and all(r["max"] > 0 for r in ranges.values())
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "float32"])
+def test_quantized_in_row_chunks_is_quantized_whole(dtype, monkeypatch):
+    """The planner quantizes a matrix a few rows at a time (plan.vocoder.quantized): the codes
+    and scales of the whole matrix at once, and the same refusal, naming the same row."""
+    from jitvoc.plan import vocoder as plan_vocoder_module
+    from jitvoc.plan.matvec import quantize_weights
+    monkeypatch.setattr(plan_vocoder_module, "CHUNK_BYTES", 8 * 64 * 5)   # 5 rows a step
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((53, 64)).astype(np.float32)
+    mask = rng.random(w.shape) < 0.3
+    codes, scale = plan_vocoder_module.quantized(w, mask, dtype)
+    whole = quantize_weights(np.where(mask, w, 0).astype(np.float32), dtype)
+    assert np.array_equal(codes, whole[0]) and np.array_equal(scale, whole[1])
+    assert codes.dtype == whole[0].dtype and scale.dtype == whole[1].dtype
+    if dtype == "int8":   # one row too long for an int32 accumulator of int8 codes: row 41
+        wide = np.zeros((53, 140_000), np.float32)
+        wide[41] = 1.0
+        monkeypatch.setattr(plan_vocoder_module, "CHUNK_BYTES", 8 * 140_000 * 5)
+        with pytest.raises(InputError, match="row 41 of the weights"):
+            plan_vocoder_module.quantized(wide, wide != 0, dtype)
