@@ -319,9 +319,9 @@ def load_parts(parts, gen, announce=None, cache_objects: bool = True,
 
 
 def _compile_parts(parts, missing, gen, meanwhile, finished) -> None:
-    """The parts in `missing` compiled: the first (the longest) on a forked process, the rest
-    here meanwhile, one after another, then `meanwhile()` (if given); `finished(i, object)`
-    for each part as it is compiled. The worker is forked as soon as its part's IR text is
+    """The parts in `missing` compiled: the first (the longest) on a forked process and,
+    meanwhile, `meanwhile()` (if given), then the rest here, one after another;
+    `finished(i, object)` for each part as it is compiled. The worker is forked as soon as its part's IR text is
     built here, and inherits it: no executor, queue or pickling between the text and its
     compile starting (a ProcessPoolExecutor took 32-110 ms there on the loaded 2-core VM, a
     fork 6-14: bench/README.md). One worker, not two: a second one, for the rest, made three
@@ -340,10 +340,10 @@ def _compile_parts(parts, missing, gen, meanwhile, finished) -> None:
         worker.start()
         send.close()
         try:
-            for i in missing[1:]:
-                finished(i, compile_object(parts[i][1](), gen))
             if meanwhile is not None:
                 meanwhile()
+            for i in missing[1:]:
+                finished(i, compile_object(parts[i][1](), gen))
             finished(first, _received(receive, worker, name))
         except BaseException:
             worker.terminate()   # what it compiles is not needed any more
