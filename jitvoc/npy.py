@@ -49,14 +49,18 @@ def read_header(f) -> Header:
     return Header(tuple(shape), dtype, fortran, offset)
 
 
-def array_from(data: bytes, header: Header) -> np.ndarray:
-    """The array `header` describes from exactly its data bytes (a private, writable copy)."""
+def array_from(data: bytes, header: Header, frozen: bool = False) -> np.ndarray:
+    """The array `header` describes from exactly its data bytes: a private, writable copy or,
+    `frozen`, a read-only array of `data` itself (a Fortran-order one is copied to C order)."""
     if len(data) != header.nbytes:
         raise NpyError(f"{len(data)} data bytes, but the header promises {header.nbytes}")
     a = np.frombuffer(data, header.dtype)
     if header.fortran:
-        return a.reshape(header.shape[::-1]).T.copy()
-    return a.reshape(header.shape).copy()
+        a = a.reshape(header.shape[::-1]).T.copy()
+        a.flags.writeable = not frozen
+        return a
+    a = a.reshape(header.shape)
+    return a if frozen else a.copy()
 
 
 class Archive:
@@ -100,31 +104,32 @@ class Archive:
                                f"header promises {header.offset + header.nbytes}")
         return headers
 
-    def read(self, key: str, header: Header) -> np.ndarray:
-        """The member's array, reading exactly the bytes its (checked) header promises."""
+    def read(self, key: str, header: Header, frozen: bool = False) -> np.ndarray:
+        """The member's array, reading exactly the bytes its (checked) header promises;
+        `frozen`: read-only, not copied out of the bytes read (array_from)."""
         with self._member(f"{key}.npy", " is truncated or corrupt") as f:
             f.read(header.offset)
-            return array_from(f.read(header.nbytes), header)
+            return array_from(f.read(header.nbytes), header, frozen)
 
-    def read_all(self, headers: dict) -> dict:
-        """key -> array of every member in `headers` (checked ones), the largest read on a
-        thread while this one reads the rest: zlib inflates without the GIL, and one pruned
-        matrix held half of a model file's decompression (the shipped model's gru.R, 22 of
-        45 ms). The first error raised, as read raises it."""
+    def read_all(self, headers: dict, frozen: bool = False) -> dict:
+        """key -> array (read's) of every member in `headers` (checked ones), the largest
+        read on a thread while this one reads the rest: zlib inflates without the GIL, and one
+        pruned matrix held half of a model file's decompression (the shipped model's gru.R, 22
+        of 45 ms). The first error raised, as read raises it."""
         if len(headers) < 2:
-            return {k: self.read(k, h) for k, h in headers.items()}
+            return {k: self.read(k, h, frozen) for k, h in headers.items()}
         largest = max(headers, key=lambda k: headers[k].nbytes)
         out, failed = {}, []
 
         def read_largest():
             try:
-                out[largest] = self.read(largest, headers[largest])
+                out[largest] = self.read(largest, headers[largest], frozen)
             except BaseException as e:   # raised below, in the reading thread
                 failed.append(e)
         thread = threading.Thread(target=read_largest, name="jitvoc-npz", daemon=True)
         thread.start()
         try:
-            out |= {k: self.read(k, h) for k, h in headers.items() if k != largest}
+            out |= {k: self.read(k, h, frozen) for k, h in headers.items() if k != largest}
         finally:
             thread.join()   # before the archive closes
         if failed:

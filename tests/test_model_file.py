@@ -429,3 +429,20 @@ def test_unknown_compression_method(saved, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ModelFileError, match="compression method is not supported"):
         load_model(path)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_frozen_arrays_are_read_only_views_of_the_bytes(order):
+    """npy.array_from(frozen=True), what load_model reads: the array, read-only, without a
+    copy of the bytes (a Fortran-order one copied to C order, read-only too)."""
+    from jitvoc import npy
+    a = np.asarray(np.arange(12, dtype=np.float32).reshape(3, 4), order=order)
+    buf = io.BytesIO()
+    np.save(buf, a)
+    raw = buf.getvalue()
+    header = npy.read_header(io.BytesIO(raw))
+    data = raw[header.offset:]
+    for frozen in (False, True):
+        b = npy.array_from(data, header, frozen)
+        assert np.array_equal(a, b) and b.flags.writeable is not frozen
+        assert np.shares_memory(b, np.frombuffer(data, np.uint8)) is (frozen and order == "C")
