@@ -147,7 +147,7 @@ class RowScaled:
 def zero_correction(w_codes: np.ndarray, fmt: FixedPoint) -> np.ndarray:
     """Per row, zero_point · Σ_c w_codes[r, c]: what an integer kernel subtracts from its
     accumulator for activations stored with `fmt`'s zero point."""
-    return (fmt.zero_point * w_codes.astype(np.int64).sum(axis=1)).astype(np.int32)
+    return (fmt.zero_point * w_codes.sum(axis=1, dtype=np.int64)).astype(np.int32)
 
 
 def check_accumulators(codes: np.ndarray, dtype: str) -> None:
