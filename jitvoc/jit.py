@@ -321,15 +321,16 @@ def load_parts(parts, gen, announce=None, cache_objects: bool = True,
 def _compile_parts(parts, missing, gen, meanwhile, finished) -> None:
     """The parts in `missing` compiled: the first (the longest) on a forked process and,
     meanwhile, `meanwhile()` (if given), then the rest here, one after another;
-    `finished(i, object)` for each part as it is compiled. The worker is forked as soon as its part's IR text is
-    built here, and inherits it: no executor, queue or pickling between the text and its
-    compile starting (a ProcessPoolExecutor took 32-110 ms there on the loaded 2-core VM, a
-    fork 6-14: bench/README.md). One worker, not two: a second one, for the rest, made three
-    processes share the two cores while the first compiled, for a fork more (a cold load of
-    the shipped model 9-30 ms slower, bench/README.md, ninth round). The worker is not
-    waited for once its object is back (its exit took 15-25 ms of a critical path)."""
+    `finished(i, object)` for each part as it is compiled. The worker is forked as soon as
+    its part's IR text is built here, and inherits it: no executor, queue or pickling between
+    the text and its compile starting (a ProcessPoolExecutor took 32-110 ms there on the
+    loaded 2-core VM, a fork 6-14: bench/README.md). One worker, not two: a second one, for
+    the rest, made three processes share the two cores while the first compiled, for a fork
+    more (a cold load of the shipped model 9-30 ms slower, bench/README.md, ninth round).
+    The worker is not waited for once its object is back (its exit took 15-25 ms of a
+    critical path)."""
     _initialised()
-    import multiprocessing   # here: a run with every module cached needs it not
+    import multiprocessing   # here: a run with every module cached does not need it
     fork = multiprocessing.get_context("fork")
     first, name = missing[0], parts[missing[0]][0]
     with _collector_paused():

@@ -115,7 +115,8 @@ class Archive:
         """key -> array (read's) of every member in `headers` (checked ones), the largest
         read on a thread while this one reads the rest: zlib inflates without the GIL, and one
         pruned matrix held half of a model file's decompression (the shipped model's gru.R, 22
-        of 45 ms). The first error raised, as read raises it."""
+        of 45 ms). An error is raised as read raises it: this thread's first, else the
+        largest member's."""
         if len(headers) < 2:
             return {k: self.read(k, h, frozen) for k, h in headers.items()}
         largest = max(headers, key=lambda k: headers[k].nbytes)
@@ -124,7 +125,7 @@ class Archive:
         def read_largest():
             try:
                 out[largest] = self.read(largest, headers[largest], frozen)
-            except BaseException as e:   # raised below, in the reading thread
+            except BaseException as e:   # raised below, by the calling thread
                 failed.append(e)
         thread = threading.Thread(target=read_largest, name="jitvoc-npz", daemon=True)
         thread.start()
@@ -145,7 +146,6 @@ class Archive:
         except (NpyError, OSError, zipfile.BadZipFile, zlib.error, EOFError,
                 NotImplementedError) as e:   # the last: an unknown compression method
             raise NpyError(f"member {name!r}{problem}: {e}") from None
-
 
     @contextlib.contextmanager
     def _opened(self, name: str):
