@@ -276,6 +276,26 @@ def test_byte_permute_and_table_gathers_agree_bit_for_bit(variant):
             check(MatVec(plan, gen), w, x)
 
 
+@pytest.mark.skipif(not VBMI, reason="no generation with byte permutes (VBMI) runs here")
+def test_inline_kernels_with_many_permute_groups_compile_their_prologue(monkeypatch):
+    """An in-loop one-vector kernel with INLINE_PATTERN_GROUPS byte-permute groups or more has
+    its pattern compiled in (a straight-line prologue), fewer keep the shared index-driven one;
+    both give the reference result."""
+    gen = cpu.generation(VBMI[0])
+    w, x = _case("wide_sparse_16x1")   # several window passes per group
+    codes, scale = planner.quantize_weights(w, "int8")
+    groups = planner.build_plan(codes, scale, w != 0, "int8", gen, block=(16, 1), inline=True)
+    n_groups = groups.packed.permute_gathers(groups.spec.x_permute).n_groups
+    for limit, compiled in ((n_groups, True), (n_groups + 1, False)):
+        monkeypatch.setattr(planner, "INLINE_PATTERN_GROUPS", limit)
+        plan = planner.build_plan(codes, scale, w != 0, "int8", gen, block=(16, 1), inline=True)
+        assert plan.spec.variant == "idx" and bool(plan.spec.pattern) == compiled
+        check(MatVec(plan, gen), w, x)
+    vectors = planner.build_plan(codes, scale, w != 0, "int8", gen, block=(16, 1), inline=True,
+                                 vectors=2)
+    assert not vectors.spec.pattern
+
+
 def test_planner_takes_the_vector_count():
     """The planner prices B vectors: byte-permute words past PERMUTE_WORDS_BYTES are not built
     (shuffles instead), and the cost model scales with B, keeping 16x1 where it measured
