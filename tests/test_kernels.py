@@ -277,19 +277,18 @@ def test_byte_permute_and_table_gathers_agree_bit_for_bit(variant):
 
 
 @pytest.mark.skipif(not VBMI, reason="no generation with byte permutes (VBMI) runs here")
-def test_inline_kernels_with_many_permute_groups_compile_their_prologue(monkeypatch):
-    """An in-loop one-vector kernel with INLINE_PATTERN_GROUPS byte-permute groups or more has
-    its pattern compiled in (a straight-line prologue), fewer keep the shared index-driven one;
-    both give the reference result."""
+def test_inline_kernels_with_byte_permutes_compile_their_prologue():
+    """An in-loop one-vector kernel with byte-permute gathers has its pattern compiled in (a
+    straight-line prologue), the same kernel outside a loop or for B vectors not; both give
+    the reference result."""
     gen = cpu.generation(VBMI[0])
     w, x = _case("wide_sparse_16x1")   # several window passes per group
     codes, scale = planner.quantize_weights(w, "int8")
-    groups = planner.build_plan(codes, scale, w != 0, "int8", gen, block=(16, 1), inline=True)
-    n_groups = groups.packed.permute_gathers(groups.spec.x_permute).n_groups
-    for limit, compiled in ((n_groups, True), (n_groups + 1, False)):
-        monkeypatch.setattr(planner, "INLINE_PATTERN_GROUPS", limit)
-        plan = planner.build_plan(codes, scale, w != 0, "int8", gen, block=(16, 1), inline=True)
-        assert plan.spec.variant == "idx" and bool(plan.spec.pattern) == compiled
+    for inline in (True, False):
+        plan = planner.build_plan(codes, scale, w != 0, "int8", gen, block=(16, 1),
+                                  variant=None if inline else "idx", inline=inline)
+        assert plan.spec.variant == "idx" and plan.spec.x_permute
+        assert bool(plan.spec.pattern) == inline
         check(MatVec(plan, gen), w, x)
     vectors = planner.build_plan(codes, scale, w != 0, "int8", gen, block=(16, 1), inline=True,
                                  vectors=2)
