@@ -156,6 +156,22 @@ class PermuteGathers:
     def n_groups(self) -> int:
         return len(self.passes)
 
+    def pass_offsets(self) -> list:
+        """Per group, in record order, its passes: [(the byte offset of the pass record in
+        ``index``, the offset of its window in x)], the first pass first (what a kernel with
+        the pattern compiled in reads as constants)."""
+        size = PERMUTE_PASS.size
+        first = len(self.index) - size * int(self.passes.sum())
+        further = first + size * self.n_groups
+        f = PERMUTE_PASS.field("offset")
+        out = []
+        for g, count in enumerate(self.passes.tolist()):
+            records = [first + size * g] + [further + size * j for j in range(count - 1)]
+            further += size * (count - 1)
+            out.append([(r, int(self.index[r + f.offset:r + f.offset + f.nbytes].view(f.dtype)[0]))
+                        for r in records])
+        return out
+
     @classmethod
     def build(cls, p: "Packed", window: int) -> "PermuteGathers":
         if p.group != 4 or p.contiguous:

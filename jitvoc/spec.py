@@ -4,7 +4,8 @@ ScanSpec (one per linear-recurrence kernel), frozen and hashable.
 Its `name` is the LLVM symbol, the cache key, the pytest id and the benchmark label, e.g.
 ``spmv_s8u8_16x1_avx512vnni_idx_u4a2_2688x896`` (a block-sparse int8 kernel with uint8
 activations, 16x1 blocks, AVX-512 VNNI, index-driven loop unrolled 4 times into 2 accumulators).
-Kernels with the sparsity pattern compiled in (baked, grouped) end with the pattern's hash.
+Kernels with the sparsity pattern compiled in (baked, grouped; index-driven ones with byte-permute
+gathers may have their prologue's) end with the pattern's hash.
 A kernel for B > 1 vectors (one weight load for all B) ends with ``_b{B}``.
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ class KernelSpec:
     cols: int
     unroll: int = 4
     accumulators: int = 2
-    pattern: str = ""       # hash of the sparsity pattern (baked and grouped kernels)
+    pattern: str = ""       # hash of the sparsity pattern compiled in (baked, grouped; idx:
+    # its byte-permute prologue's)
     x_signed: bool = True   # int8: activations carry a zero point of 128
     x_stride: int = 0       # gathering panels: stride of the shared activation tables (0: x_len)
     x_permute: int = 0      # gathering panels: byte-permute window (VBMI) instead of tables
@@ -40,8 +42,11 @@ class KernelSpec:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        if (self.variant in ("baked", "grouped")) != bool(self.pattern):
-            raise ValueError("baked and grouped kernels, and only they, carry a pattern hash")
+        needs = self.variant in ("baked", "grouped")
+        if needs and not self.pattern or (
+                self.pattern and not (needs or self.variant == "idx" and self.x_permute)):
+            raise ValueError("baked and grouped kernels carry a pattern hash, index-driven ones "
+                             "only with byte-permute gathers (their prologue), dense ones never")
         if self.unroll < 1 or self.accumulators < 1:
             raise ValueError("unroll and accumulators must be positive")
         if self.vectors < 1:

@@ -257,6 +257,44 @@ def test_vectors_byte_permute_and_shuffle_gathers_agree_bit_for_bit(variant):
             check_vectors(MatVec(plan, gen), w, _vectors(w, x, n))
 
 
+@pytest.mark.skipif(not VBMI, reason="no generation with byte permutes (VBMI) runs here")
+@pytest.mark.parametrize("variant", ("idx", "grouped", "baked"))
+def test_byte_permute_and_table_gathers_agree_bit_for_bit(variant):
+    """One vector: gathers by byte permutes (VBMI; the pattern compiled in for grouped and
+    baked kernels, the passes read from the index by idx) and by shifted tables give the
+    reference result, with one window pass per group and with several."""
+    gen = cpu.generation(VBMI[0])
+    for name in ("ragged_37x29", "empty_row_blocks", "wide_sparse_16x1", "extremes"):
+        w, x = _case(name)
+        codes, scale = planner.quantize_weights(w, "int8")
+        for permute in (True, False):
+            plan = planner.build_plan(codes, scale, w != 0, "int8", gen, block=(16, 1),
+                                      variant=variant, permute=permute)
+            assert bool(plan.spec.x_permute) == permute
+            if name == "wide_sparse_16x1" and permute:
+                assert plan.packed.permute_gathers(plan.spec.x_permute).passes.max() > 1
+            check(MatVec(plan, gen), w, x)
+
+
+@pytest.mark.skipif(not VBMI, reason="no generation with byte permutes (VBMI) runs here")
+def test_inline_kernels_with_byte_permutes_compile_their_prologue():
+    """An in-loop one-vector kernel with byte-permute gathers has its pattern compiled in (a
+    straight-line prologue), the same kernel outside a loop or for B vectors not; both give
+    the reference result."""
+    gen = cpu.generation(VBMI[0])
+    w, x = _case("wide_sparse_16x1")   # several window passes per group
+    codes, scale = planner.quantize_weights(w, "int8")
+    for inline in (True, False):
+        plan = planner.build_plan(codes, scale, w != 0, "int8", gen, block=(16, 1),
+                                  variant=None if inline else "idx", inline=inline)
+        assert plan.spec.variant == "idx" and plan.spec.x_permute
+        assert bool(plan.spec.pattern) == inline
+        check(MatVec(plan, gen), w, x)
+    vectors = planner.build_plan(codes, scale, w != 0, "int8", gen, block=(16, 1), inline=True,
+                                 vectors=2)
+    assert not vectors.spec.pattern
+
+
 def test_planner_takes_the_vector_count():
     """The planner prices B vectors: byte-permute words past PERMUTE_WORDS_BYTES are not built
     (shuffles instead), and the cost model scales with B, keeping 16x1 where it measured

@@ -96,6 +96,23 @@ def test_permute_gathers_round_trip(density, cols):
         assert set(g.passes.tolist()) <= {1}
 
 
+def test_permute_gathers_pass_offsets_name_the_records():
+    """pass_offsets (what kernels with the pattern compiled in read as constants) lists each
+    group's records as the index chains them, with their windows."""
+    rng = np.random.default_rng(3)
+    p = pack((rng.random((96, 1000)) < 0.002).astype(np.int8), (16, 1), 4)
+    g = p.permute_gathers(128)
+    field = lambda at: int(g.index[at:at + 4].view("<i4")[0])
+    firsts = -(-p.n_panels // 16) * 64
+    offsets = g.pass_offsets()
+    assert len(offsets) == g.n_groups and max(map(len, offsets)) > 1
+    for grp, passes in enumerate(offsets):
+        first = firsts + grp * PERMUTE_PASS.size
+        records = [first] + [field(first + 80) + j * PERMUTE_PASS.size
+                             for j in range(field(first + 76))]
+        assert passes == [(r, field(r + 72)) for r in records]
+
+
 def test_permute_gathers_passes_follow_the_columns():
     w = np.zeros((16, 300), np.int8)
     w[0, [1, 5, 130, 299]] = 1

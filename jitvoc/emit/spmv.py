@@ -483,39 +483,68 @@ def _epilogue(b: ir.IRBuilder, k: Kernel, ep: Epilogue, total, row, out):
 def permute_words(c: Core, index, pptr):
     """VBMI prologue: every gathering panel's activation word, PERMUTE_GROUP panels per group,
     into a stack array (layout.PermuteGathers): per group one byte permute of a 128-byte window
-    of x, then one masked permute per extra pass. Kernels with the pattern compiled in know the
-    group count; index-driven ones read it from panel_ptr. B vectors: each vector's words from
-    its codes at xin + v · x_pad, a group's words stored in units of Kernel.word_unit slots, the
-    B vectors' units side by side, so that a panel's B words lie together."""
-    b, p, rec_size = c.b, c.k.packed, PERMUTE_PASS.size
+    of x, then one masked permute per extra pass. One-vector kernels with the pattern compiled
+    in know every group's passes and windows: straight-line code (PermuteGathers.pass_offsets;
+    O1/O3 baked 239 -> 216 ns a call, grouped 268 -> 238, R grouped 1,951 -> 1,877; B-vector
+    kernels lost up to 7%, bench/README.md "Seventh round"); the others loop over the groups,
+    their count read from panel_ptr, the passes from the index. B vectors: each vector's words
+    from its codes at xin + v · x_pad, a group's words stored in units of Kernel.word_unit
+    slots, the B vectors' units side by side, so that a panel's B words lie together."""
+    b, p, n = c.b, c.k.packed, c.k.vectors
+    if c.k.spec.pattern and n == 1:
+        groups = c.k.gathers.pass_offsets()
+        words = alloca(b, i32, len(groups) * PERMUTE_GROUP, align=CACHE_LINE)
+        xs, results = _permute_inputs(c)
+        for g, passes in enumerate(groups):
+            for rec, window in passes:
+                _permute_into(c, xs, results, index, i64(rec), rec == passes[0][0], i64(window))
+            _store_group(c, words, i64(g), results)
+        return words
     if c.k.spec.pattern:
         n_panels = i64(p.n_panels)
     else:
         n_panels = b.sext(load(b, pptr, PTR_T, i64(p.row_blocks), align=byte_size(PTR_T)), i64)
     n_groups = b.udiv(b.add(n_panels, i64(PERMUTE_GROUP - 1)), i64(PERMUTE_GROUP))
-    n = c.k.vectors
     words = alloca(b, i32, b.mul(n_groups, i64(PERMUTE_GROUP * n)), align=CACHE_LINE)
     firsts = b.mul(n_groups, i64(PERMUTE_GROUP * byte_size(SLOT_T)))   # first passes follow
-    xs = [gep(b, c.xin, i8, i64(v * c.k.x_pad)) if v else c.xin for v in range(n)]
-    results = [b.alloca(vec(i8, 64)) for _ in xs]
+    xs, results = _permute_inputs(c)
     with counted_loop(b, 0, n_groups, name="gather") as g:
-        first = b.add(firsts, b.mul(g, i64(rec_size)))
-        for x, result in zip(xs, results):
-            b.store(_permute_pass(b, c.k, x, index, first), result)
+        first = b.add(firsts, b.mul(g, i64(PERMUTE_PASS.size)))
+        _permute_into(c, xs, results, index, first, True)
         further = _pass_int(b, index, first, "next_at")
         with counted_loop(b, 0, _pass_int(b, index, first, "further"), name="pass") as j:
-            off = b.add(further, b.mul(j, i64(rec_size)))
-            mask = b.bitcast(b.load(pass_field(b, index, off, "mask", i64), typ=i64,
-                                    align=4), vec(ir.IntType(1), 64))
-            for x, result in zip(xs, results):
-                b.store(b.select(mask, _permute_pass(b, c.k, x, index, off), b.load(result)),
-                        result)
-        if n == 1:
-            word = b.load(results[0])
-            b.store(word, gep(b, words, i32, b.mul(g, i64(PERMUTE_GROUP))), align=4)
-        else:
-            _store_units(b, c.k, words, b.mul(g, i64(PERMUTE_GROUP * n)), results)
+            off = b.add(further, b.mul(j, i64(PERMUTE_PASS.size)))
+            _permute_into(c, xs, results, index, off, False)
+        _store_group(c, words, g, results)
     return words
+
+
+def _permute_inputs(c: Core) -> tuple:
+    """Each vector's codes (x_pad apart in xin) and a 64-byte result of its group's passes."""
+    xs = [gep(c.b, c.xin, i8, i64(v * c.k.x_pad)) if v else c.xin for v in range(c.k.vectors)]
+    return xs, [c.b.alloca(vec(i8, 64)) for _ in xs]
+
+
+def _permute_into(c: Core, xs, results, index, off, first: bool, start=None):
+    """The pass at byte `off` of the index (its window at x + start; by default its offset
+    read from the record) for every vector: a first pass writes all 64 bytes of `results`, a
+    later one those its mask covers."""
+    b = c.b
+    if not first:
+        mask = b.bitcast(b.load(pass_field(b, index, off, "mask", i64), typ=i64, align=4),
+                         vec(ir.IntType(1), 64))
+    for x, result in zip(xs, results):
+        picked = _permute_pass(b, c.k, x, index, off, start)
+        b.store(picked if first else b.select(mask, picked, b.load(result)), result)
+
+
+def _store_group(c: Core, words, g, results):
+    """Group g's words (results, one per vector) into the words array."""
+    b, n = c.b, c.k.vectors
+    if n == 1:
+        b.store(b.load(results[0]), gep(b, words, i32, b.mul(g, i64(PERMUTE_GROUP))), align=4)
+    else:
+        _store_units(b, c.k, words, b.mul(g, i64(PERMUTE_GROUP * n)), results)
 
 
 def _store_units(b: ir.IRBuilder, k: Kernel, words, at, results):
@@ -555,10 +584,11 @@ def _pass_int(b: ir.IRBuilder, index, off, name: str):
     return b.sext(load(b, pass_field(b, index, off, name, i32), i32, align=4), i64)
 
 
-def _permute_pass(b: ir.IRBuilder, k: Kernel, x, index, off):
-    """The 64 bytes one pass picks from its window of codes x."""
+def _permute_pass(b: ir.IRBuilder, k: Kernel, x, index, off, start=None):
+    """The 64 bytes the pass at byte `off` of the index picks from its window x + start (by
+    default the pass's own offset field)."""
     bytes64 = vec(i8, 64)
-    start = _pass_int(b, index, off, "offset")
+    start = _pass_int(b, index, off, "offset") if start is None else start
     lo = b.load(gep(b, x, i8, start), typ=bytes64, align=1)
     hi = b.load(gep(b, x, i8, b.add(start, i64(64))), typ=bytes64, align=1)
     idx = b.load(pass_field(b, index, off, "byte_index", bytes64), typ=bytes64, align=1)

@@ -35,6 +35,12 @@ BAKED_ACCUMULATORS = 2     # R at 3-5%, O1/O3, GRU-A: 2 beat 4 by 3-7% (fewer to
 # compiles 3-5x faster (the loop with its cores: int8 0.94 s against 3.22 s, int16 1.18 s against
 # 5.77 s), and a first run's wait is mostly compiling.
 INLINE_KERNEL = ("idx", 4, 2)
+# An in-loop one-vector kernel with byte-permute gathers has its pattern compiled in
+# (KernelSpec.pattern): its prologue is straight-line code, no loop reading each group's passes
+# from the index (emit.spmv.permute_words). random_model(896)'s int8 cell (order rotated every
+# round, CPU time, Zen 4, quiet): 3.874 / 3.893 (two engines of main's code) -> 3.768 µs per
+# sample (R's alone 3.841); O1 and O3, O2 and O4 then need a core each, not one per pair: the
+# shipped model's cold engine 0.53-0.60 -> 0.62-0.68 s (bench/README.md, "Seventh round").
 # Accumulator sets of a kernel for B > 1 vectors: its B chains per panel already hide the
 # latency of the dot products, and 2 sets x 16 vectors would not fit 32 registers.
 VECTORS_ACCUMULATORS = 1
@@ -242,10 +248,11 @@ def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None
               if permute in (None, True) else 0)
     if permute and not window:
         raise InputError("byte-permute gathers need AVX-512 VBMI, int8 and 16-row blocks")
+    compiled_in = variant in ("baked", "grouped") or bool(inline and window and vectors == 1)
     spec = KernelSpec(dtype=dtype, block=(block[0], 0) if variant == "dense" else block,
                       isa=backend, variant=variant, rows=w_codes.shape[0], cols=w_codes.shape[1],
                       unroll=unroll, accumulators=accumulators,
-                      pattern=packed.pattern_hash() if variant in ("baked", "grouped") else "",
+                      pattern=packed.pattern_hash() if compiled_in else "",
                       x_signed=x_signed, x_stride=0 if packed.contiguous or window else x_stride,
                       x_permute=window,
                       grouped_unroll=GROUPED_UNROLL_LIMIT if variant == "grouped" else 0,
