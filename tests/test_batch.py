@@ -60,6 +60,17 @@ def test_representations(representation):
     check_batch(vocoder("int8", representation=representation), 4, FRAMES[:4])
 
 
+@pytest.mark.parametrize("density, variant", [(0.25, "idx"), (1.0, "dense")])
+def test_streams_kernels(density, variant):
+    """The loop of B streams takes plan.vocoder.STREAMS_KERNEL's index-driven kernels, or dense
+    ones where the planner plans a matrix dense, and its streams equal synthesize with both."""
+    model = jitvoc.calibrate(random_model(hidden=64, density=density, output_density=density,
+                                          sample_rate=16000, seed=2))
+    plans = JitEngine(model, None, "int8", vectors=2).plan.plans.values()
+    assert {p.spec.variant for p in plans} == {variant}
+    check_batch(jitvoc.load(model, dtype="int8"), 2, FRAMES[:3])
+
+
 
 @functools.cache
 def full_size():

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import cells
+from .. import cells, isa
 from ..errors import InputError
 from ..quant import ACTIVATION_BITS, FixedPoint
 from ..representation import Representation
@@ -31,6 +31,12 @@ from . import matvec as mv_plan
 VECTOR = 16  # logical vector width of the element-wise code
 CHUNK_BYTES = 1 << 20   # quantized: rows per step (float64 temporaries of at most 1 MB)
 FLOAT_ACCUMULATORS = 4  # float32 partial sums per row block, the same on every generation
+# (variant, unroll) of the sparse integer kernels of the loop of B > 1 streams, where the
+# planner's untuned choice for B vectors is grouped (row blocks by panel count): row blocks in
+# order, as in the single-stream loop (plan.matvec.INLINE_KERNEL), with the B-vector kernels'
+# one accumulator set. Measured in the loop (bench/README.md, "Issue 15: B = 8, sixth round"):
+# int8 B = 2, 4, 8, 16 x1.03, x1.00, x1.03, x1.03 per stream-sample; int16 x1.00-1.01.
+STREAMS_KERNEL = {"variant": "idx", "unroll": 4}
 # Kernel dtype per matrix for each engine dtype.
 PRECISION = {d: {m: d for m in NAMES} for d in ("int8", "int16", "float32")}
 
@@ -106,7 +112,8 @@ def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
                                              vectors=vectors)
             continue
         plans[name] = mv_plan.build_plan(codes, scale, mask, kind, gen, x_signed=signed,
-                                         inline=vectors == 1, vectors=vectors)
+                                         inline=vectors == 1, vectors=vectors,
+                                         **_streams_kernel(mask, kind, gen, vectors))
         if vectors > 1:
             continue
         r = plans["gru.R"]
@@ -140,6 +147,15 @@ def quantized(w, mask, dtype: str) -> tuple:
     if len(parts) == 1:
         return parts[0]
     return np.concatenate([c for c, _ in parts]), np.concatenate([s for _, s in parts])
+
+
+def _streams_kernel(mask, kind: str, gen, vectors: int) -> dict:
+    """build_plan's arguments for a B-vector kernel of the loop of B streams: STREAMS_KERNEL on
+    the planner's block, unless it plans the matrix dense (B = 1: none)."""
+    if vectors == 1:
+        return {}
+    block = mv_plan.default_block(mask, kind, isa.best(gen), gen, vectors)
+    return {"block": block, **(STREAMS_KERNEL if block is not None else {"variant": "dense"})}
 
 
 def vocoder_cell(plan: VocoderPlan, teacher: bool = False) -> tuple:
