@@ -264,6 +264,26 @@ def test_ray_outputs_equal_the_single_process_result(local_ray, model_path, inpu
         assert (on_ray / name).read_bytes() == (local / name).read_bytes(), name
 
 
+@pytest.mark.slow
+def test_ray_says_nothing_of_its_own(model_path, inputs, tmp_path):
+    """`jitvoc corpus --ray` as a command on a local instance of its own: stderr holds jitvoc's
+    messages only, none of Ray's (its token authentication warning, its core's error about
+    actors restarted with arguments in the object store, Ray Data's "Progress bars disabled",
+    "Started a local Ray instance"), and a bad file's error."""
+    pytest.importorskip("ray.data", reason="ray[data] is not installed: pip install 'jitvoc[ray]'")
+    (inputs / "bad.wav").write_bytes(b"not audio")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["PYTHONPATH"] = str(ROOT)   # the instance's workers inherit it: the jitvoc tested
+    run = subprocess.run([sys.executable, "-m", "jitvoc", "corpus", str(model_path), str(inputs),
+                          "-o", str(tmp_path / "out"), "--ray", "--jobs", "2"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr
+    lines = run.stderr.splitlines()
+    assert any(line.startswith(f"jitvoc: error: {inputs / 'bad.wav'}") for line in lines)
+    assert any(line.startswith("jitvoc: wrote 5 of 6 files") for line in lines), run.stderr
+    assert [line for line in lines if not line.startswith("jitvoc: ")] == []
+
+
 def test_run_ray_sends_the_longest_files_first(monkeypatch, model_path, tmp_path):
     """run_ray hands the pipeline its files longest first, as the processes take them (the
     last ones sent are the shortest: the actors end together), with Ray Data's own progress
@@ -274,8 +294,7 @@ def test_run_ray_sends_the_longest_files_first(monkeypatch, model_path, tmp_path
         items.append(corpus.Item(str(tmp_path / f"f{i}.npy"), f"f{i}.wav", "mel"))
     sent, ds = [], types.SimpleNamespace(context=types.SimpleNamespace(),
                                          iter_rows=lambda: iter(()))
-    monkeypatch.setattr(corpus, "require",
-                        lambda *a: types.SimpleNamespace(is_initialized=lambda: True))
+    monkeypatch.setattr(corpus, "init_ray", lambda address=None: None)
     monkeypatch.setattr(corpus, "pipeline", lambda model, chosen, *a, **k: sent.extend(chosen)
                         or ds)
     corpus.run_ray(str(model_path), items, tmp_path / "out")
@@ -285,8 +304,7 @@ def test_run_ray_sends_the_longest_files_first(monkeypatch, model_path, tmp_path
 
 def test_run_ray_refuses_a_bad_cpu_before_the_pipeline(monkeypatch, model_path, tmp_path):
     """The driver's load (its engine built while Ray starts) fails the run, not every actor."""
-    monkeypatch.setattr(corpus, "require",
-                        lambda *a: types.SimpleNamespace(is_initialized=lambda: True))
+    monkeypatch.setattr(corpus, "init_ray", lambda address=None: None)
     monkeypatch.setattr(corpus, "pipeline", lambda *a, **k: pytest.fail("pipeline started"))
     with pytest.raises(JitvocError, match="no-such-cpu"):
         corpus.run_ray(str(model_path), corpus.collect([_corpus(tmp_path / "in")]),

@@ -24,7 +24,6 @@ once. Target (issue 15): B = 8 at least 1.5x B = 1.
 """
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import threading
@@ -249,21 +248,16 @@ def _ray():
 
 
 def _start_ray() -> None:
-    """A local Ray instance of (at most) 2 CPUs; its workers import the jitvoc this process
-    imports (a source tree on PYTHONPATH included), not another installed one: they inherit
-    this process's environment, as those of `jitvoc corpus --ray` do. (Not a runtime_env:
-    with one, every actor waited for a worker process started for it, while those the
-    instance starts ahead went unused.)"""
-    ray = _ray()
-    if not ray.is_initialized():
-        root = str(Path(__file__).resolve().parents[2])   # the folder holding jitvoc/
-        if root not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-            os.environ["PYTHONPATH"] = os.pathsep.join(
-                p for p in (root, os.environ.get("PYTHONPATH")) if p)
-        ray.init(num_cpus=min(2, corpus.usable_cores()), include_dashboard=False,
-                 log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)   # no notes per execution
+    """A local Ray instance of (at most) 2 CPUs (corpus.init_ray, as `jitvoc corpus --ray`
+    starts one); its workers import the jitvoc this process imports (a source tree on
+    PYTHONPATH included), not another installed one: they inherit this process's environment,
+    as those of `jitvoc corpus --ray` do. (Not a runtime_env: with one, every actor waited for
+    a worker process started for it, while those the instance starts ahead went unused.)"""
+    root = str(Path(__file__).resolve().parents[2])   # the folder holding jitvoc/
+    if root not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    corpus.init_ray(num_cpus=min(2, corpus.usable_cores()))
 
 
 def _wait_for_ray_cpus(timeout: float = 60.0) -> None:
