@@ -338,6 +338,19 @@ def test_bench_corpus_batches_runs(tmp_path):
     assert sorted(rates) == ["1", "2"] and all(min(r) > 0 for r in rates.values())
 
 
+def test_bench_corpus_setups_chooses_the_rows(tmp_path, capsys):
+    """--setups times the setups it names (here one, without the batches: --batches ''), and
+    refuses one that is not a setup."""
+    out = tmp_path / "corpus.json"
+    assert main(["bench", "corpus", "--hidden", "32", "--files", "3", "--seconds", "0.05",
+                 "--batches", "", "--setups", "processes:1", "--repeats", "1",
+                 "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert list(record["speeds"]) == ["processes 1"] and record["samples_per_s_by_batch"] == {}
+    assert main(["bench", "corpus", "--setups", "processes:3"]) == 2
+    assert "no setup 'processes:3'" in capsys.readouterr().err
+
+
 def test_steady_speed_leaves_out_each_workers_first_file():
     """x realtime from the W-th result to the last: 4 files of 3 s in 2 s after the 2nd."""
     stamps = [5.0, 5.1, 6.0, 6.1, 7.0, 7.1]
