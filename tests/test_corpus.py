@@ -2,6 +2,7 @@
 outputs, kernels compiled once, and the Ray Data pipeline on a local Ray instance."""
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -282,6 +283,35 @@ def test_ray_says_nothing_of_its_own(model_path, inputs, tmp_path):
     assert any(line.startswith(f"jitvoc: error: {inputs / 'bad.wav'}") for line in lines)
     assert any(line.startswith("jitvoc: wrote 5 of 6 files") for line in lines), run.stderr
     assert [line for line in lines if not line.startswith("jitvoc: ")] == []
+
+
+@pytest.mark.parametrize("address, env, joined, auth", [
+    (None, {}, "local", "token"),                      # a new local instance, token auth chosen
+    (None, {"RAY_AUTH_MODE": "disabled"}, "local", "disabled"),   # the user's choice kept
+    (None, {"RAY_ADDRESS": "head:6379"}, "head:6379", None),      # $RAY_ADDRESS joined
+    ("auto", {}, "auto", None)])                       # a cluster's mode is the cluster's
+def test_init_ray_starts_or_joins(monkeypatch, address, env, joined, auth):
+    """init_ray: a local instance unless --address or $RAY_ADDRESS names a cluster; for a local
+    one RAY_AUTH_MODE=token (Ray's default, chosen before Ray's import so that Ray does not
+    warn); Ray's notes off unless jitvoc's debug messages are on."""
+    for name in ("RAY_AUTH_MODE", "RAY_ADDRESS"):
+        monkeypatch.setenv(name, "")   # restored (unset) after the test
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    calls = []
+    fake = types.SimpleNamespace(is_initialized=lambda: False,
+                                 init=lambda **kw: calls.append(kw))
+    monkeypatch.setattr(corpus, "require", lambda *a: fake)
+    log = logging.getLogger("jitvoc.test-init-ray")   # jitvoc's logger, at the CLI's default
+    log.setLevel(logging.INFO)
+    monkeypatch.setattr(corpus, "log", log)
+    assert corpus.init_ray(address) is fake
+    assert calls[0]["address"] == joined and calls[0]["logging_level"] == logging.WARNING
+    assert os.environ.get("RAY_AUTH_MODE") == auth
+    log.setLevel(logging.DEBUG)   # jitvoc -v
+    assert corpus._ray_log_level() == logging.INFO
 
 
 def test_run_ray_sends_the_longest_files_first(monkeypatch, model_path, tmp_path):
