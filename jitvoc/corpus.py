@@ -22,6 +22,7 @@ import queue
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -481,24 +482,63 @@ def pipeline(model, items, settings=Settings(), workers=None, **load_args):
     # 18.2x with the next queued), at the cost of at most one file of imbalance at the end.
     # (`concurrency=` is deprecated since Ray 2.51.)
     actors = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2)
-    return files.map_batches(RayVocoder, fn_constructor_args=(model, kinds, settings, load_args),
-                             batch_size=settings.batch, batch_format="numpy", compute=actors,
-                             num_cpus=1)
+    # No restarts: an actor whose process dies ends the run, as a dead worker process does
+    # with --jobs (the outputs written so far are complete), rather than being restarted and
+    # retried without end on a file that kills it. With Ray Data's default (restarts without
+    # end) Ray's core logged an error on stderr for every actor: Ray Data passes an actor its
+    # context and its function through the object store (ray-project/ray#57733). Ray 2.60
+    # takes max_restarts only among the remote arguments it has deprecated, with a warning.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+        return files.map_batches(RayVocoder, batch_size=settings.batch, batch_format="numpy",
+                                 fn_constructor_args=(model, kinds, settings, load_args),
+                                 compute=actors, num_cpus=1, max_restarts=0)
+
+
+def init_ray(address=None, **init_args):
+    """Ray, imported and initialised unless it was: joined to the cluster at `address` (else
+    $RAY_ADDRESS), else a local instance started (`init_args` as ray.init takes them), with
+    Ray's own messages down to its warnings and errors. A local instance gets token
+    authentication, Ray's default for one, chosen here (unless $RAY_AUTH_MODE is set, and only
+    before Ray's import, which reads it) so that Ray does not warn that it chose it."""
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local" and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    ray = require("ray", "running on Ray", "'jitvoc[ray]'")
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False, include_dashboard=False,
+                 logging_level=_ray_log_level(), **init_args)
+    return ray
+
+
+def _ray_log_level() -> int:
+    """Ray's and Ray Data's notes (INFO) on stderr only when jitvoc's debug messages are on
+    (`jitvoc -v`); their warnings and errors always."""
+    return logging.INFO if log.isEnabledFor(logging.DEBUG) else logging.WARNING
+
+
+def quiet_ray_data(context) -> None:
+    """Ray Data's progress bars off in the DataContext `context`, and its warning that they
+    are: jitvoc's bar reports (Ray Data's would cost the driver CPU, on the cores the actors
+    vocode on in a local instance); its notes as _ray_log_level says (set after `ray.data`'s
+    import, which sets its logger's level)."""
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(_ray_log_level())
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def run_ray(model, items, out_dir, settings=Settings(), workers=None, report=None,
             address=None, **load_args) -> None:
     """`run` on Ray: the pipeline's results come back to this process, which writes them.
-    Ray is started here (ray.init(address=address)) unless it is already initialised."""
-    ray = require("ray", "running on Ray", "'jitvoc[ray]'")
+    Ray is started here (init_ray(address)) unless it is already initialised."""
     report = report or (lambda result: None)
     prepare_output(out_dir)
     # A bad model or CPU fails here, not in every actor; the actors get the Model itself, so
     # that the machines of a cluster need no copy of its file. Its engine is built (read from
     # the cache) on a thread while Ray starts.
     vocoder = load(model, background=True, **load_args)
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    ray = init_ray(address)
     model = vocoder.ready().model
     readable = []
     for item in items:
@@ -512,18 +552,22 @@ def run_ray(model, items, out_dir, settings=Settings(), workers=None, report=Non
     # Longest first, as on processes: the last files sent are the shortest, so that the
     # actors end close together.
     ds = pipeline(model, _longest_first(readable), settings, workers, **load_args)
-    # jitvoc's bar (report) shows the progress: Ray Data's bars and its note at the start
-    # would only cost the driver CPU (on the cores the actors vocode on, in a local instance).
-    ds.context.enable_progress_bars = False
-    ds.context.print_on_execution_start = False
-    for row in ds.iter_rows():
-        item = by_path[row["path"]]
-        if row["error"]:
-            report(Result(item, error=row["error"]))
-            continue
-        try:
-            write_output(out_dir, item, row["wav"])
-            notes = tuple(row["notes"].split("; ")) if row["notes"] else ()
-            report(Result(item, row["audio_s"], notes=notes))
-        except JitvocError as e:
-            report(_failure(item, e))
+    quiet_ray_data(ds.context)
+    try:
+        for row in ds.iter_rows():
+            report(_row_written(out_dir, by_path[row["path"]], row))
+    except ray.exceptions.ActorDiedError as e:   # an actor is not restarted (pipeline)
+        raise JitvocError(f"a Ray actor died ({str(e).splitlines()[0]}); the outputs "
+                          f"written so far are complete") from None
+
+
+def _row_written(out_dir, item, row) -> Result:
+    """The Result of one row of the pipeline, its WAV written."""
+    if row["error"]:
+        return Result(item, error=row["error"])
+    try:
+        write_output(out_dir, item, row["wav"])
+    except JitvocError as e:
+        return _failure(item, e)
+    return Result(item, row["audio_s"], notes=tuple(row["notes"].split("; ")) if row["notes"]
+                  else ())

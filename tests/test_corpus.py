@@ -2,6 +2,7 @@
 outputs, kernels compiled once, and the Ray Data pipeline on a local Ray instance."""
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -264,6 +265,55 @@ def test_ray_outputs_equal_the_single_process_result(local_ray, model_path, inpu
         assert (on_ray / name).read_bytes() == (local / name).read_bytes(), name
 
 
+@pytest.mark.slow
+def test_ray_says_nothing_of_its_own(model_path, inputs, tmp_path):
+    """`jitvoc corpus --ray` as a command on a local instance of its own: stderr holds jitvoc's
+    messages only, none of Ray's (its token authentication warning, its core's error about
+    actors restarted with arguments in the object store, Ray Data's "Progress bars disabled",
+    "Started a local Ray instance"), and a bad file's error."""
+    pytest.importorskip("ray.data", reason="ray[data] is not installed: pip install 'jitvoc[ray]'")
+    (inputs / "bad.wav").write_bytes(b"not audio")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["PYTHONPATH"] = str(ROOT)   # the instance's workers inherit it: the jitvoc tested
+    run = subprocess.run([sys.executable, "-m", "jitvoc", "corpus", str(model_path), str(inputs),
+                          "-o", str(tmp_path / "out"), "--ray", "--jobs", "2"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr
+    lines = run.stderr.splitlines()
+    assert any(line.startswith(f"jitvoc: error: {inputs / 'bad.wav'}") for line in lines)
+    assert any(line.startswith("jitvoc: wrote 5 of 6 files") for line in lines), run.stderr
+    assert [line for line in lines if not line.startswith("jitvoc: ")] == []
+
+
+@pytest.mark.parametrize("address, env, joined, auth", [
+    (None, {}, "local", "token"),                      # a new local instance, token auth chosen
+    (None, {"RAY_AUTH_MODE": "disabled"}, "local", "disabled"),   # the user's choice kept
+    (None, {"RAY_ADDRESS": "head:6379"}, "head:6379", None),      # $RAY_ADDRESS joined
+    ("auto", {}, "auto", None)])                       # a cluster's mode is the cluster's
+def test_init_ray_starts_or_joins(monkeypatch, address, env, joined, auth):
+    """init_ray: a local instance unless --address or $RAY_ADDRESS names a cluster; for a local
+    one RAY_AUTH_MODE=token (Ray's default, chosen before Ray's import so that Ray does not
+    warn); Ray's notes off unless jitvoc's debug messages are on."""
+    for name in ("RAY_AUTH_MODE", "RAY_ADDRESS"):
+        monkeypatch.setenv(name, "")   # restored (unset) after the test
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    calls = []
+    fake = types.SimpleNamespace(is_initialized=lambda: False,
+                                 init=lambda **kw: calls.append(kw))
+    monkeypatch.setattr(corpus, "require", lambda *a: fake)
+    log = logging.getLogger("jitvoc.test-init-ray")   # jitvoc's logger, at the CLI's default
+    log.setLevel(logging.INFO)
+    monkeypatch.setattr(corpus, "log", log)
+    assert corpus.init_ray(address) is fake
+    assert calls[0]["address"] == joined and calls[0]["logging_level"] == logging.WARNING
+    assert os.environ.get("RAY_AUTH_MODE") == auth
+    log.setLevel(logging.DEBUG)   # jitvoc -v
+    assert corpus._ray_log_level() == logging.INFO
+
+
 def test_run_ray_sends_the_longest_files_first(monkeypatch, model_path, tmp_path):
     """run_ray hands the pipeline its files longest first, as the processes take them (the
     last ones sent are the shortest: the actors end together), with Ray Data's own progress
@@ -274,8 +324,7 @@ def test_run_ray_sends_the_longest_files_first(monkeypatch, model_path, tmp_path
         items.append(corpus.Item(str(tmp_path / f"f{i}.npy"), f"f{i}.wav", "mel"))
     sent, ds = [], types.SimpleNamespace(context=types.SimpleNamespace(),
                                          iter_rows=lambda: iter(()))
-    monkeypatch.setattr(corpus, "require",
-                        lambda *a: types.SimpleNamespace(is_initialized=lambda: True))
+    monkeypatch.setattr(corpus, "init_ray", lambda address=None: None)
     monkeypatch.setattr(corpus, "pipeline", lambda model, chosen, *a, **k: sent.extend(chosen)
                         or ds)
     corpus.run_ray(str(model_path), items, tmp_path / "out")
@@ -285,8 +334,7 @@ def test_run_ray_sends_the_longest_files_first(monkeypatch, model_path, tmp_path
 
 def test_run_ray_refuses_a_bad_cpu_before_the_pipeline(monkeypatch, model_path, tmp_path):
     """The driver's load (its engine built while Ray starts) fails the run, not every actor."""
-    monkeypatch.setattr(corpus, "require",
-                        lambda *a: types.SimpleNamespace(is_initialized=lambda: True))
+    monkeypatch.setattr(corpus, "init_ray", lambda address=None: None)
     monkeypatch.setattr(corpus, "pipeline", lambda *a, **k: pytest.fail("pipeline started"))
     with pytest.raises(JitvocError, match="no-such-cpu"):
         corpus.run_ray(str(model_path), corpus.collect([_corpus(tmp_path / "in")]),
@@ -318,6 +366,19 @@ def test_bench_corpus_batches_runs(tmp_path):
                  "--json", str(out)]) == 0
     rates = json.loads(out.read_text())["samples_per_s_by_batch"]
     assert sorted(rates) == ["1", "2"] and all(min(r) > 0 for r in rates.values())
+
+
+def test_bench_corpus_setups_chooses_the_rows(tmp_path, capsys):
+    """--setups times the setups it names (here one, without the batches: --batches ''), and
+    refuses one that is not a setup."""
+    out = tmp_path / "corpus.json"
+    assert main(["bench", "corpus", "--hidden", "32", "--files", "3", "--seconds", "0.05",
+                 "--batches", "", "--setups", "processes:1", "--repeats", "1",
+                 "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert list(record["speeds"]) == ["processes 1"] and record["samples_per_s_by_batch"] == {}
+    assert main(["bench", "corpus", "--setups", "processes:3"]) == 2
+    assert "no setup 'processes:3'" in capsys.readouterr().err
 
 
 def test_steady_speed_leaves_out_each_workers_first_file():

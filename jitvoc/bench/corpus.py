@@ -24,7 +24,6 @@ once. Target (issue 15): B = 8 at least 1.5x B = 1.
 """
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import threading
@@ -36,6 +35,7 @@ import numpy as np
 from .. import corpus
 from ..audio import write_audio
 from ..calibration import calibrate
+from ..errors import JitvocError
 from ..model import random_model
 from ..optional import require
 from ..vocoder import load
@@ -55,8 +55,12 @@ def add_arguments(p) -> None:
     p.add_argument("--dtype", default="int8", help="int8 (default), int16 or float32")
     p.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
     p.add_argument("--no-ray", action="store_true", help="leave the Ray setups out")
+    p.add_argument("--setups", default=",".join(f"{s}:{w}" for s, w in SETUPS),
+                   help="the setups to time, comma-separated SETUP:WORKERS (default: all, "
+                        "%(default)s)")
     p.add_argument("--batches", default="1,2,4,8,16",
-                   help="streams per step B to time, comma-separated (default 1,2,4,8,16)")
+                   help="streams per step B to time, comma-separated (default 1,2,4,8,16; "
+                        "'' for none)")
     p.add_argument("--batch-only", action="store_true",
                    help="time the batches only (no process or Ray setups)")
     p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
@@ -110,8 +114,9 @@ class _TreeCpu:
     """CPU seconds of this process and its descendants while in the block (Linux /proc,
     sampled every 0.1 s from a thread: a Ray instance's processes, whose actors end before
     the block does and are not this process's children; at most 0.1 s of a process that
-    ends is missed; the sampling's own CPU, about 1.3 ms a sample on a VM of 130
-    processes, counts)."""
+    ends is missed). The sampling thread's own CPU (1.4 ms a sample on a VM of 80 processes:
+    1.4% of a core over the run, which a run of processes, timed by os.times, does not pay)
+    is left out."""
 
     def __enter__(self):
         self.first = self._sample()
@@ -124,11 +129,14 @@ class _TreeCpu:
         self._stop.set()
         self._thread.join()
         self.last.update(self._sample())
-        self.seconds = sum(t - self.first.get(pid, 0.0) for pid, t in self.last.items())
+        self.seconds = sum(t - self.first.get(pid, 0.0) for pid, t in self.last.items()) \
+            - self.sampling
 
     def _run(self):
+        start = time.thread_time()
         while not self._stop.wait(0.1):
             self.last.update(self._sample())
+        self.sampling = time.thread_time() - start
 
     @staticmethod
     def _sample() -> dict:
@@ -174,17 +182,30 @@ def measure(model, items, seconds, setups, repeats, dtype, tmp) -> dict:
     return speeds
 
 
+def chosen_setups(args) -> list:
+    """The (setup, workers) of --setups, in SETUPS's order, less Ray's with --no-ray."""
+    names = {f"{s}:{w}": (s, w) for s, w in SETUPS}
+    unknown = [n for n in args.setups.split(",") if n and n not in names]
+    if unknown:
+        raise JitvocError(f"--setups: no setup {unknown[0]!r}; the setups are "
+                          f"{', '.join(names)}")
+    chosen = {names[n] for n in args.setups.split(",") if n}
+    return [s for s in SETUPS if s in chosen and not (args.no_ray and s[0].startswith("ray"))]
+
+
 def run(args) -> int:
-    setups = [s for s in SETUPS if not (args.no_ray and s[0].startswith("ray"))]
+    setups = chosen_setups(args)
     with tempfile.TemporaryDirectory(prefix="jitvoc-bench-corpus-") as name:
         tmp = Path(name)
         model = tmp / "model.npz"   # with its activation ranges, as exported models have
         calibrate(random_model(hidden=args.hidden, sample_rate=24000)).save(model)
         items = make_corpus(tmp / "in", args.files, args.seconds, 24000)
         batches = [int(b) for b in args.batches.split(",") if b]
-        by_batch = measure_batches(load(model, dtype=args.dtype), items, batches, args.repeats)
-        batch_table = _batch_table(by_batch, args)
-        print(batch_table.text())
+        by_batch = measure_batches(load(model, dtype=args.dtype), items, batches,
+                                   args.repeats) if batches else {}
+        batch_table = _batch_table(by_batch, args) if batches else None
+        if batch_table:
+            print(batch_table.text())
         speeds, loadavg = {}, os.getloadavg()[0]
         if not args.batch_only:
             corpus.run(model, items[:1], tmp / "warm", jobs=1, dtype=args.dtype)  # cached
@@ -199,7 +220,7 @@ def run(args) -> int:
                                    dtype=args.dtype)
                 speeds |= measure(model, items, args.seconds, chosen, args.repeats,
                                   args.dtype, tmp)
-    tables, figures = [batch_table], {}
+    tables, figures = [t for t in (batch_table,) if t], {}
     if speeds:
         table, figures = _table(speeds, args, (loadavg, os.getloadavg()[0]))
         print(table.text())
@@ -249,21 +270,16 @@ def _ray():
 
 
 def _start_ray() -> None:
-    """A local Ray instance of (at most) 2 CPUs; its workers import the jitvoc this process
-    imports (a source tree on PYTHONPATH included), not another installed one: they inherit
-    this process's environment, as those of `jitvoc corpus --ray` do. (Not a runtime_env:
-    with one, every actor waited for a worker process started for it, while those the
-    instance starts ahead went unused.)"""
-    ray = _ray()
-    if not ray.is_initialized():
-        root = str(Path(__file__).resolve().parents[2])   # the folder holding jitvoc/
-        if root not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-            os.environ["PYTHONPATH"] = os.pathsep.join(
-                p for p in (root, os.environ.get("PYTHONPATH")) if p)
-        ray.init(num_cpus=min(2, corpus.usable_cores()), include_dashboard=False,
-                 log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)   # no notes per execution
+    """A local Ray instance of (at most) 2 CPUs (corpus.init_ray, as `jitvoc corpus --ray`
+    starts one); its workers import the jitvoc this process imports (a source tree on
+    PYTHONPATH included), not another installed one: they inherit this process's environment,
+    as those of `jitvoc corpus --ray` do. (Not a runtime_env: with one, every actor waited for
+    a worker process started for it, while those the instance starts ahead went unused.)"""
+    root = str(Path(__file__).resolve().parents[2])   # the folder holding jitvoc/
+    if root not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    corpus.init_ray(num_cpus=min(2, corpus.usable_cores()))
 
 
 def _wait_for_ray_cpus(timeout: float = 60.0) -> None:
@@ -279,16 +295,25 @@ def _wait_for_ray_cpus(timeout: float = 60.0) -> None:
 def _table(speeds, args, loadavg):
     med = {k: {kind: float(np.median(v)) for kind, v in runs.items() if v} for k, runs in
            speeds.items()}
-    base = med[("processes", 1)]
+    base = med.get(("processes", 1))
     rows, figures = [], {}
     for setup, workers in sorted(med, key=SETUPS.index):
         m = med[(setup, workers)]
         spread = report.summary(speeds[(setup, workers)]["steady"])[1]
         rows.append([LABELS[setup], workers, f"{m['whole']:.2f}",
-                     f"{m['whole'] / base['whole']:.2f}", f"{m['steady']:.2f}",
-                     f"{m['steady'] / base['steady']:.2f}", f"{100 * spread:.0f}%",
-                     f"{m['cpu']:.2f}"])
+                     f"{m['whole'] / base['whole']:.2f}" if base else "", f"{m['steady']:.2f}",
+                     f"{m['steady'] / base['steady']:.2f}" if base else "",
+                     f"{100 * spread:.0f}%", f"{m['cpu']:.2f}"])
         figures[f"{setup} {workers}"] = m
+    headers = ["setup", "workers", "whole x realtime", "vs 1 process", "steady x realtime",
+               "vs 1 process", "spread", "CPU s"]
+    return report.Table("corpus: jitvoc.corpus on processes and on Ray", headers, rows,
+                        _notes(med, args, loadavg)), figures
+
+
+def _notes(med, args, loadavg) -> list:
+    """The table's notes: what it measured, and the ratios of the issue's targets among the
+    setups timed."""
     notes = [f"{args.files} files x {args.seconds:g} s of noise, random_model({args.hidden}) at "
              f"24 kHz, {args.dtype}, native; medians of {args.repeats} rounds; "
              f"{corpus.usable_cores()} usable cores; load average {loadavg[0]:.1f} at the start, "
@@ -302,23 +327,20 @@ def _table(speeds, args, loadavg):
              "of a whole run, in the bench process and its worker processes, or in the bench "
              "process and the local Ray instance's processes until the run's actors have "
              "ended (the machine's load does not count)"]
-    if ("processes", 2) in med:
-        notes.append(f"CPU: 2 processes - 1: {med[('processes', 2)]['cpu'] - base['cpu']:+.2f} s "
+    base, two = med.get(("processes", 1)), med.get(("processes", 2))
+    if base and two:
+        notes.append(f"CPU: 2 processes - 1: {two['cpu'] - base['cpu']:+.2f} s "
                      f"(what the second process costs beyond its share of the work)")
     for ray in ("ray", "ray+init"):
-        if (ray, 2) in med and ("processes", 2) in med:
-            extra = med[(ray, 2)]["cpu"] - med[("processes", 2)]["cpu"]
-            notes.append(f"CPU: {LABELS[ray]}, 2 workers - 2 processes: {extra:+.2f} s")
+        if (ray, 2) in med and two:
+            notes.append(f"CPU: {LABELS[ray]}, 2 workers - 2 processes: "
+                         f"{med[(ray, 2)]['cpu'] - two['cpu']:+.2f} s")
     for kind in ("steady", "whole"):
-        if ("processes", 2) in med:
-            notes.append(f"{kind}: 2 processes / 1: "
-                         f"{med[('processes', 2)][kind] / base[kind]:.2f}x (target >= 1.9x)")
+        if base and two:
+            notes.append(f"{kind}: 2 processes / 1: {two[kind] / base[kind]:.2f}x "
+                         f"(target >= 1.9x)")
         for ray in ("ray", "ray+init"):
-            if (ray, 2) in med:
-                ratio = med[(ray, 2)][kind] / med[("processes", 2)][kind]
-                notes.append(f"{kind}: {LABELS[ray]}, 2 workers / 2 processes: {ratio:.2f} "
-                             f"(target >= 0.85)")
-    headers = ["setup", "workers", "whole x realtime", "vs 1 process", "steady x realtime",
-               "vs 1 process", "spread", "CPU s"]
-    return report.Table("corpus: jitvoc.corpus on processes and on Ray", headers, rows,
-                        notes), figures
+            if (ray, 2) in med and two:
+                notes.append(f"{kind}: {LABELS[ray]}, 2 workers / 2 processes: "
+                             f"{med[(ray, 2)][kind] / two[kind]:.2f} (target >= 0.85)")
+    return notes

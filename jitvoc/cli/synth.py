@@ -12,7 +12,6 @@ from ..audio import SUBTYPES, check_output, write_audio
 from ..calibration import calibrate
 from ..engine import MAX_STREAMS
 from ..errors import JitvocError
-from ..optional import require
 from ..progress import progress_bar
 from ..reference.vocoder import ReferenceEngine
 from ..vocoder import DTYPES, MEL_LAYOUTS, load, read_model
@@ -156,7 +155,6 @@ def _corpus(args, model, items) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
     with logging_redirect_tqdm():   # messages above the bar, not through it
         if on_ray:
-            _quiet_ray(args.verbose)
             corpus.run_ray(_calibrated(args, model), items, args.output, _settings(args),
                            args.jobs, tally.add, address=args.address, **_load_args(args))
             how = f"Ray, {args.jobs or 'one per CPU'} workers"
@@ -167,16 +165,6 @@ def _corpus(args, model, items) -> int:
             how = f"{jobs} process{'es' if jobs > 1 else ''}"
         return tally.finish(args.output, f"{how}, {args.backend} backend, "
                                          f"{args.dtype or 'int8'}")
-
-
-def _quiet_ray(verbose: int) -> None:
-    """Ray Data's own progress bars and execution notes off: the corpus bar is shown instead
-    (-v keeps the notes)."""
-    require("ray.data", "running on Ray", "'jitvoc[ray]'")
-    import ray.data
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    if not verbose:
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def _single(args, model, source) -> int:
