@@ -274,7 +274,7 @@ def _read_archive(path) -> tuple[dict, dict]:
             meta = _parse_meta(archive.read("meta", headers.pop("meta")))
             _check_meta(meta)
             _check_structure(headers, meta)
-            return meta, archive.read_all(headers, frozen=True)
+            return meta, {k: archive.read(k, h, frozen=True) for k, h in headers.items()}
     except npy.NpyError as e:
         raise ModelFileError(str(e)) from None
 

@@ -2,7 +2,6 @@
 exactly the bytes it promises are read (a header may claim terabytes; a file may be short)."""
 import contextlib
 import math
-import threading
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ class Archive:
     the member holds exactly what it promises) before `read()` allocates any array."""
 
     def __init__(self, path, max_members: int):   # path: a file's, or a binary file object
-        self.max_members, self._lock = max_members, threading.Lock()
+        self.max_members = max_members
         try:
             self.zip = zipfile.ZipFile(path)
         except FileNotFoundError:
@@ -111,53 +110,15 @@ class Archive:
             f.read(header.offset)
             return array_from(f.read(header.nbytes), header, frozen)
 
-    def read_all(self, headers: dict, frozen: bool = False) -> dict:
-        """key -> array (read's) of every member in `headers` (checked ones), the largest
-        read on a thread while this one reads the rest: zlib inflates without the GIL, and one
-        pruned matrix held half of a model file's decompression (the shipped model's gru.R, 22
-        of 45 ms). An error is raised as read raises it: this thread's first, else the
-        largest member's."""
-        if len(headers) < 2:
-            return {k: self.read(k, h, frozen) for k, h in headers.items()}
-        largest = max(headers, key=lambda k: headers[k].nbytes)
-        out, failed = {}, []
-
-        def read_largest():
-            try:
-                out[largest] = self.read(largest, headers[largest], frozen)
-            except BaseException as e:   # raised below, by the calling thread
-                failed.append(e)
-        thread = threading.Thread(target=read_largest, name="jitvoc-npz", daemon=True)
-        thread.start()
-        try:
-            out |= {k: self.read(k, h, frozen) for k, h in headers.items() if k != largest}
-        finally:
-            thread.join()   # before the archive closes
-        if failed:
-            raise failed[0]
-        return {k: out[k] for k in headers}
-
     @contextlib.contextmanager
     def _member(self, name: str, problem: str = ""):
         """The member open for reading; any failure an NpyError naming it."""
         try:
-            with self._opened(name) as f:
+            with self.zip.open(name) as f:
                 yield f
         except (NpyError, OSError, zipfile.BadZipFile, zlib.error, EOFError,
                 NotImplementedError) as e:   # the last: an unknown compression method
             raise NpyError(f"member {name!r}{problem}: {e}") from None
-
-    @contextlib.contextmanager
-    def _opened(self, name: str):
-        """zip.open(name), opened and closed under this archive's lock: ZipFile counts its open
-        members without one (read_all reads two at once)."""
-        with self._lock:
-            f = self.zip.open(name)
-        try:
-            yield f
-        finally:
-            with self._lock:
-                f.close()
 
 
 def _starts_like_npy(source) -> bool:
