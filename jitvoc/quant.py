@@ -150,12 +150,17 @@ def zero_correction(w_codes: np.ndarray, fmt: FixedPoint) -> np.ndarray:
     return (fmt.zero_point * w_codes.sum(axis=1, dtype=np.int64)).astype(np.int32)
 
 
-def check_accumulators(codes: np.ndarray, dtype: str) -> None:
+def row_l1(codes: np.ndarray) -> np.ndarray:
+    """Σ_c |codes[r, c]| per row, in int64 (what check_accumulators bounds)."""
+    return np.abs(codes.astype(np.int64)).sum(axis=1)
+
+
+def check_accumulators(l1: np.ndarray, dtype: str) -> None:
     """Refuse integer weights whose int32 accumulator could overflow for some input:
-    |Σ_c w[r, c] · x[c]| ≤ Σ_c |w[r, c]| · max|x code| must stay ≤ 2³¹ − 1 in every row."""
+    |Σ_c w[r, c] · x[c]| ≤ Σ_c |w[r, c]| · max|x code| must stay ≤ 2³¹ − 1 in every row
+    (`l1`: row_l1 of the whole matrix's codes, so that the worst row is named)."""
     if dtype not in X_CODE_MAX:
         return
-    l1 = np.abs(codes.astype(np.int64)).sum(axis=1)
     worst = int(l1.argmax())
     if l1[worst] * X_CODE_MAX[dtype] > INT32_MAX:
         raise InputError(

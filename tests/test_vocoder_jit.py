@@ -295,21 +295,20 @@ def test_a_model_without_calibration_is_refused_until_calibrated():
 
 @pytest.mark.parametrize("dtype", ["int8", "int16", "float32"])
 def test_quantized_in_row_chunks_is_quantized_whole(dtype, monkeypatch):
-    """The planner quantizes a matrix a few rows at a time (plan.vocoder.quantized): the codes
-    and scales of the whole matrix at once, and the same refusal, naming the same row."""
-    from jitvoc.plan import vocoder as plan_vocoder_module
-    from jitvoc.plan.matvec import quantize_weights
-    monkeypatch.setattr(plan_vocoder_module, "CHUNK_BYTES", 8 * 64 * 5)   # 5 rows a step
+    """The planner quantizes a matrix a few rows at a time (plan.matvec.quantize_weights): the
+    codes and scales of the whole matrix at once, and the same refusal, naming the same row."""
+    from jitvoc.plan import matvec as mv_plan
     rng = np.random.default_rng(3)
     w = rng.standard_normal((53, 64)).astype(np.float32)
     mask = rng.random(w.shape) < 0.3
-    codes, scale = plan_vocoder_module.quantized(w, mask, dtype)
-    whole = quantize_weights(np.where(mask, w, 0).astype(np.float32), dtype)
+    whole = mv_plan.quantize_weights(np.where(mask, w, 0).astype(np.float32), dtype)
+    monkeypatch.setattr(mv_plan, "QUANTIZE_STEP_BYTES", 8 * 64 * 5)   # 5 rows a step
+    codes, scale = mv_plan.quantize_weights(w, dtype, mask)
     assert np.array_equal(codes, whole[0]) and np.array_equal(scale, whole[1])
     assert codes.dtype == whole[0].dtype and scale.dtype == whole[1].dtype
     if dtype == "int8":   # one row too long for an int32 accumulator of int8 codes: row 41
         wide = np.zeros((53, 140_000), np.float32)
         wide[41] = 1.0
-        monkeypatch.setattr(plan_vocoder_module, "CHUNK_BYTES", 8 * 140_000 * 5)
+        monkeypatch.setattr(mv_plan, "QUANTIZE_STEP_BYTES", 8 * 140_000 * 5)
         with pytest.raises(InputError, match="row 41 of the weights"):
-            plan_vocoder_module.quantized(wide, wide != 0, dtype)
+            mv_plan.quantize_weights(wide, dtype, wide != 0)

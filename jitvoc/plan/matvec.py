@@ -14,7 +14,7 @@ import numpy as np
 from .. import config, isa
 from ..errors import InputError, JitvocError
 from ..layout import BLOCKS, Packed, block_mask, pack
-from ..quant import WEIGHT_FORMATS, check_accumulators
+from ..quant import WEIGHT_FORMATS, check_accumulators, row_l1
 from ..spec import GROUP, KernelSpec
 
 GROUPED_UNROLL_LIMIT = 64  # panels per row block fully unrolled by the grouped variant
@@ -77,14 +77,33 @@ def check_matrix(w) -> np.ndarray:
     return w
 
 
-def quantize_weights(w: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+# Rows quantized per step: float temporaries of at most 1 MB. NumPy has the kernel back arrays
+# of 4 MB or more with huge pages, whose first touch compacted memory: planning the shipped
+# model's gru.R whole took 0.1-0.2 s instead of 0.04 in about one cold load in four
+# (bench/README.md, "The user path, ninth round").
+QUANTIZE_STEP_BYTES = 1 << 20
+
+
+def quantize_weights(w: np.ndarray, dtype: str, mask=None) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, row scales) of w (where `mask`, if given, else 0) in dtype's weight format, a
+    few rows at a time (QUANTIZE_STEP_BYTES; codes and scales are per row, so the same as of
+    the whole); refused if a row's int32 accumulator could overflow (check_accumulators)."""
     if dtype == "float32":
+        w = w if mask is None else np.where(mask, w, np.float32(0))
         return w, np.ones(w.shape[0], dtype=np.float32)
     if dtype not in WEIGHT_FORMATS:
         raise InputError(f"dtype must be int8, int16 or float32, got {dtype!r}")
-    codes, scale = WEIGHT_FORMATS[dtype].quantize(w)
-    check_accumulators(codes, dtype)
-    return codes, scale
+    step = max(1, QUANTIZE_STEP_BYTES // (8 * max(1, w.shape[1])))
+    parts = []
+    for a in range(0, max(1, len(w)), step):
+        rows = w[a:a + step] if mask is None else np.where(mask[a:a + step], w[a:a + step],
+                                                          np.float32(0))
+        codes, scale = WEIGHT_FORMATS[dtype].quantize(rows)
+        parts.append((codes, scale, row_l1(codes)))
+    check_accumulators(np.concatenate([l1 for _, _, l1 in parts]), dtype)
+    if len(parts) == 1:
+        return parts[0][:2]
+    return np.concatenate([c for c, _, _ in parts]), np.concatenate([s for _, s, _ in parts])
 
 
 def panel_count(mask: np.ndarray, block: tuple, group: int) -> int:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import numpy as np
-
 from .. import cells, isa
 from ..errors import InputError
 from ..quant import ACTIVATION_BITS, FixedPoint
@@ -29,7 +27,6 @@ from . import cell as plan_cell
 from . import matvec as mv_plan
 
 VECTOR = 16  # logical vector width of the element-wise code
-CHUNK_BYTES = 1 << 20   # quantized: rows per step (float64 temporaries of at most 1 MB)
 FLOAT_ACCUMULATORS = 4  # float32 partial sums per row block, the same on every generation
 # (variant, unroll) of the sparse integer kernels of the loop of B > 1 streams, where the
 # planner's untuned choice for B vectors is grouped (row blocks by panel count): row blocks in
@@ -102,7 +99,7 @@ def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
     plans = {}
     for name, (w, mask) in model.matrices().items():
         mask, kind = mask != 0, precision[name]
-        codes, scale = quantized(w, mask, kind)
+        codes, scale = mv_plan.quantize_weights(w, kind, mask)
         signed = formats[name].signed if name in formats else True
         if kind == "float32":  # one layout for every generation: identical float results
             block = mv_plan.default_block(mask, kind, "sse2", gen)
@@ -128,25 +125,6 @@ def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
                        upsample=model.upsample, plans=plans, formats=formats,
                        representation=model.representation, vectors=vectors)
     return plan
-
-
-def quantized(w, mask, dtype: str) -> tuple:
-    """matvec.quantize_weights of the pruned matrix (w where mask, else 0), row chunks of at
-    most CHUNK_BYTES of float64 at a time: the same codes and scales (both are per row), with
-    no temporary of 4 MB or more, which NumPy has the kernel back with huge pages: their first
-    touch compacted memory, and planning the shipped model's gru.R took 0.1-0.2 s instead of
-    0.04 in about one cold load in four (bench/README.md, ninth round). A matrix refused is
-    refused as a whole, its error naming its row."""
-    step = max(1, CHUNK_BYTES // (8 * w.shape[1]))
-    try:
-        parts = [mv_plan.quantize_weights(np.where(mask[a:a + step], w[a:a + step],
-                                                   np.float32(0)), dtype)
-                 for a in range(0, len(w), step)]
-    except InputError:
-        return mv_plan.quantize_weights(np.where(mask, w, np.float32(0)), dtype)
-    if len(parts) == 1:
-        return parts[0]
-    return np.concatenate([c for c, _ in parts]), np.concatenate([s for _, s in parts])
 
 
 def _streams_kernel(mask, kind: str, gen, vectors: int) -> dict:
