@@ -12,7 +12,7 @@ read + mel + `synthesize`, int16 trimmed; load(background=True) where the tree h
 vocoder alone, and the engine alone on the same K. Prints one JSON line per tree and dtype:
 CPU-time medians (time.process_time in process; user + system of the command and its
 children), the user path, synthesize and the engine also in wall time and in CPU time of the
-main thread alone (`wall`, `main` keys: the threads' overlap shows there only; `main` is the
+main thread alone (`_wall`, `_main` keys: the threads' overlap shows there only; `main` is the
 critical path where a free core runs the other threads, the wall time of an idle machine less
 any wait for them), cold and warm also in wall seconds, and `fixed`, the warm
 command's CPU time less the in-process user path (interpreter start-up, imports, the WAV
@@ -36,25 +36,11 @@ SENTENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examp
                         "ru_0749.wav")
 
 
-def medians(fns: dict, rounds: int) -> dict:
-    """Median CPU seconds (key), wall seconds (key + " wall") and CPU seconds of the calling
-    thread alone (key + " main": the critical path where a free core runs the other threads)
-    of each function, timed in rounds (one call of each per round)."""
-    times = {k + suffix: [] for k in fns for suffix in ("", " wall", " main")}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t0, w0, m0 = time.process_time(), time.perf_counter(), time.thread_time()
-            fn()
-            times[k + " main"].append(time.thread_time() - m0)
-            times[k + " wall"].append(time.perf_counter() - w0)
-            times[k].append(time.process_time() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def in_process(dtype: str, wav: str, rounds: int) -> dict:
     """CPU and wall seconds (medians) of the user path and its parts, in this process."""
     import jitvoc
     from jitvoc.audio import read_audio
+    from jitvoc.bench.report import interleaved_medians
     from jitvoc.engine import GenState
     from jitvoc.mel import mel_spectrogram
     load_args = inspect.signature(jitvoc.load).parameters
@@ -75,7 +61,7 @@ def in_process(dtype: str, wav: str, rounds: int) -> dict:
            "conditioning": lambda: voc._conditioning(mel),
            "synthesize": lambda: voc.synthesize(mel, seed=0),
            "engine": lambda: voc._engine.generate(K, 0, n, GenState.initial(voc.model.hidden), 0)}
-    return medians(fns, rounds) | {"audio_s": len(audio) / rate}
+    return interleaved_medians(fns, rounds) | {"audio_s": len(audio) / rate}
 
 
 def _env(tree: str, cache: str) -> dict:
@@ -112,15 +98,15 @@ def summary(tree: str, dtype: str, runs: list) -> dict:
     cold_wall, cold_cpu = med(r["cold"][0] for r in runs), med(r["cold"][1] for r in runs)
     return {"tree": tree, "dtype": dtype, "audio_s": round(inp["audio_s"], 2),
             **{f"{k} ms": round(1e3 * inp[k], 1) for k in ("user", "load", "mel", "conditioning",
-                                                           "synthesize", "engine", "user wall",
-                                                           "synthesize wall", "engine wall",
-                                                           "user main", "synthesize main")},
+                                                           "synthesize", "engine", "user_wall",
+                                                           "synthesize_wall", "engine_wall",
+                                                           "user_main", "synthesize_main")},
             "user/engine": round(inp["user"] / inp["engine"], 3),
             "synthesize/engine": round(inp["synthesize"] / inp["engine"], 3),
-            "user/engine wall": round(inp["user wall"] / inp["engine wall"], 3),
-            "synthesize/engine wall": round(inp["synthesize wall"] / inp["engine wall"], 3),
-            "user/engine main": round(inp["user main"] / inp["engine"], 3),
-            "synthesize/engine main": round(inp["synthesize main"] / inp["engine"], 3),
+            "user/engine wall": round(inp["user_wall"] / inp["engine_wall"], 3),
+            "synthesize/engine wall": round(inp["synthesize_wall"] / inp["engine_wall"], 3),
+            "user/engine main": round(inp["user_main"] / inp["engine"], 3),
+            "synthesize/engine main": round(inp["synthesize_main"] / inp["engine"], 3),
             "cold s": round(cold_wall, 2), "warm s": round(warm_wall, 2),
             "cold/warm": round(cold_wall / warm_wall, 2), "cold CPU s": round(cold_cpu, 2),
             "warm CPU s": round(warm_cpu, 2), "CLI/engine": round(warm_cpu / inp["engine"], 2),

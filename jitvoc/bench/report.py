@@ -43,6 +43,22 @@ def median_seconds(fn, repeats: int, clock=time.perf_counter) -> float:
     return float(np.median(times))
 
 
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median CPU seconds (key), wall seconds (key + "_wall") and CPU seconds of the calling
+    thread alone (key + "_main": the critical path where a free core runs the other threads)
+    of each function, timed in rounds (one call of each per round), so that the machine's
+    drift reaches them all alike."""
+    times = {k + suffix: [] for k in fns for suffix in ("", "_wall", "_main")}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0, w0, m0 = time.process_time(), time.perf_counter(), time.thread_time()
+            fn()
+            times[k + "_main"].append(time.thread_time() - m0)
+            times[k + "_wall"].append(time.perf_counter() - w0)
+            times[k].append(time.process_time() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def time_python(fn, repeats: int, min_seconds: float = 0.01) -> list[float]:
     """ns per call of `fn()`, one sample per repeat, each a loop of many calls (>= min_seconds)."""
     fn()

@@ -69,22 +69,6 @@ def user_path(model_path, wav, dtype: str) -> np.ndarray:
     return voc.synthesize(mel, seed=0)[:len(audio)]
 
 
-def _medians(fns: dict, repeats: int) -> dict:
-    """Median CPU seconds (key), wall seconds (key + "_wall") and CPU seconds of the calling
-    thread alone (key + "_main": the critical path where a free core runs the other threads)
-    of each function, timed in rounds (one call of each per round), so that the machine's
-    drift reaches them all alike."""
-    times = {k + suffix: [] for k in fns for suffix in ("", "_wall", "_main")}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0, w0, m0 = time.process_time(), time.perf_counter(), time.thread_time()
-            fn()
-            times[k + "_main"].append(time.thread_time() - m0)
-            times[k + "_wall"].append(time.perf_counter() - w0)
-            times[k].append(time.process_time() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
-
-
 def parts(model_path, wav, dtype: str, repeats: int) -> dict:
     """Seconds (medians) of the user path and of its parts."""
     user_path(model_path, wav, dtype)  # kernels compiled and cached, pages warm
@@ -98,7 +82,7 @@ def parts(model_path, wav, dtype: str, repeats: int) -> dict:
     K = conditioning()
     n = len(mel) * voc.hop_length
     engine = voc._engine
-    medians = _medians({
+    medians = report.interleaved_medians({
         "user_s": lambda: user_path(model_path, wav, dtype),
         "load_s": lambda: load(model_path, dtype=dtype),
         "mel_s": lambda: mel_spectrogram(audio, rate, voc.model.mel_config),
