@@ -17,12 +17,17 @@ per round, and their outputs checked bit for bit.
 
 With --vocoder: where a sample's time goes in the engine's compiled WaveRNN cell
 (JitEngine.generate, random_model(896) at 24 kHz, the `jitvoc bench vocoder` model). Beside the
-cell, variants of its emitter (emit.cell.CellEmitter) with one part left out, each compiled into
-a cache folder of its own: the GRU update (both halves: h' = h), the two draws (a fixed class),
-O1..O4, R (a product left out: its output zeroed once before the loop, not read undefined),
-and inside the GRU update its two divisions (emitted as multiplications: what a division-free
-update could save at most, its values wrong). All are timed alternately (CPU time of this
-thread, medians of rounds); a part costs the cell's time minus its variant's; "the rest" is
+cell, variants of its emitter (emit.cell.CellEmitter) with one part left out, each compiled
+into a cache folder of its own: the GRU update (both halves: h' = h), the two draws (a fixed
+class), O1..O4, R (a product left out: its output zeroed once before the loop, not read
+undefined), and inside the GRU update its two divisions (emitted as multiplications: what a
+division-free update could save at most, its values wrong); inside O1..O4 the quantization of
+O2's and O4's inputs (the relu outputs of O1 and O3: their kernels read their input buffers as
+they are, values wrong: what requantizing in O1's and O3's epilogues could save at most);
+inside the draws their max (taken as the first logit) and their exponentials (p = l − max l):
+what folding them into O2's and O4's epilogues or cheaper ones could save at most, the draws'
+values wrong. All are timed alternately (CPU time of this thread, medians of rounds; the order
+reversed every other round); a part costs the cell's time minus its variant's; "the rest" is
 what remains (the conditioning rows, the quantization of the products' inputs, the decoding of
 the sample, the loop). The bound: the non-zero MACs per sample over the dense int8 roofline of
 `jitvoc bench kernels`, measured in the same run. With --batch B > 1: the same for the engine
@@ -52,7 +57,7 @@ import jitvoc
 from jitvoc.bench import kernels as bench_kernels
 from jitvoc.bench.cells import CELLS, random_weights
 from jitvoc.bench.vocoder import MODEL, conditioning_rows
-from jitvoc.emit import irutil
+from jitvoc.emit import irutil, mathfn, spmv
 from jitvoc.emit.cell import CellEmitter
 from jitvoc.engine import GenState
 from jitvoc.engine_jit import JitEngine
@@ -144,6 +149,9 @@ def _cpu(fn) -> float:
 
 PARTS = ("GRU update", "draws", "O1..O4", "R")
 DIVISIONS = "GRU divisions"   # a variant inside "GRU update": its divisions as multiplications
+# Variants inside "O1..O4" and "draws" (the module's docstring): what each leaves out
+INNER = {"relu inputs' codes": "O2's and O4's input codes", "draws' max": "the draws' max",
+         "draws' exponentials": "their exponentials"}
 
 
 def _zeroed(self, product) -> None:
@@ -166,6 +174,8 @@ def _omitting(part: str | None) -> dict:
             finally:
                 ir.IRBuilder.fdiv = fdiv
         return {"_gru": multiplying}
+    if part in INNER:
+        return _inner(part)
     if part == "GRU update":
         return {"_gru": lambda self, rule, shift: self._value(rule.h, shift)}
     if part == "draws":
@@ -179,6 +189,38 @@ def _omitting(part: str | None) -> dict:
         return {name: leaving_out(vars(CellEmitter)[name])
                 for name in ("_product", "_vector_product")}
     return {}
+
+
+def _patched(method, module, name: str, replacement):
+    """method with module.name replaced by `replacement` while it emits."""
+    def patched(self, *args):
+        kept = getattr(module, name)
+        setattr(module, name, replacement)
+        try:
+            return method(self, *args)
+        finally:
+            setattr(module, name, kept)
+    return patched
+
+
+def _inner(part: str) -> dict:
+    """CellEmitter's methods replaced to leave out a part inside O1..O4 or the draws (INNER)."""
+    if part == "draws' max":
+        return {"_draw": _patched(CellEmitter._draw, mathfn, "fmax", lambda b, x, y: x)}
+    if part == "draws' exponentials":
+        return {"_draw": _patched(CellEmitter._draw, mathfn, "exp_nonpositive",
+                                  lambda b, x, poly=None: x)}
+
+    def reading_as_is(full):   # _product(p) or _stream_input(k, p, rows, buf): relu inputs
+        def method(self, *args):
+            p = args[0] if len(args) == 1 else args[1]
+            if p.source.op != "relu":
+                return full(self, *args)
+            if len(args) > 1:   # streams mode: the stream's row left as it is
+                return None
+            return _patched(full, spmv, "activations", lambda k, b, x, x_inv, buf: buf)(self, p)
+        return method
+    return {name: reading_as_is(vars(CellEmitter)[name]) for name in ("_product", "_stream_input")}
 
 
 def vocoder_variant(model, dtype: str, part: str | None, streams: int) -> JitEngine:
@@ -202,7 +244,7 @@ def vocoder(args) -> None:
     K, B = conditioning_rows(model, args.samples), args.batch
     n = args.samples // B
     engines = {(d, part): vocoder_variant(model, d, part, B) for d in args.dtype.split(",")
-               for part in (None,) + PARTS + (DIVISIONS,)}
+               for part in (None,) + PARTS + (DIVISIONS, *INNER)}
     times = {key: [] for key in engines}
 
     def run(engine):
@@ -210,9 +252,9 @@ def vocoder(args) -> None:
         if B == 1:
             return _cpu(lambda: engine.generate(K, 0, n, states[0], 0))
         return _cpu(lambda: engine.generate_batch([K] * B, [n] * B, states, list(range(B))))
-    for _ in range(args.rounds):
-        for key, engine in engines.items():
-            times[key].append(run(engine) / (n * B) * 1e6)
+    for r in range(args.rounds):   # the order reversed every other round
+        for key in list(engines)[::-1] if r % 2 else engines:
+            times[key].append(run(engines[key]) / (n * B) * 1e6)
     roof = bench_kernels.roofline(5)
     nnz = sum(int(np.count_nonzero(mask)) for _, mask in model.matrices().values())
     bound, rate = nnz / roof["gmacs"] / 1e3, model.sample_rate
@@ -225,7 +267,9 @@ def vocoder(args) -> None:
               f"{bound / whole:.0%} of the bound): "
               + ", ".join(f"{k} {v:.3f}" for k, v in cost.items())
               + f", the rest {whole - sum(cost.values()):.3f}; of the GRU update, its "
-              f"divisions {whole - statistics.median(times[d, DIVISIONS]):.3f}")
+              f"divisions {whole - statistics.median(times[d, DIVISIONS]):.3f}; "
+              + ", ".join(f"{what} {whole - statistics.median(times[d, part]):.3f}"
+                          for part, what in INNER.items()))
 
 
 def call_timer(tree: str):
