@@ -158,7 +158,7 @@ class PermuteGathers:
     Kernels read x padded with zeros to ``x_pad = max(x_len, window)`` bytes.
     """
     index: np.ndarray       # uint8, as above
-    slots: np.ndarray       # int32 [n_panels]
+    slots: np.ndarray       # int32 [n_panels] (in index as contracts.PERMUTE_SLOT)
     passes: np.ndarray      # int32 [n_groups] passes per group, in record order
     window: int
     x_pad: int
