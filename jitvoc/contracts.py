@@ -149,7 +149,7 @@ PANEL_COLUMN = "<i4"   # contiguous panels: the first column
 PANEL_OFFSET = "<u2"   # gathering panels: `group` offsets into the shifted activation tables
 
 PERMUTE_GROUP = 16   # panels per byte-permute group: 16 words of 4 bytes, one vpermi2b
-PERMUTE_SLOT = "<i4"   # a panel's word slot, PERMUTE_GROUP per group in the index's head
+PERMUTE_SLOT = "<u2"   # a panel's word slot, PERMUTE_GROUP per group in the index's head
 # One pass of a byte-permute group (see layout.PermuteGathers).
 PERMUTE_PASS = Record("permute pass", 128, (
     Field("byte_index", 0, "u1", 64),   # (column - offset) of each byte this pass covers

@@ -119,6 +119,16 @@ class Packed:
 
 
 PERMUTE_SLACK = 16   # columns a group's first columns may spread over (see PermuteGathers)
+# The most word slots byte-permute gathers may have: what a contracts.PERMUTE_SLOT holds. uint16
+# slots, not int32: the panel loops read them beside the weights from L2, and half the bytes
+# made random_model(896)'s int8 cell 3% faster (bench/README.md, "Eighth round: the weight
+# stream").
+PERMUTE_SLOTS = 1 << 8 * np.dtype(PERMUTE_SLOT).itemsize
+
+
+def permute_slots_fit(n_panels: int) -> bool:
+    """Whether n_panels gathering panels' words fit in PERMUTE_SLOTS slots (whole groups)."""
+    return _ceil(n_panels, PERMUTE_GROUP) * PERMUTE_GROUP <= PERMUTE_SLOTS
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,8 +147,9 @@ class PermuteGathers:
     Word slot ``slots[p]`` of the words array holds panel p's word (slot = position in the
     gather order, groups after sorting).
 
-    ``index`` (uint8, what the kernel reads; cache-line aligned): ``slots`` as int32
-    [n_panels], zero-padded to a multiple of 64 bytes; then every group's first pass, one record
+    ``index`` (uint8, what the kernel reads; cache-line aligned): ``slots`` as
+    contracts.PERMUTE_SLOT (uint16: at most PERMUTE_SLOTS slots) [n_panels], zero-padded to a
+    multiple of 64 bytes; then every group's first pass, one record
     each (group g's at a fixed place, so no group waits on another's fields); then the further
     passes, in group order. A record is a contracts.PERMUTE_PASS (128 bytes): byte indices,
     mask (later passes blend by it), window offset and, in first passes, how many passes follow
@@ -147,7 +158,7 @@ class PermuteGathers:
     Kernels read x padded with zeros to ``x_pad = max(x_len, window)`` bytes.
     """
     index: np.ndarray       # uint8, as above
-    slots: np.ndarray       # int32 [n_panels]
+    slots: np.ndarray       # int32 [n_panels] (in index as contracts.PERMUTE_SLOT)
     passes: np.ndarray      # int32 [n_groups] passes per group, in record order
     window: int
     x_pad: int
@@ -176,6 +187,9 @@ class PermuteGathers:
     def build(cls, p: "Packed", window: int) -> "PermuteGathers":
         if p.group != 4 or p.contiguous:
             raise InputError("byte-permute gathers build 4-byte words of gathering panels")
+        if not permute_slots_fit(p.n_panels):
+            raise InputError(f"byte-permute gathers have at most {PERMUTE_SLOTS} word slots, "
+                             f"{p.n_panels} panels need more")
         cols = p.cols_idx.astype(np.int64)
         x_pad = max(p.x_len, window)
         own = _window_counts(cols, window - PERMUTE_SLACK, x_pad)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jitvoc
-from jitvoc import cpu, isa
+from jitvoc import cpu, isa, layout
 from jitvoc.emit.isa import Backend
 from jitvoc.errors import InputError, ISAError, UnsupportedCPU
 from jitvoc.layout import BLOCKS
@@ -319,6 +319,15 @@ def test_planner_takes_the_vector_count():
     assert costs[0] < costs[1] < costs[2]
     for n in (1, 8, 16):
         assert planner.default_block(mask, "int8", backend, gen, n) == (16, 1)
+
+
+def test_planner_gives_byte_permutes_only_to_slots_that_fit():
+    """Byte-permute words have uint16 slots (layout.PERMUTE_SLOTS): past them, table gathers."""
+    gen = cpu.generation("znver4")
+    backend = isa.best(gen)
+    fits = planner.permute_capable("int8", (16, 1), backend, gen, layout.PERMUTE_SLOTS)
+    assert fits and not planner.permute_capable("int8", (16, 1), backend, gen,
+                                                layout.PERMUTE_SLOTS + 1)
 
 
 @pytest.mark.parametrize("gen, dtype, variant", diagonal(RUNNABLE, DTYPES, VARIANTS))

@@ -2,9 +2,12 @@
 import numpy as np
 import pytest
 
-from jitvoc.contracts import PERMUTE_PASS
+from jitvoc.contracts import PERMUTE_PASS, PERMUTE_SLOT
 from jitvoc.errors import InputError
-from jitvoc.layout import BLOCKS, _cover, _window_counts, block_mask, pack, unpack
+from jitvoc.layout import (BLOCKS, PERMUTE_SLOTS, _cover, _window_counts, block_mask, pack,
+                           permute_slots_fit, unpack)
+
+SLOT_BYTES = np.dtype(PERMUTE_SLOT).itemsize
 
 SHAPES = {"37x29": (37, 29), "1x50": (1, 50), "50x1": (50, 1), "64x64": (64, 64)}
 
@@ -64,7 +67,7 @@ def gather_words(g, x_codes: np.ndarray, n_panels: int) -> np.ndarray:
     x = np.zeros(g.x_pad + 64, np.uint8)   # the kernel's buffer: codes, then zeros
     x[:len(x_codes)] = x_codes
     field = lambda at: int(idx[at:at + 4].view("<i4")[0])
-    firsts = -(-n_panels // 16) * 64
+    firsts = -(-n_panels * SLOT_BYTES // 64) * 64   # after the slots, in whole cache lines
     words = np.zeros((g.n_groups, 64), np.uint8)
     for grp in range(g.n_groups):
         first = firsts + grp * rec
@@ -96,6 +99,19 @@ def test_permute_gathers_round_trip(density, cols):
         assert set(g.passes.tolist()) <= {1}
 
 
+def test_permute_gathers_slots_head_the_index():
+    """The index starts with every panel's slot as a PERMUTE_SLOT (uint16), zero-padded to a
+    cache line; a matrix has byte-permute gathers only while its slots fit that type."""
+    rng = np.random.default_rng(5)
+    p = pack((rng.random((96, 896)) < 0.05).astype(np.int8), (16, 1), 4)
+    g = p.permute_gathers(128)
+    head = g.index[:-(-p.n_panels * SLOT_BYTES // 64) * 64]
+    assert SLOT_BYTES == 2 and PERMUTE_SLOTS == 65536
+    assert np.array_equal(head[:p.n_panels * SLOT_BYTES].view(PERMUTE_SLOT), g.slots)
+    assert not head[p.n_panels * SLOT_BYTES:].any()
+    assert permute_slots_fit(PERMUTE_SLOTS - 15) and not permute_slots_fit(PERMUTE_SLOTS + 1)
+
+
 def test_permute_gathers_pass_offsets_name_the_records():
     """pass_offsets (what kernels with the pattern compiled in read as constants) lists each
     group's records as the index chains them, with their windows."""
@@ -103,7 +119,7 @@ def test_permute_gathers_pass_offsets_name_the_records():
     p = pack((rng.random((96, 1000)) < 0.002).astype(np.int8), (16, 1), 4)
     g = p.permute_gathers(128)
     field = lambda at: int(g.index[at:at + 4].view("<i4")[0])
-    firsts = -(-p.n_panels // 16) * 64
+    firsts = -(-p.n_panels * SLOT_BYTES // 64) * 64
     offsets = g.pass_offsets()
     assert len(offsets) == g.n_groups and max(map(len, offsets)) > 1
     for grp, passes in enumerate(offsets):

@@ -336,9 +336,10 @@ def runtime_cols(c: Core, index, q) -> list:
     """Panel q's column (contiguous panels) or table offsets (gathering panels), as i64;
     with byte permutes, the slot of its precomputed word."""
     b, g = c.b, c.k.group
-    if c.k.permute or c.k.packed.contiguous:   # one slot or column per panel
-        t = SLOT_T if c.k.permute else COLUMN_T
-        return [b.sext(load(b, index, t, q, align=byte_size(t)), i64)]
+    if c.k.permute:   # one slot per panel
+        return [b.zext(load(b, index, SLOT_T, q, align=byte_size(SLOT_T)), i64)]
+    if c.k.packed.contiguous:   # one column per panel
+        return [b.sext(load(b, index, COLUMN_T, q, align=byte_size(COLUMN_T)), i64)]
     bits = OFFSET_T.width
     word_t = ir.IntType(bits * g)  # the panel's g offsets in one load
     packed = b.load(gep(b, index, OFFSET_T, b.mul(q, i64(g))), typ=word_t,
@@ -506,7 +507,8 @@ def permute_words(c: Core, index, pptr):
         n_panels = b.sext(load(b, pptr, PTR_T, i64(p.row_blocks), align=byte_size(PTR_T)), i64)
     n_groups = b.udiv(b.add(n_panels, i64(PERMUTE_GROUP - 1)), i64(PERMUTE_GROUP))
     words = alloca(b, i32, b.mul(n_groups, i64(PERMUTE_GROUP * n)), align=CACHE_LINE)
-    firsts = b.mul(n_groups, i64(PERMUTE_GROUP * byte_size(SLOT_T)))   # first passes follow
+    slots = b.mul(n_groups, i64(PERMUTE_GROUP * byte_size(SLOT_T)))
+    firsts = b.and_(b.add(slots, i64(CACHE_LINE - 1)), i64(-CACHE_LINE))   # first passes follow
     xs, results = _permute_inputs(c)
     with counted_loop(b, 0, n_groups, name="gather") as g:
         first = b.add(firsts, b.mul(g, i64(PERMUTE_PASS.size)))

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import config, isa
 from ..errors import InputError, JitvocError
-from ..layout import BLOCKS, Packed, block_mask, pack
+from ..layout import PERMUTE_SLOTS, BLOCKS, Packed, block_mask, pack, permute_slots_fit
 from ..quant import WEIGHT_FORMATS, check_accumulators, row_l1
 from ..spec import GROUP, KernelSpec
 
@@ -171,7 +171,8 @@ def estimate(mask: np.ndarray, block, dtype: str, backend: str, gen, dense: bool
     else:
         panels = panel_count(mask, block, group)
         gather = block[1] % group != 0
-        can_permute = vectors == 1 and gather and permute_capable(dtype, block, backend, gen)
+        can_permute = vectors == 1 and gather and permute_capable(dtype, block, backend, gen,
+                                                                  panels)
         fetch = X_COST["permute" if can_permute else "tables" if gather else "contiguous"]
     return vectors * (panels * _dot_cost(backend, dtype, lanes, gen) * (1 + fetch)
                       + ROW_BLOCK_COST * -(-rows // lanes))
@@ -180,8 +181,10 @@ def estimate(mask: np.ndarray, block, dtype: str, backend: str, gen, dense: bool
 def permute_capable(dtype: str, block, backend: str, gen, panels: int = 0,
                     vectors: int = 1) -> bool:
     """Whether `panels` panels of this block gather their activations by byte permutes (VBMI)
-    for B = `vectors` (B > 1: if their words fit in PERMUTE_WORDS_BYTES)."""
+    for B = `vectors` (if their words have slots, layout.PERMUTE_SLOTS, and for B > 1 fit in
+    PERMUTE_WORDS_BYTES)."""
     return (dtype == "int8" and block[0] == 16 and bool(isa.gather_window(backend, gen))
+            and permute_slots_fit(panels)
             and (vectors == 1 or 4 * panels * vectors <= PERMUTE_WORDS_BYTES))
 
 
@@ -266,7 +269,8 @@ def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None
     window = (permute_window(packed, dtype, backend, gen, 1 if permute else vectors)
               if permute in (None, True) else 0)
     if permute and not window:
-        raise InputError("byte-permute gathers need AVX-512 VBMI, int8 and 16-row blocks")
+        raise InputError("byte-permute gathers need AVX-512 VBMI, int8, 16-row blocks and at "
+                         f"most {PERMUTE_SLOTS} panels")
     compiled_in = variant in ("baked", "grouped") or bool(inline and window and vectors == 1)
     spec = KernelSpec(dtype=dtype, block=(block[0], 0) if variant == "dense" else block,
                       isa=backend, variant=variant, rows=w_codes.shape[0], cols=w_codes.shape[1],
