@@ -67,7 +67,8 @@ def activation_ranges(model) -> dict:
 
 
 def _announce(names) -> None:
-    print(f"jitvoc: compiling the vocoder for this CPU ({len(names)} modules, first run only; "
+    modules = f"{len(names)} module" + ("s" if len(names) != 1 else "")
+    print(f"jitvoc: compiling the vocoder for this CPU ({modules}, first run only; "
           f"cached in {config.cache_dir()})...", file=sys.stderr, flush=True)
 
 
