@@ -358,24 +358,26 @@ def test_a_bad_mel_fails_alone_in_its_batch(model_path):
         assert out[i] == corpus.vocode(voc, "mel", data[i], f"m{i}.npy", corpus.Settings())
 
 
+def bench_corpus(tmp_path, *argv) -> dict:
+    """The JSON record of `jitvoc bench corpus ARGV` on a tiny model (hidden size 32, files of
+    0.05 s, one round)."""
+    out = tmp_path / "corpus.json"
+    assert main(["bench", "corpus", "--hidden", "32", "--seconds", "0.05", "--repeats", "1",
+                 "--json", str(out), *argv]) == 0
+    return json.loads(out.read_text())
+
+
 def test_bench_corpus_batches_runs(tmp_path):
     """`jitvoc bench corpus --batch-only` on a tiny model: one record per B, each with a rate."""
-    out = tmp_path / "corpus.json"
-    assert main(["bench", "corpus", "--batch-only", "--hidden", "32", "--files", "3",
-                 "--seconds", "0.05", "--batches", "1,2", "--repeats", "1",
-                 "--json", str(out)]) == 0
-    rates = json.loads(out.read_text())["samples_per_s_by_batch"]
+    rates = bench_corpus(tmp_path, "--batch-only", "--files", "3",
+                         "--batches", "1,2")["samples_per_s_by_batch"]
     assert sorted(rates) == ["1", "2"] and all(min(r) > 0 for r in rates.values())
 
 
 def test_bench_corpus_setups_chooses_the_rows(tmp_path, capsys):
     """--setups times the setups it names (here one, without the batches: --batches ''), and
     refuses one that is not a setup."""
-    out = tmp_path / "corpus.json"
-    assert main(["bench", "corpus", "--hidden", "32", "--files", "3", "--seconds", "0.05",
-                 "--batches", "", "--setups", "processes:1", "--repeats", "1",
-                 "--json", str(out)]) == 0
-    record = json.loads(out.read_text())
+    record = bench_corpus(tmp_path, "--files", "3", "--batches", "", "--setups", "processes:1")
     assert list(record["speeds"]) == ["processes 1"] and record["samples_per_s_by_batch"] == {}
     assert main(["bench", "corpus", "--setups", "processes:3"]) == 2
     assert "no setup 'processes:3'" in capsys.readouterr().err
@@ -393,11 +395,7 @@ def test_steady_speed_leaves_out_each_workers_first_file():
 @pytest.mark.slow
 def test_bench_corpus_processes_runs(tmp_path):
     """`jitvoc bench corpus --no-ray` on a tiny model: whole and steady figures per setup."""
-    out = tmp_path / "corpus.json"
-    assert main(["bench", "corpus", "--no-ray", "--hidden", "32", "--files", "4",
-                 "--seconds", "0.05", "--batches", "1", "--repeats", "1",
-                 "--json", str(out)]) == 0
-    speeds = json.loads(out.read_text())["speeds"]
+    speeds = bench_corpus(tmp_path, "--no-ray", "--files", "4", "--batches", "1")["speeds"]
     assert sorted(speeds) == ["processes 1", "processes 2"]
     for runs in speeds.values():   # x realtime, and CPU seconds of the bench and its workers
         assert sorted(runs) == ["cpu", "steady", "whole"]

@@ -331,16 +331,17 @@ def _notes(med, args, loadavg) -> list:
     if base and two:
         notes.append(f"CPU: 2 processes - 1: {two['cpu'] - base['cpu']:+.2f} s "
                      f"(what the second process costs beyond its share of the work)")
-    for ray in ("ray", "ray+init"):
-        if (ray, 2) in med and two:
-            notes.append(f"CPU: {LABELS[ray]}, 2 workers - 2 processes: "
-                         f"{med[(ray, 2)]['cpu'] - two['cpu']:+.2f} s")
+    notes += _ray_notes(med, two, lambda ray: f"CPU: {LABELS[ray]}, 2 workers - 2 processes: "
+                        f"{med[(ray, 2)]['cpu'] - two['cpu']:+.2f} s")
     for kind in ("steady", "whole"):
         if base and two:
             notes.append(f"{kind}: 2 processes / 1: {two[kind] / base[kind]:.2f}x "
                          f"(target >= 1.9x)")
-        for ray in ("ray", "ray+init"):
-            if (ray, 2) in med and two:
-                notes.append(f"{kind}: {LABELS[ray]}, 2 workers / 2 processes: "
-                             f"{med[(ray, 2)][kind] / two[kind]:.2f} (target >= 0.85)")
+        notes += _ray_notes(med, two, lambda ray: f"{kind}: {LABELS[ray]}, 2 workers / 2 "
+                            f"processes: {med[(ray, 2)][kind] / two[kind]:.2f} (target >= 0.85)")
     return notes
+
+
+def _ray_notes(med, two, note) -> list:
+    """note(setup) for each Ray setup timed with 2 workers, when 2 processes were timed too."""
+    return [note(ray) for ray in ("ray", "ray+init") if (ray, 2) in med and two]
