@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -283,6 +284,53 @@ def test_ray_says_nothing_of_its_own(model_path, inputs, tmp_path):
     assert any(line.startswith(f"jitvoc: error: {inputs / 'bad.wav'}") for line in lines)
     assert any(line.startswith("jitvoc: wrote 5 of 6 files") for line in lines), run.stderr
     assert [line for line in lines if not line.startswith("jitvoc: ")] == []
+
+
+def _kill_an_actor_once_written(out: Path, killed: list, timeout: float = 120.0) -> None:
+    """Wait for the first output in `out`, then kill (SIGKILL, as the kernel's OOM killer does)
+    one Ray Data actor of this process's local Ray instance: a process of this process's tree
+    titled ray::MapWorker..., its pid appended to `killed`."""
+    deadline = time.monotonic() + timeout
+    while not any(out.glob("*.wav")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for pid in sorted(_TreeCpu._sample()):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:   # ended meanwhile
+            continue
+        if title.startswith(b"ray::MapWorker"):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return
+
+
+@pytest.mark.slow
+def test_a_dead_ray_actor_stops_the_run(local_ray, model_path, tmp_path, capsys):
+    """An actor whose process dies (killed once the first output is written) ends the run with
+    jitvoc's error and exit status 2, as a dead worker process does with --jobs, not a hang or
+    retries without end (actors are not restarted); the outputs written are complete: each
+    equals the single-process result, and no temporary file is left."""
+    inputs, out, local = tmp_path / "in", tmp_path / "out", tmp_path / "local"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):   # 2 s each: the run goes on for about a second after the first output
+        sf.write(inputs / f"f{i:02d}.wav", rng.standard_normal(2 * SR) * 0.1, SR,
+                 subtype="PCM_16")
+    killed = []
+    killer = threading.Thread(target=_kill_an_actor_once_written, args=(out, killed))
+    killer.start()
+    status = cli("corpus", model_path, inputs, "-o", out, "--ray", "--jobs", 2)
+    killer.join()
+    err = capsys.readouterr().err
+    assert killed and status == 2, err
+    assert re.search(r"^jitvoc: error: a Ray actor died \(.+\); the outputs written so far are "
+                     r"complete$", err, re.M), err
+    written = sorted(p.name for p in out.iterdir())
+    assert 0 < len(written) < 40 and all(re.fullmatch(r"f\d\d\.wav", n) for n in written)
+    assert cli("corpus", model_path, *(inputs / n for n in written), "-o", local,
+               "--jobs", 1) == 0
+    for name in written:
+        assert (out / name).read_bytes() == (local / name).read_bytes(), name
 
 
 @pytest.mark.parametrize("address, env, joined, auth", [
