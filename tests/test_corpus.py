@@ -380,6 +380,24 @@ def test_run_ray_sends_the_longest_files_first(monkeypatch, model_path, tmp_path
     assert ds.context.enable_progress_bars is False
 
 
+def test_run_ray_reports_an_actor_killed_for_memory(monkeypatch, model_path, tmp_path):
+    """An actor that Ray's memory monitor kills (the node low on memory) ends the run with
+    jitvoc's error, as a dead actor does, not Ray's traceback."""
+    ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'jitvoc[ray]'")
+
+    def rows():
+        raise ray.exceptions.OutOfMemoryError("1 worker(s) were killed due to the node running "
+                                              "low on memory.\nMemory on the node ...")
+        yield
+    ds = types.SimpleNamespace(context=types.SimpleNamespace(), iter_rows=rows)
+    monkeypatch.setattr(corpus, "init_ray", lambda address=None: ray)
+    monkeypatch.setattr(corpus, "pipeline", lambda *a, **k: ds)
+    with pytest.raises(JitvocError, match=r"^a Ray actor died \(1 worker\(s\) were killed due "
+                                          r"to the node running low on memory\.\); the outputs"):
+        corpus.run_ray(str(model_path), corpus.collect([_corpus(tmp_path / "in")]),
+                       tmp_path / "out")
+
+
 def test_run_ray_refuses_a_bad_cpu_before_the_pipeline(monkeypatch, model_path, tmp_path):
     """The driver's load (its engine built while Ray starts) fails the run, not every actor."""
     monkeypatch.setattr(corpus, "init_ray", lambda address=None: None)
