@@ -556,7 +556,9 @@ def run_ray(model, items, out_dir, settings=Settings(), workers=None, report=Non
     try:
         for row in ds.iter_rows():
             report(_row_written(out_dir, by_path[row["path"]], row))
-    except ray.exceptions.ActorDiedError as e:   # an actor is not restarted (pipeline)
+    # An actor is not restarted (pipeline); Ray's memory monitor kills workers when the node
+    # runs low on memory, which ends the run with OutOfMemoryError instead.
+    except (ray.exceptions.ActorDiedError, ray.exceptions.OutOfMemoryError) as e:
         raise JitvocError(f"a Ray actor died ({str(e).splitlines()[0]}); the outputs "
                           f"written so far are complete") from None
 

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -285,6 +286,53 @@ def test_ray_says_nothing_of_its_own(model_path, inputs, tmp_path):
     assert [line for line in lines if not line.startswith("jitvoc: ")] == []
 
 
+def _kill_an_actor_once_written(out: Path, killed: list, timeout: float = 120.0) -> None:
+    """Wait for the first output in `out`, then kill (SIGKILL, as the kernel's OOM killer does)
+    one Ray Data actor of this process's local Ray instance: a process of this process's tree
+    titled ray::MapWorker..., its pid appended to `killed`."""
+    deadline = time.monotonic() + timeout
+    while not any(out.glob("*.wav")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for pid in sorted(_TreeCpu._sample()):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:   # ended meanwhile
+            continue
+        if title.startswith(b"ray::MapWorker"):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return
+
+
+@pytest.mark.slow
+def test_a_dead_ray_actor_stops_the_run(local_ray, model_path, tmp_path, capsys):
+    """An actor whose process dies (killed once the first output is written) ends the run with
+    jitvoc's error and exit status 2, as a dead worker process does with --jobs, not a hang or
+    retries without end (actors are not restarted); the outputs written are complete: each
+    equals the single-process result, and no temporary file is left."""
+    inputs, out, local = tmp_path / "in", tmp_path / "out", tmp_path / "local"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):   # 2 s each: the run goes on for about a second after the first output
+        sf.write(inputs / f"f{i:02d}.wav", rng.standard_normal(2 * SR) * 0.1, SR,
+                 subtype="PCM_16")
+    killed = []
+    killer = threading.Thread(target=_kill_an_actor_once_written, args=(out, killed))
+    killer.start()
+    status = cli("corpus", model_path, inputs, "-o", out, "--ray", "--jobs", 2)
+    killer.join()
+    err = capsys.readouterr().err
+    assert killed and status == 2, err
+    assert re.search(r"^jitvoc: error: a Ray actor died \(.+\); the outputs written so far are "
+                     r"complete$", err, re.M), err
+    written = sorted(p.name for p in out.iterdir())
+    assert 0 < len(written) < 40 and all(re.fullmatch(r"f\d\d\.wav", n) for n in written)
+    assert cli("corpus", model_path, *(inputs / n for n in written), "-o", local,
+               "--jobs", 1) == 0
+    for name in written:
+        assert (out / name).read_bytes() == (local / name).read_bytes(), name
+
+
 @pytest.mark.parametrize("address, env, joined, auth", [
     (None, {}, "local", "token"),                      # a new local instance, token auth chosen
     (None, {"RAY_AUTH_MODE": "disabled"}, "local", "disabled"),   # the user's choice kept
@@ -332,6 +380,24 @@ def test_run_ray_sends_the_longest_files_first(monkeypatch, model_path, tmp_path
     assert ds.context.enable_progress_bars is False
 
 
+def test_run_ray_reports_an_actor_killed_for_memory(monkeypatch, model_path, tmp_path):
+    """An actor that Ray's memory monitor kills (the node low on memory) ends the run with
+    jitvoc's error, as a dead actor does, not Ray's traceback."""
+    ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'jitvoc[ray]'")
+
+    def rows():
+        raise ray.exceptions.OutOfMemoryError("1 worker(s) were killed due to the node running "
+                                              "low on memory.\nMemory on the node ...")
+        yield
+    ds = types.SimpleNamespace(context=types.SimpleNamespace(), iter_rows=rows)
+    monkeypatch.setattr(corpus, "init_ray", lambda address=None: ray)
+    monkeypatch.setattr(corpus, "pipeline", lambda *a, **k: ds)
+    with pytest.raises(JitvocError, match=r"^a Ray actor died \(1 worker\(s\) were killed due "
+                                          r"to the node running low on memory\.\); the outputs"):
+        corpus.run_ray(str(model_path), corpus.collect([_corpus(tmp_path / "in")]),
+                       tmp_path / "out")
+
+
 def test_run_ray_refuses_a_bad_cpu_before_the_pipeline(monkeypatch, model_path, tmp_path):
     """The driver's load (its engine built while Ray starts) fails the run, not every actor."""
     monkeypatch.setattr(corpus, "init_ray", lambda address=None: None)
@@ -358,24 +424,26 @@ def test_a_bad_mel_fails_alone_in_its_batch(model_path):
         assert out[i] == corpus.vocode(voc, "mel", data[i], f"m{i}.npy", corpus.Settings())
 
 
+def bench_corpus(tmp_path, *argv) -> dict:
+    """The JSON record of `jitvoc bench corpus ARGV` on a tiny model (hidden size 32, files of
+    0.05 s, one round)."""
+    out = tmp_path / "corpus.json"
+    assert main(["bench", "corpus", "--hidden", "32", "--seconds", "0.05", "--repeats", "1",
+                 "--json", str(out), *argv]) == 0
+    return json.loads(out.read_text())
+
+
 def test_bench_corpus_batches_runs(tmp_path):
     """`jitvoc bench corpus --batch-only` on a tiny model: one record per B, each with a rate."""
-    out = tmp_path / "corpus.json"
-    assert main(["bench", "corpus", "--batch-only", "--hidden", "32", "--files", "3",
-                 "--seconds", "0.05", "--batches", "1,2", "--repeats", "1",
-                 "--json", str(out)]) == 0
-    rates = json.loads(out.read_text())["samples_per_s_by_batch"]
+    rates = bench_corpus(tmp_path, "--batch-only", "--files", "3",
+                         "--batches", "1,2")["samples_per_s_by_batch"]
     assert sorted(rates) == ["1", "2"] and all(min(r) > 0 for r in rates.values())
 
 
 def test_bench_corpus_setups_chooses_the_rows(tmp_path, capsys):
     """--setups times the setups it names (here one, without the batches: --batches ''), and
     refuses one that is not a setup."""
-    out = tmp_path / "corpus.json"
-    assert main(["bench", "corpus", "--hidden", "32", "--files", "3", "--seconds", "0.05",
-                 "--batches", "", "--setups", "processes:1", "--repeats", "1",
-                 "--json", str(out)]) == 0
-    record = json.loads(out.read_text())
+    record = bench_corpus(tmp_path, "--files", "3", "--batches", "", "--setups", "processes:1")
     assert list(record["speeds"]) == ["processes 1"] and record["samples_per_s_by_batch"] == {}
     assert main(["bench", "corpus", "--setups", "processes:3"]) == 2
     assert "no setup 'processes:3'" in capsys.readouterr().err
@@ -393,11 +461,7 @@ def test_steady_speed_leaves_out_each_workers_first_file():
 @pytest.mark.slow
 def test_bench_corpus_processes_runs(tmp_path):
     """`jitvoc bench corpus --no-ray` on a tiny model: whole and steady figures per setup."""
-    out = tmp_path / "corpus.json"
-    assert main(["bench", "corpus", "--no-ray", "--hidden", "32", "--files", "4",
-                 "--seconds", "0.05", "--batches", "1", "--repeats", "1",
-                 "--json", str(out)]) == 0
-    speeds = json.loads(out.read_text())["speeds"]
+    speeds = bench_corpus(tmp_path, "--no-ray", "--files", "4", "--batches", "1")["speeds"]
     assert sorted(speeds) == ["processes 1", "processes 2"]
     for runs in speeds.values():   # x realtime, and CPU seconds of the bench and its workers
         assert sorted(runs) == ["cpu", "steady", "whole"]

@@ -331,16 +331,19 @@ def _notes(med, args, loadavg) -> list:
     if base and two:
         notes.append(f"CPU: 2 processes - 1: {two['cpu'] - base['cpu']:+.2f} s "
                      f"(what the second process costs beyond its share of the work)")
-    for ray in ("ray", "ray+init"):
-        if (ray, 2) in med and two:
-            notes.append(f"CPU: {LABELS[ray]}, 2 workers - 2 processes: "
-                         f"{med[(ray, 2)]['cpu'] - two['cpu']:+.2f} s")
+    rays = _ray_setups(med, two)
+    notes += [f"CPU: {label}, 2 workers - 2 processes: {ray['cpu'] - two['cpu']:+.2f} s"
+              for label, ray in rays]
     for kind in ("steady", "whole"):
         if base and two:
             notes.append(f"{kind}: 2 processes / 1: {two[kind] / base[kind]:.2f}x "
                          f"(target >= 1.9x)")
-        for ray in ("ray", "ray+init"):
-            if (ray, 2) in med and two:
-                notes.append(f"{kind}: {LABELS[ray]}, 2 workers / 2 processes: "
-                             f"{med[(ray, 2)][kind] / two[kind]:.2f} (target >= 0.85)")
+        notes += [f"{kind}: {label}, 2 workers / 2 processes: {ray[kind] / two[kind]:.2f} "
+                  f"(target >= 0.85)" for label, ray in rays]
     return notes
+
+
+def _ray_setups(med, two) -> list:
+    """(label, medians) of each Ray setup timed with 2 workers, when 2 processes were too."""
+    return [(LABELS[ray], med[(ray, 2)]) for ray in ("ray", "ray+init")
+            if (ray, 2) in med and two]
