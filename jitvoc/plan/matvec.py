@@ -178,7 +178,7 @@ def estimate(mask: np.ndarray, block, dtype: str, backend: str, gen, dense: bool
                       + ROW_BLOCK_COST * -(-rows // lanes))
 
 
-def permute_capable(dtype: str, block, backend: str, gen, panels: int = 0,
+def permute_capable(dtype: str, block, backend: str, gen, panels: int,
                     vectors: int = 1) -> bool:
     """Whether `panels` panels of this block gather their activations by byte permutes (VBMI)
     for B = `vectors` (if their words have slots, layout.PERMUTE_SLOTS, and for B > 1 fit in
@@ -229,8 +229,10 @@ def baked_instructions(mask, block, dtype, backend, gen) -> int:
         width = isa.dot_width(backend, gen, "dot4" if dtype == "int8" else "dot2", block[0])
     products = block[0] * group
     dots = -(-block[0] // width) if width else products
-    tables = group if block[1] % group and not permute_capable(dtype, block, backend, gen) else 0
-    return panel_count(mask, block, group) * (dots + tables)
+    panels = panel_count(mask, block, group)
+    tables = (group if block[1] % group and not permute_capable(dtype, block, backend, gen, panels)
+              else 0)
+    return panels * (dots + tables)
 
 
 def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None = None,
