@@ -118,7 +118,7 @@ class Model:
         """The weights but the block-sparse matrices (wavernn.NAMES): the conditioning
         network's, the biases and gru.I; a model from the cache gives them without decoding
         its matrices."""
-        if "_weights" not in self.__dict__ and "_packed" in self.__dict__:
+        if "_packed" in self.__dict__:
             return dict(self._dense)
         return {k: v for k, v in self._weights.items() if k not in wavernn.NAMES}
 
