@@ -59,7 +59,7 @@ def conditioning(model, mel, start=0, stop=None) -> np.ndarray:
     n = len(mel)
     stop = n if stop is None else stop
     radius = receptive_radius(model)
-    w = model.weights
+    w = model.dense_weights
     lo, hi = start - radius, stop + radius          # positions of x's first and past-last rows
     x = np.zeros((hi - lo, mel.shape[1]), np.float32)
     x[max(lo, 0) - lo:min(hi, n) - lo] = mel[max(lo, 0):min(hi, n)]
@@ -83,7 +83,7 @@ def blockwise_conditioning(model, mel, block, out, first=0, stop=None) -> np.nda
 
     The full blocks go through each product together, as a stack (np.matmul makes the same
     BLAS call per block that a block alone makes); the last, shorter one alone."""
-    n, radius, w = len(mel), receptive_radius(model), model.weights
+    n, radius, w = len(mel), receptive_radius(model), model.dense_weights
     stop = -(-n // block) if stop is None else stop
     full = min(n // block, stop)
     if full > first:

@@ -69,13 +69,31 @@ class Model:
         self._digest = None   # the arrays' digest, computed once when asked for (load_model: read)
 
     @classmethod
-    def _trusted(cls, weights: dict, masks: dict, meta: dict, digest: str) -> "Model":
+    def _trusted(cls, dense: dict, matrices: bytes, order: tuple, meta: dict,
+                 digest: str) -> "Model":
         """A Model of frozen arrays and a meta that a Model held before (from_compact),
-        without validating them again."""
+        without validating them again. `dense`: the weights but the block-sparse matrices;
+        `matrices`: those and their masks as `compact` pickled them, decoded at their first
+        use (_weights, _masks: __getattr__); `order`: the weights' keys in their order."""
         model = cls.__new__(cls)
-        model._meta, model._weights, model._masks, model._digest = meta, weights, masks, digest
+        model._meta, model._dense, model._digest = meta, dense, digest
+        model._packed, model._order = matrices, order
         model._representation = Representation.from_meta(meta["representation"])
         return model
+
+    def __getattr__(self, name):
+        """_weights and _masks of a model from the cache (_trusted), its matrices decoded at
+        their first use: a load whose plan comes from the cache never reads them (the shipped
+        model: 2.4 of the 2.7 ms of decoding its cache entry, 12 MB of fresh pages;
+        bench/README.md, tenth round). Threads that decode them at once set equal arrays."""
+        if name not in ("_weights", "_masks") or "_packed" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        arrays = sparsepickle.loads(self._packed)
+        for a in arrays.values():
+            a.flags.writeable = False
+        self._masks = {k: arrays.pop(f"{k}.mask") for k in wavernn.NAMES}
+        self._weights = {k: arrays[k] if k in arrays else self._dense[k] for k in self._order}
+        return self.__dict__[name]
 
     # Hyperparameters.
     hidden = property(lambda self: self._meta["hidden"], doc="H, the GRU state size")
@@ -94,6 +112,15 @@ class Model:
     # Arrays (read-only views; the dicts are copies).
     weights = property(lambda self: dict(self._weights))
     masks = property(lambda self: dict(self._masks))
+
+    @property
+    def dense_weights(self) -> dict:
+        """The weights but the block-sparse matrices (wavernn.NAMES): the conditioning
+        network's, the biases and gru.I; a model from the cache gives them without decoding
+        its matrices."""
+        if "_packed" in self.__dict__:
+            return dict(self._dense)
+        return {k: v for k, v in self._weights.items() if k not in wavernn.NAMES}
 
     @property
     def fingerprint(self) -> str:
@@ -170,18 +197,24 @@ def compact(model: Model) -> bytes:
     """The model pickled small (jitvoc.sparsepickle: a pruned matrix as the positions and
     values of its non-zeros, bit for bit), with the meta and the digest. For the shipped model
     (5% and 10% dense matrices) 4.5 MB instead of 17 MB: what jitvoc.vocoder caches per model
-    file, faster to verify and to read back than the file is to decompress and check."""
-    return sparsepickle.dumps((model._meta, model._arrays_digest(), model._arrays()))
+    file, faster to verify and to read back than the file is to decompress and check. The
+    block-sparse matrices and their masks are a pickle of their own inside, which from_compact
+    leaves to be decoded at their first use."""
+    weights, masks = model._weights, model._masks
+    dense = {k: a for k, a in weights.items() if k not in wavernn.NAMES}
+    matrices = {k: weights[k] for k in wavernn.NAMES} | {f"{k}.mask": masks[k]
+                                                        for k in wavernn.NAMES}
+    return sparsepickle.dumps((model._meta, model._arrays_digest(), dense,
+                               sparsepickle.dumps(matrices), tuple(weights)))
 
 
 def from_compact(payload: bytes) -> Model:
     """The Model `compact` wrote, not validated again: only for a payload that jitvoc.cache
     verified (written by `compact` of a validated Model)."""
-    meta, model_digest, arrays = sparsepickle.loads(payload)
-    for a in arrays.values():
+    meta, model_digest, dense, matrices, order = sparsepickle.loads(payload)
+    for a in dense.values():
         a.flags.writeable = False
-    masks = {k: arrays.pop(f"{k}.mask") for k in wavernn.NAMES}
-    return Model._trusted(arrays, masks, meta, model_digest)
+    return Model._trusted(dense, matrices, order, meta, model_digest)
 
 
 def random_model(hidden=896, density=0.05, block=(16, 1), output_density=0.10, sample_rate=24000,

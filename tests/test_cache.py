@@ -305,6 +305,28 @@ def test_model_file_comes_back_from_the_cache_bit_for_bit(cache_dir, tmp_path, m
     _same_model(first, cached)
 
 
+def test_cached_model_decodes_its_matrices_at_their_first_use(cache_dir, tmp_path):
+    """A model from the cache gives its meta, fingerprint and dense weights (what the
+    conditioning reads) without decoding its block-sparse matrices; they come back bit for bit
+    when read, in the file's key order."""
+    from jitvoc import vocoder, wavernn
+    from jitvoc.engine import conditioning
+    from jitvoc.model import load_model
+    path = tmp_path / "m.npz"
+    _small_model().save(path)
+    vocoder.read_model(path)
+    cached, loaded = vocoder.read_model(path), load_model(path)
+    assert cached.fingerprint == loaded.fingerprint
+    dense = cached.dense_weights
+    assert dense.keys() == loaded.dense_weights.keys() == loaded.weights.keys() - set(wavernn.NAMES)
+    assert all(dense[k].tobytes() == loaded.weights[k].tobytes() for k in dense)
+    mel = np.zeros((20, cached.n_mels), np.float32)
+    assert np.array_equal(conditioning(cached, mel), conditioning(loaded, mel))
+    assert "_weights" not in vars(cached) and "_masks" not in vars(cached)
+    assert list(cached.weights) == list(loaded.weights)
+    _same_model(loaded, cached)
+
+
 def test_changed_model_file_is_read_again(cache_dir, tmp_path):
     from jitvoc import vocoder
     path = tmp_path / "m.npz"
