@@ -3,12 +3,12 @@
     python bench/kernel_variants.py ROUNDS CONFIGS [MATRICES]
 
 CONFIGS is a Python dict literal, name -> build_plan keywords (block, variant, unroll,
-accumulators, permute, vectors), e.g. '{"perm": dict(vectors=8), "shuffles": dict(vectors=8,
+accumulators, permute, vectors) and dtype (default int8), e.g. '{"perm": dict(vectors=8), "shuffles": dict(vectors=8,
 permute=False)}'; MATRICES a tuple of jitvoc.bench.kernels matrices, `K.` names the module
 (default: R at 5% and O1/O3, `(R, O1)`; O2 is O2/O4). Each kernel runs in its native loop for
 about 2e7 MACs per sample; every round times every kernel once (time.thread_time, so time the
 scheduler gave to other processes does not count); prints medians of the ns per call and their
-spread (IQR / median). int8, native.
+spread (IQR / median). Native.
 """
 import sys
 import time
@@ -39,8 +39,9 @@ def main():
     for m in matrices:
         w, mask = K.make_matrix(m)
         for name, kw in configs.items():
-            n = kw.get("vectors", 1)
-            mv = MatVec(K._plan(w, mask, "int8", gen, **kw), gen)
+            kw = dict(kw)
+            n, dtype = kw.get("vectors", 1), kw.pop("dtype", "int8")
+            mv = MatVec(K._plan(w, mask, dtype, gen, **kw), gen)
             x = np.random.default_rng(1).standard_normal((n, m.cols) if n > 1 else m.cols)
             calls = max(1, int(2e7 / (m.rows * m.cols * m.density * n)))
             built[m.label, name] = (mv, x.astype(np.float32), calls)

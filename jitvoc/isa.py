@@ -9,6 +9,8 @@ below every stage (it imports only jitvoc.errors). cpu.py, the planners and the 
 - GATHERS: the byte-permute gathers a template may name (``gather = "permute2"``).
 - INTRINSIC_FEATURES: the features each intrinsic needs.
 - SCAN_VECTORS: the float vectors of the linear-recurrence kernels.
+- KERNEL_CHOICES: the kernel choices measured on a generation where they differ from the
+  planners' defaults (which were measured on Zen 4).
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ GENERATIONS: dict[str, frozenset[str]] = {name: frozenset(f) for name, f in {
     "rocketlake": _ICL,
     "alderlake": _V3 | {"avxvnni"},
     "sapphirerapids": _ICL | {"avxvnni"},
+    "emeraldrapids": _ICL | {"avxvnni"},
     "znver2": _V3,
     "znver3": _V3,
     "znver4": _ICL,
@@ -86,6 +89,28 @@ SCAN_VECTORS = (
     (("avx",), 8, "avx"),
     (("sse2",), 4, "sse2"),
 )
+
+# LLVM CPU name -> {(choice, dtype, B): value}: the kernel choices measured on that generation
+# where they differ from the planners' defaults, which were measured on Zen 4 (znver4). A choice
+# changes the code's variant, never its arithmetic: samples stay identical on every generation.
+# - ("streams_unroll", dtype, B): panels per trip of the index-driven B-vector kernels in the loop
+#   of B streams (default plan.vocoder.STREAMS_KERNEL, unroll 4). emeraldrapids, int16, B = 8:
+#   unroll 2, random_model(896) at 24 kHz, base / variant paired over rounds (CPU time, engines
+#   alternating; two engines of the default: 1.000-1.020): x1.048, x1.039, x1.049 per
+#   stream-sample; bench/side_by_side.py main -> this choice x1.05, x1.07 (main against itself
+#   x1.01); alone (R 2688x896 at 5%, O1 448x448 at 10%, ns per call) 24,725-25,014 -> 22,949
+#   and 4,186 -> 3,903. int16 B = 2, 4, 16 and int8 B = 8: within the noise, so the default
+#   (bench/README.md, "Ninth round: kernels per generation on Intel").
+# - ("bake_limit_permute", dtype, 1): the most instructions a one-vector kernel whose 16x1 panels
+#   gather by byte permutes may bake (default plan.matvec.BAKE_LIMIT, 2500). emeraldrapids, int8:
+#   0, never baked: grouped beat baked alone (ns per call, three runs, bench/kernel_variants.py)
+#   on R 2688x896 at 3% 1,484-1,496 vs 2,087-2,102, at 5% 2,108-2,285 vs 2,947-3,176, O1
+#   448x448 at 10% 219-238 vs 252-266, O2 256x448 137-158 vs 160-166; GRU-A 1152x384 a tie (779
+#   vs 857, 810 vs 792). On Zen 4 baked won (O1 216 vs 238). Kernels of contiguous panels (8x4:
+#   baked 2,766 vs 3,191 on R 8x4 at 5%, 782 vs 1,098 on GRU-A 8x4) and int16 keep the default.
+KERNEL_CHOICES: dict[str, dict[tuple, object]] = {
+    "emeraldrapids": {("streams_unroll", "int16", 8): 2, ("bake_limit_permute", "int8", 1): 0},
+}
 
 # dot-product form -> the intrinsic tables (vector width -> intrinsic) a template must give
 FORMS = {"accumulate": ("dot",), "maddubs": ("maddubs", "madd_wd"), "madd": ("madd_wd",),
@@ -208,6 +233,12 @@ def gather_window(name: str, gen) -> int:
     """Bytes per window of the byte-permute gather, or 0 if this backend/CPU has none."""
     g = gather(name, gen)
     return g["window"] if g else 0
+
+
+def kernel_choice(gen, key: tuple, default):
+    """The value of a kernel choice `key` measured on `gen`'s LLVM CPU (KERNEL_CHOICES), else
+    `default`."""
+    return KERNEL_CHOICES.get(gen.llvm_cpu, {}).get(key, default)
 
 
 def scan_vector(gen) -> tuple[int, str]:

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 
 import jitvoc
+from jitvoc import cpu
 from jitvoc.engine import GenState
-from jitvoc.engine_jit import JitEngine
+from jitvoc.engine_jit import JitEngine, activation_ranges
 from jitvoc.errors import InputError
 from jitvoc.reference.vocoder import ReferenceEngine
 from jitvoc.model import random_model
+from jitvoc.plan.vocoder import plan_vocoder
 from jitvoc.representation import Representation
 from jitvoc.vocoder import crossfade_unfold, fold_spans
 
@@ -70,6 +72,26 @@ def test_streams_kernels(density, variant):
     assert {p.spec.variant for p in plans} == {variant}
     check_batch(jitvoc.load(model, dtype="int8"), 2, FRAMES[:3])
 
+
+@pytest.mark.parametrize("cpu_name, dtype, batch, unroll", [
+    ("emeraldrapids", "int16", 8, 2),    # isa.KERNEL_CHOICES, measured there
+    ("emeraldrapids", "int16", 4, 4), ("emeraldrapids", "int8", 8, 4),
+    ("znver4", "int16", 8, 4), ("sapphirerapids", "int16", 8, 4)])
+def test_streams_kernel_per_generation(cpu_name, dtype, batch, unroll):
+    """The B-vector kernels' unroll is the one measured on the generation (isa.KERNEL_CHOICES),
+    else STREAMS_KERNEL's, and the streams of an engine planned with it give the samples of
+    synthesize on Zen 4 (znver4), where the default was measured."""
+    model = make_model()
+    gen = cpu.generation(cpu_name)
+    plan = plan_vocoder(model, dtype, gen, activation_ranges(model), vectors=batch)
+    assert {p.spec.unroll for p in plan.plans.values() if p.spec.variant == "idx"} == {unroll}
+    if not (cpu.runnable(gen) and cpu.runnable(cpu.generation("znver4"))):
+        pytest.skip(f"the host cannot run {cpu_name} and znver4")
+    mels = mels_of(model, FRAMES[:batch])
+    got = vocoder(dtype, cpu_name).synthesize_batch(mels, seeds=list(range(batch)), batch=batch)
+    for i, (mel, out) in enumerate(zip(mels, got)):
+        np.testing.assert_array_equal(out, vocoder(dtype, "znver4").synthesize(mel, seed=i),
+                                      err_msg=f"stream {i} of B = {batch} on {cpu_name}")
 
 
 @functools.cache

@@ -330,6 +330,24 @@ def test_planner_gives_byte_permutes_only_to_slots_that_fit():
                                                 layout.PERMUTE_SLOTS + 1)
 
 
+@pytest.mark.parametrize("gen_name, dtype, block, variant", [
+    ("emeraldrapids", "int8", (16, 1), "grouped"),   # isa.KERNEL_CHOICES, measured there
+    ("emeraldrapids", "int8", (8, 4), "baked"), ("emeraldrapids", "int16", (16, 1), "baked"),
+    ("znver4", "int8", (16, 1), "baked"), ("sapphirerapids", "int8", (16, 1), "baked")])
+def test_untuned_variant_per_generation(gen_name, dtype, block, variant):
+    """The untuned variant of a small kernel (below BAKE_LIMIT) is baked, but where a generation
+    measured grouped faster for kernels gathering by byte permutes (isa.KERNEL_CHOICES); the
+    results are the reference's on every generation the host runs."""
+    w = _sparse(np.random.default_rng(3), (448, 448), 0.1, block)
+    gen = cpu.generation(gen_name)
+    codes, scale = planner.quantize_weights(w, dtype)
+    plan = planner.build_plan(codes, scale, w != 0, dtype, gen, block=block)
+    assert plan.spec.variant == variant
+    if cpu.runnable(gen):
+        x = np.random.default_rng(4).standard_normal(448).astype(np.float32)
+        check(MatVec(plan, gen), w, x)
+
+
 @pytest.mark.parametrize("gen, dtype, variant", diagonal(RUNNABLE, DTYPES, VARIANTS))
 def test_vectors_code_variants(gen, dtype, variant, request):
     for i, name in sampled(("ragged_37x29", "empty_row_blocks", "blocks_16x1",

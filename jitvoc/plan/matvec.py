@@ -27,6 +27,8 @@ GROUPED_UNROLL_LIMIT = 64  # panels per row block fully unrolled by the grouped 
 #   565 vs 572; 32x64 1x1 at 60% 2504: 635 vs 627 (1.9 vs 0.5 s);
 # - grouped wins above it: R 5% cascadelake 9675: 9172 vs 7847 (8.4 vs 1.4 s); GRU-A int16 native
 #   4200: 1579 vs 1017. Issue 12's 32x64 1x1 matrix (4096; 2.2 MB of IR) is no longer baked.
+# Measured on Zen 4; a generation where byte-permute kernels measured otherwise says so in
+# isa.KERNEL_CHOICES (bake_limit_permute).
 BAKE_LIMIT = 2500
 BAKED_ACCUMULATORS = 2     # R at 3-5%, O1/O3, GRU-A: 2 beat 4 by 3-7% (fewer to zero and sum)
 # (variant, unroll, accumulators) of sparse integer kernels inside the fused loop: the index-
@@ -213,9 +215,19 @@ def _default_variant(mask, block, dtype, backend, gen, vectors: int = 1) -> str:
     = 2: baked 2470 ns, grouped 1550, idx 1770; on R at 5%, B = 8: grouped 12.2 µs, idx 12.9)."""
     if dtype == "float32":
         return "idx"
-    if vectors == 1 and baked_instructions(mask, block, dtype, backend, gen) <= BAKE_LIMIT:
+    if vectors == 1 and baked_instructions(mask, block, dtype, backend, gen) <= _bake_limit(
+            mask, block, dtype, backend, gen):
         return "baked"
     return "grouped"
+
+
+def _bake_limit(mask, block, dtype, backend, gen) -> int:
+    """BAKE_LIMIT, or for a kernel gathering its activations by byte permutes the limit measured
+    on this generation, where it differs (isa.KERNEL_CHOICES, "bake_limit_permute")."""
+    permutes = block[1] % GROUP[dtype] != 0 and permute_capable(
+        dtype, block, backend, gen, panel_count(mask, block, GROUP[dtype]))
+    return (isa.kernel_choice(gen, ("bake_limit_permute", dtype, 1), BAKE_LIMIT) if permutes
+            else BAKE_LIMIT)
 
 
 def baked_instructions(mask, block, dtype, backend, gen) -> int:

@@ -32,7 +32,8 @@ FLOAT_ACCUMULATORS = 4  # float32 partial sums per row block, the same on every 
 # planner's untuned choice for B vectors is grouped (row blocks by panel count): row blocks in
 # order, as in the single-stream loop (plan.matvec.INLINE_KERNEL), with the B-vector kernels'
 # one accumulator set. Measured in the loop (bench/README.md, "Issue 15: B = 8, sixth round"):
-# int8 B = 2, 4, 8, 16 x1.03, x1.00, x1.03, x1.03 per stream-sample; int16 x1.00-1.01.
+# int8 B = 2, 4, 8, 16 x1.03, x1.00, x1.03, x1.03 per stream-sample; int16 x1.00-1.01. Measured
+# on Zen 4; a generation where another unroll measured faster says so in isa.KERNEL_CHOICES.
 STREAMS_KERNEL = {"variant": "idx", "unroll": 4}
 # Kernel dtype per matrix for each engine dtype.
 PRECISION = {d: {m: d for m in NAMES} for d in ("int8", "int16", "float32")}
@@ -128,12 +129,16 @@ def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
 
 
 def _streams_kernel(mask, kind: str, gen, vectors: int) -> dict:
-    """build_plan's arguments for a B-vector kernel of the loop of B streams: STREAMS_KERNEL on
-    the planner's block, unless it plans the matrix dense (B = 1: none)."""
+    """build_plan's arguments for a B-vector kernel of the loop of B streams: STREAMS_KERNEL (its
+    unroll as isa.KERNEL_CHOICES gives it for this generation, dtype and B) on the planner's
+    block, unless it plans the matrix dense (B = 1: none)."""
     if vectors == 1:
         return {}
     block = mv_plan.default_block(mask, kind, isa.best(gen), gen, vectors)
-    return {"block": block, **(STREAMS_KERNEL if block is not None else {"variant": "dense"})}
+    if block is None:
+        return {"block": None, "variant": "dense"}
+    unroll = isa.kernel_choice(gen, ("streams_unroll", kind, vectors), STREAMS_KERNEL["unroll"])
+    return {"block": block, **STREAMS_KERNEL, "unroll": unroll}
 
 
 def vocoder_cell(plan: VocoderPlan, teacher: bool = False) -> tuple:
