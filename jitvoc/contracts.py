@@ -6,8 +6,7 @@
 - Pointer tables: arrays of addresses the generated code reads by position (the loop's
   `params`), declared by name; the engine packs one from a dict.
 - Packed arrays and records: the element types of the per-panel arrays and the fixed-size
-  byte records (the byte-permute passes and their heads) that layout.py packs and the kernels
-  read.
+  byte records (the byte-permute passes) that layout.py packs and the kernels read.
 
 A use that does not match its declaration raises ContractError while the IR is built.
 """
@@ -151,18 +150,11 @@ PANEL_OFFSET = "<u2"   # gathering panels: `group` offsets into the shifted acti
 
 PERMUTE_GROUP = 16   # panels per byte-permute group: 16 words of 4 bytes, one vpermi2b
 PERMUTE_SLOT = "<u2"   # a panel's word slot, PERMUTE_GROUP per group in the index's head
-PERMUTE_COVERED = 0x80   # in a pass's byte index: the pass covers the byte (vpermi2b reads bits
-# 0-6 of an index byte and ignores bit 7, so later passes blend by it: no mask beside the indices)
-# One pass of a byte-permute group (see layout.PermuteGathers): one cache line, so that a pass
-# of a kernel with the pattern compiled in (its windows constants) reads one line.
-PERMUTE_PASS = Record("permute pass", 64, (
-    Field("byte_index", 0, "u1", 64),   # (column - offset) of each byte; | PERMUTE_COVERED
-))
-# Where a pass's window and record are, and how a first pass chains the group's others: what
-# kernels that loop over the groups read (one head per pass, in record order).
-PERMUTE_HEAD = Record("permute head", 16, (
-    Field("offset", 0, "<i4"),   # the window is x[offset : offset + window]
-    Field("record", 4, "<i4"),   # byte offset of the pass's PERMUTE_PASS in the index
-    Field("further", 8, "<i4"),  # first passes: how many passes follow
-    Field("next_at", 12, "<i4"),  # first passes: byte offset in the index of the next's head
+# One pass of a byte-permute group (see layout.PermuteGathers).
+PERMUTE_PASS = Record("permute pass", 128, (
+    Field("byte_index", 0, "u1", 64),   # (column - offset) of each byte this pass covers
+    Field("mask", 64, "<u8"),           # bit k: the pass covers byte k
+    Field("offset", 72, "<i4"),         # the window is x[offset : offset + window]
+    Field("further", 76, "<i4"),        # first passes: how many passes follow
+    Field("next_at", 80, "<i4"),        # first passes: byte offset in the index of the next
 ))

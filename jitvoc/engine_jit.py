@@ -37,7 +37,7 @@ from .plan import cell as plan_cell
 from .plan.cell import size_of
 from .plan.matvec import kernel_index
 from .plan.vocoder import describe, plan_vocoder, vocoder_cell
-from .quant import stored_correction
+from .quant import zero_correction
 from .wavernn import BY_NAME, MATRICES
 
 
@@ -113,12 +113,12 @@ def param_arrays(plan, weights) -> dict:
     for name, p_plan in plan.plans.items():
         p = p_plan.packed
         fmt = plan.formats.get(name)
-        zc = (stored_correction(p_plan.w_codes, fmt, p_plan.spec.zcorr_bits)
-              if fmt is not None and fmt.zero_point else np.zeros(p.rows, np.int32))
+        zc = (zero_correction(p_plan.w_codes, fmt) if fmt is not None and fmt.zero_point
+              else np.zeros(p.rows, np.int32))
         arrays = {"W": p.weights, "index": kernel_index(p_plan),
                   "panel_ptr": p.panel_ptr,
                   "row_scale": padded(p_plan.row_scale, p.rows_padded, np.float32),
-                  "zcorr": padded(zc, p.rows_padded)}
+                  "zcorr": padded(zc, p.rows_padded, np.int32)}
         out |= {f"{name}.{a}": aligned(arrays[a]) for a in MATRIX_ARRAYS}
         # the bias its epilogue reads, padded like its rows (B copies: SPMV_VECTORS's core)
         bias = padded(weights[BY_NAME[name].bias], p.rows_padded, np.float32)

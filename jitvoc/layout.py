@@ -40,8 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .contracts import (PANEL_COLUMN, PANEL_OFFSET, PANEL_PTR, PERMUTE_COVERED, PERMUTE_GROUP,
-                        PERMUTE_HEAD, PERMUTE_PASS, PERMUTE_SLOT)
+from .contracts import (PANEL_COLUMN, PANEL_OFFSET, PANEL_PTR, PERMUTE_GROUP, PERMUTE_PASS,
+                        PERMUTE_SLOT)
 from .errors import InputError
 
 BLOCKS = ((16, 1), (8, 4), (16, 4), (4, 4), (1, 1))
@@ -149,15 +149,11 @@ class PermuteGathers:
 
     ``index`` (uint8, what the kernel reads; cache-line aligned): ``slots`` as
     contracts.PERMUTE_SLOT (uint16: at most PERMUTE_SLOTS slots) [n_panels], zero-padded to a
-    multiple of 64 bytes; then one contracts.PERMUTE_HEAD per pass (window offset, where its
-    record is and, in first passes, how many passes follow and where the next's head is),
-    zero-padded to a cache line; then one contracts.PERMUTE_PASS per pass (64 bytes: its byte
-    indices, each with PERMUTE_COVERED set where the pass covers the byte; later passes blend
-    by that bit). Heads and records go in one order: every group's first pass (group g's at a
-    fixed place, so no group waits on another's fields), then the further passes, in group
-    order. A kernel with the pattern compiled in reads only the records (pass_offsets gives
-    their places and windows), one cache line a pass; 128-byte records (indices, a mask and
-    the fields) before.
+    multiple of 64 bytes; then every group's first pass, one record
+    each (group g's at a fixed place, so no group waits on another's fields); then the further
+    passes, in group order. A record is a contracts.PERMUTE_PASS (128 bytes): byte indices,
+    mask (later passes blend by it), window offset and, in first passes, how many passes follow
+    and where the next is; zeros past them (records start on cache lines).
 
     Kernels read x padded with zeros to ``x_pad = max(x_len, window)`` bytes.
     """
@@ -175,22 +171,17 @@ class PermuteGathers:
         """Per group, in record order, its passes: [(the byte offset of the pass record in
         ``index``, the offset of its window in x)], the first pass first (what a kernel with
         the pattern compiled in reads as constants)."""
-        heads, at = self._heads(), self._heads_at()
+        size = PERMUTE_PASS.size
+        first = len(self.index) - size * int(self.passes.sum())
+        further = first + size * self.n_groups
+        f = PERMUTE_PASS.field("offset")
         out = []
-        for h in heads[:self.n_groups]:
-            j = (h["next_at"] - at) // PERMUTE_HEAD.size
-            out.append([(p["record"], p["offset"]) for p in [h, *heads[j:j + h["further"]]]])
+        for g, count in enumerate(self.passes.tolist()):
+            records = [first + size * g] + [further + size * j for j in range(count - 1)]
+            further += size * (count - 1)
+            out.append([(r, int(self.index[r + f.offset:r + f.offset + f.nbytes].view(f.dtype)[0]))
+                        for r in records])
         return out
-
-    def _heads_at(self) -> int:
-        return _ceil(np.dtype(PERMUTE_SLOT).itemsize * len(self.slots), CACHE_LINE) * CACHE_LINE
-
-    def _heads(self) -> list:
-        """Every pass's head (contracts.PERMUTE_HEAD), as a dict, in record order."""
-        at, n = self._heads_at(), int(self.passes.sum())
-        raw = self.index[at:at + n * PERMUTE_HEAD.size].reshape(n, PERMUTE_HEAD.size)
-        return [{f.name: int(r[f.offset:f.offset + f.nbytes].view(f.dtype)[0])
-                 for f in PERMUTE_HEAD.fields} for r in raw]
 
     @classmethod
     def build(cls, p: "Packed", window: int) -> "PermuteGathers":
@@ -209,31 +200,29 @@ class PermuteGathers:
         by_passes = sorted(range(n_groups), key=lambda g: len(covers[g]))   # stable
         slots = np.zeros(len(cols), dtype=np.int32)
         slot_size = np.dtype(PERMUTE_SLOT).itemsize
-        n_records = sum(len(c) for c in covers)
-        heads_at = _ceil(slot_size * len(cols), CACHE_LINE) * CACHE_LINE
-        records_at = heads_at + _ceil(n_records * PERMUTE_HEAD.size, CACHE_LINE) * CACHE_LINE
-        heads = np.zeros((n_records, PERMUTE_HEAD.size), dtype=np.uint8)
-        records = np.zeros((n_records, PERMUTE_PASS.size), dtype=np.uint8)
-        further = n_groups   # the record number of the next further pass
+        head = _ceil(slot_size * len(cols), CACHE_LINE) * CACHE_LINE
+        first = np.zeros((n_groups, PERMUTE_PASS.size), dtype=np.uint8)
+        further = []
+        next_at = head + n_groups * PERMUTE_PASS.size
         for new_g, g in enumerate(by_passes):
             slots[groups[g]] = PERMUTE_GROUP * new_g + np.arange(len(groups[g]), dtype=np.int32)
             byte_cols = np.full(64, -1, dtype=np.int64)
             byte_cols[:4 * len(groups[g])] = cols[groups[g]].reshape(-1)
-            numbers = [new_g] + list(range(further, further + len(covers[g]) - 1))
-            for r, offset in zip(numbers, covers[g]):
+            for i, offset in enumerate(covers[g]):
                 inside = (byte_cols >= offset) & (byte_cols < offset + window)
-                PERMUTE_PASS.put(records[r], "byte_index",
-                                 np.where(inside, byte_cols - offset + PERMUTE_COVERED, 0))
-                PERMUTE_HEAD.put(heads[r], "offset", offset)
-                PERMUTE_HEAD.put(heads[r], "record", records_at + PERMUTE_PASS.size * r)
-            PERMUTE_HEAD.put(heads[new_g], "further", len(covers[g]) - 1)
-            PERMUTE_HEAD.put(heads[new_g], "next_at", heads_at + PERMUTE_HEAD.size * further)
-            further += len(covers[g]) - 1
-        slot_bytes = np.zeros(heads_at, dtype=np.uint8)
+                rec = first[new_g] if i == 0 else np.zeros(PERMUTE_PASS.size, dtype=np.uint8)
+                PERMUTE_PASS.put(rec, "byte_index", np.where(inside, byte_cols - offset, 0))
+                PERMUTE_PASS.put(rec, "mask", np.packbits(inside, bitorder="little").view("<u8"))
+                PERMUTE_PASS.put(rec, "offset", offset)
+                if i == 0:
+                    PERMUTE_PASS.put(rec, "further", len(covers[g]) - 1)
+                    PERMUTE_PASS.put(rec, "next_at", next_at)
+                else:
+                    further.append(rec)
+            next_at += (len(covers[g]) - 1) * PERMUTE_PASS.size
+        slot_bytes = np.zeros(head, dtype=np.uint8)
         slot_bytes[:slot_size * len(cols)] = slots.astype(PERMUTE_SLOT).view(np.uint8)
-        head_bytes = np.zeros(records_at - heads_at, dtype=np.uint8)
-        head_bytes[:heads.size] = heads.reshape(-1)
-        index = np.concatenate([slot_bytes, head_bytes, records.reshape(-1)])
+        index = np.concatenate([slot_bytes, first.reshape(-1)] + further)
         passes = np.array([len(covers[g]) for g in by_passes], dtype=np.int32)
         return cls(aligned(index), slots, passes, window, x_pad)
 

@@ -14,7 +14,7 @@ from .errors import InputError
 from .layout import padded
 from .plan import matvec as planner
 from .plan.matvec import kernel_index
-from .quant import ACTIVATION_BITS, FixedPoint, stored_correction
+from .quant import ACTIVATION_BITS, FixedPoint, zero_correction
 from .spec import DTYPES, VARIANTS
 
 MAX_VECTORS = 64   # B: the kernel unrolls its vectors, and its stack buffers grow with B
@@ -107,9 +107,8 @@ class MatVec:
     def zcorr(self, fmt: FixedPoint) -> np.ndarray:
         """Per-row zero-point corrections, padded to whole row blocks (cached per zero point)."""
         if fmt.zero_point not in self._zcorr:
-            self._zcorr[fmt.zero_point] = padded(
-                stored_correction(self.plan.w_codes, fmt, self.kernel.zcorr_bits),
-                self.plan.packed.rows_padded)
+            self._zcorr[fmt.zero_point] = padded(zero_correction(self.plan.w_codes, fmt),
+                                                  self.plan.packed.rows_padded)
         return self._zcorr[fmt.zero_point]
 
     def __call__(self, x) -> np.ndarray:

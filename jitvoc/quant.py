@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
-from .spec import ZERO_POINT
 
 INT32_MAX = 2**31 - 1
 
@@ -59,7 +58,7 @@ class FixedPoint:
     @property
     def zero_point(self) -> int:
         """What the kernels add to a code to store it unsigned (int8 signed formats only)."""
-        return ZERO_POINT if (self.bits == 8 and self.signed) else 0
+        return 128 if (self.bits == 8 and self.signed) else 0
 
     @property
     def name(self) -> str:
@@ -149,38 +148,6 @@ def zero_correction(w_codes: np.ndarray, fmt: FixedPoint) -> np.ndarray:
     """Per row, zero_point · Σ_c w_codes[r, c]: what an integer kernel subtracts from its
     accumulator for activations stored with `fmt`'s zero point."""
     return (fmt.zero_point * w_codes.sum(axis=1, dtype=np.int64)).astype(np.int32)
-
-
-ZERO_POINT_SHIFT = ZERO_POINT.bit_length() - 1   # zero_point · s = s << ZERO_POINT_SHIFT
-CORRECTION_SUM = np.int16   # a row sum of codes in a 16-bit correction
-
-
-def _fits_sum(sums: np.ndarray) -> bool:
-    limits = np.iinfo(CORRECTION_SUM)
-    return len(sums) == 0 or limits.min <= sums.min() and sums.max() <= limits.max
-
-
-def correction_bits(w_codes: np.ndarray, zero_point: int) -> int:
-    """The bits a kernel's zero corrections are stored in (KernelSpec.zcorr_bits): 16, as the
-    row sums of codes (the kernel multiplies them by the zero point in registers), where there
-    is a zero point and every row's sum fits an int16; else 32, the corrections themselves.
-    Half the bytes beside the weights: R, O1 and O3 of random_model(896) int8 read 112 lines a
-    sample instead of 224 (bench/README.md, "Ninth round")."""
-    return 16 if zero_point and _fits_sum(w_codes.sum(axis=1, dtype=np.int64)) else 32
-
-
-def stored_correction(w_codes: np.ndarray, fmt: FixedPoint, bits: int) -> np.ndarray:
-    """The zero corrections as a kernel with `bits`-bit ones reads them (correction_bits):
-    zero_correction as int32, or (16) the row sums it multiplies by the zero point, as int16
-    (zeros without a zero point)."""
-    zc = zero_correction(w_codes, fmt)
-    if bits == 32:
-        return zc
-    sums = zc >> ZERO_POINT_SHIFT
-    if fmt.zero_point not in (0, ZERO_POINT) or not _fits_sum(sums):
-        raise InputError(f"zero corrections (zero point {fmt.zero_point}) do not fit {bits} "
-                         "bits as row sums")
-    return sums.astype(CORRECTION_SUM)
 
 
 def row_l1(codes: np.ndarray) -> np.ndarray:

@@ -5,8 +5,7 @@ Its `name` is the LLVM symbol, the cache key, the pytest id and the benchmark la
 ``spmv_s8u8_16x1_avx512vnni_idx_u4a2_2688x896`` (a block-sparse int8 kernel with uint8
 activations, 16x1 blocks, AVX-512 VNNI, index-driven loop unrolled 4 times into 2 accumulators).
 Kernels with the sparsity pattern compiled in (baked, grouped; index-driven ones with byte-permute
-gathers may have their prologue's) carry the pattern's hash after the shape; ``_z16``: zero
-corrections read as int16 row sums.
+gathers may have their prologue's) end with the pattern's hash.
 A kernel for B > 1 vectors (one weight load for all B) ends with ``_b{B}``.
 """
 from __future__ import annotations
@@ -17,12 +16,6 @@ DTYPES = ("int8", "int16", "float32")
 VARIANTS = ("idx", "grouped", "baked", "dense")
 _OPERANDS = {"int8": "s8u8", "int16": "s16s16", "float32": "f32f32"}
 GROUP = {"int8": 4, "int16": 2, "float32": 1}   # products summed per int32/f32 lane
-ZERO_POINT = 128   # added to signed int8 activation codes (quant.FixedPoint.zero_point)
-
-
-def x_zero_point(dtype: str, x_signed: bool) -> int:
-    """What a kernel of `dtype` adds to an activation code to store it (int8, signed: 128)."""
-    return ZERO_POINT if dtype == "int8" and x_signed else 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,8 +36,6 @@ class KernelSpec:
     grouped_unroll: int = 0  # grouped: row blocks of up to this many panels are fully unrolled
     # (set by the planner from one constant, so it is not part of the name)
     vectors: int = 1        # B: the kernel multiplies the matrix by B vectors per call
-    zcorr_bits: int = 32    # int8 with a zero point: 16 reads each row's correction as its
-    # row sum of codes in int16, times the zero point in registers (quant.correction_bits)
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -60,17 +51,10 @@ class KernelSpec:
             raise ValueError("unroll and accumulators must be positive")
         if self.vectors < 1:
             raise ValueError("vectors must be positive")
-        if self.zcorr_bits not in (16, 32) or self.zcorr_bits == 16 and not self.x_zero_point:
-            raise ValueError("zero corrections are 32 bits, or 16 for int8 with a zero point")
 
     @property
     def group(self) -> int:
         return GROUP[self.dtype]
-
-    @property
-    def x_zero_point(self) -> int:
-        """What the kernel adds to a signed int8 code to store it unsigned (quant.FixedPoint)."""
-        return x_zero_point(self.dtype, self.x_signed)
 
     @property
     def dense(self) -> bool:
@@ -90,8 +74,6 @@ class KernelSpec:
             n += f"_{self.pattern}"
         if self.dtype == "int8" and not self.x_signed:
             n += "_xu"
-        if self.zcorr_bits != 32:
-            n += f"_z{self.zcorr_bits}"
         if self.x_stride:
             n += f"_s{self.x_stride}"
         if self.x_permute:

@@ -4,10 +4,10 @@ import pytest
 from llvmlite import ir
 
 from jitvoc import contracts
-from jitvoc.contracts import (MATRIX_ARRAYS, PERMUTE_HEAD, PERMUTE_PASS, SPMV_CORE, Field,
-                              PointerTable, Record)
+from jitvoc.contracts import (MATRIX_ARRAYS, PERMUTE_PASS, SPMV_CORE, Field, PointerTable,
+                              Record)
 from jitvoc.emit.irutil import call, define, f32, i8, i32, i64, signature
-from jitvoc.emit.spmv import record_field
+from jitvoc.emit.spmv import pass_field
 from jitvoc.errors import ContractError
 from jitvoc.layout import pack
 
@@ -57,10 +57,9 @@ def test_pointer_table_takes_every_entry_once():
 
 
 def test_records():
-    rec = np.zeros(PERMUTE_HEAD.size, np.uint8)
-    PERMUTE_HEAD.put(rec, "record", 130)
-    assert rec[4:8].view("<i4")[0] == 130
-    assert PERMUTE_PASS.size == 64   # one cache line a pass
+    rec = np.zeros(PERMUTE_PASS.size, np.uint8)
+    PERMUTE_PASS.put(rec, "offset", 130)
+    assert rec[72:76].view("<i4")[0] == 130
     with pytest.raises(ContractError, match="takes 64 values"):
         PERMUTE_PASS.put(rec, "byte_index", [1, 2])
     with pytest.raises(ContractError, match="overlaps"):
@@ -69,11 +68,11 @@ def test_records():
 
 def test_permute_fields_read_with_their_size():
     b, _, a = _builder()
-    record_field(b, a.index, i64(0), PERMUTE_HEAD, "offset", i32)
+    pass_field(b, a.index, i64(0), "offset", i32)
     with pytest.raises(ContractError, match="4 bytes"):
-        record_field(b, a.index, i64(0), PERMUTE_HEAD, "offset", i8)
+        pass_field(b, a.index, i64(0), "offset", i8)
     with pytest.raises(ContractError, match="no field"):
-        record_field(b, a.index, i64(0), PERMUTE_PASS, "offset", i32)
+        pass_field(b, a.index, i64(0), "window", i32)
 
 
 def test_packed_arrays_have_the_declared_types():

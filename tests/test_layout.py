@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from jitvoc.contracts import PERMUTE_COVERED, PERMUTE_HEAD, PERMUTE_PASS, PERMUTE_SLOT
+from jitvoc.contracts import PERMUTE_PASS, PERMUTE_SLOT
 from jitvoc.errors import InputError
 from jitvoc.layout import (BLOCKS, PERMUTE_SLOTS, _cover, _window_counts, block_mask, pack,
                            permute_slots_fit, unpack)
@@ -61,24 +61,21 @@ def test_kernel_index_gathering_offsets():
 
 
 def gather_words(g, x_codes: np.ndarray, n_panels: int) -> np.ndarray:
-    """What a kernel's byte-permute prologue that loops over the groups computes from
-    PermuteGathers.index (its reading of the heads and records, in NumPy): every word slot's 4
-    bytes."""
-    head, idx = PERMUTE_HEAD.size, g.index
+    """What a kernel's byte-permute prologue computes from PermuteGathers.index (its reading of
+    the records, in NumPy): every word slot's 4 bytes."""
+    rec, idx = PERMUTE_PASS.size, g.index
     x = np.zeros(g.x_pad + 64, np.uint8)   # the kernel's buffer: codes, then zeros
     x[:len(x_codes)] = x_codes
-    field = lambda at, name: int(idx[at + PERMUTE_HEAD.field(name).offset:][:4].view("<i4")[0])
-    heads = -(-n_panels * SLOT_BYTES // 64) * 64   # after the slots, in whole cache lines
+    field = lambda at: int(idx[at:at + 4].view("<i4")[0])
+    firsts = -(-n_panels * SLOT_BYTES // 64) * 64   # after the slots, in whole cache lines
     words = np.zeros((g.n_groups, 64), np.uint8)
     for grp in range(g.n_groups):
-        first = heads + grp * head
-        passes = [first] + [field(first, "next_at") + j * head
-                            for j in range(field(first, "further"))]
-        for i, at in enumerate(passes):
-            offset, rec = field(at, "offset"), field(at, "record")
-            window = x[offset:offset + 128]
-            picked = window[idx[rec:rec + PERMUTE_PASS.size] & 127]
-            keep = idx[rec:rec + PERMUTE_PASS.size] & PERMUTE_COVERED != 0
+        first = firsts + grp * rec
+        passes = [first] + [field(first + 80) + j * rec for j in range(field(first + 76))]
+        for i, off in enumerate(passes):
+            window = x[field(off + 72):field(off + 72) + 128]
+            picked = window[idx[off:off + 64] & 127]
+            keep = np.unpackbits(idx[off + 64:off + 72], bitorder="little").astype(bool)
             words[grp] = picked if i == 0 else np.where(keep, picked, words[grp])
     return words.reshape(-1, 4)
 
@@ -117,24 +114,19 @@ def test_permute_gathers_slots_head_the_index():
 
 def test_permute_gathers_pass_offsets_name_the_records():
     """pass_offsets (what kernels with the pattern compiled in read as constants) lists each
-    group's records as the heads chain them, with their windows; records are one cache line,
-    after the heads."""
+    group's records as the index chains them, with their windows."""
     rng = np.random.default_rng(3)
     p = pack((rng.random((96, 1000)) < 0.002).astype(np.int8), (16, 1), 4)
     g = p.permute_gathers(128)
-    field = lambda at, name: int(g.index[at + PERMUTE_HEAD.field(name).offset:][:4].view("<i4")[0])
-    heads = -(-p.n_panels * SLOT_BYTES // 64) * 64
+    field = lambda at: int(g.index[at:at + 4].view("<i4")[0])
+    firsts = -(-p.n_panels * SLOT_BYTES // 64) * 64
     offsets = g.pass_offsets()
     assert len(offsets) == g.n_groups and max(map(len, offsets)) > 1
-    n_records = int(g.passes.sum())
-    records_at = heads + -(-n_records * PERMUTE_HEAD.size // 64) * 64
-    assert len(g.index) == records_at + n_records * PERMUTE_PASS.size
     for grp, passes in enumerate(offsets):
-        first = heads + grp * PERMUTE_HEAD.size
-        at = [first] + [field(first, "next_at") + j * PERMUTE_HEAD.size
-                        for j in range(field(first, "further"))]
-        assert passes == [(field(h, "record"), field(h, "offset")) for h in at]
-        assert all(r >= records_at and (r - records_at) % 64 == 0 for r, _ in passes)
+        first = firsts + grp * PERMUTE_PASS.size
+        records = [first] + [field(first + 80) + j * PERMUTE_PASS.size
+                             for j in range(field(first + 76))]
+        assert passes == [(r, field(r + 72)) for r in records]
 
 
 def test_permute_gathers_passes_follow_the_columns():
@@ -143,13 +135,8 @@ def test_permute_gathers_passes_follow_the_columns():
     g = pack(w, (16, 1), 4).permute_gathers(128)
     assert g.passes.tolist() == [3]    # from 1 (1, 5), from 130, from 172 (ends at x_pad: 299)
     assert g.x_pad == 300
-    heads = g.index[64:128].reshape(4, PERMUTE_HEAD.size)[:3]   # after one 64-byte block of slots
-    assert heads[:, 0:4].copy().view("<i4").ravel().tolist() == [1, 130, 172]
-    records = g.index[128:].reshape(3, PERMUTE_PASS.size)
-    assert (records[:, :4] & 127).tolist() == [[0, 4, 0, 0], [0, 0, 0, 0], [0, 0, 0, 127]]
-    covered = (records & PERMUTE_COVERED != 0)
-    assert covered[:, :4].tolist() == [[True, True, False, False], [False, False, True, False],
-                                       [False, False, False, True]]
+    records = g.index[64:].reshape(3, PERMUTE_PASS.size)     # after one 64-byte block of slots
+    assert records[:, 72:76].copy().view("<i4").ravel().tolist() == [1, 130, 172]
 
 
 def greedy_cover(cols, window: int, x_pad: int) -> list:

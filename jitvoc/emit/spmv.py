@@ -48,12 +48,10 @@ from functools import cached_property
 import numpy as np
 from llvmlite import ir
 
-from ..contracts import (PANEL_COLUMN, PANEL_OFFSET, PANEL_PTR, PERMUTE_COVERED, PERMUTE_GROUP,
-                         PERMUTE_HEAD, PERMUTE_PASS, PERMUTE_SLOT, SPMV, SPMV_CORE, SPMV_LOOP,
-                         SPMV_RAW, SPMV_VECTORS)
+from ..contracts import (PANEL_COLUMN, PANEL_OFFSET, PANEL_PTR, PERMUTE_GROUP, PERMUTE_PASS,
+                         PERMUTE_SLOT, SPMV, SPMV_CORE, SPMV_LOOP, SPMV_RAW, SPMV_VECTORS)
 from ..errors import ContractError
 from ..layout import CACHE_LINE, Packed, PermuteGathers
-from ..quant import ZERO_POINT_SHIFT
 from ..spec import KernelSpec
 from .irutil import (alloca, broadcast_load, byte_size, call, counted_loop, define, f32, gep, i8,
                      i16, i32, i64, int_type, load, ptr, splat, store, vec)
@@ -471,7 +469,7 @@ def _epilogue(b: ir.IRBuilder, k: Kernel, ep: Epilogue, total, row, out):
     """The sums of rows `row` .. (of vector v, stored at `out` = row + v · rows_padded, where
     the bias is read too: a B-vector core's bias is [B, rows_padded])."""
     if ep.dequantize:
-        zc = _corrections(b, k, ep.zcorr, row)
+        zc = b.load(gep(b, ep.zcorr, i32, row), typ=k.acc_t, align=4)
         rs = b.load(gep(b, ep.row_scale, f32, row), typ=vec(f32, k.width), align=4)
         scale = b.fmul(rs, splat(b, ep.x_scale, k.width))
         total = b.fmul(b.sitofp(b.sub(total, zc), scale.type), scale)
@@ -481,15 +479,6 @@ def _epilogue(b: ir.IRBuilder, k: Kernel, ep: Epilogue, total, row, out):
         zero_v = ir.Constant(total.type, [0.0] * k.width)
         total = b.select(b.fcmp_ordered(">", total, zero_v), total, zero_v)
     return total
-
-
-def _corrections(b: ir.IRBuilder, k: Kernel, zcorr, row):
-    """The zero corrections of rows `row` ..: int32, or (KernelSpec.zcorr_bits 16) int16 row
-    sums of codes shifted by the zero point's bits (quant.stored_correction)."""
-    if k.spec.zcorr_bits == 32:
-        return b.load(gep(b, zcorr, i32, row), typ=k.acc_t, align=4)
-    sums = b.load(gep(b, zcorr, i16, row), typ=vec(i16, k.width), align=2)
-    return b.shl(b.sext(sums, k.acc_t), ir.Constant(k.acc_t, [ZERO_POINT_SHIFT] * k.width))
 
 
 def permute_words(c: Core, index, pptr):
@@ -508,8 +497,8 @@ def permute_words(c: Core, index, pptr):
         words = alloca(b, i32, len(groups) * PERMUTE_GROUP, align=CACHE_LINE)
         xs, results = _permute_inputs(c)
         for g, passes in enumerate(groups):
-            for i, (rec, window) in enumerate(passes):
-                _permute_into(c, xs, results, index, i64(rec), i == 0, i64(window))
+            for rec, window in passes:
+                _permute_into(c, xs, results, index, i64(rec), rec == passes[0][0], i64(window))
             _store_group(c, words, i64(g), results)
         return words
     if c.k.spec.pattern:
@@ -519,15 +508,15 @@ def permute_words(c: Core, index, pptr):
     n_groups = b.udiv(b.add(n_panels, i64(PERMUTE_GROUP - 1)), i64(PERMUTE_GROUP))
     words = alloca(b, i32, b.mul(n_groups, i64(PERMUTE_GROUP * n)), align=CACHE_LINE)
     slots = b.mul(n_groups, i64(PERMUTE_GROUP * byte_size(SLOT_T)))
-    heads = b.and_(b.add(slots, i64(CACHE_LINE - 1)), i64(-CACHE_LINE))   # the heads follow
+    firsts = b.and_(b.add(slots, i64(CACHE_LINE - 1)), i64(-CACHE_LINE))   # first passes follow
     xs, results = _permute_inputs(c)
     with counted_loop(b, 0, n_groups, name="gather") as g:
-        first = b.add(heads, b.mul(g, i64(PERMUTE_HEAD.size)))
-        _permute_head(c, xs, results, index, first, True)
-        further = _head_int(b, index, first, "next_at")
-        with counted_loop(b, 0, _head_int(b, index, first, "further"), name="pass") as j:
-            head = b.add(further, b.mul(j, i64(PERMUTE_HEAD.size)))
-            _permute_head(c, xs, results, index, head, False)
+        first = b.add(firsts, b.mul(g, i64(PERMUTE_PASS.size)))
+        _permute_into(c, xs, results, index, first, True)
+        further = _pass_int(b, index, first, "next_at")
+        with counted_loop(b, 0, _pass_int(b, index, first, "further"), name="pass") as j:
+            off = b.add(further, b.mul(j, i64(PERMUTE_PASS.size)))
+            _permute_into(c, xs, results, index, off, False)
         _store_group(c, words, g, results)
     return words
 
@@ -538,25 +527,16 @@ def _permute_inputs(c: Core) -> tuple:
     return xs, [c.b.alloca(vec(i8, 64)) for _ in xs]
 
 
-def _permute_head(c: Core, xs, results, index, head, first: bool):
-    """The pass whose head (contracts.PERMUTE_HEAD) is at byte `head` of the index."""
+def _permute_into(c: Core, xs, results, index, off, first: bool, start=None):
+    """The pass at byte `off` of the index (its window at x + start; by default its offset
+    read from the record) for every vector: a first pass writes all 64 bytes of `results`, a
+    later one those its mask covers."""
     b = c.b
-    _permute_into(c, xs, results, index, _head_int(b, index, head, "record"), first,
-                  _head_int(b, index, head, "offset"))
-
-
-def _permute_into(c: Core, xs, results, index, rec, first: bool, start):
-    """The pass whose record is at byte `rec` of the index, its window at x + start, for every
-    vector: a first pass writes all 64 bytes of `results`, a later one those it covers (the
-    PERMUTE_COVERED bit of their byte indices, which vpermi2b ignores)."""
-    b, bytes64 = c.b, vec(i8, 64)
-    idx = b.load(record_field(b, index, rec, PERMUTE_PASS, "byte_index", bytes64), typ=bytes64,
-                 align=1)
     if not first:
-        covered = b.and_(idx, ir.Constant(bytes64, [PERMUTE_COVERED] * 64))
-        mask = b.icmp_unsigned("!=", covered, ir.Constant(bytes64, [0] * 64))
+        mask = b.bitcast(b.load(pass_field(b, index, off, "mask", i64), typ=i64, align=4),
+                         vec(ir.IntType(1), 64))
     for x, result in zip(xs, results):
-        picked = _permute_window(b, c.k, x, idx, start)
+        picked = _permute_pass(b, c.k, x, index, off, start)
         b.store(picked if first else b.select(mask, picked, b.load(result)), result)
 
 
@@ -601,25 +581,28 @@ def _lane_transpose(b: ir.IRBuilder, rows: list) -> list:
             pick(*even, (1, 3, 5, 7)), pick(*odd, (1, 3, 5, 7))]
 
 
-def _head_int(b: ir.IRBuilder, index, off, name: str):
-    """An int32 field of the pass head at byte `off` of `index`, as i64."""
-    return b.sext(load(b, record_field(b, index, off, PERMUTE_HEAD, name, i32), i32, align=4), i64)
+def _pass_int(b: ir.IRBuilder, index, off, name: str):
+    """An int32 field of the pass at byte `off` of `index`, as i64."""
+    return b.sext(load(b, pass_field(b, index, off, name, i32), i32, align=4), i64)
 
 
-def _permute_window(b: ir.IRBuilder, k: Kernel, x, idx, start):
-    """The 64 bytes byte indices `idx` pick from the window x + start (128 bytes)."""
+def _permute_pass(b: ir.IRBuilder, k: Kernel, x, index, off, start=None):
+    """The 64 bytes the pass at byte `off` of the index picks from its window x + start (by
+    default the pass's own offset field)."""
     bytes64 = vec(i8, 64)
+    start = _pass_int(b, index, off, "offset") if start is None else start
     lo = b.load(gep(b, x, i8, start), typ=bytes64, align=1)
     hi = b.load(gep(b, x, i8, b.add(start, i64(64))), typ=bytes64, align=1)
+    idx = b.load(pass_field(b, index, off, "byte_index", bytes64), typ=bytes64, align=1)
     return k.backend.permute_window(b, lo, idx, hi)
 
 
-def record_field(b: ir.IRBuilder, index, off, record, name: str, typ):
-    """The address of field `name` of the `record` (contracts.PERMUTE_PASS, PERMUTE_HEAD) at
-    byte `off` of `index`, read as `typ` (which must have the field's size)."""
-    f = record.field(name)
+def pass_field(b: ir.IRBuilder, index, off, name: str, typ):
+    """The address of field `name` of the byte-permute pass at byte `off` of `index`, read as
+    `typ` (which must have the field's size)."""
+    f = PERMUTE_PASS.field(name)
     if byte_size(typ) != f.nbytes:
-        raise ContractError(f"{record.name} field {name} has {f.nbytes} bytes, read as {typ}")
+        raise ContractError(f"permute pass field {name} has {f.nbytes} bytes, read as {typ}")
     return gep(b, index, i8, b.add(off, i64(f.offset)) if f.offset else off)
 
 

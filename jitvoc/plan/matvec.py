@@ -14,8 +14,8 @@ import numpy as np
 from .. import config, isa
 from ..errors import InputError, JitvocError
 from ..layout import PERMUTE_SLOTS, BLOCKS, Packed, block_mask, pack, permute_slots_fit
-from ..quant import WEIGHT_FORMATS, check_accumulators, correction_bits, row_l1
-from ..spec import GROUP, KernelSpec, x_zero_point
+from ..quant import WEIGHT_FORMATS, check_accumulators, row_l1
+from ..spec import GROUP, KernelSpec
 
 GROUPED_UNROLL_LIMIT = 64  # panels per row block fully unrolled by the grouped variant
 # The most instructions (baked_instructions) a baked kernel may unroll. Measured baked vs grouped
@@ -281,8 +281,7 @@ def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None
                       x_signed=x_signed, x_stride=0 if packed.contiguous or window else x_stride,
                       x_permute=window,
                       grouped_unroll=GROUPED_UNROLL_LIMIT if variant == "grouped" else 0,
-                      vectors=vectors,
-                      zcorr_bits=correction_bits(w_codes, x_zero_point(dtype, x_signed)))
+                      vectors=vectors)
     gathers = ""
     if window and config.debug_level() >= 1:
         g = packed.permute_gathers(window)
