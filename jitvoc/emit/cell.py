@@ -80,10 +80,11 @@ from .irutil import (alloca, call, counted_loop, define, f32, gep, i32, i64, loa
                      signature, splat, vec)
 
 V = 16   # lanes of the element-wise sweeps
-SWEEP_BLOCKS = 4   # V-lane blocks a pass's sweep computes per iteration (as the hand-written loop's GRU)
-# The same in streams mode, where a stream's rows come from L2 (B streams' rows do not fit in
-# L1): more blocks in flight per iteration (bench/README.md, "Issue 15: B = 8, sixth round")
-STREAMS_SWEEP_BLOCKS = 7
+# V-lane blocks a pass's sweep computes per iteration, in both modes: 7 (the 448 lanes of a
+# hidden-896 GRU half in 4 iterations) measured x1.03-1.05 over 4 at one stream on the Xeon
+# (int8 and int16, paired; bench/README.md, "Ninth round: the update and the draws"), and
+# in streams mode, where a stream's rows come from L2 ("Issue 15: B = 8, sixth round")
+SWEEP_BLOCKS = 7
 ENTRY_FN = signature(SPMV)
 CORE_FN = signature(SPMV_CORE)
 # The e^x polynomial per dtype (jitvoc.emit.mathfn): float32 cells the softmax's (2.1e-7
@@ -547,12 +548,11 @@ class CellEmitter:
 
     # --- passes --------------------------------------------------------------------------------
     def _sweep(self, length: int, roots: list):
-        """The roots of one length: SWEEP_BLOCKS (streams mode: STREAMS_SWEEP_BLOCKS) x V lanes
-        at a time (every block's values computed before any is stored: a store cannot order
-        the next block's loads after it), then V lanes at a time, then the tail one at a time."""
+        """The roots of one length: SWEEP_BLOCKS x V lanes at a time (every block's values
+        computed before any is stored: a store cannot order the next block's loads after it),
+        then V lanes at a time, then the tail one at a time."""
         b = self.b
-        per = STREAMS_SWEEP_BLOCKS if self.streams > 1 else SWEEP_BLOCKS
-        for start, stop, width, blocks in _sweeps(length, per):
+        for start, stop, width, blocks in _sweeps(length, SWEEP_BLOCKS):
             with counted_loop(b, start, stop, width * blocks,
                               name=f"sweep{length}_{width}x{blocks}") as i:
                 self.width, stores = width, []
