@@ -212,28 +212,37 @@ def _default_variant(mask, block, dtype, backend, gen, vectors: int = 1) -> str:
     straight-line code wins when it is small enough to compile quickly and has the instruction
     cache to itself; else row blocks grouped by panel count. float32 keeps the index-driven loop
     (one layout for every generation). B > 1 vectors: grouped (native int8, 1152x384 at 10%, B
-    = 2: baked 2470 ns, grouped 1550, idx 1770; on R at 5%, B = 8: grouped 12.2 µs, idx 12.9)."""
+    = 2: baked 2470 ns, grouped 1550, idx 1770; on R at 5%, B = 8: grouped 12.2 µs, idx 12.9).
+    Byte-permute kernels bake up to the limit measured on their generation, where it differs
+    (isa.KERNEL_CHOICES, "bake_limit_permute")."""
     if dtype == "float32":
         return "idx"
-    if vectors == 1 and baked_instructions(mask, block, dtype, backend, gen) <= _bake_limit(
-            mask, block, dtype, backend, gen):
-        return "baked"
-    return "grouped"
+    if vectors > 1:
+        return "grouped"
+    panels, permutes = _gathering(mask, block, dtype, backend, gen)
+    limit = (isa.kernel_choice(gen, ("bake_limit_permute", dtype, 1), BAKE_LIMIT) if permutes
+             else BAKE_LIMIT)
+    return "baked" if _baked_size(panels, permutes, block, dtype, backend, gen) <= limit \
+        else "grouped"
 
 
-def _bake_limit(mask, block, dtype, backend, gen) -> int:
-    """BAKE_LIMIT, or for a kernel gathering its activations by byte permutes the limit measured
-    on this generation, where it differs (isa.KERNEL_CHOICES, "bake_limit_permute")."""
-    permutes = block[1] % GROUP[dtype] != 0 and permute_capable(
-        dtype, block, backend, gen, panel_count(mask, block, GROUP[dtype]))
-    return (isa.kernel_choice(gen, ("bake_limit_permute", dtype, 1), BAKE_LIMIT) if permutes
-            else BAKE_LIMIT)
+def _gathering(mask, block, dtype, backend, gen) -> tuple[int, bool]:
+    """(panels, whether they gather their activations by byte permutes) of a one-vector kernel
+    on this block."""
+    group = GROUP[dtype]
+    panels = panel_count(mask, block, group)
+    return panels, bool(block[1] % group) and permute_capable(dtype, block, backend, gen, panels)
 
 
 def baked_instructions(mask, block, dtype, backend, gen) -> int:
     """Estimated instructions of a baked kernel's straight-line code: per panel its products
     over the lanes of the backend's widest fitting vector (one per product in plain IR, where
     no vector width fits), plus one load per shifted table its activations are gathered from."""
+    return _baked_size(*_gathering(mask, block, dtype, backend, gen), block, dtype, backend, gen)
+
+
+def _baked_size(panels: int, permutes: bool, block, dtype, backend, gen) -> int:
+    """baked_instructions of `panels` panels, gathering by byte permutes or not."""
     group = GROUP[dtype]
     if dtype == "float32":
         width = min(block[0], isa.vector_bits(backend) // 32)
@@ -241,9 +250,7 @@ def baked_instructions(mask, block, dtype, backend, gen) -> int:
         width = isa.dot_width(backend, gen, "dot4" if dtype == "int8" else "dot2", block[0])
     products = block[0] * group
     dots = -(-block[0] // width) if width else products
-    panels = panel_count(mask, block, group)
-    tables = (group if block[1] % group and not permute_capable(dtype, block, backend, gen, panels)
-              else 0)
+    tables = group if block[1] % group and not permutes else 0
     return panels * (dots + tables)
 
 
