@@ -77,8 +77,8 @@ class CompiledCell:
         """The kernels of one stacked product: in-loop, (the kernel,), the planner's kernel for
         a fused loop (build_matvec(inline=True), as the vocoder loop's cores: compact code
         beside the loop's), with autotune the fastest candidate (build_matvec's autotune: every
-        candidate gives the same bits); hoisted, (the B-vector kernel, the one-vector kernel),
-        the planner's."""
+        candidate gives the same bits); hoisted, (the planner's B-vector kernel, the same kernel
+        for one vector)."""
         W = product.stacked(weights)
         blocks = {self.cell.weights[w].attr("block") for w in product.weights}
         block = blocks.pop() if len(blocks) == 1 else None
@@ -87,9 +87,11 @@ class CompiledCell:
             return (build_matvec(W, self.dtype, cpu=self.gen, block=block, autotune=self.autotune,
                                  x_format=self.plan.formats[product.label], inline=True,
                                  x_stride=x_stride),)
-        return tuple(build_matvec(W, self.dtype, cpu=self.gen, block=block, vectors=v,
-                                  x_format=self.plan.hoisted_format)
-                     for v in (HOIST_VECTORS, 1))
+        batch = build_matvec(W, self.dtype, cpu=self.gen, block=block, vectors=HOIST_VECTORS,
+                             x_format=self.plan.hoisted_format)
+        # a shorter chunk's steps sum as a whole chunk's do (float32: the planner's one-vector
+        # kernel has other accumulator sets, and step() gave other bits than run())
+        return batch, batch.with_vectors(1)
 
     def _fixed_addresses(self) -> dict:
         """The params entries that do not change between calls: weights, kernels (in-loop:

@@ -1,6 +1,7 @@
 """build_matvec: a compiled y ≈ W x for one matrix on one CPU generation (the run stage)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 
@@ -65,6 +66,13 @@ class MatVec:
 
     def __repr__(self):
         return f"<MatVec {self.kernel.name} on {self.gen.name}>"
+
+    def with_vectors(self, vectors: int) -> "MatVec":
+        """This kernel for `vectors` vectors per call: the same packed layout, variant, unroll
+        and accumulator sets, so that each vector gets the bits this kernel gives it (float32
+        sums in the order those fix; the planner's own choice for another B may sum otherwise)."""
+        spec = dataclasses.replace(self.kernel, vectors=vectors)
+        return MatVec(dataclasses.replace(self.plan, spec=spec), self.gen, self.x_format)
 
     # --- calling ---------------------------------------------------------------------------------
     def _require_runnable(self):
