@@ -96,7 +96,8 @@ GATHERS = {
                  "permute": "llvm.x86.avx512.vpermi2var.qi.512", "window": 128,
                  "straight": True},
     "shuffle16": {"requires": frozenset({"avx2"}), "shuffle": "llvm.x86.avx2.pshuf.b",
-                  "window": 128, "straight": False, "vectors": 1, "words_bytes": 32 * 1024, "bake_limit": 0},
+                  "window": 128, "straight": False, "vectors": 1, "words_bytes": 32 * 1024,
+                  "bake_limit": 0},
 }
 
 # (features needed, floats per vector, ISA tag) of the scan kernels: the first row a
