@@ -88,7 +88,8 @@ INTRINSIC_FEATURES = {
 # not straight: in the loop 6.56 against 7.23 µs per sample (a group's ~50 instructions, 121
 # groups in R: the straight-line prologue left the instruction cache). One vector only: at B = 8
 # the loop lost 11% to shuffles. Words of at most 32 KiB (L1): 1x1 patterns, R at 3% (58 KiB)
-# 28,795 vs 24,837 ns, at 10% (120 KiB) 59,212 vs 56,724; O1 at 10% (10 KiB) 3,343 vs 4,110.
+# 28,795 vs 24,837 ns, at 10% (120 KiB) 59,212 vs 56,724; O1 at 10% (10 KiB) 3,343 vs 4,110;
+# R's 16x1 pattern at 10% (15 KiB) 6,169 vs 6,691, at 25% (37 KiB) 17,016 vs 16,150.
 # Never baked: grouped beat baked, R at 3% 2,853 vs 3,853, GRU-A 1152x384 1,402 vs 1,890 (O1,
 # O2 ties).
 GATHERS = {
