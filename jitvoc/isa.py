@@ -72,13 +72,33 @@ INTRINSIC_FEATURES = {
     "llvm.x86.avx512.vpdpwssd.256": [{"avx512vnni", "avx512vl"}, {"avxvnni"}],
     "llvm.x86.avx512.vpdpwssd.128": [{"avx512vnni", "avx512vl"}, {"avxvnni"}],
     "llvm.x86.avx512.vpermi2var.qi.512": [{"avx512vbmi"}],
+    "llvm.x86.avx2.pshuf.b": [{"avx2"}],
 }
 
 # Gathering panels (16x1 blocks): build 16 panels' activation words at once from `window`-byte
-# windows of the uint8 codes (jitvoc.layout.PermuteGathers), with the `permute` intrinsic.
+# windows of the uint8 codes (jitvoc.layout.PermuteGathers): by the `permute` intrinsic, or by the
+# `shuffle` intrinsic of 16-byte chunks (emit.isa.Backend.permute_window). `straight`: kernels
+# with the pattern compiled in build the words in straight-line code (else a loop over the
+# groups reading their passes from the index). The planner gives a gather at most `vectors`
+# vectors and `words_bytes` bytes of words (4 per panel and vector), and bakes its one-vector
+# kernels up to `bake_limit` instructions (plan.matvec.BAKE_LIMIT), where given.
+# shuffle16 (AVX2; measured on Zen 4 with AVX-512 masked, ns per call, alternating, loaded VM;
+# bench/README.md "Tenth round: byte gathers by vpshufb"): against shifted tables, R 2688x896 at
+# 5% idx u4a2 3,035 vs 3,883, O1/O3 499 vs 667, O2/O4 290 vs 402; the vocoder loop x1.21. Looped,
+# not straight: in the loop 6.56 against 7.23 µs per sample (a group's ~50 instructions, 121
+# groups in R: the straight-line prologue left the instruction cache). One vector only: at B = 8
+# the loop lost 11% to shuffles. Words of at most 32 KiB (L1): 1x1 patterns, R at 3% (58 KiB)
+# 28,795 vs 24,837 ns, at 10% (120 KiB) 59,212 vs 56,724; O1 at 10% (10 KiB) 3,343 vs 4,110;
+# R's 16x1 pattern at 10% (15 KiB) 6,169 vs 6,691, at 25% (37 KiB) 17,016 vs 16,150.
+# Never baked: grouped beat baked, R at 3% 2,853 vs 3,853, GRU-A 1152x384 1,402 vs 1,890 (O1,
+# O2 ties).
 GATHERS = {
     "permute2": {"requires": frozenset({"avx512vbmi"}),
-                 "permute": "llvm.x86.avx512.vpermi2var.qi.512", "window": 128},
+                 "permute": "llvm.x86.avx512.vpermi2var.qi.512", "window": 128,
+                 "straight": True},
+    "shuffle16": {"requires": frozenset({"avx2"}), "shuffle": "llvm.x86.avx2.pshuf.b",
+                  "window": 128, "straight": False, "vectors": 1, "words_bytes": 32 * 1024,
+                  "bake_limit": 0},
 }
 
 # (features needed, floats per vector, ISA tag) of the scan kernels: the first row a
@@ -123,12 +143,14 @@ OPTIONAL_KEYS = {"gather": str}
 
 # --- templates -------------------------------------------------------------------------------------
 def _root() -> Path:
-    """Installed: the package jitvoc.kernels_templates. Run from a source checkout without
-    installing: the checkout's kernels_templates/ folder."""
-    try:
-        return Path(str(resources.files("jitvoc.kernels_templates")))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "kernels_templates"
+    """Run from a source checkout: the checkout's kernels_templates/ folder, beside the jitvoc
+    imported (an editable install of another checkout maps jitvoc.kernels_templates to that
+    checkout's folder: a worktree's or bench/side_by_side.py's tree would read another tree's
+    templates). Installed: the package jitvoc.kernels_templates."""
+    checkout = Path(__file__).resolve().parent.parent / "kernels_templates"
+    if (checkout / "__init__.py").is_file():
+        return checkout
+    return Path(str(resources.files("jitvoc.kernels_templates")))
 
 
 def template_files() -> list[Path]:

@@ -132,6 +132,11 @@ def test_isa_missing_feature_is_an_error_not_a_crash():
     import llvmlite.ir as ir
     with pytest.raises(ISAError, match="avx512vnni"):
         Backend("avx512vnni", cpu.generation("haswell"), ir.Module())
+    m = ir.Module()   # AVX-512 without VBMI: no byte-permute gather to emit
+    b = ir.IRBuilder(ir.Function(m, ir.FunctionType(ir.VoidType(), []), "f").append_basic_block())
+    v = ir.Constant(ir.VectorType(ir.IntType(8), 64), [0] * 64)
+    with pytest.raises(ISAError, match="no byte-permute gather"):
+        Backend("avx512bw", cpu.generation("skylake-avx512"), m).permute_window(b, v, v, v, None)
     assert isa.best(cpu.generation("x86-64")) == "sse2"
     assert isa.best(cpu.generation("alderlake")) == "avxvnni"
 
@@ -235,15 +240,28 @@ def test_vectors_every_generation_every_format(gen, dtype, block, request):
         check_vectors(mv, w, _vectors(w, x, n))
 
 
-VBMI = [g for g in RUNNABLE if isa.gather_window(isa.best(cpu.generation(g)), cpu.generation(g))]
+def _gathering() -> dict:
+    """Byte-permute gather (isa.GATHERS) -> the first generation of RUNNABLE whose best backend
+    has it: VBMI's vpermi2b, AVX2's vpshufb of 16-byte chunks."""
+    out = {}
+    for g in RUNNABLE:
+        gen = cpu.generation(g)
+        backend = isa.best(gen)
+        if isa.gather(backend, gen):
+            out.setdefault(isa.template(backend, gen)["gather"], g)
+    return out
 
 
-@pytest.mark.skipif(not VBMI, reason="no generation with byte permutes (VBMI) runs here")
+GATHERING = _gathering()
+
+
+@pytest.mark.parametrize("gen_name", GATHERING.values(), ids=GATHERING.keys())
 @pytest.mark.parametrize("variant", ("idx", "grouped", "baked"))
-def test_vectors_byte_permute_and_shuffle_gathers_agree_bit_for_bit(variant):
-    """A B-vector kernel gathers by byte permutes (VBMI) or by shuffles; both give every
-    vector's reference result, on ragged shapes, edge cases and several window passes."""
-    gen = cpu.generation(VBMI[0])
+def test_vectors_byte_permute_and_shuffle_gathers_agree_bit_for_bit(variant, gen_name):
+    """A B-vector kernel gathers by byte permutes (every gather this host runs) or by
+    shuffles; both give every vector's reference result, on ragged shapes, edge cases and
+    several window passes."""
+    gen = cpu.generation(gen_name)
     for i, name in enumerate(("ragged_37x29", "empty_row_blocks", "wide_sparse_16x1",
                               "extremes", "blocks_16x1")):
         w, x = _case(name)
@@ -257,13 +275,13 @@ def test_vectors_byte_permute_and_shuffle_gathers_agree_bit_for_bit(variant):
             check_vectors(MatVec(plan, gen), w, _vectors(w, x, n))
 
 
-@pytest.mark.skipif(not VBMI, reason="no generation with byte permutes (VBMI) runs here")
+@pytest.mark.parametrize("gen_name", GATHERING.values(), ids=GATHERING.keys())
 @pytest.mark.parametrize("variant", ("idx", "grouped", "baked"))
-def test_byte_permute_and_table_gathers_agree_bit_for_bit(variant):
-    """One vector: gathers by byte permutes (VBMI; the pattern compiled in for grouped and
-    baked kernels, the passes read from the index by idx) and by shifted tables give the
-    reference result, with one window pass per group and with several."""
-    gen = cpu.generation(VBMI[0])
+def test_byte_permute_and_table_gathers_agree_bit_for_bit(variant, gen_name):
+    """One vector: gathers by byte permutes (every gather this host runs; the pattern compiled
+    in for grouped and baked kernels, the passes read from the index by idx) and by shifted
+    tables give the reference result, with one window pass per group and with several."""
+    gen = cpu.generation(gen_name)
     for name in ("ragged_37x29", "empty_row_blocks", "wide_sparse_16x1", "extremes"):
         w, x = _case(name)
         codes, scale = planner.quantize_weights(w, "int8")
@@ -276,19 +294,20 @@ def test_byte_permute_and_table_gathers_agree_bit_for_bit(variant):
             check(MatVec(plan, gen), w, x)
 
 
-@pytest.mark.skipif(not VBMI, reason="no generation with byte permutes (VBMI) runs here")
-def test_inline_kernels_with_byte_permutes_compile_their_prologue():
-    """An in-loop one-vector kernel with byte-permute gathers has its pattern compiled in (a
-    straight-line prologue), the same kernel outside a loop or for B vectors not; both give
-    the reference result."""
-    gen = cpu.generation(VBMI[0])
+@pytest.mark.parametrize("gen_name", GATHERING.values(), ids=GATHERING.keys())
+def test_inline_kernels_with_byte_permutes_compile_their_prologue(gen_name):
+    """An in-loop one-vector kernel with a straight-line byte-permute gather (VBMI) has its
+    pattern compiled in (a straight-line prologue), the same kernel outside a loop, for B
+    vectors or with a looping gather (AVX2) not; all give the reference result."""
+    gen = cpu.generation(gen_name)
+    straight = isa.gather(isa.best(gen), gen)["straight"]
     w, x = _case("wide_sparse_16x1")   # several window passes per group
     codes, scale = planner.quantize_weights(w, "int8")
     for inline in (True, False):
         plan = planner.build_plan(codes, scale, w != 0, "int8", gen, block=(16, 1),
                                   variant=None if inline else "idx", inline=inline)
         assert plan.spec.variant == "idx" and plan.spec.x_permute
-        assert bool(plan.spec.pattern) == inline
+        assert bool(plan.spec.pattern) == (inline and straight)
         check(MatVec(plan, gen), w, x)
     vectors = planner.build_plan(codes, scale, w != 0, "int8", gen, block=(16, 1), inline=True,
                                  vectors=2)
@@ -321,6 +340,30 @@ def test_planner_takes_the_vector_count():
         assert planner.default_block(mask, "int8", backend, gen, n) == (16, 1)
 
 
+def test_planner_gives_avx2_byte_gathers_what_they_were_measured_faster_on():
+    """AVX2 gathers by vpshufb (isa.GATHERS["shuffle16"]) for one vector and words of at most
+    words_bytes; past them, and for B > 1, table gathers or shuffles unless asked for; their
+    kernels are never baked (bake_limit). AVX-512 without VBMI has no byte-permute gather."""
+    gen = cpu.generation("haswell")
+    g = isa.gather("avx2", gen)
+    rng = np.random.default_rng(5)
+    small = _sparse(rng, (256, 448), 0.1, (16, 1))
+    big = _sparse(rng, (16 * (g["words_bytes"] // 448) + 32, 448), 1.0, (16, 1))  # 112 panels
+    # per row block
+    plans = {}
+    for name, w, n in (("small", small, 1), ("small B2", small, 2), ("big", big, 1)):
+        codes, scale = planner.quantize_weights(w, "int8")
+        plans[name] = planner.build_plan(codes, scale, w != 0, "int8", gen, block=(16, 1),
+                                         vectors=n)
+        forced = planner.build_plan(codes, scale, w != 0, "int8", gen, block=(16, 1),
+                                    vectors=n, permute=True)
+        assert forced.spec.x_permute
+    assert 4 * plans["big"].packed.n_panels > g["words_bytes"] >= 4 * plans["small"].packed.n_panels
+    assert plans["small"].spec.x_permute and plans["small"].spec.variant == "grouped"
+    assert not plans["small B2"].spec.x_permute and not plans["big"].spec.x_permute
+    assert isa.gather("avx512bw", cpu.generation("skylake-avx512")) is None
+
+
 def test_planner_gives_byte_permutes_only_to_slots_that_fit():
     """Byte-permute words have uint16 slots (layout.PERMUTE_SLOTS): past them, table gathers."""
     gen = cpu.generation("znver4")
@@ -333,11 +376,14 @@ def test_planner_gives_byte_permutes_only_to_slots_that_fit():
 @pytest.mark.parametrize("gen_name, dtype, block, variant", [
     ("emeraldrapids", "int8", (16, 1), "grouped"),   # isa.KERNEL_CHOICES, measured there
     ("emeraldrapids", "int8", (8, 4), "baked"), ("emeraldrapids", "int16", (16, 1), "baked"),
-    ("znver4", "int8", (16, 1), "baked"), ("sapphirerapids", "int8", (16, 1), "baked")])
+    ("znver4", "int8", (16, 1), "baked"), ("sapphirerapids", "int8", (16, 1), "baked"),
+    ("haswell", "int8", (16, 1), "grouped"),   # isa.GATHERS["shuffle16"]["bake_limit"]
+    ("haswell", "int8", (8, 4), "baked")])
 def test_untuned_variant_per_generation(gen_name, dtype, block, variant):
     """The untuned variant of a small kernel (below BAKE_LIMIT) is baked, but where a generation
-    measured grouped faster for kernels gathering by byte permutes (isa.KERNEL_CHOICES); the
-    results are the reference's on every generation the host runs."""
+    or a gather measured grouped faster for kernels gathering by byte permutes
+    (isa.KERNEL_CHOICES, isa.GATHERS); the results are the reference's on every generation the
+    host runs."""
     w = _sparse(np.random.default_rng(3), (448, 448), 0.1, block)
     gen = cpu.generation(gen_name)
     codes, scale = planner.quantize_weights(w, dtype)

@@ -492,7 +492,7 @@ def permute_words(c: Core, index, pptr):
     from its codes at xin + v · x_pad, a group's words stored in units of Kernel.word_unit
     slots, the B vectors' units side by side, so that a panel's B words lie together."""
     b, p, n = c.b, c.k.packed, c.k.vectors
-    if c.k.spec.pattern and n == 1:
+    if c.k.spec.pattern and n == 1 and c.k.backend.gather["straight"]:
         groups = c.k.gathers.pass_offsets()
         words = alloca(b, i32, len(groups) * PERMUTE_GROUP, align=CACHE_LINE)
         xs, results = _permute_inputs(c)
@@ -591,10 +591,11 @@ def _permute_pass(b: ir.IRBuilder, k: Kernel, x, index, off, start=None):
     default the pass's own offset field)."""
     bytes64 = vec(i8, 64)
     start = _pass_int(b, index, off, "offset") if start is None else start
-    lo = b.load(gep(b, x, i8, start), typ=bytes64, align=1)
+    at = gep(b, x, i8, start)
+    lo = b.load(at, typ=bytes64, align=1)
     hi = b.load(gep(b, x, i8, b.add(start, i64(64))), typ=bytes64, align=1)
     idx = b.load(pass_field(b, index, off, "byte_index", bytes64), typ=bytes64, align=1)
-    return k.backend.permute_window(b, lo, idx, hi)
+    return k.backend.permute_window(b, lo, idx, hi, at)
 
 
 def pass_field(b: ir.IRBuilder, index, off, name: str, typ):

@@ -181,13 +181,18 @@ def estimate(mask: np.ndarray, block, dtype: str, backend: str, gen, dense: bool
 
 
 def permute_capable(dtype: str, block, backend: str, gen, panels: int,
-                    vectors: int = 1) -> bool:
-    """Whether `panels` panels of this block gather their activations by byte permutes (VBMI)
-    for B = `vectors` (if their words have slots, layout.PERMUTE_SLOTS, and for B > 1 fit in
-    PERMUTE_WORDS_BYTES)."""
-    return (dtype == "int8" and block[0] == 16 and bool(isa.gather_window(backend, gen))
-            and permute_slots_fit(panels)
-            and (vectors == 1 or 4 * panels * vectors <= PERMUTE_WORDS_BYTES))
+                    vectors: int = 1, forced: bool = False) -> bool:
+    """Whether `panels` panels of this block gather their activations by byte permutes (the
+    backend's isa.GATHERS entry on this CPU) for B = `vectors`: if their words have slots
+    (layout.PERMUTE_SLOTS) and, unless `forced`, the gather was measured faster for this B
+    and these words (its "vectors" and "words_bytes"; for B > 1 PERMUTE_WORDS_BYTES)."""
+    g = isa.gather(backend, gen)
+    if not (dtype == "int8" and block[0] == 16 and g and permute_slots_fit(panels)):
+        return False
+    words = 4 * panels * vectors
+    return forced or (vectors <= g.get("vectors", vectors)
+                      and words <= g.get("words_bytes", words)
+                      and (vectors == 1 or words <= PERMUTE_WORDS_BYTES))
 
 
 def default_block(mask: np.ndarray, dtype: str, backend: str, gen, vectors: int = 1):
@@ -198,11 +203,12 @@ def default_block(mask: np.ndarray, dtype: str, backend: str, gen, vectors: int 
     return min(costs, key=costs.get)
 
 
-def permute_window(packed: Packed, dtype: str, backend: str, gen, vectors: int = 1) -> int:
+def permute_window(packed: Packed, dtype: str, backend: str, gen, vectors: int = 1,
+                   forced: bool = False) -> int:
     """The byte-permute window for gathering int8 panels of 16 rows for B = `vectors`, if the
-    CPU has one (and the words fit: PERMUTE_WORDS_BYTES)."""
+    CPU has one (and, unless `forced`, it is worth it: permute_capable)."""
     if packed.contiguous or not permute_capable(dtype, packed.block, backend, gen,
-                                                packed.n_panels, vectors):
+                                                packed.n_panels, vectors, forced):
         return 0
     return isa.gather_window(backend, gen)
 
@@ -214,14 +220,15 @@ def _default_variant(mask, block, dtype, backend, gen, vectors: int = 1) -> str:
     (one layout for every generation). B > 1 vectors: grouped (native int8, 1152x384 at 10%, B
     = 2: baked 2470 ns, grouped 1550, idx 1770; on R at 5%, B = 8: grouped 12.2 µs, idx 12.9).
     Byte-permute kernels bake up to the limit measured on their generation, where it differs
-    (isa.KERNEL_CHOICES, "bake_limit_permute")."""
+    (isa.KERNEL_CHOICES, "bake_limit_permute"), else their gather's (isa.GATHERS)."""
     if dtype == "float32":
         return "idx"
     if vectors > 1:
         return "grouped"
     panels, permutes = _gathering(mask, block, dtype, backend, gen)
-    limit = (isa.kernel_choice(gen, ("bake_limit_permute", dtype, 1), BAKE_LIMIT) if permutes
-             else BAKE_LIMIT)
+    limit = (isa.kernel_choice(gen, ("bake_limit_permute", dtype, 1),
+                               isa.gather(backend, gen).get("bake_limit", BAKE_LIMIT))
+             if permutes else BAKE_LIMIT)
     return "baked" if _baked_size(panels, permutes, block, dtype, backend, gen) <= limit \
         else "grouped"
 
@@ -286,13 +293,14 @@ def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None
         accumulators = BAKED_ACCUMULATORS if variant == "baked" else 4
     packed = pack(w_codes, block, GROUP[dtype], mask=mask, dense=dense,
                   by_count=variant == "grouped")
-    # permute=True asks for byte permutes whatever the size of their words (vectors=1 below)
-    window = (permute_window(packed, dtype, backend, gen, 1 if permute else vectors)
+    # permute=True asks for byte permutes whatever the size of their words and B
+    window = (permute_window(packed, dtype, backend, gen, vectors, forced=bool(permute))
               if permute in (None, True) else 0)
     if permute and not window:
-        raise InputError("byte-permute gathers need AVX-512 VBMI, int8, 16-row blocks and at "
-                         f"most {PERMUTE_SLOTS} panels")
-    compiled_in = variant in ("baked", "grouped") or bool(inline and window and vectors == 1)
+        raise InputError("byte-permute gathers need AVX-512 VBMI or AVX2, int8, 16-row blocks "
+                         f"and at most {PERMUTE_SLOTS} panels")
+    compiled_in = variant in ("baked", "grouped") or bool(
+        inline and window and vectors == 1 and isa.gather(backend, gen)["straight"])
     spec = KernelSpec(dtype=dtype, block=(block[0], 0) if variant == "dense" else block,
                       isa=backend, variant=variant, rows=w_codes.shape[0], cols=w_codes.shape[1],
                       unroll=unroll, accumulators=accumulators,

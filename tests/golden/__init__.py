@@ -31,7 +31,8 @@ FOLDER = pathlib.Path(__file__).parent
 
 # name: (generation, dtype, block (None: dense), variant); one matrix of 40x72 at 25% density
 MATVEC_CASES = {
-    "int8_16x1_idx_haswell": ("haswell", "int8", (16, 1), "idx"),
+    "int8_16x1_idx_haswell": ("haswell", "int8", (16, 1), "idx"),   # AVX2 vpshufb gathers
+    "int8_16x1_grouped_haswell": ("haswell", "int8", (16, 1), "grouped"),
     "int8_16x1_idx_icelake": ("icelake-server", "int8", (16, 1), "idx"),
     "int8_16x1_baked_cascadelake": ("cascadelake", "int8", (16, 1), "baked"),
     "int8_8x4_grouped_skylake": ("skylake-avx512", "int8", (8, 4), "grouped"),
