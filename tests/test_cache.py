@@ -447,6 +447,23 @@ def test_first_synthesis_compiles_the_sampling_loop_only(cache_dir):
         voc._conditioning(mel), 0, len(audio), GenState.initial(voc.model.hidden), 0), audio)
 
 
+def test_a_cached_plan_whose_objects_are_gone_compiles_them(cache_dir, monkeypatch):
+    """The plan's entry holds the loop's CompiledCell, so a warm engine schedules no cell; with
+    the compiled objects gone, the engine schedules the cached plan's cell, compiles the loop
+    and its cores again under the same names and gives the same samples."""
+    import jitvoc
+    from jitvoc import engine_jit
+    mel = np.zeros((3, _small_model().n_mels), np.float32) - 5
+    audio = jitvoc.load(_small_model(), dtype="int8").synthesize(mel, seed=0)
+    objects = sorted(p.name for p in cache_dir.glob("*.o"))
+    for name in objects:
+        (cache_dir / name).unlink()
+    monkeypatch.setattr(engine_jit, "plan_vocoder", _no_call)
+    again = jitvoc.load(_small_model(), dtype="int8").synthesize(mel, seed=0)
+    assert sorted(p.name for p in cache_dir.glob("*.o")) == objects and len(objects) > 1
+    assert np.array_equal(again, audio)
+
+
 def test_a_cold_engine_packs_while_its_code_compiles(cache_dir, monkeypatch):
     """On a miss the engine's arrays are packed (and their entry stored) after the modules are
     handed to the compiling workers and before any object is stored; on a hit, packed once

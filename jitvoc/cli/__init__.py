@@ -47,7 +47,7 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 def _modules(argv) -> list:
     """The modules to register for `argv`: its command's; none for --version alone (argparse
     prints it before it asks for a command); else all of them."""
-    command = _command(argv)
+    command, argv = _command(argv), argv or ()
     if command in COMMANDS:
         return [COMMANDS[command]]
     if command is None and "--version" in argv and not {"-h", "--help"} & set(argv):
