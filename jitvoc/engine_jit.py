@@ -38,9 +38,6 @@ from .contracts import CELL_RUN, CELL_RUN_STREAMS, MATRIX_ARRAYS, PointerTable
 from .engine import MAX_STREAMS, GenState
 from .errors import InputError
 from .layout import aligned, padded
-from .plan.matvec import kernel_index
-from .plan.vocoder import describe, plan_vocoder, vocoder_cell
-from .quant import zero_correction
 from .wavernn import BY_NAME, MATRICES
 
 
@@ -78,39 +75,52 @@ def planned(model, dtype, gen, precision=None, vectors=1) -> tuple:
     """(VocoderPlan, the arrays behind `params` by name) for the engine: from the cache when an
     entry for exactly this model, dtype, generation, precision, B, compiler and code verifies,
     else planned and packed here (and stored)."""
-    plan, _, pack, _ = plan_and_packer(model, dtype, gen, precision, vectors)
-    return plan, pack()
+    _, plan, _, pack, _ = plan_and_packer(model, dtype, gen, precision, vectors)
+    return plan(), pack()
 
 
 def plan_and_packer(model, dtype, gen, precision=None, vectors=1) -> tuple:
-    """planned, the arrays deferred, with the loop: (VocoderPlan, the CompiledCell of its
-    loop, a function returning the arrays, a function returning the loop's schedule,
-    vocoder_cell(plan)). On a cache miss the plan and the loop's schedule are made at once and
-    the arrays' function packs them and stores the entry, so that JitEngine packs while its
-    code compiles. On a hit the schedule is made only if asked for (a module to compile)."""
+    """planned, deferred, with the loop: (the plan's name, a function returning the
+    VocoderPlan, the CompiledCell of its loop, a function returning the arrays, a function
+    returning the loop's schedule, vocoder_cell(plan)). On a cache miss the plan and the
+    loop's schedule are made at once and the arrays' function packs them and stores the entry,
+    so that JitEngine packs while its code compiles. On a hit the plan is unpickled (importing
+    the plan stage's modules for its classes) and the schedule made only if asked for: a warm
+    engine needs the plan's name and arrays alone."""
     key = "\0".join(["vocoder-plan", model.fingerprint, dtype,
                      repr(sorted((precision or {}).items())), str(vectors), gen.name, gen.llvm_cpu, gen.llvm_features,
                      config.compiler_version(), jit.code_fingerprint(__name__)]).encode()
     entry = f"plan-{hashlib.sha256(key).hexdigest()[:20]}.pkl"
     payload = cache.read(entry, key)
     if payload is not None:
-        plan, cell, arrays = sparsepickle.loads(payload)
-        config.debug(1, f"{describe(plan)} (cached)")
-        return (plan, cell, lambda: {k: aligned(a) for k, a in arrays.items()},
-                functools.cache(lambda: vocoder_cell(plan)))
+        name, pickled_plan, cell, arrays = sparsepickle.loads(payload)
+        plan = functools.cache(lambda: sparsepickle.loads(pickled_plan))
+        if config.debug_level() >= 1:
+            from .plan.vocoder import describe
+            config.debug(1, f"{describe(plan())} (cached)")
+        return (name, plan, cell, lambda: {k: aligned(a) for k, a in arrays.items()},
+                functools.cache(lambda: _vocoder_cell(plan())))
+    from .plan.vocoder import describe, plan_vocoder
     # the calibration only here (model.meta is a deep copy): an entry for an integer dtype
     # exists only for a model whose meta, in the key, has one
     ranges = None if dtype == "float32" else activation_ranges(model)
-    plan = plan_vocoder(model, dtype, gen, ranges, precision, vectors)
-    config.debug(1, describe(plan))
-    schedule = vocoder_cell(plan)
+    made = plan_vocoder(model, dtype, gen, ranges, precision, vectors)
+    config.debug(1, describe(made))
+    schedule = _vocoder_cell(made)
     cell = compiled_cell(*schedule)
 
     def pack():
-        arrays = param_arrays(plan, model.weights)
-        cache.write(entry, key, sparsepickle.dumps((plan, cell, arrays)))
+        arrays = param_arrays(made, model.weights)
+        cache.write(entry, key, sparsepickle.dumps((made.name, sparsepickle.dumps(made), cell,
+                                                    arrays)))
         return arrays
-    return plan, cell, pack, lambda: schedule
+    return made.name, lambda: made, cell, pack, lambda: schedule
+
+
+def _vocoder_cell(plan, teacher: bool = False) -> tuple:
+    """plan.vocoder.vocoder_cell, imported when a cell is scheduled (a module to compile)."""
+    from .plan.vocoder import vocoder_cell
+    return vocoder_cell(plan, teacher)
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,6 +178,8 @@ def _core(schedule, symbol: str, gen):
 def param_arrays(plan, weights) -> dict:
     """The arrays the compiled cell reads (cell_addresses), by name (kept alive by the
     engine)."""
+    from .plan.matvec import kernel_index
+    from .quant import zero_correction
     out = {}
     for name, p_plan in plan.plans.items():
         p = p_plan.packed
@@ -227,12 +239,13 @@ class JitEngine:
         self.model, self.dtype, self.cpu, self.gen = model, dtype, gen.name, gen
         self.vectors = vectors
         self.hop, self.k_width = model.hop_length, 3 * model.hidden   # read per call
-        self.plan, cell, pack, schedule = plan_and_packer(model, dtype, gen, precision, vectors)
+        self.name, self._plan, cell, pack, schedule = plan_and_packer(model, dtype, gen,
+                                                                      precision, vectors)
         if config.debug_level() >= 1:
             from .plan import cell as plan_cell
             config.debug(1, plan_cell.describe(schedule()[0], {
                 k: [p.spec.name] for k, p in schedule()[1].items()}))
-        loop = (f"{self.plan.name}_generate",
+        loop = (f"{self.name}_generate",
                 lambda: _emit_cell().build(*schedule(), gen, vectors))
         cores = [(core, lambda core=core: _core(schedule, core, gen)) for core in cell.cores]
         # the loop first: the longest compile (its IR built before the cores'); packing meanwhile
@@ -248,8 +261,13 @@ class JitEngine:
         return _Calls(cell, run, cell_addresses(cell, self._arrays, self._lib),
                       self.model.hop_length)
 
+    @property
+    def plan(self):
+        """The VocoderPlan (plan.vocoder), unpickled from the cache at its first use."""
+        return self._plan()
+
     def __repr__(self):
-        return f"<JitEngine {self.plan.name} on {self.cpu}>"
+        return f"<JitEngine {self.name} on {self.cpu}>"
 
     def _single_stream(self, what: str) -> None:
         if self.vectors > 1:
@@ -306,8 +324,8 @@ class JitEngine:
         from the cache) on first use, a module of its own (it calls the sampling cell's cores):
         a first synthesis compiles only the sampling loop."""
         if self._teacher is None:
-            schedule = vocoder_cell(self.plan, teacher=True)
-            lib = jit.load_parts([(f"{self.plan.name}_teacher",
+            schedule = _vocoder_cell(self.plan, teacher=True)
+            lib = jit.load_parts([(f"{self.name}_teacher",
                                    lambda: _emit_cell().build(*schedule, self.gen))],
                                  self.gen, announce=_announce)
             self._teacher_lib = lib   # its machine code lives as long as the engine

@@ -382,12 +382,13 @@ def test_damaged_model_or_plan_entry_is_a_miss(cache_dir, tmp_path, kind):
 def test_plan_and_arrays_come_back_from_the_cache(cache_dir, monkeypatch):
     from jitvoc import cpu, engine_jit
     from jitvoc.model import Model
+    from jitvoc.plan import vocoder as plan_vocoder_module
     from jitvoc.plan.vocoder import plan_vocoder
     model, gen = _small_model(), cpu.resolve(None)
     fresh = plan_vocoder(model, "int8", gen, engine_jit.activation_ranges(model))
     expected = engine_jit.param_arrays(fresh, model.weights)
     engine_jit.planned(model, "int8", gen)
-    monkeypatch.setattr(engine_jit, "plan_vocoder", _no_call)
+    monkeypatch.setattr(plan_vocoder_module, "plan_vocoder", _no_call)
     plan, arrays = engine_jit.planned(model, "int8", gen)
     assert plan.name == fresh.name
     assert arrays.keys() == expected.keys()
@@ -452,13 +453,13 @@ def test_a_cached_plan_whose_objects_are_gone_compiles_them(cache_dir, monkeypat
     the compiled objects gone, the engine schedules the cached plan's cell, compiles the loop
     and its cores again under the same names and gives the same samples."""
     import jitvoc
-    from jitvoc import engine_jit
+    from jitvoc.plan import vocoder as plan_vocoder_module
     mel = np.zeros((3, _small_model().n_mels), np.float32) - 5
     audio = jitvoc.load(_small_model(), dtype="int8").synthesize(mel, seed=0)
     objects = sorted(p.name for p in cache_dir.glob("*.o"))
     for name in objects:
         (cache_dir / name).unlink()
-    monkeypatch.setattr(engine_jit, "plan_vocoder", _no_call)
+    monkeypatch.setattr(plan_vocoder_module, "plan_vocoder", _no_call)
     again = jitvoc.load(_small_model(), dtype="int8").synthesize(mel, seed=0)
     assert sorted(p.name for p in cache_dir.glob("*.o")) == objects and len(objects) > 1
     assert np.array_equal(again, audio)
