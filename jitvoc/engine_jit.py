@@ -15,12 +15,13 @@ model's fingerprint (arrays and meta), the dtype, the generation, the compiler v
 code that plans and packs: planning and packing took 75 ms of a 120 ms `jitvoc.load` of the
 shipped model (int8). The entry is a pickle (jitvoc.sparsepickle: the plan's dense copies of
 the pruned matrices as their non-zeros); the cache already holds machine code that this
-process runs, under the same checks (owner, mode, digests of key and payload). With them the
-entry holds the loop's CompiledCell (what its calls need of the schedule, and the emitter's
-names): an engine whose plan and code are cached neither schedules the cell nor imports the
-cell language, the scheduler or the emitter; those are imported where code is built (the
-builders given to jit.load_parts, called on a miss), and jit's cache keys hash their sources
-as before (imports are read from the source, wherever they stand: jit.code_closure).
+process runs, under the same checks (owner, mode, digests of key and payload). The plan is
+pickled apart in the entry, unpickled at its first use (JitEngine.plan), and beside it lies the
+loop's CompiledCell (what its calls need of the schedule, and the emitter's names): an engine
+whose plan and code are cached imports no module of the plan and emit stages (nor the cell
+language) and schedules no cell; those are imported where code is built (the builders given to
+jit.load_parts, called on a miss), and jit's cache keys hash their sources as before (imports
+are read from the source, wherever they stand: jit.code_closure).
 """
 from __future__ import annotations
 
