@@ -17,7 +17,6 @@ from .config import debug
 from .engine_jit import RELU_READERS, calibration_of
 from .mel import mel_spectrogram
 from .model import Model
-from .reference.vocoder import teacher_forced_states
 from .wavernn import BY_NAME
 
 CALIBRATION_FRAMES = 16  # frames of a synthetic chirp for models without a calibration,
@@ -40,7 +39,9 @@ def calibrate(model: Model) -> Model:
 
 def _measure(model) -> dict:
     """The peaks of the relu readers' inputs on a short teacher-forced oracle run over a chirp,
-    times MARGIN."""
+    times MARGIN. The oracle is imported here: a calibrated model (the shipped ones) needs
+    none of it."""
+    from .reference.vocoder import teacher_forced_states
     sr, hop = model.sample_rate, model.hop_length
     frames = min(CALIBRATION_FRAMES, max(2, CALIBRATION_SAMPLES // hop))   # bounded time
     t = np.arange(frames * hop) / sr

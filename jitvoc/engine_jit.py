@@ -15,34 +15,34 @@ model's fingerprint (arrays and meta), the dtype, the generation, the compiler v
 code that plans and packs: planning and packing took 75 ms of a 120 ms `jitvoc.load` of the
 shipped model (int8). The entry is a pickle (jitvoc.sparsepickle: the plan's dense copies of
 the pruned matrices as their non-zeros); the cache already holds machine code that this
-process runs, under the same checks (owner, mode, digests of key and payload).
+process runs, under the same checks (owner, mode, digests of key and payload). The plan is
+pickled apart in the entry, unpickled at its first use (JitEngine.plan), and beside it lies the
+loop's CompiledCell (what its calls need of the schedule, and the emitter's names): an engine
+whose plan and code are cached imports no module of the plan and emit stages (nor the cell
+language) and schedules no cell; those are imported where code is built (the builders given to
+jit.load_parts, called on a miss), and jit's cache keys hash their sources as before (imports
+are read from the source, wherever they stand: jit.code_closure).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import cpu as cpu_mod
 from . import cache, config, jit, native, sparsepickle
-from .cells import INDEX
-from .contracts import CELL_RUN, CELL_RUN_STREAMS, MATRIX_ARRAYS
-from .emit import cell as emit_cell
+from .contracts import CELL_RUN, CELL_RUN_STREAMS, MATRIX_ARRAYS, PointerTable
 from .engine import MAX_STREAMS, GenState
 from .errors import InputError
 from .layout import aligned, padded
-from .plan import cell as plan_cell
-from .plan.cell import size_of
-from .plan.matvec import kernel_index
-from .plan.vocoder import describe, plan_vocoder, vocoder_cell
-from .quant import zero_correction
 from .wavernn import BY_NAME, MATRICES
 
 
 RELU_READERS = tuple(m.name for m in MATRICES if not m.reads_state)   # O2, O4
-_DTYPES = {INDEX: np.int32, "float32": np.float32}   # of a cell's states and outputs
 
 
 def calibration_of(model) -> dict | None:
@@ -76,39 +76,111 @@ def planned(model, dtype, gen, precision=None, vectors=1) -> tuple:
     """(VocoderPlan, the arrays behind `params` by name) for the engine: from the cache when an
     entry for exactly this model, dtype, generation, precision, B, compiler and code verifies,
     else planned and packed here (and stored)."""
-    plan, pack = plan_and_packer(model, dtype, gen, precision, vectors)
-    return plan, pack()
+    _, plan, _, pack, _ = plan_and_packer(model, dtype, gen, precision, vectors)
+    return plan(), pack()
 
 
 def plan_and_packer(model, dtype, gen, precision=None, vectors=1) -> tuple:
-    """planned, the arrays deferred: (VocoderPlan, a function returning the arrays). On a cache
-    miss the plan is made at once and the function packs the arrays and stores the entry, so
-    that JitEngine packs while its code compiles."""
+    """planned, deferred, with the loop: (the plan's name, a function returning the
+    VocoderPlan, the CompiledCell of its loop, a function returning the arrays, a function
+    returning the loop's schedule, vocoder_cell(plan)). On a cache miss the plan and the
+    loop's schedule are made at once and the arrays' function packs them and stores the entry,
+    so that JitEngine packs while its code compiles. On a hit the plan is unpickled (importing
+    the plan stage's modules for its classes) and the schedule made only if asked for: a warm
+    engine needs the plan's name and arrays alone."""
     key = "\0".join(["vocoder-plan", model.fingerprint, dtype,
                      repr(sorted((precision or {}).items())), str(vectors), gen.name, gen.llvm_cpu, gen.llvm_features,
                      config.compiler_version(), jit.code_fingerprint(__name__)]).encode()
     entry = f"plan-{hashlib.sha256(key).hexdigest()[:20]}.pkl"
     payload = cache.read(entry, key)
     if payload is not None:
-        plan, arrays = sparsepickle.loads(payload)
-        config.debug(1, f"{describe(plan)} (cached)")
-        return plan, lambda: {k: aligned(a) for k, a in arrays.items()}
+        name, pickled_plan, cell, arrays = sparsepickle.loads(payload)
+        plan = functools.cache(lambda: sparsepickle.loads(pickled_plan))
+        if config.debug_level() >= 1:
+            from .plan.vocoder import describe
+            config.debug(1, f"{describe(plan())} (cached)")
+        return (name, plan, cell, lambda: {k: aligned(a) for k, a in arrays.items()},
+                functools.cache(lambda: _vocoder_cell(plan())))
+    from .plan.vocoder import describe, plan_vocoder
     # the calibration only here (model.meta is a deep copy): an entry for an integer dtype
     # exists only for a model whose meta, in the key, has one
     ranges = None if dtype == "float32" else activation_ranges(model)
-    plan = plan_vocoder(model, dtype, gen, ranges, precision, vectors)
-    config.debug(1, describe(plan))
+    made = plan_vocoder(model, dtype, gen, ranges, precision, vectors)
+    config.debug(1, describe(made))
+    schedule = _vocoder_cell(made)
+    cell = compiled_cell(*schedule)
 
     def pack():
-        arrays = param_arrays(plan, model.weights)
-        cache.write(entry, key, sparsepickle.dumps((plan, arrays)))
+        arrays = param_arrays(made, model.weights)
+        cache.write(entry, key, sparsepickle.dumps((made.name, sparsepickle.dumps(made), cell,
+                                                    arrays)))
         return arrays
-    return plan, pack
+    return made.name, lambda: made, cell, pack, lambda: schedule
+
+
+def _vocoder_cell(plan, teacher: bool = False) -> tuple:
+    """plan.vocoder.vocoder_cell, imported when a cell is scheduled (a module to compile)."""
+    from .plan.vocoder import vocoder_cell
+    return vocoder_cell(plan, teacher)
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledCell:
+    """What the calls of a compiled cell need of its schedule (plan.cell.CellPlan) and of the
+    emitter's names, as plain data, cached with the vocoder's plan: a warm engine neither
+    schedules the cell nor imports the emit stage (jitvoc.emit), which only a module to compile
+    needs."""
+    loop: str       # the loop's name (emit.cell.loop_name): its entry point's prefix
+    products: tuple   # (label, matrix, its core's symbol, epilogue with a bias) per in-loop product
+    params: PointerTable   # the loop's pointer table
+    outputs: tuple  # (name, floats per step, NumPy dtype, shape) per output of the cell
+    states: tuple   # (name, floats, NumPy dtype) per state of the cell
+    scratch: int    # floats of scratch
+
+    @property
+    def cores(self) -> tuple:
+        """The cores' symbols, one module each (emit.cell.core_modules), in its order."""
+        return tuple(dict.fromkeys(core for _, _, core, _ in self.products))
+
+
+def compiled_cell(schedule, kernels: dict) -> CompiledCell:
+    """The CompiledCell of a schedule (CellPlan) and its in-loop products' kernels (label -> the
+    planner's Plan)."""
+    from .cells import INDEX
+    from .plan.cell import size_of
+    emit_cell = _emit_cell()
+
+    def dtype(node):
+        return {INDEX: np.int32, "float32": np.float32}[node.dtype]
+    return CompiledCell(
+        loop=emit_cell.loop_name(schedule, kernels),
+        products=tuple((p.label, p.weights[0],
+                        emit_cell.core_symbol(schedule, p.label, kernels[p.label].spec),
+                        p.label in schedule.epilogues) for p in schedule.products),
+        params=schedule.params,
+        outputs=tuple((name, size_of(node), dtype(node), node.shape)
+                      for name, node in schedule.cell.outputs.items()),
+        states=tuple((name, size_of(node), dtype(node))
+                     for name, node in schedule.cell.states.items()),
+        scratch=schedule.scratch)
+
+
+def _emit_cell():
+    """jitvoc.emit.cell, imported where code is emitted or named: on a cache miss only."""
+    from .emit import cell
+    return cell
+
+
+def _core(schedule, symbol: str, gen):
+    """The module of core `symbol` of the loop of `schedule()` (emit.cell.core_modules)."""
+    return dict(_emit_cell().core_modules(*schedule(), gen))[symbol]()
 
 
 def param_arrays(plan, weights) -> dict:
     """The arrays the compiled cell reads (cell_addresses), by name (kept alive by the
     engine)."""
+    from .plan.matvec import kernel_index
+    from .quant import zero_correction
     out = {}
     for name, p_plan in plan.plans.items():
         p = p_plan.packed
@@ -128,19 +200,17 @@ def param_arrays(plan, weights) -> dict:
     return out
 
 
-def cell_addresses(schedule, kernels: dict, arrays: dict, lib) -> dict:
+def cell_addresses(cell: CompiledCell, arrays: dict, lib) -> dict:
     """The compiled cell's params (plan.cell) that stay the same between calls: per in-loop
     product its matrix's arrays (param_arrays) and core (in `lib`) and its epilogue's bias,
     the vector weights and the columns of gru.I."""
     out = {f"weight.{m.bias}": arrays[m.bias].ctypes.data for m in MATRICES}
     out |= {f"column.gru.I.{j}": arrays[f"gru.I{j}"].ctypes.data for j in range(3)}
-    for p in schedule.products:
-        m = p.weights[0]
-        out |= {f"{p.label}.{a}": arrays[f"{m}.{a}"].ctypes.data for a in MATRIX_ARRAYS}
-        out[f"{p.label}.core"] = lib.address(
-            emit_cell.core_symbol(schedule, p.label, kernels[p.label].spec))
-        if p.label in schedule.epilogues:
-            out[f"{p.label}.bias"] = arrays[BY_NAME[m].bias].ctypes.data
+    for label, m, core, bias in cell.products:
+        out |= {f"{label}.{a}": arrays[f"{m}.{a}"].ctypes.data for a in MATRIX_ARRAYS}
+        out[f"{label}.core"] = lib.address(core)
+        if bias:
+            out[f"{label}.bias"] = arrays[BY_NAME[m].bias].ctypes.data
     return out
 
 
@@ -170,30 +240,35 @@ class JitEngine:
         self.model, self.dtype, self.cpu, self.gen = model, dtype, gen.name, gen
         self.vectors = vectors
         self.hop, self.k_width = model.hop_length, 3 * model.hidden   # read per call
-        self.plan, pack = plan_and_packer(model, dtype, gen, precision, vectors)
-        self.cell, kernels = vocoder_cell(self.plan)
+        self.name, self._plan, cell, pack, schedule = plan_and_packer(model, dtype, gen,
+                                                                      precision, vectors)
         if config.debug_level() >= 1:
-            config.debug(1, plan_cell.describe(self.cell, {k: [p.spec.name]
-                                                           for k, p in kernels.items()}))
-        loop = (f"{self.plan.name}_generate",
-                lambda: emit_cell.build(self.cell, kernels, gen, vectors))
+            from .plan import cell as plan_cell
+            config.debug(1, plan_cell.describe(schedule()[0], {
+                k: [p.spec.name] for k, p in schedule()[1].items()}))
+        loop = (f"{self.name}_generate",
+                lambda: _emit_cell().build(*schedule(), gen, vectors))
+        cores = [(core, lambda core=core: _core(schedule, core, gen)) for core in cell.cores]
         # the loop first: the longest compile (its IR built before the cores'); packing meanwhile
-        self._lib = jit.load_parts([loop, *emit_cell.core_modules(self.cell, kernels, gen)],
-                                   gen, announce=_announce,
+        self._lib = jit.load_parts([loop, *cores], gen, announce=_announce,
                                    meanwhile=lambda: setattr(self, "_arrays", pack()))
-        self._generate = self._compiled(self.cell, kernels, self._lib)
+        self._generate = self._compiled(cell, self._lib)
         self._teacher = self._teacher_lib = None   # compiled at first use (teacher_forced)
 
-    def _compiled(self, schedule, kernels: dict, lib) -> "_Calls":
+    def _compiled(self, cell: CompiledCell, lib) -> "_Calls":
         """Calls of the cell compiled in `lib` (its cores in self._lib)."""
         entry = CELL_RUN_STREAMS if self.vectors > 1 else CELL_RUN
-        run = native.function(lib.address(entry.symbol(emit_cell.loop_name(schedule, kernels))),
-                              entry)
-        return _Calls(schedule, run, cell_addresses(schedule, kernels, self._arrays, self._lib),
+        run = native.function(lib.address(entry.symbol(cell.loop)), entry)
+        return _Calls(cell, run, cell_addresses(cell, self._arrays, self._lib),
                       self.model.hop_length)
 
+    @property
+    def plan(self):
+        """The VocoderPlan (plan.vocoder), unpickled from the cache at its first use."""
+        return self._plan()
+
     def __repr__(self):
-        return f"<JitEngine {self.plan.name} on {self.cpu}>"
+        return f"<JitEngine {self.name} on {self.cpu}>"
 
     def _single_stream(self, what: str) -> None:
         if self.vectors > 1:
@@ -250,12 +325,12 @@ class JitEngine:
         from the cache) on first use, a module of its own (it calls the sampling cell's cores):
         a first synthesis compiles only the sampling loop."""
         if self._teacher is None:
-            schedule, kernels = vocoder_cell(self.plan, teacher=True)
-            lib = jit.load_parts([(f"{self.plan.name}_teacher",
-                                   lambda: emit_cell.build(schedule, kernels, self.gen))],
+            schedule = _vocoder_cell(self.plan, teacher=True)
+            lib = jit.load_parts([(f"{self.name}_teacher",
+                                   lambda: _emit_cell().build(*schedule, self.gen))],
                                  self.gen, announce=_announce)
             self._teacher_lib = lib   # its machine code lives as long as the engine
-            self._teacher = self._compiled(schedule, kernels, lib)
+            self._teacher = self._compiled(compiled_cell(*schedule), lib)
         return self._teacher
 
     def generate_batch(self, Ks, lengths, states, seeds) -> list:
@@ -325,17 +400,17 @@ class _Calls:
 
     ROW_OF = {"k0": 0, "k": 0, "k1": 1, "alpha": 2}   # k_rows' row of an input; classes: 3
 
-    def __init__(self, schedule, run, fixed: dict, hop: int):
-        self.schedule, self.run, self.fixed, self.hop = schedule, run, fixed, hop
+    def __init__(self, cell: CompiledCell, run, fixed: dict, hop: int):
+        self.cell, self.run, self.fixed, self.hop = cell, run, fixed, hop
         self.rows, self.rows_kept = k_rows(ROWS_KEPT, hop), ROWS_KEPT
-        names = schedule.params.names
-        self.k_slots = [schedule.params.slot(f"input.{k}") for k in ("k0", "k1", "k")
+        names = cell.params.names
+        self.k_slots = [cell.params.slot(f"input.{k}") for k in ("k0", "k1", "k")
                         if f"input.{k}" in names]
         self.outputs, offset = [], 0   # (name, params slot, offset per step, size, dtype, shape)
-        for name, node in schedule.cell.outputs.items():
-            self.outputs.append((name, schedule.params.slot(f"output.{name}"), offset,
-                                 size_of(node), _DTYPES[node.dtype], node.shape))
-            offset += size_of(node)
+        for name, size, dtype, shape in cell.outputs:
+            self.outputs.append((name, cell.params.slot(f"output.{name}"), offset, size, dtype,
+                                 shape))
+            offset += size
         self.width = offset
         self.local = threading.local()
 
@@ -402,7 +477,7 @@ class _Calls:
         return frame
 
     def _new_frame(self) -> "_Frame":
-        return _Frame(self.schedule, self.fixed, self.hop, self.ROW_OF, self.outputs,
+        return _Frame(self.cell, self.fixed, self.hop, self.ROW_OF, self.outputs,
                       OUTPUTS_KEPT // (4 * self.width))
 
 
@@ -421,14 +496,15 @@ class _Frame:
     to `kept` steps), its pointer table (the fixed addresses and these; cffi, written in place
     per call) and typed pointers to its scalar states and counter."""
 
-    def __init__(self, schedule, fixed: dict, hop: int, row_of: dict, outputs, kept: int):
-        params, names = schedule.params, schedule.params.names
-        arrays = {"scratch": np.empty(schedule.scratch, np.float32),
+    def __init__(self, cell: CompiledCell, fixed: dict, hop: int, row_of: dict, outputs,
+                 kept: int):
+        params, names = cell.params, cell.params.names
+        arrays = {"scratch": np.empty(cell.scratch, np.float32),
                   "counter": np.zeros(2, np.int64),
                   "input.alpha": np.arange(hop, dtype=np.float32) / np.float32(hop)}
-        for name, node in schedule.cell.states.items():
+        for name, size, dtype in cell.states:
             for kind in ("state", "next"):
-                arrays[f"{kind}.{name}"] = np.zeros(size_of(node), _DTYPES[node.dtype])
+                arrays[f"{kind}.{name}"] = np.zeros(size, dtype)
         self.arrays = {k: v for k, v in arrays.items() if k in names}
         addresses = fixed | {k: v.ctypes.data for k, v in self.arrays.items()}
         self.table = native.ffi.new("uint64_t[]", params.pack(
@@ -436,9 +512,9 @@ class _Frame:
         self.pointers = native.ffi.cast("void **", self.table)
         self.counter = self._typed("counter", "int64_t *")
         self.vectors, self.scalars = {}, {}
-        for name, node in schedule.cell.states.items():
-            if size_of(node) == 1:
-                kind = "int32_t *" if node.dtype == INDEX else "float *"
+        for name, size, dtype in cell.states:
+            if size == 1:
+                kind = "int32_t *" if dtype == np.int32 else "float *"
                 self.scalars[name] = self._typed(f"state.{name}", kind)
             else:
                 self.vectors[name] = self.arrays[f"state.{name}"]

@@ -15,7 +15,6 @@ below every stage (it imports only jitvoc.errors). cpu.py, the planners and the 
 from __future__ import annotations
 
 import functools
-import tomllib
 from importlib import resources
 from pathlib import Path
 
@@ -162,7 +161,9 @@ def template_files() -> list[Path]:
 
 @functools.lru_cache(maxsize=None)
 def templates() -> dict[str, dict]:
-    """Backend name -> its template, checked, in file-name order."""
+    """Backend name -> its template, checked, in file-name order. (tomllib imported here: a run
+    whose code is cached reads no template.)"""
+    import tomllib
     out = {}
     for path in template_files():
         with open(path, "rb") as f:

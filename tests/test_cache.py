@@ -382,12 +382,13 @@ def test_damaged_model_or_plan_entry_is_a_miss(cache_dir, tmp_path, kind):
 def test_plan_and_arrays_come_back_from_the_cache(cache_dir, monkeypatch):
     from jitvoc import cpu, engine_jit
     from jitvoc.model import Model
+    from jitvoc.plan import vocoder as plan_vocoder_module
     from jitvoc.plan.vocoder import plan_vocoder
     model, gen = _small_model(), cpu.resolve(None)
     fresh = plan_vocoder(model, "int8", gen, engine_jit.activation_ranges(model))
     expected = engine_jit.param_arrays(fresh, model.weights)
     engine_jit.planned(model, "int8", gen)
-    monkeypatch.setattr(engine_jit, "plan_vocoder", _no_call)
+    monkeypatch.setattr(plan_vocoder_module, "plan_vocoder", _no_call)
     plan, arrays = engine_jit.planned(model, "int8", gen)
     assert plan.name == fresh.name
     assert arrays.keys() == expected.keys()
@@ -447,6 +448,23 @@ def test_first_synthesis_compiles_the_sampling_loop_only(cache_dir):
         voc._conditioning(mel), 0, len(audio), GenState.initial(voc.model.hidden), 0), audio)
 
 
+def test_a_cached_plan_whose_objects_are_gone_compiles_them(cache_dir, monkeypatch):
+    """The plan's entry holds the loop's CompiledCell, so a warm engine schedules no cell; with
+    the compiled objects gone, the engine schedules the cached plan's cell, compiles the loop
+    and its cores again under the same names and gives the same samples."""
+    import jitvoc
+    from jitvoc.plan import vocoder as plan_vocoder_module
+    mel = np.zeros((3, _small_model().n_mels), np.float32) - 5
+    audio = jitvoc.load(_small_model(), dtype="int8").synthesize(mel, seed=0)
+    objects = sorted(p.name for p in cache_dir.glob("*.o"))
+    for name in objects:
+        (cache_dir / name).unlink()
+    monkeypatch.setattr(plan_vocoder_module, "plan_vocoder", _no_call)
+    again = jitvoc.load(_small_model(), dtype="int8").synthesize(mel, seed=0)
+    assert sorted(p.name for p in cache_dir.glob("*.o")) == objects and len(objects) > 1
+    assert np.array_equal(again, audio)
+
+
 def test_a_cold_engine_packs_while_its_code_compiles(cache_dir, monkeypatch):
     """On a miss the engine's arrays are packed (and their entry stored) after the modules are
     handed to the compiling workers and before any object is stored; on a hit, packed once
@@ -462,7 +480,7 @@ def test_a_cold_engine_packs_while_its_code_compiles(cache_dir, monkeypatch):
     model = _small_model()
     cold = engine_jit.JitEngine(model, dtype="int8")
     (workers, objects), = seen   # workers compiling, nothing compiled stored yet
-    modules = 1 + len(emit_cell.core_modules(cold.cell, vocoder_cell(cold.plan)[1], cold.gen))
+    modules = 1 + len(emit_cell.core_modules(*vocoder_cell(cold.plan), cold.gen))
     assert workers >= 1 and objects == 0 and len(list(cache_dir.glob("*.o"))) == modules
     warm = engine_jit.JitEngine(model, dtype="int8")
     assert len(seen) == 1   # the arrays came from the plan's entry

@@ -34,7 +34,8 @@ STAGES = [
 LEVEL = {name: level for level, (name, _) in enumerate(STAGES)}
 
 # Third-party modules only one stage may import.
-OWNED = {"llvmlite.binding": "jitvoc.jit", "cffi": "jitvoc.native"}
+OWNED = {"llvmlite.binding": "jitvoc.jit", "cffi": "jitvoc.native",
+         "_cffi_backend": "jitvoc.native"}
 
 
 def stage(module: str) -> str:
@@ -138,7 +139,7 @@ def test_only_their_owners_import_llvmlite_binding_and_cffi():
 
 def test_importing_the_numpy_parts_loads_no_compiler():
     code = ("import sys, jitvoc.mel, jitvoc.representation, jitvoc.model\n"
-            "print(sorted(m for m in ('llvmlite', 'cffi') if m in sys.modules))\n"
+            "print(sorted(m for m in ('llvmlite', 'cffi', '_cffi_backend') if m in sys.modules))\n"
             "import jitvoc, jitvoc.vocoder\n"
             "assert jitvoc.load is jitvoc.vocoder.load and jitvoc.cpu.generation('haswell')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -194,3 +195,56 @@ def test_the_import_scan_finds_every_import_the_syntax_tree_has(tmp_path):
     for one_liner in ("try: import k\nexcept ImportError: pass\n", "x = 1; import k\n"):
         tricky.write_text(one_liner)
         assert imported_names("pkg.sub.tricky", tricky) == {"k"}, one_liner
+
+
+# what a run whose code is all in the cache never imports: the emitter, the cell language and
+# its scheduler, the oracle (a cache miss, or calibrating a model, imports them where needed)
+COMPILE_ONLY = ("jitvoc.emit", "jitvoc.cells", "jitvoc.plan.cell", "jitvoc.reference")
+_MODULES_AT_EXIT = ("import atexit, sys\n"
+                    "atexit.register(lambda: print(' '.join(sorted(\n"
+                    "    m for m in sys.modules if m.startswith({prefixes!r})))))\n")
+
+
+def _modules_of(script: str, cache: Path, *args) -> list[str]:
+    """The modules of COMPILE_ONLY that `script` (with `args`) imported in a fresh interpreter
+    using kernel cache `cache`."""
+    out = subprocess.run(
+        [sys.executable, "-c", _MODULES_AT_EXIT.format(prefixes=COMPILE_ONLY) + script, *args],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), JITVOC_CACHE=str(cache)))
+    return out.stdout.split("\n")[-2].split()
+
+
+def test_a_warm_synthesis_imports_no_emitter_scheduler_or_oracle(tmp_path):
+    """The shipped model's synthesis, through jitvoc.load and through `jitvoc resynth`, imports
+    none of COMPILE_ONLY once its code, plan and loop are cached; the first run, which
+    compiles, does."""
+    api = ("import numpy as np, jitvoc\n"
+           "voc = jitvoc.load('multivoice_wavernn_16k', dtype='int8')\n"
+           "voc.synthesize(np.zeros((40, voc.n_mels), np.float32) - 5)\n")
+    command = ("import runpy\n"
+               "sys.argv = ['jitvoc'] + sys.argv[1:]\n"
+               "runpy.run_module('jitvoc', run_name='__main__')\n")
+    cold = _modules_of(api, tmp_path)
+    assert {"jitvoc.emit.cell", "jitvoc.plan.cell", "jitvoc.cells"} <= set(cold), cold
+    assert _modules_of(api, tmp_path) == []
+    assert _modules_of(command, tmp_path, "-q", "resynth", "examples/ru_0749.wav", "-o",
+                       str(tmp_path / "out.wav")) == []
+
+
+def test_version_models_and_cache_import_only_what_they_print(tmp_path):
+    """`jitvoc --version`, `models` and `cache info` import neither numpy nor LLVM nor any
+    command's module but their own."""
+    command = ("import runpy, sys\n"
+               "sys.argv = ['jitvoc'] + sys.argv[1:]\n"
+               "try:\n"
+               "    runpy.run_module('jitvoc', run_name='__main__')\n"
+               "finally:\n"
+               "    print(' '.join(sorted(m for m in sys.modules if m.startswith(\n"
+               "        ('numpy', 'llvmlite', 'jitvoc.cli.')))))\n")
+    for args, own in ((["--version"], ""), (["models"], "jitvoc.cli.models"),
+                      (["cache", "info"], "jitvoc.cli.cache")):
+        out = subprocess.run([sys.executable, "-c", command, *args], capture_output=True,
+                             text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT),
+                                                           JITVOC_CACHE=str(tmp_path)))
+        assert out.returncode == 0 and out.stdout.split("\n")[-2] == own, (args, out.stdout)

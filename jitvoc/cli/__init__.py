@@ -27,10 +27,10 @@ log = logging.getLogger("jitvoc")
 
 
 def build_parser(argv=None) -> argparse.ArgumentParser:
-    """The parser of `argv`'s command: only the module that registers it is imported (every
-    module when argv is None or names no command: --help, a typo). Imports are most of a
-    command's fixed cost: `bench` alone brought in the cell compiler, 0.1-0.2 s before
-    `resynth` could start."""
+    """The parser of `argv`'s command: only the module that registers it is imported (none for
+    --version, every module when argv is None or names no command: --help, a typo). Imports
+    are most of a command's fixed cost: `bench` alone brought in the cell compiler, 0.1-0.2 s
+    before `resynth` could start, and every module 0.3 s before --version printed."""
     parser = argparse.ArgumentParser(prog="jitvoc", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"jitvoc {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -45,10 +45,13 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
 
 def _modules(argv) -> list:
-    """The modules to register for `argv`: its command's, else all of them."""
-    command = _command(argv)
+    """The modules to register for `argv`: its command's; none for --version alone (argparse
+    prints it before it asks for a command); else all of them."""
+    command, argv = _command(argv), argv or ()
     if command in COMMANDS:
         return [COMMANDS[command]]
+    if command is None and "--version" in argv and not {"-h", "--help"} & set(argv):
+        return []
     return list(dict.fromkeys(COMMANDS.values()))
 
 

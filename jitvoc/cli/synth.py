@@ -13,7 +13,6 @@ from ..calibration import calibrate
 from ..engine import MAX_STREAMS
 from ..errors import JitvocError
 from ..progress import progress_bar
-from ..reference.vocoder import ReferenceEngine
 from ..vocoder import DTYPES, MEL_LAYOUTS, load, read_model
 
 log = logging.getLogger("jitvoc")
@@ -33,7 +32,7 @@ CORPUS = ("Vocode a corpus: .npy log-mels as jitvoc synth does and audio files a
           "resynth does, one WAV each into the folder -o names, on every core of this machine "
           "or, with --ray, on a Ray cluster (pip install 'jitvoc[ray]'; docs/corpus.md).")
 KINDS = {"synth": ("mel",), "resynth": ("audio",), "corpus": ("mel", "audio")}
-ENGINES = {"jit": None, "reference": ReferenceEngine}   # --backend -> load(engine=); None: JIT
+BACKENDS = ("jit", "reference")   # --backend: the JIT engine, or the oracle's (_engine)
 BATCH_NOTE = ("files generated together per process (default 1): B streams per step of one "
               "compiled loop share every weight load, the same outputs faster; a batch's files "
               "are of similar sizes (longest first)")
@@ -71,7 +70,7 @@ def register(sub) -> None:
                             "backend takes float32 only")
         p.add_argument("--seed", type=int, default=0,
                        help="the sampling seed of every file (default 0)")
-        p.add_argument("--backend", choices=tuple(ENGINES), default="jit",
+        p.add_argument("--backend", choices=BACKENDS, default="jit",
                        help="jit (the default) or reference (the slow float32 NumPy oracle)")
         p.add_argument("--format", choices=tuple(SUBTYPES), default="int16",
                        help="the output samples: 16-bit PCM (int16, the default) or float32 "
@@ -132,7 +131,16 @@ def _is_corpus(args, inputs) -> bool:
 
 
 def _load_args(args) -> dict:
-    return {"cpu": args.cpu, "dtype": args.dtype, "engine": ENGINES[args.backend]}
+    return {"cpu": args.cpu, "dtype": args.dtype, "engine": _engine(args.backend)}
+
+
+def _engine(backend: str):
+    """load(engine=) for --backend: None (the JIT engine) or the oracle's engine class,
+    imported only then."""
+    if backend == "jit":
+        return None
+    from ..reference.vocoder import ReferenceEngine
+    return ReferenceEngine
 
 
 def _calibrated(args, model):

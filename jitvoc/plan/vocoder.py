@@ -18,12 +18,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from .. import cells, isa
+from .. import isa
 from ..errors import InputError
 from ..quant import ACTIVATION_BITS, FixedPoint
 from ..representation import Representation
 from ..wavernn import BY_NAME, NAMES
-from . import cell as plan_cell
 from . import matvec as mv_plan
 
 VECTOR = 16  # logical vector width of the element-wise code
@@ -149,7 +148,10 @@ def vocoder_cell(plan: VocoderPlan, teacher: bool = False) -> tuple:
     with which the compiled cell gives the samples of the hand-written loop bit for bit
     (docs/cells.md); with `teacher`, its teacher-forced form (cells.wavernn_teacher). An
     InputError where the plan's matrices are not all of its dtype (a cell has one:
-    `precision`)."""
+    `precision`). The cell language and its scheduler are imported here: an engine whose
+    loop is cached never schedules it (engine_jit.CompiledCell)."""
+    from .. import cells
+    from . import cell as plan_cell
     upsample = "linear" if plan.upsample == "linear" else None
     cell = (cells.wavernn_teacher(plan.hidden, upsample=upsample) if teacher else
             cells.wavernn(plan.hidden, plan.representation, upsample=upsample))
