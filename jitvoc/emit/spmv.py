@@ -136,12 +136,12 @@ class Kernel:
 
     @cached_property
     def groups(self) -> list:
-        """The vectors a core multiplies in one pass over a row block's panels: all B, or
-        equal groups (ranges of vectors) whose accumulators fit in ACCUMULATOR_REGISTERS of the
-        backend's vector registers (x86: 32 of 512 bits, else 16), a row block's panels then
-        read once per group."""
+        """The vectors a core multiplies in one pass over a row block's panels: all B, or, for
+        an integer kernel of native width, equal groups (ranges of vectors) whose accumulators
+        fit in ACCUMULATOR_REGISTERS of the backend's vector registers (x86: 32 of 512 bits,
+        else 16), a row block's panels then read once per group."""
         n = self.vectors
-        if self.backend is None or n == 1:
+        if self.backend is None or not self.native or n == 1:
             return [range(n)]
         bits = self.backend.vector_bits
         registers = 32 if bits >= 512 else 16
