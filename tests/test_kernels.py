@@ -426,6 +426,29 @@ def test_one_vector_is_the_single_vector_kernel(dtype):
     assert np.array_equal(many(xs), np.stack([fixed(v) for v in xs]))
 
 
+@pytest.mark.parametrize("gen", ["x86-64", "haswell", "icelake-server"])
+def test_vector_groups_fit_the_registers(gen):
+    """A B-vector core multiplies its vectors in equal groups (Kernel.groups) whose
+    accumulators fill at most half the vector registers, of at least 4 vectors: 16x1 int8
+    blocks take 4 xmm, 2 ymm or 1 zmm per vector, so one group (SSE2: groups of 2 would be
+    too small), groups of 4 (AVX2) and of 16 (AVX-512: B = 16 whole); the groups cover every
+    vector once, and where the host runs the kernel its rows are exact."""
+    from llvmlite import ir
+    from jitvoc.emit import spmv
+    w, x = _case("blocks_16x1")
+    fit = {"x86-64": 16, "haswell": 4, "icelake-server": 16}[gen]
+    for n in (2, 5, 8, 16):
+        mv = build_matvec(w, dtype="int8", cpu=gen, block=(16, 1), variant="idx",
+                          vectors=n)
+        k = spmv.Kernel.of(mv.plan.spec, mv.plan.packed, cpu.generation(gen), ir.Module())
+        sizes = [len(g) for g in k.groups]
+        assert [v for g in k.groups for v in g] == list(range(n))
+        assert max(sizes) <= fit and max(sizes) - min(sizes) <= 1
+        assert len(sizes) == -(-n // fit)
+        if cpu.runnable(cpu.generation(gen)):
+            check_vectors(mv, w, _vectors(w, x, n))
+
+
 def test_vectors_bad_arguments():
     w = np.ones((16, 8), np.float32)
     for bad in (0, -1, 2.0, True, 65):

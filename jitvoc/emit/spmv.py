@@ -23,7 +23,9 @@ rows of codes as they are, each zero-padded to x_pad, build every vector's words
 and broadcast-load a panel's B words, stored together (Kernel.word_unit: from B = 3 on in 16 · B
 bytes, so that they stay cheap past L1; the planner's limit: plan.matvec.PERMUTE_WORDS_BYTES).
 Each panel's weights are loaded once and multiplied into B accumulators (one set per vector; B
-independent chains need no extra sets). B = 1 emits exactly the single-vector code.
+independent chains need no extra sets), or, where B vectors' accumulators would fill more than
+half the vector registers, once per group of vectors (Kernel.groups: a row block's panels read
+once per group). B = 1 emits exactly the single-vector code.
 
 ``index`` is ``Packed.kernel_index()``, or ``Packed.permute_gathers().index`` for byte-permute
 gathers (see jitvoc.layout): those kernels first build every panel's x word into a stack array
@@ -60,6 +62,14 @@ from .isa import Backend, generic_dot
 ROUND_MAGIC = 12582912.0  # 1.5 * 2**23: v + M has the integer nearest v (ties to even) + 2**22
 #                          in its low 23 mantissa bits, for |v| < 2**22
 WORD_UNIT = 4   # byte-permute words of one vector kept together (B > 1; permute_words)
+# Kernel.groups: the share of a backend's vector registers a B-vector core's accumulators may
+# fill, in groups of at least MIN_GROUP vectors. AVX2 (16 ymm), 16x1 blocks in groups of 4
+# vectors (8 accumulators) against all B at once: the loop at B = 8 x1.04-1.06, B = 16 x1.18;
+# int16 R at B = 8 / 16 x1.10 / x1.61. 128-bit backends (4 xmm a vector) in groups of 2: R,
+# O1, O2 x0.81-0.94 at B = 4-16 (SSE2, SSSE3); AVX-512 B = 16 (16 zmm) is one group
+# (bench/README.md, "Issue 15: B = 8, seventh round").
+ACCUMULATOR_REGISTERS = 0.5
+MIN_GROUP = 4
 ROUND_BITS = int(np.float32(ROUND_MAGIC).view(np.int32))
 
 
@@ -124,6 +134,25 @@ class Kernel:
         bench/README.md "Issue 15: B = 8, fourth round")."""
         return PERMUTE_GROUP if self.vectors <= 2 else WORD_UNIT
 
+    @cached_property
+    def groups(self) -> list:
+        """The vectors a core multiplies in one pass over a row block's panels: all B, or, for
+        an integer kernel of native width, equal groups (ranges of vectors) whose accumulators
+        fit in ACCUMULATOR_REGISTERS of the backend's vector registers (x86: 32 of 512 bits,
+        else 16), a row block's panels then read once per group."""
+        n = self.vectors
+        if self.backend is None or not self.native or n == 1:
+            return [range(n)]
+        bits = self.backend.vector_bits
+        registers = 32 if bits >= 512 else 16
+        per_vector = self.chunks * self.spec.accumulators * -(-self.acc_t.count * 32 // bits)
+        fit = int(registers * ACCUMULATOR_REGISTERS) // per_vector
+        if fit < MIN_GROUP:
+            return [range(n)]
+        count = -(-n // fit)
+        size = -(-n // count)
+        return [range(v, min(v + size, n)) for v in range(0, n, size)]
+
     def entry(self, single):
         """The declaration of an entry point (contracts) for this kernel's vector count."""
         return single if self.vectors == 1 else SPMV_VECTORS[single]
@@ -164,14 +193,27 @@ class Kernel:
 @dataclass
 class Core:
     """A core being written: its kernel, builder, activations, weights and accumulator sets
-    ([vector][set][chunk] stack slots); `words` holds the byte-permute words once built,
-    B vectors' in units of Kernel.word_unit slots (permute_words)."""
+    ([vector][set][chunk] stack slots, those of the vectors `vs` being multiplied: one of
+    Kernel.groups, see each_group); `words` holds the byte-permute words once built, B vectors'
+    in units of Kernel.word_unit slots (permute_words)."""
     k: Kernel
     b: ir.IRBuilder
     xin: ir.Value
     w: ir.Value
-    accs: list
+    slots: list
+    vs: range
     words: ir.Value | None = None
+
+    @property
+    def accs(self) -> list:
+        return self.slots[:len(self.vs)]
+
+
+def each_group(c: Core):
+    """Every group of the kernel's vectors (Kernel.groups), c.vs set to it in turn."""
+    for vs in c.k.groups:
+        c.vs = vs
+        yield vs
 
 
 @dataclass(frozen=True)
@@ -202,8 +244,8 @@ def emit_core(k: Kernel, dequantize: bool, bias: bool = False, relu: bool = Fals
         arg.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     accs = [[[b.alloca(k.acc_t) for _ in range(k.chunks)] for _ in range(s.accumulators)]
-            for _ in range(k.vectors)]
-    c = Core(k, b, a.xin, a.W, accs)
+            for _ in range(max(map(len, k.groups)))]
+    c = Core(k, b, a.xin, a.W, accs, k.groups[0])
     ep = Epilogue(dequantize and not k.is_float, a.row_scale, a.zcorr, a.x_scale,
                   a.bias if bias else None, relu)
     if k.permute:
@@ -216,22 +258,24 @@ def emit_core(k: Kernel, dequantize: bool, bias: bool = False, relu: bool = Fals
 def _idx(c: Core, ep: Epilogue, y, index, pptr):
     """Row blocks in order, each an index-driven loop over its panels."""
     with counted_loop(c.b, 0, c.k.packed.row_blocks, name="rb") as rb:
-        zero(c)
-        panel_loop(c, index, pptr, rb)
-        store_rows(c, ep, y, rb, range(c.k.spec.accumulators))
+        for _ in each_group(c):
+            zero(c)
+            panel_loop(c, index, pptr, rb)
+            store_rows(c, ep, y, rb, range(c.k.spec.accumulators))
 
 
 def _baked(c: Core, ep: Epilogue, y, index, pptr):
     """Every panel unrolled with its columns (or word slots) and offsets as constants."""
     k, p = c.k, c.k.packed
     for i, rb in enumerate(p.rb_order.tolist()):
-        zero(c)
-        lo, hi = int(p.panel_ptr[i]), int(p.panel_ptr[i + 1])
-        for q in range(lo, hi):
-            col = ([int(k.gathers.slots[q])] if k.permute
-                   else [int(v) for v in p.cols_idx[q]])
-            panel(c, q, col, (q - lo) % k.spec.accumulators)
-        store_rows(c, ep, y, rb, range(c.k.spec.accumulators))
+        for _ in each_group(c):
+            zero(c)
+            lo, hi = int(p.panel_ptr[i]), int(p.panel_ptr[i + 1])
+            for q in range(lo, hi):
+                col = ([int(k.gathers.slots[q])] if k.permute
+                       else [int(v) for v in p.cols_idx[q]])
+                panel(c, q, col, (q - lo) % k.spec.accumulators)
+            store_rows(c, ep, y, rb, range(c.k.spec.accumulators))
 
 
 def _grouped(c: Core, ep: Epilogue, y, index, pptr):
@@ -249,15 +293,16 @@ def _grouped(c: Core, ep: Epilogue, y, index, pptr):
         base = int(p.panel_ptr[start])
         with counted_loop(b, start, stop, name=f"count{n}") as i:
             rb = b.sext(load(b, table, i32, i, align=4), i64)
-            zero(c)
-            if n <= c.k.spec.grouped_unroll:
-                first = b.add(i64(base), b.mul(b.sub(i, i64(start)), i64(n)))
-                for u in range(n):
-                    q = b.add(first, i64(u))
-                    panel(c, q, runtime_cols(c, index, q), u % n_sets)
-            else:
-                panel_loop(c, index, pptr, i)
-            store_rows(c, ep, y, rb, range(c.k.spec.accumulators))
+            for _ in each_group(c):
+                zero(c)
+                if n <= c.k.spec.grouped_unroll:
+                    first = b.add(i64(base), b.mul(b.sub(i, i64(start)), i64(n)))
+                    for u in range(n):
+                        q = b.add(first, i64(u))
+                        panel(c, q, runtime_cols(c, index, q), u % n_sets)
+                else:
+                    panel_loop(c, index, pptr, i)
+                store_rows(c, ep, y, rb, range(c.k.spec.accumulators))
         start = stop
 
 
@@ -290,16 +335,17 @@ def _dense_rows(c: Core, ep: Epilogue, y, rb0, count: int):
     `unroll` times."""
     b, s = c.b, c.k.spec
     n_k = c.k.packed.x_len // c.k.group
-    zero(c)
     k_main = n_k // s.unroll * s.unroll
-    if k_main:
-        with counted_loop(b, 0, k_main, s.unroll, name="k") as kv:
-            for u in range(s.unroll):
-                _dense_step(c, rb0, count, n_k, b.add(kv, i64(u)))
-    for kv in range(k_main, n_k):
-        _dense_step(c, rb0, count, n_k, i64(kv))
-    for r in range(count):
-        store_rows(c, ep, y, b.add(rb0, i64(r)), [r])
+    for _ in each_group(c):
+        zero(c)
+        if k_main:
+            with counted_loop(b, 0, k_main, s.unroll, name="k") as kv:
+                for u in range(s.unroll):
+                    _dense_step(c, rb0, count, n_k, b.add(kv, i64(u)))
+        for kv in range(k_main, n_k):
+            _dense_step(c, rb0, count, n_k, i64(kv))
+        for r in range(count):
+            store_rows(c, ep, y, b.add(rb0, i64(r)), [r])
 
 
 def _dense_step(c: Core, rb0, count: int, n_k: int, kv):
@@ -384,28 +430,29 @@ def xwords(c: Core, col) -> list:
     b, k = c.b, c.k
     if k.vectors == 1:
         return [xword(c, col)]
-    n = k.vectors
+    n, vs = k.vectors, c.vs
     as_i64 = [i64(v) if isinstance(v, int) else v for v in col]
     if k.permute:   # slot s's words, vector v's at (s - s % u) · B + u · v + s % u
         s, u = as_i64[0], k.word_unit
         base = b.add(b.mul(b.and_(s, i64(-u)), i64(n)), b.and_(s, i64(u - 1)))
         return [broadcast_load(b, c.words, i32, b.add(base, i64(u * v)) if v else base,
-                               k.width, align=4) for v in range(n)]
+                               k.width, align=4) for v in vs]
     if k.packed.contiguous:   # B words side by side at word (col / group) · B
         shift = k.group.bit_length() - 1
         base = b.mul(b.lshr(as_i64[0], i64(shift)) if shift else as_i64[0], i64(n))
         typ = f32 if k.is_float else i32
         return [broadcast_load(b, c.xin, typ, b.add(base, i64(v)) if v else base, k.width,
-                               align=4) for v in range(n)]
-    codes = []   # the B codes of each of the panel's columns
+                               align=4) for v in vs]
+    codes = []   # the group's codes of each of the panel's columns
     for j, v in enumerate(as_i64):
         column = i64(col[j]) if isinstance(col[j], int) else b.sub(v, i64(j * k.stride))
-        codes.append(b.load(gep(b, c.xin, k.elem, b.mul(column, i64(n))), typ=vec(k.elem, n),
-                            align=k.esize))
-    word = b.bitcast(interleaved(b, codes), vec(i32, n))   # vector v's codes in one i32
+        at = b.mul(column, i64(n))
+        codes.append(b.load(gep(b, c.xin, k.elem, b.add(at, i64(vs.start)) if vs.start else at),
+                            typ=vec(k.elem, len(vs)), align=k.esize))
+    word = b.bitcast(interleaved(b, codes), vec(i32, len(vs)))   # vector v's codes in one i32
     undef = ir.Constant(word.type, ir.Undefined)
     return [b.shuffle_vector(word, undef, ir.Constant(vec(i32, k.width), [v] * k.width))
-            for v in range(n)]
+            for v in range(len(vs))]
 
 
 def xword(c: Core, col):
@@ -452,7 +499,7 @@ def store_rows(c: Core, ep: Epilogue, y, rb, set_indices):
     the rows (of vector v at y + v · rows_padded)."""
     b, k = c.b, c.k
     set_indices = list(set_indices)
-    for v, sets in enumerate(c.accs):
+    for v, sets in zip(c.vs, c.accs):
         for n in range(k.chunks):
             total = b.load(sets[set_indices[0]][n])
             for i in set_indices[1:]:
