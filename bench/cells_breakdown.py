@@ -29,11 +29,14 @@ what folding them into O2's and O4's epilogues or cheaper ones could save at mos
 values wrong. All are timed alternately (CPU time of this thread, medians of rounds; the order
 reversed every other round); a part costs the cell's time minus its variant's; "the rest" is
 what remains (the conditioning rows, the quantization of the products' inputs, the decoding of
-the sample, the loop). The bound: the non-zero MACs per sample over the dense int8 roofline of
-`jitvoc bench kernels`, measured in the same run. With --batch B > 1: the same for the engine
-of B streams (JitEngine(vectors=B), the cell in emit.cell's streams mode), generate_batch of B
-streams of --samples // B each, per stream-sample ("the rest" includes the interleaving of each
-product's input for its B-vector kernel).
+the sample, the loop). A second line gives each part per round (the whole's time less that of
+the variant timed in the same round) as its median [quartiles], and the whole's range (5th
+percentile to the slowest round): on a VM shared with other benchmarks, paired rounds drift
+less than medians taken apart. The bound: the non-zero MACs per sample over the dense int8
+roofline of `jitvoc bench kernels`, measured in the same run. With --batch B > 1: the same for
+the engine of B streams (JitEngine(vectors=B), the cell in emit.cell's streams mode),
+generate_batch of B streams of --samples // B each, per stream-sample ("the rest" includes the
+interleaving of each product's input for its B-vector kernel).
 
     python bench/cells_breakdown.py --calls TREE [TREE ...] [--rounds 7]
 
@@ -218,7 +221,8 @@ def _inner(part: str) -> dict:
                 return full(self, *args)
             if len(args) > 1:   # streams mode: the stream's row left as it is
                 return None
-            return _patched(full, spmv, "activations", lambda k, b, x, x_inv, buf: buf)(self, p)
+            return _patched(full, spmv, "activations",   # float32 kernels read x in place
+                            lambda k, b, x, x_inv, buf: x if buf is None else buf)(self, p)
         return method
     return {name: reading_as_is(vars(CellEmitter)[name]) for name in ("_product", "_stream_input")}
 
@@ -261,7 +265,7 @@ def vocoder(args) -> None:
     print(f"dense roofline {roof['gmacs']:.1f} GMAC/s ({roof['spec']}); {nnz} non-zero MACs "
           f"per sample: bound {bound:.3f} µs/sample = {1e6 / bound / rate:.1f}x realtime")
     for d in args.dtype.split(","):
-        whole = statistics.median(times[d, None])
+        whole, rounds = statistics.median(times[d, None]), np.array(times[d, None])
         cost = {part: whole - statistics.median(times[d, part]) for part in PARTS}
         print(f"{d}{f' B={B}' if B > 1 else ''}: {whole:.3f} µs/sample ({1e6 / whole / rate:.1f}x realtime, "
               f"{bound / whole:.0%} of the bound): "
@@ -270,6 +274,12 @@ def vocoder(args) -> None:
               f"divisions {whole - statistics.median(times[d, DIVISIONS]):.3f}; "
               + ", ".join(f"{what} {whole - statistics.median(times[d, part]):.3f}"
                           for part, what in INNER.items()))
+        paired = {part: np.percentile(rounds - np.array(times[d, part]), [25, 50, 75])
+                  for part in PARTS + (DIVISIONS, *INNER)}
+        print(f"{d}, per round (the whole less the variant in the same round): "
+              f"{np.percentile(rounds, 5):.3f}-{rounds.max():.3f} µs/sample (5th percentile-max); "
+              + ", ".join(f"{INNER.get(part, part)} {m:.3f} [{q1:.3f}, {q3:.3f}]"
+                          for part, (q1, m, q3) in paired.items()))
 
 
 def call_timer(tree: str):

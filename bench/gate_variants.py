@@ -1,13 +1,20 @@
 """The GRU update of the engine's WaveRNN cell against variants of it (issue 14, sixth round:
-fixed-point gates; bench/README.md), in µs per sample of CPU time.
+fixed-point gates; twelfth round: the AVX2 sweep; bench/README.md), in µs per sample of CPU time.
 
     python bench/gate_variants.py [--dtype int8] [--samples 12000] [--rounds 31]
+                                  [--only NAME,NAME,...]
 
 random_model(896) at 24 kHz, one stream (the model of bench/cells_breakdown.py --vocoder). Each
 variant replaces emit.cell.CellEmitter._gru (the rule's update, both halves) on the 16-lane
-blocks of its sweeps while an engine is built, each engine in a cache folder of its own; all
-are timed alternately (medians of rounds), and a variant's update costs its time less that of
-"no update" (h' = h). The variants:
+blocks of its sweeps, or patches other emitter methods and constants (AVX2 below), while an
+engine is built, each engine in a cache folder of its own; all are timed alternately (the order
+rotated every round and reversed every other), and a variant's update costs its median less that
+of "no update" (h' = h). Printed per variant: the median and the 5th percentile of the rounds
+(on a VM shared with other benchmarks the low percentile moves less: contention only adds time),
+the update's cost by either (less "no update"'s), and the median over rounds of float's time
+over the variant's (above 1: faster). The variants marked "same bits" have their samples and
+final h compared with float's (a difference stops the script). `--only` times "float", "no
+update" and the variants named. The variants:
 
 - float: the engine's update as it is (docs/model.md, "The GRU step");
 - fixed: a timing prototype of fixed-point gates (int8 only; left out on a host without
@@ -34,9 +41,30 @@ are timed alternately (medians of rounds), and a variant's update costs its time
 - loads in L1: the float update with every load from a 64-lane window of its array (values
   wrong);
 - prefetch: the float update with a prefetch 128 floats ahead beside each load.
+
+The twelfth round's, for the AVX2 sweep (two 8-lane ymm halves per 16-lane block, 16
+registers):
+
+- no divisions, no exponentials: the float update with its two divisions as multiplications,
+  or its three exponentials as the conversion alone and g (values wrong, normal floats: what
+  they cost at most);
+- frame rows / I columns / R's rows and h in L1: as "loads in L1", for one group of loads only
+  (the per-frame rows, ke and dk; the I columns; R's rows and h);
+- interleaved frame data (same bits): the per-frame rows, ke, dk and a copy of the I columns'
+  rows, written when the frame's rows are, in one stack array laid out by 16-lane blocks
+  (each block's 13-16 vectors in a row: one sequential stream instead of 13-16);
+- two sweeps (same bits): the three pre-activations' sums (u, r; a_e and v_e apart) stored by
+  a first sweep into a stack array, the rest by the second from there;
+- integer lower clamp (same bits for non-NaN pre-activations): each exponential's y clamped
+  from above as a float, converted, then clamped from below as an integer (vpmaxsd instead of
+  vmaxps: off the two pipes that multiply and divide);
+- blocks 1, blocks 2, blocks 14, 8 lanes (same bits): emit.cell.SWEEP_BLOCKS 1, 2 or 14
+  instead of 7 (fewer or more values in flight, fewer or more spills), or emit.cell.V = 8 (one
+  ymm per value, 7 blocks).
 """
 import argparse
 import os
+import sys
 import statistics
 import tempfile
 import time
@@ -47,17 +75,20 @@ from llvmlite import ir
 import jitvoc
 from jitvoc.bench.vocoder import MODEL, conditioning_rows
 from jitvoc.cpu import host_features
+from jitvoc.emit import cell as emit_cell
 from jitvoc.emit import mathfn
 from jitvoc.cells.rules import slice_of
 from jitvoc.emit.cell import CellEmitter
-from jitvoc.emit.irutil import declare_intrinsic, gep, i32, i64, f32, ptr, vec
+from jitvoc.emit.irutil import (alloca, counted_loop, declare_intrinsic, gep, i32, i64, f32, ptr,
+                                splat, vec)
 from jitvoc.engine import GenState, conditioning
 from jitvoc.engine_jit import JitEngine
 from jitvoc.plan.cell import column_key, size_of
 
 W = 16   # the sweeps' lanes (emit.cell.V)
 I16 = ir.IntType(16)
-FLOAT = {name: vars(CellEmitter)[name] for name in ("_gru", "_load", "_read")}
+FLOAT = {name: vars(CellEmitter)[name] for name in ("_gru", "_load", "_read", "_gate",
+                                                    "_sweep", "_store_frame_rows")}
 
 
 def _sigma_table(step: float = 1.0):
@@ -248,6 +279,169 @@ def _loading(load, read=None):
     return gru
 
 
+# --- the twelfth round's variants (AVX2) -------------------------------------------------------
+def _no_divisions(e, rule, shift):
+    fdiv, ir.IRBuilder.fdiv = ir.IRBuilder.fdiv, ir.IRBuilder.fmul
+    try:
+        return FLOAT["_gru"](e, rule, shift)
+    finally:
+        ir.IRBuilder.fdiv = fdiv
+
+
+def _conversion_only(b, y, poly, squared=False, shifted=False):
+    """mathfn.gate_exp as its conversion alone, the low 23 bits made g in [1, 2) (values wrong
+    but normal floats: infinities, NaNs or subnormals would slow the divisions down)."""
+    i = b.fptosi(y, mathfn._int_type(y))
+    return b.bitcast(b.or_(b.and_(i, mathfn._c(i, 0x7FFFFF)), mathfn._c(i, 0x3F800000)), y.type)
+
+
+def _windowed(caller: str):
+    """_load with a 64-lane window (as "loads in L1") for the loads made by `caller` (the
+    emitter method: _gate, the frame's rows; <lambda>, LEAVES' column; _read, R's rows and h)."""
+    def load(e, base, shift):
+        if sys._getframe(1).f_code.co_name == caller:
+            return _window_load(e, base, shift)
+        return FLOAT["_load"](e, base, shift)
+    return load
+
+
+def _terms_leaves(e, node, shift, out):
+    """[(column, shift)] of a rule's terms (CellEmitter._gate_terms), in the order it adds them."""
+    if node.op in ("take", "ref"):
+        base, offset = slice_of(e.cell, node)
+        return _terms_leaves(e, base, shift + offset, out)
+    if node.op == "add":
+        for x in node.args:
+            _terms_leaves(e, x, shift, out)
+        return out
+    out.append((node.args[0], shift))
+    return out
+
+
+def _frame_parts(e, rule) -> list:
+    """Per gate the interleaved frame data's parts of its I columns (after rows, ke, dk: 0-6)."""
+    parts, at = [], 7
+    for g in range(3):
+        n = len(_terms_leaves(e, rule.terms[g], 0, []))
+        parts.append(list(range(at, at + n)))
+        at += n
+    return parts
+
+
+def _frame_at(e, rule, part: int, lane):
+    """Where part `part` of lane `lane` (i64) lies in the rule's interleaved frame data (a stack
+    array made at its first use): 16-lane blocks of all parts in a row."""
+    b, frames = e.b, e.__dict__.setdefault("frames", {})
+    count = _frame_parts(e, rule)[-1][-1] + 1
+    if rule not in frames:
+        with b.goto_block(e.entry):
+            frames[rule] = alloca(b, f32, count * size_of(rule.blend), align=64)
+    block = b.mul(b.and_(lane, i64(-W)), i64(count))
+    return gep(b, frames[rule], f32, b.add(b.add(block, i64(part * W)), b.and_(lane, i64(W - 1))))
+
+
+def _frame_load(e, rule, part: int, shift: int):
+    typ = vec(f32, e.width) if e.width > 1 else f32
+    return e.b.load(_frame_at(e, rule, part, e.b.add(e.i, i64(shift))), typ=typ, align=4)
+
+
+def _interleaved_gate(e, rule, g: int, shift: int):
+    """CellEmitter._gate reading the interleaved frame data (the same additions in the same
+    order)."""
+    b = e.b
+    acc = e._value(rule.product, shift + rule.starts[g])
+    a = b.fadd(acc, _frame_load(e, rule, g, shift))
+    if e.plan.dtype == "float32":
+        a = b.fmul(a, emit_cell._c(acc, mathfn.GATE_UNIT))
+    parts = iter(_frame_parts(e, rule)[g])
+
+    def terms(node):
+        if node.op in ("take", "ref"):
+            return terms(slice_of(e.cell, node)[0])
+        if node.op == "add":
+            return b.fadd(*(terms(x) for x in node.args))
+        value = e._lookup(*node.args[1].args, mathfn.GATE_UNIT)
+        return b.fmul(_frame_load(e, rule, next(parts), shift),
+                      splat(b, value, e.width) if e.width > 1 else value)
+    v = terms(rule.terms[g])
+    if g == 2:
+        v = b.fadd(v, _frame_load(e, rule, 3, shift))
+    if rule.linear:
+        v = b.fadd(v, b.fmul(e._value(rule.linear[2], 0), _frame_load(e, rule, 4 + g, shift)))
+    return a, v
+
+
+def _interleaved_frame_rows(e, rule):
+    """CellEmitter._store_frame_rows storing into the interleaved frame data (its _slot and _put
+    redirected: part 0-2 rows, 3 ke, 4-6 dk, by gate g of the index i + g·length it stores at),
+    then the I columns' rows."""
+    length, first = size_of(rule.blend), {"rows": 0, "ke": 3, "dk": 4}
+
+    def put(value, part, index):
+        g = 0 if index is e.i else index.operands[1].constant // length
+        e.b.store(value, _frame_at(e, rule, part + g, e.i), align=4)
+    e._slot, e._put = (lambda key: first[key[1]]), put
+    try:
+        FLOAT["_store_frame_rows"](e, rule)
+    finally:
+        del e._slot, e._put
+    for g, parts in enumerate(_frame_parts(e, rule)):
+        for part, (column, shift) in zip(parts, _terms_leaves(e, rule.terms[g], 0, [])):
+            e.b.store(e._value(column, shift), _frame_at(e, rule, part, e.i), align=4)
+
+
+def _two_sweeps(e, length: int, roots: list):
+    """CellEmitter._sweep with the GRU rules' pre-activation sums stored by a first sweep (into
+    a stack array per rule: a_u + v_u, a_r + v_r, a_e, v_e), the rest by the usual one."""
+    b, rules = e.b, [e.plan.gru[n] for n, _, _ in roots if n in e.plan.gru]
+    e.sums = {}
+    for rule in rules:
+        with b.goto_block(e.entry):
+            e.sums[rule] = (alloca(b, f32, 4 * length, align=64), length)
+    for start, stop, width, blocks in emit_cell._sweeps(length, emit_cell.SWEEP_BLOCKS):
+        with counted_loop(b, start, stop, width * blocks, name=f"sums{length}") as i:
+            e.width, stores = width, []
+            for k in range(blocks):
+                e.i, e.memo = b.add(i, i64(k * width)) if k else i, {}
+                for rule in rules:
+                    (au, vu), (ar, vr), (ae, ve) = (e._gate(rule, g, 0) for g in range(3))
+                    stores += [(x, e.sums[rule][0], b.add(e.i, i64(j * length))) for j, x in
+                               enumerate((b.fadd(au, vu), b.fadd(ar, vr), ae, ve))]
+            for x, buf, at in stores:
+                e._put(x, buf, at)
+    try:
+        FLOAT["_sweep"](e, length, roots)
+    finally:
+        e.sums = {}
+
+
+def _from_sums(e, rule, shift):
+    """CellEmitter._gru on the sums of _two_sweeps (the same operations after them)."""
+    if rule not in e.__dict__.get("sums", {}):
+        return FLOAT["_gru"](e, rule, shift)
+    b, poly = e.b, mathfn.GATE_POLY[e.plan.dtype]
+    buf, length = e.sums[rule]
+    su, sr, ae, ve = (e._load(buf, shift + j * length) for j in range(4))
+    e_u = mathfn.gate_exp(b, su, poly, shifted=True)
+    e_r = mathfn.gate_exp(b, sr, poly, shifted=True)
+    z = b.fadd(b.fdiv(ae, b.fadd(emit_cell._c(ae, 1.0), e_r)), ve)
+    e_e = mathfn.gate_exp(b, z, poly, squared=True, shifted=True)
+    return mathfn.gru_blend(b, e._value(rule.h, shift), e_u, e_e)
+
+
+def _integer_lower_clamp(b, y, poly, squared=False, shifted=False):
+    """mathfn.gate_exp with y clamped from above as a float, converted, then clamped from below
+    as an integer: the same i for every y but NaN (trunc is monotone, the bounds integers; y
+    below −2³¹ converts to INT_MIN, clamped up as before)."""
+    lim = (mathfn.GATE_T / 2 if squared else mathfn.GATE_T) * 2.0 ** 23
+    y = b.select(b.fcmp_ordered(">", y, mathfn._c(y, lim)), mathfn._c(y, lim), y)
+    i = b.fptosi(y, mathfn._int_type(y))
+    low = mathfn._c(i, -int(lim))
+    i = b.select(b.icmp_signed("<", i, low), low, i)
+    i = b.shl(i, mathfn._c(i, 1)) if squared else i
+    add = poly.shift and not shifted
+    return mathfn._pow2_bits(b, b.add(i, mathfn._c(i, poly.shift)) if add else i, y.type, poly)
+
 VARIANTS = {
     "float": FLOAT["_gru"],
     "fixed": _fixed(folded=False),
@@ -259,20 +453,53 @@ VARIANTS = {
     "loads in L1": _loading(_window_load),
     "prefetch": _loading(_prefetching_load),
     "no update": lambda e, rule, shift: e._value(rule.h, shift),
+    # the twelfth round's (AVX2): a function replaces CellEmitter._gru, a dict patches
+    # {(owner, name): value} while the engine is built
+    "no divisions": _no_divisions,
+    "no exponentials": {(mathfn, "gate_exp"): _conversion_only},
+    "frame rows in L1": _loading(_windowed("_gate")),
+    "I columns in L1": _loading(_windowed("<lambda>")),
+    "R's rows and h in L1": _loading(_windowed("_read")),
+    "interleaved frame data": {(CellEmitter, "_gate"): _interleaved_gate,
+                               (CellEmitter, "_store_frame_rows"): _interleaved_frame_rows},
+    "two sweeps": {(CellEmitter, "_sweep"): _two_sweeps, (CellEmitter, "_gru"): _from_sums},
+    "integer lower clamp": {(mathfn, "gate_exp"): _integer_lower_clamp},
+    "blocks 1": {(emit_cell, "SWEEP_BLOCKS"): 1},
+    "blocks 2": {(emit_cell, "SWEEP_BLOCKS"): 2},
+    "blocks 14": {(emit_cell, "SWEEP_BLOCKS"): 14},
+    "8 lanes": {(emit_cell, "V"): 8},
 }
+# the variants that compute the same samples as "float" (checked)
+SAME_BITS = ("interleaved frame data", "two sweeps", "integer lower clamp", "blocks 1", "blocks 2",
+             "blocks 14", "8 lanes")
 
 
-def engine(model, dtype: str, gru, audio, mel):
-    """The engine with `gru` as its update, in a cache of its own, and its teacher-forced
-    probabilities on (audio, mel) (compiled meanwhile: that form is built at its first use)."""
+def engine(model, dtype: str, variant, audio, mel):
+    """The engine with `variant` (a replacement of CellEmitter._gru, or a dict of patches) in a
+    cache of its own, and its teacher-forced probabilities on (audio, mel) where `audio` is
+    given (that form is compiled at its first use)."""
+    patches = variant if isinstance(variant, dict) else {(CellEmitter, "_gru"): variant}
+    kept = {key: getattr(*key) for key in patches}
     os.environ["JITVOC_CACHE"] = tempfile.mkdtemp(prefix="jitvoc-gate-variants-")
-    CellEmitter._gru = gru
+    for (owner, name), value in patches.items():
+        setattr(owner, name, value)
     try:
         e = JitEngine(model, None, dtype)
+        if audio is None:
+            return e, None
         K = conditioning(model, mel)
         return e, e.teacher_forced(np.concatenate([K, K[-1:]]), audio)
     finally:
-        CellEmitter._gru = FLOAT["_gru"]
+        for (owner, name), value in kept.items():
+            setattr(owner, name, value)
+
+
+def _generate(model, e, K, n: int):
+    """(CPU µs per sample, samples, final h) of n samples from silence."""
+    state = GenState.initial(model.hidden)
+    t = time.process_time()
+    out = e.generate(K, 0, n, state, 0)
+    return (time.process_time() - t) / n * 1e6, out, state.h.copy()
 
 
 def main():
@@ -280,30 +507,43 @@ def main():
     p.add_argument("--dtype", default="int8")
     p.add_argument("--samples", type=int, default=12000)
     p.add_argument("--rounds", type=int, default=31)
+    p.add_argument("--only", help="comma-separated variants (with float and no update)")
     args = p.parse_args()
     model = jitvoc.calibrate(jitvoc.random_model(**MODEL))
     audio = (np.sin(np.arange(4000) * 0.05) * 8000).astype(np.int16)
     mel = jitvoc.mel_spectrogram(audio, model.sample_rate, model.mel_config)
     audio = audio[:len(mel) * model.hop_length]
     fixed = {"avx512bw", "avx512vl"} <= host_features()
-    built = {name: engine(model, args.dtype, gru, audio, mel) for name, gru in VARIANTS.items()
-             if fixed or not name.startswith("fixed")}
-    if fixed:
+    names = [n for n in VARIANTS if fixed or not n.startswith("fixed")]
+    if args.only:
+        names = ["float", "no update"] + [n for n in args.only.split(",") if n in VARIANTS]
+    built = {name: engine(model, args.dtype, VARIANTS[name],
+                          audio if name in ("float", "fixed") else None, mel) for name in names}
+    if "fixed" in built:
         pa, pb = built["float"][1], built["fixed"][1]
         kl = np.sum(pa * (np.log(pa + 1e-30) - np.log(pb + 1e-30)), axis=-1)
         print(f"{args.dtype}: fixed against float, teacher-forced: max |Δp| "
               f"{np.abs(pa - pb).max():.3g}, mean KL {kl.mean():.3g} nats")
     K, times = conditioning_rows(model, args.samples), {name: [] for name in built}
-    for _ in range(args.rounds):
-        for name, (e, _) in built.items():
-            state = GenState.initial(model.hidden)
-            t = time.process_time()
-            e.generate(K, 0, args.samples, state, 0)
-            times[name].append((time.process_time() - t) / args.samples * 1e6)
-    none = statistics.median(times["no update"])
+    _, samples, h = _generate(model, built["float"][0], K, args.samples)
+    for name in SAME_BITS:
+        if name in built:
+            _, other, other_h = _generate(model, built[name][0], K, args.samples)
+            if not (np.array_equal(samples, other) and np.array_equal(h, other_h)):
+                sys.exit(f"{name}: samples differ from float's")
+    for r in range(args.rounds):   # the order rotated every round, reversed every other
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order[::-1] if r % 2 else order:
+            times[name].append(_generate(model, built[name][0], K, args.samples)[0])
+    none, base = statistics.median(times["no update"]), np.array(times["float"])
+    print(f"{args.dtype}: {args.rounds} rounds of {args.samples} samples, load average "
+          f"{os.getloadavg()[0]:.1f}; same bits: "
+          f"{', '.join(n for n in SAME_BITS if n in built) or '-'}")
+    low = np.percentile(times["no update"], 5)
     for name, t in times.items():
-        m = statistics.median(t)
-        print(f"{name:<28} {m:.3f} µs/sample, update {m - none:.3f}")
+        m, p5 = statistics.median(t), np.percentile(t, 5)
+        print(f"{name:<28} {m:.3f} µs/sample (5th percentile {p5:.3f}), update {m - none:.3f} "
+              f"({p5 - low:.3f}), float / variant {np.median(base / np.array(t)):.3f}")
 
 
 if __name__ == "__main__":
