@@ -55,7 +55,7 @@ VARIANTS = {
     "B shuffles": {**DEFAULTS, (mv_plan, "PERMUTE_WORDS_BYTES"): 0},
     # B-vector cores building each panel's words per group of vectors in registers, not once
     # per row block (isa.ROW_BLOCK_WORDS, read when the core is emitted)
-    "B register words": {**DEFAULTS, (isa, "ROW_BLOCK_WORDS"): frozenset()},
+    "B register words": {**DEFAULTS, (isa, "ROW_BLOCK_WORDS"): {}},
 }
 
 

@@ -18,9 +18,9 @@ over B rows of y and x (one activation format for all B). Its xin holds the B ve
 interleaved, so that a panel finds all B activation words side by side: contiguous panels read
 the words ``xin[(c / group) · B + v]`` (int32 words of `group` codes, or floats), gathering
 panels the codes ``xin[c · B + v]`` of their `group` columns (no shifted tables: one shuffle
-of the `group` loads makes the B words; on the backends of isa.ROW_BLOCK_WORDS once per panel
-for all B, a row block's words into a stack buffer before its groups of vectors, which
-broadcast-load them: Kernel.row_block_words), except with byte-permute gathers: those read the B
+of the `group` loads makes the B words; on the backends of isa.ROW_BLOCK_WORDS, from the B it
+gives, once per panel for all B, a row block's words into a stack buffer before its groups of
+vectors, which broadcast-load them: Kernel.row_block_words), except with byte-permute gathers: those read the B
 rows of codes as they are, each zero-padded to x_pad, build every vector's words in one prologue
 and broadcast-load a panel's B words, stored together (Kernel.word_unit: from B = 3 on in 16 · B
 bytes, so that they stay cheap past L1; the planner's limit: plan.matvec.PERMUTE_WORDS_BYTES).
@@ -141,11 +141,12 @@ class Kernel:
     def row_block_words(self) -> bool:
         """Whether a B-vector core builds the B activation words of a row block's gathering
         panels once, into a stack buffer, before multiplying its groups of vectors (the words
-        then broadcast-loaded), instead of per panel and group by shuffles in registers: where
-        the backend's isa.ROW_BLOCK_WORDS says so, for the index-driven and grouped variants."""
-        return (self.vectors > 1 and not self.is_float and not self.codes_input
-                and self.spec.variant in ("idx", "grouped")
-                and self.spec.isa in isa.ROW_BLOCK_WORDS)
+        then broadcast-loaded), instead of per panel and group by shuffles in registers: from
+        the vector count isa.ROW_BLOCK_WORDS gives the backend, for the index-driven and grouped
+        variants."""
+        fewest = isa.ROW_BLOCK_WORDS.get(self.spec.isa)
+        return (fewest is not None and self.vectors >= max(2, fewest) and not self.is_float
+                and not self.codes_input and self.spec.variant in ("idx", "grouped"))
 
     @cached_property
     def groups(self) -> list:
