@@ -88,7 +88,8 @@ def main():
     llvm.initialize_native_asmparser()
     tm = llvm.Target.from_default_triple().create_target_machine(
         cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten())
-    names = ["clock (dependent add)"] + [n for n in (args.names or CASES) if n != "clock (dependent add)"]
+    clock = "clock (dependent add)"
+    names = [clock] + [n for n in (args.names or CASES) if n != clock]
     buf = ctypes.create_string_buffer(4096 + 64)
     at = (ctypes.addressof(buf) + 63) // 64 * 64
     fns = {name: compiled(CASES[name][0], tm) for name in names}

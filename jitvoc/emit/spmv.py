@@ -20,10 +20,11 @@ the words ``xin[(c / group) · B + v]`` (int32 words of `group` codes, or floats
 panels the codes ``xin[c · B + v]`` of their `group` columns (no shifted tables: one shuffle
 of the `group` loads makes the B words; on the backends of isa.ROW_BLOCK_WORDS, from the B it
 gives, once per panel for all B, a row block's words into a stack buffer before its groups of
-vectors, which broadcast-load them: Kernel.row_block_words), except with byte-permute gathers: those read the B
-rows of codes as they are, each zero-padded to x_pad, build every vector's words in one prologue
-and broadcast-load a panel's B words, stored together (Kernel.word_unit: from B = 3 on in 16 · B
-bytes, so that they stay cheap past L1; the planner's limit: plan.matvec.PERMUTE_WORDS_BYTES).
+vectors, which broadcast-load them: Kernel.row_block_words), except with byte-permute
+gathers: those read the B rows of codes as they are, each zero-padded to x_pad, build every
+vector's words in one prologue and broadcast-load a panel's B words, stored together
+(Kernel.word_unit: from B = 3 on in 16 · B bytes, so that they stay cheap past L1; the
+planner's limit: plan.matvec.PERMUTE_WORDS_BYTES).
 Each panel's weights are loaded once and multiplied into B accumulators (one set per vector; B
 independent chains need no extra sets), or, where B vectors' accumulators would fill more than
 half the vector registers, once per group of vectors (Kernel.groups: a row block's panels read
