@@ -53,6 +53,9 @@ VARIANTS = {
     "B grouped": {**DEFAULTS, (voc_plan, "STREAMS_KERNEL"): {"variant": "grouped", "unroll": 1}},
     "B a2": {**DEFAULTS, (mv_plan, "VECTORS_ACCUMULATORS"): 2},
     "B shuffles": {**DEFAULTS, (mv_plan, "PERMUTE_WORDS_BYTES"): 0},
+    # B-vector cores building each panel's words per group of vectors in registers, not once
+    # per row block (isa.ROW_BLOCK_WORDS, read when the core is emitted)
+    "B register words": {**DEFAULTS, (isa, "ROW_BLOCK_WORDS"): {}},
 }
 
 

@@ -100,6 +100,23 @@ GATHERS = {
                   "bake_limit": 0},
 }
 
+# Backend -> the fewest vectors B for which its B-vector kernels (int8/int16 gathering panels,
+# idx and grouped) build a row block's B activation words once per panel into a stack buffer,
+# then broadcast-load them for each group of vectors (emit.spmv.Kernel.row_block_words), instead
+# of interleaving each panel's codes in registers and broadcasting each vector's word by a
+# shuffle, per group of vectors.
+# AVX2 (Zen 4 with AVX-512 hidden; a panel's words of 8 vectors: 4 loads, 4 unpacks, 2 stores,
+# against 2 x (4 loads, 1 unpack, 4 vpshufb, 4 vinserti128) in the registers the 16 ymm lack):
+# alone, idx u4 (ns per call, old / new alternating, medians of 15, bench/README.md "Issue 14
+# item 2 and issue 15 (B = 8) on AVX2") R 2688x896 at 5% B = 4 10,400 -> 8,895, B = 8 20,508 ->
+# 16,335, B = 16 42,052 -> 33,039, O1/O3 448x448 B = 8 3,774 -> 3,098, O2/O4 256x448 B = 8
+# 2,406 -> 2,050, int16 R B = 8 23,963 -> 21,074; the loop of B = 8 streams int8 x1.10-1.13,
+# int16 x1.08-1.11; B = 3 (paired, R, O1, O2) int8 x1.48-1.54, int16 x1.78-1.83; B = 2 slower
+# (int8 0.82-0.93, int16 0.94-0.95: two vectors' words are cheap in registers), hence from 3 on.
+# SSE2 and SSSE3 (4 xmm a vector) measured slower with it (R, O1 at B = 4, 8: paired
+# 0.92-1.04); AVX-512 keeps its code (not runnable on that VM).
+ROW_BLOCK_WORDS = {"avx2": 3}
+
 # (features needed, floats per vector, ISA tag) of the scan kernels: the first row a
 # generation has wins; without any, scalar code.
 SCAN_VECTORS = (

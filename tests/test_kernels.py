@@ -449,6 +449,31 @@ def test_vector_groups_fit_the_registers(gen):
             check_vectors(mv, w, _vectors(w, x, n))
 
 
+@pytest.mark.parametrize("gen", ["x86-64", "haswell", "icelake-server"])
+def test_vectors_row_block_words_where_the_backend_builds_them(gen):
+    """B-vector kernels of gathering panels (16x1 int8 and int16, no byte permutes) build a row
+    block's words once (Kernel.row_block_words) on the backends of isa.ROW_BLOCK_WORDS (AVX2)
+    from the B it gives (3: not for B = 2), for the idx and grouped variants, not baked; where
+    the host runs them, every vector's rows are exact, empty row blocks and multi-pass patterns
+    included."""
+    from llvmlite import ir
+    from jitvoc.emit import spmv
+    g = cpu.generation(gen)
+    for i, name in enumerate(("wide_sparse_16x1", "empty_row_blocks", "ragged_37x29")):
+        w, x = _case(name)
+        for dtype in ("int8", "int16"):
+            for variant in ("idx", "grouped", "baked"):
+                n = VECTORS[i]
+                mv = build_matvec(w, dtype=dtype, cpu=gen, block=(16, 1), variant=variant,
+                                  vectors=n)
+                k = spmv.Kernel.of(mv.plan.spec, mv.plan.packed, g, ir.Module())
+                fewest = isa.ROW_BLOCK_WORDS.get(isa.best(g))
+                assert k.row_block_words == (fewest is not None and n >= fewest
+                                             and variant != "baked"), (gen, dtype, variant, n)
+                if cpu.runnable(g):
+                    check_vectors(mv, w, _vectors(w, x, n))
+
+
 def test_vectors_bad_arguments():
     w = np.ones((16, 8), np.float32)
     for bad in (0, -1, 2.0, True, 65):

@@ -18,10 +18,13 @@ over B rows of y and x (one activation format for all B). Its xin holds the B ve
 interleaved, so that a panel finds all B activation words side by side: contiguous panels read
 the words ``xin[(c / group) · B + v]`` (int32 words of `group` codes, or floats), gathering
 panels the codes ``xin[c · B + v]`` of their `group` columns (no shifted tables: one shuffle
-of the `group` loads makes the B words), except with byte-permute gathers: those read the B
-rows of codes as they are, each zero-padded to x_pad, build every vector's words in one prologue
-and broadcast-load a panel's B words, stored together (Kernel.word_unit: from B = 3 on in 16 · B
-bytes, so that they stay cheap past L1; the planner's limit: plan.matvec.PERMUTE_WORDS_BYTES).
+of the `group` loads makes the B words; on the backends of isa.ROW_BLOCK_WORDS, from the B it
+gives, once per panel for all B, a row block's words into a stack buffer before its groups of
+vectors, which broadcast-load them: Kernel.row_block_words), except with byte-permute
+gathers: those read the B rows of codes as they are, each zero-padded to x_pad, build every
+vector's words in one prologue and broadcast-load a panel's B words, stored together
+(Kernel.word_unit: from B = 3 on in 16 · B bytes, so that they stay cheap past L1; the
+planner's limit: plan.matvec.PERMUTE_WORDS_BYTES).
 Each panel's weights are loaded once and multiplied into B accumulators (one set per vector; B
 independent chains need no extra sets), or, where B vectors' accumulators would fill more than
 half the vector registers, once per group of vectors (Kernel.groups: a row block's panels read
@@ -50,6 +53,7 @@ from functools import cached_property
 import numpy as np
 from llvmlite import ir
 
+from .. import isa
 from ..contracts import (PANEL_COLUMN, PANEL_OFFSET, PANEL_PTR, PERMUTE_GROUP, PERMUTE_PASS,
                          PERMUTE_SLOT, SPMV, SPMV_CORE, SPMV_LOOP, SPMV_RAW, SPMV_VECTORS)
 from ..errors import ContractError
@@ -135,6 +139,17 @@ class Kernel:
         return PERMUTE_GROUP if self.vectors <= 2 else WORD_UNIT
 
     @cached_property
+    def row_block_words(self) -> bool:
+        """Whether a B-vector core builds the B activation words of a row block's gathering
+        panels once, into a stack buffer, before multiplying its groups of vectors (the words
+        then broadcast-loaded), instead of per panel and group by shuffles in registers: from
+        the vector count isa.ROW_BLOCK_WORDS gives the backend, for the index-driven and grouped
+        variants."""
+        fewest = isa.ROW_BLOCK_WORDS.get(self.spec.isa)
+        return (fewest is not None and self.vectors >= max(2, fewest) and not self.is_float
+                and not self.codes_input and self.spec.variant in ("idx", "grouped"))
+
+    @cached_property
     def groups(self) -> list:
         """The vectors a core multiplies in one pass over a row block's panels: all B, or, for
         an integer kernel of native width, equal groups (ranges of vectors) whose accumulators
@@ -156,6 +171,12 @@ class Kernel:
     def entry(self, single):
         """The declaration of an entry point (contracts) for this kernel's vector count."""
         return single if self.vectors == 1 else SPMV_VECTORS[single]
+
+    @cached_property
+    def row_block_panels(self) -> int:
+        """The most panels a row block can have (another matrix of the same spec shares the
+        core: a bound of the shape, not of this pattern)."""
+        return -(-self.packed.x_len // self.group)
 
     @cached_property
     def stride(self) -> int:
@@ -186,7 +207,8 @@ class Kernel:
             xin += self.esize * p.x_len * n
         out = 4 * p.rows_padded * n if p.rows_padded != p.rows else 0
         words = (4 * ((p.n_panels + PERMUTE_GROUP - 1) // PERMUTE_GROUP * PERMUTE_GROUP * n + 16)
-                 if self.permute else 0)
+                 if self.permute else 4 * self.row_block_panels * n if self.row_block_words
+                 else 0)
         return xin + out + words
 
 
@@ -203,6 +225,7 @@ class Core:
     slots: list
     vs: range
     words: ir.Value | None = None
+    buffer: ir.Value | None = None
 
     @property
     def accs(self) -> list:
@@ -250,6 +273,8 @@ def emit_core(k: Kernel, dequantize: bool, bias: bool = False, relu: bool = Fals
                   a.bias if bias else None, relu)
     if k.permute:
         c.words = permute_words(c, a.index, a.panel_ptr)
+    if k.row_block_words:
+        c.buffer = alloca(b, i32, k.row_block_panels * k.vectors, align=CACHE_LINE)
     VARIANTS[s.variant](c, ep, a.y, a.index, a.panel_ptr)
     b.ret_void()
     return fn
@@ -257,7 +282,12 @@ def emit_core(k: Kernel, dequantize: bool, bias: bool = False, relu: bool = Fals
 
 def _idx(c: Core, ep: Epilogue, y, index, pptr):
     """Row blocks in order, each an index-driven loop over its panels."""
-    with counted_loop(c.b, 0, c.k.packed.row_blocks, name="rb") as rb:
+    b = c.b
+    with counted_loop(b, 0, c.k.packed.row_blocks, name="rb") as rb:
+        if c.k.row_block_words:
+            ptrs = [b.sext(load(b, pptr, PTR_T, i, align=byte_size(PTR_T)), i64)
+                    for i in (rb, b.add(rb, i64(1)))]
+            build_row_block_words(c, index, *ptrs)
         for _ in each_group(c):
             zero(c)
             panel_loop(c, index, pptr, rb)
@@ -293,6 +323,9 @@ def _grouped(c: Core, ep: Epilogue, y, index, pptr):
         base = int(p.panel_ptr[start])
         with counted_loop(b, start, stop, name=f"count{n}") as i:
             rb = b.sext(load(b, table, i32, i, align=4), i64)
+            if c.k.row_block_words:
+                first = b.add(i64(base), b.mul(b.sub(i, i64(start)), i64(n)))
+                build_row_block_words(c, index, first, b.add(first, i64(n)))
             for _ in each_group(c):
                 zero(c)
                 if n <= c.k.spec.grouped_unroll:
@@ -380,18 +413,41 @@ def panel_loop(c: Core, index, pptr, i):
 
 def runtime_cols(c: Core, index, q) -> list:
     """Panel q's column (contiguous panels) or table offsets (gathering panels), as i64;
-    with byte permutes, the slot of its precomputed word."""
-    b, g = c.b, c.k.group
+    with byte permutes, the slot of its precomputed word; with words built per row block,
+    q itself."""
+    b = c.b
+    if c.k.row_block_words:   # the row block's words, built by panel (build_row_block_words)
+        return [q]
     if c.k.permute:   # one slot per panel
         return [b.zext(load(b, index, SLOT_T, q, align=byte_size(SLOT_T)), i64)]
     if c.k.packed.contiguous:   # one column per panel
         return [b.sext(load(b, index, COLUMN_T, q, align=byte_size(COLUMN_T)), i64)]
+    return _table_offsets(c, index, q)
+
+
+def _table_offsets(c: Core, index, q) -> list:
+    """Gathering panel q's table offsets (column + j · stride of its j-th column), as i64."""
+    b, g = c.b, c.k.group
     bits = OFFSET_T.width
     word_t = ir.IntType(bits * g)  # the panel's g offsets in one load
     packed = b.load(gep(b, index, OFFSET_T, b.mul(q, i64(g))), typ=word_t,
                     align=byte_size(OFFSET_T))
     return [b.zext(b.trunc(b.lshr(packed, word_t(bits * j)) if j else packed, OFFSET_T), i64)
             for j in range(g)]
+
+
+def build_row_block_words(c: Core, index, start, stop):
+    """The B activation words of panels start .. stop - 1 (a row block's), built once for all
+    groups of vectors: panel q's at c.buffer[(q - start) · B + v] (Kernel.row_block_words);
+    c.words then points so that xwords finds them at q · B + v."""
+    b, k = c.b, c.k
+    n, vs = k.vectors, c.vs
+    c.vs = range(n)
+    with counted_loop(b, start, stop, name="words") as q:
+        word = _gathered_word(c, _table_offsets(c, index, q))
+        store(b, word, c.buffer, b.mul(b.sub(q, start), i64(n)), align=4, elem_type=i32)
+    c.vs = vs
+    c.words = gep(b, c.buffer, i32, b.mul(b.sub(i64(0), start), i64(n)))
 
 
 def rotate(c: Core):
@@ -443,16 +499,27 @@ def xwords(c: Core, col) -> list:
         typ = f32 if k.is_float else i32
         return [broadcast_load(b, c.xin, typ, b.add(base, i64(v)) if v else base, k.width,
                                align=4) for v in vs]
-    codes = []   # the group's codes of each of the panel's columns
-    for j, v in enumerate(as_i64):
-        column = i64(col[j]) if isinstance(col[j], int) else b.sub(v, i64(j * k.stride))
-        at = b.mul(column, i64(n))
-        codes.append(b.load(gep(b, c.xin, k.elem, b.add(at, i64(vs.start)) if vs.start else at),
-                            typ=vec(k.elem, len(vs)), align=k.esize))
-    word = b.bitcast(interleaved(b, codes), vec(i32, len(vs)))   # vector v's codes in one i32
+    if k.row_block_words:   # built for the row block (build_row_block_words)
+        at = b.mul(as_i64[0], i64(n))
+        return [broadcast_load(b, c.words, i32, b.add(at, i64(v)) if v else at, k.width,
+                               align=4) for v in vs]
+    word = _gathered_word(c, col)
     undef = ir.Constant(word.type, ir.Undefined)
     return [b.shuffle_vector(word, undef, ir.Constant(vec(i32, k.width), [v] * k.width))
             for v in range(len(vs))]
+
+
+def _gathered_word(c: Core, col):
+    """The activation words of the vectors c.vs for a gathering panel of table offsets `col`
+    (ints or i64), as <len(vs) x i32>: each column's codes of the vectors, interleaved."""
+    b, k, n, vs = c.b, c.k, c.k.vectors, c.vs
+    codes = []   # the group's codes of each of the panel's columns
+    for j, v in enumerate(col):
+        column = i64(v) if isinstance(v, int) else b.sub(v, i64(j * k.stride))
+        at = b.mul(column, i64(n))
+        codes.append(b.load(gep(b, c.xin, k.elem, b.add(at, i64(vs.start)) if vs.start else at),
+                            typ=vec(k.elem, len(vs)), align=k.esize))
+    return b.bitcast(interleaved(b, codes), vec(i32, len(vs)))   # vector v's codes in one i32
 
 
 def xword(c: Core, col):
