@@ -121,3 +121,22 @@ def test_a_background_load_starts_quickly_with_the_same_samples():
         assert np.array_equal(first, plain.synthesize(mel, seed=2))
         assert np.array_equal(quick.synthesize(mel, seed=2), first)   # upgraded meanwhile
         assert not engine._lib._optimising
+
+
+def test_a_batched_engine_swaps_in_its_optimised_loop_too():
+    from jitvoc.engine import GenState
+    from jitvoc.engine_jit import JitEngine
+    model = jitvoc.calibrate(random_model(hidden=32, density=0.25, sample_rate=16000,
+                                          n_mels=8, cond_channels=8))
+    K = np.random.default_rng(3).standard_normal((20, 96)).astype(np.float32)
+
+    def run(engine):
+        return engine.generate_batch([K, K], [800, 1000], [GenState.initial(32) for _ in "ab"],
+                                     [1, 2])
+    quick = JitEngine(model, dtype="int8", vectors=2, quick_start=True)
+    first = run(quick)
+    quick._lib._optimising[0].worker.join(60)
+    plain = JitEngine(model, dtype="int8", vectors=2)
+    assert all(np.array_equal(a, b) for a, b in zip(first, run(plain)))
+    assert all(np.array_equal(a, b) for a, b in zip(first, run(quick)))
+    assert not quick._lib._optimising
