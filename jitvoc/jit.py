@@ -378,8 +378,10 @@ def load_parts(parts, gen, announce=None, cache_objects: bool = True,
 # the same samples in int8, int16 and float32 (LLVM's pipeline keeps IEEE semantics: no
 # fast-math flags are emitted); bench/README.md, branch cold14.
 # It costs the quick object's compile in CPU time, and its -O3 compile runs beside the
-# caller's work: it pays where a core is free for it. On the 2-core VM with two other
-# processes busy, cold `resynth` int8 took 2.40 -> 3.35 s (medians of 6, alternately).
+# caller's work: it pays where a core is free for it. Cold `resynth` on the 2-core VM,
+# alternately, in rounds begun with both cores idle: int8 2.08 -> 1.81 s, int16 2.29 -> 1.92,
+# float32 2.87 -> 2.61 (medians of 4-5); with two other processes busy and no such check,
+# int8 2.40 -> 3.35 s (medians of 6).
 QUICK_START_IDLE = 0.75   # cores idle on average since the last decision (or jit's import)
 _optimising: dict = {}   # cache entry -> the _Optimising storing it (this process's workers)
 
