@@ -389,16 +389,16 @@ _optimising: dict = {}   # cache entry -> the _Optimising storing it (this proce
 def _cpu_times() -> tuple | None:
     """(idle, total) time of the CPUs this process may run on, in clock ticks since boot
     (/proc/stat), or None where that cannot be read."""
-    cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
     idle = total = 0
     try:
+        cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}   # Linux's, as /proc/stat is
         with open("/proc/stat") as f:
             for line in f:
                 fields = line.split()
                 if fields and fields[0] in cpus:
                     ticks = [int(t) for t in fields[1:8]]   # user .. softirq
                     idle, total = idle + ticks[3] + ticks[4], total + sum(ticks)
-    except (OSError, ValueError):
+    except (AttributeError, OSError, ValueError):
         return None
     return (idle, total) if total else None
 
