@@ -371,17 +371,17 @@ def load_parts(parts, gen, announce=None, cache_objects: bool = True,
     return Library._of_engines(engines, sum(map(len, objs)), optimising)
 
 
-# A quick start's first object (load_parts) skips LLVM's optimisation pipeline for the first part (the
-# loop): the shipped model's int8 loop on the AVX2 EPYC compiled in 225 ms of CPU (parse 18,
-# code generation 207) against 400-470 at -O3 (parse 18, pipeline 155-163, code generation
-# 207-217), and ran 1.6% slower (9.188 against 9.074 µs per sample, paired 0.984, 15 rounds),
-# the same samples in int8, int16 and float32 (LLVM's pipeline keeps IEEE semantics: no
-# fast-math flags are emitted); bench/README.md, branch cold14.
+# A quick start's first object (load_parts) skips LLVM's optimisation pipeline for the first
+# part (the loop): the shipped model's loop on the AVX2 EPYC compiled in 234 ms of CPU against
+# 441 at -O3 (int8; int16 242/466, float32 259/473; medians of 7, alternately) and ran as fast
+# within the noise (int8 paired 0.984 in 15 rounds, 0.996 in 11; int16 0.980, float32 1.057),
+# with the same samples in int8, int16 and float32 (the emitted IR has no fast-math flags: the
+# pipeline keeps IEEE semantics); bench/README.md, branch cold14.
 # It costs the quick object's compile in CPU time, and its -O3 compile runs beside the
 # caller's work: it pays where a core is free for it. Cold `resynth` on the 2-core VM,
-# alternately, in rounds begun with both cores idle: int8 2.08 -> 1.81 s, int16 2.29 -> 1.92,
-# float32 2.87 -> 2.61 (medians of 4-5); with two other processes busy and no such check,
-# int8 2.40 -> 3.35 s (medians of 6).
+# alternately, in rounds begun with both cores idle: int8 2.08 -> 1.81 s and 1.77 -> 1.54,
+# int16 2.29 -> 1.92, float32 2.87 -> 2.61 (medians of 4-6); with two other processes busy
+# and no such check, int8 2.40 -> 3.35 s (medians of 6).
 QUICK_START_IDLE = 0.75   # cores idle on average since the last decision (or jit's import)
 _optimising: dict = {}   # cache entry -> the _Optimising storing it (this process's workers)
 
