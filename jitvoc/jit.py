@@ -379,9 +379,10 @@ def load_parts(parts, gen, announce=None, cache_objects: bool = True,
 # pipeline keeps IEEE semantics); bench/README.md, branch cold14.
 # It costs the quick object's compile in CPU time, and its -O3 compile runs beside the
 # caller's work: it pays where a core is free for it. Cold `resynth` on the 2-core VM,
-# alternately, in rounds begun with both cores idle: int8 2.08 -> 1.81 s and 1.77 -> 1.54,
-# int16 2.29 -> 1.92, float32 2.87 -> 2.61 (medians of 4-6); with two other processes busy
-# and no such check, int8 2.40 -> 3.35 s (medians of 6).
+# alternately, in rounds begun with both cores idle: int8 2.08 -> 1.81 s, 1.77 -> 1.54,
+# 1.79 -> 1.83 and 1.83 -> 1.69 (paired -0.14 s, 9 of 10 rounds shorter), int16 2.29 -> 1.92,
+# float32 2.87 -> 2.61 (medians of 4-10); with two other processes busy and no such check,
+# int8 2.40 -> 3.35 s (medians of 6).
 QUICK_START_IDLE = 0.75   # cores idle on average since the last decision (or jit's import)
 _optimising: dict = {}   # cache entry -> the _Optimising storing it (this process's workers)
 
