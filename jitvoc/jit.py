@@ -25,6 +25,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import llvmlite.binding as llvm
@@ -168,9 +169,10 @@ def _entry_name(name: str, key: bytes) -> str:
     return f"{name}-{hashlib.sha256(key).hexdigest()[:20]}.o"
 
 
-def optimise(ir_module, gen):
+def optimise(ir_module, gen, pipeline: bool = True):
     """Parse, verify and optimise (-O3) an llvmlite.ir module (or its text); returns
-    (module_ref, tm)."""
+    (module_ref, tm). Without `pipeline`, the IR is not optimised (a quick start's object:
+    load_parts); code generation is -O3 either way."""
     _initialised()
     text = str(ir_module)
     debug(3, f"IR:\n{text}")
@@ -178,9 +180,10 @@ def optimise(ir_module, gen):
     mod.triple = triple()
     mod.verify()
     tm = _target_machine(gen)
-    pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=3))
-    pb.getModulePassManager().run(mod, pb)
-    debug(4, f"optimised IR:\n{mod}")
+    if pipeline:
+        pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=3))
+        pb.getModulePassManager().run(mod, pb)
+        debug(4, f"optimised IR:\n{mod}")
     return mod, tm
 
 
@@ -224,17 +227,44 @@ class Library:
     every later object read its constants 8 or more bytes off: wrong table entries, or a
     SIGSEGV on an aligned 64-byte load (tests/test_jit.py)."""
 
+    _optimising = None   # part index -> _Optimising (load_parts(quick=True))
+
     def __init__(self, obj: bytes | list, gen):
         objs = obj if isinstance(obj, list) else [obj]
         self._engines = [_engine(o, gen) for o in objs]
         self.object_size = sum(map(len, objs))
 
     @classmethod
-    def _of_engines(cls, engines: list, object_size: int) -> "Library":
-        """A Library of engines already made (_engine), in order (load_parts)."""
+    def _of_engines(cls, engines: list, object_size: int, optimising=None) -> "Library":
+        """A Library of engines already made (_engine), in order (load_parts); `optimising`:
+        part index -> the _Optimising of a part loaded from its quick object."""
         lib = cls.__new__(cls)
         lib._engines, lib.object_size = engines, object_size
+        if optimising:
+            lib._optimising, lib._retired, lib._upgrading = optimising, [], threading.Lock()
         return lib
+
+    def upgrade(self) -> bool:
+        """Whether a part loaded from its quick object (load_parts(quick=True)) was replaced by
+        its optimised object, read from the cache (verified as every entry is) once its worker
+        stored it, by this call: its symbols' addresses changed, the old code stays loaded
+        (a call running in it ends there). False at once when nothing is optimising; in a
+        process forked from the one that started the worker, the quick code stays."""
+        if not self._optimising:
+            return False
+        upgraded = False
+        with self._upgrading:
+            for i, job in list(self._optimising.items()):
+                if job.pid == os.getpid() and not job.done():
+                    continue
+                del self._optimising[i]
+                obj = job.stored() if job.pid == os.getpid() else None
+                if obj is not None:
+                    self._retired.append(self._engines[i])
+                    self._engines[i] = _engine(obj, job.gen)
+                    self.object_size += len(obj)
+                    upgraded = True
+        return upgraded
 
     def address(self, symbol: str) -> int:
         for engine in self._engines:
@@ -290,7 +320,7 @@ def load(name: str, build_ir, gen, cache_objects: bool = True) -> Library:
 
 # --- several modules compiled in parallel ----------------------------------------------------------
 def load_parts(parts, gen, announce=None, cache_objects: bool = True,
-               meanwhile=None) -> Library:
+               meanwhile=None, quick: bool = False) -> Library:
     """One Library holding several modules (a loop and its kernels, see Library). `parts`:
     [(name, build_ir)], each cached and verified as `load` caches one module, the longest to
     compile first.
@@ -299,30 +329,116 @@ def load_parts(parts, gen, announce=None, cache_objects: bool = True,
     _compile_parts): llvmlite serialises every LLVM call of a process behind one lock, so
     threads compiled one after another. `announce(names)` is called first when anything is to
     be compiled. `meanwhile()`, if given, is called once: while the worker compiles, if
-    anything is compiled (work of the caller's that the compiled code does not depend on)."""
+    anything is compiled (work of the caller's that the compiled code does not depend on).
+
+    `quick`: a quick start (a first run). If the first part is missing, the cache usable and a
+    core free (QUICK_START_IDLE), its worker first compiles it without LLVM's
+    optimisation pipeline (about half the compile, code a little slower) and
+    sends that object, which this Library loads and which is never cached; the worker then
+    compiles the part as every other load does (-O3) and stores it in the cache, and
+    Library.upgrade() swaps it in once stored. A load of the same part in this process
+    meanwhile waits for the worker and reads its entry; at exit, multiprocessing waits for the
+    worker (its object stored: the next run is warm)."""
     keys = [cache_key(name, gen, _builder_module(build_ir)) for name, build_ir in parts]
     entries = [_entry_name(name, key) for (name, _), key in zip(parts, keys)]
     with _lock:
+        for entry in entries:   # stored by a quick start's worker of this process: wait for it
+            job = _optimising.pop(entry, None)
+            if job is not None and job.pid == os.getpid():
+                job.worker.join()
         objs = [cache.read(e, k) if cache_objects else None for e, k in zip(entries, keys)]
         missing = [i for i, obj in enumerate(objs) if obj is None]
-        engines = [None] * len(parts)
+        engines, optimising = [None] * len(parts), {}
         if missing:
             if announce is not None:
                 announce([parts[i][0] for i in missing])
 
-            def finished(i, obj):
+            def finished(i, obj, store=True):
                 objs[i] = obj
-                if cache_objects:
+                if cache_objects and store:
                     cache.write(entries[i], keys[i], obj)
                 engines[i] = _engine(obj, gen)
-            _compile_parts(parts, missing, gen, meanwhile, finished)
+            first = missing[0]
+            store = ((entries[first], keys[first])
+                     if quick and cache_objects and _quick_start_possible() else None)
+            worker = _compile_parts(parts, missing, gen, meanwhile, finished, store)
+            if store is not None:
+                optimising[first] = _optimising[entries[first]] = _Optimising(worker, *store,
+                                                                              gen)
         engines = [engine or _engine(obj, gen) for engine, obj in zip(engines, objs)]
     if meanwhile is not None and not missing:
         meanwhile()
-    return Library._of_engines(engines, sum(map(len, objs)))
+    return Library._of_engines(engines, sum(map(len, objs)), optimising)
 
 
-def _compile_parts(parts, missing, gen, meanwhile, finished) -> None:
+# A quick start's first object (load_parts) skips LLVM's optimisation pipeline for the first
+# part (the loop): the shipped model's loop on the AVX2 EPYC compiled in 234 ms of CPU against
+# 441 at -O3 (int8; int16 242/466, float32 259/473; medians of 7, alternately) and ran as fast
+# within the noise (int8 paired 0.984 in 15 rounds, 0.996 in 11; int16 0.980, float32 1.057),
+# with the same samples in int8, int16 and float32 (the emitted IR has no fast-math flags: the
+# pipeline keeps IEEE semantics); bench/README.md, branch cold14.
+# It costs the quick object's compile in CPU time, and its -O3 compile runs beside the
+# caller's work: it pays where a core is free for it. Cold `resynth` on the 2-core VM,
+# alternately, in rounds begun with both cores idle: int8 2.08 -> 1.81 s, 1.77 -> 1.54,
+# 1.79 -> 1.83 and 1.83 -> 1.69 (paired -0.14 s, 9 of 10 rounds shorter), int16 2.29 -> 1.92,
+# float32 2.87 -> 2.61 (medians of 4-10); with two other processes busy and no such check,
+# int8 2.40 -> 3.35 s (medians of 6).
+QUICK_START_IDLE = 0.75   # cores idle on average since the last decision (or jit's import)
+_optimising: dict = {}   # cache entry -> the _Optimising storing it (this process's workers)
+
+
+def _cpu_times() -> tuple | None:
+    """(idle, total) time of the CPUs this process may run on, in clock ticks since boot
+    (/proc/stat), or None where that cannot be read."""
+    idle = total = 0
+    try:
+        cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}   # Linux's, as /proc/stat is
+        with open("/proc/stat") as f:
+            for line in f:
+                fields = line.split()
+                if fields and fields[0] in cpus:
+                    ticks = [int(t) for t in fields[1:8]]   # user .. softirq
+                    idle, total = idle + ticks[3] + ticks[4], total + sum(ticks)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return (idle, total) if total else None
+
+
+_cpu_since = _cpu_times()
+
+
+def _quick_start_possible() -> bool:
+    """A quick start pays where a core was free (QUICK_START_IDLE) since the last decision
+    (or jit's import) and its -O3 object can be stored."""
+    global _cpu_since
+    before = _cpu_since
+    now = _cpu_since = _cpu_times()
+    if before is None or now is None or now[1] <= before[1]:
+        return False
+    idle = (now[0] - before[0]) / (now[1] - before[1]) * len(os.sched_getaffinity(0))
+    return idle >= QUICK_START_IDLE and cache.usable_directory() is not None
+
+
+@dataclass(frozen=True)
+class _Optimising:
+    """A quick start's worker, compiling a part's -O3 object and storing it as `entry` under
+    `key`, started by process `pid`."""
+    worker: object
+    entry: str
+    key: bytes
+    gen: object
+    pid: int = field(default_factory=os.getpid)
+
+    def done(self) -> bool:
+        return not self.worker.is_alive()
+
+    def stored(self) -> bytes | None:
+        """The object the worker stored (verified), or None (it failed: the quick code stays)."""
+        _optimising.pop(self.entry, None)
+        return cache.read(self.entry, self.key)
+
+
+def _compile_parts(parts, missing, gen, meanwhile, finished, store=None):
     """The parts in `missing` compiled: the first (the longest) on a forked process and,
     meanwhile, `meanwhile()` (if given), then the rest here, one after another;
     `finished(i, object)` for each part as it is compiled. The worker is forked as soon as
@@ -332,7 +448,9 @@ def _compile_parts(parts, missing, gen, meanwhile, finished) -> None:
     the rest, made three processes share the two cores while the first compiled, for a fork
     more (a cold load of the shipped model 9-30 ms slower, bench/README.md, ninth round).
     The worker is not waited for once its object is back (its exit took 15-25 ms of a
-    critical path)."""
+    critical path). With `store` (entry, key: a quick start, load_parts), the first part's
+    object comes unoptimised, `finished(first, object, store=False)`, and the worker, not a
+    daemon, goes on to store its -O3 object; returns it then."""
     _initialised()
     import multiprocessing   # here: a run with every module cached does not need it
     fork = multiprocessing.get_context("fork")
@@ -340,8 +458,8 @@ def _compile_parts(parts, missing, gen, meanwhile, finished) -> None:
     with _collector_paused():
         text = str(parts[first][1]())
         receive, send = fork.Pipe(duplex=False)
-        worker = fork.Process(target=_compile_in_worker, args=(send, name, text, gen),
-                              daemon=True, name="jitvoc-compile")
+        worker = fork.Process(target=_compile_in_worker, args=(send, name, text, gen, store),
+                              daemon=store is None, name="jitvoc-compile")
         worker.start()
         send.close()
         try:
@@ -349,12 +467,16 @@ def _compile_parts(parts, missing, gen, meanwhile, finished) -> None:
                 meanwhile()
             for i in missing[1:]:
                 finished(i, compile_object(parts[i][1](), gen))
-            finished(first, _received(receive, worker, name))
+            if store is None:
+                finished(first, _received(receive, worker, name))
+            else:
+                finished(first, _received(receive, worker, name), store=False)
         except BaseException:
             worker.terminate()   # what it compiles is not needed any more
             raise
         finally:
             receive.close()
+    return worker
 
 
 def _received(receive, worker, name: str) -> bytes:
@@ -371,20 +493,29 @@ def _received(receive, worker, name: str) -> bytes:
     return obj
 
 
-def _compile_in_worker(send, name: str, text: str, gen) -> None:
+def _compile_in_worker(send, name: str, text: str, gen, store=None) -> None:
     """A compile worker: sends the object of IR text `text`, or the exception its compile
-    raised."""
+    raised. With `store` (entry, key: a quick start), the object sent is unoptimised, and the
+    -O3 one is then stored in the cache as `entry` under `key`."""
     try:
-        send.send(_compile_text(name, text, gen))
+        if store is None:
+            send.send(_compile_text(name, text, gen))
+            return
+        send.send(_compile_text(name, text, gen, pipeline=False))
     except Exception as e:   # its error, raised by the parent (_received)
         send.send(e)
+        return
+    send.close()
+    cache.write(*store, _compile_text(name, text, gen))
 
 
-def _compile_text(name: str, text: str, gen) -> bytes:
-    """compile_object for IR text (what crosses to a worker process)."""
+def _compile_text(name: str, text: str, gen, pipeline: bool = True) -> bytes:
+    """compile_object for IR text (what crosses to a worker process); without `pipeline`,
+    unoptimised IR (optimise)."""
     t0 = time.perf_counter()
-    mod, tm = optimise(text, gen)
+    mod, tm = optimise(text, gen, pipeline)
     obj = tm.emit_object(mod)
     debug(2, f"compiled {name} for {gen.name} in {1e3 * (time.perf_counter() - t0):.1f} ms "
-             f"(pid {os.getpid()})")
+             f"({'-O3' if pipeline else 'quick start, no optimisation pipeline'}, "
+             f"pid {os.getpid()})")
     return obj

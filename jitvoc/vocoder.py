@@ -45,7 +45,10 @@ def load(path_or_model, cpu=None, dtype=None, engine=None, background=False) -> 
     computing the mel, say (what `jitvoc synth` and `resynth` do). An error in building it (a
     CPU that cannot run the code, an integer dtype for a model without calibration, ...) is
     then raised, the same exception, by the first use that needs the engine: synthesize and
-    the other syntheses, backend, dtype, cpu.
+    the other syntheses, backend, dtype, cpu. A JIT engine built so starts quickly where its
+    loop is not cached yet (JitEngine's quick_start: the first calls may run code compiled
+    without LLVM's optimisation pipeline, the same samples, until the optimised loop is
+    cached).
     """
     if engine is not None and not (isinstance(engine, type) and hasattr(engine, "generate")):
         raise InputError(f"engine must be an engine class (such as jitvoc.reference.vocoder."
@@ -59,11 +62,13 @@ def load(path_or_model, cpu=None, dtype=None, engine=None, background=False) -> 
     else:
         raise InputError(f"expected a model file path, an installed model name or a Model, "
                          f"got {type(path_or_model).__name__}")
+    options = {} if dtype is None else {"dtype": dtype}
     if engine is None:
         from .engine_jit import JitEngine as engine
+        options["quick_start"] = background
 
     def build():
-        return engine(model, cpu=cpu, **({} if dtype is None else {"dtype": dtype}))
+        return engine(model, cpu=cpu, **options)
     return Vocoder(model, _InThread(build, "jitvoc-load") if background else build())
 
 

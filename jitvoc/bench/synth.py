@@ -11,7 +11,8 @@ On the default installed model and a held-out sentence (examples/ru_0749.wav), p
   users get it), conditioning alone (K for the whole sentence) and the engine alone
   (`JitEngine.generate` over that K);
 - **cold / warm**: `python -m jitvoc resynth` as a fresh process with an empty kernel cache
-  (one run: every kernel compiled), then with that cache filled (median of repeats): wall
+  (one run: every kernel compiled), then with that cache filled (median of repeats), jitvoc's
+  bytecode compiled beforehand as an installed package has it (command_line): wall
   seconds (what the user waits), and the warm run's CPU time (user + system, its children
   included) against the engine's: `CLI/engine`, and `fixed`, the CPU time the command spends
   besides the in-process user path (interpreter start-up, imports, argument parsing, the WAV
@@ -95,20 +96,27 @@ def parts(model_path, wav, dtype: str, repeats: int) -> dict:
 
 def command_line(model_path, wav, dtype: str, repeats: int) -> dict:
     """`python -m jitvoc resynth` with an empty kernel cache (wall seconds), then warm (medians
-    of wall and of CPU seconds, children included)."""
+    of wall and of CPU seconds, children included). The commands read jitvoc's bytecode as an
+    installed package has it (pip compiles it at install): from a folder of their own
+    (PYTHONPYCACHEPREFIX, even where PYTHONDONTWRITEBYTECODE is set), written by a first cold
+    run that is not timed. A checkout run with PYTHONDONTWRITEBYTECODE (this project's VMs)
+    compiled every jitvoc module it imports at every start: 0.04-0.05 s more warm, ~0.1 s
+    more cold (the emit and plan modules), bench/README.md, branch cold14."""
     with tempfile.TemporaryDirectory(prefix="jitvoc-bench-") as tmp:
-        env = {**os.environ, "JITVOC_CACHE": os.path.join(tmp, "cache")}
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = os.path.join(tmp, "pycache")
         cmd = [sys.executable, "-m", "jitvoc", "resynth", str(model_path), str(wav),
                "-o", os.path.join(tmp, "out.wav"), "--dtype", dtype]
 
-        def run() -> tuple[float, float]:
+        def run(cache: str) -> tuple[float, float]:
             before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-            subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+            subprocess.run(cmd, env=env | {"JITVOC_CACHE": os.path.join(tmp, cache)},
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
             return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        cold_s, _ = run()
-        warm = [run() for _ in range(repeats)]
+        run("bytecode")   # cold too: every module a cold run imports, compiled to bytecode
+        cold_s, _ = run("cache")
+        warm = [run("cache") for _ in range(repeats)]
         return {"cold_s": cold_s, "warm_s": float(np.median([w for w, _ in warm])),
                 "warm_cpu_s": float(np.median([c for _, c in warm]))}
 
