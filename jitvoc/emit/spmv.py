@@ -152,13 +152,13 @@ class Kernel:
     @cached_property
     def groups(self) -> list:
         """The vectors a core multiplies in one pass over a row block's panels: all B, or, for
-        an integer kernel of native width, equal groups (ranges of vectors) whose accumulators
-        fit in ACCUMULATOR_REGISTERS of the backend's vector registers (x86: 32 of 512 bits,
-        else 16), a row block's panels then read once per group."""
+        a float32 kernel or an integer kernel of native width, equal groups (ranges of vectors)
+        whose accumulators fit in ACCUMULATOR_REGISTERS of the backend's vector registers (x86:
+        32 of 512 bits, else 16), a row block's panels then read once per group."""
         n = self.vectors
-        if self.backend is None or not self.native or n == 1:
+        if n == 1 or not (self.is_float or self.native):
             return [range(n)]
-        bits = self.backend.vector_bits
+        bits = isa.vector_bits(self.spec.isa)
         registers = 32 if bits >= 512 else 16
         per_vector = self.chunks * self.spec.accumulators * -(-self.acc_t.count * 32 // bits)
         fit = int(registers * ACCUMULATOR_REGISTERS) // per_vector
