@@ -69,7 +69,8 @@ WORD_UNIT = 4   # byte-permute words of one vector kept together (B > 1; permute
 # Kernel.groups: the share of a backend's vector registers a B-vector core's accumulators may
 # fill, in groups of at least MIN_GROUP vectors. AVX2 (16 ymm), 16x1 blocks in groups of 4
 # vectors (8 accumulators) against all B at once: the loop at B = 8 x1.04-1.06, B = 16 x1.18;
-# int16 R at B = 8 / 16 x1.10 / x1.61. 128-bit backends (4 xmm a vector) in groups of 2: R,
+# int16 R at B = 8 / 16 x1.10 / x1.61; float32 (2 ymm a vector) R, O1, O2 alone at B = 8 / 16
+# x1.24-1.29 / x1.92-1.97 (bench/README.md, twelfth session). 128-bit backends (4 xmm a vector) in groups of 2: R,
 # O1, O2 x0.81-0.94 at B = 4-16 (SSE2, SSSE3); AVX-512 B = 16 (16 zmm) is one group
 # (bench/README.md, "Issue 15: B = 8, seventh round").
 ACCUMULATOR_REGISTERS = 0.5
