@@ -163,7 +163,7 @@ class Kernel:
         registers = 32 if bits >= 512 else 16
         per_vector = self.chunks * self.spec.accumulators * -(-self.acc_t.count * 32 // bits)
         fit = int(registers * ACCUMULATOR_REGISTERS) // per_vector
-        if fit < MIN_GROUP:
+        if fit < (1 if self.is_float else MIN_GROUP):
             return [range(n)]
         count = -(-n // fit)
         size = -(-n // count)
