@@ -67,12 +67,15 @@ ROUND_MAGIC = 12582912.0  # 1.5 * 2**23: v + M has the integer nearest v (ties t
 #                          in its low 23 mantissa bits, for |v| < 2**22
 WORD_UNIT = 4   # byte-permute words of one vector kept together (B > 1; permute_words)
 # Kernel.groups: the share of a backend's vector registers a B-vector core's accumulators may
-# fill, in groups of at least MIN_GROUP vectors. AVX2 (16 ymm), 16x1 blocks in groups of 4
-# vectors (8 accumulators) against all B at once: the loop at B = 8 x1.04-1.06, B = 16 x1.18;
-# int16 R at B = 8 / 16 x1.10 / x1.61; float32 (2 ymm a vector) R, O1, O2 alone at B = 8 / 16
-# x1.24-1.29 / x1.92-1.97 (bench/README.md, twelfth session). 128-bit backends (4 xmm a vector) in groups of 2: R,
-# O1, O2 x0.81-0.94 at B = 4-16 (SSE2, SSSE3); AVX-512 B = 16 (16 zmm) is one group
-# (bench/README.md, "Issue 15: B = 8, seventh round").
+# fill, in groups of at least MIN_GROUP vectors (integer kernels; float32 down to one vector).
+# AVX2 (16 ymm), 16x1 blocks in groups of 4 vectors (8 accumulators) against all B at once:
+# the loop at B = 8 x1.04-1.06, B = 16 x1.18; int16 R at B = 8 / 16 x1.10 / x1.61.
+# 128-bit backends (4 xmm a vector) in groups of 2: R, O1, O2 x0.81-0.94 at B = 4-16 (SSE2,
+# SSSE3); AVX-512 B = 16 (16 zmm) is one group (bench/README.md, "Issue 15: B = 8, seventh
+# round"). float32 B-vector cores keep the single-vector kernel's accumulator sets (the loop's
+# a4: the sums of synthesize alone), 8 ymm a vector on AVX2: in groups of one vector the loop
+# at B = 8 / 16 x1.45 / x1.55 on AVX2, x1.06 / x1.03 on AVX-512 (groups of 4); kernels alone
+# with one set (a1) at B = 8 / 16 x1.24-1.29 / x1.92-1.97 (bench/README.md, twelfth session).
 ACCUMULATOR_REGISTERS = 0.5
 MIN_GROUP = 4
 ROUND_BITS = int(np.float32(ROUND_MAGIC).view(np.int32))
@@ -155,7 +158,8 @@ class Kernel:
         """The vectors a core multiplies in one pass over a row block's panels: all B, or, for
         a float32 kernel or an integer kernel of native width, equal groups (ranges of vectors)
         whose accumulators fit in ACCUMULATOR_REGISTERS of the backend's vector registers (x86:
-        32 of 512 bits, else 16), a row block's panels then read once per group."""
+        32 of 512 bits, else 16; an integer kernel's groups at least MIN_GROUP vectors, a
+        float32 kernel's down to one), a row block's panels then read once per group."""
         n = self.vectors
         if n == 1 or not (self.is_float or self.native):
             return [range(n)]
