@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import npy
 from .audio import check_output, decode_audio, wav_bytes
 from .atomic import atomic_file
 from .blas import blas_threads
@@ -163,6 +162,7 @@ def read_bytes(path) -> bytes:
 
 def decode_mel(data: bytes, name: str) -> np.ndarray:
     """The .npy array in `data`, its header checked before anything is allocated."""
+    from . import npy   # here: resynth reads no .npy
     try:
         header = npy.read_header(io.BytesIO(data))
         return npy.array_from(data[header.offset:], header)
