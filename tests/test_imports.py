@@ -201,8 +201,9 @@ def test_the_import_scan_finds_every_import_the_syntax_tree_has(tmp_path):
 # its scheduler, the oracle (a cache miss, or calibrating a model, imports them where needed)
 COMPILE_ONLY = ("jitvoc.emit", "jitvoc.cells", "jitvoc.plan.cell", "jitvoc.reference")
 # what a warm single-file command does not need either: the corpus's worker processes
-# (multiprocessing, with queue and socket) and uuid (5 ms of CPU: bench/README.md, cli15)
-NOT_FOR_ONE_FILE = ("multiprocessing", "queue", "socket", "uuid")
+# (multiprocessing, with queue and socket), uuid, the .npy reader (the model comes from the
+# cache) and the import scanner (the import graph too): 7 ms of CPU (bench/README.md, cli15)
+NOT_FOR_ONE_FILE = ("multiprocessing", "queue", "socket", "uuid", "jitvoc.npy", "jitvoc.sources")
 _MODULES_AT_EXIT = ("import atexit, sys\n"
                     "atexit.register(lambda: print(' '.join(sorted(\n"
                     "    m for m in sys.modules if m.startswith({prefixes!r})))))\n")
