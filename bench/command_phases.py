@@ -103,7 +103,7 @@ def _import_group(module: str) -> str:
     top = PRIVATE.get(top, top)
     if top in IMPORT_GROUPS:
         return top
-    return "standard library" if top in sys.stdlib_module_names else "other"
+    return "the standard library" if top in sys.stdlib_module_names else "other packages"
 
 
 def phases(record: dict, spawned: float, cpu: float, wall: float) -> dict:
@@ -121,17 +121,19 @@ def phases(record: dict, spawned: float, cpu: float, wall: float) -> dict:
     for module, self_cpu in record["imports"].items():
         group = _import_group(module)
         groups[group] = groups.get(group, 0.0) + self_cpu
-    for group in IMPORT_GROUPS + ("standard library", "other"):
-        rows[f"  imports of {group} (whole run)"] = (groups.get(group, 0.0), None)
-    for label in ("model read", "load", "input read + mel"):
-        rows[label] = spent(label)
-    rows["engine from the cache (its thread)"] = spent("engine", main=False)
+    for group in IMPORT_GROUPS + ("the standard library", "other packages"):
+        rows[f"&nbsp; imports of {group} (whole run)"] = (groups.get(group, 0.0), None)
+    rows["model read"] = spent("model read")
+    rows["load (the engine's thread started)"] = spent("load")
+    rows["input read + mel"] = spent("input read + mel")
+    rows["engine from the cache (its thread, meanwhile)"] = spent("engine", main=False)
     rows["wait for the engine"] = spent("wait")
-    rows["conditioning (main + its thread)"] = (spent("conditioning")[0]
-                                                + spent("conditioning", main=False)[0], None)
-    for label in ("generation", "WAV write"):
-        rows[label] = spent(label)
-    rows["exit (finalization)"] = (cpu - record["end_cpu"], spawned + wall - record["end_real"])
+    rows["conditioning (main thread + its thread)"] = (
+        spent("conditioning")[0] + spent("conditioning", main=False)[0], None)
+    rows["generation (the engine's calls)"] = spent("generation")
+    rows["WAV write"] = spent("WAV write")
+    rows["exit (interpreter finalization)"] = (cpu - record["end_cpu"],
+                                               spawned + wall - record["end_real"])
     return rows
 
 
