@@ -2,7 +2,6 @@
 flushed to disk, so an error, a signal or a crash never leaves a half-written file."""
 import contextlib
 import os
-import uuid
 
 
 @contextlib.contextmanager
@@ -14,7 +13,7 @@ def atomic_file(path, error_class, mode=None, sync=True):
     which a crash may leave an empty or partial file)."""
     path = os.fspath(path)
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                       f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+                       f".{os.path.basename(path)}.{os.urandom(4).hex()}.tmp")
     created = False
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)

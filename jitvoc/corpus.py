@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
-import multiprocessing
 import os
-import queue
 import signal
 import sys
 import time
@@ -27,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import npy
 from .audio import check_output, decode_audio, wav_bytes
 from .atomic import atomic_file
 from .blas import blas_threads
@@ -165,6 +162,7 @@ def read_bytes(path) -> bytes:
 
 def decode_mel(data: bytes, name: str) -> np.ndarray:
     """The .npy array in `data`, its header checked before anything is allocated."""
+    from . import npy   # here: resynth reads no .npy
     try:
         header = npy.read_header(io.BytesIO(data))
         return npy.array_from(data[header.offset:], header)
@@ -358,6 +356,7 @@ def _run_processes(vocoder, groups, out_dir, settings, jobs, report) -> None:
     the next group when it is free. Forked after the load, the workers start at once with the
     compiled code and the model of this process (no interpreter to start, nothing to load:
     spawned ones took 0.3-0.5 s each, while this process idled)."""
+    import multiprocessing   # here: a single file's command does not need it (6 ms of CPU)
     ctx = multiprocessing.get_context("fork")
     results, taken = ctx.Queue(), ctx.Value("i", 0)
     workers = [ctx.Process(target=_worker, args=(vocoder, groups, taken, out_dir, settings,
@@ -394,6 +393,7 @@ def _next_groups(groups, taken):
 def _collect(results, workers, report, timeout: float) -> int:
     """Report the workers' Results that have arrived (waiting up to `timeout` for the first);
     how many. A worker that died is an error."""
+    import queue   # with multiprocessing (_run_processes): not for a single file
     n = 0
     while True:
         try:

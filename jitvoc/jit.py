@@ -32,7 +32,6 @@ import llvmlite.binding as llvm
 
 from . import cache, isa
 from .config import compiler_version, debug, debug_level
-from .sources import imported_names
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent
 _lock = threading.Lock()
@@ -85,6 +84,7 @@ def _module_path(name: str) -> Path | None:
 def _imported_modules(name: str, path: Path) -> set[str]:
     """The jitvoc modules that module `name`'s source imports (anywhere in it), with the
     packages that importing them runs."""
+    from .sources import imported_names   # here: a run whose import graph is cached parses none
     found = imported_names(name, path)
     modules = set()
     for module in found:

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from . import npy, pretrained, sparsepickle, wavernn
+from . import pretrained, sparsepickle, wavernn
 from .atomic import atomic_file
 from .errors import InputError, ModelFileError
 from .mel import DEFAULT_CONFIG, check_config
@@ -296,6 +296,7 @@ def _frozen_in_place(a: np.ndarray) -> np.ndarray:
 
 def _read_archive(path) -> tuple[dict, dict]:
     """(meta, arrays) of a model file, resources bounded as load_model describes."""
+    from . import npy   # here: a warm load reads the model from the cache, not the file
     try:
         with npy.Archive(path, MAX_MEMBERS) as archive:
             headers = archive.headers()
