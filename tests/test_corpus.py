@@ -286,30 +286,41 @@ def test_ray_says_nothing_of_its_own(model_path, inputs, tmp_path):
     assert [line for line in lines if not line.startswith("jitvoc: ")] == []
 
 
-def _kill_an_actor_once_written(out: Path, killed: list, timeout: float = 120.0) -> None:
-    """Wait for the first output in `out`, then kill (SIGKILL, as the kernel's OOM killer does)
-    one Ray Data actor of this process's local Ray instance: a process of this process's tree
-    titled ray::MapWorker..., its pid appended to `killed`."""
-    deadline = time.monotonic() + timeout
-    while not any(out.glob("*.wav")) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    for pid in sorted(_TreeCpu._sample()):
+def _actors() -> set:
+    """The pids of this process's tree titled ray::MapWorker... (Ray Data's actors)."""
+    found = set()
+    for pid in _TreeCpu._sample():
         try:
             title = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:   # ended meanwhile
             continue
         if title.startswith(b"ray::MapWorker"):
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-            return
+            found.add(pid)
+    return found
+
+
+def _kill_an_actor_once_written(out: Path, killed: list, earlier: set,
+                                timeout: float = 120.0) -> None:
+    """Wait for the first output in `out`, then kill (SIGKILL, as the kernel's OOM killer does)
+    one Ray Data actor of this run of the local Ray instance (not one of `earlier`: an earlier
+    test's actor may still be ending), its pid appended to `killed`."""
+    deadline = time.monotonic() + timeout
+    while not any(out.glob("*.wav")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for pid in sorted(_actors() - earlier):
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+        return
 
 
 @pytest.mark.slow
-def test_a_dead_ray_actor_stops_the_run(local_ray, model_path, tmp_path, capsys):
+def test_a_dead_ray_actor_ends_the_run_or_loses_nothing(local_ray, model_path, tmp_path, capsys):
     """An actor whose process dies (killed once the first output is written) ends the run with
     jitvoc's error and exit status 2, as a dead worker process does with --jobs, not a hang or
-    retries without end (actors are not restarted); the outputs written are complete: each
-    equals the single-process result, and no temporary file is left."""
+    retries without end (actors are not restarted). Ray Data 2.60 goes on with the other
+    actor instead in some runs (one in two to five here, 2026-12-01), and the run then ends
+    whole (status 0, every file). Either way the outputs written are complete: each equals
+    the single-process result, and no temporary file is left."""
     inputs, out, local = tmp_path / "in", tmp_path / "out", tmp_path / "local"
     inputs.mkdir()
     rng = np.random.default_rng(0)
@@ -317,16 +328,21 @@ def test_a_dead_ray_actor_stops_the_run(local_ray, model_path, tmp_path, capsys)
         sf.write(inputs / f"f{i:02d}.wav", rng.standard_normal(2 * SR) * 0.1, SR,
                  subtype="PCM_16")
     killed = []
-    killer = threading.Thread(target=_kill_an_actor_once_written, args=(out, killed))
+    killer = threading.Thread(target=_kill_an_actor_once_written,
+                              args=(out, killed, _actors()))
     killer.start()
     status = cli("corpus", model_path, inputs, "-o", out, "--ray", "--jobs", 2)
     killer.join()
     err = capsys.readouterr().err
-    assert killed and status == 2, err
-    assert re.search(r"^jitvoc: error: a Ray actor died \(.+\); the outputs written so far are "
-                     r"complete$", err, re.M), err
     written = sorted(p.name for p in out.iterdir())
-    assert 0 < len(written) < 40 and all(re.fullmatch(r"f\d\d\.wav", n) for n in written)
+    assert killed and status in (0, 2), err
+    assert all(re.fullmatch(r"f\d\d\.wav", n) for n in written), written
+    if status == 2:
+        assert re.search(r"^jitvoc: error: a Ray actor died \(.+\); the outputs written so far "
+                         r"are complete$", err, re.M), err
+        assert 0 < len(written) < 40
+    else:
+        assert re.search(r"^jitvoc: wrote 40 of 40 files", err, re.M) and len(written) == 40, err
     assert cli("corpus", model_path, *(inputs / n for n in written), "-o", local,
                "--jobs", 1) == 0
     for name in written:
