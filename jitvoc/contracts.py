@@ -76,10 +76,6 @@ CELL_RUN = EntryPoint("_run", (("n", I64), ("params", PTR)))
 # The same loop compiled for B streams (emit.cell, streams mode): n steps; lens int64 [B] (the
 # steps of each stream, at most n); tables: B addresses of one CELL_RUN pointer table each.
 CELL_RUN_STREAMS = EntryPoint("_run_streams", (("n", I64),) + _ptrs("lens", "tables"))
-# The barrier block of a loop of T > 1 threads (emit.cell, engine_jit._Team), int64 words: each
-# thread's epoch at EPOCH_WORDS · thread (a cache line of its own), the abort flag (0: none) at
-# EPOCH_WORDS · T.
-EPOCH_WORDS = 8
 # A scan kernel (see emit.scan): addresses as integers, as the parallel scan computes them.
 SCAN = EntryPoint("", tuple((n, ADDR) for n in ("lam", "x", "h", "state"))
                   + tuple((n, I64) for n in ("n", "ncols", "stride", "tile")))

@@ -27,19 +27,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import queue
 import sys
 import threading
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import cpu as cpu_mod
 from . import cache, config, jit, native, sparsepickle
-from .contracts import CELL_RUN, CELL_RUN_STREAMS, EPOCH_WORDS, MATRIX_ARRAYS, PointerTable
+from .contracts import CELL_RUN, CELL_RUN_STREAMS, MATRIX_ARRAYS, PointerTable
 from .engine import MAX_STREAMS, GenState
-from .errors import InputError, JitvocError
+from .errors import InputError
 from .layout import aligned, padded
 from .wavernn import BY_NAME, MATRICES
 
@@ -74,15 +72,15 @@ def _announce(names) -> None:
           f"cached in {config.cache_dir()})...", file=sys.stderr, flush=True)
 
 
-def planned(model, dtype, gen, precision=None, vectors=1, threads=1) -> tuple:
+def planned(model, dtype, gen, precision=None, vectors=1) -> tuple:
     """(VocoderPlan, the arrays behind `params` by name) for the engine: from the cache when an
     entry for exactly this model, dtype, generation, precision, B, compiler and code verifies,
     else planned and packed here (and stored)."""
-    _, plan, _, pack, _ = plan_and_packer(model, dtype, gen, precision, vectors, threads)
+    _, plan, _, pack, _ = plan_and_packer(model, dtype, gen, precision, vectors)
     return plan(), pack()
 
 
-def plan_and_packer(model, dtype, gen, precision=None, vectors=1, threads=1) -> tuple:
+def plan_and_packer(model, dtype, gen, precision=None, vectors=1) -> tuple:
     """planned, deferred, with the loop: (the plan's name, a function returning the
     VocoderPlan, the CompiledCell of its loop, a function returning the arrays, a function
     returning the loop's schedule, vocoder_cell(plan)). On a cache miss the plan and the
@@ -91,8 +89,7 @@ def plan_and_packer(model, dtype, gen, precision=None, vectors=1, threads=1) -> 
     the plan stage's modules for its classes) and the schedule made only if asked for: a warm
     engine needs the plan's name and arrays alone."""
     key = "\0".join(["vocoder-plan", model.fingerprint, dtype,
-                     repr(sorted((precision or {}).items())), str(vectors), str(threads),
-                     gen.name, gen.llvm_cpu, gen.llvm_features,
+                     repr(sorted((precision or {}).items())), str(vectors), gen.name, gen.llvm_cpu, gen.llvm_features,
                      config.compiler_version(), jit.code_fingerprint(__name__)]).encode()
     entry = f"plan-{hashlib.sha256(key).hexdigest()[:20]}.pkl"
     payload = cache.read(entry, key)
@@ -108,10 +105,10 @@ def plan_and_packer(model, dtype, gen, precision=None, vectors=1, threads=1) -> 
     # the calibration only here (model.meta is a deep copy): an entry for an integer dtype
     # exists only for a model whose meta, in the key, has one
     ranges = None if dtype == "float32" else activation_ranges(model)
-    made = plan_vocoder(model, dtype, gen, ranges, precision, vectors, threads)
+    made = plan_vocoder(model, dtype, gen, ranges, precision, vectors)
     config.debug(1, describe(made))
     schedule = _vocoder_cell(made)
-    cell = compiled_cell(*schedule, gen)
+    cell = compiled_cell(*schedule)
 
     def pack():
         arrays = param_arrays(made, model.weights)
@@ -134,25 +131,21 @@ class CompiledCell:
     schedules the cell nor imports the emit stage (jitvoc.emit), which only a module to compile
     needs."""
     loop: str       # the loop's name (emit.cell.loop_name): its entry point's prefix
-    # (label, matrix, its cores' symbols (one per thread), epilogue with a bias) per product
-    products: tuple
+    products: tuple   # (label, matrix, its core's symbol, epilogue with a bias) per in-loop product
     params: PointerTable   # the loop's pointer table
     outputs: tuple  # (name, floats per step, NumPy dtype, shape) per output of the cell
     states: tuple   # (name, floats, NumPy dtype) per state of the cell
     scratch: int    # floats of scratch
-    threads: int = 1   # T: threads stepping one stream (plan.cell.CellPlan.threads)
-    shared: int = 0    # T > 1: bytes of the block the threads share (emit.cell.shared_bytes)
-    shared_states: tuple = ()   # T > 1: the states the threads share (CellPlan.shared)
 
     @property
     def cores(self) -> tuple:
         """The cores' symbols, one module each (emit.cell.core_modules), in its order."""
-        return tuple(dict.fromkeys(core for _, _, cores, _ in self.products for core in cores))
+        return tuple(dict.fromkeys(core for _, _, core, _ in self.products))
 
 
-def compiled_cell(schedule, kernels: dict, gen) -> CompiledCell:
+def compiled_cell(schedule, kernels: dict) -> CompiledCell:
     """The CompiledCell of a schedule (CellPlan) and its in-loop products' kernels (label -> the
-    planner's Plan; on T > 1 threads each thread's slice too, emit.cell.slice_keys)."""
+    planner's Plan)."""
     from .cells import INDEX
     from .plan.cell import size_of
     emit_cell = _emit_cell()
@@ -161,17 +154,15 @@ def compiled_cell(schedule, kernels: dict, gen) -> CompiledCell:
         return {INDEX: np.int32, "float32": np.float32}[node.dtype]
     return CompiledCell(
         loop=emit_cell.loop_name(schedule, kernels),
-        products=tuple((p.label, p.weights[0], tuple(
-            emit_cell.core_symbol(schedule, p.label, kernels[key].spec)
-            for key in emit_cell.slice_keys(schedule, p.label)),
-            p.label in schedule.epilogues) for p in schedule.products),
+        products=tuple((p.label, p.weights[0],
+                        emit_cell.core_symbol(schedule, p.label, kernels[p.label].spec),
+                        p.label in schedule.epilogues) for p in schedule.products),
         params=schedule.params,
         outputs=tuple((name, size_of(node), dtype(node), node.shape)
                       for name, node in schedule.cell.outputs.items()),
         states=tuple((name, size_of(node), dtype(node))
                      for name, node in schedule.cell.states.items()),
-        scratch=schedule.scratch, threads=schedule.threads,
-        shared=emit_cell.shared_bytes(schedule, kernels, gen), shared_states=schedule.shared)
+        scratch=schedule.scratch)
 
 
 def _emit_cell():
@@ -191,10 +182,7 @@ def param_arrays(plan, weights) -> dict:
     from .plan.matvec import kernel_index
     from .quant import zero_correction
     out = {}
-    kernels = [(name, p_plan, name) for name, p_plan in plan.plans.items()]
-    kernels += [(f"{name}/{j}", s, name) for name, slices in (plan.slices or {}).items()
-                for j, (_, s) in enumerate(slices)]
-    for key, p_plan, name in kernels:
+    for name, p_plan in plan.plans.items():
         p = p_plan.packed
         fmt = plan.formats.get(name)
         zc = (zero_correction(p_plan.w_codes, fmt) if fmt is not None and fmt.zero_point
@@ -203,9 +191,7 @@ def param_arrays(plan, weights) -> dict:
                   "panel_ptr": p.panel_ptr,
                   "row_scale": padded(p_plan.row_scale, p.rows_padded, np.float32),
                   "zcorr": padded(zc, p.rows_padded, np.int32)}
-        out |= {f"{key}.{a}": aligned(arrays[a]) for a in MATRIX_ARRAYS}
-    for name, p_plan in plan.plans.items():
-        p = p_plan.packed
+        out |= {f"{name}.{a}": aligned(arrays[a]) for a in MATRIX_ARRAYS}
         # the bias its epilogue reads, padded like its rows (B copies: SPMV_VECTORS's core)
         bias = padded(weights[BY_NAME[name].bias], p.rows_padded, np.float32)
         out[BY_NAME[name].bias] = np.tile(bias, plan.vectors)
@@ -214,18 +200,14 @@ def param_arrays(plan, weights) -> dict:
     return out
 
 
-def cell_addresses(cell: CompiledCell, arrays: dict, lib, thread: int = 0) -> dict:
+def cell_addresses(cell: CompiledCell, arrays: dict, lib) -> dict:
     """The compiled cell's params (plan.cell) that stay the same between calls: per in-loop
     product its matrix's arrays (param_arrays) and core (in `lib`) and its epilogue's bias,
-    the vector weights and the columns of gru.I; on T > 1 threads, thread `thread`'s: its
-    slices' arrays and cores, and its index."""
+    the vector weights and the columns of gru.I."""
     out = {f"weight.{m.bias}": arrays[m.bias].ctypes.data for m in MATRICES}
     out |= {f"column.gru.I.{j}": arrays[f"gru.I{j}"].ctypes.data for j in range(3)}
-    if cell.threads > 1:
-        out["thread"] = thread
-    for label, m, cores, bias in cell.products:
-        matrix, core = (m, cores[0]) if len(cores) == 1 else (f"{m}/{thread}", cores[thread])
-        out |= {f"{label}.{a}": arrays[f"{matrix}.{a}"].ctypes.data for a in MATRIX_ARRAYS}
+    for label, m, core, bias in cell.products:
+        out |= {f"{label}.{a}": arrays[f"{m}.{a}"].ctypes.data for a in MATRIX_ARRAYS}
         out[f"{label}.core"] = lib.address(core)
         if bias:
             out[f"{label}.bias"] = arrays[BY_NAME[m].bias].ctypes.data
@@ -250,28 +232,22 @@ class JitEngine:
     backend = "jit"
 
     def __init__(self, model, cpu=None, dtype="int8", precision=None, vectors=1,
-                 quick_start=False, threads=1):
+                 quick_start=False):
         """`quick_start`: where the loop is not cached, it first runs code compiled without
         LLVM's optimisation pipeline (about half its compile, so a first run starts sooner;
         int8 1.6% slower) while a worker compiles and caches the optimised loop, which
         replaces it between calls once stored (jit.load_parts(quick=True)); the same
-        samples. `threads` T > 1: one stream's step on T threads (the caller's and T − 1
-        workers; bench/README.md, "One stream on two cores"): the same samples; more threads
-        than free cores are legal but very slow (a prototype: measured, not kept)."""
+        samples."""
         if not (isinstance(vectors, int) and 1 <= vectors <= MAX_STREAMS):
             raise InputError(f"vectors (streams per batch) must be an int from 1 to "
                              f"{MAX_STREAMS}, got {vectors!r}")
-        check_threads(threads)
-        if threads > 1 and vectors > 1:
-            raise InputError("a batched engine (vectors > 1) runs on one thread")
         gen = cpu_mod.resolve(cpu)
         cpu_mod.require_runnable(gen)
         self.model, self.dtype, self.cpu, self.gen = model, dtype, gen.name, gen
-        self.vectors, self.threads = vectors, threads
+        self.vectors = vectors
         self.hop, self.k_width = model.hop_length, 3 * model.hidden   # read per call
         self.name, self._plan, cell, pack, schedule = plan_and_packer(model, dtype, gen,
-                                                                      precision, vectors,
-                                                                      threads)
+                                                                      precision, vectors)
         if config.debug_level() >= 1:
             from .plan import cell as plan_cell
             config.debug(1, plan_cell.describe(schedule()[0], {
@@ -287,12 +263,12 @@ class JitEngine:
         self._generate = self._compiled(cell, self._lib)
         self._teacher = self._teacher_lib = None   # compiled at first use (teacher_forced)
 
-    def _compiled(self, cell: CompiledCell, lib, cores=None) -> "_Calls":
-        """Calls of the cell compiled in `lib` (its cores in `cores`, else self._lib)."""
+    def _compiled(self, cell: CompiledCell, lib) -> "_Calls":
+        """Calls of the cell compiled in `lib` (its cores in self._lib)."""
         entry = CELL_RUN_STREAMS if self.vectors > 1 else CELL_RUN
         run = native.function(lib.address(entry.symbol(cell.loop)), entry)
-        return _Calls(cell, run, [cell_addresses(cell, self._arrays, cores or self._lib, j)
-                                  for j in range(cell.threads)], self.model.hop_length)
+        return _Calls(cell, run, cell_addresses(cell, self._arrays, self._lib),
+                      self.model.hop_length)
 
     def _upgrade(self) -> None:
         """The optimised loop's calls, once a quick start's worker stored it (quick_start)."""
@@ -364,15 +340,11 @@ class JitEngine:
         a first synthesis compiles only the sampling loop."""
         if self._teacher is None:
             schedule = _vocoder_cell(self.plan, teacher=True)
-            cell = compiled_cell(*schedule, self.gen)
-            # a loop of T > 1 threads calls its slices' cores: the whole matrices' beside it
-            cores = [(core, lambda core=core: _core(lambda: schedule, core, self.gen))
-                     for core in cell.cores] if self.threads > 1 else []
             lib = jit.load_parts([(f"{self.name}_teacher",
-                                   lambda: _emit_cell().build(*schedule, self.gen)), *cores],
+                                   lambda: _emit_cell().build(*schedule, self.gen))],
                                  self.gen, announce=_announce)
             self._teacher_lib = lib   # its machine code lives as long as the engine
-            self._teacher = self._compiled(cell, lib, lib if cores else None)
+            self._teacher = self._compiled(compiled_cell(*schedule), lib)
         return self._teacher
 
     def generate_batch(self, Ks, lengths, states, seeds) -> list:
@@ -423,15 +395,6 @@ def advance(state: GenState, end: dict, n: int) -> None:
     state.s_prev, state.y_prev, state.t = end["s"], end["y"], state.t + n
 
 
-MAX_THREADS = 64   # threads stepping one stream: a bound on the pointer tables and workers
-
-
-def check_threads(threads) -> None:
-    if not (isinstance(threads, int) and not isinstance(threads, bool)
-            and 1 <= threads <= MAX_THREADS):
-        raise InputError(f"threads must be an int from 1 to {MAX_THREADS}, got {threads!r}")
-
-
 ROWS_KEPT = 1 << 15   # samples whose rows of K a _Calls keeps (read only, shared by threads)
 OUTPUTS_KEPT = 1 << 16   # bytes of outputs a thread's _Frame keeps (a call of more allocates)
 
@@ -448,13 +411,11 @@ class _Calls:
     arrays that keep their size between calls, the outputs of a short call, the pointer table:
     made once); per call the conditioning K read in place (k0 = K_f, k1 = K_f+1 at rows
     i // hop and i // hop + 1, alpha at row i mod hop, or k = K_f) and the classes (int32
-    inputs, row i), their addresses written into the thread's table (cffi, no copies). A cell
-    of T > 1 threads runs on a _Team instead, one call at a time; `fixed`: the fixed
-    addresses of each thread's table (cell_addresses)."""
+    inputs, row i), their addresses written into the thread's table (cffi, no copies)."""
 
     ROW_OF = {"k0": 0, "k": 0, "k1": 1, "alpha": 2}   # k_rows' row of an input; classes: 3
 
-    def __init__(self, cell: CompiledCell, run, fixed: list, hop: int):
+    def __init__(self, cell: CompiledCell, run, fixed: dict, hop: int):
         self.cell, self.run, self.fixed, self.hop = cell, run, fixed, hop
         self.rows, self.rows_kept = k_rows(ROWS_KEPT, hop), ROWS_KEPT
         names = cell.params.names
@@ -467,7 +428,6 @@ class _Calls:
             offset += size
         self.width = offset
         self.local = threading.local()
-        self.team = _Team(cell, self._new_frame, run) if cell.threads > 1 else None
 
     def __call__(self, K, n: int, states: dict, classes=None, t0: int = 0, seed=0,
                  wanted=(), own=False) -> tuple:
@@ -476,8 +436,6 @@ class _Calls:
         fills a vector) and `classes` (int32 inputs by name, [n]); K C-contiguous. The outputs
         of a short call are this thread's arrays until its next call, unless `own` (then
         copies)."""
-        if self.team is not None:
-            return self._team_call(K, n, states, t0, seed, wanted, own)
         frame = getattr(self.local, "frame", None) or self._frame()
         rows = self.rows if n <= self.rows_kept else k_rows(n, self.hop)   # alive until run
         views = self._ready(frame, K, n, states, t0, seed, rows)
@@ -489,19 +447,6 @@ class _Calls:
         for name in wanted:
             outputs[name] = views[name].copy() if own and n <= frame.kept else views[name]
         return outputs, frame.get(states)
-
-    def _team_call(self, K, n: int, states: dict, t0: int, seed, wanted, own) -> tuple:
-        """__call__ on the team's T threads (no class inputs: the sampling cell)."""
-        team = self.team
-        with team.lock:
-            rows = self.rows if n <= self.rows_kept else k_rows(n, self.hop)
-            every = [self._ready(f, K, n, states, t0, seed, rows) for f in team.frames]
-            if n:   # the workers' outputs (a long call's own arrays) alive until it returns
-                team.run(n)
-            views, first = every[0], team.frames[0]
-            outputs = {name: views[name].copy() if own and n <= first.kept else views[name]
-                       for name in wanted}
-            return outputs, first.get(states)
 
     def streams(self, Ks, lens: np.ndarray, states: list, t0: int, seeds: list) -> list:
         """A call of the cell compiled for B streams (CELL_RUN_STREAMS): stream v from
@@ -546,67 +491,9 @@ class _Calls:
         frame = self.local.frame = self._new_frame()
         return frame
 
-    def _new_frame(self, thread: int = 0, given: dict | None = None) -> "_Frame":
-        return _Frame(self.cell, self.fixed[thread], self.hop, self.ROW_OF, self.outputs,
-                      OUTPUTS_KEPT // (4 * self.width), given)
-
-
-class _Team:
-    """A cell of T > 1 threads (CompiledCell.threads): T − 1 worker threads that run the loop
-    beside the caller, each on the table of its own _Frame, one call at a time (`lock`). The
-    frames share the block the threads share (products' outputs, kept codes), the states the
-    passes split (CompiledCell.shared_states) and the barrier's block (per thread an epoch on a
-    line of its own, then the abort flag: emit.cell). A call whose barrier gave up (a thread
-    that never came: its spins and yields ran out) or whose worker failed raises a
-    JitvocError; the workers stop when the team goes away (it refers to no _Calls)."""
-
-    def __init__(self, cell: CompiledCell, new_frame, run):
-        self.threads, self.run_loop, self.lock = cell.threads, run, threading.Lock()
-        self.barrier = aligned(np.zeros(EPOCH_WORDS * (cell.threads + 1), np.int64))
-        given = {"shared": aligned(np.zeros(max(cell.shared, 1), np.uint8)),
-                 "barrier": self.barrier}
-        for name, size, dtype in cell.states:
-            if name in cell.shared_states:
-                given |= {f"{kind}.{name}": aligned(np.zeros(size, dtype))
-                          for kind in ("state", "next")}
-        self.frames = [new_frame(j, given) for j in range(cell.threads)]
-        self.jobs = [queue.SimpleQueue() for _ in range(cell.threads - 1)]
-        self.done = queue.SimpleQueue()
-        workers = [threading.Thread(target=_work, args=(jobs, self.done, run), daemon=True,
-                                    name=f"jitvoc-loop-{j + 1}")
-                   for j, jobs in enumerate(self.jobs)]
-        for worker in workers:
-            worker.start()
-        weakref.finalize(self, _stop, self.jobs, workers)
-
-    def run(self, n: int) -> None:
-        """n steps on every thread: the workers on their frames, the caller on the first."""
-        for jobs, frame in zip(self.jobs, self.frames[1:]):
-            jobs.put((n, frame.table))
-        self.run_loop(n, self.frames[0].table)
-        failed = [self.done.get() for _ in self.jobs]
-        if self.barrier[EPOCH_WORDS * self.threads] or any(failed):
-            self.barrier[...] = 0
-            why = next((f for f in failed if f), "a barrier waited past its limit")
-            raise JitvocError(f"the {self.threads}-thread loop did not finish: {why}")
-
-
-def _work(jobs, done, run) -> None:
-    """A worker of a _Team: runs the loop on each table it is given (None: stop), then says
-    so (the error's text if the call could not be made)."""
-    while (job := jobs.get()) is not None:
-        try:
-            run(*job)
-            done.put("")
-        except BaseException as e:   # the caller waits for every worker
-            done.put(f"{type(e).__name__}: {e}")
-
-
-def _stop(jobs, workers) -> None:
-    for q in jobs:
-        q.put(None)
-    for worker in workers:
-        worker.join(timeout=1.0)
+    def _new_frame(self) -> "_Frame":
+        return _Frame(self.cell, self.fixed, self.hop, self.ROW_OF, self.outputs,
+                      OUTPUTS_KEPT // (4 * self.width))
 
 
 def output_views(buffer: np.ndarray, steps: int, outputs) -> dict:
@@ -625,8 +512,7 @@ class _Frame:
     per call) and typed pointers to its scalar states and counter."""
 
     def __init__(self, cell: CompiledCell, fixed: dict, hop: int, row_of: dict, outputs,
-                 kept: int, given: dict | None = None):
-        """`given`: arrays by params name that other frames share (_Team)."""
+                 kept: int):
         params, names = cell.params, cell.params.names
         arrays = {"scratch": np.empty(cell.scratch, np.float32),
                   "counter": np.zeros(2, np.int64),
@@ -634,7 +520,6 @@ class _Frame:
         for name, size, dtype in cell.states:
             for kind in ("state", "next"):
                 arrays[f"{kind}.{name}"] = np.zeros(size, dtype)
-        arrays |= given or {}
         self.arrays = {k: v for k, v in arrays.items() if k in names}
         addresses = fixed | {k: v.ctypes.data for k, v in self.arrays.items()}
         self.table = native.ffi.new("uint64_t[]", params.pack(

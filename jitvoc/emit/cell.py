@@ -71,13 +71,13 @@ from llvmlite import ir
 
 from ..cells.graph import INDEX, Node
 from ..cells.rules import slice_of
-from ..contracts import CELL_RUN, CELL_RUN_STREAMS, EPOCH_WORDS, SPMV, SPMV_CORE
+from ..contracts import CELL_RUN, CELL_RUN_STREAMS, SPMV, SPMV_CORE
 from ..errors import CellError
 from ..layout import CACHE_LINE
 from ..plan.cell import HOIST_VECTORS, MATRIX_ARRAYS, CellPlan, column_key, resolved, size_of
 from . import draw, mathfn, spmv
-from .irutil import (alloca, call, counted_loop, declare_intrinsic, define, f32, gep, i8, i32,
-                     i64, load, ptr, signature, splat, store_release, vec, void)
+from .irutil import (alloca, call, counted_loop, define, f32, gep, i32, i64, load, ptr,
+                     signature, splat, vec)
 
 V = 16   # lanes of the element-wise sweeps
 # V-lane blocks a pass's sweep computes per iteration, in both modes: 7 (the 448 lanes of a
@@ -85,12 +85,6 @@ V = 16   # lanes of the element-wise sweeps
 # (int8 and int16, paired; bench/README.md, "Ninth round: the update and the draws"), and
 # in streams mode, where a stream's rows come from L2 ("Issue 15: B = 8, sixth round")
 SWEEP_BLOCKS = 7
-# T > 1 threads (CellPlan.threads): a barrier waits on another thread's epoch with SPINS pauses,
-# then yields the CPU (sched_yield) between looks, so that more threads than free cores
-# degrade instead of livelocking; after YIELDS yields (seconds) it sets the abort flag and the
-# call returns (the engine raises). The block: contracts.EPOCH_WORDS.
-SPINS = 1 << 12
-YIELDS = 1 << 24
 ENTRY_FN = signature(SPMV)
 CORE_FN = signature(SPMV_CORE)
 # The e^x polynomial per dtype (jitvoc.emit.mathfn): float32 cells the softmax's (2.1e-7
@@ -106,10 +100,7 @@ class CellEmitter:
         self.streams, self.v = streams, None   # streams mode: B; the stream being emitted
         self.m = ir.Module(name=name)
         self.kernels = {label: spmv.Kernel.of(kp.spec, kp.packed, gen, self.m)
-                        for label, kp in kernels.items() if "/" not in label}
-        self.slices = {label: [spmv.Kernel.of(kernels[key].spec, kernels[key].packed, gen,
-                                              self.m) for key in slice_keys(plan, label)]
-                       for label in self.kernels} if plan.threads > 1 else {}
+                        for label, kp in kernels.items()}
         self.tables = {}
         self.kept = {n: plan.pass_of(n) for n in plan.kept}
 
@@ -120,19 +111,16 @@ class CellEmitter:
         self.entry = fn.append_basic_block("entry")
         b = self.b = ir.IRBuilder(self.entry)
         self._point(a.params)
-        self._team(fn)
         self._outputs()
         self.codes, self.reads = {}, {}   # state -> (owner kernel, buffer); label -> its codes
         for name, readers in self.plan.codes.items():
             self._share_codes(name, readers)
-        self.xin = {label: spmv.xin_buffer(k, b, self._x_pad(label))
-                    for label, k in self.kernels.items() if label not in self.reads}
+        self.xin = {label: spmv.xin_buffer(k, b) for label, k in self.kernels.items()
+                    if label not in self.reads}
         self._previous()
         self._counter()
         self._state_buffers()
         self._start_buffers()
-        if self.plan.threads > 1:   # the kept codes ready (thread 0's) before any product
-            self._barrier()
         with counted_loop(b, 0, a.n, HOIST_VECTORS, name="chunk") as c0:
             end = b.add(c0, i64(HOIST_VECTORS))
             end = b.select(b.icmp_signed("<", end, a.n), end, a.n)
@@ -152,76 +140,6 @@ class CellEmitter:
                             self.plan.params.slot(key), align=8, elem_type=ptr)
                   for key in self.plan.params.names}
 
-    # --- T > 1 threads: one loop function, each thread on its own table (CellPlan.threads) ----
-    def _team(self, fn):
-        """The thread's index (its table's "thread" entry itself) and the block where a barrier
-        that gives up returns (thread > 1 only)."""
-        if self.plan.threads == 1:
-            return
-        b = self.b
-        self.tid = b.ptrtoint(self.p["thread"], i64)
-        self.abort = fn.append_basic_block("abort")
-        with b.goto_block(self.abort):
-            b.ret_void()
-
-    def _per_thread(self, values, name: str):
-        """values[thread] (i64), from a constant table of the module."""
-        typ = ir.ArrayType(i64, len(values))
-        table = ir.GlobalVariable(self.m, typ, name=f"{self.name}_{name}")
-        table.initializer = ir.Constant(typ, [int(v) for v in values])
-        table.global_constant, table.linkage = True, "internal"
-        return load(self.b, table, i64, self.tid, align=8)
-
-    def _barrier(self):
-        """Every thread waits here for the others: its epoch + 1 stored (release), then every
-        thread's epoch awaited (acquire) until it is as far."""
-        b = self.b
-        own = gep(b, self.p["barrier"], i64, b.mul(self.tid, i64(EPOCH_WORDS)))
-        epoch = b.add(load(b, own, i64, align=8), i64(1))
-        store_release(b, epoch, own, 8)
-        for j in range(self.plan.threads):
-            self._wait(gep(b, self.p["barrier"], i64, j * EPOCH_WORDS), epoch)
-
-    def _wait(self, address, epoch):
-        """Spin until the i64 at `address` reaches `epoch`: SPINS pauses, then a sched_yield
-        between looks; past YIELDS of them, or with the abort flag set (by another thread or
-        the engine), the flag set and the call returns."""
-        b, fn = self.b, self.b.function
-        head, spin, pause, relax, relaxing, give_up, done = (
-            fn.append_basic_block(f"wait.{x}") for x in (
-                "head", "spin", "pause", "look", "yield", "give_up", "done"))
-        before = b.block
-        b.branch(head)
-        b.position_at_end(head)
-        count = b.phi(i64)
-        count.add_incoming(i64(0), before)
-        seen = b.load_atomic(address, "acquire", 8, typ=i64)
-        b.cbranch(b.icmp_signed(">=", seen, epoch), done, spin)
-        b.position_at_end(spin)
-        b.cbranch(b.icmp_signed("<", count, i64(SPINS)), pause, relax)
-        b.position_at_end(pause)
-        b.call(declare_intrinsic(self.m, "llvm.x86.sse2.pause", void, []), [])
-        count.add_incoming(b.add(count, i64(1)), pause)
-        b.branch(head)
-        b.position_at_end(relax)
-        flag = gep(b, self.p["barrier"], i64, self.plan.threads * EPOCH_WORDS)
-        aborted = b.icmp_signed("!=", b.load_atomic(flag, "monotonic", 8, typ=i64), i64(0))
-        late = b.icmp_signed(">", count, i64(SPINS + YIELDS))
-        b.cbranch(b.or_(aborted, late), give_up, relaxing)
-        b.position_at_end(relaxing)
-        b.call(declare_intrinsic(self.m, "sched_yield", i32, []), [])
-        count.add_incoming(b.add(count, i64(1)), relaxing)
-        b.branch(head)
-        b.position_at_end(give_up)
-        store_release(b, i64(1), flag, 8)
-        b.branch(self.abort)
-        b.position_at_end(done)
-
-    def _x_pad(self, label: str) -> int:
-        """The codes a product's input takes: its kernel's x_pad, on T threads the largest of
-        its slices'."""
-        return max(k.x_pad for k in [self.kernels[label], *self.slices.get(label, ())])
-
     def _counter(self):
         """t0 and the seed of the draws of classes, from self.p's counter."""
         if "counter" in self.p:
@@ -231,42 +149,9 @@ class CellEmitter:
 
     # --- the loop's stack buffers, one row per stream (self.streams) ---------------------------
     def _outputs(self):
-        """Per in-loop product its output (rows_padded): on the stack, on T threads in the
-        block they share."""
-        at = self.shared_layout()[0] if self.plan.threads > 1 else {}
-        self.y = {label: gep(self.b, self.p["shared"], i8, at[label]) if label in at else
-                  alloca(self.b, f32, k.packed.rows_padded * self.streams, align=CACHE_LINE)
-                  for label, k in self.kernels.items()}
-
-    def shared_layout(self) -> tuple:
-        """T threads: ({key: byte offset} of each split product's output (by label) and each
-        kept codes buffer (by state) in the block the threads share, its size in bytes)."""
-        sizes = [(label, 4 * k.packed.rows_padded) for label, k in self.kernels.items()
-                 if label in self.plan.splits]
-        sizes += [(name, size) for name, (*_, size) in self._codes_sharing().items()]
-        out, at = {}, 0
-        for key, size in sizes:
-            out[key] = at
-            at += -(-size // CACHE_LINE) * CACHE_LINE
-        return out, at
-
-    def _codes_sharing(self) -> dict:
-        """state -> (owner label, [(label, column)] of the readers sharing its codes, their
-        reach in codes, the buffer's bytes) for plan.codes: the readers whose kernels read the
-        owner's layout from their column on (two or more)."""
-        out = {}
-        for name, readers in self.plan.codes.items():
-            label = readers[0][0]
-            owner = self.kernels[label]
-            shared = [(lb, column) for lb, column in readers
-                      if _reads_layout_of(self.kernels[lb], owner, column)]
-            if len(shared) < 2:
-                continue
-            reach = max(column + self._x_pad(lb) for lb, column in shared)
-            size = (4 * owner.group * owner.stride if not owner.codes_input
-                    else owner.esize * max(owner.x_pad, reach))
-            out[name] = (label, shared, reach, size)
-        return out
+        """Per in-loop product its output (rows_padded)."""
+        self.y = {label: alloca(self.b, f32, k.packed.rows_padded * self.streams,
+                                align=CACHE_LINE) for label, k in self.kernels.items()}
 
     def _previous(self):
         """The row each input the GRU rules' rows read was last at (_frame_rows): one stream's
@@ -308,8 +193,6 @@ class CellEmitter:
         through the products: the kernels have B lanes)."""
         if self.plan.hoisted:
             raise CellError("a cell with hoisted products has no streams mode yet")
-        if self.plan.threads > 1:
-            raise CellError("the loop of B streams runs on one thread")
         fn, a = define(self.m, CELL_RUN_STREAMS, self.name)
         self.entry = fn.append_basic_block("entry")
         b = self.b = ir.IRBuilder(self.entry)
@@ -424,38 +307,27 @@ class CellEmitter:
                 self._draw(d, t)
             return
         self.current = content.index
-        lanes = (self.plan.splits or {}).get(content.index, {})
         for length, roots in content.sweeps().items():
-            self._sweep(length, roots, lanes.get(length))
+            self._sweep(length, roots)
 
     def _share_codes(self, name: str, readers: tuple):
         """The codes buffer of state `name` (plan.codes), in the layout of the kernel of its
         first reader (the owner, which reads it whole), for the readers whose kernels read that
         layout from their column on (shared); zero past the state's codes, and the initial
-        state's codes computed once per call (on T threads: in their shared block, by thread
-        0)."""
-        sharing = self._codes_sharing().get(name)
-        if sharing is None:
+        state's codes computed once per call."""
+        b, owner = self.b, self.kernels[readers[0][0]]
+        shared = [(label, column) for label, column in readers
+                  if _reads_layout_of(self.kernels[label], owner, column)]
+        if len(shared) < 2:
             return
-        b, (label, shared, reach, _) = self.b, sharing
-        owner = self.kernels[label]
-        if self.plan.threads > 1:
-            buf = gep(b, self.p["shared"], i8, self.shared_layout()[0][name])
-            with b.if_then(b.icmp_signed("==", self.tid, i64(0))):
-                self._first_codes(name, owner, buf, reach, label)
-        else:
-            buf = spmv.xin_buffer(owner, b, reach)
-            self._first_codes(name, owner, buf, reach, label)
-        self.codes[name] = (owner, buf, self._x_inv(label))
-        self.reads.update((lb, (owner, buf, column)) for lb, column in shared)
-
-    def _first_codes(self, name: str, owner, buf, reach: int, label: str):
-        """The initial state's codes into `buf`, zero past them up to `reach`."""
-        b = self.b
+        reach = max(column + self.kernels[label].x_pad for label, column in shared)
+        buf = spmv.xin_buffer(owner, b, reach)
         if owner.codes_input:
             with counted_loop(b, owner.x_pad, reach, name=f"clear_{name}") as c:
                 spmv.put_codes(owner, b, buf, c, i32(0))
-        spmv.activations(owner, b, self.p[f"state.{name}"], self._x_inv(label), buf)
+        spmv.activations(owner, b, self.p[f"state.{name}"], self._x_inv(readers[0][0]), buf)
+        self.codes[name] = (owner, buf, self._x_inv(readers[0][0]))
+        self.reads.update((label, (owner, buf, column)) for label, column in shared)
 
     def _x_inv(self, label: str):
         fmt = self.plan.formats[label]
@@ -468,10 +340,7 @@ class CellEmitter:
         for name, state in self.cell.states.items():
             now = b.load(self._at(self.buffers[name][0], ptr, 1), typ=ptr)
             target = self.p[f"state.{name}"]
-            differs = b.icmp_unsigned("!=", now, target)
-            if name in self.plan.shared:   # T threads: thread 0 settles what they share
-                differs = b.and_(differs, b.icmp_signed("==", self.tid, i64(0)))
-            with b.if_then(differs):
+            with b.if_then(b.icmp_unsigned("!=", now, target)):
                 with counted_loop(b, 0, size_of(state), name=f"settle_{name}") as i:
                     self._put(load(b, now, _type(state), i, align=4), target, i)
 
@@ -573,16 +442,12 @@ class CellEmitter:
         self._step_rows(t, row)
         if self.plan.gru:
             self._frame_rows(t)
-        for at, (kind, content) in enumerate(self.plan.items):
+        for kind, content in self.plan.items:
             if kind == "products":
                 for product in content:
                     self._product(product)
             else:
                 self._item(kind, content, t)
-            if at in self.plan.barriers:
-                self._barrier()
-        if -1 in self.plan.barriers:
-            self._barrier()
         self._swap()
 
     def _swap(self):
@@ -619,21 +484,13 @@ class CellEmitter:
         if label in self.reads:   # codes the loop keeps (plan.codes)
             owner, buf, column = self.reads[label]
             xin = spmv.xin_at(owner, b, buf, column)
-        elif self.plan.threads > 1 and not k.is_float:   # padded for every slice's kernel
-            xin = spmv.quantize(k, b, self._address(product.source), self._x_inv(label),
-                                self.xin[label], spmv.put_codes, self._x_pad(label))
         else:
             xin = spmv.activations(k, b, self._address(product.source), self._x_inv(label),
                                    self.xin[label])
         arrays = {a: self.p[f"{label}.{a}"] for a in MATRIX_ARRAYS}
         unit = mathfn.GATE_UNIT if label in self.plan.gate_unit else 1.0
         bias = self.p.get(f"{label}.bias", ir.Constant(ptr, None))
-        y = self.y[label]
-        if label in (self.plan.splits or {}):   # this thread's rows (its slice's core)
-            r0 = self._per_thread([r for r, _ in self.plan.splits[label]], f"{label}_rows")
-            y = gep(b, y, f32, r0)
-            bias = gep(b, bias, f32, r0) if label in self.plan.epilogues else bias
-        call(b, SPMV_CORE, self.p[f"{label}.core"], y=y, xin=xin, **arrays,
+        call(b, SPMV_CORE, self.p[f"{label}.core"], y=self.y[label], xin=xin, **arrays,
              x_scale=f32((fmt.scale if fmt else 1.0) * unit), bias=bias)
 
     def _draw(self, d, t):
@@ -690,15 +547,12 @@ class CellEmitter:
         return gep(self.b, y, f32, i64(offset))
 
     # --- passes --------------------------------------------------------------------------------
-    def _sweep(self, length: int, roots: list, lanes=None):
+    def _sweep(self, length: int, roots: list):
         """The roots of one length: SWEEP_BLOCKS x V lanes at a time (every block's values
         computed before any is stored: a store cannot order the next block's loads after it),
-        then V lanes at a time, then the tail one at a time; on T threads, with `lanes` (a, b)
-        per thread, over this thread's lanes."""
+        then V lanes at a time, then the tail one at a time."""
         b = self.b
-        spans = (_sweeps(length, SWEEP_BLOCKS) if lanes is None else
-                 self._thread_sweeps(lanes, f"pass{self.current}_{length}"))
-        for start, stop, width, blocks in spans:
+        for start, stop, width, blocks in _sweeps(length, SWEEP_BLOCKS):
             with counted_loop(b, start, stop, width * blocks,
                               name=f"sweep{length}_{width}x{blocks}") as i:
                 self.width, stores = width, []
@@ -712,16 +566,6 @@ class CellEmitter:
                         owner, buf, x_inv = self.codes[where[1]]
                         buf = self._at(buf, owner.elem, owner.packed.x_len)
                         spmv.put_codes(owner, b, buf, at, spmv.code(owner, b, value, x_inv))
-
-    def _thread_sweeps(self, lanes: tuple, name: str) -> list:
-        """_sweeps over this thread's lanes [a, b) (values): SWEEP_BLOCKS x V at a time from
-        a, then V, then one at a time."""
-        b = self.b
-        a = self._per_thread([x for x, _ in lanes], f"{name}_from")
-        z = self._per_thread([x for _, x in lanes], f"{name}_to")
-        n, wide = b.sub(z, a), V * SWEEP_BLOCKS
-        ends = [b.add(a, b.mul(b.udiv(n, i64(step)), i64(step))) for step in (wide, V)]
-        return [(a, ends[0], V, SWEEP_BLOCKS), (ends[0], ends[1], V, 1), (ends[1], z, 1, 1)]
 
     def _destination(self, where):
         kind, key = where
@@ -1000,17 +844,8 @@ TRANSCENDENTAL = {
 def loop_name(plan: CellPlan, kernels: dict) -> str:
     """The loop's name (its symbol and cache key): the plan's and its in-loop kernels' specs
     (the loop quantizes each product's input for its kernel and calls its core)."""
-    specs = "|".join(kernels[key].spec.name for p in plan.products
-                     for key in slice_keys(plan, p.label))
+    specs = "|".join(kernels[p.label].spec.name for p in plan.products)
     return f"{plan.name}_{hashlib.sha256(specs.encode()).hexdigest()[:12]}"
-
-
-def slice_keys(plan: CellPlan, label: str) -> list:
-    """The kernels' keys of an in-loop product's cores: its label, or split on T > 1 threads
-    "label/j" per thread (each thread's slice of its rows)."""
-    if label not in (plan.splits or {}):
-        return [label]
-    return [f"{label}/{j}" for j in range(plan.threads)]
 
 
 def core_symbol(plan: CellPlan, label: str, spec) -> str:
@@ -1021,26 +856,17 @@ def core_symbol(plan: CellPlan, label: str, spec) -> str:
 
 def core_modules(plan: CellPlan, kernels: dict, gen) -> list:
     """[(symbol, build)] of the cores the loop calls, one module each (products of one spec and
-    epilogue share one); `kernels`: label -> the planner's Plan of each in-loop product (and
-    its threads' slices: slice_keys)."""
-    def build(label, key):
-        kp, ep = kernels[key], plan.epilogues.get(label)
+    epilogue share one); `kernels`: label -> the planner's Plan of each in-loop product."""
+    def build(label):
+        kp, ep = kernels[label], plan.epilogues.get(label)
         module = ir.Module(name=core_symbol(plan, label, kp.spec))
         spmv.emit_core(spmv.Kernel.of(kp.spec, kp.packed, gen, module), True, ep is not None,
                        bool(ep and ep.relu), internal=False)
         return module
     firsts = {}
     for p in plan.products:
-        for key in slice_keys(plan, p.label):
-            firsts.setdefault(core_symbol(plan, p.label, kernels[key].spec), (p.label, key))
-    return [(sym, lambda lk=lk: build(*lk)) for sym, lk in firsts.items()]
-
-
-def shared_bytes(plan: CellPlan, kernels: dict, gen) -> int:
-    """The bytes of the block T > 1 threads share (CellEmitter.shared_layout); 0 for one."""
-    if plan.threads == 1:
-        return 0
-    return CellEmitter(plan, kernels, gen, loop_name(plan, kernels)).shared_layout()[1]
+        firsts.setdefault(core_symbol(plan, p.label, kernels[p.label].spec), p.label)
+    return [(sym, lambda label=label: build(label)) for sym, label in firsts.items()]
 
 
 def build(plan: CellPlan, kernels: dict, gen, streams: int = 1) -> ir.Module:

@@ -86,11 +86,6 @@ def store(b: ir.IRBuilder, value, base, index=0, align: int = 1, elem_type=None)
     b.store(value, gep(b, base, elem_type or value.type, index), align=align)
 
 
-def store_release(b: ir.IRBuilder, value, address, align: int):
-    """An atomic store with release ordering (llvmlite's store_atomic wants a typed pointer)."""
-    b._insert(ir.instructions.StoreAtomicInstr(b.block, value, address, "release", align))
-
-
 def alloca(b: ir.IRBuilder, typ, count=1, align: int | None = None):
     """Stack space for `count` (an int or an i64 value) values of `typ`, as an untyped pointer
     (like function arguments), aligned to `align` bytes if given. Call it in the entry block

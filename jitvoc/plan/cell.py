@@ -58,8 +58,6 @@ HOISTED_SCRATCH = (".x", ".x_scale")
 # the conditioning's rows change (cells.Rows): (part, gates) of the blend's length each: the
 # gates' bias rows, K_f of the e gate, K_f+1 − K_f (linear upsampling only), in gate units.
 GRU_ROWS = (("rows", 3), ("ke", 1), ("dk", 3))
-SLICE_LANES = 16   # a pass split across threads gives each its lanes in blocks of a sweep's vector
-THREAD_PARAMS = ("thread", "barrier", "shared")   # T > 1: the thread's index, the blocks shared
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -170,10 +168,6 @@ class CellPlan:
     epilogues: dict
     results: dict
     codes: dict
-    threads: int = 1
-    splits: dict = None   # T > 1: product label -> row bounds, pass index -> {length: lane bounds}
-    shared: tuple = ()    # T > 1: the states split passes write (all threads share them)
-    barriers: frozenset = frozenset()   # T > 1: the items followed by a barrier (-1: the step)
 
     @property
     def kept(self) -> list:
@@ -291,13 +285,10 @@ def _stacks(cell: Cell, products: list, hoisted: bool, first: int) -> list:
     return out
 
 
-def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None, threads: int = 1,
-         row_splits: dict | None = None) -> CellPlan:
+def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None) -> CellPlan:
     """The schedule of `cell` with its products in `dtype` (float32, int8, int16; see
     docs/cells.md, "Compiling a cell"); `ranges`: matrix name -> max |x| of the input of an
-    in-loop product of it (integer dtypes; default 1); `threads` T > 1: the step on T threads
-    (bench/README.md, "One stream on two cores"), each in-loop product's rows split at
-    `row_splits` (matrix name -> (r0, r1) per thread: the planner's, plan.vocoder.row_slices)."""
+    in-loop product of it (integer dtypes; default 1)."""
     check_compilable(cell)
     if dtype not in ("float32", *ACTIVATION_BITS):
         raise CellError(f"a cell's dtype is float32, int8 or int16, got {dtype!r}")
@@ -339,13 +330,11 @@ def plan(cell: Cell, dtype: str = "float32", ranges: dict | None = None, threads
     hoisted_format = bits and FixedPoint(bits, 0, signed=True)
     indexed = tuple(n for n in cell.inputs if all(p.source.name != n for p in hoisted))
     params = _params(cell, hoisted, in_loop, any(not d.distribution for d in draws), indexed,
-                     epilogues, threads)
-    return CellPlan(**_threaded(cell, items, hoisted, threads, row_splits or {}),
-                    cell=cell, dtype=dtype, hoisted=tuple(hoisted), items=tuple(items),
+                     epilogues)
+    return CellPlan(cell=cell, dtype=dtype, hoisted=tuple(hoisted), items=tuple(items),
                     slots=slots, scratch=scratch, index_limits=index_limits(cell),
                     params=params, formats=formats, hoisted_format=hoisted_format,
-                    name=f"cell_{cell.name}_{_fingerprint(cell, dtype, ranges)}"
-                    + (f"_t{threads}" if threads > 1 else ""), gru=gru,
+                    name=f"cell_{cell.name}_{_fingerprint(cell, dtype, ranges)}", gru=gru,
                     gate_unit=frozenset(p.label for p in in_loop if bits and any(
                         r.product in p.nodes for r in gru.values())), indexed=indexed,
                     homes=homes, epilogues=epilogues, results=results,
@@ -571,61 +560,12 @@ def _slots(products: list, draws: list, keep: list, integer: bool, gru: list) ->
     return slots, max(at, ALIGN)
 
 
-def _threaded(cell: Cell, items: list, hoisted: list, threads: int, row_splits: dict) -> dict:
-    """CellPlan's fields of a step on T threads: the in-loop products of one matrix in
-    row_splits split by rows (the others computed whole by every thread), every pass that
-    stores only vector states' next values split by lanes (SLICE_LANES at a time); those
-    states shared; a barrier after every split item and, where the last item is not split, at
-    the end of the step (a thread must not overwrite what another still reads)."""
-    if threads == 1:
-        return {}
-    if hoisted:
-        raise CellError(f"cell {cell.name}: a cell with hoisted products runs on one thread")
-    splits, shared, barriers = {}, set(), set()
-    for at, (kind, content) in enumerate(items):
-        if kind == "products":
-            for p in content:
-                if p.weights[0] in row_splits and len(p.weights) == 1:
-                    splits[p.label] = tuple(row_splits[p.weights[0]])
-                    barriers.add(at)
-        elif kind == "pass" and _splittable(cell, content, threads):
-            splits[content.index] = {n: _lanes(n, threads) for n in content.sweeps()}
-            shared.update(w[1] for _, w, _ in content.roots)
-            barriers.add(at)
-    for kind, content in items:
-        if kind == "pass" and content.index not in splits and any(
-                w[0] == "next" and w[1] in shared for _, w, _ in content.roots):
-            raise CellError(f"cell {cell.name}: a state split passes store is stored by pass "
-                            f"{content.index} too: not compiled on {threads} threads")
-    if len(items) - 1 not in barriers:
-        barriers.add(-1)
-    return {"threads": threads, "splits": splits, "shared": tuple(sorted(shared)),
-            "barriers": frozenset(barriers)}
-
-
-def _splittable(cell: Cell, p: Pass, threads: int) -> bool:
-    """Whether a pass runs split by lanes: it stores something, only vector states' next
-    values, every sweep long enough for SLICE_LANES lanes per thread."""
-    return bool(p.roots) and all(
-        w[0] == "next" and cell.states[w[1]].shape for _, w, _ in p.roots) and all(
-        n >= SLICE_LANES * threads for n in p.sweeps())
-
-
-def _lanes(length: int, threads: int) -> tuple:
-    """(a, b) of each thread's lanes of a sweep of `length`: SLICE_LANES-lane blocks shared
-    out evenly, the tail to the last thread."""
-    blocks = length // SLICE_LANES
-    cuts = [j * blocks // threads * SLICE_LANES for j in range(threads)] + [length]
-    return tuple(zip(cuts, cuts[1:]))
-
-
 def _params(cell: Cell, hoisted: list, products: list, draws: bool, indexed: tuple,
-            epilogues: dict, threads: int = 1) -> PointerTable:
+            epilogues: dict) -> PointerTable:
     """The loop's pointer table; with draws, "counter": int64 [t0, seed] (the generator's);
     per `indexed` input "rows.NAME", int64 [T]: the row of its table each step reads; per
     in-loop product its core and arrays (CORE_PARAMS), with an epilogue "LABEL.bias" (float32
-    [rows_padded]: the biases joined, zero-padded); T > 1 threads: THREAD_PARAMS (the index
-    as the entry itself, the barrier's and the shared buffers' blocks)."""
+    [rows_padded]: the biases joined, zero-padded)."""
     names = [f"input.{n}" for n in cell.inputs] + [f"rows.{n}" for n in indexed]
     names += [f"output.{n}" for n in cell.outputs]
     names += [f"{k}.{n}" for n in cell.states for k in ("state", "next")]
@@ -635,7 +575,6 @@ def _params(cell: Cell, hoisted: list, products: list, draws: bool, indexed: tup
     names += ["scratch"] + [f"{p.label}.{a}" for p in products for a in CORE_PARAMS]
     names += [f"{p.label}.bias" for p in products if p.label in epilogues]
     names += [f"{p.label}.{k}.{a}" for p in hoisted for k in ("B", "1") for a in MATRIX_PARAMS]
-    names += list(THREAD_PARAMS) if threads > 1 else []
     return PointerTable(tuple(names))
 
 

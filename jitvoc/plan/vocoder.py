@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import numpy as np
-
 from .. import isa
 from ..errors import InputError
 from ..quant import ACTIVATION_BITS, FixedPoint
@@ -36,8 +34,6 @@ FLOAT_ACCUMULATORS = 4  # float32 partial sums per row block, the same on every 
 # int8 B = 2, 4, 8, 16 x1.03, x1.00, x1.03, x1.03 per stream-sample; int16 x1.00-1.01. Measured
 # on Zen 4; a generation where another unroll measured faster says so in isa.KERNEL_CHOICES.
 STREAMS_KERNEL = {"variant": "idx", "unroll": 4}
-SLICE_ROWS = 16   # a matrix split across threads is cut on 16-row panel boundaries (any block's)
-SPLIT = NAMES     # the matrices whose rows T > 1 threads share out (the others: every thread whole)
 # Kernel dtype per matrix for each engine dtype.
 PRECISION = {d: {m: d for m in NAMES} for d in ("int8", "int16", "float32")}
 
@@ -53,8 +49,6 @@ class VocoderPlan:
     formats: dict    # matrix name -> FixedPoint of its input (integer dtypes)
     representation: Representation  # the output decode, compiled in
     vectors: int = 1  # B: streams advanced per step (the batched loop, B-vector kernels)
-    threads: int = 1  # T: threads stepping one stream (bench/README.md, "One stream on two cores")
-    slices: dict = None   # T > 1: matrix name -> ((r0, r1), Plan) per thread, its rows' slice
 
     @property
     def name(self) -> str:
@@ -63,12 +57,9 @@ class VocoderPlan:
         h = hashlib.sha256(f"{self.hidden}/{self.hop}/{self.upsample}/{rep.code}/"
                            f"{rep.preemphasis!r}/{rep.dc_block!r}".encode())
         batch = f"_b{self.vectors}" if self.vectors > 1 else ""
-        batch += f"_t{self.threads}" if self.threads > 1 else ""
         for m in NAMES:
             h.update(self.plans[m].spec.name.encode())
             h.update(str(self.formats.get(m)).encode())
-            for bounds, p in (self.slices or {}).get(m, ()):
-                h.update(f"{bounds}{p.spec.name}".encode())
         return (f"wavernn_h{self.hidden}_{self.dtype}_{self.plans['gru.R'].spec.isa}{batch}_"
                 f"{h.hexdigest()[:10]}")
 
@@ -91,14 +82,11 @@ def input_formats(precision: dict, ranges: dict | None) -> dict:
 
 
 def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
-                 precision: dict | None = None, vectors: int = 1,
-                 threads: int = 1) -> VocoderPlan:
+                 precision: dict | None = None, vectors: int = 1) -> VocoderPlan:
     """Plan the loop for `dtype`; `ranges`: max |input| of O2 and O4 (integer dtypes need them,
     see input_formats); `precision` may override the kernel dtype per matrix (by default
     PRECISION[dtype]); `vectors`: B > 1 plans the loop of B streams (B-vector kernels, which
-    read the codes of h interleaved whatever their layout: emit.cell's streams mode);
-    `threads`: T > 1 splits every matrix's rows into T slices, each planned as a matrix of
-    its own with the whole matrix's kernel choices (row_slices, sliced)."""
+    read the codes of h interleaved whatever their layout: emit.cell's streams mode)."""
     if dtype not in PRECISION:
         raise InputError(f"dtype must be int8, int16 or float32, got {dtype!r}")
     if model.hidden % (2 * VECTOR):
@@ -133,53 +121,10 @@ def plan_vocoder(model, dtype: str, gen, ranges: dict | None = None,
                 plans[name] = mv_plan.build_plan(codes, scale, mask, kind, gen,
                                                  x_signed=signed, x_stride=r.packed.x_len,
                                                  inline=True)
-    if threads > 1 and vectors > 1:
-        raise InputError("a batched engine (vectors > 1) runs on one thread")
-    slices = {name: sliced(plans[name], *model.matrices()[name], precision[name], gen,
-                           threads) for name in plans if name in SPLIT} if threads > 1 else None
-    return VocoderPlan(dtype=dtype, gen=gen, hidden=model.hidden, hop=model.hop_length,
+    plan = VocoderPlan(dtype=dtype, gen=gen, hidden=model.hidden, hop=model.hop_length,
                        upsample=model.upsample, plans=plans, formats=formats,
-                       representation=model.representation, vectors=vectors,
-                       threads=threads, slices=slices)
-
-
-def row_slices(mask, threads: int) -> tuple:
-    """(r0, r1) of each thread's rows: cut on SLICE_ROWS boundaries where the non-zero columns
-    of each SLICE_ROWS rows (the panels the kernel multiplies) add up to equal shares."""
-    groups = -(-mask.shape[0] // SLICE_ROWS)
-    if groups < threads:
-        raise InputError(f"{threads} threads need matrices of at least {threads * SLICE_ROWS} "
-                         f"rows, got {mask.shape[0]}")
-    work = np.array([np.count_nonzero(mask[g * SLICE_ROWS:(g + 1) * SLICE_ROWS].any(0)) + 1
-                     for g in range(groups)], np.float64)
-    total, cuts = np.cumsum(work), [0]
-    for j in range(1, threads):
-        cut = int(np.argmin(np.abs(total - total[-1] * j / threads))) + 1
-        cuts.append(min(max(cut, cuts[-1] + 1), groups - (threads - j)))
-    cuts.append(groups)
-    return tuple((a * SLICE_ROWS, min(b * SLICE_ROWS, mask.shape[0]))
-                 for a, b in zip(cuts, cuts[1:]))
-
-
-def sliced(whole, w, mask, kind: str, gen, threads: int) -> tuple:
-    """((r0, r1), Plan) per thread: the rows of a matrix planned as `whole` was (block,
-    variant, unroll, accumulators, input layout: every slice reads the whole's input)."""
-    mask = mask != 0
-    codes, scale = mv_plan.quantize_weights(w, kind, mask)
-    s = whole.spec
-    choices = dict(block=None if s.variant == "dense" else s.block, variant=s.variant,
-                   unroll=s.unroll, accumulators=s.accumulators, x_signed=s.x_signed,
-                   x_stride=s.x_stride or (0 if whole.packed.contiguous or s.x_permute
-                                           else whole.packed.x_len),
-                   permute=bool(s.x_permute), inline=kind != "float32")
-    out = []
-    for r0, r1 in row_slices(mask, threads):
-        p = mv_plan.build_plan(codes[r0:r1], scale[r0:r1], mask[r0:r1], kind, gen, **choices)
-        if p.packed.rows_padded != r1 - r0 or _input_kind(p) != _input_kind(whole):
-            raise InputError(f"rows {r0}..{r1} of a {kind} matrix do not plan as a slice "
-                             f"of its kernel {s.name}")
-        out.append(((r0, r1), p))
-    return tuple(out)
+                       representation=model.representation, vectors=vectors)
+    return plan
 
 
 def _streams_kernel(mask, kind: str, gen, vectors: int) -> dict:
@@ -201,8 +146,7 @@ def vocoder_cell(plan: VocoderPlan, teacher: bool = False) -> tuple:
     linear upsampling, else k) scheduled for the plan's dtype with the plan's input formats,
     and `kernels`, label -> the plan's matvec Plan of each in-loop product (one matrix each),
     with which the compiled cell gives the samples of the hand-written loop bit for bit
-    (docs/cells.md), and on T > 1 threads each thread's slice as "label/j"; with `teacher`,
-    its teacher-forced form (one thread) (cells.wavernn_teacher). An
+    (docs/cells.md); with `teacher`, its teacher-forced form (cells.wavernn_teacher). An
     InputError where the plan's matrices are not all of its dtype (a cell has one:
     `precision`). The cell language and its scheduler are imported here: an engine whose
     loop is cached never schedules it (engine_jit.CompiledCell)."""
@@ -212,13 +156,8 @@ def vocoder_cell(plan: VocoderPlan, teacher: bool = False) -> tuple:
     cell = (cells.wavernn_teacher(plan.hidden, upsample=upsample) if teacher else
             cells.wavernn(plan.hidden, plan.representation, upsample=upsample))
     ranges = {m: fmt.qmax * fmt.scale for m, fmt in plan.formats.items()}   # max |x| covered
-    threads = 1 if teacher else plan.threads
-    row_splits = {m: tuple(b for b, _ in s) for m, s in (plan.slices or {}).items()}
-    schedule = plan_cell.plan(cell, plan.dtype, ranges or None, threads, row_splits)
+    schedule = plan_cell.plan(cell, plan.dtype, ranges or None)
     kernels = {p.label: plan.plans[p.weights[0]] for p in schedule.products}
-    if threads > 1:   # each thread's slice of a product: label/j
-        kernels |= {f"{p.label}/{j}": s for p in schedule.products
-                    for j, (_, s) in enumerate(plan.slices.get(p.weights[0], ()))}
     for p in schedule.products:
         m = p.weights[0]
         if (schedule.formats[p.label], kernels[p.label].spec.dtype) != (
