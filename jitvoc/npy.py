@@ -62,6 +62,9 @@ def array_from(data: bytes, header: Header, frozen: bool = False) -> np.ndarray:
     return a if frozen else a.copy()
 
 
+_ENCRYPTED = 0x1   # a zip member's general-purpose flag bit 0 (APPNOTE 4.4.4)
+
+
 class Archive:
     """An .npz archive read with bounds: `headers()` checks every member's .npy header (and that
     the member holds exactly what it promises) before `read()` allocates any array."""
@@ -72,7 +75,8 @@ class Archive:
             self.zip = zipfile.ZipFile(path)
         except FileNotFoundError:
             raise NpyError("no such file") from None
-        except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError,
+                NotImplementedError) as e:   # the last: a zip version zipfile cannot read
             if _starts_like_npy(path):
                 raise NpyError("a single .npy array, not an .npz archive") from None
             raise NpyError(f"not a readable .npz archive (truncated or corrupt?): {e}") \
@@ -93,6 +97,8 @@ class Archive:
         for info in infos:
             if not info.filename.endswith(".npy"):
                 raise NpyError(f"member {info.filename!r} is not a .npy array")
+            if info.flag_bits & _ENCRYPTED:
+                raise NpyError(f"member {info.filename!r} is encrypted")
             key = info.filename[:-4]
             if key in headers:
                 raise NpyError(f"member {info.filename!r} appears twice")

@@ -126,6 +126,39 @@ def test_corrupt_bytes(saved, tmp_path):
         load_model(path)
 
 
+def _central_entry(data: bytes, name: str) -> int:
+    """Where the central directory's entry of member `name` starts in a zip's bytes."""
+    at = data.index(b"PK\x01\x02")
+    while data[at + 46:at + 46 + len(name)] != name.encode():
+        at = data.index(b"PK\x01\x02", at + 4)
+    return at
+
+
+def _encrypted(entry: bytearray) -> None:
+    entry[8] |= 0x01   # the general-purpose flags' bit 0 (APPNOTE 4.4.4)
+
+
+def _version_10_9(entry: bytearray) -> None:
+    entry[6:8] = (109).to_bytes(2, "little")   # version needed to extract: 10.9
+
+
+@pytest.mark.parametrize("change, message", [
+    (_encrypted, r"member 'gru\.b\.npy' is encrypted"),
+    (_version_10_9, r"not a readable \.npz archive.*zip file version 10\.9")])
+def test_zip_features_the_reader_lacks(saved, tmp_path, change, message):
+    """A member marked encrypted, or a version of zip that zipfile cannot read (what the
+    model fuzzer made of the shipped file): jitvoc's error, not zipfile's exception."""
+    data = bytearray(saved.read_bytes())
+    at = _central_entry(bytes(data), "gru.b.npy")
+    entry = data[at:at + 46]
+    change(entry)
+    data[at:at + 46] = entry
+    path = tmp_path / "odd.npz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=message):
+        load_model(path)
+
+
 def test_not_a_zip(tmp_path):
     path = tmp_path / "text.npz"
     path.write_text("hello")
