@@ -246,7 +246,7 @@ class AudioFiles:
         if mutated:
             if rng.random() < 0.5:
                 data = data[:rng.integers(len(data))]
-            for _ in range(rng.integers(0, 6)):
+            for _ in range(rng.integers(0, 6) if data else 0):   # cut to nothing: none to change
                 data[rng.integers(len(data))] = rng.integers(256)
         path = os.path.join(WORK, "case.audio")
         with open(path, "wb") as f:
@@ -319,7 +319,8 @@ class Recurrence:
         except InputError:
             return
         lam, x = np.asarray(lam, np.float64), np.asarray(x, np.float64)
-        lam2, x2 = lam.reshape(len(lam), -1), x.reshape(len(x), -1)
+        columns = int(np.prod(lam.shape[1:]))   # as reshape(T, -1), which fails for T = 0
+        lam2, x2 = lam.reshape(len(lam), columns), x.reshape(len(x), columns)
         h0v = np.zeros(lam2.shape[1]) if h0 is None else np.asarray(h0, np.float64).reshape(-1)
         want = ref_scan.linear_recurrence(lam2, x2, h0v)
         bound = ref_scan.linear_recurrence(np.abs(lam2), np.abs(x2), np.abs(h0v))
