@@ -22,6 +22,7 @@ SLOW = {"matvec"}   # compiles a kernel per case: 12 s of the default run
 SCALE = int(os.environ.get("JITVOC_FUZZ") or 1)
 SEED = int(os.environ.get("JITVOC_FUZZ_SEED") or 0)
 SECONDS_PER_CASE = 20   # a worker silent for this long per remaining case has hung
+MAX_TIMEOUT = 24 * 3600   # s (poll() takes at most 2^31 ms; JITVOC_FUZZ=100 asked 3e6 s)
 
 
 def run_worker(target: str, count: int, tmp_path) -> tuple[list, int, str]:
@@ -30,7 +31,7 @@ def run_worker(target: str, count: int, tmp_path) -> tuple[list, int, str]:
     try:
         r = subprocess.run([sys.executable, str(WORKER), target, str(SEED), str(count)],
                            capture_output=True, text=True, env=env, cwd=tmp_path,
-                           timeout=60 + SECONDS_PER_CASE * count)
+                           timeout=min(60 + SECONDS_PER_CASE * count, MAX_TIMEOUT))
         out, rc = r.stdout, r.returncode
     except subprocess.TimeoutExpired as e:
         out, rc = (e.stdout or b"").decode(), "hang"
