@@ -30,9 +30,9 @@ chains of scalar additions (Σp, the prefix over the block sums and the running 
 chosen block; Σp by a tree instead, the class taken from ξ·Σp's bits): what drawing B
 streams' chains in the lanes of a vector could save at most; the draws' values wrong. All are
 timed alternately (CPU time of this thread, medians of rounds; the order reversed every other
-round); a part costs the cell's time minus its variant's; "the rest" is
-what remains (the conditioning rows, the quantization of the products' inputs, the decoding of
-the sample, the loop). A second line gives each part per round (the whole's time less that of
+round); a part costs the cell's time minus its variant's; "the rest" is what remains (the
+conditioning rows, the quantization of the products' inputs, the decoding of the sample, the
+loop). A second line gives each part per round (the whole's time less that of
 the variant timed in the same round) as its median [quartiles], and the whole's range (5th
 percentile to the slowest round): on a VM shared with other benchmarks, paired rounds drift
 less than medians taken apart. The bound: the non-zero MACs per sample over the dense int8
