@@ -25,11 +25,14 @@ division-free update could save at most, its values wrong); inside O1..O4 the qu
 O2's and O4's inputs (the relu outputs of O1 and O3: their kernels read their input buffers as
 they are, values wrong: what requantizing in O1's and O3's epilogues could save at most);
 inside the draws their max (taken as the first logit) and their exponentials (p = l − max l):
-what folding them into O2's and O4's epilogues or cheaper ones could save at most, the draws'
-values wrong. All are timed alternately (CPU time of this thread, medians of rounds; the order
-reversed every other round); a part costs the cell's time minus its variant's; "the rest" is
-what remains (the conditioning rows, the quantization of the products' inputs, the decoding of
-the sample, the loop). A second line gives each part per round (the whole's time less that of
+what folding them into O2's and O4's epilogues or cheaper ones could save at most, and their
+chains of scalar additions (Σp, the prefix over the block sums and the running sum inside the
+chosen block; Σp by a tree instead, the class taken from ξ·Σp's bits): what drawing B
+streams' chains in the lanes of a vector could save at most; the draws' values wrong. All are
+timed alternately (CPU time of this thread, medians of rounds; the order reversed every other
+round); a part costs the cell's time minus its variant's; "the rest" is what remains (the
+conditioning rows, the quantization of the products' inputs, the decoding of the sample, the
+loop). A second line gives each part per round (the whole's time less that of
 the variant timed in the same round) as its median [quartiles], and the whole's range (5th
 percentile to the slowest round): on a VM shared with other benchmarks, paired rounds drift
 less than medians taken apart. The bound: the non-zero MACs per sample over the dense int8
@@ -60,7 +63,7 @@ import jitvoc
 from jitvoc.bench import kernels as bench_kernels
 from jitvoc.bench.cells import CELLS, random_weights
 from jitvoc.bench.vocoder import MODEL, conditioning_rows
-from jitvoc.emit import irutil, mathfn, spmv
+from jitvoc.emit import draw, irutil, mathfn, spmv
 from jitvoc.emit.cell import CellEmitter
 from jitvoc.engine import GenState
 from jitvoc.engine_jit import JitEngine
@@ -154,7 +157,7 @@ PARTS = ("GRU update", "draws", "O1..O4", "R")
 DIVISIONS = "GRU divisions"   # a variant inside "GRU update": its divisions as multiplications
 # Variants inside "O1..O4" and "draws" (the module's docstring): what each leaves out
 INNER = {"relu inputs' codes": "O2's and O4's input codes", "draws' max": "the draws' max",
-         "draws' exponentials": "their exponentials"}
+         "draws' exponentials": "their exponentials", "draws' chains": "their chains"}
 
 
 def _zeroed(self, product) -> None:
@@ -213,6 +216,8 @@ def _inner(part: str) -> dict:
     if part == "draws' exponentials":
         return {"_draw": _patched(CellEmitter._draw, mathfn, "exp_nonpositive",
                                   lambda b, x, poly=None: x)}
+    if part == "draws' chains":
+        return {"_draw": _patched(CellEmitter._draw, draw, "draw", _chainless_draw)}
 
     def reading_as_is(full):   # _product(p) or _stream_input(k, p, rows, buf): relu inputs
         def method(self, *args):
@@ -225,6 +230,15 @@ def _inner(part: str) -> dict:
                             lambda k, b, x, x_inv, buf: x if buf is None else buf)(self, p)
         return method
     return {name: reading_as_is(vars(CellEmitter)[name]) for name in ("_product", "_stream_input")}
+
+
+def _chainless_draw(b, logits, xi, pbuf, prefix, poly):
+    """draw.draw without its two chains: the block sums formed and added by a tree of depth 4
+    (Σp's chain of 15 additions left out too), the class the low 8 bits of ξ·Σp's."""
+    sums, _ = draw.exp_blocks(b, logits, pbuf, poly)
+    while len(sums) > 1:
+        sums = [b.fadd(x, y) for x, y in zip(sums[::2], sums[1::2])]
+    return b.and_(b.bitcast(b.fmul(xi, sums[0]), irutil.i32), irutil.i32(255))
 
 
 def vocoder_variant(model, dtype: str, part: str | None, streams: int) -> JitEngine:

@@ -58,7 +58,7 @@ registers):
 - integer lower clamp (same bits for non-NaN pre-activations): each exponential's y clamped
   from above as a float, converted, then clamped from below as an integer (vpmaxsd instead of
   vmaxps: off the two pipes that multiply and divide);
-- blocks 1, blocks 2, blocks 14, 8 lanes (same bits): emit.cell.SWEEP_BLOCKS 1, 2 or 14
+- blocks 1 to 6, blocks 14, 8 lanes (same bits): emit.cell.SWEEP_BLOCKS 1 to 6 or 14
   instead of 7 (fewer or more values in flight, fewer or more spills), or emit.cell.V = 8 (one
   ymm per value, 7 blocks).
 """
@@ -464,14 +464,12 @@ VARIANTS = {
                                (CellEmitter, "_store_frame_rows"): _interleaved_frame_rows},
     "two sweeps": {(CellEmitter, "_sweep"): _two_sweeps, (CellEmitter, "_gru"): _from_sums},
     "integer lower clamp": {(mathfn, "gate_exp"): _integer_lower_clamp},
-    "blocks 1": {(emit_cell, "SWEEP_BLOCKS"): 1},
-    "blocks 2": {(emit_cell, "SWEEP_BLOCKS"): 2},
-    "blocks 14": {(emit_cell, "SWEEP_BLOCKS"): 14},
+    **{f"blocks {n}": {(emit_cell, "SWEEP_BLOCKS"): n} for n in (1, 2, 3, 4, 5, 6, 14)},
     "8 lanes": {(emit_cell, "V"): 8},
 }
 # the variants that compute the same samples as "float" (checked)
-SAME_BITS = ("interleaved frame data", "two sweeps", "integer lower clamp", "blocks 1", "blocks 2",
-             "blocks 14", "8 lanes")
+SAME_BITS = ("interleaved frame data", "two sweeps", "integer lower clamp",
+             *(f"blocks {n}" for n in (1, 2, 3, 4, 5, 6, 14)), "8 lanes")
 
 
 def engine(model, dtype: str, variant, audio, mel):
