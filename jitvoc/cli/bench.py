@@ -35,7 +35,7 @@ OWN_COMMANDS = (
      "CPU time, one thread), then with 1 and 2 worker processes and through Ray Data with 1 "
      "and 2 workers, and compare their realtime factors."),
     ("cells", bench_cells, "compiled LSTM and GRU cells vs PyTorch eager and TorchScript",
-     "Time compiled LSTM and GRU cells (hidden 512 and 1024, dense and 90%% block-sparse, "
+     "Time compiled LSTM and GRU cells (hidden 512 and 1024, dense and 90% block-sparse, "
      "float32 and int8, 1,000 steps, one thread) against PyTorch eager and TorchScript with "
      "the same weights."),
 )

@@ -47,7 +47,8 @@ def register(sub) -> None:
     p.add_argument("model", nargs="?", help="jitvoc model file (.npz with meta) or installed "
                                              "model name, or an .npz of 2-D matrices")
     p.add_argument("--cell", metavar="NAME:HIDDEN", help="instead of a model, a library cell: "
-                   "gru, lstm or gilr as NAME:HIDDEN or NAME:INPUT:HIDDEN, sru as sru:SIZE "
+                   "gru, lstm or gilr as NAME:HIDDEN or NAME:INPUT:HIDDEN, sru as sru:SIZE, "
+                   "wavernn as wavernn:HIDDEN (even) "
                    "(its fused loop, its products' kernels and schedule.txt)")
     p.add_argument("--density", type=float, default=1.0,
                    help="with --cell: the share of 16x1 blocks of its random matrices kept "
@@ -121,6 +122,16 @@ def _matrix_entry(plan, mask) -> dict:
                 panels=plan.packed.n_panels, density=float(np.count_nonzero(mask) / mask.size))
 
 
+def _make_folder(out) -> None:
+    """Create the output folder --out names; refuse a path that exists and is not a folder."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise JitvocError(f"--out {out} is not a folder: it names the folder the kernels go to")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise JitvocError(f"cannot create the output folder {out}: {e}") from None
+
+
 def _kernels(args) -> int:
     if (args.model is None) == (args.cell is None):
         raise JitvocError("give a MODEL or --cell NAME:HIDDEN (one of them)")
@@ -128,7 +139,7 @@ def _kernels(args) -> int:
         return _cell_kernels(args)
     args.model = pretrained.resolve(args.model)
     gen = cpu_mod.resolve(args.cpu)
-    os.makedirs(args.out, exist_ok=True)
+    _make_folder(args.out)
     doc = {"source": os.path.abspath(args.model), "cpu": gen.name, "llvm_cpu": gen.llvm_cpu,
            "llvm_features": gen.llvm_features, "dtype": args.dtype,
            "runnable_here": cpu_mod.runnable(gen), "compiler": compiler_version(),
@@ -193,7 +204,7 @@ def _cell_kernels(args) -> int:
     cell = cells.named(args.cell)
     plan = plan_cell.plan(cell, args.dtype)
     weights = random_weights(cell, args.density)
-    os.makedirs(args.out, exist_ok=True)
+    _make_folder(args.out)
     files, kernels, doc = [], {}, {}
     in_loop = plan_cell.in_loop_kernels(plan, weights, gen)
     for product in (*plan.hoisted, *plan.products):

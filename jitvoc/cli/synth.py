@@ -11,7 +11,7 @@ from .. import corpus, pretrained
 from ..audio import SUBTYPES, check_output, write_audio
 from ..calibration import calibrate
 from ..engine import MAX_STREAMS
-from ..errors import JitvocError
+from ..errors import InputError, JitvocError
 from ..progress import progress_bar
 from ..vocoder import DTYPES, MEL_LAYOUTS, load, read_model
 
@@ -182,11 +182,14 @@ def _single(args, model, source) -> int:
     check_output(args.output, [source])
     vocoder = load(_calibrated(args, model), background=True, **_load_args(args))
     name = "stdin" if source == "-" else source
-    mel, n_samples, notes = corpus.prepare(vocoder, kind, corpus.read_bytes(source), name,
-                                           _settings(args).mel_layout)
-    if notes:
-        log.info(f"note: {source}: {', '.join(notes)}")
-    _vocode(vocoder, mel, args, n_samples)
+    try:
+        mel, n_samples, notes = corpus.prepare(vocoder, kind, corpus.read_bytes(source), name,
+                                               _settings(args).mel_layout)
+        if notes:
+            log.info(f"note: {source}: {', '.join(notes)}")
+        _vocode(vocoder, mel, args, n_samples)
+    except InputError as e:   # a bad mel: named as a corpus run names it
+        raise InputError(f"{name}: {e}") from None
     return 0
 
 
