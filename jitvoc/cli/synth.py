@@ -64,7 +64,8 @@ def register(sub) -> None:
                             f"once the model is loaded (default: the usable cores, "
                             f"{corpus.usable_cores()} here); with --ray, Ray workers")
         p.add_argument("--batch", type=int, default=1, metavar="B", help=BATCH_NOTE)
-        p.add_argument("--cpu", help="the CPU generation to compile for (default: this host)")
+        p.add_argument("--cpu", help="the CPU generation to compile for (default: "
+                                      "$JITVOC_CPU, else this host)")
         p.add_argument("--dtype", choices=DTYPES,
                        help="the arithmetic of the JIT engine (default int8); the reference "
                             "backend takes float32 only")
