@@ -7,8 +7,11 @@ import pytest
 
 from jitvoc import cpu as cpu_mod
 from jitvoc.bench import cells as bench_cells
+from jitvoc.bench import corpus as bench_corpus
 from jitvoc.bench import kernels as bench_kernels
 from jitvoc.bench import report
+from jitvoc.bench import scan as bench_scan
+from jitvoc.bench import synth as bench_synth
 from jitvoc.bench import vocoder as bench_vocoder
 from jitvoc.cli import main
 from jitvoc.cli.bench import select_generations
@@ -172,6 +175,19 @@ def test_select_generations(sse2_only):
 def test_bench_bad_arguments(capsys, argv, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["vocoder", "--quick", "--json"], ["--plot"],
+                                  ["scan", "--json"], ["synth", "--markdown"],
+                                  ["corpus", "--markdown"], ["cells", "--json"]])
+def test_bench_output_that_cannot_be_written_is_refused_before_measuring(monkeypatch, tmp_path,
+                                                                         capsys, argv):
+    for module in (bench_kernels, bench_vocoder, bench_scan, bench_synth, bench_corpus,
+                   bench_cells):
+        monkeypatch.setattr(module, "run", lambda *args: pytest.fail("measured"))
+    out = tmp_path / "missing" / "out"
+    assert main(["bench", *argv, str(out)]) == 2
+    assert f"cannot write {out}: {out.parent} does not exist" in capsys.readouterr().err
 
 
 def test_bench_non_runnable_cpu(sse2_only, capsys):

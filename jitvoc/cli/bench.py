@@ -9,6 +9,7 @@ import time
 
 from .. import cpu as cpu_mod
 from .. import isa
+from ..audio import check_output
 from ..bench import cells as bench_cells
 from ..bench import corpus as bench_corpus
 from ..bench import kernels as bench_kernels
@@ -108,6 +109,17 @@ def refuse_options_before(command, argv) -> None:
         raise JitvocError(f"{', '.join(before)} before {command!r} would be ignored: {command} "
                           f"takes its own options, after {command!r} (jitvoc bench {command} "
                           f"--help)")
+
+
+OUTPUT_OPTIONS = ("json", "markdown", "plot")   # the files a benchmark writes when it ends
+
+
+def check_outputs(args) -> None:
+    """Refuse an output file that cannot be written (its folder missing, a folder), before the
+    minutes of measuring rather than after."""
+    for option in OUTPUT_OPTIONS:
+        if getattr(args, option, None) is not None:
+            check_output(getattr(args, option))
 
 
 def select_generations(spec: str | None, quick: bool) -> tuple[list, list[str]]:
