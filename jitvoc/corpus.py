@@ -506,8 +506,11 @@ def init_ray(address=None, **init_args):
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray = require("ray", "running on Ray", "'jitvoc[ray]'")
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False, include_dashboard=False,
-                 logging_level=_ray_log_level(), **init_args)
+        try:
+            ray.init(address=address, log_to_driver=False, include_dashboard=False,
+                     logging_level=_ray_log_level(), **init_args)
+        except ConnectionError as e:   # no cluster at `address` (or none running, for auto)
+            raise JitvocError(f"cannot join the Ray cluster at {address}: {e}") from None
     return ray
 
 

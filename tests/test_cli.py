@@ -401,3 +401,17 @@ def test_no_help_shows_a_doubled_percent_sign():
         pending += [sub for action in parser._actions if isinstance(action.choices, dict)
                     for sub in action.choices.values()]
     assert seen >= 10
+
+
+def test_corpus_on_a_ray_cluster_that_is_not_there(monkeypatch, mel_file, tmp_path, capsys):
+    """--ray --address auto with no cluster running: Ray's ConnectionError as a jitvoc error."""
+    ray = pytest.importorskip("ray")
+
+    def no_cluster(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+    assert main(["corpus", "--dtype", "float32", str(mel_file), "-o", str(tmp_path / "out"),
+                 "--ray", "--address", "auto"]) == 2
+    assert ("error: cannot join the Ray cluster at auto: Could not find any running Ray "
+            "instance." in capsys.readouterr().err)

@@ -166,7 +166,7 @@ def _corpus(args, model, items) -> int:
         if on_ray:
             corpus.run_ray(_calibrated(args, model), items, args.output, _settings(args),
                            args.jobs, tally.add, address=args.address, **_load_args(args))
-            how = f"Ray, {args.jobs or 'one per CPU'} workers"
+            how = f"Ray, {args.jobs} workers" if args.jobs else "Ray, a worker per CPU"
         else:
             jobs = min(args.jobs or corpus.usable_cores(), len(items))
             corpus.run(_calibrated(args, model), items, args.output, _settings(args), jobs,
