@@ -70,7 +70,8 @@ def register(sub) -> None:
                        help="the arithmetic of the JIT engine (default int8); the reference "
                             "backend takes float32 only")
         p.add_argument("--seed", type=int, default=0,
-                       help="the sampling seed of every file (default 0)")
+                       help="the sampling seed of every file, taken modulo 2**32 as the "
+                            "generator's uint32 arithmetic takes it (default 0)")
         p.add_argument("--backend", choices=BACKENDS, default="jit",
                        help="jit (the default) or reference (the slow float32 NumPy oracle)")
         p.add_argument("--format", choices=tuple(SUBTYPES), default="int16",
