@@ -228,8 +228,8 @@ def _failure(item, error) -> Result:
 
 def write_output(out_dir, item, data: bytes) -> None:
     path = os.path.join(out_dir, item.name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)   # first: check_output wants its folder
     check_output(path, [item.source])
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     with atomic_file(path, JitvocError) as f:
         f.write(data)
 
