@@ -91,6 +91,17 @@ def _check_output_folder(path) -> None:
         raise JitvocError(f"cannot write {path}: {folder} {why}")
 
 
+def make_output_folder(path, role: str) -> None:
+    """Create the folder `path` (and its parents); refuse a path that exists and is not a
+    folder, saying what the folder is for (`role`)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise JitvocError(f"{path} is not a folder: {role}")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise JitvocError(f"cannot create the output folder {path}: {e}") from None
+
+
 def write_audio(path, audio, sample_rate, sample_format="int16") -> None:
     """Write mono `audio` as WAV to `path` (atomically) or to stdout for "-": int16 input as
     16-bit PCM, or, with sample_format "float32", as float32 samples in [-1, 1]."""

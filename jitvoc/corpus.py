@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import check_output, decode_audio, wav_bytes
+from .audio import check_output, decode_audio, make_output_folder, wav_bytes
 from .atomic import atomic_file
 from .blas import blas_threads
 from .errors import JitvocError
@@ -137,13 +137,7 @@ def _check_unique(items) -> None:
 
 def prepare_output(out_dir) -> None:
     """Create the output folder; refuse a path that exists and is not a folder."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise JitvocError(f"{out_dir} is not a folder: with several inputs -o names the folder "
-                          f"the outputs go to")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise JitvocError(f"cannot create the output folder {out_dir}: {e}") from None
+    make_output_folder(out_dir, "with several inputs -o names the folder the outputs go to")
 
 
 # --- one file ---------------------------------------------------------------------------------

@@ -153,7 +153,7 @@ def test_kernels_out_that_is_a_file_is_refused(model_file, tmp_path, capsys):
     out = tmp_path / "k"
     out.write_text("a file")
     assert main(["kernels", str(model_file), "--emit", "ll", "--out", str(out)]) == 2
-    assert f"--out {out} is not a folder" in capsys.readouterr().err
+    assert f"{out} is not a folder: --out names the folder" in capsys.readouterr().err
 
 
 # --- bench ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 from .. import cells
 from .. import cpu as cpu_mod
 from .. import jit, npy, pretrained
+from ..audio import make_output_folder
 from ..bench.cells import random_weights
 from ..calibration import calibrate
 from ..config import compiler_version
@@ -122,16 +123,6 @@ def _matrix_entry(plan, mask) -> dict:
                 panels=plan.packed.n_panels, density=float(np.count_nonzero(mask) / mask.size))
 
 
-def _make_folder(out) -> None:
-    """Create the output folder --out names; refuse a path that exists and is not a folder."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise JitvocError(f"--out {out} is not a folder: it names the folder the kernels go to")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise JitvocError(f"cannot create the output folder {out}: {e}") from None
-
-
 def _kernels(args) -> int:
     if (args.model is None) == (args.cell is None):
         raise JitvocError("give a MODEL or --cell NAME:HIDDEN (one of them)")
@@ -139,7 +130,7 @@ def _kernels(args) -> int:
         return _cell_kernels(args)
     args.model = pretrained.resolve(args.model)
     gen = cpu_mod.resolve(args.cpu)
-    _make_folder(args.out)
+    make_output_folder(args.out, "--out names the folder the kernels go to")
     doc = {"source": os.path.abspath(args.model), "cpu": gen.name, "llvm_cpu": gen.llvm_cpu,
            "llvm_features": gen.llvm_features, "dtype": args.dtype,
            "runnable_here": cpu_mod.runnable(gen), "compiler": compiler_version(),
@@ -204,7 +195,7 @@ def _cell_kernels(args) -> int:
     cell = cells.named(args.cell)
     plan = plan_cell.plan(cell, args.dtype)
     weights = random_weights(cell, args.density)
-    _make_folder(args.out)
+    make_output_folder(args.out, "--out names the folder the kernels go to")
     files, kernels, doc = [], {}, {}
     in_loop = plan_cell.in_loop_kernels(plan, weights, gen)
     for product in (*plan.hoisted, *plan.products):
