@@ -69,7 +69,8 @@ def check_output(path, inputs=()) -> None:
         return
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        _check_output_folder(path)
         return
     if not stat.S_ISREG(st.st_mode):
         kind = ("a symbolic link" if stat.S_ISLNK(st.st_mode) else "a folder"
@@ -80,6 +81,25 @@ def check_output(path, inputs=()) -> None:
     for source in inputs:
         if source != "-" and os.path.exists(source) and os.path.samefile(path, source):
             raise JitvocError(f"refusing to write {path}: it is the input file {source}")
+
+
+def _check_output_folder(path) -> None:
+    """Refuse a new output path whose folder is missing or is not a folder, before any work."""
+    folder = os.path.dirname(os.fspath(path)) or "."
+    if not os.path.isdir(folder):
+        why = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise JitvocError(f"cannot write {path}: {folder} {why}")
+
+
+def make_output_folder(path, role: str) -> None:
+    """Create the folder `path` (and its parents); refuse a path that exists and is not a
+    folder, saying what the folder is for (`role`)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise JitvocError(f"{path} is not a folder: {role}")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise JitvocError(f"cannot create the output folder {path}: {e}") from None
 
 
 def write_audio(path, audio, sample_rate, sample_format="int16") -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import check_output, decode_audio, wav_bytes
+from .audio import check_output, decode_audio, make_output_folder, wav_bytes
 from .atomic import atomic_file
 from .blas import blas_threads
 from .errors import JitvocError
@@ -137,13 +137,7 @@ def _check_unique(items) -> None:
 
 def prepare_output(out_dir) -> None:
     """Create the output folder; refuse a path that exists and is not a folder."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise JitvocError(f"{out_dir} is not a folder: with several inputs -o names the folder "
-                          f"the outputs go to")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise JitvocError(f"cannot create the output folder {out_dir}: {e}") from None
+    make_output_folder(out_dir, "with several inputs -o names the folder the outputs go to")
 
 
 # --- one file ---------------------------------------------------------------------------------
@@ -228,8 +222,8 @@ def _failure(item, error) -> Result:
 
 def write_output(out_dir, item, data: bytes) -> None:
     path = os.path.join(out_dir, item.name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)   # first: check_output wants its folder
     check_output(path, [item.source])
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     with atomic_file(path, JitvocError) as f:
         f.write(data)
 
@@ -506,8 +500,11 @@ def init_ray(address=None, **init_args):
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray = require("ray", "running on Ray", "'jitvoc[ray]'")
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False, include_dashboard=False,
-                 logging_level=_ray_log_level(), **init_args)
+        try:
+            ray.init(address=address, log_to_driver=False, include_dashboard=False,
+                     logging_level=_ray_log_level(), **init_args)
+        except ConnectionError as e:   # no cluster at `address` (or none running, for auto)
+            raise JitvocError(f"cannot join the Ray cluster at {address}: {e}") from None
     return ray
 
 

@@ -7,8 +7,11 @@ import pytest
 
 from jitvoc import cpu as cpu_mod
 from jitvoc.bench import cells as bench_cells
+from jitvoc.bench import corpus as bench_corpus
 from jitvoc.bench import kernels as bench_kernels
 from jitvoc.bench import report
+from jitvoc.bench import scan as bench_scan
+from jitvoc.bench import synth as bench_synth
 from jitvoc.bench import vocoder as bench_vocoder
 from jitvoc.cli import main
 from jitvoc.cli.bench import select_generations
@@ -146,6 +149,13 @@ def test_kernels_cell_bad_input(tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+def test_kernels_out_that_is_a_file_is_refused(model_file, tmp_path, capsys):
+    out = tmp_path / "k"
+    out.write_text("a file")
+    assert main(["kernels", str(model_file), "--emit", "ll", "--out", str(out)]) == 2
+    assert f"{out} is not a folder: --out names the folder" in capsys.readouterr().err
+
+
 # --- bench ---------------------------------------------------------------------------------------
 def test_select_generations(sse2_only):
     gens, skipped = select_generations(None, quick=False)
@@ -165,6 +175,19 @@ def test_select_generations(sse2_only):
 def test_bench_bad_arguments(capsys, argv, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["vocoder", "--quick", "--json"], ["--plot"],
+                                  ["scan", "--json"], ["synth", "--markdown"],
+                                  ["corpus", "--markdown"], ["cells", "--json"]])
+def test_bench_output_that_cannot_be_written_is_refused_before_measuring(monkeypatch, tmp_path,
+                                                                         capsys, argv):
+    for module in (bench_kernels, bench_vocoder, bench_scan, bench_synth, bench_corpus,
+                   bench_cells):
+        monkeypatch.setattr(module, "run", lambda *args: pytest.fail("measured"))
+    out = tmp_path / "missing" / "out"
+    assert main(["bench", *argv, str(out)]) == 2
+    assert f"cannot write {out}: {out.parent} does not exist" in capsys.readouterr().err
 
 
 def test_bench_non_runnable_cpu(sse2_only, capsys):
@@ -335,3 +358,60 @@ def test_a_hidden_progress_bar_imports_no_tqdm():
               "steps.step('a'); steps.close()\n"
               "print('tqdm' in sys.modules)\n")
     assert _as_command(script).split() == ["False"]
+
+
+# --- what a new user gets wrong: a clear error, not a traceback ----------------------------------
+@pytest.fixture
+def mel_file(tmp_path):
+    path = tmp_path / "mel.npy"
+    np.save(path, np.random.default_rng(1).normal(-4, 2, (6, 8)).astype(np.float32))
+    return path
+
+
+@pytest.mark.parametrize("output, why", [("a_file/out.wav", "a_file is not a folder"),
+                                         ("missing/out.wav", "missing does not exist")])
+def test_single_output_in_no_folder_is_refused_before_any_work(model_file, mel_file, tmp_path,
+                                                               capsys, output, why):
+    (tmp_path / "a_file").write_text("a file")
+    output = tmp_path / output
+    assert main(["synth", str(model_file), str(mel_file), "-o", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: cannot write {output}: {tmp_path}/{why}" in err and "compiling" not in err
+
+
+@pytest.mark.parametrize("mel, message", [(np.zeros((6, 9), np.float32), "mel must be [frames, 8]"),
+                                          (np.zeros((0, 8), np.float32), "mel is empty"),
+                                          (np.full((6, 8), np.nan, np.float32), "mel holds NaN")])
+def test_single_bad_mel_is_named(model_file, tmp_path, capsys, mel, message):
+    path = tmp_path / "bad.npy"
+    np.save(path, mel)
+    assert main(["synth", str(model_file), str(path), "-o", str(tmp_path / "o.wav"),
+                 "--dtype", "float32"]) == 2
+    assert f"error: {path}: {message}" in capsys.readouterr().err
+
+
+def test_no_help_shows_a_doubled_percent_sign():
+    """argparse expands % in help strings only: a description with %% printed it twice."""
+    from jitvoc.cli import build_parser
+    pending, seen = [build_parser()], 0
+    while pending:
+        parser = pending.pop()
+        seen += 1
+        assert "%%" not in parser.format_help(), parser.prog
+        pending += [sub for action in parser._actions if isinstance(action.choices, dict)
+                    for sub in action.choices.values()]
+    assert seen >= 10
+
+
+def test_corpus_on_a_ray_cluster_that_is_not_there(monkeypatch, mel_file, tmp_path, capsys):
+    """--ray --address auto with no cluster running: Ray's ConnectionError as a jitvoc error."""
+    ray = pytest.importorskip("ray")
+
+    def no_cluster(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+    assert main(["corpus", "--dtype", "float32", str(mel_file), "-o", str(tmp_path / "out"),
+                 "--ray", "--address", "auto"]) == 2
+    assert ("error: cannot join the Ray cluster at auto: Could not find any running Ray "
+            "instance." in capsys.readouterr().err)

@@ -123,6 +123,7 @@ def _run(argv: list, parser) -> int:
             bench = importlib.import_module(f"{__name__}.bench")   # registered: imported
             if args.bench_command in bench.OWN_OPTIONS:
                 bench.refuse_options_before(args.bench_command, argv)
+            bench.check_outputs(args)
         return args.func(args) or 0
     except JitvocError as e:
         log.error(f"error: {e}")

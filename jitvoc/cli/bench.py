@@ -9,6 +9,7 @@ import time
 
 from .. import cpu as cpu_mod
 from .. import isa
+from ..audio import check_output
 from ..bench import cells as bench_cells
 from ..bench import corpus as bench_corpus
 from ..bench import kernels as bench_kernels
@@ -35,7 +36,7 @@ OWN_COMMANDS = (
      "CPU time, one thread), then with 1 and 2 worker processes and through Ray Data with 1 "
      "and 2 workers, and compare their realtime factors."),
     ("cells", bench_cells, "compiled LSTM and GRU cells vs PyTorch eager and TorchScript",
-     "Time compiled LSTM and GRU cells (hidden 512 and 1024, dense and 90%% block-sparse, "
+     "Time compiled LSTM and GRU cells (hidden 512 and 1024, dense and 90% block-sparse, "
      "float32 and int8, 1,000 steps, one thread) against PyTorch eager and TorchScript with "
      "the same weights."),
 )
@@ -108,6 +109,17 @@ def refuse_options_before(command, argv) -> None:
         raise JitvocError(f"{', '.join(before)} before {command!r} would be ignored: {command} "
                           f"takes its own options, after {command!r} (jitvoc bench {command} "
                           f"--help)")
+
+
+OUTPUT_OPTIONS = ("json", "markdown", "plot")   # the files a benchmark writes when it ends
+
+
+def check_outputs(args) -> None:
+    """Refuse an output file that cannot be written (its folder missing, a folder), before the
+    minutes of measuring rather than after."""
+    for option in OUTPUT_OPTIONS:
+        if getattr(args, option, None) is not None:
+            check_output(getattr(args, option))
 
 
 def select_generations(spec: str | None, quick: bool) -> tuple[list, list[str]]:

@@ -20,6 +20,7 @@ import numpy as np
 from .. import cells
 from .. import cpu as cpu_mod
 from .. import jit, npy, pretrained
+from ..audio import make_output_folder
 from ..bench.cells import random_weights
 from ..calibration import calibrate
 from ..config import compiler_version
@@ -47,7 +48,8 @@ def register(sub) -> None:
     p.add_argument("model", nargs="?", help="jitvoc model file (.npz with meta) or installed "
                                              "model name, or an .npz of 2-D matrices")
     p.add_argument("--cell", metavar="NAME:HIDDEN", help="instead of a model, a library cell: "
-                   "gru, lstm or gilr as NAME:HIDDEN or NAME:INPUT:HIDDEN, sru as sru:SIZE "
+                   "gru, lstm or gilr as NAME:HIDDEN or NAME:INPUT:HIDDEN, sru as sru:SIZE, "
+                   "wavernn as wavernn:HIDDEN (even) "
                    "(its fused loop, its products' kernels and schedule.txt)")
     p.add_argument("--density", type=float, default=1.0,
                    help="with --cell: the share of 16x1 blocks of its random matrices kept "
@@ -128,7 +130,7 @@ def _kernels(args) -> int:
         return _cell_kernels(args)
     args.model = pretrained.resolve(args.model)
     gen = cpu_mod.resolve(args.cpu)
-    os.makedirs(args.out, exist_ok=True)
+    make_output_folder(args.out, "--out names the folder the kernels go to")
     doc = {"source": os.path.abspath(args.model), "cpu": gen.name, "llvm_cpu": gen.llvm_cpu,
            "llvm_features": gen.llvm_features, "dtype": args.dtype,
            "runnable_here": cpu_mod.runnable(gen), "compiler": compiler_version(),
@@ -193,7 +195,7 @@ def _cell_kernels(args) -> int:
     cell = cells.named(args.cell)
     plan = plan_cell.plan(cell, args.dtype)
     weights = random_weights(cell, args.density)
-    os.makedirs(args.out, exist_ok=True)
+    make_output_folder(args.out, "--out names the folder the kernels go to")
     files, kernels, doc = [], {}, {}
     in_loop = plan_cell.in_loop_kernels(plan, weights, gen)
     for product in (*plan.hoisted, *plan.products):

@@ -11,7 +11,7 @@ from .. import corpus, pretrained
 from ..audio import SUBTYPES, check_output, write_audio
 from ..calibration import calibrate
 from ..engine import MAX_STREAMS
-from ..errors import JitvocError
+from ..errors import InputError, JitvocError
 from ..progress import progress_bar
 from ..vocoder import DTYPES, MEL_LAYOUTS, load, read_model
 
@@ -64,12 +64,14 @@ def register(sub) -> None:
                             f"once the model is loaded (default: the usable cores, "
                             f"{corpus.usable_cores()} here); with --ray, Ray workers")
         p.add_argument("--batch", type=int, default=1, metavar="B", help=BATCH_NOTE)
-        p.add_argument("--cpu", help="the CPU generation to compile for (default: this host)")
+        p.add_argument("--cpu", help="the CPU generation to compile for (default: "
+                                      "$JITVOC_CPU, else this host)")
         p.add_argument("--dtype", choices=DTYPES,
                        help="the arithmetic of the JIT engine (default int8); the reference "
                             "backend takes float32 only")
         p.add_argument("--seed", type=int, default=0,
-                       help="the sampling seed of every file (default 0)")
+                       help="the sampling seed of every file, taken modulo 2**32 as the "
+                            "generator's uint32 arithmetic takes it (default 0)")
         p.add_argument("--backend", choices=BACKENDS, default="jit",
                        help="jit (the default) or reference (the slow float32 NumPy oracle)")
         p.add_argument("--format", choices=tuple(SUBTYPES), default="int16",
@@ -165,7 +167,7 @@ def _corpus(args, model, items) -> int:
         if on_ray:
             corpus.run_ray(_calibrated(args, model), items, args.output, _settings(args),
                            args.jobs, tally.add, address=args.address, **_load_args(args))
-            how = f"Ray, {args.jobs or 'one per CPU'} workers"
+            how = f"Ray, {args.jobs} workers" if args.jobs else "Ray, a worker per CPU"
         else:
             jobs = min(args.jobs or corpus.usable_cores(), len(items))
             corpus.run(_calibrated(args, model), items, args.output, _settings(args), jobs,
@@ -182,11 +184,14 @@ def _single(args, model, source) -> int:
     check_output(args.output, [source])
     vocoder = load(_calibrated(args, model), background=True, **_load_args(args))
     name = "stdin" if source == "-" else source
-    mel, n_samples, notes = corpus.prepare(vocoder, kind, corpus.read_bytes(source), name,
-                                           _settings(args).mel_layout)
-    if notes:
-        log.info(f"note: {source}: {', '.join(notes)}")
-    _vocode(vocoder, mel, args, n_samples)
+    try:
+        mel, n_samples, notes = corpus.prepare(vocoder, kind, corpus.read_bytes(source), name,
+                                               _settings(args).mel_layout)
+        if notes:
+            log.info(f"note: {source}: {', '.join(notes)}")
+        _vocode(vocoder, mel, args, n_samples)
+    except InputError as e:   # a bad mel: named as a corpus run names it
+        raise InputError(f"{name}: {e}") from None
     return 0
 
 
