@@ -11,6 +11,8 @@ below every stage (it imports only jitvoc.errors). cpu.py, the planners and the 
 - SCAN_VECTORS: the float vectors of the linear-recurrence kernels.
 - KERNEL_CHOICES: the kernel choices measured on a generation where they differ from the
   planners' defaults (which were measured on Zen 4).
+- FLOAT_KERNELS: the one-vector float32 kernel choices measured on a backend where they differ
+  from the planner's defaults.
 """
 from __future__ import annotations
 
@@ -148,6 +150,21 @@ KERNEL_CHOICES: dict[str, dict[tuple, object]] = {
     "emeraldrapids": {("streams_unroll", "int16", 8): 2, ("bake_limit_permute", "int8", 1): 0},
 }
 
+# Backend -> the one-vector float32 kernel choices measured on it where they differ from the
+# planner's defaults (plan.matvec; measured on Zen 4 with AVX-512, where they were the best):
+# - "idx_loop": (unroll, accumulators) of an index-driven kernel whose panels have several rows
+#   (default (8, 4)), outside a fused loop (whose float32 kernels keep their sums' order).
+#   Paired, CPU time, alternating (bench/README.md, "Issue 14 item 5: the planner's float32
+#   choices on AVX2"; ns per call, u8a4 -> u4a2): FLOAT_IDX_MEASUREMENTS.
+#   Panels of one row (a scalar multiply-add each) keep (8, 4), measured faster there.
+# - "row_panel": the cost of a one-row panel in plan.matvec._dot_cost's units (default 1, one
+#   instruction; a 16-row panel on AVX2 is 2): FLOAT_ROW_MEASUREMENTS.
+FLOAT_KERNELS = {
+    "sse2": {"idx_loop": (4, 2)},
+    "ssse3": {"idx_loop": (4, 2)},
+    "avx2": {"idx_loop": (4, 2), "row_panel": 0.8},
+}
+
 # dot-product form -> the intrinsic tables (vector width -> intrinsic) a template must give
 FORMS = {"accumulate": ("dot",), "maddubs": ("maddubs", "madd_wd"), "madd": ("madd_wd",),
          "widen_madd": ("madd_wd",)}
@@ -279,6 +296,11 @@ def kernel_choice(gen, key: tuple, default):
     """The value of a kernel choice `key` measured on `gen`'s LLVM CPU (KERNEL_CHOICES), else
     `default`."""
     return KERNEL_CHOICES.get(gen.llvm_cpu, {}).get(key, default)
+
+
+def float_kernel(backend: str, key: str, default):
+    """The float32 kernel choice `key` measured on `backend` (FLOAT_KERNELS), else `default`."""
+    return FLOAT_KERNELS.get(backend, {}).get(key, default)
 
 
 def scan_vector(gen) -> tuple[int, str]:
