@@ -152,9 +152,9 @@ KERNEL_CHOICES: dict[str, dict[tuple, object]] = {
 
 # Backend -> the one-vector float32 kernel choices measured on it where they differ from the
 # planner's defaults (plan.matvec.LOOP; on AVX-512 the untuned (8, 4) was the best candidate of
-# R at 5%, rocketlake float32: 4,538 against 4,531 ns). Measured on Zen 4 with AVX-512 hidden, loaded, each kernel once per round (CPU time, order
-# reversed every other round), medians of 21 paired ratios, bench/README.md "Issue 14 item 5:
-# the planner's float32 choices on AVX2":
+# R at 5%, rocketlake float32: 4,538 against 4,531 ns). Measured on Zen 4 with AVX-512 hidden,
+# loaded, each kernel once per round (CPU time, order reversed every other round), medians of
+# 21 paired ratios, bench/README.md "Issue 14 item 5: the planner's float32 choices on AVX2":
 # - "idx_loop": (unroll, accumulators) of an index-driven kernel whose panels have several rows,
 #   outside a fused loop (whose float32 kernels keep plan.matvec.LOOP, the order of their sums).
 #   (4, 2) against (8, 4) on R 2688x896 at 5% 16x1, R at 5% 8x4, GRU-A 1152x384 at 10% 8x4:
@@ -168,7 +168,7 @@ KERNEL_CHOICES: dict[str, dict[tuple, object]] = {
 #   1x1 (the full run of 2026-12-01: 102,257 ns for 240,845 panels, 123,963 for 122,526), 0.41
 #   on R at 5% 8x4, 0.62 on GRU-A at 10% 8x4 (its 16-row panels in L2). At 1 the model put 1x1
 #   2% above 16x1 on R at 10%, which ran 1.24x slower; at 0.8 the untuned 1x1 kernel took
-#   0.83-0.93 of 16x1's time (native, haswell, skylake, znver3), and unstructured 1152x384
+#   0.75-0.93 of 16x1's time (native, haswell, skylake, znver3), and unstructured 1152x384
 #   and 448x448 at 10% go 1x1 too (haswell: 23,532 against 26,550 ns; 11,248 against 11,107).
 FLOAT_KERNELS = {
     "sse2": {"idx_loop": (4, 2)},

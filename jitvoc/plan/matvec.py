@@ -126,7 +126,8 @@ HALF_RATE_BITS = 256
 
 def _dot_cost(backend: str, dtype: str, lanes: int, gen) -> float:
     """Rough cycles for one panel's products on this backend (plain IR for odd widths), in
-    256-bit instructions."""
+    256-bit instructions; a one-row float32 panel (a scalar multiply-add) as measured on the
+    backend (isa.FLOAT_KERNELS, "row_panel")."""
     if dtype == "float32":
         if lanes == 1:
             return isa.float_kernel(backend, "row_panel", 1.0)
