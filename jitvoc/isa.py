@@ -11,6 +11,8 @@ below every stage (it imports only jitvoc.errors). cpu.py, the planners and the 
 - SCAN_VECTORS: the float vectors of the linear-recurrence kernels.
 - KERNEL_CHOICES: the kernel choices measured on a generation where they differ from the
   planners' defaults (which were measured on Zen 4).
+- FLOAT_KERNELS: the one-vector float32 kernel choices measured on a backend where they differ
+  from the planner's defaults.
 """
 from __future__ import annotations
 
@@ -148,6 +150,32 @@ KERNEL_CHOICES: dict[str, dict[tuple, object]] = {
     "emeraldrapids": {("streams_unroll", "int16", 8): 2, ("bake_limit_permute", "int8", 1): 0},
 }
 
+# Backend -> the one-vector float32 kernel choices measured on it where they differ from the
+# planner's defaults (plan.matvec.LOOP; on AVX-512 the untuned (8, 4) was the best candidate of
+# R at 5%, rocketlake float32: 4,538 against 4,531 ns). Measured on Zen 4 with AVX-512 hidden,
+# loaded, each kernel once per round (CPU time, order reversed every other round), medians of
+# 21 paired ratios, bench/README.md "Issue 14 item 5: the planner's float32 choices on AVX2":
+# - "idx_loop": (unroll, accumulators) of an index-driven kernel whose panels have several rows,
+#   outside a fused loop (whose float32 kernels keep plan.matvec.LOOP, the order of their sums).
+#   (4, 2) against (8, 4) on R 2688x896 at 5% 16x1, R at 5% 8x4, GRU-A 1152x384 at 10% 8x4:
+#   AVX2 compiled for native 0.975, 0.908, 0.907; haswell 0.936, 0.926, 0.945; skylake 0.968,
+#   0.919, 0.945; znver3 1.001, 0.882, 0.926; SSSE3 sandybridge 0.956, 0.938, 0.974, x86-64-v2
+#   0.894, 0.961, 0.982; SSE2 x86-64 0.926, 0.982, 0.918. Panels of one row (a scalar
+#   multiply-add each) keep (8, 4): on R at 10% 1x1, (4, 2) took 1.06-1.16x its time (native:
+#   a tie, 211,003 against 213,748 ns).
+# - "row_panel": the cost of a one-row panel in plan.matvec._dot_cost's units (default 1; a
+#   16-row panel is 2 on AVX2). ns per one-row panel over ns per 16-row panel: 0.42 on R at 10%
+#   1x1 (the full run of 2026-12-01: 102,257 ns for 240,845 panels, 123,963 for 122,526), 0.41
+#   on R at 5% 8x4, 0.62 on GRU-A at 10% 8x4 (its 16-row panels in L2). At 1 the model put 1x1
+#   2% above 16x1 on R at 10%, which ran 1.24x slower; at 0.8 the untuned 1x1 kernel took
+#   0.75-0.93 of 16x1's time (native, haswell, skylake, znver3), and unstructured 1152x384
+#   and 448x448 at 10% go 1x1 too (haswell: 23,532 against 26,550 ns; 11,248 against 11,107).
+FLOAT_KERNELS = {
+    "sse2": {"idx_loop": (4, 2)},
+    "ssse3": {"idx_loop": (4, 2)},
+    "avx2": {"idx_loop": (4, 2), "row_panel": 0.8},
+}
+
 # dot-product form -> the intrinsic tables (vector width -> intrinsic) a template must give
 FORMS = {"accumulate": ("dot",), "maddubs": ("maddubs", "madd_wd"), "madd": ("madd_wd",),
          "widen_madd": ("madd_wd",)}
@@ -279,6 +307,11 @@ def kernel_choice(gen, key: tuple, default):
     """The value of a kernel choice `key` measured on `gen`'s LLVM CPU (KERNEL_CHOICES), else
     `default`."""
     return KERNEL_CHOICES.get(gen.llvm_cpu, {}).get(key, default)
+
+
+def float_kernel(backend: str, key: str, default):
+    """The float32 kernel choice `key` measured on `backend` (FLOAT_KERNELS), else `default`."""
+    return FLOAT_KERNELS.get(backend, {}).get(key, default)
 
 
 def scan_vector(gen) -> tuple[int, str]:

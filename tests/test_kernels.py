@@ -394,6 +394,38 @@ def test_untuned_variant_per_generation(gen_name, dtype, block, variant):
         check(MatVec(plan, gen), w, x)
 
 
+# (generation, matrix of jitvoc.bench.kernels.AUTOTUNE_MATRICES) -> the untuned float32 kernel
+# (block, variant, unroll, accumulators): isa.FLOAT_KERNELS on SSE2, SSSE3 and AVX2
+# (bench/README.md, "Issue 14 item 5: the planner's float32 choices on AVX2"); AVX-512 keeps
+# the planner's defaults.
+FLOAT32_UNTUNED = {
+    ("haswell", 0): ((16, 1), "idx", 4, 2), ("haswell", 1): ((8, 4), "idx", 4, 2),
+    ("haswell", 2): ((8, 4), "idx", 4, 2), ("haswell", 3): ((1, 1), "idx", 8, 4),
+    ("x86-64", 0): ((16, 1), "idx", 4, 2), ("x86-64", 2): ((8, 4), "idx", 4, 2),
+    ("x86-64", 3): ((1, 1), "idx", 8, 4), ("x86-64-v2", 1): ((8, 4), "idx", 4, 2),
+    ("skylake-avx512", 0): ((16, 1), "idx", 8, 4), ("icelake-server", 3): ((16, 1), "idx", 8, 4),
+}
+
+
+@pytest.mark.parametrize("gen_name, matrix", FLOAT32_UNTUNED)
+def test_untuned_float32_kernel_per_backend(gen_name, matrix):
+    """The untuned float32 kernel of the benchmark's autotune patterns: on SSE2, SSSE3 and AVX2
+    index-driven loops of 4 panels into 2 accumulator sets for panels of several rows, 8 into 4
+    for one-row panels, which AVX2 prices below a 16x1 panel's half (an unstructured pattern
+    at 10% gets 1x1 blocks); inside a fused loop (a compiled cell) float32 kernels keep 8 into 4,
+    the order of their sums."""
+    from jitvoc.bench.kernels import AUTOTUNE_MATRICES, make_matrix
+    w, mask = make_matrix(AUTOTUNE_MATRICES[matrix])
+    gen = cpu.generation(gen_name)
+    codes, scale = planner.quantize_weights(w, "float32")
+    spec = planner.build_plan(codes, scale, mask, "float32", gen).spec
+    assert (spec.block, spec.variant, spec.unroll, spec.accumulators) == \
+        FLOAT32_UNTUNED[gen_name, matrix]
+    inline = planner.build_plan(codes, scale, mask, "float32", gen, block=spec.block,
+                                inline=True).spec
+    assert (inline.variant, inline.unroll, inline.accumulators) == ("idx", 8, 4)
+
+
 @pytest.mark.parametrize("gen, dtype, variant", diagonal(RUNNABLE, DTYPES, VARIANTS))
 def test_vectors_code_variants(gen, dtype, variant, request):
     for i, name in sampled(("ragged_37x29", "empty_row_blocks", "blocks_16x1",

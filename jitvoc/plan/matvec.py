@@ -31,6 +31,9 @@ GROUPED_UNROLL_LIMIT = 64  # panels per row block fully unrolled by the grouped 
 # isa.KERNEL_CHOICES (bake_limit_permute).
 BAKE_LIMIT = 2500
 BAKED_ACCUMULATORS = 2     # R at 3-5%, O1/O3, GRU-A: 2 beat 4 by 3-7% (fewer to zero and sum)
+# (unroll, accumulators) of the index-driven and dense kernels, where a backend measured no other
+# (one-vector float32 kernels: isa.FLOAT_KERNELS, "idx_loop").
+LOOP = (8, 4)
 # (variant, unroll, accumulators) of sparse integer kernels inside the fused loop: the index-
 # driven loop runs as fast there as row blocks grouped by panel count (random_model(896) at
 # 24 kHz, side by side on Zen 4: int8 4.28 against 4.32 µs/sample, int16 6.28 against 6.19) and
@@ -123,8 +126,11 @@ HALF_RATE_BITS = 256
 
 def _dot_cost(backend: str, dtype: str, lanes: int, gen) -> float:
     """Rough cycles for one panel's products on this backend (plain IR for odd widths), in
-    256-bit instructions."""
+    256-bit instructions; a one-row float32 panel (a scalar multiply-add) as measured on the
+    backend (isa.FLOAT_KERNELS, "row_panel")."""
     if dtype == "float32":
+        if lanes == 1:
+            return isa.float_kernel(backend, "row_panel", 1.0)
         return max(1.0, lanes * 32 / isa.vector_bits(backend))
     kind = "dot4" if dtype == "int8" else "dot2"
     width = isa.dot_width(backend, gen, kind, lanes)
@@ -262,11 +268,13 @@ def _baked_size(panels: int, permutes: bool, block, dtype, backend, gen) -> int:
 
 
 def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None = None,
-               isa_name: str | None = None, variant: str | None = None, unroll: int = 8,
-               accumulators: int | None = None, x_signed: bool = True, x_stride: int = 0,
-               permute: bool | None = None, inline: bool = False, vectors: int = 1) -> Plan:
+               isa_name: str | None = None, variant: str | None = None,
+               unroll: int | None = None, accumulators: int | None = None, x_signed: bool = True,
+               x_stride: int = 0, permute: bool | None = None, inline: bool = False,
+               vectors: int = 1) -> Plan:
     """The untuned plan, or the one the arguments pin down. `inline`: the kernel runs inside a
-    fused loop (INLINE_KERNEL for a sparse integer kernel whose variant is not given).
+    fused loop (INLINE_KERNEL for a sparse integer kernel whose variant is not given; float32
+    kernels there keep LOOP, the order of their sums).
     `permute`: byte-permute gathers where the planner finds them worth it (None: where the
     CPU has them and, for B > 1, their words fit), wherever the CPU has them (True) or never
     (False).
@@ -289,8 +297,11 @@ def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None
         unroll = 1  # every panel is unrolled already
     if accumulators is None and vectors > 1:
         accumulators = VECTORS_ACCUMULATORS
+    if (unroll, accumulators) == (None, None) and variant == "idx" and not inline:
+        unroll, accumulators = _idx_loop(block, dtype, backend)   # B > 1 has its accumulators
+    unroll = LOOP[0] if unroll is None else unroll
     if accumulators is None:
-        accumulators = BAKED_ACCUMULATORS if variant == "baked" else 4
+        accumulators = BAKED_ACCUMULATORS if variant == "baked" else LOOP[1]
     packed = pack(w_codes, block, GROUP[dtype], mask=mask, dense=dense,
                   by_count=variant == "grouped")
     # permute=True asks for byte permutes whatever the size of their words and B
@@ -316,6 +327,14 @@ def build_plan(w_codes, row_scale, mask, dtype: str, gen, *, block: tuple | None
     config.debug(1, f"plan {spec.name}: {packed.n_panels} panels of {packed.bh}x{packed.group}, "
                  f"{np.count_nonzero(mask)}/{mask.size} non-zeros{gathers}")
     return Plan(spec=spec, packed=packed, row_scale=row_scale, w_codes=w_codes)
+
+
+def _idx_loop(block, dtype: str, backend: str) -> tuple[int, int]:
+    """(unroll, accumulators) of a one-vector index-driven kernel outside a fused loop: for
+    float32 panels of several rows what the backend measured (isa.FLOAT_KERNELS), else LOOP."""
+    if dtype == "float32" and block[0] > 1:
+        return isa.float_kernel(backend, "idx_loop", LOOP)
+    return LOOP
 
 
 def fits(mask: np.ndarray, block: tuple) -> bool:
