@@ -415,3 +415,31 @@ def test_corpus_on_a_ray_cluster_that_is_not_there(monkeypatch, mel_file, tmp_pa
                  "--ray", "--address", "auto"]) == 2
     assert ("error: cannot join the Ray cluster at auto: Could not find any running Ray "
             "instance." in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["cells", "--steps", "0"], "argument --steps: must be at least 1, got 0"),
+    (["cells", "--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+    (["scan", "--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+    (["synth", "--repeats", "-1"], "argument --repeats: must be at least 1, got -1"),
+    (["vocoder", "--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+    (["kernels", "--repeats", "x"], "argument --repeats: invalid int value: 'x'"),
+    (["corpus", "--files", "0"], "argument --files: must be at least 1, got 0"),
+    (["corpus", "--seconds", "nan"], "argument --seconds: must be a positive number, got nan"),
+    (["corpus", "--batches", "1,x"], "argument --batches: must be integers of at least 1"),
+])
+def test_bench_counts_are_refused_before_measuring(capsys, argv, message):
+    """A count of 0 (or no count) once ran the whole benchmark and ended in a traceback, or
+    fell back to the default repeats without a word."""
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", *argv])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_corpus_output_named_as_audio_file_is_refused(model_file, mel_file, tmp_path, capsys):
+    """`jitvoc synth ./missing mel.npy -o o.wav`: ./missing is taken as an input (it names no
+    model), so the run is a corpus; it made a folder o.wav and wrote one file into it."""
+    out = tmp_path / "o.wav"
+    assert main(["synth", str(tmp_path / "missing"), str(mel_file), "-o", str(out)]) == 2
+    assert "names an audio file, but a corpus's outputs" in capsys.readouterr().err
+    assert not out.exists()

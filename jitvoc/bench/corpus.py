@@ -38,6 +38,7 @@ from ..calibration import calibrate
 from ..errors import JitvocError
 from ..model import random_model
 from ..optional import require
+from ..options import at_least, counts, positive_float
 from ..vocoder import load
 from . import report
 
@@ -48,17 +49,17 @@ LABELS = {"processes": "processes", "ray": "Ray, running", "ray+init": "Ray, ini
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--files", type=int, default=32, help="files in the corpus (default 32)")
-    p.add_argument("--seconds", type=float, default=3.0,
+    p.add_argument("--files", type=at_least(1), default=32, help="files in the corpus (default 32)")
+    p.add_argument("--seconds", type=positive_float, default=3.0,
                    help="seconds of audio per file (default 3)")
     p.add_argument("--hidden", type=int, default=896, help="the model's hidden size (default 896)")
     p.add_argument("--dtype", default="int8", help="int8 (default), int16 or float32")
-    p.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
+    p.add_argument("--repeats", type=at_least(1), default=3, help="rounds (default 3)")
     p.add_argument("--no-ray", action="store_true", help="leave the Ray setups out")
     p.add_argument("--setups", default=",".join(f"{s}:{w}" for s, w in SETUPS),
                    help="the setups to time, comma-separated SETUP:WORKERS (default: all, "
                         "%(default)s)")
-    p.add_argument("--batches", default="1,2,4,8,16",
+    p.add_argument("--batches", type=counts, default="1,2,4,8,16",
                    help="streams per step B to time, comma-separated (default 1,2,4,8,16; "
                         "'' for none)")
     p.add_argument("--batch-only", action="store_true",
@@ -200,7 +201,7 @@ def run(args) -> int:
         model = tmp / "model.npz"   # with its activation ranges, as exported models have
         calibrate(random_model(hidden=args.hidden, sample_rate=24000)).save(model)
         items = make_corpus(tmp / "in", args.files, args.seconds, 24000)
-        batches = [int(b) for b in args.batches.split(",") if b]
+        batches = args.batches
         by_batch = measure_batches(load(model, dtype=args.dtype), items, batches,
                                    args.repeats) if batches else {}
         batch_table = _batch_table(by_batch, args) if batches else None

@@ -106,6 +106,7 @@ def _main(args) -> int:
         return _single(args, model, inputs[0])
     if "-" in inputs:
         raise JitvocError("'-' (stdin) is for a single input, not for a corpus")
+    _check_output_folder(args.output, inputs)
     return _corpus(args, model, corpus.collect(inputs, args.kinds, args.list))
 
 
@@ -117,6 +118,16 @@ def _model_and_inputs(args) -> tuple[str, list]:
     if paths and (len(paths) > 1 or args.list) and _names_model(paths[0]):
         return paths[0], paths[1:]
     return pretrained.DEFAULT, paths
+
+
+def _check_output_folder(output, inputs) -> None:
+    """Several inputs go to a folder: refuse an -o that names an audio file (not an existing
+    folder), which most often means the first argument was meant as a model and is not one."""
+    if output.lower().endswith(corpus.AUDIO_SUFFIXES) and not os.path.isdir(output):
+        raise JitvocError(
+            f"-o {output} names an audio file, but a corpus's outputs ({', '.join(inputs[:3])}"
+            f"{', ...' if len(inputs) > 3 else ''}) go to a folder; a first argument is the "
+            f"model only if it names one (an {pretrained.SUFFIX} file or an installed model)")
 
 
 def _names_model(path) -> bool:
