@@ -13,7 +13,8 @@ from jitvoc.engine_jit import JitEngine, activation_ranges
 from jitvoc.errors import InputError
 from jitvoc.reference.vocoder import ReferenceEngine
 from jitvoc.model import random_model
-from jitvoc.plan.vocoder import plan_vocoder
+from jitvoc.emit.cell import CellEmitter
+from jitvoc.plan.vocoder import plan_vocoder, vocoder_cell
 from jitvoc.representation import Representation
 from jitvoc.vocoder import crossfade_unfold, fold_spans
 
@@ -92,6 +93,24 @@ def test_streams_kernel_per_generation(cpu_name, dtype, batch, unroll):
     for i, (mel, out) in enumerate(zip(mels, got)):
         np.testing.assert_array_equal(out, vocoder(dtype, "znver4").synthesize(mel, seed=i),
                                       err_msg=f"stream {i} of B = {batch} on {cpu_name}")
+
+
+@pytest.mark.parametrize("cpu_name, readers", [
+    ("haswell", {"gru.R", "out.O1", "out.O3"}), ("x86-64", {"gru.R", "out.O1", "out.O3"}),
+    ("icelake-server", set())])
+def test_kept_codes_interleaved_once(cpu_name, readers):
+    """In streams mode R, O1 and O3 read h's codes from one buffer interleaved once per step
+    (each half's columns after the pass that stores it) where their kernels read interleaved
+    codes (gathering without byte permutes); byte-permute kernels read the rows of codes, each
+    its own; and the streams equal synthesize where the generation runs here."""
+    model = make_model()
+    gen = cpu.generation(cpu_name)
+    plan = plan_vocoder(model, "int8", gen, activation_ranges(model), vectors=8)
+    schedule, kernels = vocoder_cell(plan)
+    together = CellEmitter(schedule, kernels, gen, "loop", streams=8)._interleaved_readers()
+    assert {p.weights[0] for p in schedule.products if p.label in together} == readers
+    if cpu.runnable(gen):
+        check_batch(vocoder("int8", cpu_name), 8)
 
 
 @functools.cache

@@ -200,7 +200,9 @@ class CellEmitter:
         self._outputs()
         self._previous()
         self._state_buffers()
-        self.vbufs = {label: spmv.vector_buffers(k, b) for label, k in self.kernels.items()}
+        together = self._interleaved_readers()
+        self.vbufs = {label: spmv.vector_buffers(k, b) for label, k in self.kernels.items()
+                      if label not in together}
         self._stream_codes()
         self._each_stream(None, self._start_buffers)
         with counted_loop(b, 0, a.n, name="step") as t:
@@ -212,6 +214,8 @@ class CellEmitter:
                         self._vector_product(product, t)
                 else:
                     self._each_stream(t, lambda: self._item(kind, content, t))
+                    if kind == "pass":
+                        self._reinterleave(content)
             self._each_stream(t, self._swap)
         self._each_stream(None, self._settle)
         b.ret_void()
@@ -241,13 +245,17 @@ class CellEmitter:
         """plan.codes in streams mode: a state's codes, one row of its owner kernel's x_len
         per stream (written where its next value is stored, computed from the initial state
         once per call), read by the products whose kernels take the owner's codes (dtype,
-        signedness, format) from their column on, interleaved."""
+        signedness, format) from their column on, interleaved: once per step into a buffer
+        of the owner's layout for those that read it as their own (_interleaved_readers: the
+        columns a pass rewrote, after the pass, _reinterleave), by each product for the
+        others."""
         b, self.codes, self.reads = self.b, {}, {}
+        self.interleaved, self.kept_xin = {}, {}   # label -> its xin; state -> (owner, codes, xin)
+        together = self._interleaved_readers()
         for name, readers in self.plan.codes.items():
             owner, label = self.kernels[readers[0][0]], readers[0][0]
-            shared = [(lb, column) for lb, column in readers
-                      if self._same_codes(self.kernels[lb], owner, lb, label)]
-            if owner.is_float or len(shared) < 2:
+            shared = self._shared_codes(readers)
+            if not shared:
                 continue
             buf = alloca(b, owner.elem, owner.packed.x_len * self.streams, align=CACHE_LINE)
             self.codes[name] = (owner, buf, self._x_inv(label))
@@ -258,6 +266,45 @@ class CellEmitter:
                               self._at(buf, owner.elem, owner.packed.x_len), spmv.put_codes,
                               owner.packed.x_len)
             self._each_stream(None, first)
+            readers = [(lb, column) for lb, column in shared if lb in together]
+            if readers:
+                xin = spmv.interleave_buffer(owner, b)
+                spmv.interleave(owner, b, buf, owner.packed.x_len, buf=xin)
+                self.kept_xin[name] = (owner, buf, xin)
+                self.interleaved.update((lb, spmv.interleaved_at(owner, b, xin, column))
+                                        for lb, column in readers)
+
+    def _shared_codes(self, readers) -> list:
+        """(label, column) of a state's readers that read its kept codes in streams mode: those
+        whose kernels take the owner's codes, when at least two do (else none)."""
+        owner, label = self.kernels[readers[0][0]], readers[0][0]
+        shared = [(lb, column) for lb, column in readers
+                  if self._same_codes(self.kernels[lb], owner, lb, label)]
+        return [] if owner.is_float or len(shared) < 2 else shared
+
+    def _interleaved_readers(self) -> set:
+        """The products whose B-vector kernels read a state's codes interleaved once per step,
+        in the owner's buffer (spmv.reads_interleaved): when two or more do. Interleaving h's
+        codes once (896 columns a step at B = 8) instead of per reader (R, O1, O3: 1,792)
+        saved 0.44 µs a step alone (bench/README.md, "Issue 15 item 6 on AVX2")."""
+        labels = set()
+        for readers in self.plan.codes.values():
+            shared = self._shared_codes(readers)
+            owner = shared and self.kernels[shared[0][0]]
+            together = [lb for lb, column in shared
+                        if spmv.reads_interleaved(self.kernels[lb], owner, column)]
+            labels.update(together if len(together) > 1 else ())
+        return labels
+
+    def _reinterleave(self, content):
+        """After a pass (all streams): the columns of kept codes it rewrote, interleaved again
+        into the buffer their readers share (_stream_codes)."""
+        for length, roots in content.sweeps().items():
+            for _, (kind, name), offset in roots:
+                if kind == "next" and name in self.kept_xin:
+                    owner, codes, xin = self.kept_xin[name]
+                    spmv.interleave_columns(owner, self.b, codes, owner.packed.x_len, offset,
+                                            offset + length, xin)
 
     def _same_codes(self, k, owner, label, owner_label) -> bool:
         """Whether kernel k (of product `label`) reads the codes the owner's product reads."""
@@ -267,24 +314,29 @@ class CellEmitter:
     def _vector_product(self, product, t):
         """y[v] = W x[v] (plus the epilogue) for the B streams by the product's B-vector core:
         x[v] quantized stream by stream into a row of codes (floats copied), then interleaved
-        (spmv.interleave); codes the loop keeps interleaved from their rows."""
+        (spmv.interleave); codes the loop keeps interleaved from their rows, or read where the
+        loop keeps them interleaved (_stream_codes)."""
         b, label, fmt = self.b, product.label, self.plan.formats[product.label]
-        k, (rows, buf) = self.kernels[label], self.vbufs[label]
-        p = k.packed
-        if label in self.reads:
-            owner, codes, column = self.reads[label]
-            xin = spmv.interleave(k, b, gep(b, codes, owner.elem, i64(column)), p.cols,
-                                  owner.packed.x_len, buf)
-        else:
-            self._each_stream(t, lambda: self._stream_input(k, product, rows, buf),
-                              active=False)
-            xin = buf if k.permute else spmv.interleave_rows(k, b, rows, buf)
+        xin = (self.interleaved[label] if label in self.interleaved else
+               self._vector_input(product, t))
         self._point(load(b, self.args.tables, ptr, 0, align=8))
         arrays = {a: self.p[f"{label}.{a}"] for a in MATRIX_ARRAYS}
         unit = mathfn.GATE_UNIT if label in self.plan.gate_unit else 1.0
         bias = self.p.get(f"{label}.bias", ir.Constant(ptr, None))
         call(b, SPMV_CORE, self.p[f"{label}.core"], y=self.y[label], xin=xin, **arrays,
              x_scale=f32((fmt.scale if fmt else 1.0) * unit), bias=bias)
+
+    def _vector_input(self, product, t):
+        """What the B-vector core of a product reads, built in the product's buffers
+        (self.vbufs): from the codes the loop keeps, or from each stream's input."""
+        b, label = self.b, product.label
+        k, (rows, buf) = self.kernels[label], self.vbufs[label]
+        if label in self.reads:
+            owner, codes, column = self.reads[label]
+            return spmv.interleave(k, b, gep(b, codes, owner.elem, i64(column)), k.packed.cols,
+                                   owner.packed.x_len, buf)
+        self._each_stream(t, lambda: self._stream_input(k, product, rows, buf), active=False)
+        return buf if k.permute else spmv.interleave_rows(k, b, rows, buf)
 
     def _stream_input(self, k, product, rows, buf):
         """The stream's input of a product into its row of what the B-vector core reads:

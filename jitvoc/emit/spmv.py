@@ -831,6 +831,38 @@ def interleave(k: Kernel, b: ir.IRBuilder, src, src_len: int, stride: int | None
     return buf
 
 
+def interleave_columns(k: Kernel, b: ir.IRBuilder, src, stride: int, start: int, stop: int,
+                       buf):
+    """Columns start .. stop - 1 (whole words of interleave's layout) of the interleaved xin in
+    `buf`, from B rows of codes `stride` apart: the part of rows that `interleave` put into buf
+    before and that has been rewritten since (emit.cell's kept codes, stored part by part)."""
+    per, unit = _interleave_unit(k)
+    first, last = start // per, -(-stop // per)
+    tiles = first + (last - first) // INTERLEAVE_TILE * INTERLEAVE_TILE
+    for lo, hi, count in ((first, tiles, INTERLEAVE_TILE), (tiles, last, 1)):
+        if lo < hi:
+            with counted_loop(b, lo, hi, count, name="interleave_part") as w:
+                store(b, _transposed(k, b, src, stride, w, count), buf, b.mul(w, i64(k.vectors)),
+                      align=4, elem_type=unit)
+
+
+def reads_interleaved(k: Kernel, owner: Kernel, column: int) -> bool:
+    """Whether B-vector kernel k can read the owner's interleaved xin from column `column` on as
+    its own: the same interleaved unit, the column on a word's start, and no padding of k's
+    that would read the owner's next columns instead of zeros."""
+    same = (not (k.is_float or k.permute or owner.permute) and k.elem == owner.elem
+            and _interleave_unit(k) == _interleave_unit(owner))
+    per = _interleave_unit(k)[0]
+    return (same and column % per == 0 and k.packed.x_len == k.packed.cols
+            and column + k.packed.x_len <= owner.packed.x_len)
+
+
+def interleaved_at(k: Kernel, b: ir.IRBuilder, buf, column: int):
+    """Where column `column` starts in a B-vector kernel's interleaved xin `buf`."""
+    per, unit = _interleave_unit(k)
+    return gep(b, buf, unit, i64(column // per * k.vectors)) if column else buf
+
+
 def interleave_buffer(k: Kernel, b: ir.IRBuilder):
     """Stack space for the interleaved xin of a B-vector kernel (B padded rows of codes for
     byte-permute gathers)."""
