@@ -286,7 +286,8 @@ class CellEmitter:
         """The products whose B-vector kernels read a state's codes interleaved once per step,
         in the owner's buffer (spmv.reads_interleaved): when two or more do. Interleaving h's
         codes once (896 columns a step at B = 8) instead of per reader (R, O1, O3: 1,792)
-        saved 0.44 µs a step alone (bench/README.md, "Issue 15 item 6 on AVX2")."""
+        took 767 -> 310 ns a step at B = 8, alone (bench/README.md, "Issue 15 item 6
+        on AVX2")."""
         labels = set()
         for readers in self.plan.codes.values():
             shared = self._shared_codes(readers)
@@ -316,15 +317,11 @@ class CellEmitter:
         x[v] quantized stream by stream into a row of codes (floats copied), then interleaved
         (spmv.interleave); codes the loop keeps interleaved from their rows, or read where the
         loop keeps them interleaved (_stream_codes)."""
-        b, label, fmt = self.b, product.label, self.plan.formats[product.label]
+        label = product.label
         xin = (self.interleaved[label] if label in self.interleaved else
                self._vector_input(product, t))
-        self._point(load(b, self.args.tables, ptr, 0, align=8))
-        arrays = {a: self.p[f"{label}.{a}"] for a in MATRIX_ARRAYS}
-        unit = mathfn.GATE_UNIT if label in self.plan.gate_unit else 1.0
-        bias = self.p.get(f"{label}.bias", ir.Constant(ptr, None))
-        call(b, SPMV_CORE, self.p[f"{label}.core"], y=self.y[label], xin=xin, **arrays,
-             x_scale=f32((fmt.scale if fmt else 1.0) * unit), bias=bias)
+        self._point(load(self.b, self.args.tables, ptr, 0, align=8))
+        self._core_call(label, xin)
 
     def _vector_input(self, product, t):
         """What the B-vector core of a product reads, built in the product's buffers
@@ -531,7 +528,7 @@ class CellEmitter:
     def _product(self, product):
         """y = W x of one stacked product (plus its epilogue's bias, then relu: plan.epilogues)
         by its kernel's core, on the input quantized here in the plan's format."""
-        b, label, fmt = self.b, product.label, self.plan.formats[product.label]
+        b, label = self.b, product.label
         k = self.kernels[label]
         if label in self.reads:   # codes the loop keeps (plan.codes)
             owner, buf, column = self.reads[label]
@@ -539,10 +536,16 @@ class CellEmitter:
         else:
             xin = spmv.activations(k, b, self._address(product.source), self._x_inv(label),
                                    self.xin[label])
+        self._core_call(label, xin)
+
+    def _core_call(self, label: str, xin):
+        """The call of a product's core on `xin` into its output, with its arrays, epilogue
+        bias and x_scale from self.p (in streams mode: stream 0's table, which holds them)."""
+        fmt = self.plan.formats[label]
         arrays = {a: self.p[f"{label}.{a}"] for a in MATRIX_ARRAYS}
         unit = mathfn.GATE_UNIT if label in self.plan.gate_unit else 1.0
         bias = self.p.get(f"{label}.bias", ir.Constant(ptr, None))
-        call(b, SPMV_CORE, self.p[f"{label}.core"], y=self.y[label], xin=xin, **arrays,
+        call(self.b, SPMV_CORE, self.p[f"{label}.core"], y=self.y[label], xin=xin, **arrays,
              x_scale=f32((fmt.scale if fmt else 1.0) * unit), bias=bias)
 
     def _draw(self, d, t):
