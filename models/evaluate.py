@@ -316,7 +316,10 @@ def main(argv=None):
     if unknown or not set(dtypes) <= set(DTYPES):
         raise SystemExit(f"voices must be among {', '.join(split['voices'])} and dtypes among "
                          f"{', '.join(DTYPES)}; got {args.voices} and {args.dtypes}")
-    model = jitvoc.calibrate(jitvoc.load_model(args.model))   # exported models carry it
+    try:
+        model = jitvoc.calibrate(jitvoc.load_model(args.model))   # exported models carry it
+    except jitvoc.JitvocError as e:
+        raise SystemExit(f"models.evaluate: {e}") from None
     vocoders = {d: jitvoc.load(model, dtype=d) for d in dtypes}
     label = f"{os.path.basename(str(args.model))}, seed {args.seed}"
     os.makedirs(args.out, exist_ok=True)

@@ -128,6 +128,9 @@ def load_utterances(cfg, shards):
             utts.append(("festvox_ru", n, x[a:b]))
         return utts, f"{d['wav_dir']} ({len(names)} training sentences of models/split.json)"
     root = d["shards"]
+    if not os.path.isdir(root):
+        raise SystemExit(f"models.train: no training data in {root}: prepare it first "
+                         f"(python -m models.prepare_data --out {root})")
     if shards is None:
         shards = sorted(int(f[5:-5]) for f in os.listdir(root) if f.startswith("shard") and f.endswith(".flac"))
     utts = []

@@ -59,3 +59,8 @@ def test_report_end_to_end(tmp_path):
         assert list(out.glob(f"{voice}_*.png"))
     assert len(report["per_sentence"]) == 4
     assert (out / "report.md").read_text().count("| griffin-lim |") == 2
+
+
+def test_a_missing_model_is_named_not_a_traceback(tmp_path):
+    with pytest.raises(SystemExit, match=r"models.evaluate: model file .*missing.npz: no such file"):
+        evaluate.main([str(tmp_path / "missing.npz"), "--out", str(tmp_path / "out")])

@@ -202,3 +202,10 @@ def test_free_running_samples(tmp_path):
     train.save_free_running(str(tmp_path / "fr.npz"), utts, one, 7, 16000)
     z = np.load(tmp_path / "fr.npz")
     assert sorted(z.files) == ["sample_rate", "step", "v/a", "v/b"] and int(z["step"]) == 7
+
+
+def test_missing_training_data_is_named_not_a_traceback(tmp_path):
+    from models import train
+    config = {"data": {"shards": str(tmp_path / "no-data")}}
+    with pytest.raises(SystemExit, match=r"no training data in .*no-data: prepare it first"):
+        train.load_utterances(config, None)
