@@ -28,8 +28,8 @@ STAGES = [
              "jitvoc.engine_jit", "jitvoc.vocoder", "jitvoc.recurrence", "jitvoc.layers",
              "jitvoc.corpus", "jitvoc.cellrun"]),
     ("oracle", ["jitvoc.reference"]),
-    ("tools", ["jitvoc.cli", "jitvoc.bench", "jitvoc.__main__", "jitvoc.calibration",
-               "models"]),
+    ("tools", ["jitvoc.cli", "jitvoc.bench", "jitvoc.options", "jitvoc.__main__",
+               "jitvoc.calibration", "models"]),
 ]
 LEVEL = {name: level for level, (name, _) in enumerate(STAGES)}
 
