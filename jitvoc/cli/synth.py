@@ -106,7 +106,7 @@ def _main(args) -> int:
         return _single(args, model, inputs[0])
     if "-" in inputs:
         raise JitvocError("'-' (stdin) is for a single input, not for a corpus")
-    _check_output_folder(args.output, inputs)
+    _check_corpus_output(args.output, inputs)
     return _corpus(args, model, corpus.collect(inputs, args.kinds, args.list))
 
 
@@ -120,7 +120,7 @@ def _model_and_inputs(args) -> tuple[str, list]:
     return pretrained.DEFAULT, paths
 
 
-def _check_output_folder(output, inputs) -> None:
+def _check_corpus_output(output, inputs) -> None:
     """Several inputs go to a folder: refuse an -o that names an audio file (not an existing
     folder), which most often means the first argument was meant as a model and is not one."""
     if output.lower().endswith(corpus.AUDIO_SUFFIXES) and not os.path.isdir(output):
