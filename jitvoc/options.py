@@ -7,15 +7,15 @@ import argparse
 import math
 
 
-def at_least(minimum: int):
-    """The type of an integer option whose values start at `minimum`."""
-    def parse(text: str) -> int:
-        value = int(text)   # a ValueError: argparse says "invalid int value"
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    parse.__name__ = "int"
-    return parse
+def count(text: str) -> int:
+    """The type of an integer option of at least 1 (files, rounds, steps)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def positive_float(text: str) -> float:

@@ -26,7 +26,7 @@ import numpy as np
 from .. import cells
 from .. import cpu as cpu_mod
 from ..cellrun import compile_cell
-from ..options import at_least
+from ..options import count
 from ..plan.cell import HOIST_VECTORS
 from .report import median_seconds
 
@@ -40,8 +40,8 @@ DTYPES = ("float32", "int8")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="hidden 512 only, fewer repeats")
-    parser.add_argument("--steps", type=at_least(1), default=STEPS, help="sequence length (1000)")
-    parser.add_argument("--repeats", type=at_least(1), default=None, help="repeats per figure")
+    parser.add_argument("--steps", type=count, default=STEPS, help="sequence length (1000)")
+    parser.add_argument("--repeats", type=count, default=None, help="repeats per figure")
     parser.add_argument("--cpu", default=None, help="CPU generation (default: native)")
     parser.add_argument("--json", metavar="FILE", help="write the records as JSON")
 

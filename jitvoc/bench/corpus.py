@@ -38,7 +38,7 @@ from ..calibration import calibrate
 from ..errors import JitvocError
 from ..model import random_model
 from ..optional import require
-from ..options import at_least, counts, positive_float
+from ..options import count, counts, positive_float
 from ..vocoder import load
 from . import report
 
@@ -49,12 +49,12 @@ LABELS = {"processes": "processes", "ray": "Ray, running", "ray+init": "Ray, ini
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--files", type=at_least(1), default=32, help="files in the corpus (default 32)")
+    p.add_argument("--files", type=count, default=32, help="files in the corpus (default 32)")
     p.add_argument("--seconds", type=positive_float, default=3.0,
                    help="seconds of audio per file (default 3)")
     p.add_argument("--hidden", type=int, default=896, help="the model's hidden size (default 896)")
     p.add_argument("--dtype", default="int8", help="int8 (default), int16 or float32")
-    p.add_argument("--repeats", type=at_least(1), default=3, help="rounds (default 3)")
+    p.add_argument("--repeats", type=count, default=3, help="rounds (default 3)")
     p.add_argument("--no-ray", action="store_true", help="leave the Ray setups out")
     p.add_argument("--setups", default=",".join(f"{s}:{w}" for s, w in SETUPS),
                    help="the setups to time, comma-separated SETUP:WORKERS (default: all, "

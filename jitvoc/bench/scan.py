@@ -16,7 +16,7 @@ import numpy as np
 from .. import cpu as cpu_mod
 from ..errors import JitvocError
 from ..layers import GILR
-from ..options import at_least
+from ..options import count
 from ..plan import scan as plan_scan
 from ..recurrence import auto_plan, empty, parallel_speedup
 from ..recurrence import run as run_plan
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu", default=None, help="CPU generation (default: native)")
     parser.add_argument("--max-gib", type=float, default=1.0,
                         help="skip cells whose [T, D] array exceeds this (default 1 GiB)")
-    parser.add_argument("--repeats", type=at_least(1), default=None)
+    parser.add_argument("--repeats", type=count, default=None)
 
 
 def _inputs(T: int, D: int):

@@ -42,7 +42,7 @@ from .. import pretrained
 from ..audio import read_audio
 from ..engine import GenState
 from ..mel import mel_spectrogram
-from ..options import at_least
+from ..options import count
 from ..vocoder import load
 from . import report
 
@@ -57,7 +57,7 @@ def add_arguments(p) -> None:
     p.add_argument("--wav", default=str(SENTENCE),
                    help="audio file (default: the held-out sentence examples/ru_0749.wav)")
     p.add_argument("--dtype", default=",".join(DTYPES), help="dtypes, comma-separated")
-    p.add_argument("--repeats", type=at_least(1), default=5, help="repeats per figure (default 5)")
+    p.add_argument("--repeats", type=count, default=5, help="repeats per figure (default 5)")
     p.add_argument("--no-cold", action="store_true",
                    help="skip the cold and warm command-line runs (they take ~10 s per dtype)")
     p.add_argument("--markdown", metavar="FILE", help="write the table as markdown")

@@ -18,7 +18,7 @@ from ..bench import scan as bench_scan
 from ..bench import synth as bench_synth
 from ..bench import vocoder as bench_vocoder
 from ..errors import JitvocError, UnsupportedCPU
-from ..options import at_least
+from ..options import count
 from ..progress import Steps
 
 QUICK_LADDER = ("x86-64", "native")
@@ -54,7 +54,7 @@ def _common(p, suppress: bool) -> None:
                    help="int8, int16, float32 (default: all three; --quick: int8)")
     p.add_argument("--quick", action="store_true", default=d(False),
                    help="a small run (< 1 min): fewer generations, matrices and repeats")
-    p.add_argument("--repeats", type=at_least(1), default=d(None), help="repeats per figure")
+    p.add_argument("--repeats", type=count, default=d(None), help="repeats per figure")
     p.add_argument("--json", default=d(None), metavar="FILE", help="write every record as JSON")
     p.add_argument("--markdown", default=d(None), metavar="FILE", help="write the tables as markdown")
     p.add_argument("--plot", default=d(None), metavar="FILE.png",
