@@ -183,19 +183,20 @@ FLOAT_KERNELS = {
 # measured with AVX-512's one-instruction dot products). Kernels gathering by byte permutes
 # have their gather's limit (GATHERS; AVX2: never baked), so on AVX2 this is the limit of the
 # kernels of 4-column blocks (8x4, 16x4, 4x4) and of 1x1 blocks.
-# - avx2, int8: an AVX2 int8 panel is a vpmaddubsw, a vpmaddwd and a vpaddd, so the baked code
-#   is about 8.5 instructions and 54 bytes per counted instruction (VNNI: 4.6 and 37), and it
-#   falls out of the front end sooner. Baked against grouped, 8x4 patterns, Zen 4 with AVX-512
-#   hidden, loaded (grouped / baked ns, paired medians over 41 rounds, CPU time,
-#   bench/kernel_variants.py; code from `as` on the kernels' assembly; bench/README.md "Issue
-#   14 item 5 on AVX2: where baking stops paying"): baked faster up to 1,175 (448x448 at 10%,
-#   627, 34 KB: native 1.13-1.21; 1152x384 at 7%, 968, 52 KB: native 1.25-1.33, haswell,
-#   skylake, znver3 1.03-1.26; at 8.5%, 1,175, 63 KB: native 1.15-1.26, the others 0.86-1.08),
-#   level or slower from 1,382 (1152x384 at 10%, 72 KB: native 0.75-1.06 over 21 runs, median
-#   1.01, baked at most 6% ahead and up to 1.33x behind; haswell 0.85-1.04, skylake 0.86-0.87,
-#   znver3 0.86-0.89; 2688x896 at 2%, 1,505, 89 KB: 0.78-0.87 on all four).
-#   int16 (a vpmaddwd and a vpaddd, 25-44 bytes) keeps the default: baked faster at 1,382 and
-#   1,448 (1.12-1.29), level at 1,936 (0.87-1.05).
+# - avx2, int8: an AVX2 int8 product is a vpmaddubsw, a vpmaddwd and a vpaddd where VNNI has
+#   one vpdpbusd, so baked code takes about 8.5 instructions and 54 bytes per counted
+#   instruction (VNNI 4.6 and 37; 1152x384 at 10% in 8x4 blocks: 11,211 instructions in 72 KB
+#   against 6,414 in 51 KB) and falls out of the front end sooner. Baked against grouped on
+#   8x4 patterns, Zen 4 with AVX-512 hidden, loaded (grouped / baked, paired medians of 41
+#   rounds in CPU time, bench/kernel_variants.py; bench/README.md "Issue 14 item 5 on AVX2:
+#   where baking stops paying"): baked faster up to 1,175 (448x448 at 10%, 627, 34 KB: native
+#   1.13-1.21; 1152x384 at 7%, 968, 52 KB: native 1.25-1.33, haswell, skylake, znver3
+#   1.03-1.26; at 8.5%, 1,175, 63 KB: native 1.15-1.26, the others 0.86-1.08), level or slower
+#   from 1,382 (1152x384 at 10%, 72 KB: native 0.75-1.06 over 21 runs, median 1.01, baked at
+#   most 6% ahead and up to 1.33x behind; haswell 0.85-1.04, skylake 0.86-0.87, znver3
+#   0.86-0.89; 2688x896 at 2%, 1,505, 89 KB: 0.78-0.87 on all four). int16 (a vpmaddwd and a
+#   vpaddd; 25-44 bytes per counted instruction) keeps the default: baked faster at 716, 1,382
+#   and 1,448 (1.10-1.29), level at 1,254 (0.85-1.30) and 1,936 (0.87-1.05).
 BAKE_LIMITS = {"avx2": {"int8": 1200}}
 
 # dot-product form -> the intrinsic tables (vector width -> intrinsic) a template must give
