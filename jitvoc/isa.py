@@ -13,6 +13,8 @@ below every stage (it imports only jitvoc.errors). cpu.py, the planners and the 
   planners' defaults (which were measured on Zen 4).
 - FLOAT_KERNELS: the one-vector float32 kernel choices measured on a backend where they differ
   from the planner's defaults.
+- BAKE_LIMITS: the most instructions a backend's one-vector integer kernels are baked into,
+  where measured otherwise than the planner's default.
 """
 from __future__ import annotations
 
@@ -176,6 +178,27 @@ FLOAT_KERNELS = {
     "avx2": {"idx_loop": (4, 2), "row_panel": 0.8},
 }
 
+# Backend -> {dtype: the most instructions (plan.matvec.baked_instructions) the planner bakes
+# a one-vector kernel into}, where measured otherwise than plan.matvec.BAKE_LIMIT (2500,
+# measured with AVX-512's one-instruction dot products). Kernels gathering by byte permutes
+# have their gather's limit (GATHERS; AVX2: never baked), so on AVX2 this is the limit of the
+# kernels of 4-column blocks (8x4, 16x4, 4x4) and of 1x1 blocks.
+# - avx2, int8: an AVX2 int8 product is a vpmaddubsw, a vpmaddwd and a vpaddd where VNNI has
+#   one vpdpbusd, so baked code takes about 8.5 instructions and 54 bytes per counted
+#   instruction (VNNI 4.6 and 37; 1152x384 at 10% in 8x4 blocks: 11,211 instructions in 72 KB
+#   against 6,414 in 51 KB) and falls out of the front end sooner. Baked against grouped on
+#   8x4 patterns, Zen 4 with AVX-512 hidden, loaded (grouped / baked, paired medians of 41
+#   rounds in CPU time, bench/kernel_variants.py; bench/README.md "Issue 14 item 5 on AVX2:
+#   where baking stops paying"): baked faster up to 1,175 (448x448 at 10%, 627, 34 KB: native
+#   1.13-1.21; 1152x384 at 7%, 968, 52 KB: native 1.25-1.33, haswell, skylake, znver3
+#   1.03-1.26; at 8.5%, 1,175, 63 KB: native 1.15-1.26, the others 0.86-1.08), level or slower
+#   from 1,382 (1152x384 at 10%, 72 KB: native 0.75-1.06 over 21 runs, median 1.01, baked at
+#   most 6% ahead and up to 1.33x behind; haswell 0.85-1.04, skylake 0.86-0.87, znver3
+#   0.86-0.89; 2688x896 at 2%, 1,505, 89 KB: 0.78-0.87 on all four). int16 (a vpmaddwd and a
+#   vpaddd; 25-44 bytes per counted instruction) keeps the default: baked faster at 716, 1,382
+#   and 1,448 (1.10-1.29), level at 1,254 (0.85-1.30) and 1,936 (0.87-1.05).
+BAKE_LIMITS = {"avx2": {"int8": 1200}}
+
 # dot-product form -> the intrinsic tables (vector width -> intrinsic) a template must give
 FORMS = {"accumulate": ("dot",), "maddubs": ("maddubs", "madd_wd"), "madd": ("madd_wd",),
          "widen_madd": ("madd_wd",)}
@@ -312,6 +335,12 @@ def kernel_choice(gen, key: tuple, default):
 def float_kernel(backend: str, key: str, default):
     """The float32 kernel choice `key` measured on `backend` (FLOAT_KERNELS), else `default`."""
     return FLOAT_KERNELS.get(backend, {}).get(key, default)
+
+
+def bake_limit(backend: str, dtype: str, default: int) -> int:
+    """The most instructions a one-vector `dtype` kernel of `backend` is baked into
+    (BAKE_LIMITS), else `default`."""
+    return BAKE_LIMITS.get(backend, {}).get(dtype, default)
 
 
 def scan_vector(gen) -> tuple[int, str]:

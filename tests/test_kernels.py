@@ -394,6 +394,30 @@ def test_untuned_variant_per_generation(gen_name, dtype, block, variant):
         check(MatVec(plan, gen), w, x)
 
 
+@pytest.mark.parametrize("gen_name, dtype, density, variant", [
+    ("haswell", "int8", 0.10, "grouped"), ("skylake", "int8", 0.10, "grouped"),
+    ("znver3", "int8", 0.10, "grouped"), ("x86-64-v3", "int8", 0.10, "grouped"),
+    ("haswell", "int8", 0.07, "baked"), ("haswell", "int16", 0.05, "baked"),
+    ("alderlake", "int8", 0.10, "baked"), ("skylake-avx512", "int8", 0.10, "baked"),
+    ("icelake-server", "int8", 0.10, "baked")])
+def test_untuned_variant_of_8x4_kernels_per_backend(gen_name, dtype, density, variant):
+    """AVX2 bakes int8 kernels up to its own limit (isa.BAKE_LIMITS: LPCNet's GRU-A 1152x384 at
+    10% in 8x4 blocks, 1,382 counted instructions, is grouped; at 7%, 968, baked); int16 on
+    AVX2 and the other backends (AVX-VNNI, AVX-512) bake up to plan.matvec.BAKE_LIMIT."""
+    from jitvoc.bench.kernels import Matrix, make_matrix
+    w, mask = make_matrix(Matrix("GRU-A 8x4", 1152, 384, density, (8, 4)))
+    gen = cpu.generation(gen_name)
+    codes, scale = planner.quantize_weights(w, dtype)
+    plan = planner.build_plan(codes, scale, mask, dtype, gen)
+    assert (plan.spec.block, plan.spec.variant) == ((8, 4), variant)
+    backend = isa.best(gen)
+    size = planner.baked_instructions(mask, (8, 4), dtype, backend, gen)
+    assert (size <= isa.bake_limit(backend, dtype, planner.BAKE_LIMIT)) == (variant == "baked")
+    if cpu.runnable(gen) and variant == "grouped":
+        x = np.random.default_rng(4).standard_normal(384).astype(np.float32)
+        check(MatVec(plan, gen), w, x)
+
+
 # (generation, matrix of jitvoc.bench.kernels.AUTOTUNE_MATRICES) -> the untuned float32 kernel
 # (block, variant, unroll, accumulators): isa.FLOAT_KERNELS on SSE2, SSSE3 and AVX2
 # (bench/README.md, "Issue 14 item 5: the planner's float32 choices on AVX2"); AVX-512 keeps

@@ -28,7 +28,8 @@ GROUPED_UNROLL_LIMIT = 64  # panels per row block fully unrolled by the grouped 
 # - grouped wins above it: R 5% cascadelake 9675: 9172 vs 7847 (8.4 vs 1.4 s); GRU-A int16 native
 #   4200: 1579 vs 1017. Issue 12's 32x64 1x1 matrix (4096; 2.2 MB of IR) is no longer baked.
 # Measured on Zen 4; a generation where byte-permute kernels measured otherwise says so in
-# isa.KERNEL_CHOICES (bake_limit_permute).
+# isa.KERNEL_CHOICES (bake_limit_permute), a backend where the others did in isa.BAKE_LIMITS.
+# Also the compile budget of a baked kernel asked for (autotune's candidates, variant="baked").
 BAKE_LIMIT = 2500
 BAKED_ACCUMULATORS = 2     # R at 3-5%, O1/O3, GRU-A: 2 beat 4 by 3-7% (fewer to zero and sum)
 # (unroll, accumulators) of the index-driven and dense kernels, where a backend measured no other
@@ -226,7 +227,8 @@ def _default_variant(mask, block, dtype, backend, gen, vectors: int = 1) -> str:
     (one layout for every generation). B > 1 vectors: grouped (native int8, 1152x384 at 10%, B
     = 2: baked 2470 ns, grouped 1550, idx 1770; on R at 5%, B = 8: grouped 12.2 µs, idx 12.9).
     Byte-permute kernels bake up to the limit measured on their generation, where it differs
-    (isa.KERNEL_CHOICES, "bake_limit_permute"), else their gather's (isa.GATHERS)."""
+    (isa.KERNEL_CHOICES, "bake_limit_permute"), else their gather's (isa.GATHERS); the others
+    up to their backend's (isa.BAKE_LIMITS), else BAKE_LIMIT."""
     if dtype == "float32":
         return "idx"
     if vectors > 1:
@@ -234,7 +236,7 @@ def _default_variant(mask, block, dtype, backend, gen, vectors: int = 1) -> str:
     panels, permutes = _gathering(mask, block, dtype, backend, gen)
     limit = (isa.kernel_choice(gen, ("bake_limit_permute", dtype, 1),
                                isa.gather(backend, gen).get("bake_limit", BAKE_LIMIT))
-             if permutes else BAKE_LIMIT)
+             if permutes else isa.bake_limit(backend, dtype, BAKE_LIMIT))
     return "baked" if _baked_size(panels, permutes, block, dtype, backend, gen) <= limit \
         else "grouped"
 
