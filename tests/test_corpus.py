@@ -467,10 +467,10 @@ def test_bench_corpus_setups_chooses_the_rows(tmp_path, capsys):
 
 def test_bench_corpus_independent_rows_and_their_ratios(tmp_path):
     """The independent setups' rows beside corpus mode's, in the JSON and the markdown: each
-    process's own time within the run's, and every ratio the quotient of the two setups'
-    medians of measured times."""
+    process's own time within the run's, every ratio the quotient of the two setups' medians
+    of measured times, and every paired ratio the median of the rounds' quotients."""
     files, seconds = 4, 0.05
-    record = bench_corpus(tmp_path, "--files", str(files), "--batches", "", "--repeats", "2",
+    record = bench_corpus(tmp_path, "--files", str(files), "--batches", "", "--repeats", "3",
                           "--markdown", str(tmp_path / "corpus.md"), "--setups",
                           "processes:1,processes:2,independent:1,independent:2")
     speeds = record["speeds"]
@@ -482,11 +482,14 @@ def test_bench_corpus_independent_rows_and_their_ratios(tmp_path):
     assert runs["slower"][0] > runs["faster"][0]   # two processes' own times
     median = {name: {kind: np.median(v) for kind, v in runs.items()}
               for name, runs in speeds.items()}
+    pairs = (("processes 2", "processes 1"), ("independent 2", "independent 1"),
+             ("processes 2", "independent 2"), ("processes 1", "independent 1"))
     for kind in ("whole", "steady"):
         assert record["ratios"][kind] == pytest.approx({
-            f"{a} / {b}": median[a][kind] / median[b][kind] for a, b in (
-                ("processes 2", "processes 1"), ("independent 2", "independent 1"),
-                ("processes 2", "independent 2"), ("processes 1", "independent 1"))})
+            f"{a} / {b}": median[a][kind] / median[b][kind] for a, b in pairs})
+        assert record["paired_ratios"][kind] == pytest.approx({   # the rounds' own ratios
+            f"{a} / {b}": np.median([x / y for x, y in zip(speeds[a][kind], speeds[b][kind])])
+            for a, b in pairs})
     markdown = (tmp_path / "corpus.md").read_text()
     assert "| independent processes | 2 |" in markdown
     assert "whole: processes 2 / independent 2: " in markdown

@@ -53,7 +53,10 @@ SETUPS = (("processes", 1), ("processes", 2), ("independent", 1), ("independent"
           ("ray", 1), ("ray", 2), ("ray+init", 2))
 LABELS = {"processes": "processes", "independent": "independent processes",
           "ray": "Ray, running", "ray+init": "Ray, init in the run"}
-# The ratios of medians reported, numerator / denominator and what each says.
+# Setups timed in the same rounds (one run of each a round), so that their ratios can also be
+# paired round by round; the Ray setups' rounds come after, each kind in rounds of its own.
+SAME_ROUNDS = ("processes", "independent")
+# The ratios reported, numerator / denominator and what each says.
 RATIOS = ((("processes", 2), ("processes", 1), "target >= 1.9x"),
           (("independent", 2), ("independent", 1), "what the machine's two cores give"),
           (("processes", 2), ("independent", 2), "corpus mode against the machine's ceiling"),
@@ -284,7 +287,7 @@ def run(args) -> int:
             # and a process running Ray's driver threads is not one to fork. Then the runs
             # that start Ray, then those on an instance started (and warmed by one untimed
             # run) beforehand.
-            for kinds in (("processes", "independent"), ("ray+init",), ("ray",)):
+            for kinds in (SAME_ROUNDS, ("ray+init",), ("ray",)):
                 chosen = [s for s in setups if s[0] in kinds]
                 if chosen and kinds == ("ray",):
                     _start_ray()
@@ -292,15 +295,16 @@ def run(args) -> int:
                                    dtype=args.dtype)
                 speeds |= measure(model, vocoder, items, args.seconds, chosen, args.repeats,
                                   args.dtype, tmp)
-    tables, figures, by_pair = [t for t in (batch_table,) if t], {}, {}
+    tables, figures, by_pair, paired = [t for t in (batch_table,) if t], {}, {}, {}
     if speeds:
-        table, figures, by_pair = _table(speeds, args, (loadavg, os.getloadavg()[0]))
+        table, figures, by_pair, paired = _table(speeds, args, (loadavg, os.getloadavg()[0]))
         print(table.text())
         tables.append(table)
     if args.markdown:
         Path(args.markdown).write_text("\n\n".join(t.markdown() for t in tables) + "\n")
     if args.json:
-        report.write_json(args.json, {"figures": figures, "ratios": by_pair, "speeds": {
+        report.write_json(args.json, {"figures": figures, "ratios": by_pair,
+                                      "paired_ratios": paired, "speeds": {
             f"{s} {w}": runs for (s, w), runs in speeds.items()},
             "samples_per_s_by_batch": by_batch})
     return 0
@@ -377,11 +381,11 @@ def _table(speeds, args, loadavg):
                      f"{m['steady'] / base['steady']:.2f}" if base else "",
                      f"{100 * spread:.0f}%", f"{m['cpu']:.2f}"])
         figures[f"{setup} {workers}"] = m
-    by_pair = ratios(med)
+    by_pair, paired = ratios(med), paired_ratios(speeds)
     headers = ["setup", "workers", "whole x realtime", "vs 1 process", "steady x realtime",
                "vs 1 process", "spread", "CPU s"]
     return report.Table("corpus: jitvoc.corpus on processes and on Ray", headers, rows,
-                        _notes(med, args, loadavg, by_pair)), figures, by_pair
+                        _notes(med, args, loadavg, by_pair, paired)), figures, by_pair, paired
 
 
 def _name(setup, workers) -> str:
@@ -396,7 +400,17 @@ def ratios(med) -> dict:
             for kind in ("steady", "whole")}
 
 
-def _notes(med, args, loadavg, by_pair) -> list:
+def paired_ratios(speeds) -> dict:
+    """ratios' pairs of setups timed in the same rounds (SAME_ROUNDS), each the median over
+    the rounds of the round's ratio: the machine's drift between rounds cancels."""
+    return {kind: {f"{_name(*a)} / {_name(*b)}": float(np.median(
+                       np.divide(speeds[a][kind], speeds[b][kind])))
+                   for a, b, _ in RATIOS if a in speeds and b in speeds
+                   and {a[0], b[0]} <= set(SAME_ROUNDS)}
+            for kind in ("steady", "whole")}
+
+
+def _notes(med, args, loadavg, by_pair, paired) -> list:
     """The table's notes: what it measured, the CPU the second process or Ray adds, each
     independent process's own time, and the ratios among the setups timed (RATIOS)."""
     notes = [f"{args.files} files x {args.seconds:g} s of noise, random_model({args.hidden}) at "
@@ -414,7 +428,8 @@ def _notes(med, args, loadavg, by_pair) -> list:
              "first files left out); CPU s: "
              "of a whole run, in the bench process and its worker processes, or in the bench "
              "process and the local Ray instance's processes until the run's actors have "
-             "ended, or of the independent processes' work (the machine's load does not count)"]
+             "ended, or of the independent processes' work (the machine's load does not count); "
+             "paired: the median of each round's own ratio (setups timed in the same rounds)"]
     base, two = med.get(("processes", 1)), med.get(("processes", 2))
     if base and two:
         notes.append(f"CPU: 2 processes - 1: {two['cpu'] - base['cpu']:+.2f} s "
@@ -430,6 +445,8 @@ def _notes(med, args, loadavg, by_pair) -> list:
               f"{med[(ray, 2)]['cpu'] - two['cpu']:+.2f} s"
               for ray in ("ray", "ray+init") if (ray, 2) in med and two]
     why = {f"{_name(*a)} / {_name(*b)}": note for a, b, note in RATIOS}
-    notes += [f"{kind}: {pair_}: {ratio:.2f}x ({why[pair_]})"
+    notes += [f"{kind}: {pair_}: {ratio:.2f}x"
+              + (f", paired {paired[kind][pair_]:.2f}x" if pair_ in paired[kind] else "")
+              + f" ({why[pair_]})"
               for kind, of_kind in by_pair.items() for pair_, ratio in of_kind.items()]
     return notes
