@@ -458,11 +458,13 @@ def test_bench_corpus_batches_runs(tmp_path):
 
 def test_bench_corpus_setups_chooses_the_rows(tmp_path, capsys):
     """--setups times the setups it names (here one, without the batches: --batches ''), and
-    refuses one that is not a setup."""
+    refuses one that is not a setup, or too few files for a setup's steady figure."""
     record = bench_corpus(tmp_path, "--files", "3", "--batches", "", "--setups", "processes:1")
     assert list(record["speeds"]) == ["processes 1"] and record["samples_per_s_by_batch"] == {}
     assert main(["bench", "corpus", "--setups", "processes:3"]) == 2
     assert "no setup 'processes:3'" in capsys.readouterr().err
+    assert main(["bench", "corpus", "--files", "2", "--setups", "independent:2"]) == 2
+    assert "needs more files than workers (2 files, 2 workers)" in capsys.readouterr().err
 
 
 def test_bench_corpus_independent_rows_and_their_ratios(tmp_path):

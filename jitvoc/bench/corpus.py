@@ -13,9 +13,10 @@ written), and "steady", the audio of the files that arrive after each of the W w
 delivered one (the W-th result) over the time from that result to the last: start-up and the
 first files left out, the same accounting for processes and Ray (docs/corpus.md, Measuring).
 Medians of rounds that time each setup once, the process and independent setups' rounds
-before Ray's (a process running Ray's driver threads is not one to fork workers from). The running instance
-is started once and warmed by one untimed run; its workers import the jitvoc this process
-runs, and each run waits until the previous run's actors have given their CPUs back.
+before Ray's (a process running Ray's driver threads is not one to fork workers from). The
+running instance is started once and warmed by one untimed run; its workers import the jitvoc
+this process runs, and each run waits until the previous run's actors have given their CPUs
+back.
 Targets (issue 15):
 2 processes at least 1.9x one, Ray on 2 workers within 15% of 2 processes; the independent
 pair's ratio to one says what of the first target the machine allows (docs/corpus.md).
@@ -258,14 +259,20 @@ def _independent(vocoder, items, barrier, send) -> None:
 
 
 def chosen_setups(args) -> list:
-    """The (setup, workers) of --setups, in SETUPS's order, less Ray's with --no-ray."""
+    """The (setup, workers) of --setups, in SETUPS's order, less Ray's with --no-ray; refused
+    before any work where --files leaves a setup no steady figure (steady_speed)."""
     names = {f"{s}:{w}": (s, w) for s, w in SETUPS}
     unknown = [n for n in args.setups.split(",") if n and n not in names]
     if unknown:
         raise JitvocError(f"--setups: no setup {unknown[0]!r}; the setups are "
                           f"{', '.join(names)}")
     chosen = {names[n] for n in args.setups.split(",") if n}
-    return [s for s in SETUPS if s in chosen and not (args.no_ray and s[0].startswith("ray"))]
+    setups = [s for s in SETUPS if s in chosen and not (args.no_ray and s[0].startswith("ray"))]
+    workers = max((w for _, w in setups), default=0)
+    if not args.batch_only and args.files <= workers:
+        raise JitvocError(f"--files: the steady figure needs more files than workers "
+                          f"({args.files} files, {workers} workers)")
+    return setups
 
 
 def run(args) -> int:
