@@ -19,7 +19,7 @@ import soundfile as sf
 
 import jitvoc
 from jitvoc import corpus
-from jitvoc.bench.corpus import _TreeCpu, steady_speed
+from jitvoc.bench.corpus import _TreeCpu, _time_independent, steady_speed
 from jitvoc.blas import thread_counts
 from jitvoc.cli import main
 from jitvoc.errors import JitvocError
@@ -458,11 +458,56 @@ def test_bench_corpus_batches_runs(tmp_path):
 
 def test_bench_corpus_setups_chooses_the_rows(tmp_path, capsys):
     """--setups times the setups it names (here one, without the batches: --batches ''), and
-    refuses one that is not a setup."""
+    refuses one that is not a setup, or too few files for a setup's steady figure."""
     record = bench_corpus(tmp_path, "--files", "3", "--batches", "", "--setups", "processes:1")
     assert list(record["speeds"]) == ["processes 1"] and record["samples_per_s_by_batch"] == {}
     assert main(["bench", "corpus", "--setups", "processes:3"]) == 2
     assert "no setup 'processes:3'" in capsys.readouterr().err
+    assert main(["bench", "corpus", "--files", "2", "--setups", "independent:2"]) == 2
+    assert "needs more files than workers (2 files, 2 workers)" in capsys.readouterr().err
+
+
+def test_bench_corpus_independent_rows_and_their_ratios(tmp_path):
+    """The independent setups' rows beside corpus mode's, in the JSON and the markdown: each
+    process's own time within the run's, every ratio the quotient of the two setups' medians
+    of measured times, and every paired ratio the median of the rounds' quotients."""
+    files, seconds = 4, 0.05
+    record = bench_corpus(tmp_path, "--files", str(files), "--batches", "", "--repeats", "3",
+                          "--markdown", str(tmp_path / "corpus.md"), "--setups",
+                          "processes:1,processes:2,independent:1,independent:2")
+    speeds = record["speeds"]
+    assert sorted(speeds) == ["independent 1", "independent 2", "processes 1", "processes 2"]
+    for workers in (1, 2):
+        runs = speeds[f"independent {workers}"]
+        for whole, slower, faster in zip(runs["whole"], runs["slower"], runs["faster"]):
+            assert 0 < faster <= slower <= files * seconds / whole * (1 + 1e-9)
+    assert runs["slower"][0] > runs["faster"][0]   # two processes' own times
+    median = {name: {kind: np.median(v) for kind, v in runs.items()}
+              for name, runs in speeds.items()}
+    pairs = (("processes 2", "processes 1"), ("independent 2", "independent 1"),
+             ("processes 2", "independent 2"), ("processes 1", "independent 1"))
+    for kind in ("whole", "steady"):
+        assert record["ratios"][kind] == pytest.approx({
+            f"{a} / {b}": median[a][kind] / median[b][kind] for a, b in pairs})
+        assert record["paired_ratios"][kind] == pytest.approx({   # the rounds' own ratios
+            f"{a} / {b}": np.median([x / y for x, y in zip(speeds[a][kind], speeds[b][kind])])
+            for a, b in pairs})
+    markdown = (tmp_path / "corpus.md").read_text()
+    assert "| independent processes | 2 |" in markdown
+    assert "whole: processes 2 / independent 2: " in markdown
+
+
+def test_independent_processes_report_a_failed_file(model_path, tmp_path):
+    """A file an independent process cannot vocode fails the setup's run, as in corpus mode;
+    the process that had nothing wrong ends too (no hang)."""
+    voc = jitvoc.load(model_path, dtype="int8")
+    good = tmp_path / "a.npy"
+    np.save(good, np.random.default_rng(1).normal(-4, 2, (5, 8)).astype(np.float32))
+    items = [corpus.Item(str(good), "a.wav", "mel"), corpus.Item(str(tmp_path / "no.npy"),
+                                                                 "no.wav", "mel")]
+    assert len(_time_independent(1, voc, items[:1])[1]) == 1
+    with pytest.raises(RuntimeError, match="no.npy: no such file"):
+        _time_independent(2, voc, items)
 
 
 def test_steady_speed_leaves_out_each_workers_first_file():
@@ -478,10 +523,11 @@ def test_steady_speed_leaves_out_each_workers_first_file():
 def test_bench_corpus_processes_runs(tmp_path):
     """`jitvoc bench corpus --no-ray` on a tiny model: whole and steady figures per setup."""
     speeds = bench_corpus(tmp_path, "--no-ray", "--files", "4", "--batches", "1")["speeds"]
-    assert sorted(speeds) == ["processes 1", "processes 2"]
-    for runs in speeds.values():   # x realtime, and CPU seconds of the bench and its workers
-        assert sorted(runs) == ["cpu", "steady", "whole"]
-        assert min(runs["steady"] + runs["whole"] + runs["cpu"]) > 0
+    assert sorted(speeds) == ["independent 1", "independent 2", "processes 1", "processes 2"]
+    for name, runs in speeds.items():   # x realtime, CPU seconds (, each process's own time)
+        own = ["faster", "slower"] if name.startswith("independent") else []
+        assert sorted(runs) == ["cpu", *own, "steady", "whole"]
+        assert min(v for values in runs.values() for v in values) > 0
 
 
 def test_tree_cpu_counts_a_descendant_that_ended():

@@ -1,7 +1,9 @@
 """`jitvoc bench corpus`: one generated corpus vocoded with the batched engine for several B,
-then by `jitvoc.corpus` with 1 and 2 worker processes and through Ray Data: with 1 and 2
-workers on a local instance started before the timing ("Ray, running"), and with 2 workers
-where each run starts its instance (`ray.init` timed: "Ray, init in the run"), in one run.
+then by `jitvoc.corpus` with 1 and 2 worker processes, beside them by 1 and 2 independent
+processes (each its own share of the corpus, nothing shared: what the machine gives), and
+through Ray Data: with 1 and 2 workers on a local instance started before the timing ("Ray,
+running"), and with 2 workers where each run starts its instance (`ray.init` timed: "Ray,
+init in the run"), in one run.
 
 The corpus is --files audio files of --seconds each (noise at the model's rate) and the model
 a random_model(--hidden) at 24 kHz, saved with its activation ranges (jitvoc.calibrate) as
@@ -10,12 +12,14 @@ exported models are. Two figures per setup, x realtime, from one run of the whol
 written), and "steady", the audio of the files that arrive after each of the W workers has
 delivered one (the W-th result) over the time from that result to the last: start-up and the
 first files left out, the same accounting for processes and Ray (docs/corpus.md, Measuring).
-Medians of rounds that time each setup once, the process setups' rounds before Ray's (a
-process running Ray's driver threads is not one to fork workers from). The running instance
-is started once and warmed by one untimed run; its workers import the jitvoc this process
-runs, and each run waits until the previous run's actors have given their CPUs back.
+Medians of rounds that time each setup once, the process and independent setups' rounds
+before Ray's (a process running Ray's driver threads is not one to fork workers from). The
+running instance is started once and warmed by one untimed run; its workers import the jitvoc
+this process runs, and each run waits until the previous run's actors have given their CPUs
+back.
 Targets (issue 15):
-2 processes at least 1.9x one, Ray on 2 workers within 15% of 2 processes.
+2 processes at least 1.9x one, Ray on 2 workers within 15% of 2 processes; the independent
+pair's ratio to one says what of the first target the machine allows (docs/corpus.md).
 
 Batched generation first: the corpus's mels vocoded in this process by
 Vocoder.synthesize_batch for each B of --batches (B = 1: synthesize per mel), samples/s of
@@ -42,10 +46,24 @@ from ..options import count, counts, positive_float
 from ..vocoder import load
 from . import report
 
-# "ray": a Ray instance started before the timing (a cluster user's run joins a running
-# cluster); "ray+init": `ray.init` (a local instance's start) inside each timed run.
-SETUPS = (("processes", 1), ("processes", 2), ("ray", 1), ("ray", 2), ("ray+init", 2))
-LABELS = {"processes": "processes", "ray": "Ray, running", "ray+init": "Ray, init in the run"}
+# "independent": the machine's ceiling for "processes", W processes forked with the model
+# loaded, each vocoding its own share of the corpus (_time_independent); "ray": a Ray instance
+# started before the timing (a cluster user's run joins a running cluster); "ray+init":
+# `ray.init` (a local instance's start) inside each timed run.
+SETUPS = (("processes", 1), ("processes", 2), ("independent", 1), ("independent", 2),
+          ("ray", 1), ("ray", 2), ("ray+init", 2))
+LABELS = {"processes": "processes", "independent": "independent processes",
+          "ray": "Ray, running", "ray+init": "Ray, init in the run"}
+# Setups timed in the same rounds (one run of each a round), so that their ratios can also be
+# paired round by round; the Ray setups' rounds come after, each kind in rounds of its own.
+SAME_ROUNDS = ("processes", "independent")
+# The ratios reported, numerator / denominator and what each says.
+RATIOS = ((("processes", 2), ("processes", 1), "target >= 1.9x"),
+          (("independent", 2), ("independent", 1), "what the machine's two cores give"),
+          (("processes", 2), ("independent", 2), "corpus mode against the machine's ceiling"),
+          (("processes", 1), ("independent", 1), "the same with one process"),
+          (("ray", 2), ("processes", 2), "target >= 0.85"),
+          (("ray+init", 2), ("processes", 2), "target >= 0.85"))
 
 
 def add_arguments(p) -> None:
@@ -169,29 +187,92 @@ def steady_speed(stamps, workers: int, seconds: float) -> float:
     return (len(stamps) - workers) * seconds / (stamps[-1] - stamps[workers - 1])
 
 
-def measure(model, items, seconds, setups, repeats, dtype, tmp) -> dict:
+def measure(model, vocoder, items, seconds, setups, repeats, dtype, tmp) -> dict:
     """{(setup, workers): {"whole": [...], "steady": [...], "cpu": [...]}}: x realtime and CPU
-    seconds per round, each round one run of the whole corpus per setup."""
+    seconds per round, each round one run of the whole corpus per setup; the independent
+    setups also each process's own seconds, the slower's and the faster's ("slower",
+    "faster"). `vocoder`: `model` loaded, forked by the independent setups."""
     speeds = {s: {"whole": [], "steady": [], "cpu": []} for s in setups}
     for r in range(repeats):
         for setup, workers in setups:
-            wall, stamps, cpu = _time_run(setup, workers, model, items,
-                                          tmp / f"out-{setup}{workers}-{r}", dtype)
-            speeds[(setup, workers)]["cpu"].append(cpu)
-            speeds[(setup, workers)]["whole"].append(len(items) * seconds / wall)
-            speeds[(setup, workers)]["steady"].append(steady_speed(stamps, workers, seconds))
+            runs = speeds[(setup, workers)]
+            if setup == "independent":
+                wall, stamps, cpu, own = _time_independent(workers, vocoder, items)
+                runs.setdefault("slower", []).append(max(own))
+                runs.setdefault("faster", []).append(min(own))
+            else:
+                wall, stamps, cpu = _time_run(setup, workers, model, items,
+                                              tmp / f"out-{setup}{workers}-{r}", dtype)
+            runs["cpu"].append(cpu)
+            runs["whole"].append(len(items) * seconds / wall)
+            runs["steady"].append(steady_speed(stamps, workers, seconds))
     return speeds
 
 
+def _time_independent(workers, vocoder, items) -> tuple[float, list, float, list]:
+    """(wall seconds from the common start to the last process's end, [seconds from the start
+    at which each file was vocoded], CPU seconds of the processes' work, [each process's own
+    seconds]) of `workers` processes forked, as corpus.run forks its workers, from this one
+    with `vocoder` loaded, each vocoding every `workers`-th item, one at a time, as a corpus
+    worker does (corpus.vocode_files) but with no queue, no results sent, nothing written
+    and nothing shared: what the machine gives W copies of the work, the ceiling of
+    corpus.run on W processes. They start together at a barrier, after the forks."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    barrier, pipes = ctx.Barrier(workers), [ctx.Pipe(duplex=False) for _ in range(workers)]
+    procs = [ctx.Process(target=_independent, args=(vocoder, items[i::workers], barrier, send),
+                         daemon=True) for i, (_, send) in enumerate(pipes)]
+    for proc in procs:
+        proc.start()
+    try:
+        for _, send in pipes:
+            send.close()   # this process's copy: a process that dies ends its pipe (EOFError)
+        reports = [recv.recv() for recv, _ in pipes]
+        for proc in procs:
+            proc.join(timeout=10)
+    except EOFError:
+        raise RuntimeError("bench corpus: an independent process died") from None
+    finally:
+        corpus._stop(procs)
+    failed = [e for report_ in reports for e in report_["failed"]]
+    if failed:
+        raise RuntimeError(f"bench corpus: files failed: {failed[:3]}")
+    start = min(report_["start"] for report_ in reports)
+    ends = [report_["stamps"][-1] - start for report_ in reports]
+    stamps = sorted(t - start for report_ in reports for t in report_["stamps"])
+    own = [report_["stamps"][-1] - report_["start"] for report_ in reports]
+    return max(ends), stamps, sum(report_["cpu"] for report_ in reports), own
+
+
+def _independent(vocoder, items, barrier, send) -> None:
+    """An independent process: wait for the others, vocode `items` one at a time, then send
+    {"start", "stamps" (perf_counter at each file's end), "cpu", "failed"}."""
+    barrier.wait(timeout=60)   # a sibling that never comes breaks it: no hang
+    start, cpu, stamps, failed = time.perf_counter(), time.process_time(), [], []
+    for item in items:
+        vocoded = corpus.vocode_files(vocoder, [item], corpus.Settings())[0]
+        stamps.append(time.perf_counter())
+        if isinstance(vocoded, Exception):
+            failed.append(f"{item.source}: {vocoded}")
+    send.send({"start": start, "stamps": stamps, "cpu": time.process_time() - cpu,
+               "failed": failed})
+
+
 def chosen_setups(args) -> list:
-    """The (setup, workers) of --setups, in SETUPS's order, less Ray's with --no-ray."""
+    """The (setup, workers) of --setups, in SETUPS's order, less Ray's with --no-ray; refused
+    before any work where --files leaves a setup no steady figure (steady_speed)."""
     names = {f"{s}:{w}": (s, w) for s, w in SETUPS}
     unknown = [n for n in args.setups.split(",") if n and n not in names]
     if unknown:
         raise JitvocError(f"--setups: no setup {unknown[0]!r}; the setups are "
                           f"{', '.join(names)}")
     chosen = {names[n] for n in args.setups.split(",") if n}
-    return [s for s in SETUPS if s in chosen and not (args.no_ray and s[0].startswith("ray"))]
+    setups = [s for s in SETUPS if s in chosen and not (args.no_ray and s[0].startswith("ray"))]
+    workers = max((w for _, w in setups), default=0)
+    if not args.batch_only and args.files <= workers:
+        raise JitvocError(f"--files: the steady figure needs more files than workers "
+                          f"({args.files} files, {workers} workers)")
+    return setups
 
 
 def run(args) -> int:
@@ -201,35 +282,36 @@ def run(args) -> int:
         model = tmp / "model.npz"   # with its activation ranges, as exported models have
         calibrate(random_model(hidden=args.hidden, sample_rate=24000)).save(model)
         items = make_corpus(tmp / "in", args.files, args.seconds, 24000)
-        batches = args.batches
-        by_batch = measure_batches(load(model, dtype=args.dtype), items, batches,
-                                   args.repeats) if batches else {}
+        batches, vocoder = args.batches, load(model, dtype=args.dtype)
+        by_batch = measure_batches(vocoder, items, batches, args.repeats) if batches else {}
         batch_table = _batch_table(by_batch, args) if batches else None
         if batch_table:
             print(batch_table.text())
         speeds, loadavg = {}, os.getloadavg()[0]
         if not args.batch_only:
             corpus.run(model, items[:1], tmp / "warm", jobs=1, dtype=args.dtype)  # cached
-            # The process setups first: corpus.run forks its workers, and a process running
-            # Ray's driver threads is not one to fork. Then the runs that start Ray, then
-            # those on an instance started (and warmed by one untimed run) beforehand.
-            for kind in ("processes", "ray+init", "ray"):
-                chosen = [s for s in setups if s[0] == kind]
-                if chosen and kind == "ray":
+            # The process setups first, the independent ones in the same rounds: they fork,
+            # and a process running Ray's driver threads is not one to fork. Then the runs
+            # that start Ray, then those on an instance started (and warmed by one untimed
+            # run) beforehand.
+            for kinds in (SAME_ROUNDS, ("ray+init",), ("ray",)):
+                chosen = [s for s in setups if s[0] in kinds]
+                if chosen and kinds == ("ray",):
                     _start_ray()
                     corpus.run_ray(model, items[:2], tmp / "warm-ray", workers=2,
                                    dtype=args.dtype)
-                speeds |= measure(model, items, args.seconds, chosen, args.repeats,
+                speeds |= measure(model, vocoder, items, args.seconds, chosen, args.repeats,
                                   args.dtype, tmp)
-    tables, figures = [t for t in (batch_table,) if t], {}
+    tables, figures, by_pair, paired = [t for t in (batch_table,) if t], {}, {}, {}
     if speeds:
-        table, figures = _table(speeds, args, (loadavg, os.getloadavg()[0]))
+        table, figures, by_pair, paired = _table(speeds, args, (loadavg, os.getloadavg()[0]))
         print(table.text())
         tables.append(table)
     if args.markdown:
         Path(args.markdown).write_text("\n\n".join(t.markdown() for t in tables) + "\n")
     if args.json:
-        report.write_json(args.json, {"figures": figures, "speeds": {
+        report.write_json(args.json, {"figures": figures, "ratios": by_pair,
+                                      "paired_ratios": paired, "speeds": {
             f"{s} {w}": runs for (s, w), runs in speeds.items()},
             "samples_per_s_by_batch": by_batch})
     return 0
@@ -306,45 +388,72 @@ def _table(speeds, args, loadavg):
                      f"{m['steady'] / base['steady']:.2f}" if base else "",
                      f"{100 * spread:.0f}%", f"{m['cpu']:.2f}"])
         figures[f"{setup} {workers}"] = m
+    by_pair, paired = ratios(med), paired_ratios(speeds)
     headers = ["setup", "workers", "whole x realtime", "vs 1 process", "steady x realtime",
                "vs 1 process", "spread", "CPU s"]
     return report.Table("corpus: jitvoc.corpus on processes and on Ray", headers, rows,
-                        _notes(med, args, loadavg)), figures
+                        _notes(med, args, loadavg, by_pair, paired)), figures, by_pair, paired
 
 
-def _notes(med, args, loadavg) -> list:
-    """The table's notes: what it measured, and the ratios of the issue's targets among the
-    setups timed."""
+def _name(setup, workers) -> str:
+    return f"{LABELS[setup]}, {workers}" if setup.startswith("ray") else f"{setup} {workers}"
+
+
+def ratios(med) -> dict:
+    """{"whole" | "steady": {"A / B": the ratio of A's median to B's}} for each pair of
+    RATIOS whose setups were both timed."""
+    return {kind: {f"{_name(*a)} / {_name(*b)}": med[a][kind] / med[b][kind]
+                   for a, b, _ in RATIOS if a in med and b in med}
+            for kind in ("steady", "whole")}
+
+
+def paired_ratios(speeds) -> dict:
+    """ratios' pairs of setups timed in the same rounds (SAME_ROUNDS), each the median over
+    the rounds of the round's ratio: the machine's drift between rounds cancels."""
+    return {kind: {f"{_name(*a)} / {_name(*b)}": float(np.median(
+                       np.divide(speeds[a][kind], speeds[b][kind])))
+                   for a, b, _ in RATIOS if a in speeds and b in speeds
+                   and {a[0], b[0]} <= set(SAME_ROUNDS)}
+            for kind in ("steady", "whole")}
+
+
+def _notes(med, args, loadavg, by_pair, paired) -> list:
+    """The table's notes: what it measured, the CPU the second process or Ray adds, each
+    independent process's own time, and the ratios among the setups timed (RATIOS)."""
     notes = [f"{args.files} files x {args.seconds:g} s of noise, random_model({args.hidden}) at "
              f"24 kHz, {args.dtype}, native; medians of {args.repeats} rounds; "
              f"{corpus.usable_cores()} usable cores; load average {loadavg[0]:.1f} at the start, "
              f"{loadavg[1]:.1f} at the end",
              "whole: the corpus's audio over the wall time of a whole run (load, worker "
-             "start-up, files written; not the imports of this process); Ray, running: on an "
-             "instance started before the timing, warmed by one run; Ray, init in the run: "
-             "ray.init (a local instance's start) timed too; steady: the audio of the files "
-             "after the W-th result over the time from it to the last (start-up and first "
-             "files left out); CPU s: "
+             "start-up, files written; not the imports of this process); independent "
+             "processes: W processes forked with the model loaded, each vocoding its own share "
+             "of the corpus (no queue, no results, nothing written), timed from a common start "
+             "to the last one's end: what the machine gives W copies of the work; Ray, "
+             "running: on an instance started before the timing, warmed by one run; Ray, init "
+             "in the run: ray.init (a local instance's start) timed too; steady: the audio of "
+             "the files after the W-th result over the time from it to the last (start-up and "
+             "first files left out); CPU s: "
              "of a whole run, in the bench process and its worker processes, or in the bench "
              "process and the local Ray instance's processes until the run's actors have "
-             "ended (the machine's load does not count)"]
+             "ended, or of the independent processes' work (the machine's load does not count); "
+             "paired: the median of each round's own ratio (setups timed in the same rounds)"]
     base, two = med.get(("processes", 1)), med.get(("processes", 2))
     if base and two:
         notes.append(f"CPU: 2 processes - 1: {two['cpu'] - base['cpu']:+.2f} s "
                      f"(what the second process costs beyond its share of the work)")
-    rays = _ray_setups(med, two)
-    notes += [f"CPU: {label}, 2 workers - 2 processes: {ray['cpu'] - two['cpu']:+.2f} s"
-              for label, ray in rays]
-    for kind in ("steady", "whole"):
-        if base and two:
-            notes.append(f"{kind}: 2 processes / 1: {two[kind] / base[kind]:.2f}x "
-                         f"(target >= 1.9x)")
-        notes += [f"{kind}: {label}, 2 workers / 2 processes: {ray[kind] / two[kind]:.2f} "
-                  f"(target >= 0.85)" for label, ray in rays]
+    alone, pair = med.get(("independent", 1)), med.get(("independent", 2))
+    if alone and pair:
+        notes.append(f"CPU: 2 independent - 1: {pair['cpu'] - alone['cpu']:+.2f} s (the same, "
+                     f"of the machine)")
+    if pair:
+        notes.append(f"independent 2, each process's own time: the slower {pair['slower']:.2f} s, "
+                     f"the faster {pair['faster']:.2f} s")
+    notes += [f"CPU: {LABELS[ray]}, 2 workers - 2 processes: "
+              f"{med[(ray, 2)]['cpu'] - two['cpu']:+.2f} s"
+              for ray in ("ray", "ray+init") if (ray, 2) in med and two]
+    why = {f"{_name(*a)} / {_name(*b)}": note for a, b, note in RATIOS}
+    notes += [f"{kind}: {pair_}: {ratio:.2f}x"
+              + (f", paired {paired[kind][pair_]:.2f}x" if pair_ in paired[kind] else "")
+              + f" ({why[pair_]})"
+              for kind, of_kind in by_pair.items() for pair_, ratio in of_kind.items()]
     return notes
-
-
-def _ray_setups(med, two) -> list:
-    """(label, medians) of each Ray setup timed with 2 workers, when 2 processes were too."""
-    return [(LABELS[ray], med[(ray, 2)]) for ray in ("ray", "ray+init")
-            if (ray, 2) in med and two]

@@ -34,8 +34,9 @@ OWN_COMMANDS = (
      "cold and warm runs."),
     ("corpus", bench_corpus, "a corpus batched (B streams), on 1 and 2 processes and on Ray",
      "Vocode one generated corpus with the batched engine for B = 1, 2, 4, 8, 16 (samples/s of "
-     "CPU time, one thread), then with 1 and 2 worker processes and through Ray Data with 1 "
-     "and 2 workers, and compare their realtime factors."),
+     "CPU time, one thread), then with 1 and 2 worker processes, 1 and 2 independent processes "
+     "(the machine's ceiling) and through Ray Data with 1 and 2 workers, and compare their "
+     "realtime factors."),
     ("cells", bench_cells, "compiled LSTM and GRU cells vs PyTorch eager and TorchScript",
      "Time compiled LSTM and GRU cells (hidden 512 and 1024, dense and 90% block-sparse, "
      "float32 and int8, 1,000 steps, one thread) against PyTorch eager and TorchScript with "
