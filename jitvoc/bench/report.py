@@ -60,24 +60,25 @@ def interleaved_medians(fns: dict, repeats: int) -> dict:
 
 
 def time_python(fn, repeats: int, min_seconds: float = 0.01) -> list[float]:
-    """ns per call of `fn()`, one sample per repeat, each a loop of many calls (>= min_seconds)."""
+    """ns per call of `fn()` in CPU time of the calling thread (as MatVec.time_call; the peers
+    run one-threaded), one sample per repeat, each a loop of many calls (>= min_seconds)."""
     fn()
     n = 1
     while True:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         for _ in range(n):
             fn()
-        dt = time.perf_counter() - t0
+        dt = time.thread_time() - t0
         if dt >= min_seconds / 4 or n >= 1 << 20:
             break
         n *= 4
     n = max(1, int(n * min_seconds / max(dt, 1e-9)))
     samples = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         for _ in range(n):
             fn()
-        samples.append((time.perf_counter() - t0) / n * 1e9)
+        samples.append((time.thread_time() - t0) / n * 1e9)
     return samples
 
 
