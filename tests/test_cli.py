@@ -443,3 +443,25 @@ def test_corpus_output_named_as_audio_file_is_refused(model_file, mel_file, tmp_
     assert main(["synth", str(tmp_path / "missing"), str(mel_file), "-o", str(out)]) == 2
     assert "names an audio file, but a corpus's outputs" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_autotune_record_picks_on_even_rounds_and_compares_on_odd(monkeypatch):
+    """untuned/best: the best candidate chosen on some rounds and compared on the others,
+    paired, so that the least of many noisy medians does not pass for the best kernel's time:
+    here every kernel takes 100 ns in the odd rounds, every candidate but the untuned kernel
+    60 ns in the even ones (the old way, one median over all rounds: untuned/best 1.25)."""
+    m = bench_kernels.Matrix("tiny", 64, 32, 0.25)
+    w, mask = bench_kernels.make_matrix(m)
+    calls = {}
+
+    def scripted(mv, x, repeats):
+        k = calls[mv.spec] = calls.get(mv.spec, 0) + 1
+        lucky = k % 2 == 1 and mv.spec != untuned_spec   # the even rounds
+        return [60.0 if lucky else 100.0]
+
+    gen = cpu_mod.resolve("native")
+    untuned_spec = bench_kernels._compiled(bench_kernels._plan(w, mask, "int8", gen), gen)[0].spec
+    monkeypatch.setattr(bench_kernels.report, "time_native", scripted)
+    rec = bench_kernels.autotune_record(m, w, mask, "int8", gen, repeats=3, baked=False)
+    assert rec["candidates"] > 1 and rec["untuned_over_best"] == pytest.approx(1.0)
+    assert rec["best_ns"] == rec["untuned_ns"] == 100.0

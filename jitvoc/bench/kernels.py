@@ -146,8 +146,12 @@ def kernel_record(m: Matrix, w, mask, dtype, gen, repeats, peer: dict, roof: dic
 
 def autotune_record(m: Matrix, w, mask, dtype, gen, repeats, baked: bool = True) -> dict:
     """The planner's untuned choice against every autotune candidate, all compiled first and
-    then timed in interleaved rounds (one sample of each per round), so that a drift of the
-    machine's speed during the run reaches every kernel alike instead of showing as a ratio."""
+    then timed in 2 x `repeats` interleaved rounds (one sample of each per round), so that a
+    drift of the machine's speed during the run reaches every kernel alike instead of showing
+    as a ratio. The best candidate is picked on the even rounds and compared on the odd ones
+    (untuned/best: the median of those rounds' paired ratios): picked and compared on the
+    same samples, the least of a dozen noisy medians would sit below the best kernel's time
+    by the noise (near-ties such as u8a4 and u4a2 gave untuned/best up to 1.2)."""
     codes, scale = planner.quantize_weights(w, dtype)
     x = _x(m.cols)
     untuned, build_s = _compiled(_plan(w, mask, dtype, gen), gen)
@@ -162,17 +166,20 @@ def autotune_record(m: Matrix, w, mask, dtype, gen, repeats, baked: bool = True)
         shape[mv.spec] = ("dense" if plan.spec.variant == "dense"
                           else f"{plan.spec.block[0]}x{plan.spec.block[1]}")
     samples = {name: [] for name in kernels}
-    for _ in range(repeats):
+    for _ in range(2 * repeats):
         for name, mv in kernels.items():
             samples[name] += report.time_native(mv, x, 1)
     stats = {name: report.summary(v) for name, v in samples.items()}
-    best = min(candidates, key=lambda n: stats[n][0])
-    untuned_ns, (best_ns, best_spread) = stats[untuned.spec][0], stats[best]
+    best = min(candidates, key=lambda n: report.summary(samples[n][0::2])[0])
+    compared = {n: samples[n][1::2] for n in (untuned.spec, best)}
+    untuned_ns, (best_ns, best_spread) = (report.summary(compared[untuned.spec])[0],
+                                         report.summary(compared[best]))
+    paired = [u / b for u, b in zip(compared[untuned.spec], compared[best])]
     return {"bench": "autotune", "label": f"{gen.name} {dtype} autotune {m.label}",
             "matrix": m.label, "cpu": gen.name, "rows": m.rows, "cols": m.cols,
             "density": m.density, "dtype": dtype, "untuned_spec": untuned.spec,
             "untuned_ns": untuned_ns, "best_spec": best, "best_ns": best_ns,
-            "spread": best_spread, "untuned_over_best": untuned_ns / best_ns,
+            "spread": best_spread, "untuned_over_best": float(np.median(paired)),
             "candidates": len(candidates), "baked_candidates": baked, "build_s": build_s,
             "all": {name: st[0] for name, st in stats.items()},
             "best_by_shape": {sh: min(stats[n][0] for n in candidates if shape[n] == sh)
