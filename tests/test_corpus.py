@@ -20,8 +20,8 @@ import soundfile as sf
 
 import jitvoc
 from jitvoc import corpus
-from jitvoc.bench import corpus as bench_corpus_module
-from jitvoc.bench.corpus import _TreeCpu, _time_independent, steady_speed
+from jitvoc.bench.corpus import (_TreeCpu, _time_independent, batch_ratios, measure_batches,
+                                 steady_speed)
 from jitvoc.blas import thread_counts
 from jitvoc.cli import main
 from jitvoc.errors import JitvocError
@@ -465,10 +465,10 @@ def test_batch_ratios_pair_the_runs_of_a_round():
     drifting between rounds (x1, x3, x2) and one disturbed B = 8 run, the medians come from
     different rounds (0.75x), the paired ratio stays the rounds' own 1.5x."""
     by_batch = {1: [100.0, 300.0, 200.0], 8: [150.0, 450.0, 100.0]}
-    ratios = bench_corpus_module.batch_ratios(by_batch)
+    ratios = batch_ratios(by_batch)
     assert ratios[1] == (1.0, 1.0)
     assert ratios[8] == (pytest.approx(0.75), pytest.approx(1.5))
-    assert bench_corpus_module.batch_ratios({8: [1.0]}) == {}
+    assert batch_ratios({8: [1.0]}) == {}
 
 
 def test_measure_batches_reverses_the_order_every_other_round():
@@ -482,10 +482,9 @@ def test_measure_batches_reverses_the_order_every_other_round():
             seen.append(batch)
 
     mels = [np.zeros((3, 2), np.float32)]
-    with mock.patch.object(bench_corpus_module.corpus, "prepare", lambda *a: (mels[0],)), \
-            mock.patch.object(bench_corpus_module.corpus, "read_bytes", lambda source: b""):
-        out = bench_corpus_module.measure_batches(
-            Vocoder(), [corpus.Item("f", "f.wav", "audio")], [1, 2, 4], 3)
+    with mock.patch.object(corpus, "prepare", lambda *a: (mels[0],)), \
+            mock.patch.object(corpus, "read_bytes", lambda source: b""):
+        out = measure_batches(Vocoder(), [corpus.Item("f", "f.wav", "audio")], [1, 2, 4], 3)
     assert seen[3:] == [1, 2, 4, 4, 2, 1, 1, 2, 4] and all(len(v) == 3 for v in out.values())
 
 
