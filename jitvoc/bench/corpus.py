@@ -342,7 +342,7 @@ def batch_ratios(by_batch) -> dict:
     if 1 not in by_batch:
         return {}
     base = by_batch[1]
-    return {b: (float(np.median(v) / np.median(base)), float(np.median(np.divide(v, base))))
+    return {b: (float(np.median(v) / np.median(base)), report.paired_ratio(v, base))
             for b, v in by_batch.items()}
 
 
@@ -426,8 +426,8 @@ def ratios(med) -> dict:
 def paired_ratios(speeds) -> dict:
     """ratios' pairs of setups timed in the same rounds (SAME_ROUNDS), each the median over
     the rounds of the round's ratio: the machine's drift between rounds cancels."""
-    return {kind: {f"{_name(*a)} / {_name(*b)}": float(np.median(
-                       np.divide(speeds[a][kind], speeds[b][kind])))
+    return {kind: {f"{_name(*a)} / {_name(*b)}": report.paired_ratio(speeds[a][kind],
+                                                                       speeds[b][kind])
                    for a, b, _ in RATIOS if a in speeds and b in speeds
                    and {a[0], b[0]} <= set(SAME_ROUNDS)}
             for kind in ("steady", "whole")}

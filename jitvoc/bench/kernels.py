@@ -174,12 +174,12 @@ def autotune_record(m: Matrix, w, mask, dtype, gen, repeats, baked: bool = True)
     compared = {n: samples[n][1::2] for n in (untuned.spec, best)}
     untuned_ns, (best_ns, best_spread) = (report.summary(compared[untuned.spec])[0],
                                          report.summary(compared[best]))
-    paired = [u / b for u, b in zip(compared[untuned.spec], compared[best])]
     return {"bench": "autotune", "label": f"{gen.name} {dtype} autotune {m.label}",
             "matrix": m.label, "cpu": gen.name, "rows": m.rows, "cols": m.cols,
             "density": m.density, "dtype": dtype, "untuned_spec": untuned.spec,
             "untuned_ns": untuned_ns, "best_spec": best, "best_ns": best_ns,
-            "spread": best_spread, "untuned_over_best": float(np.median(paired)),
+            "spread": best_spread,
+            "untuned_over_best": report.paired_ratio(compared[untuned.spec], compared[best]),
             "candidates": len(candidates), "baked_candidates": baked, "build_s": build_s,
             "all": {name: st[0] for name, st in stats.items()},
             "best_by_shape": {sh: min(stats[n][0] for n in candidates if shape[n] == sh)

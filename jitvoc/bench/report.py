@@ -31,6 +31,12 @@ def summary(samples) -> tuple[float, float]:
     return med, float((q3 - q1) / med) if med > 0 else 0.0
 
 
+def paired_ratio(numerators, denominators) -> float:
+    """The median of the quotients of samples taken in the same rounds: the machine's drift
+    between rounds cancels, where a ratio of medians would keep it."""
+    return float(np.median(np.divide(numerators, denominators)))
+
+
 def median_seconds(fn, repeats: int, clock=time.perf_counter) -> float:
     """Median seconds of fn() over `repeats` calls timed by `clock` (time.process_time for CPU
     time), after one warm-up call."""
